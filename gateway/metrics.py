@@ -1,0 +1,554 @@
+"""Every Prometheus metric of the gateway, in one place.
+
+Naming follows the Prometheus naming guide: the ``voipgw_`` prefix, base units
+(seconds, bytes) in the name, ``_total`` on counters, histograms for latencies. Label
+values are always bounded: a label never carries a number that grows, a URI, a user
+or a Call-ID, because every distinct value is a new time series held in memory by the
+gateway and by Prometheus for as long as it lives.
+
+Two kinds of label keep that promise:
+
+* **closed sets** (``call_class``, ``outcome``, SIP ``method``, ``direction``,
+  ``transport``, ``family``, announcement ``result``): values outside the set are
+  mapped to a fixed fallback ("unknown", "other", or "failed" for an outcome)
+  instead of raising, because a metric must never break a call;
+* **open tokens** (``reason``, ``kind``, ``policy``, ``centre``): any short
+  snake_case token set by the code or by configuration (an emergency centre id), but
+  only the first :data:`MAX_TOKEN_VALUES` distinct ones per label; later ones become
+  "other". The cap makes cardinality bounded by construction without every module
+  having to agree on a list in advance.
+
+The call path uses the one-line helper methods of :class:`Metrics`
+(``metrics.sip_request_in(method)``, ``metrics.call_ended(cls, outcome)``); the raw
+metric objects are attributes too, for code that needs them. Tests build a fresh
+``Metrics(CollectorRegistry())``; the gateway uses :func:`default_metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import platform
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import metadata
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway.configfields import ConfigError, Table
+
+__all__ = [
+    "CALL_CLASSES",
+    "CALL_OUTCOMES",
+    "DEFAULT_METRICS_PORT",
+    "SIP_METHODS",
+    "Metrics",
+    "MetricsConfig",
+    "default_metrics",
+    "exported_names",
+    "run_event_loop_lag_monitor",
+]
+
+#: Port of the HTTP status listener (/metrics, /healthz, /readyz). 9464 is the port
+#: the OpenTelemetry Prometheus exporter uses, free of the SIP (5060/5061) and
+#: Prometheus (9090) defaults.
+DEFAULT_METRICS_PORT = 9464
+
+CALL_CLASSES = frozenset({"office", "nomadic", "unknown"})
+CALL_OUTCOMES = frozenset(
+    {"answered", "busy", "no_answer", "cancelled", "failed", "rejected", "shed"}
+)
+#: RFC 3261 methods plus the extensions a business gateway sees (RFC 3262 PRACK,
+#: 3265/6665 SUBSCRIBE/NOTIFY, 3903 PUBLISH, 6086 INFO, 3515 REFER, 3428 MESSAGE,
+#: 3311 UPDATE). Methods are case-sensitive (RFC 3261 section 7.1), so "invite" is
+#: "other".
+SIP_METHODS = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "REGISTER",
+        "OPTIONS",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "INFO",
+        "REFER",
+        "MESSAGE",
+        "UPDATE",
+    }
+)
+DIRECTIONS = frozenset({"in", "out"})
+TRANSPORTS = frozenset({"udp", "tcp", "tls", "ws", "wss"})
+FAMILIES = frozenset({"ipv4", "ipv6"})
+ANNOUNCEMENT_RESULTS = frozenset({"played", "skipped", "not_played"})
+#: ParseError.status_hint -> parse error reason (gateway/sip/errors.py).
+_PARSE_REASON_BY_STATUS = {400: "malformed", 505: "bad_version", 513: "too_large"}
+
+#: Distinct values an open-token label may take before new values become "other".
+MAX_TOKEN_VALUES = 32
+_TOKEN_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+
+# Bucket bounds in seconds. Non-INVITE transactions end by Timer F (64*T1 = 32 s);
+# INVITE transactions can last as long as the callee rings.
+_TRANSACTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
+# Session request delay (RFC 6076 section 4.2): fast local answers to slow carriers.
+_SETUP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30)
+# A 20 ms G.711 frame sent more than a frame late is audible.
+_RTP_LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08)
+_COPY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+def _closed(value: str, allowed: frozenset[str], fallback: str) -> str:
+    return value if value in allowed else fallback
+
+
+class _TokenLabel:
+    """Admits the first MAX_TOKEN_VALUES distinct well-formed tokens of one label."""
+
+    def __init__(self, limit: int = MAX_TOKEN_VALUES) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+        # Helpers may be called from the RTP or CDR threads as well as the loop.
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if not _TOKEN_RE.fullmatch(value):
+            return "other"
+        with self._lock:
+            if len(self._seen) >= self._limit:
+                return "other"
+            self._seen.add(value)
+        return value
+
+
+def normalize_method(method: str | bytes) -> str:
+    """Maps a SIP method to its label value: the method if known, else "other"."""
+    if isinstance(method, bytes):
+        method = method.decode("ascii", "replace")
+    return _closed(method, SIP_METHODS, "other")
+
+
+def status_label(status: int) -> str:
+    """Maps a SIP status code to its label value.
+
+    Status codes are a bounded set (RFC 3261 section 21: 100-699), so the exact code is
+    kept: operators need to tell 486 from 503. Anything outside 100-699 is "other".
+    """
+    return str(status) if 100 <= status <= 699 else "other"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("voipgw")
+    except metadata.PackageNotFoundError:
+        # Running from a checkout that was never pip-installed.
+        return "unknown"
+
+
+class Metrics:
+    """The gateway's metrics, registered on one :class:`CollectorRegistry`.
+
+    Args:
+        registry: where the metrics are registered; a fresh one per test.
+        version: value of the ``version`` label of ``voipgw_build_info``.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, version: str | None = None) -> None:
+        self.registry = registry
+        r = registry
+        self.calls = Counter(
+            "voipgw_calls",
+            "Calls that reached a final outcome, by call class and outcome.",
+            ["call_class", "outcome"],
+            registry=r,
+        )
+        self.active_calls = Gauge(
+            "voipgw_active_calls", "Calls in progress on this instance.", registry=r
+        )
+        self.emergency_calls = Counter(
+            "voipgw_emergency_calls",
+            "Emergency calls by call class, routing policy, centre id and outcome.",
+            ["call_class", "policy", "centre", "outcome"],
+            registry=r,
+        )
+        self.sip_requests = Counter(
+            "voipgw_sip_requests",
+            "SIP requests received (in) or sent (out), retransmissions excluded.",
+            ["method", "direction"],
+            registry=r,
+        )
+        self.sip_responses = Counter(
+            "voipgw_sip_responses",
+            "SIP responses received (in) or sent (out), by status code and CSeq method.",
+            ["code", "method", "direction"],
+            registry=r,
+        )
+        self.sip_retransmissions = Counter(
+            "voipgw_sip_retransmissions",
+            "SIP messages retransmitted by the transaction layer (Timers A, E, G).",
+            ["method"],
+            registry=r,
+        )
+        self.transaction_duration = Histogram(
+            "voipgw_transaction_duration_seconds",
+            "Time from creation to termination of SIP transactions.",
+            ["method"],
+            buckets=_TRANSACTION_BUCKETS,
+            registry=r,
+        )
+        self.call_setup = Histogram(
+            "voipgw_call_setup_seconds",
+            "Session request delay (RFC 6076 SRD): INVITE sent to first 18x or 2xx.",
+            ["call_class", "emergency"],
+            buckets=_SETUP_BUCKETS,
+            registry=r,
+        )
+        self.parse_errors = Counter(
+            "voipgw_parse_errors",
+            "Received messages that failed to parse, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.dropped_messages = Counter(
+            "voipgw_dropped_messages",
+            "Received messages dropped without processing, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.registrations = Counter(
+            "voipgw_registrations",
+            "REGISTER requests handled by the registrar, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.registered_bindings = Gauge(
+            "voipgw_registered_bindings",
+            "Contact bindings currently registered through this instance.",
+            registry=r,
+        )
+        self.announcements = Counter(
+            "voipgw_announcements",
+            "Announcements by kind and result (played, skipped, not_played).",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.rtp_send_lateness = Histogram(
+            "voipgw_rtp_send_lateness_seconds",
+            "How late each RTP frame of an announcement left, against its schedule.",
+            buckets=_RTP_LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.cdr_queue_depth = Gauge(
+            "voipgw_cdr_queue_depth", "CDRs waiting in memory for the database.", registry=r
+        )
+        self.cdr_spool_bytes = Gauge(
+            "voipgw_cdr_spool_bytes",
+            "Size of the on-disk CDR spool (records not yet in PostgreSQL).",
+            registry=r,
+        )
+        self.cdr_spool_oldest_age = Gauge(
+            "voipgw_cdr_spool_oldest_age_seconds",
+            "Age of the oldest spooled CDR; 0 when the spool is empty.",
+            registry=r,
+        )
+        self.cdr_copy_duration = Histogram(
+            "voipgw_cdr_copy_duration_seconds",
+            "Duration of one COPY of a CDR batch into PostgreSQL.",
+            buckets=_COPY_BUCKETS,
+            registry=r,
+        )
+        self.cdr_rows_committed = Counter(
+            "voipgw_cdr_rows_committed", "CDR rows committed to PostgreSQL.", registry=r
+        )
+        self.cdr_partitions_ahead = Gauge(
+            "voipgw_cdr_partitions_ahead",
+            "Monthly CDR partitions that exist after the current month.",
+            registry=r,
+        )
+        self.event_loop_lag = Histogram(
+            "voipgw_event_loop_lag_seconds",
+            "How late the asyncio event loop ran a timer: time the loop was blocked.",
+            buckets=_LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+        self.overload_shed = Counter(
+            "voipgw_overload_shed",
+            "Requests refused or dropped by overload control, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.transport_listening = Gauge(
+            "voipgw_transport_listening",
+            "1 while a SIP listener of this transport and address family is bound.",
+            ["transport", "family"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "voipgw_build_info",
+            "Always 1; the labels name the running version.",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(version=version or _version(), python=platform.python_version()).set(
+            1
+        )
+
+        self._reason = {name: _TokenLabel() for name in ("parse", "drop", "shed", "registration")}
+        self._policy = _TokenLabel()
+        self._centre = _TokenLabel()
+        self._kind = _TokenLabel()
+
+        # Counters of closed label sets start at 0 so that increase() sees the first
+        # event: a series born with value 1 has no earlier sample to rise from.
+        for call_class in CALL_CLASSES:
+            for outcome in CALL_OUTCOMES:
+                self.calls.labels(call_class=call_class, outcome=outcome)
+            self.call_setup.labels(call_class=call_class, emergency="false")
+            self.call_setup.labels(call_class=call_class, emergency="true")
+
+    # Calls -------------------------------------------------------------------------
+
+    def call_started(self) -> None:
+        """A call was accepted for routing; pair with :meth:`call_ended`."""
+        self.active_calls.inc()
+
+    def call_ended(self, call_class: str, outcome: str) -> None:
+        """A call counted by :meth:`call_started` reached its final outcome."""
+        self.active_calls.dec()
+        self._count_call(call_class, outcome)
+
+    def call_refused(self, call_class: str, outcome: str) -> None:
+        """A call was answered with a final error before :meth:`call_started`."""
+        self._count_call(call_class, outcome)
+
+    def call_shed(self, call_class: str, reason: str) -> None:
+        """Overload control refused a new call (counts the call and the shed)."""
+        self._count_call(call_class, "shed")
+        self.overload_shed_event(reason)
+
+    def _count_call(self, call_class: str, outcome: str) -> None:
+        self.calls.labels(
+            call_class=_closed(call_class, CALL_CLASSES, "unknown"),
+            outcome=_closed(outcome, CALL_OUTCOMES, "failed"),
+        ).inc()
+
+    def call_setup_observed(self, call_class: str, emergency: bool, seconds: float) -> None:
+        """Records the session request delay of one outgoing INVITE (RFC 6076 SRD)."""
+        self.call_setup.labels(
+            call_class=_closed(call_class, CALL_CLASSES, "unknown"),
+            emergency="true" if emergency else "false",
+        ).observe(seconds)
+
+    def emergency_call(self, call_class: str, policy: str, centre: str, outcome: str) -> None:
+        """Counts one emergency call's outcome.
+
+        Args:
+            centre: configured id of the emergency centre it was routed to ("none"
+                when no centre could be chosen).
+        """
+        self.emergency_calls.labels(
+            call_class=_closed(call_class, CALL_CLASSES, "unknown"),
+            policy=self._policy(policy),
+            centre=self._centre(centre),
+            outcome=_closed(outcome, CALL_OUTCOMES, "failed"),
+        ).inc()
+
+    def emergency_centres_configured(self, policy: str, centres: Iterable[str]) -> None:
+        """Creates the failure series of configured centres at 0 (see ``increase()``)."""
+        for centre in centres:
+            for outcome in CALL_OUTCOMES - {"answered"}:
+                for call_class in CALL_CLASSES:
+                    self.emergency_calls.labels(
+                        call_class=call_class,
+                        policy=self._policy(policy),
+                        centre=self._centre(centre),
+                        outcome=outcome,
+                    )
+
+    # SIP ---------------------------------------------------------------------------
+
+    def sip_request_in(self, method: str | bytes) -> None:
+        self.sip_requests.labels(method=normalize_method(method), direction="in").inc()
+
+    def sip_request_out(self, method: str | bytes) -> None:
+        self.sip_requests.labels(method=normalize_method(method), direction="out").inc()
+
+    def sip_response_in(self, status: int, method: str | bytes) -> None:
+        """Counts a received response; ``method`` is the CSeq method."""
+        self.sip_responses.labels(
+            code=status_label(status), method=normalize_method(method), direction="in"
+        ).inc()
+
+    def sip_response_out(self, status: int, method: str | bytes) -> None:
+        """Counts a sent response; ``method`` is the CSeq method."""
+        self.sip_responses.labels(
+            code=status_label(status), method=normalize_method(method), direction="out"
+        ).inc()
+
+    def sip_retransmission(self, method: str | bytes) -> None:
+        self.sip_retransmissions.labels(method=normalize_method(method)).inc()
+
+    def transaction_finished(self, method: str | bytes, seconds: float) -> None:
+        self.transaction_duration.labels(method=normalize_method(method)).observe(seconds)
+
+    def parse_error(self, reason: str) -> None:
+        """Counts a message that failed to parse; see :meth:`parse_error_from`."""
+        self.parse_errors.labels(reason=self._reason["parse"](reason)).inc()
+
+    def parse_error_from(self, status_hint: int) -> None:
+        """Counts a ParseError by its ``status_hint`` (400 malformed, 513 too_large)."""
+        self.parse_error(_PARSE_REASON_BY_STATUS.get(status_hint, "other"))
+
+    def message_dropped(self, reason: str) -> None:
+        """Counts a dropped message (oversize, malformed, queue_full, rate_limited...)."""
+        self.dropped_messages.labels(reason=self._reason["drop"](reason)).inc()
+
+    def overload_shed_event(self, reason: str) -> None:
+        """Counts a request shed by overload control that is not a new call."""
+        self.overload_shed.labels(reason=self._reason["shed"](reason)).inc()
+
+    def registration(self, outcome: str) -> None:
+        """Counts a REGISTER (registered, refreshed, unregistered, rejected...)."""
+        self.registrations.labels(outcome=self._reason["registration"](outcome)).inc()
+
+    def set_registered_bindings(self, count: int) -> None:
+        self.registered_bindings.set(count)
+
+    def set_transport_listening(self, transport: str, host: str, listening: bool) -> None:
+        """Marks a SIP listener bound (True) or closed (False).
+
+        Args:
+            transport: udp, tcp, tls, ws or wss (case-insensitive).
+            host: the address it binds; only its family (ipv4/ipv6) becomes a label.
+        """
+        try:
+            family = "ipv6" if ipaddress.ip_address(host).version == 6 else "ipv4"
+        except ValueError:
+            family = "ipv6" if ":" in host else "ipv4"
+        self.transport_listening.labels(
+            transport=_closed(transport.lower(), TRANSPORTS, "other"), family=family
+        ).set(1 if listening else 0)
+
+    # Media -------------------------------------------------------------------------
+
+    def announcement(self, kind: str, result: str) -> None:
+        """Counts an announcement: result is played, skipped or not_played."""
+        self.announcements.labels(
+            kind=self._kind(kind), result=_closed(result, ANNOUNCEMENT_RESULTS, "not_played")
+        ).inc()
+
+    def rtp_lateness(self, seconds: float) -> None:
+        self.rtp_send_lateness.observe(max(0.0, seconds))
+
+    # CDR ---------------------------------------------------------------------------
+
+    def cdr_batch_committed(self, rows: int, copy_seconds: float) -> None:
+        """Records one successful COPY of ``rows`` CDRs that took ``copy_seconds``."""
+        self.cdr_rows_committed.inc(rows)
+        self.cdr_copy_duration.observe(copy_seconds)
+
+    def set_cdr_queue_depth(self, depth: int) -> None:
+        self.cdr_queue_depth.set(depth)
+
+    def set_cdr_spool(self, size_bytes: int, oldest_age_seconds: float) -> None:
+        """Reports the spool size and the age of its oldest record (0 when empty)."""
+        self.cdr_spool_bytes.set(size_bytes)
+        self.cdr_spool_oldest_age.set(oldest_age_seconds)
+
+    def set_cdr_partitions_ahead(self, count: int) -> None:
+        self.cdr_partitions_ahead.set(count)
+
+
+def exported_names(registry: CollectorRegistry) -> frozenset[str]:
+    """Every sample name the registry can export, labelled children or not.
+
+    Counters give ``<name>_total`` and ``<name>_created``; histograms ``_bucket``,
+    ``_count``, ``_sum`` and ``_created``. Used to check that dashboards and alert
+    rules only name metrics that exist.
+    """
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_count", "_sum", "_created"),
+        "summary": ("", "_count", "_sum", "_created"),
+        "info": ("_info",),
+    }
+    names: set[str] = set()
+    for family in registry.collect():
+        names.update(family.name + s for s in suffixes.get(family.type, ("",)))
+    return frozenset(names)
+
+
+_default: Metrics | None = None
+_default_lock = threading.Lock()
+
+
+def default_metrics() -> Metrics:
+    """The process-wide :class:`Metrics`, on prometheus-client's global REGISTRY."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            from prometheus_client import REGISTRY
+
+            _default = Metrics(REGISTRY)
+        return _default
+
+
+async def run_event_loop_lag_monitor(metrics: Metrics, *, interval: float = 0.25) -> None:
+    """Measures event-loop lag until cancelled: run it as a task of the gateway.
+
+    Sleeps ``interval`` seconds and records how much later than asked the loop woke
+    up; that delay is time some callback held the loop, which is also how late SIP
+    retransmissions and RTP frames leave.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(interval)
+        metrics.event_loop_lag.observe(max(0.0, loop.time() - start - interval))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsConfig:
+    """The ``[metrics]`` table: the HTTP status listener (/metrics, /healthz, /readyz)."""
+
+    enabled: bool = True
+    """Whether to run the status listener at all."""
+    address: str = "127.0.0.1"
+    """IP address to bind; loopback by default because /metrics is not authenticated."""
+    port: int = DEFAULT_METRICS_PORT
+    """TCP port to bind (0 picks a free port, for tests)."""
+    lag_interval: float = 0.25
+    """Event-loop lag sampling period, in seconds."""
+
+    @classmethod
+    def from_table(cls, table: Table) -> MetricsConfig:
+        """Reads the ``[metrics]`` table.
+
+        Raises:
+            ConfigError: a field is of the wrong type, out of range or unknown.
+        """
+        # Defaults come from an instance: slots dataclasses keep none on the class.
+        defaults = cls()
+        address = table.str("address", defaults.address)
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(
+                table.field("address"), f"expected an IP address, got {address!r}"
+            ) from None
+        config = cls(
+            enabled=table.bool("enabled", defaults.enabled),
+            address=address,
+            port=table.int("port", defaults.port, min=0, max=65535),
+            lag_interval=table.float("lag_interval", defaults.lag_interval, min=0.01, max=60.0),
+        )
+        table.reject_unknown()
+        return config
