@@ -1,0 +1,298 @@
+"""Tests of the metric definitions: names, bounded labels, helpers, lag monitor, config."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.configfields import ConfigError, Table
+from gateway.metrics import (
+    CALL_CLASSES,
+    CALL_OUTCOMES,
+    MAX_TOKEN_VALUES,
+    Metrics,
+    MetricsConfig,
+    default_metrics,
+    exported_names,
+    normalize_method,
+    run_event_loop_lag_monitor,
+    status_label,
+)
+
+REQUIRED_FAMILIES = {
+    "voipgw_calls": ("counter", {"call_class", "outcome"}),
+    "voipgw_active_calls": ("gauge", set()),
+    "voipgw_emergency_calls": ("counter", {"call_class", "policy", "centre", "outcome"}),
+    "voipgw_sip_requests": ("counter", {"method", "direction"}),
+    "voipgw_sip_responses": ("counter", {"code", "method", "direction"}),
+    "voipgw_sip_retransmissions": ("counter", {"method"}),
+    "voipgw_transaction_duration_seconds": ("histogram", {"method"}),
+    "voipgw_call_setup_seconds": ("histogram", {"call_class", "emergency"}),
+    "voipgw_parse_errors": ("counter", {"reason"}),
+    "voipgw_dropped_messages": ("counter", {"reason"}),
+    "voipgw_registrations": ("counter", {"outcome"}),
+    "voipgw_registered_bindings": ("gauge", set()),
+    "voipgw_announcements": ("counter", {"kind", "result"}),
+    "voipgw_rtp_send_lateness_seconds": ("histogram", set()),
+    "voipgw_cdr_queue_depth": ("gauge", set()),
+    "voipgw_cdr_spool_bytes": ("gauge", set()),
+    "voipgw_cdr_spool_oldest_age_seconds": ("gauge", set()),
+    "voipgw_cdr_copy_duration_seconds": ("histogram", set()),
+    "voipgw_cdr_rows_committed": ("counter", set()),
+    "voipgw_cdr_partitions_ahead": ("gauge", set()),
+    "voipgw_event_loop_lag_seconds": ("histogram", set()),
+    "voipgw_overload_shed": ("counter", {"reason"}),
+    "voipgw_transport_listening": ("gauge", {"transport", "family"}),
+    "voipgw_build_info": ("gauge", {"version", "python"}),
+}
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(CollectorRegistry(), version="1.2.3")
+
+
+def value(m: Metrics, name: str, **labels: str) -> float | None:
+    return m.registry.get_sample_value(name, labels)
+
+
+def label_values(m: Metrics, sample_name: str, label: str) -> set[str]:
+    return {
+        s.labels[label]
+        for family in m.registry.collect()
+        for s in family.samples
+        if s.name == sample_name
+    }
+
+
+def test_every_required_metric_exists_with_its_labels(metrics: Metrics) -> None:
+    metrics.sip_request_in("INVITE")
+    metrics.sip_response_in(200, "INVITE")
+    metrics.sip_retransmission("INVITE")
+    metrics.transaction_finished("INVITE", 0.1)
+    metrics.emergency_call("nomadic", "psap_direct", "fi-112-south", "answered")
+    metrics.parse_error("malformed")
+    metrics.message_dropped("oversize")
+    metrics.registration("registered")
+    metrics.announcement("recording_notice", "played")
+    metrics.overload_shed_event("cps_limit")
+    metrics.set_transport_listening("udp", "127.0.0.1", True)
+    families = {f.name: f for f in metrics.registry.collect()}
+    assert set(families) == set(REQUIRED_FAMILIES)
+    for name, (kind, labels) in REQUIRED_FAMILIES.items():
+        family = families[name]
+        assert family.type == kind, name
+        assert family.documentation, name
+        sample_labels = {k for s in family.samples for k in s.labels} - {"le"}
+        assert sample_labels == labels, name
+
+
+def test_names_follow_the_naming_guide(metrics: Metrics) -> None:
+    for name in exported_names(metrics.registry):
+        assert name.startswith("voipgw_")
+        assert "milliseconds" not in name
+        assert "_ms" not in name
+    names = exported_names(metrics.registry)
+    assert "voipgw_calls_total" in names
+    assert "voipgw_call_setup_seconds_bucket" in names
+    assert "voipgw_active_calls" in names
+    assert "voipgw_calls" not in names
+
+
+def test_call_lifecycle(metrics: Metrics) -> None:
+    metrics.call_started()
+    metrics.call_started()
+    metrics.call_ended("office", "answered")
+    metrics.call_refused("nomadic", "rejected")
+    metrics.call_shed("unknown", "call_limit")
+    assert value(metrics, "voipgw_active_calls") == 1
+    assert value(metrics, "voipgw_calls_total", call_class="office", outcome="answered") == 1
+    assert value(metrics, "voipgw_calls_total", call_class="nomadic", outcome="rejected") == 1
+    assert value(metrics, "voipgw_calls_total", call_class="unknown", outcome="shed") == 1
+    assert value(metrics, "voipgw_overload_shed_total", reason="call_limit") == 1
+
+
+def test_call_series_start_at_zero(metrics: Metrics) -> None:
+    for call_class in CALL_CLASSES:
+        for outcome in CALL_OUTCOMES:
+            got = value(metrics, "voipgw_calls_total", call_class=call_class, outcome=outcome)
+            assert got == 0
+
+
+def test_closed_labels_fall_back(metrics: Metrics) -> None:
+    metrics.call_ended("sip:alice@example.com", "weird")
+    assert value(metrics, "voipgw_calls_total", call_class="unknown", outcome="failed") == 1
+    metrics.announcement("nomadic_warning", "exploded")
+    assert label_values(metrics, "voipgw_announcements_total", "result") == {"not_played"}
+
+
+@pytest.mark.parametrize(
+    ("method", "label"),
+    [
+        ("INVITE", "INVITE"),
+        (b"BYE", "BYE"),
+        ("invite", "other"),  # RFC 3261 7.1: the method is case-sensitive
+        ("FOO", "other"),
+        (b"\xff\xfe", "other"),
+        ("A" * 1000, "other"),
+    ],
+)
+def test_method_normalisation(method: str | bytes, label: str) -> None:
+    assert normalize_method(method) == label
+
+
+@pytest.mark.parametrize(
+    ("status", "label"),
+    [(100, "100"), (486, "486"), (699, "699"), (99, "other"), (700, "other"), (0, "other")],
+)
+def test_status_label(status: int, label: str) -> None:
+    assert status_label(status) == label
+
+
+def test_sip_helpers(metrics: Metrics) -> None:
+    metrics.sip_request_in("INVITE")
+    metrics.sip_request_out("invite")
+    metrics.sip_response_out(503, "INVITE")
+    metrics.sip_response_in(1000, "OPTIONS")
+    metrics.transaction_finished("REGISTER", 0.03)
+    metrics.parse_error_from(513)
+    metrics.parse_error_from(400)
+    metrics.parse_error_from(418)
+    assert value(metrics, "voipgw_sip_requests_total", method="INVITE", direction="in") == 1
+    assert value(metrics, "voipgw_sip_requests_total", method="other", direction="out") == 1
+    assert (
+        value(metrics, "voipgw_sip_responses_total", code="503", method="INVITE", direction="out")
+        == 1
+    )
+    assert (
+        value(metrics, "voipgw_sip_responses_total", code="other", method="OPTIONS", direction="in")
+        == 1
+    )
+    assert value(metrics, "voipgw_transaction_duration_seconds_count", method="REGISTER") == 1
+    assert (
+        value(metrics, "voipgw_transaction_duration_seconds_bucket", method="REGISTER", le="0.05")
+        == 1
+    )
+    assert (
+        value(metrics, "voipgw_transaction_duration_seconds_bucket", method="REGISTER", le="0.025")
+        == 0
+    )
+    assert label_values(metrics, "voipgw_parse_errors_total", "reason") == {
+        "too_large",
+        "malformed",
+        "other",
+    }
+
+
+def test_open_token_labels_are_capped(metrics: Metrics) -> None:
+    for i in range(MAX_TOKEN_VALUES + 10):
+        metrics.message_dropped(f"reason_{i}")
+    metrics.message_dropped("Not A Token")
+    metrics.message_dropped("sip:bob@192.0.2.4")
+    reasons = label_values(metrics, "voipgw_dropped_messages_total", "reason")
+    assert len(reasons) == MAX_TOKEN_VALUES + 1
+    assert "other" in reasons
+    assert value(metrics, "voipgw_dropped_messages_total", reason="other") == 12
+    # A value admitted before the cap keeps counting under its own name.
+    metrics.message_dropped("reason_0")
+    assert value(metrics, "voipgw_dropped_messages_total", reason="reason_0") == 2
+
+
+def test_emergency_series(metrics: Metrics) -> None:
+    metrics.emergency_centres_configured("psap_direct", ["fi-112-south"])
+    assert (
+        value(
+            metrics,
+            "voipgw_emergency_calls_total",
+            call_class="nomadic",
+            policy="psap_direct",
+            centre="fi-112-south",
+            outcome="failed",
+        )
+        == 0
+    )
+    metrics.emergency_call("nomadic", "psap_direct", "fi-112-south", "failed")
+    metrics.emergency_call("office", "psap_direct", "+358 112", "answered")
+    assert (
+        value(
+            metrics,
+            "voipgw_emergency_calls_total",
+            call_class="nomadic",
+            policy="psap_direct",
+            centre="fi-112-south",
+            outcome="failed",
+        )
+        == 1
+    )
+    assert "other" in label_values(metrics, "voipgw_emergency_calls_total", "centre")
+
+
+def test_cdr_media_transport_and_build(metrics: Metrics) -> None:
+    metrics.cdr_batch_committed(250, 0.04)
+    metrics.set_cdr_queue_depth(7)
+    metrics.set_cdr_spool(4096, 12.5)
+    metrics.set_cdr_partitions_ahead(2)
+    metrics.rtp_lateness(-0.001)
+    metrics.call_setup_observed("office", True, 0.8)
+    metrics.set_transport_listening("TCP", "::1", True)
+    metrics.set_transport_listening("udp", "0.0.0.0", False)
+    assert value(metrics, "voipgw_cdr_rows_committed_total") == 250
+    assert value(metrics, "voipgw_cdr_copy_duration_seconds_sum") == pytest.approx(0.04)
+    assert value(metrics, "voipgw_cdr_queue_depth") == 7
+    assert value(metrics, "voipgw_cdr_spool_bytes") == 4096
+    assert value(metrics, "voipgw_cdr_spool_oldest_age_seconds") == 12.5
+    assert value(metrics, "voipgw_cdr_partitions_ahead") == 2
+    assert value(metrics, "voipgw_rtp_send_lateness_seconds_sum") == 0
+    assert (
+        value(metrics, "voipgw_call_setup_seconds_count", call_class="office", emergency="true")
+        == 1
+    )
+    assert value(metrics, "voipgw_transport_listening", transport="tcp", family="ipv6") == 1
+    assert value(metrics, "voipgw_transport_listening", transport="udp", family="ipv4") == 0
+    build = [
+        s for f in metrics.registry.collect() for s in f.samples if s.name == "voipgw_build_info"
+    ]
+    assert len(build) == 1
+    assert build[0].labels["version"] == "1.2.3"
+    assert build[0].value == 1
+
+
+def test_default_metrics_is_one_instance() -> None:
+    assert default_metrics() is default_metrics()
+
+
+@pytest.mark.asyncio
+async def test_event_loop_lag_monitor_sees_a_blocked_loop(metrics: Metrics) -> None:
+    task = asyncio.create_task(run_event_loop_lag_monitor(metrics, interval=0.02))
+    await asyncio.sleep(0.05)
+    time.sleep(0.2)  # noqa: ASYNC251 (blocking the loop is the point)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert value(metrics, "voipgw_event_loop_lag_seconds_count") >= 2
+    # The blocked stretch lands above 100 ms (a loaded machine may add more).
+    over = value(metrics, "voipgw_event_loop_lag_seconds_count") - value(
+        metrics, "voipgw_event_loop_lag_seconds_bucket", le="0.1"
+    )
+    assert over >= 1
+    assert value(metrics, "voipgw_event_loop_lag_seconds_sum") >= 0.15
+
+
+def test_metrics_config() -> None:
+    assert MetricsConfig.from_table(Table({}, "metrics")) == MetricsConfig(
+        enabled=True, address="127.0.0.1", port=9464, lag_interval=0.25
+    )
+    got = MetricsConfig.from_table(
+        Table({"enabled": False, "address": "::", "port": 0, "lag_interval": 1}, "metrics")
+    )
+    assert got == MetricsConfig(enabled=False, address="::", port=0, lag_interval=1.0)
+    with pytest.raises(ConfigError, match=r"^metrics.port: must be <= 65535"):
+        MetricsConfig.from_table(Table({"port": 70000}, "metrics"))
+    with pytest.raises(ConfigError, match=r"^metrics.address: expected an IP address"):
+        MetricsConfig.from_table(Table({"address": "metrics.example"}, "metrics"))
+    with pytest.raises(ConfigError, match=r"^metrics.listen: unknown field"):
+        MetricsConfig.from_table(Table({"listen": "127.0.0.1"}, "metrics"))
