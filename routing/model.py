@@ -1,0 +1,439 @@
+"""Typed data of the routing layer: who calls, from where, and what the gateway decides.
+
+Everything here is a frozen, slotted, keyword-only dataclass or a ``StrEnum`` whose
+values are the tokens used in the sites file, the database and the logs, so one
+spelling travels from a CSV cell to a ``X-Voipgw-Class`` header unchanged.
+
+The rule the routing layer implements is the IMPORTANT NOTICE of the operator's
+delivery terms: "VoIP calls made in the registered office address are routed to
+nearest Emergency service centre. VoIP calls in nomadic use made with Mobile App or
+Softphone outside registered office address are NOT routed to nearest Emergency
+service centre." A call is therefore classified :attr:`CallClass.OFFICE` (at a
+registered site: its civic address is known and is sent as PIDF-LO) or
+:attr:`CallClass.NOMADIC` (anywhere else: the gateway does not know where the caller
+is and must not pretend it does).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# E.164: "+" then at most 15 digits, no leading zero in the country code (ITU-T E.164).
+E164_RE = re.compile(r"\+[1-9][0-9]{1,14}")
+
+
+class CustomerState(StrEnum):
+    """Contract state of a customer (delivery terms section 13)."""
+
+    ACTIVE = "active"
+    CLOSED = "closed"
+    SUSPENDED = "suspended"
+    BARRED = "barred"
+    FRAUD_LOCKED = "fraud-locked"
+
+
+class Language(StrEnum):
+    """Language of prompts and notices for a customer (Finland: fi, sv; or en)."""
+
+    FI = "fi"
+    SV = "sv"
+    EN = "en"
+
+
+class NetworkKind(StrEnum):
+    """What a network registered for a site means for the caller's location."""
+
+    OFFICE_LAN = "office-lan"
+    """Addresses inside the office (routed directly, no NAT)."""
+    TRUSTED_NAT = "trusted-nat"
+    """The office's public NAT address(es): traffic from there left the office LAN."""
+    VPN_POOL = "vpn-pool"
+    """Addresses handed to remote VPN clients: the caller may be anywhere, NOT on-site."""
+
+
+class Presentation(StrEnum):
+    """Calling line identity presentation (RFC 3323 privacy when restricted)."""
+
+    ALLOWED = "allowed"
+    RESTRICTED = "restricted"
+
+
+class SubscriberState(StrEnum):
+    """State of one number/user (a subscriber can be barred while the customer is not)."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    BARRED = "barred"
+    CLOSED = "closed"
+
+
+class DeviceKind(StrEnum):
+    """Kind of SIP device; decides whether an off-site call is nomadic use or a misplaced phone."""
+
+    DESK_PHONE = "desk-phone"
+    SOFTPHONE = "softphone"
+    MOBILE_APP = "mobile-app"
+    ATA = "ata"
+    UNKNOWN = "unknown"
+
+
+#: Devices that belong on a desk at a registered site; seen elsewhere they are misplaced.
+FIXED_DEVICE_KINDS = frozenset({DeviceKind.DESK_PHONE, DeviceKind.ATA})
+
+
+class CallClass(StrEnum):
+    """Where the call comes from, as far as the gateway can vouch for it."""
+
+    OFFICE = "office"
+    NOMADIC = "nomadic"
+
+
+class CentreUriStyle(StrEnum):
+    """How an emergency centre expects the Request-URI of an emergency INVITE."""
+
+    URN = "urn"
+    """Request-URI is the service URN (RFC 5031), the centre URI goes in Route (RFC 6881 SP-24)."""
+    SIP = "sip"
+    """Request-URI is the centre's own SIP URI (a legacy 112 trunk)."""
+
+
+#: (attribute, RFC 5139 element name) in the schema's sequence order, which the
+#: PIDF-LO builder must follow (RFC 5139 section 4, civicAddress xs:sequence).
+CIVIC_ELEMENTS: tuple[tuple[str, str], ...] = (
+    ("country", "country"),
+    ("a1", "A1"),
+    ("a2", "A2"),
+    ("a3", "A3"),
+    ("a4", "A4"),
+    ("a5", "A5"),
+    ("a6", "A6"),
+    ("prm", "PRM"),
+    ("prd", "PRD"),
+    ("rd", "RD"),
+    ("sts", "STS"),
+    ("pod", "POD"),
+    ("pom", "POM"),
+    ("rdsec", "RDSEC"),
+    ("rdbr", "RDBR"),
+    ("rdsubbr", "RDSUBBR"),
+    ("hno", "HNO"),
+    ("hns", "HNS"),
+    ("lmk", "LMK"),
+    ("loc", "LOC"),
+    ("flr", "FLR"),
+    ("nam", "NAM"),
+    ("pc", "PC"),
+    ("bld", "BLD"),
+    ("unit", "UNIT"),
+    ("room", "ROOM"),
+    ("seat", "SEAT"),
+    ("plc", "PLC"),
+    ("pcn", "PCN"),
+    ("pobox", "POBOX"),
+    ("addcode", "ADDCODE"),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CivicAddress:
+    """A civic address with the RFC 5139 element set (PIDF-LO civicAddr).
+
+    Empty strings mean "absent". Finnish usage: ``a1`` region (maakunta), ``a3``
+    municipality (kunta, the key for emergency centre areas), ``rd`` street, ``hno``
+    house number, ``hns`` staircase letter, ``pc`` postal code, ``pcn`` postal
+    community name.
+    """
+
+    country: str
+    """ISO 3166-1 alpha-2 code, upper case (RFC 5139 section 3.1)."""
+    a1: str = ""
+    a2: str = ""
+    a3: str = ""
+    a4: str = ""
+    a5: str = ""
+    a6: str = ""
+    prm: str = ""
+    prd: str = ""
+    rd: str = ""
+    sts: str = ""
+    pod: str = ""
+    pom: str = ""
+    rdsec: str = ""
+    rdbr: str = ""
+    rdsubbr: str = ""
+    hno: str = ""
+    hns: str = ""
+    lmk: str = ""
+    loc: str = ""
+    flr: str = ""
+    nam: str = ""
+    pc: str = ""
+    bld: str = ""
+    unit: str = ""
+    room: str = ""
+    seat: str = ""
+    plc: str = ""
+    pcn: str = ""
+    pobox: str = ""
+    addcode: str = ""
+    lang: str = "fi"
+    """Language of the text values (xml:lang on civicAddress, RFC 5139 section 3.3)."""
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Z]{2}", self.country):
+            raise ValueError(f"country must be two upper-case letters, got {self.country!r}")
+
+    def elements(self) -> list[tuple[str, str]]:
+        """Returns the non-empty (RFC 5139 element name, value) pairs in schema order."""
+        return [(name, v) for attr, name in CIVIC_ELEMENTS if (v := getattr(self, attr))]
+
+    def one_line(self) -> str:
+        """Returns a short human-readable form for logs ("Street 12 B, 02130 Espoo, FI")."""
+        street = " ".join(p for p in (self.rd, self.sts, self.hno, self.hns) if p)
+        town = " ".join(p for p in (self.pc, self.a3 or self.pcn) if p)
+        return ", ".join(p for p in (street, town, self.country) if p)
+
+
+#: Every CivicAddress field name except ``lang``, for file and database mapping.
+CIVIC_FIELDS: tuple[str, ...] = tuple(a for a, _ in CIVIC_ELEMENTS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Customer:
+    """A business customer (one contract)."""
+
+    id: str
+    company: str
+    state: CustomerState = CustomerState.ACTIVE
+    language: Language = Language.FI
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteNetwork:
+    """One address range registered for a site."""
+
+    cidr: IPNetwork
+    kind: NetworkKind
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Site:
+    """A registered office address of a customer and the networks that reach it."""
+
+    id: str
+    customer_id: str
+    name: str
+    address: CivicAddress
+    networks: tuple[SiteNetwork, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Subscriber:
+    """A number and SIP user of a customer, with its home site (if any)."""
+
+    e164: str
+    """The number in E.164 with "+" (used as callback identity, RFC 3966 tel URI)."""
+    sip_user: str
+    """The SIP user name the device registers and authenticates with."""
+    customer_id: str
+    site_id: str | None = None
+    presentation: Presentation = Presentation.ALLOWED
+    display_name: str = ""
+    state: SubscriberState = SubscriberState.ACTIVE
+
+    def __post_init__(self) -> None:
+        if not E164_RE.fullmatch(self.e164):
+            raise ValueError(f"e164 must be '+' and 2-15 digits, got {self.e164!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Device:
+    """A known device: identified by its RFC 5626 instance-id, or by a User-Agent regex.
+
+    At least one of ``instance_id`` and ``user_agent_pattern`` is set. A pattern device
+    bound to a ``sip_user`` applies to that subscriber only; an unbound one to everyone.
+    """
+
+    id: str
+    kind: DeviceKind
+    sip_user: str | None = None
+    instance_id: str | None = None
+    """``+sip.instance`` value, normalised by :func:`normalise_instance_id`."""
+    user_agent_pattern: str | None = None
+    """A Python regex searched (case-insensitively) in the User-Agent header."""
+
+    def __post_init__(self) -> None:
+        if self.instance_id is None and self.user_agent_pattern is None:
+            raise ValueError(f"device {self.id!r}: needs instance_id or user_agent_pattern")
+        if self.user_agent_pattern is not None:
+            try:
+                re.compile(self.user_agent_pattern)
+            except re.error as exc:
+                raise ValueError(f"device {self.id!r}: bad user_agent_pattern: {exc}") from None
+
+
+def normalise_instance_id(value: str) -> str:
+    """Normalises a ``+sip.instance`` value for comparison.
+
+    RFC 5626 section 4.1 carries it quoted and in angle brackets
+    (``"<urn:uuid:...>"``); URN comparison is case-insensitive for the NID and, for
+    UUIDs, the hex digits (RFC 8141 section 3, RFC 4122 section 3).
+
+    Args:
+        value: the raw parameter value or a stored id.
+
+    Returns:
+        The bare URN in lower case.
+    """
+    return value.strip().strip('"').strip().removeprefix("<").removesuffix(">").lower()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmergencyCentre:
+    """An emergency response centre (PSAP; in Finland a Hätäkeskus) and its area."""
+
+    id: str
+    name: str
+    sip_uri: str
+    """Where INVITEs for this centre go (next hop / Route)."""
+    uri_style: CentreUriStyle = CentreUriStyle.SIP
+    municipalities: tuple[str, ...] = ()
+    """Municipality names (civic A3) the centre serves; compared case-insensitively."""
+    postal_prefixes: tuple[str, ...] = ()
+    """Postal code prefixes the centre serves; the longest matching prefix wins."""
+    secondary_id: str | None = None
+    """The centre that takes over when this one does not answer."""
+    national_default: bool = False
+    """Last resort for every call, and first target for nomadic emergency calls."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallContext:
+    """What the gateway knows about an incoming call when it asks for a decision.
+
+    Only ``source`` is a fact (the network delivered the packet from there); Via
+    sent-by, Contact and Geolocation are claims the device makes about itself and
+    never decide the class of a call (RFC 3261 section 18.2.1 is why the gateway
+    writes ``received=``: the sent-by is not trusted).
+    """
+
+    dialled: str
+    """The Request-URI as received ("sip:112@gw;user=phone", "tel:112", "urn:service:sos")."""
+    source: IPAddress
+    """Address the request was received from (what the gateway puts in Via ``received``)."""
+    source_port: int = 0
+    via_sent_by: tuple[str, ...] = ()
+    """Hosts of the Via sent-by values, top first (claims)."""
+    contact_host: str | None = None
+    """Host of the Contact URI (a claim; often a private address behind NAT)."""
+    user_agent: str | None = None
+    instance_id: str | None = None
+    """``+sip.instance`` of the Contact (RFC 5626), raw."""
+    subscriber: Subscriber | None = None
+    """The authenticated caller, or None when the caller is unknown."""
+    geolocation: tuple[str, ...] = ()
+    """Geolocation header values the device sent (RFC 6442), recorded only."""
+    call_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Classification:
+    """The answer of :func:`routing.classify.classify_call`."""
+
+    call_class: CallClass
+    site: Site | None
+    """The registered site the call comes from (OFFICE only), else None."""
+    device_kind: DeviceKind
+    misplaced: bool = False
+    """A desk phone or ATA seen outside every site of its customer."""
+    reason: str = ""
+    """Human-readable account of the decision, for logs and ``X-Voipgw-Reason``."""
+
+
+class EmergencyKind(StrEnum):
+    """Whether a dialled string is a real emergency call or a test call."""
+
+    EMERGENCY = "emergency"
+    TEST = "test"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmergencyMatch:
+    """A recognised emergency (or emergency test) dial string."""
+
+    kind: EmergencyKind
+    service_urn: str
+    """RFC 5031 service URN, lower case ("urn:service:sos", "urn:service:sos.fire", ...)."""
+    number: str | None = None
+    """The emergency or test number dialled, without prefixes ("112"), or None for a URN."""
+    form: str = ""
+    """How it was dialled: "digits", "sip", "tel" or "urn" (for logs)."""
+
+
+class Action(StrEnum):
+    """What the gateway does with the call."""
+
+    ROUTE = "route"
+    ANNOUNCE_THEN_ROUTE = "announce-then-route"
+    ANNOUNCE_AND_END = "announce-and-end"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """One place to send the B leg; a decision lists them in failover order."""
+
+    request_uri: str
+    """Request-URI of the INVITE (a service URN for URN-style centres, RFC 6881 SP-24)."""
+    next_hop: str
+    """SIP URI the INVITE is sent to (Route / outbound proxy)."""
+    centre_id: str | None = None
+    """The emergency centre this target reaches, or None for an ordinary next hop."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Location:
+    """The location the gateway conveys with an emergency call (input to PIDF-LO)."""
+
+    address: CivicAddress | None
+    """The registered address; None when the gateway does not know where the caller is."""
+    verified: bool
+    """True only for an office call (network at a registered site of the caller's customer)."""
+    method: str = "Manual"
+    """IANA method token (RFC 4119 section 9): "Manual" = provisioned by the operator."""
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutingDecision:
+    """The routing layer's answer for one call."""
+
+    action: Action
+    call_class: CallClass
+    reason: str
+    """Why, in one line (logs, ``X-Voipgw-Reason``)."""
+    targets: tuple[Target, ...] = ()
+    """Where to send the B leg, tried in order: the next on timeout or any failure
+    final response except 487 (the caller hung up). Empty when not routed."""
+    emergency: EmergencyMatch | None = None
+    announcement: str | None = None
+    """Prompt name to play before routing or ending ("nomadic-emergency-warning")."""
+    language: Language = Language.FI
+    location: Location | None = None
+    """Location to convey as PIDF-LO (RFC 6442) for emergency calls."""
+    resource_priority: str | None = None
+    """Resource-Priority header value (RFC 7135 "esnet" namespace) or None."""
+    callback: str | None = None
+    """Callback identity for P-Asserted-Identity (tel URI), shown to the PSAP even if
+    the subscriber restricts presentation."""
+    reject_status: int | None = None
+    notify_url: str | None = None
+    """Webhook to notify (emergency calls) or None."""
+    headers: tuple[tuple[str, str], ...] = field(default=())
+    """Extra headers for the B leg and logs (X-Voipgw-Class, X-Voipgw-Reason)."""
