@@ -1,0 +1,207 @@
+"""Every SIPp scenario pair, uac straight to uas with no gateway in between.
+
+This validates the scenarios themselves (sip-fixtures/sipp/) and the harness in
+``tests.interop.sipp`` over UDP, TCP and IPv6 before the gateway is put between
+them: a pair that fails here would make a gateway test fail for the wrong reason.
+A mismatched pair must fail, so the checks cannot pass vacuously.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.interop.sipp import (
+    SippNotFound,
+    SippUas,
+    find_sipp,
+    free_port,
+    hostport,
+    run_uac,
+    scenario_path,
+)
+
+pytestmark = pytest.mark.sipp
+
+#: (uac scenario, uas scenario, -d for the uas in seconds): each outcome's pair.
+PAIRS = [
+    ("uac-basic-call", "uas-answer", None),
+    ("uac-callee-hangup", "uas-hangup", 0.05),
+    ("uac-cancel", "uas-ring-no-answer", None),
+    ("uac-expect-486", "uas-busy", None),
+    ("uac-expect-404", "uas-not-found", None),
+    ("uac-expect-408", "uas-ring-timeout-408", 0.2),
+    ("uac-reinvite", "uas-answer-reinvite", None),
+    ("uac-options-200", "uas-options-200", None),
+]
+
+#: (SIPp transport, loopback address): UDP and TCP over IPv4 and IPv6.
+NETWORKS = [
+    pytest.param("udp", "127.0.0.1", id="udp4"),
+    pytest.param("tcp", "127.0.0.1", id="tcp4"),
+    pytest.param("udp", "::1", id="udp6"),
+    pytest.param("tcp", "::1", id="tcp6"),
+]
+
+CALLS = 3
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("transport", "host"), NETWORKS)
+@pytest.mark.parametrize(("uac", "uas_scenario", "uas_pause"), PAIRS, ids=[p[0] for p in PAIRS])
+async def test_pair_completes_without_failed_calls(
+    uac: str, uas_scenario: str, uas_pause: float | None, transport: str, host: str
+) -> None:
+    async with SippUas(
+        uas_scenario,
+        host=host,
+        transport=transport,
+        calls=CALLS,
+        timeout=30,
+        call_duration=uas_pause,
+    ) as uas:
+        result = await run_uac(
+            uac,
+            uas.target,
+            transport=transport,
+            calls=CALLS,
+            rate=20,
+            timeout=20,
+            call_duration=0.02,
+        )
+        uas_result = await uas.wait(10)
+    assert result.ok, result.describe()
+    assert result.successful_calls == CALLS
+    assert result.outgoing_calls == CALLS
+    assert uas_result.ok, uas_result.describe()
+    assert uas_result.incoming_calls == CALLS
+    assert uas_result.successful_calls == CALLS
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("transport", "host"), NETWORKS)
+async def test_basic_call_measures_each_setup_time(transport: str, host: str) -> None:
+    async with SippUas("uas-answer", host=host, transport=transport) as uas:
+        result = await run_uac(
+            "uac-basic-call", uas.target, transport=transport, calls=10, rate=50, timeout=20
+        )
+    assert result.ok, result.describe()
+    # One INVITE -> 200 sample per call, each well under a second on loopback.
+    assert len(result.setup_times) == 10
+    assert all(0 <= t < 1.0 for t in result.setup_times)
+    p50, p99 = result.percentile(0.5), result.percentile(0.99)
+    assert p50 is not None
+    assert p99 is not None
+    assert p50 <= p99
+    assert uas.result is not None
+    assert uas.result.successful_calls == 10
+
+
+@pytest.mark.asyncio
+async def test_reinvite_measures_both_transactions() -> None:
+    async with SippUas("uas-answer-reinvite", calls=2) as uas:
+        result = await run_uac("uac-reinvite", uas.target, calls=2, rate=20, timeout=20)
+    assert result.ok, result.describe()
+    assert len(result.response_times.get(1, ())) == 2
+    assert len(result.response_times.get(2, ())) == 2
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("uac", "uas_scenario"),
+    [
+        ("uac-expect-486", "uas-answer"),
+        ("uac-basic-call", "uas-busy"),
+        ("uac-expect-404", "uas-busy"),
+        ("uac-cancel", "uas-answer"),
+    ],
+)
+async def test_mismatched_pair_fails(uac: str, uas_scenario: str) -> None:
+    async with SippUas(uas_scenario, calls=1, timeout=15) as uas:
+        result = await run_uac(uac, uas.target, calls=1, timeout=5)
+    assert not result.ok
+    assert result.failed_calls == 1
+    assert result.successful_calls == 0
+    assert result.returncode == 1
+
+
+@pytest.mark.asyncio
+async def test_uas_no_response_stays_silent_through_retransmissions() -> None:
+    # Without a B2BUA nothing turns the silence into a 408, so the caller's own INVITE
+    # client transaction gives up: that proves the UAS never answered, retransmissions
+    # included, and that the UAS call still ends cleanly after its pause.
+    async with SippUas("uas-no-response", calls=1, call_duration=2.5, timeout=20) as uas:
+        result = await run_uac(
+            "uac-expect-408", uas.target, calls=1, timeout=10, extra_args=["-max_retrans", "2"]
+        )
+        uas_result = await uas.wait(10)
+    assert not result.ok
+    assert result.failed_calls == 1
+    assert result.timeouts == 1
+    assert result.retransmissions >= 2
+    assert uas_result.ok, uas_result.describe()
+    assert uas_result.successful_calls == 1
+
+
+@pytest.mark.asyncio
+async def test_run_uac_kills_sipp_at_timeout() -> None:
+    # The UAS rings for 30 s; the caller is bounded to 1 s by -timeout, so SIPp must
+    # be back (on its own or killed) within the grace period and report the failure.
+    async with SippUas("uas-ring-timeout-408", calls=1, call_duration=30, timeout=40) as uas:
+        result = await run_uac("uac-expect-408", uas.target, calls=1, timeout=1)
+    assert not result.ok
+    assert result.elapsed < 1 + 5 + 1
+    assert result.successful_calls == 0
+
+
+def test_find_sipp_returns_executable() -> None:
+    assert find_sipp().endswith("sipp")
+
+
+def test_find_sipp_raises_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VOIPGW_SIPP", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(SippNotFound, match="sip-tester"):
+        find_sipp()
+
+
+def test_find_sipp_rejects_bad_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOIPGW_SIPP", "/nonexistent/sipp")
+    with pytest.raises(SippNotFound, match="VOIPGW_SIPP"):
+        find_sipp()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "target", ["192.0.2.10:5060", "sip.example.com:5060", "[2001:db8::1]:5060"]
+)
+async def test_run_uac_refuses_non_loopback_targets(target: str) -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        await run_uac("uac-basic-call", target)
+
+
+def test_uas_refuses_non_loopback_host() -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        SippUas("uas-answer", host="192.0.2.10")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_free_port_is_free_for_udp_and_tcp(host: str) -> None:
+    import socket
+
+    port = free_port(host)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with (
+        socket.socket(family, socket.SOCK_STREAM) as tcp,
+        socket.socket(family, socket.SOCK_DGRAM) as udp,
+    ):
+        tcp.bind((host, port))
+        udp.bind((host, port))
+
+
+def test_scenario_names_resolve_and_uas_uri_names_transport() -> None:
+    assert scenario_path("uac-basic-call") == scenario_path("uac-basic-call.xml")
+    with pytest.raises(FileNotFoundError):
+        scenario_path("uac-no-such-outcome")
+    assert hostport("::1", 5060) == "[::1]:5060"
+    uas = SippUas("uas-answer", host="::1", port=5099, transport="tcp")
+    assert uas.uri == "sip:[::1]:5099;transport=tcp"
