@@ -41,8 +41,8 @@ class Sink(asyncio.DatagramProtocol):
     def send(self, data: bytes, addr: tuple[str, int]) -> None:
         self.transport.sendto(data, addr)
 
-    async def wait_for(self, count: int, timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(5.0):
             while len(self.received) < count:
                 self.arrived.clear()
                 await self.arrived.wait()
@@ -88,3 +88,17 @@ def normalised_xcorr(a: list[int], b: list[int]) -> float:
 
 def no_other_tasks() -> set[asyncio.Task[Any]]:
     return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+
+async def open_pair(host: str = "127.0.0.1") -> tuple[Sink, Sink]:
+    """A fake phone's RTP and RTCP sockets on ports p and p + 1 (RFC 3550 section 11)."""
+    for port in range(42000, 43000, 2):
+        try:
+            rtp = await open_sink(host, port)
+        except OSError:
+            continue
+        try:
+            return rtp, await open_sink(host, port + 1)
+        except OSError:
+            rtp.transport.close()
+    raise RuntimeError("no free port pair for a fake phone")
