@@ -103,7 +103,6 @@ _NAME_ADDR_RE = re.compile(
 _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
 #   auth-param  =  auth-param-name EQUAL ( token / quoted-string )
 _AUTH_PARAM_RE = re.compile(rf"({TOKEN}){SWS}={SWS}({TOKEN}|{QUOTED_STRING}){SWS}(?:,{SWS}|$)")
-_DIGITS_RE = re.compile(r"[0-9]++")
 _TOKEN_RE = re.compile(TOKEN)
 _LWS_RE = re.compile(LWS)
 
@@ -479,7 +478,7 @@ def parse_int_header(value: str, name: str, *, maximum: int = MAX_DELTA_SECONDS)
         ParseError: not all digits, or above ``maximum`` (RFC 4475 3.1.2.4).
     """
     text = value.strip(" \t")
-    if _DIGITS_RE.fullmatch(text) is None:
+    if not (text.isascii() and text.isdigit()):
         raise ParseError(f"invalid {name}: {_show(value)}")
     # Length first: int() of thousands of digits is slow and then raises ValueError.
     number = int(text) if len(text) <= 20 else maximum + 1

@@ -300,6 +300,33 @@ def parse_uri(text: str) -> Uri:
     return AbsoluteUri(m["scheme"], m["rest"])
 
 
+def validate_uri(text: str, *, allow_headers: bool = True) -> None:
+    """Checks URI syntax as :func:`parse_uri` does, without building the value.
+
+    The parser calls this on every Request-URI, where building a :class:`SipUri`
+    would cost more than the check itself.
+
+    Args:
+        text: the URI text.
+        allow_headers: False to reject ``?headers`` in a sip/sips URI (a
+            Request-URI may not carry them, RFC 3261 19.1.1 table).
+
+    Raises:
+        ParseError: as :func:`parse_uri`, or URI headers where not allowed.
+    """
+    scheme = text[:5].lower()
+    if not scheme.startswith(("sip:", "sips:")):
+        parse_uri(text)
+        return
+    m = _SIP_URI_RE.fullmatch(text)
+    if m is None:
+        raise ParseError(f"invalid SIP URI: {_show(text)}")
+    if m["port"] is not None or m["host"].startswith("[") or m["headers"] is not None:
+        uri = _parse_sip_uri(text)
+        if uri.headers and not allow_headers:
+            raise ParseError(f"URI headers not allowed here: {_show(text)}")
+
+
 def _show(text: str) -> str:
     return d(text.encode("utf-8", "surrogateescape"))
 
