@@ -1,0 +1,139 @@
+"""Spool: durability framing, torn tails, rotation, checkpoint and lock."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cdr.spool import MAGIC, Position, Spool, SpoolError, encode_frame, scan_frames
+
+
+def payloads(n: int, prefix: str = "r") -> list[bytes]:
+    return [f'{{"{prefix}":{i}}}'.encode() for i in range(n)]
+
+
+def read_all(spool: Spool) -> list[bytes]:
+    out, _ = spool.read(spool.checkpoint(), spool.end(), 1_000_000)
+    return out
+
+
+def segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("seg-*.cdr"))
+
+
+def test_append_read_commit(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    start, end = spool.append(payloads(3))
+    assert start < end
+    assert read_all(spool) == payloads(3)
+    assert spool.pending_bytes() == sum(len(encode_frame(p)) for p in payloads(3))
+    spool.commit(end)
+    assert read_all(spool) == []
+    assert spool.pending_bytes() == 0
+    spool.close()
+
+
+def test_uncommitted_records_replay_after_reopen(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    _, first_end = spool.append(payloads(2, "a"))
+    spool.append(payloads(2, "b"))
+    spool.commit(first_end)
+    spool.close()
+
+    again = Spool(tmp_path)
+    checkpoint = again.open()
+    assert checkpoint == first_end
+    assert read_all(again) == payloads(2, "b")
+    again.close()
+
+
+def test_torn_tail_is_ignored_and_new_appends_survive(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    spool.append(payloads(5))
+    spool.close()
+    # Crash mid-append: half a frame at the end of the segment.
+    (seg,) = segments(tmp_path)
+    with open(seg, "ab") as f:
+        f.write(encode_frame(b'{"torn":true}')[:7])
+
+    again = Spool(tmp_path)
+    again.open()
+    again.append(payloads(2, "after"))
+    assert read_all(again) == payloads(5) + payloads(2, "after")
+    again.close()
+
+
+@pytest.mark.parametrize("cut", [1, 4, 8, 12])
+def test_torn_frame_at_any_byte(tmp_path: Path, cut: int) -> None:
+    frames = b"".join(encode_frame(p) for p in payloads(3))
+    last = encode_frame(b'{"x":1}')
+    found, valid_end = scan_frames(MAGIC + frames + last[:cut])
+    assert [p for p, _ in found] == payloads(3)
+    assert valid_end == len(MAGIC) + len(frames)
+
+
+def test_corrupt_crc_stops_the_segment(tmp_path: Path) -> None:
+    good = encode_frame(b'{"ok":1}')
+    bad = bytearray(encode_frame(b'{"ok":2}'))
+    bad[-1] ^= 0xFF
+    found, valid_end = scan_frames(MAGIC + good + bytes(bad) + good)
+    assert [p for p, _ in found] == [b'{"ok":1}']
+    assert valid_end == len(MAGIC) + len(good)
+    assert scan_frames(b"not a spool") == ([], 0)
+
+
+def test_rotation_and_segment_deletion_after_commit(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_bytes=1 << 20)
+    spool.open()
+    big = [b"x" * 100_000 for _ in range(5)]
+    ends = [spool.append([p])[1] for p in big * 5]
+    assert len(segments(tmp_path)) >= 2
+    assert len(read_all(spool)) == 25
+    spool.commit(ends[-1])
+    assert len(segments(tmp_path)) == 1  # only the active segment remains
+    spool.close()
+
+
+def test_partial_read_and_limit(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    spool.append(payloads(10))
+    got, pos = spool.read(spool.checkpoint(), spool.end(), 4)
+    assert got == payloads(10)[:4]
+    rest, end = spool.read(pos, spool.end(), 100)
+    assert rest == payloads(10)[4:]
+    assert end == spool.end()
+    spool.close()
+
+
+def test_lock_prevents_second_process(tmp_path: Path) -> None:
+    first = Spool(tmp_path)
+    first.open()
+    pid = os.fork()
+    if pid == 0:  # child: the flock belongs to another open file description
+        try:
+            Spool(tmp_path).open()
+        except SpoolError:
+            os._exit(0)
+        os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    first.close()
+
+
+def test_commit_is_monotonic(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    _, a = spool.append(payloads(1))
+    _, b = spool.append(payloads(1))
+    spool.commit(b)
+    spool.commit(a)  # an older position never moves the checkpoint back
+    assert spool.checkpoint() == b
+    assert (tmp_path / "checkpoint").read_text() == f"{b.segment} {b.offset}\n"
+    assert isinstance(b, Position)
+    spool.close()
