@@ -273,6 +273,9 @@ class Metrics:
             "Monthly CDR partitions that exist after the current month.",
             registry=r,
         )
+        # Unknown until the CDR maintenance has looked: NaN compares false, so the
+        # "no future partition" alert cannot fire on a gateway that never checked.
+        self.cdr_partitions_ahead.set(float("nan"))
         self.event_loop_lag = Histogram(
             "voipgw_event_loop_lag_seconds",
             "How late the asyncio event loop ran a timer: time the loop was blocked.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 import pytest
@@ -296,3 +297,11 @@ def test_metrics_config() -> None:
         MetricsConfig.from_table(Table({"address": "metrics.example"}, "metrics"))
     with pytest.raises(ConfigError, match=r"^metrics.listen: unknown field"):
         MetricsConfig.from_table(Table({"listen": "127.0.0.1"}, "metrics"))
+
+
+def test_partitions_ahead_is_unknown_until_measured(metrics: Metrics) -> None:
+    got = value(metrics, "voipgw_cdr_partitions_ahead")
+    assert got is not None
+    assert math.isnan(got)  # alert rules comparing it stay quiet
+    metrics.set_cdr_partitions_ahead(0)
+    assert value(metrics, "voipgw_cdr_partitions_ahead") == 0
