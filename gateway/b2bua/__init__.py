@@ -1,0 +1,8 @@
+"""Back-to-back user agent: every inbound INVITE becomes an A leg and a B leg."""
+
+from __future__ import annotations
+
+from gateway.b2bua.core import B2bua
+from gateway.b2bua.events import CallEnded, Reject, Route, RouteNeeded
+
+__all__ = ["B2bua", "CallEnded", "Reject", "Route", "RouteNeeded"]

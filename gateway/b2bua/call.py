@@ -1,0 +1,195 @@
+"""A call through the B2BUA: two dialogs (A leg towards the caller, B leg towards the
+callee) and the facts the CDR needs. Pure data plus message-building helpers."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from gateway.b2bua.events import Route
+from gateway.sip.dialog import Dialog
+from gateway.sip.events import Endpoint, TransactionKey
+from gateway.sip.headers import parse_name_address
+from gateway.sip.message import Headers, Request
+
+
+class Side(enum.Enum):
+    A = "caller"
+    B = "callee"
+
+    @property
+    def other(self) -> Side:
+        return Side.B if self is Side.A else Side.A
+
+
+class CallState(enum.Enum):
+    ROUTING = "routing"  # waiting for the routing decision
+    CALLING = "calling"  # B-leg INVITE sent, no provisional yet
+    EARLY = "early"  # a provisional came back
+    ANSWERED = "answered"  # 2xx relayed to A, A's ACK not seen yet
+    CONFIRMED = "confirmed"
+    ENDED = "ended"
+
+
+#: Headers of an A-leg request that the B-leg request carries over. Everything else
+#: (Via, Route, Contact, Record-Route, tags, identity) is the B2BUA's own.
+RELAYED_REQUEST_HEADERS = (
+    "Content-Type",
+    "Content-Disposition",
+    "Content-Language",
+    "Allow",
+    "Subject",
+    "Priority",
+    "Accept",
+    "Event",
+    "Subscription-State",
+    "Info-Package",
+    "Session-Expires",
+    "Min-SE",
+    "User-Agent",
+    "Privacy",
+    "Call-Info",
+    "Alert-Info",
+    "Reason",
+)
+
+#: Headers of a response that are relayed back across the B2BUA.
+RELAYED_RESPONSE_HEADERS = (
+    "Content-Type",
+    "Content-Disposition",
+    "Allow",
+    "Accept",
+    "Retry-After",
+    "Warning",
+    "Reason",
+    "Unsupported",
+    "Server",
+    "Session-Expires",
+    "Call-Info",
+    "Alert-Info",
+)
+
+
+@dataclass(slots=True, eq=False, kw_only=True)
+class Relay:
+    """An in-dialog request relayed from one leg to the other.
+
+    Attributes:
+        call: the call.
+        origin: the side that sent the request.
+        server_tx: its server transaction, to answer when the other leg does.
+        request: the request as received.
+    """
+
+    call: Call
+    origin: Side
+    server_tx: TransactionKey
+    request: Request
+
+
+@dataclass(slots=True, eq=False, kw_only=True)
+class Call:
+    """State of one call through the gateway.
+
+    Times are seconds on the adapter's clock.
+    """
+
+    uuid: str
+    a_request: Request
+    a_source: Endpoint
+    a_tx: TransactionKey
+    a_tag: str
+    a_dialog: Dialog
+    setup_at: float
+    state: CallState = CallState.ROUTING
+    route: Route | None = None
+    targets: list[Endpoint] = field(default_factory=list)
+    b_call_id: str = ""
+    b_tag: str = ""
+    b_request: Request | None = None
+    b_tx: TransactionKey | None = None
+    b_target: Endpoint | None = None
+    b_dialog: Dialog | None = None
+    b_ack: Request | None = None
+    b_provisional: bool = False
+    b_cancel_pending: bool = False
+    #: B-leg INVITE transactions given up on (failover): a late 2xx gets ACK + BYE.
+    abandoned: set[TransactionKey] = field(default_factory=set)
+    #: Late offer (RFC 3264 offer in 2xx, answer in ACK): the ACK owed on a leg.
+    ack_owed: dict[Side, int] = field(default_factory=dict)
+    ringing_at: float | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+    final_status: int = 0
+    final_reason: str = ""
+    hangup_side: str = "gateway"
+    cancelled: bool = False
+    annotations: dict[str, str] = field(default_factory=dict)
+    #: armed B2BUA timers: name -> token of the arming (a stale heap entry differs)
+    timer_tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def call_id(self) -> str:
+        return self.a_request.headers.get("Call-ID") or ""
+
+    def dialog(self, side: Side) -> Dialog | None:
+        return self.a_dialog if side is Side.A else self.b_dialog
+
+    def disposition(self) -> str:
+        """The CDR disposition of the call (answered, busy, no-answer ...)."""
+        if self.answered_at is not None:
+            return "answered"
+        if self.cancelled:
+            return "cancelled"
+        status = self.final_status
+        if status in (486, 600):
+            return "busy"
+        if status in (408, 480):
+            return "no-answer"
+        if status in (403, 404, 405, 415, 416, 420, 482, 483, 484, 488, 603, 606):
+            return "rejected"
+        return "failed"
+
+
+def build_b_invite(call: Call, route: Route, *, call_id: str, tag: str, contact: str) -> Request:
+    """Builds the B-leg INVITE from the A-leg INVITE and the routing decision.
+
+    The B leg is a new dialog: its own Call-ID, From tag and Contact (RFC 3261
+    12.1.2 from the B2BUA's UAC side). Max-Forwards is carried over minus one so a
+    loop through other B2BUAs still ends (RFC 3261 16.6 step 3 in spirit).
+    """
+    a = call.a_request
+    headers = Headers()
+    try:
+        max_forwards = int(a.headers.get("Max-Forwards") or "70")
+    except ValueError:
+        max_forwards = 70
+    headers.add("Max-Forwards", str(max(0, min(max_forwards, 71) - 1)))
+    from_value = route.from_value or str(_without_tag(a.headers.get("From") or ""))
+    headers.add("From", f"{from_value};tag={tag}")
+    headers.add("To", _without_tag(a.headers.get("To") or ""))
+    headers.add("Call-ID", call_id)
+    headers.add("CSeq", "1 INVITE")
+    headers.add("Contact", contact)
+    removed = {name.lower() for name in route.remove_headers}
+    for name, value in a.headers:
+        if name in RELAYED_REQUEST_HEADERS and name.lower() not in removed:
+            headers.add(name, value)
+    for name, value in route.headers:
+        headers.add(name, value)
+    body = a.body
+    if route.body is not None:
+        body = route.body
+        headers.set("Content-Type", route.content_type or "application/octet-stream")
+    return Request(method="INVITE", uri=route.request_uri or a.uri, headers=headers, body=body)
+
+
+def relayed_headers(source: Headers, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The fields of ``source`` named in ``names``, in order."""
+    return [(name, value) for name, value in source if name in names]
+
+
+def _without_tag(value: str) -> str:
+    address = parse_name_address(value)
+    params = tuple(p for p in address.params if p[0].lower() != "tag")
+    return str(type(address)(address.display_name, address.uri, params))

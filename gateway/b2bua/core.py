@@ -1,0 +1,712 @@
+"""The B2BUA core: every inbound INVITE becomes an A leg and a B leg.
+
+Theory of operation
+-------------------
+The core is the transaction user of :class:`TransactionLayer` and does no I/O: the
+adapter feeds it the layer's events (``handle_sip_event``), the routing decision
+(``route_decided``) and timer expiries (``handle_timer``); it drives the layer's TU
+API and emits :class:`RouteNeeded` / :class:`CallEnded`.
+
+Rule 1: the A leg is answered only with what the B leg said or with the gateway's
+own decision: provisional and final responses, BYE, re-INVITE, UPDATE and INFO are
+relayed; a downstream 503 becomes 500 (RFC 3261 16.7 step 6: a 503 must not be
+passed upstream, or the caller would take the gateway itself for overloaded).
+
+Rule 2: when one leg ends, the other is ended (BYE, CANCEL or a final response).
+
+Rule 3: failover. A B-leg attempt that times out, fails at the transport or answers
+5xx/408 moves to the next target of the route, until none is left. A route may set
+a short ``failover_timeout`` (emergency centres): an attempt with no response at all
+after that long is abandoned (it cannot be CANCELled before a provisional, RFC 3261
+9.1; a late 2xx from it is ACKed and BYEd).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from gateway.b2bua.call import (
+    RELAYED_REQUEST_HEADERS,
+    RELAYED_RESPONSE_HEADERS,
+    Call,
+    CallState,
+    Relay,
+    Side,
+    build_b_invite,
+    relayed_headers,
+)
+from gateway.b2bua.checks import ALLOW, check_new_request
+from gateway.b2bua.events import B2buaEvent, CallEnded, Reject, Route, RouteNeeded
+from gateway.sip.builders import build_cancel, build_response
+from gateway.sip.dialog import Dialog
+from gateway.sip.errors import SipError
+from gateway.sip.events import (
+    CancelReceived,
+    Endpoint,
+    RequestReceived,
+    ResponseReceived,
+    SipEvent,
+    TransactionKey,
+    TransactionTimedOut,
+    TransportFailed,
+)
+from gateway.sip.headers import parse_name_address, parse_via
+from gateway.sip.message import Request, Response
+from gateway.sip.transaction_layer import TransactionLayer
+
+log = logging.getLogger("voipgw.b2bua")
+
+#: B-leg statuses after which the next target of the route is tried.
+FAILOVER_STATUSES = frozenset({408, 500, 502, 503, 504})
+
+
+class B2bua:
+    """Back-to-back user agent over one transaction layer.
+
+    Args:
+        layer: the transaction layer it is the TU of.
+        new_token: fresh random token (tags, Call-IDs, call UUIDs).
+        no_answer_timeout: default Timer C, seconds after the first provisional.
+        contact_user: user part of the gateway's Contact URIs.
+    """
+
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        *,
+        new_token: Callable[[], str],
+        no_answer_timeout: float = 180.0,
+        contact_user: str = "voipgw",
+    ) -> None:
+        self.layer = layer
+        self.new_token = new_token
+        self.no_answer_timeout = no_answer_timeout
+        self.contact_user = contact_user
+        self.calls: dict[str, Call] = {}
+        self._by_a_invite: dict[TransactionKey, Call] = {}
+        self._by_b_invite: dict[TransactionKey, Call] = {}
+        self._dialogs: dict[tuple[str, str], tuple[Call, Side]] = {}
+        self._relays: dict[TransactionKey, Relay] = {}
+        self._events: deque[B2buaEvent] = deque()
+        self._timers: list[tuple[float, int, str, str, object]] = []
+        self._seq = itertools.count()
+
+    # ------------------------------------------------------------------ outputs
+
+    def next_event(self) -> B2buaEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        while self._timers:
+            deadline, _, uuid, name, token = self._timers[0]
+            call = self.calls.get(uuid)
+            if call is not None and call.timer_tokens.get(name) == str(token):
+                return deadline
+            heapq.heappop(self._timers)
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            _, _, uuid, name, token = heapq.heappop(self._timers)
+            call = self.calls.get(uuid)
+            if call is None or call.timer_tokens.get(name) != str(token):
+                continue
+            del call.timer_tokens[name]
+            if name == "no_answer":
+                self._on_no_answer(call, now)
+            elif name == "failover":
+                self._on_failover_timeout(call, now)
+
+    def _arm(self, call: Call, name: str, delay: float, now: float, token: object) -> None:
+        call.timer_tokens[name] = str(token)
+        heapq.heappush(self._timers, (now + delay, next(self._seq), call.uuid, name, token))
+
+    def _disarm(self, call: Call, name: str) -> None:
+        call.timer_tokens.pop(name, None)
+
+    # ------------------------------------------------------------------ input
+
+    def handle_sip_event(self, event: SipEvent, now: float) -> None:
+        """Acts on one event of the transaction layer."""
+        try:
+            if isinstance(event, RequestReceived):
+                self._on_request(event, now)
+            elif isinstance(event, ResponseReceived):
+                self._on_response(event, now)
+            elif isinstance(event, CancelReceived):
+                self._on_cancel(event, now)
+            elif isinstance(event, TransactionTimedOut | TransportFailed):
+                self._on_failure(event, now)
+        except SipError as exc:
+            # A message that parsed but breaks a rule deeper in (bad Contact in a
+            # dialog-creating request, say): answer it when we can, never crash.
+            log.info("rejected %s: %s", type(event).__name__, exc)
+            if isinstance(event, RequestReceived) and event.transaction is not None:
+                self._respond(event.transaction, event.request, exc.status_hint, now)
+
+    def route_decided(self, call_uuid: str, decision: Route | Reject, now: float) -> None:
+        """Continues a call with the routing layer's decision.
+
+        Args:
+            call_uuid: from :class:`RouteNeeded`.
+            decision: where the B leg goes, or how the A leg is refused.
+            now: current time in seconds.
+        """
+        call = self.calls.get(call_uuid)
+        if call is None or call.state is not CallState.ROUTING:
+            return  # cancelled while routing
+        call.annotations.update(decision.annotations)
+        if isinstance(decision, Reject):
+            self._fail_a(call, decision.status, decision.reason, now, headers=decision.headers)
+            return
+        if not decision.targets:
+            self._fail_a(call, 404, None, now)
+            return
+        call.route = decision
+        call.targets = list(decision.targets)
+        call.b_call_id = self.new_token() + "@voipgw"
+        call.b_tag = self.new_token()
+        self._dialogs[(call.b_call_id, call.b_tag)] = (call, Side.B)
+        self._try_next_target(call, now)
+
+    # ------------------------------------------------------------------ requests
+
+    def _on_request(self, event: RequestReceived, now: float) -> None:
+        request = event.request
+        to_tag = parse_name_address(request.headers.get("To") or "").tag
+        if to_tag is not None:
+            self._in_dialog_request(event, to_tag, now)
+            return
+        key = event.transaction
+        if key is None:  # an ACK outside any dialog we know: nothing to do
+            return
+        method = request.method
+        rejection = check_new_request(request, forwards=method == "INVITE")
+        if rejection is not None:
+            self._respond(key, request, rejection.status, now, headers=rejection.headers)
+            return
+        if method == "INVITE":
+            self._new_call(event, key, now)
+        elif method == "OPTIONS":
+            # Answered locally: peers use OPTIONS as a keep-alive of the gateway.
+            self._respond(
+                key,
+                request,
+                200,
+                now,
+                headers=(
+                    ("Allow", ALLOW),
+                    ("Accept", "application/sdp"),
+                    ("Supported", ""),
+                ),
+            )
+        elif method == "BYE":
+            self._respond(key, request, 481, now)
+        else:
+            # No registrar or other out-of-dialog service is attached here.
+            self._respond(key, request, 405, now, headers=(("Allow", ALLOW),))
+
+    def _new_call(self, event: RequestReceived, key: TransactionKey, now: float) -> None:
+        request = event.request
+        if self._is_loop(request):
+            self._respond(key, request, 482, now)
+            return
+        uuid = self.new_token()
+        a_tag = self.new_token()
+        a_dialog = Dialog.as_uas(
+            request, local_tag=a_tag, local_contact=self._contact_for(event.source)
+        )
+        call = Call(
+            uuid=uuid,
+            a_request=request,
+            a_source=event.source,
+            a_tx=key,
+            a_tag=a_tag,
+            a_dialog=a_dialog,
+            setup_at=now,
+        )
+        self.calls[uuid] = call
+        self._by_a_invite[key] = call
+        self._dialogs[(call.call_id, a_tag)] = (call, Side.A)
+        self._events.append(RouteNeeded(call_uuid=uuid, request=request, source=event.source))
+
+    def _is_loop(self, request: Request) -> bool:
+        """RFC 3261 16.3 item 4 adapted to a B2BUA: the request carries a Via of ours
+        (a branch of a live client INVITE transaction) and the same Request-URI as
+        that transaction's request, so it is our own B leg come back: a loop, not a
+        spiral."""
+        for value in request.headers.values("Via"):
+            try:
+                vias = parse_via(value)
+            except SipError:
+                continue
+            branch = vias[0].branch if vias else None
+            if branch is None:
+                continue
+            tx = self.layer.transaction(TransactionKey(branch, "", "INVITE", False))
+            if tx is not None and tx.request.uri == request.uri:
+                return True
+        return False
+
+    def _in_dialog_request(self, event: RequestReceived, to_tag: str, now: float) -> None:
+        request = event.request
+        key = event.transaction
+        entry = self._dialogs.get((request.headers.get("Call-ID") or "", to_tag))
+        if entry is None:
+            if key is not None:
+                # 12.2.2: "If the UAS wishes to reject the request because it does
+                # not wish to recreate the dialog, it MUST respond [...] 481".
+                self._respond(key, request, 481, now)
+            return
+        call, side = entry
+        if request.method == "ACK":
+            self._on_ack(call, side, request, now)
+            return
+        if key is None:
+            return
+        dialog = call.dialog(side)
+        if dialog is None:
+            self._respond(key, request, 481, now)
+            return
+        dialog.check_remote_request(request)
+        if request.method in ("INVITE", "UPDATE"):
+            dialog.refresh_target(request)
+        if request.method == "BYE":
+            self._respond(key, request, 200, now)
+            call.hangup_side = side.value
+            self._end_call(call, now, skip=side)
+            return
+        if request.method == "OPTIONS":
+            self._respond(key, request, 200, now, headers=(("Allow", ALLOW),))
+            return
+        self._relay_request(call, side, key, request, now)
+
+    def _relay_request(
+        self, call: Call, origin: Side, key: TransactionKey, request: Request, now: float
+    ) -> None:
+        target_side = origin.other
+        dialog = call.dialog(target_side)
+        if dialog is None or call.state is CallState.ENDED:
+            self._respond(key, request, 481, now)
+            return
+        out = dialog.create_request(request.method)
+        for name, value in relayed_headers(request.headers, RELAYED_REQUEST_HEADERS):
+            out.headers.add(name, value)
+        out.body = request.body
+        b_key = self.layer.send_request(out, self._leg_endpoint(call, target_side), now)
+        self._relays[b_key] = Relay(call=call, origin=origin, server_tx=key, request=request)
+
+    def _on_ack(self, call: Call, side: Side, ack: Request, now: float) -> None:
+        if side is Side.A and call.state is CallState.ANSWERED:
+            call.state = CallState.CONFIRMED
+        other = side.other
+        cseq = call.ack_owed.pop(other, None)
+        dialog = call.dialog(other)
+        if cseq is None or dialog is None:
+            return
+        # Late offer: the answer is in this ACK, and the other leg waits for it.
+        out = dialog.create_request("ACK", cseq=cseq)
+        out.body = ack.body
+        content_type = ack.headers.get("Content-Type")
+        if content_type:
+            out.headers.add("Content-Type", content_type)
+        self.layer.send_ack(out, self._leg_endpoint(call, other))
+        if other is Side.B:
+            call.b_ack = out
+
+    def _on_cancel(self, event: CancelReceived, now: float) -> None:
+        call = self._by_a_invite.get(event.invite_transaction)
+        if call is None or call.state not in (
+            CallState.ROUTING,
+            CallState.CALLING,
+            CallState.EARLY,
+        ):
+            return
+        call.cancelled = True
+        call.hangup_side = Side.A.value
+        # RFC 3261 9.2: the UAS answers the INVITE with 487.
+        self._fail_a(call, 487, None, now)
+
+    # ------------------------------------------------------------------ responses
+
+    def _on_response(self, event: ResponseReceived, now: float) -> None:
+        response = event.response
+        key = event.transaction
+        if key is None:
+            self._on_stray_2xx(response, now)
+            return
+        call = self._by_b_invite.get(key)
+        if call is not None:
+            self._on_b_invite_response(call, key, response, now)
+            return
+        relay = self._relays.get(key)
+        if relay is not None:
+            self._on_relayed_response(relay, key, response, now)
+
+    def _on_stray_2xx(self, response: Response, now: float) -> None:
+        """A 2xx retransmission after the B-leg INVITE transaction ended: ACK it again
+        (RFC 3261 13.2.2.4) so the callee stops retransmitting."""
+        from_tag = parse_name_address(response.headers.get("From") or "").tag or ""
+        entry = self._dialogs.get((response.headers.get("Call-ID") or "", from_tag))
+        if entry is None:
+            return
+        call, side = entry
+        if side is Side.B and call.b_ack is not None and call.b_target is not None:
+            self.layer.send_ack(call.b_ack.copy(), call.b_target)
+
+    def _on_b_invite_response(
+        self, call: Call, key: TransactionKey, response: Response, now: float
+    ) -> None:
+        status = response.status
+        if key in call.abandoned or key != call.b_tx:
+            if 200 <= status < 300:
+                self._ack_and_bye(call, key, response, now)
+            return
+        self._disarm(call, "failover")
+        if status == 100:
+            return
+        if status < 200:
+            self._on_b_provisional(call, response, now)
+        elif status < 300:
+            self._on_b_answer(call, response, now)
+        else:
+            self._on_b_failure(call, status, response, now)
+
+    def _on_b_provisional(self, call: Call, response: Response, now: float) -> None:
+        call.b_provisional = True
+        if call.b_cancel_pending:
+            self._cancel_b(call, now)
+            return
+        if call.state is CallState.CALLING:
+            call.state = CallState.EARLY
+            route = call.route
+            timeout = route.no_answer_timeout if route else None
+            self._arm(call, "no_answer", timeout or self.no_answer_timeout, now, call.b_tx)
+        if call.ringing_at is None and response.status in (180, 183):
+            call.ringing_at = now
+        if call.b_dialog is None and parse_name_address(response.headers.get("To") or "").tag:
+            assert call.b_request is not None
+            call.b_dialog = Dialog.as_uac(call.b_request, response)
+        self._answer_a(call, response, now)
+
+    def _on_b_answer(self, call: Call, response: Response, now: float) -> None:
+        if call.state in (CallState.ANSWERED, CallState.CONFIRMED, CallState.ENDED):
+            # A retransmitted 2xx, or a second fork answered: ACK it again, or ACK
+            # and BYE the extra dialog.
+            if call.b_ack is not None and call.b_target is not None:
+                to_tag = parse_name_address(response.headers.get("To") or "").tag
+                if call.b_dialog is not None and to_tag == call.b_dialog.remote_tag:
+                    self.layer.send_ack(call.b_ack.copy(), call.b_target)
+                    return
+            if call.b_tx is not None:
+                self._ack_and_bye(call, call.b_tx, response, now)
+            return
+        assert call.b_request is not None
+        self._disarm(call, "no_answer")
+        call.b_dialog = Dialog.as_uac(call.b_request, response)
+        call.answered_at = now
+        if call.ringing_at is None:
+            call.ringing_at = now
+        call.state = CallState.ANSWERED
+        if call.a_request.body:
+            self._send_b_ack(call, b"", None)
+        else:
+            call.ack_owed[Side.B] = 1  # late offer: the answer comes in A's ACK
+        self._answer_a(call, response, now)
+        if call.cancelled:  # CANCEL crossed the 2xx: keep nothing up
+            self._end_call(call, now)
+
+    def _send_b_ack(self, call: Call, body: bytes, content_type: str | None) -> None:
+        assert call.b_dialog is not None
+        assert call.b_target is not None
+        ack = call.b_dialog.create_request("ACK", cseq=1)
+        ack.body = body
+        if content_type:
+            ack.headers.add("Content-Type", content_type)
+        call.b_ack = ack.copy()
+        self.layer.send_ack(ack, call.b_target)
+
+    def _on_b_failure(self, call: Call, status: int, response: Response, now: float) -> None:
+        self._disarm(call, "no_answer")
+        if call.cancelled or call.state is CallState.ENDED:
+            return
+        if status in FAILOVER_STATUSES and call.targets:
+            log.info("call %s: B leg answered %d, trying next target", call.uuid, status)
+            self._try_next_target(call, now)
+            return
+        # RFC 3261 16.7 step 6: a 503 from downstream becomes 500 upstream.
+        if status == 503:
+            self._fail_a(call, 500, None, now)
+            return
+        headers = relayed_headers(response.headers, RELAYED_RESPONSE_HEADERS)
+        self._fail_a(call, status, response.reason, now, headers=tuple(headers), body=response.body)
+
+    def _on_relayed_response(
+        self, relay: Relay, key: TransactionKey, response: Response, now: float
+    ) -> None:
+        call = relay.call
+        if response.status == 100:
+            return
+        if response.status >= 200:
+            del self._relays[key]
+        target_side = relay.origin.other
+        if relay.request.method == "INVITE" and 200 <= response.status < 300:
+            dialog = call.dialog(target_side)
+            if dialog is not None:
+                dialog.refresh_target(response)
+                cseq = dialog.local_cseq
+                if relay.request.body:
+                    ack = dialog.create_request("ACK", cseq=cseq)
+                    self.layer.send_ack(ack, self._leg_endpoint(call, target_side))
+                else:
+                    call.ack_owed[target_side] = cseq
+        headers = relayed_headers(response.headers, RELAYED_RESPONSE_HEADERS)
+        origin_dialog = call.dialog(relay.origin)
+        if relay.request.method in ("INVITE", "UPDATE") and origin_dialog is not None:
+            headers.append(("Contact", origin_dialog.local_contact))
+        out = build_response(
+            relay.request,
+            response.status,
+            response.reason,
+            headers=headers,
+            body=response.body,
+        )
+        self._send(relay.server_tx, out, now)
+
+    # ------------------------------------------------------------------ failures
+
+    def _on_failure(self, event: TransactionTimedOut | TransportFailed, now: float) -> None:
+        key = event.transaction
+        call = self._by_a_invite.get(key)
+        if call is not None and isinstance(event, TransactionTimedOut):
+            # Timer H / L: the caller never ACKed our final response.
+            if call.state is CallState.ANSWERED:
+                call.hangup_side = "gateway"
+                self._end_call(call, now)
+            return
+        call = self._by_b_invite.get(key)
+        if call is not None:
+            if key != call.b_tx or call.state not in (CallState.CALLING, CallState.EARLY):
+                return
+            self._disarm(call, "no_answer")
+            self._disarm(call, "failover")
+            if call.cancelled:
+                return
+            if call.targets:
+                self._try_next_target(call, now)
+            else:
+                self._fail_a(
+                    call, 408 if isinstance(event, TransactionTimedOut) else 503, None, now
+                )
+            return
+        relay = self._relays.pop(key, None)
+        if relay is not None:
+            status = 408 if isinstance(event, TransactionTimedOut) else 503
+            self._respond(relay.server_tx, relay.request, status, now)
+
+    def _on_no_answer(self, call: Call, now: float) -> None:
+        if call.state is not CallState.EARLY:
+            return
+        self._cancel_b(call, now)
+        route = call.route
+        if route is not None and route.emergency and call.targets:
+            # The centre rings but nobody answers: an emergency call moves on.
+            self._try_next_target(call, now)
+            return
+        self._fail_a(call, 408, None, now)
+
+    def _on_failover_timeout(self, call: Call, now: float) -> None:
+        if call.state is not CallState.CALLING or call.b_tx is None:
+            return
+        log.warning("call %s: no response from %s, failing over", call.uuid, call.b_target)
+        if call.targets:
+            call.abandoned.add(call.b_tx)
+            self._try_next_target(call, now)
+
+    # ------------------------------------------------------------------ B leg
+
+    def _try_next_target(self, call: Call, now: float) -> None:
+        route = call.route
+        assert route is not None
+        if call.b_tx is not None:
+            call.abandoned.add(call.b_tx)
+        target = call.targets.pop(0)
+        call.b_target = target
+        call.b_provisional = False
+        call.b_dialog = None
+        request = build_b_invite(
+            call, route, call_id=call.b_call_id, tag=call.b_tag, contact=self._contact_for(target)
+        )
+        # Each attempt is a new transaction with a fresh CSeq of the same dialog-less
+        # request; keep a copy without our Via to build ACK/CANCEL from.
+        key = self.layer.send_request(request, target, now)
+        call.b_request = request
+        call.b_tx = key
+        call.state = CallState.CALLING
+        self._by_b_invite[key] = call
+        if route.failover_timeout is not None and call.targets:
+            self._arm(call, "failover", route.failover_timeout, now, key)
+
+    def _cancel_b(self, call: Call, now: float) -> None:
+        if call.b_tx is None or call.b_request is None:
+            return
+        if not call.b_provisional:
+            # RFC 3261 9.1: no CANCEL before a provisional; send it when one comes.
+            call.b_cancel_pending = True
+            return
+        call.b_cancel_pending = False
+        try:
+            self.layer.send_cancel(call.b_tx, build_cancel(call.b_request), now)
+        except SipError:
+            log.debug("call %s: B-leg INVITE already gone, no CANCEL", call.uuid)
+
+    def _ack_and_bye(self, call: Call, key: TransactionKey, response: Response, now: float) -> None:
+        tx = self.layer.transaction(key)
+        request = tx.request if tx is not None else call.b_request
+        if request is None:
+            return
+        dialog = Dialog.as_uac(request, response)
+        destination = tx.destination if tx is not None else call.b_target
+        if destination is None:
+            return
+        self.layer.send_ack(dialog.create_request("ACK", cseq=dialog.local_cseq), destination)
+        self.layer.send_request(dialog.create_request("BYE"), destination, now)
+
+    # ------------------------------------------------------------------ A leg
+
+    def _answer_a(self, call: Call, response: Response, now: float) -> None:
+        headers = relayed_headers(response.headers, RELAYED_RESPONSE_HEADERS)
+        headers.append(("Contact", call.a_dialog.local_contact))
+        out = build_response(
+            call.a_request,
+            response.status,
+            response.reason,
+            to_tag=call.a_tag,
+            headers=headers,
+            body=response.body,
+        )
+        if response.status >= 200:
+            call.final_status = response.status
+            call.final_reason = response.reason
+        self._send(call.a_tx, out, now)
+
+    def _fail_a(
+        self,
+        call: Call,
+        status: int,
+        reason: str | None,
+        now: float,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+        body: bytes = b"",
+    ) -> None:
+        out = build_response(
+            call.a_request, status, reason, to_tag=call.a_tag, headers=headers, body=body
+        )
+        call.final_status = status
+        call.final_reason = out.reason
+        self._send(call.a_tx, out, now)
+        self._end_call(call, now, skip=Side.A)
+
+    def _end_call(self, call: Call, now: float, *, skip: Side | None = None) -> None:
+        """Ends both legs (except ``skip``, already ended by the peer) and reports."""
+        if call.state is CallState.ENDED:
+            return
+        previous = call.state
+        call.state = CallState.ENDED
+        call.ended_at = now
+        self._disarm(call, "no_answer")
+        self._disarm(call, "failover")
+        if skip is not Side.A and previous in (CallState.ANSWERED, CallState.CONFIRMED):
+            self.layer.send_request(call.a_dialog.create_request("BYE"), call.a_source, now)
+        if skip is not Side.B:
+            if call.b_dialog is not None and call.b_dialog.confirmed and call.b_target:
+                self.layer.send_request(call.b_dialog.create_request("BYE"), call.b_target, now)
+            elif previous in (CallState.CALLING, CallState.EARLY):
+                self._cancel_b(call, now)
+        if call.final_status == 0:
+            call.final_status = 200 if call.answered_at is not None else 500
+        self._events.append(self._summary(call, now))
+        self._forget(call)
+
+    def _forget(self, call: Call) -> None:
+        self.calls.pop(call.uuid, None)
+        self._by_a_invite.pop(call.a_tx, None)
+        self._dialogs.pop((call.call_id, call.a_tag), None)
+        if call.b_call_id:
+            self._dialogs.pop((call.b_call_id, call.b_tag), None)
+        for key in [call.b_tx, *call.abandoned]:
+            if key is not None:
+                self._by_b_invite.pop(key, None)
+        for key in [k for k, relay in self._relays.items() if relay.call is call]:
+            del self._relays[key]
+
+    def _summary(self, call: Call, now: float) -> CallEnded:
+        a = call.a_request
+        pai = None
+        if call.route is not None:
+            pai = next(
+                (v for n, v in call.route.headers if n.lower() == "p-asserted-identity"), None
+            )
+        return CallEnded(
+            call_uuid=call.uuid,
+            call_id=call.call_id,
+            caller=parse_name_address(a.headers.get("From") or "").uri,
+            callee_dialled=a.uri,
+            callee_routed=call.b_request.uri if call.b_request is not None else "",
+            p_asserted_identity=pai,
+            source=call.a_source,
+            user_agent=a.headers.get("User-Agent"),
+            setup_at=call.setup_at,
+            ringing_at=call.ringing_at,
+            answered_at=call.answered_at,
+            ended_at=now,
+            final_status=call.final_status,
+            final_reason=call.final_reason,
+            disposition=call.disposition(),
+            hangup_side=call.hangup_side,
+            emergency=bool(call.route and call.route.emergency),
+            annotations=dict(call.annotations),
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _send(self, key: TransactionKey, response: Response, now: float) -> None:
+        try:
+            self.layer.send_response(key, response, now)
+        except SipError as exc:
+            log.debug("response %d not sent: %s", response.status, exc)
+
+    def _respond(
+        self,
+        key: TransactionKey,
+        request: Request,
+        status: int,
+        now: float,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        to_tag = None if status == 100 else self.new_token()
+        self._send(key, build_response(request, status, to_tag=to_tag, headers=headers), now)
+
+    def _leg_endpoint(self, call: Call, side: Side) -> Endpoint:
+        """Where in-dialog requests of a leg go.
+
+        The A leg: back to the address the caller's INVITE came from, whatever its
+        Contact says (symmetric signalling: a phone behind NAT is only reachable
+        through the flow it opened; RFC 5626 makes the same choice). The B leg: the
+        next hop chosen by routing (the PBX or trunk).
+        """
+        if side is Side.A:
+            return call.a_source
+        assert call.b_target is not None
+        return call.b_target
+
+    def _contact_for(self, peer: Endpoint) -> str:
+        local = self.layer._local_for(peer)
+        transport = "" if local.transport == "UDP" else f";transport={local.transport.lower()}"
+        return f"<sip:{self.contact_user}@{local.host_port}{transport}>"

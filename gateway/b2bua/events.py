@@ -1,0 +1,120 @@
+"""What the B2BUA core asks of its adapter, and what the adapter answers.
+
+The core never awaits: when a new call needs a route it emits :class:`RouteNeeded`;
+the adapter runs the routing layer (which may look things up) and calls
+``B2bua.route_decided(call_uuid, Route | Reject, now)``. When a call ends it emits
+:class:`CallEnded` with everything the CDR needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.sip.events import Endpoint
+from gateway.sip.message import Request
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    """Where and how the B leg of a call goes.
+
+    Attributes:
+        targets: next hops in failover order (RFC 3263 order, then secondary routes).
+        request_uri: B-leg Request-URI; the A leg's when None.
+        headers: header fields added to the B-leg INVITE (identity, priority,
+            classification headers ...).
+        remove_headers: header fields of the A-leg INVITE not to copy.
+        body: replacement body (e.g. SDP + PIDF-LO multipart); the A leg's when None.
+        content_type: Content-Type of ``body``.
+        from_value: B-leg From name-addr (identity/privacy); the A leg's when None.
+        no_answer_timeout: seconds to wait for a final answer after the first
+            provisional (RFC 3261 Timer C); None uses the gateway default.
+        failover_timeout: seconds to wait for any response from a target before
+            trying the next one (emergency routes use a few seconds); None waits
+            for Timer B.
+        emergency: the call is an emergency call (never shed, failover eager).
+        annotations: free-form facts for the CDR and logs (class, site, reason...).
+    """
+
+    targets: tuple[Endpoint, ...]
+    request_uri: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    remove_headers: tuple[str, ...] = ()
+    body: bytes | None = None
+    content_type: str | None = None
+    from_value: str | None = None
+    no_answer_timeout: float | None = None
+    failover_timeout: float | None = None
+    emergency: bool = False
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reject:
+    """Answer the A leg with a final response instead of routing it."""
+
+    status: int
+    reason: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteNeeded:
+    """A new call waits for the routing decision.
+
+    Attributes:
+        call_uuid: handle to pass back to ``route_decided``.
+        request: the A-leg INVITE (do not modify).
+        source: where the INVITE came from (the packet's address, not the Via's).
+    """
+
+    call_uuid: str
+    request: Request
+    source: Endpoint
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEnded:
+    """A call is over; everything the CDR needs, with times on the adapter's clock.
+
+    Attributes:
+        call_uuid: unique id of the call.
+        call_id: A-leg Call-ID.
+        caller: A-leg From URI.
+        callee_dialled: A-leg Request-URI.
+        callee_routed: B-leg Request-URI ("" when never routed).
+        p_asserted_identity: PAI sent on the B leg, if any.
+        source: A-leg source address.
+        user_agent: A-leg User-Agent.
+        setup_at, ringing_at, answered_at, ended_at: seconds (loop clock), None when
+            the event did not happen.
+        final_status: final status of the A-leg INVITE.
+        final_reason: its reason phrase.
+        disposition: answered, busy, no-answer, cancelled, failed or rejected.
+        hangup_side: caller, callee or gateway.
+        emergency: whether the route was an emergency route.
+        annotations: the route's and the core's annotations.
+    """
+
+    call_uuid: str
+    call_id: str
+    caller: str
+    callee_dialled: str
+    callee_routed: str
+    p_asserted_identity: str | None
+    source: Endpoint
+    user_agent: str | None
+    setup_at: float
+    ringing_at: float | None
+    answered_at: float | None
+    ended_at: float
+    final_status: int
+    final_reason: str
+    disposition: str
+    hangup_side: str
+    emergency: bool
+    annotations: dict[str, str]
+
+
+B2buaEvent = RouteNeeded | CallEnded

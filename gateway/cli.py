@@ -1,0 +1,112 @@
+"""``voipgw``: the one command for every job (run, check-config, db, sites, cdr ...).
+
+Each package adds its own subcommands through a ``register(subparsers)`` function
+(cdr.cli, gateway.sites_cli); this module owns ``run`` and ``check-config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from gateway.config import GatewayConfig, load_config
+from gateway.configfields import ConfigError
+
+DEFAULT_CONFIG = "deploy/demo/voipgw.toml"
+
+#: Modules contributing subcommands: each has register(subparsers).
+SUBCOMMAND_MODULES = ("cdr.cli", "gateway.sites_cli")
+
+log = logging.getLogger("voipgw")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``voipgw`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        result = args.handler(args)
+    except ConfigError as exc:
+        print(f"voipgw: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return int(result or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voipgw",
+        description="SIP call-handling and emergency-routing gateway.",
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the gateway until SIGTERM")
+    run.add_argument("--config", default=DEFAULT_CONFIG, help="TOML config file")
+    run.add_argument(
+        "--uvloop", action=argparse.BooleanOptionalAction, default=True, help="use uvloop"
+    )
+    run.set_defaults(handler=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("--config", default=DEFAULT_CONFIG, help="TOML config file")
+    check.set_defaults(handler=cmd_check_config)
+
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    listeners = ", ".join(f"{item.transport} {item.host}:{item.port}" for item in config.sip.listen)
+    print(f"{args.config}: OK ({listeners}; upstream {config.upstream.uri})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop not installed; using the asyncio default loop")
+        else:
+            uvloop.install()
+    return asyncio.run(run_gateway(config))
+
+
+async def run_gateway(config: GatewayConfig) -> int:
+    """Runs the gateway until SIGTERM/SIGINT; returns the exit status."""
+    from gateway.server import Gateway
+
+    gateway = Gateway(config)
+    await gateway.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    print("voipgw ready", flush=True)
+    await stop.wait()
+    log.info("stopping: %d calls in progress", gateway.active_calls)
+    await gateway.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The gateway's configuration: one TOML file, validated at start.
+
+Nested frozen dataclasses whose attributes name their units; durations are float
+seconds everywhere. ``load_config(path)`` reads the file with :mod:`tomllib` and
+raises :class:`ConfigError` naming the first bad field (``sip.listen[1].port: must
+be <= 65535, got 70000``); the CLI prints it and exits non-zero.
+
+Sections owned by other packages (database, cdr, routing, media, metrics, logging)
+are parsed by their own ``from_table`` so each package keeps its settings next to
+its code.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from gateway.configfields import ConfigError, Table
+from gateway.sip.timers import SipTimers
+
+TRANSPORTS = ("UDP", "TCP", "TLS")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenConfig:
+    """One SIP listening socket.
+
+    Attributes:
+        transport: "UDP", "TCP" or "TLS".
+        host: IP address to bind (IPv4 or IPv6 literal; it is also the address
+            advertised in Via and Contact, so bind a concrete address).
+        port: port number (0 picks a free port: tests).
+    """
+
+    transport: str
+    host: str
+    port: int
+
+    @classmethod
+    def from_table(cls, table: Table) -> ListenConfig:
+        transport = table.choice("transport", ("UDP", "TCP", "TLS", "udp", "tcp", "tls"))
+        host = table.str("host", required=True)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError(table.field("host"), f"not an IP address: {host!r}") from None
+        default_port = 5061 if transport.upper() == "TLS" else 5060
+        port = table.int("port", default_port, min=0, max=65535)
+        table.reject_unknown()
+        return cls(transport=transport.upper(), host=host, port=port)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsConfig:
+    """TLS certificates.
+
+    Attributes:
+        certificate: PEM certificate chain file.
+        private_key: PEM private key file.
+        ca_file: CA bundle to verify peers (client certificates of trunks).
+        verify_client: require and verify a client certificate on TLS listeners.
+    """
+
+    certificate: str | None = None
+    private_key: str | None = None
+    ca_file: str | None = None
+    verify_client: bool = False
+
+    @classmethod
+    def from_table(cls, table: Table) -> TlsConfig:
+        config = cls(
+            certificate=table.opt_str("certificate"),
+            private_key=table.opt_str("private_key"),
+            ca_file=table.opt_str("ca_file"),
+            verify_client=table.bool("verify_client", False),
+        )
+        table.reject_unknown()
+        return config
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SipConfig:
+    """SIP stack settings.
+
+    Attributes:
+        listen: listening sockets.
+        t1, t2, t4: RFC 3261 timers, in seconds.
+        no_answer_timeout: seconds a ringing B leg may take to answer (Timer C).
+        max_transactions: memory bound on live transactions.
+        ingress_queue: most received messages waiting for the core.
+        tls: TLS certificates.
+    """
+
+    listen: tuple[ListenConfig, ...]
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    no_answer_timeout: float = 180.0
+    max_transactions: int = 200_000
+    ingress_queue: int = 10_000
+    tls: TlsConfig = field(default_factory=TlsConfig)
+
+    @property
+    def timers(self) -> SipTimers:
+        return SipTimers(t1=self.t1, t2=self.t2, t4=self.t4, timer_c=self.no_answer_timeout)
+
+    @classmethod
+    def from_table(cls, table: Table) -> SipConfig:
+        listen = tuple(ListenConfig.from_table(t) for t in table.tables("listen"))
+        if not listen:
+            raise ConfigError(table.field("listen"), "at least one listener is required")
+        t1 = table.float("t1", 0.5, min=0.01, max=10)
+        t2 = table.float("t2", 4.0, min=t1, max=60)
+        config = cls(
+            listen=listen,
+            t1=t1,
+            t2=t2,
+            t4=table.float("t4", 5.0, min=0.1, max=60),
+            no_answer_timeout=table.float("no_answer_timeout", 180.0, min=1, max=3600),
+            max_transactions=table.int("max_transactions", 200_000, min=100),
+            ingress_queue=table.int("ingress_queue", 10_000, min=10),
+            tls=TlsConfig.from_table(table.table("tls")),
+        )
+        if any(item.transport == "TLS" for item in listen) and not (
+            config.tls.certificate and config.tls.private_key
+        ):
+            raise ConfigError(
+                table.field("tls.certificate"), "a TLS listener needs certificate and private_key"
+            )
+        table.reject_unknown()
+        return config
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamConfig:
+    """The default next hop (the PBX or upstream proxy) for calls routing does not
+    send elsewhere.
+
+    Attributes:
+        uri: SIP URI of the next hop, resolved per RFC 3263 (``sip:pbx.example.com``,
+            ``sip:127.0.0.1:5080;transport=tcp``).
+    """
+
+    uri: str
+
+    @classmethod
+    def from_table(cls, table: Table) -> UpstreamConfig:
+        from gateway.sip.errors import ParseError
+        from gateway.sip.uri import SipUri, parse_uri
+
+        uri = table.str("uri", required=True)
+        try:
+            parsed = parse_uri(uri)
+        except ParseError as exc:
+            raise ConfigError(table.field("uri"), str(exc)) from None
+        if not isinstance(parsed, SipUri):
+            raise ConfigError(table.field("uri"), f"expected a sip: or sips: URI, got {uri!r}")
+        table.reject_unknown()
+        return cls(uri=uri)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OverloadConfig:
+    """Bounds on work (RFC 7339 loss-based overload control comes on top).
+
+    Attributes:
+        max_calls: calls in progress beyond which new ordinary calls get 503.
+        emergency_reserve: extra calls above ``max_calls`` kept for emergency calls.
+        retry_after: Retry-After of the 503, in seconds.
+    """
+
+    max_calls: int = 5000
+    emergency_reserve: int = 500
+    retry_after: int = 5
+
+    @classmethod
+    def from_table(cls, table: Table) -> OverloadConfig:
+        config = cls(
+            max_calls=table.int("max_calls", 5000, min=1),
+            emergency_reserve=table.int("emergency_reserve", 500, min=0),
+            retry_after=table.int("retry_after", 5, min=0, max=3600),
+        )
+        table.reject_unknown()
+        return config
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    """The whole configuration.
+
+    Attributes:
+        instance: name of this gateway instance (CDRs, metrics).
+        state_dir: directory for the CDR spool and the embedded database.
+        sip: SIP stack settings.
+        upstream: default next hop.
+        overload: capacity bounds.
+        sections: other packages' sections, parsed by them (name -> object).
+        source: path of the file it was read from.
+    """
+
+    instance: str
+    state_dir: Path
+    sip: SipConfig
+    upstream: UpstreamConfig
+    overload: OverloadConfig
+    sections: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+
+#: Sections parsed by other packages: name -> "module:Class" with a from_table.
+EXTERNAL_SECTIONS: dict[str, str] = {}
+
+
+def parse_config(data: dict[str, Any]) -> GatewayConfig:
+    """Validates a parsed TOML document (relative paths are from the working directory).
+
+    Raises:
+        ConfigError: naming the first bad field.
+    """
+    top = Table(data)
+    gateway = top.table("gateway")
+    instance = gateway.str("instance", "voipgw-1")
+    state_dir = Path(gateway.str("state_dir", "state"))
+    gateway.reject_unknown()
+    sip = SipConfig.from_table(top.table("sip"))
+    upstream = UpstreamConfig.from_table(top.table("upstream"))
+    overload = OverloadConfig.from_table(top.table("overload"))
+    sections: dict[str, Any] = {}
+    for name, target in EXTERNAL_SECTIONS.items():
+        module_name, class_name = target.split(":")
+        module = __import__(module_name, fromlist=[class_name])
+        sections[name] = getattr(module, class_name).from_table(top.table(name))
+    top.reject_unknown()
+    return GatewayConfig(
+        instance=instance,
+        state_dir=state_dir,
+        sip=sip,
+        upstream=upstream,
+        overload=overload,
+        sections=sections,
+    )
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Reads and validates a config file.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or a field is bad.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    return replace(parse_config(data), source=path)

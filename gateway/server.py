@@ -1,0 +1,296 @@
+"""The running gateway: transports + transaction layer + B2BUA on one event loop.
+
+The asyncio adapter of the sans-IO core (STYLE 6, aioquic's ``QuicConnectionProtocol``
+shape): every input (a batch of received messages, a timer, a routing decision, a
+transport error) is fed to the core with ``now = loop.time()``, then :meth:`_pump`
+moves the core's events to their consumers, transmits what the core wants sent and
+re-arms one loop timer at the core's next deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import ipaddress
+import logging
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway.b2bua import B2bua, CallEnded, Reject, Route, RouteNeeded
+from gateway.config import GatewayConfig
+from gateway.sip.events import Endpoint
+from gateway.sip.transaction_layer import TransactionLayer
+from gateway.transport.manager import ListenSpec, TransportManager
+
+log = logging.getLogger("voipgw.server")
+
+RouteResult = Route | Reject
+#: Decides the B leg of a new call; may return the decision or an awaitable of it.
+Router = Callable[[RouteNeeded], RouteResult | Awaitable[RouteResult]]
+#: Receives every finished call (the CDR writer, metrics).
+CallSink = Callable[[CallEnded], None]
+
+
+def new_token() -> str:
+    """A random token for branches, tags and Call-IDs: 96 bits, URL-safe hex."""
+    return os.urandom(12).hex()
+
+
+class Gateway:
+    """One gateway instance.
+
+    Args:
+        config: validated configuration.
+        router: the routing hook (default: everything to the configured upstream).
+        call_sinks: consumers of finished calls.
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        router: Router | None = None,
+        call_sinks: list[CallSink] | None = None,
+    ) -> None:
+        self.config = config
+        self.router: Router = router or UpstreamRouter(config)
+        self.call_sinks = list(call_sinks or [])
+        self.transports = TransportManager(
+            self._on_messages,
+            self._on_transport_error,
+            tls_server=_tls_server_context(config),
+            tls_client=_tls_client_context(config),
+            ingress_limit=config.sip.ingress_queue,
+        )
+        self.layer: TransactionLayer | None = None
+        self.b2bua: B2bua | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._route_tasks: set[asyncio.Task[None]] = set()
+        self.ready = False
+
+    async def start(self) -> list[Endpoint]:
+        """Binds every listener and starts the core; returns the bound endpoints."""
+        self._loop = asyncio.get_running_loop()
+        for item in self.config.sip.listen:
+            await self.transports.listen(ListenSpec(item.transport, item.host, item.port))
+        self.layer = TransactionLayer(
+            local=self.transports.local,
+            new_token=new_token,
+            timers=self.config.sip.timers,
+            max_transactions=self.config.sip.max_transactions,
+        )
+        self.b2bua = B2bua(
+            self.layer,
+            new_token=new_token,
+            no_answer_timeout=self.config.sip.no_answer_timeout,
+        )
+        self.ready = True
+        for endpoint in self.transports.local:
+            log.info("listening on %s %s", endpoint.transport, endpoint.host_port)
+        return list(self.transports.local)
+
+    async def close(self) -> None:
+        self.ready = False
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._route_tasks):
+            task.cancel()
+        await self.transports.close()
+
+    @property
+    def active_calls(self) -> int:
+        return len(self.b2bua.calls) if self.b2bua is not None else 0
+
+    # ------------------------------------------------------------------ inputs
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _on_messages(self, batch: list[tuple[bytes, Endpoint]]) -> None:
+        layer = self.layer
+        if layer is None:
+            return
+        now = self._now()
+        for data, source in batch:
+            layer.receive_message(data, source, now)
+        self._pump(now)
+
+    def _on_transport_error(self, destination: Endpoint) -> None:
+        # May be called from inside transports.send during _pump: defer.
+        assert self._loop is not None
+        self._loop.call_soon(self._transport_error_now, destination)
+
+    def _transport_error_now(self, destination: Endpoint) -> None:
+        if self.layer is None:
+            return
+        now = self._now()
+        self.layer.transport_failed(destination, now)
+        self._pump(now)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self.layer is None or self.b2bua is None:
+            return
+        now = self._now()
+        self.layer.handle_timer(now)
+        self.b2bua.handle_timer(now)
+        self._pump(now)
+
+    def _route_done(self, call_uuid: str, decision: RouteResult) -> None:
+        if self.b2bua is None:
+            return
+        now = self._now()
+        self.b2bua.route_decided(call_uuid, decision, now)
+        self._pump(now)
+
+    # ------------------------------------------------------------------ pump
+
+    def _pump(self, now: float) -> None:
+        layer, b2bua = self.layer, self.b2bua
+        assert layer is not None
+        assert b2bua is not None
+        while True:
+            event = layer.next_event()
+            if event is not None:
+                b2bua.handle_sip_event(event, now)
+                continue
+            call_event = b2bua.next_event()
+            if call_event is None:
+                break
+            if isinstance(call_event, RouteNeeded):
+                self._route(call_event, now)
+            else:
+                self._call_ended(call_event)
+        send = self.transports.send
+        for data, destination in layer.datagrams_to_send():
+            send(data, destination)
+        self._schedule_timer()
+
+    def _route(self, event: RouteNeeded, now: float) -> None:
+        assert self.b2bua is not None
+        try:
+            result = self.router(event)
+        except Exception:
+            # A bug in a routing hook must cost one call, never the gateway.
+            log.exception("routing hook failed for call %s", event.call_uuid)
+            self.b2bua.route_decided(event.call_uuid, Reject(status=500), now)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(self._await_route(event.call_uuid, result))
+            self._route_tasks.add(task)
+            task.add_done_callback(self._route_tasks.discard)
+        else:
+            self.b2bua.route_decided(event.call_uuid, result, now)
+
+    async def _await_route(self, call_uuid: str, pending: Awaitable[RouteResult]) -> None:
+        try:
+            decision = await pending
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("routing hook failed for call %s", call_uuid)
+            decision = Reject(status=500)
+        self._route_done(call_uuid, decision)
+
+    def _call_ended(self, event: CallEnded) -> None:
+        for sink in self.call_sinks:
+            try:
+                sink(event)
+            except Exception:
+                # A failing consumer (metrics, CDR queue) must not break call handling.
+                log.exception("call sink failed for call %s", event.call_uuid)
+
+    def _schedule_timer(self) -> None:
+        layer, b2bua = self.layer, self.b2bua
+        assert layer is not None
+        assert b2bua is not None
+        assert self._loop is not None
+        deadlines = [t for t in (layer.get_timer(), b2bua.get_timer()) if t is not None]
+        deadline = min(deadlines) if deadlines else None
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+
+class UpstreamRouter:
+    """The default routing hook: every call to the configured upstream next hop.
+
+    An IP-literal upstream needs no lookup, so its route is computed once and the
+    decision is synchronous; a host name is resolved per call with RFC 3263 (the
+    resolver caches by TTL).
+    """
+
+    def __init__(self, config: GatewayConfig) -> None:
+        from gateway.sip.uri import SipUri, parse_uri
+
+        uri = parse_uri(config.upstream.uri)
+        assert isinstance(uri, SipUri)
+        self.uri = uri
+        self.static: Route | None = None
+        if _is_ip(uri.host):
+            transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).upper()
+            default_port = 5061 if transport == "TLS" else 5060
+            self.static = Route(targets=(Endpoint(transport, uri.host, uri.port or default_port),))
+
+    def __call__(self, event: RouteNeeded) -> RouteResult | Awaitable[RouteResult]:
+        if self.static is not None:
+            return self.static
+        return resolve_route(self.uri)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def resolve_route(uri: Any) -> RouteResult:
+    """Resolves a next-hop SIP URI to a route (RFC 3263 targets in failover order)."""
+    from gateway.transport.resolver import ResolveError, resolve
+
+    try:
+        targets = await resolve(
+            scheme=uri.scheme, host=uri.host, port=uri.port, transport=uri.transport
+        )
+    except ResolveError as exc:
+        log.warning("cannot resolve %s: %s", uri, exc)
+        return Reject(status=503, reason="Next Hop Unresolvable")
+    return Route(
+        targets=tuple(Endpoint(t.transport, t.address, t.port) for t in targets),
+    )
+
+
+def _tls_server_context(config: GatewayConfig) -> ssl.SSLContext | None:
+    tls = config.sip.tls
+    if not (tls.certificate and tls.private_key):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.certificate, tls.private_key)
+    if tls.ca_file:
+        context.load_verify_locations(tls.ca_file)
+    if tls.verify_client:
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _tls_client_context(config: GatewayConfig) -> ssl.SSLContext | None:
+    tls = config.sip.tls
+    if not tls.ca_file:
+        return None
+    context = ssl.create_default_context(cafile=tls.ca_file)
+    if tls.certificate and tls.private_key:
+        context.load_cert_chain(tls.certificate, tls.private_key)
+    return context

@@ -1,0 +1,137 @@
+"""Events the transaction layer hands to the transaction user (the B2BUA).
+
+Each is a frozen value. Which event a received message becomes is decided by
+:mod:`gateway.sip.transaction_layer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.sip.message import Request, Response
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A transport address of a peer or of ourselves.
+
+    Attributes:
+        transport: "UDP", "TCP" or "TLS".
+        host: IP address (IPv6 without brackets).
+        port: port number.
+    """
+
+    transport: str
+    host: str
+    port: int
+
+    @property
+    def reliable(self) -> bool:
+        """True for stream transports (RFC 3261 uses "reliable" for TCP/TLS/SCTP)."""
+        return self.transport != "UDP"
+
+    @property
+    def host_port(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionKey:
+    """Identifies a transaction (RFC 3261 17.1.3 / 17.2.3).
+
+    Attributes:
+        branch: Via branch (with the magic cookie) or an RFC 2543 composite key.
+        sent_by: top Via sent-by "host:port" (server side), "" on the client side.
+        method: request method, with ACK folded into INVITE.
+        server: True for server transactions.
+    """
+
+    branch: str
+    sent_by: str
+    method: str
+    server: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestReceived:
+    """A new request for the TU.
+
+    Attributes:
+        request: the parsed request.
+        source: where it came from (the transport's view, not the Via's claim).
+        transaction: the server transaction created for it; None for an ACK to a 2xx
+            (which is not part of any transaction, RFC 3261 17.2.3) and other
+            requests that bypass transactions.
+    """
+
+    request: Request
+    source: Endpoint
+    transaction: TransactionKey | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseReceived:
+    """A response for one of our client transactions, or a stray 2xx to an INVITE.
+
+    Attributes:
+        response: the parsed response.
+        source: where it came from.
+        transaction: the client transaction it matched; None for a 2xx retransmission
+            that arrived after the transaction ended (the UA core must re-ACK it).
+    """
+
+    response: Response
+    source: Endpoint
+    transaction: TransactionKey | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelReceived:
+    """A CANCEL matched a pending INVITE server transaction; 200 was already sent.
+
+    RFC 3261 9.2: the TU should now answer the INVITE with 487.
+    """
+
+    cancel: Request
+    invite_transaction: TransactionKey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransactionTimedOut:
+    """Timer B, F (no final response) or H (no ACK) fired.
+
+    Attributes:
+        transaction: the transaction that timed out.
+        request: the request that started it.
+        timer: "B", "F" or "H".
+    """
+
+    transaction: TransactionKey
+    request: Request
+    timer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransportFailed:
+    """The transport could not deliver a request of a client transaction."""
+
+    transaction: TransactionKey
+    request: Request
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransactionTerminated:
+    """A transaction reached TERMINATED and was forgotten (for bookkeeping)."""
+
+    transaction: TransactionKey
+
+
+SipEvent = (
+    RequestReceived
+    | ResponseReceived
+    | CancelReceived
+    | TransactionTimedOut
+    | TransportFailed
+    | TransactionTerminated
+)

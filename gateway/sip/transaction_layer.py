@@ -1,0 +1,552 @@
+"""The transaction layer: parses what the transport hands in, matches messages to
+transactions, owns the transactions and their timers, and hands events to the TU.
+
+Inputs are bytes with a source :class:`Endpoint` and ``now`` (seconds on the
+adapter's clock); outputs are :meth:`next_event`, :meth:`datagrams_to_send` and
+:meth:`get_timer`, as in aioquic's ``QuicConnection``. Nothing here does I/O.
+
+Bad input never escapes: a message that does not parse is answered statelessly with
+the parser's status hint when it is a request carrying enough headers to answer
+(RFC 3261 8.2, 16.3), and dropped otherwise; both are counted in :attr:`stats`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+
+from gateway.sip.builders import build_non2xx_ack, build_response
+from gateway.sip.errors import LocalProtocolError, ParseError, SipError
+from gateway.sip.events import (
+    CancelReceived,
+    Endpoint,
+    RequestReceived,
+    ResponseReceived,
+    SipEvent,
+    TransactionKey,
+    TransportFailed,
+)
+from gateway.sip.headers import BRANCH_MAGIC_COOKIE, Via, parse_cseq, parse_name_address, top_via
+from gateway.sip.message import Headers, Request, Response, reason_phrase
+from gateway.sip.parser import PartialMessage, parse_message
+from gateway.sip.timers import SipTimers
+from gateway.sip.transaction import (
+    TIMER_INPUTS,
+    ClientTransaction,
+    InviteClientTransaction,
+    InviteServerTransaction,
+    NonInviteClientTransaction,
+    NonInviteServerTransaction,
+    ServerTransaction,
+    Transaction,
+    TransactionInput,
+    TransactionOwner,
+    TransactionState,
+    response_input,
+)
+
+#: RFC 3261 18.1.1: a request within 200 bytes of a 1500-byte path MTU "MUST be sent
+#: using an RFC 2914 congestion controlled transport protocol, such as TCP".
+UDP_SIZE_THRESHOLD = 1300
+
+#: Upper bound on live transactions: a memory safety net only. Overload shedding
+#: with priority for emergency calls happens earlier, in the TU.
+MAX_TRANSACTIONS = 200_000
+
+
+def server_transaction_key(request: Request, via: Via) -> TransactionKey:
+    """Computes the server transaction a request belongs to (RFC 3261 17.2.3).
+
+    "When a request is received from the network by the server, it has to be matched
+    to an existing transaction. [...] If the branch parameter in the top Via header
+    field value begins with the magic cookie "z9hG4bK", [...] the request matches a
+    transaction if:
+      1. the branch parameter in the request is equal to the one in the top Via
+         header field of the request that created the transaction, and
+      2. the sent-by value in the top Via of the request is equal to the one in the
+         request that created the transaction, and
+      3. the method of the request matches the one that created the transaction,
+         except for ACK, where the method of the request that created the
+         transaction is INVITE."
+
+    For branches without the cookie (RFC 2543 peers), the request matches when its
+    Request-URI, To tag, From tag, Call-ID, CSeq and top Via match; the key is built
+    from those fields. An ACK's To tag is the one our response added, so the To tag
+    is left out of the key and the ACK still finds its INVITE (the CSeq number and
+    everything else must match). CANCEL keeps its own method, so it gets its own
+    transaction and finds the INVITE's by swapping the method.
+    """
+    method = "INVITE" if request.method == "ACK" else request.method
+    host, port = via.sent_by
+    sent_by = f"{host}:{port}" if port is not None else host
+    branch = via.branch
+    if branch is not None and branch.startswith(BRANCH_MAGIC_COOKIE):
+        return TransactionKey(branch, sent_by, method, True)
+    from_value = request.headers.get("From") or ""
+    cseq = parse_cseq(request.headers.get("CSeq") or "")
+    legacy = "|".join(
+        (
+            "rfc2543",
+            request.uri,
+            parse_name_address(from_value).tag or "",
+            request.headers.get("Call-ID") or "",
+            str(cseq.seq),
+            str(via),
+        )
+    )
+    return TransactionKey(legacy, sent_by, method, True)
+
+
+def client_transaction_key(branch: str, method: str) -> TransactionKey:
+    """Computes the client transaction a response belongs to (RFC 3261 17.1.3).
+
+    "the response matches a client transaction if: 1. the response has the same value
+    of the branch parameter in the top Via header field as the branch parameter in
+    the top Via header field of the request that created the transaction. 2. the
+    method parameter in the CSeq header field matches the method of the request that
+    created the transaction."
+    """
+    return TransactionKey(branch, "", method, False)
+
+
+def response_destination(via: Via, source: Endpoint) -> Endpoint:
+    """Where responses to a request go (RFC 3261 18.2.2, RFC 3581 section 4).
+
+    Over a reliable transport the response goes back on the connection the request
+    came in on. Otherwise: to ``maddr`` if present; else to the source address
+    (``received``) and, when the client asked with ``rport``, the source port; else
+    the sent-by port (default 5060).
+    """
+    if source.reliable:
+        return source
+    maddr = via.maddr
+    if maddr:
+        return Endpoint("UDP", maddr, via.port or 5060)
+    rport = via.rport
+    if rport:
+        return Endpoint("UDP", source.host, int(rport))
+    host = via.received or source.host
+    return Endpoint("UDP", host, via.port or 5060)
+
+
+class TransactionLayer(TransactionOwner):
+    """RFC 3261 transaction layer over any number of transports.
+
+    Args:
+        local: our listening endpoints; the Via sent-by of each request we send is
+            the one of the destination's transport and address family.
+        new_token: returns a fresh random token for branches (the caller passes one
+            backed by ``os.urandom``; tests pass a counter).
+        timers: T1/T2/T4.
+        max_transactions: bound on live transactions.
+    """
+
+    def __init__(
+        self,
+        *,
+        local: Sequence[Endpoint],
+        new_token: Callable[[], str],
+        timers: SipTimers | None = None,
+        max_transactions: int = MAX_TRANSACTIONS,
+        udp_size_threshold: int = UDP_SIZE_THRESHOLD,
+    ) -> None:
+        self.timers = timers or SipTimers()
+        self.local = list(local)
+        self.new_token = new_token
+        self.max_transactions = max_transactions
+        self.udp_size_threshold = udp_size_threshold
+        self.transactions: dict[TransactionKey, Transaction] = {}
+        #: (Call-ID, CSeq number) -> INVITE server transaction in Accepted, so the
+        #: ACK for its 2xx (a new branch, RFC 3261 17.1.1.3) stops the retransmits.
+        self._accepted_invites: dict[tuple[str, int], InviteServerTransaction] = {}
+        self._events: deque[SipEvent] = deque()
+        self._outgoing: list[tuple[bytes, Endpoint]] = []
+        self._timer_heap: list[tuple[float, int, Transaction, str]] = []
+        self._timer_seq = itertools.count()
+        #: counters by reason: parse errors, drops, retransmissions, stateless answers
+        self.stats: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ outputs
+
+    def next_event(self) -> SipEvent | None:
+        """Returns the next event for the TU, or None."""
+        return self._events.popleft() if self._events else None
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        """Returns and forgets the messages to transmit, in order."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def get_timer(self) -> float | None:
+        """Returns the earliest armed timer deadline (seconds), or None."""
+        heap = self._timer_heap
+        while heap:
+            deadline, _, tx, name = heap[0]
+            if not tx.terminated and tx.timers.get(name) == deadline:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Fires every timer whose deadline is not after ``now``."""
+        heap = self._timer_heap
+        while heap and heap[0][0] <= now:
+            deadline, _, tx, name = heapq.heappop(heap)
+            if tx.terminated or tx.timers.get(name) != deadline:
+                continue  # disarmed or re-armed since
+            del tx.timers[name]
+            if name in ("A", "E", "G"):
+                self.stats[f"retransmission_{tx.key.method}"] += 1
+            self._feed(tx, TIMER_INPUTS[name], now)
+
+    # ------------------------------------------------------------------ owner hooks
+
+    def _transmit(self, data: bytes, destination: Endpoint) -> None:
+        self._outgoing.append((data, destination))
+
+    def _emit(self, event: SipEvent) -> None:
+        self._events.append(event)
+
+    def _arm(self, tx: Transaction, name: str, deadline: float) -> None:
+        heapq.heappush(self._timer_heap, (deadline, next(self._timer_seq), tx, name))
+
+    def _feed(
+        self,
+        tx: Transaction,
+        event: TransactionInput,
+        now: float,
+        message: Request | Response | None = None,
+    ) -> None:
+        try:
+            tx.handle(event, now, message)
+        finally:
+            if tx.terminated:
+                self._forget(tx)
+
+    def _forget(self, tx: Transaction) -> None:
+        self.transactions.pop(tx.key, None)
+        if isinstance(tx, InviteServerTransaction):
+            ident = _dialog_ack_key(tx.request)
+            if ident is not None and self._accepted_invites.get(ident) is tx:
+                del self._accepted_invites[ident]
+
+    # ------------------------------------------------------------------ network input
+
+    def receive_message(self, data: bytes, source: Endpoint, now: float) -> None:
+        """Handles one datagram, or one message cut from a stream by the framer.
+
+        Args:
+            data: the raw message.
+            source: the transport address it came from.
+            now: current time in seconds.
+        """
+        try:
+            message = parse_message(data, stream=source.reliable)
+        except ParseError as exc:
+            self.stats["parse_error"] += 1
+            partial = exc.partial
+            if isinstance(partial, PartialMessage) and partial.is_request:
+                if partial.method != "ACK":  # 17.1.1.3: never answer an ACK
+                    self._answer_unparsable(partial.headers, exc, source)
+            else:
+                self.stats["dropped_bad_response" if partial else "dropped_unparsable"] += 1
+            return
+        if isinstance(message, Request):
+            self._receive_request(message, source, now)
+        else:
+            self._receive_response(message, source, now)
+
+    def _answer_unparsable(self, headers: Headers, exc: ParseError, source: Endpoint) -> None:
+        required = ("Via", "From", "To", "Call-ID", "CSeq")
+        if not all(name in headers for name in required):
+            self.stats["dropped_unanswerable"] += 1
+            return
+        try:
+            via = top_via(headers)
+        except ParseError:
+            self.stats["dropped_unanswerable"] += 1
+            return
+        out = Headers((name, value) for name, value in headers if name in required)
+        out.add("Warning", f'399 voipgw "{_quoted_text(exc.msg)}"')
+        response = Response(
+            status=exc.status_hint, reason=reason_phrase(exc.status_hint), headers=out
+        )
+        self.stats[f"stateless_{exc.status_hint}"] += 1
+        self._transmit(response.serialize(), response_destination(via, source))
+
+    def _receive_request(self, request: Request, source: Endpoint, now: float) -> None:
+        via = _stamp_received(request, source)
+        key = server_transaction_key(request, via)
+        method = request.method
+        if method == "ACK":
+            self._receive_ack(request, key, source, now)
+            return
+        tx = self.transactions.get(key)
+        if tx is not None:
+            self.stats["request_retransmission"] += 1
+            self._feed(tx, TransactionInput.REQUEST, now, request)
+            return
+        if len(self.transactions) >= self.max_transactions:
+            self.stats["rejected_transaction_limit"] += 1
+            response = build_response(request, 503, headers=[("Retry-After", "5")])
+            self._transmit(response.serialize(), response_destination(via, source))
+            return
+        destination = response_destination(via, source)
+        server_tx: ServerTransaction
+        if method == "INVITE":
+            server_tx = InviteServerTransaction(self, key, request, destination, now)
+        else:
+            server_tx = NonInviteServerTransaction(self, key, request, destination, now)
+        self.transactions[key] = server_tx
+        server_tx.start(now)
+        if method == "INVITE":
+            # 17.2.1: the transaction sends 100 Trying itself unless the TU answers
+            # within 200 ms; answering at once saves the timer and stops the
+            # client's INVITE retransmissions sooner.
+            server_tx.send(build_response(request, 100), now)
+        if method == "CANCEL":
+            self._receive_cancel(request, key, server_tx, now)
+            return
+        self._emit(RequestReceived(request=request, source=source, transaction=key))
+
+    def _receive_ack(
+        self, request: Request, key: TransactionKey, source: Endpoint, now: float
+    ) -> None:
+        tx = self.transactions.get(key)
+        if isinstance(tx, InviteServerTransaction) and tx.state is TransactionState.COMPLETED:
+            self._feed(tx, TransactionInput.ACK, now, request)  # ACK for our non-2xx
+            return
+        if tx is not None and tx.state is TransactionState.CONFIRMED:
+            return  # retransmitted ACK for a non-2xx: absorbed
+        # An ACK for a 2xx is its own transaction (17.1.1.3); stop our 2xx
+        # retransmissions, then hand it to the TU, which matches it to a dialog.
+        ident = _dialog_ack_key(request)
+        accepted = self._accepted_invites.get(ident) if ident is not None else None
+        if accepted is not None and not accepted.terminated:
+            self._feed(accepted, TransactionInput.ACK, now, request)
+        self._emit(RequestReceived(request=request, source=source, transaction=None))
+
+    def _receive_cancel(
+        self, cancel: Request, key: TransactionKey, tx: ServerTransaction, now: float
+    ) -> None:
+        invite_key = TransactionKey(key.branch, key.sent_by, "INVITE", True)
+        invite = self.transactions.get(invite_key)
+        if invite is None:
+            # RFC 3261 9.2: no matching transaction -> 481.
+            self.send_response(key, build_response(cancel, 481, to_tag=None), now)
+            return
+        # 9.2: the CANCEL gets a 200 whatever the INVITE's state; only a pending
+        # INVITE is affected, so only then is the TU told (it answers 487).
+        self.send_response(key, build_response(cancel, 200), now)
+        if invite.state is TransactionState.PROCEEDING:
+            self._emit(CancelReceived(cancel=cancel, invite_transaction=invite_key))
+
+    def _receive_response(self, response: Response, source: Endpoint, now: float) -> None:
+        try:
+            via = top_via(response.headers)
+            cseq = parse_cseq(response.headers.get("CSeq") or "")
+        except ParseError:
+            self.stats["dropped_bad_response"] += 1
+            return
+        branch = via.branch
+        tx = self.transactions.get(client_transaction_key(branch, cseq.method)) if branch else None
+        if isinstance(tx, ClientTransaction):
+            self._feed(tx, response_input(response.status), now, response)
+            return
+        if cseq.method == "INVITE" and 200 <= response.status < 300:
+            # A 2xx retransmission after the transaction is gone: the UA core
+            # must ACK it again (RFC 3261 13.2.2.4).
+            self._emit(ResponseReceived(response=response, source=source, transaction=None))
+            return
+        self.stats["dropped_stray_response"] += 1
+
+    # ------------------------------------------------------------------ TU API
+
+    def send_request(
+        self,
+        request: Request,
+        destination: Endpoint,
+        now: float,
+        *,
+        branch: str | None = None,
+    ) -> TransactionKey:
+        """Starts a client transaction for a request (RFC 3261 17.1).
+
+        Adds the top Via (our sent-by for the destination, a new branch, ``rport``)
+        and switches a large request from UDP to TCP (18.1.1).
+
+        Args:
+            request: the request without our Via; it is modified in place.
+            destination: next-hop transport address.
+            now: current time in seconds.
+            branch: reuse this branch (only for CANCEL, which must match its INVITE).
+
+        Returns:
+            The key of the new client transaction.
+
+        Raises:
+            LocalProtocolError: the request is an ACK (use :meth:`send_ack`).
+        """
+        if request.method == "ACK":
+            raise LocalProtocolError("ACK is not sent in a client transaction")
+        destination = self._maybe_switch_to_tcp(request, destination)
+        if branch is None:
+            branch = BRANCH_MAGIC_COOKIE + self.new_token()
+        request.headers.prepend("Via", self._via_value(destination, branch))
+        key = client_transaction_key(branch, request.method)
+        tx: ClientTransaction
+        if request.method == "INVITE":
+            tx = InviteClientTransaction(self, key, request, destination, now, build_non2xx_ack)
+        else:
+            tx = NonInviteClientTransaction(self, key, request, destination, now)
+        self.transactions[key] = tx
+        tx.start(now)
+        return key
+
+    def send_cancel(self, invite: TransactionKey, cancel: Request, now: float) -> TransactionKey:
+        """Sends a CANCEL built by ``build_cancel`` for one of our INVITEs (RFC 3261 9.1).
+
+        The CANCEL already carries the INVITE's top Via (same branch), and goes to
+        the INVITE's destination.
+
+        Raises:
+            LocalProtocolError: the INVITE transaction is unknown.
+        """
+        tx = self.transactions.get(invite)
+        if tx is None:
+            raise LocalProtocolError("CANCEL for an unknown INVITE transaction")
+        key = client_transaction_key(invite.branch, "CANCEL")
+        cancel_tx = NonInviteClientTransaction(self, key, cancel, tx.destination, now)
+        self.transactions[key] = cancel_tx
+        cancel_tx.start(now)
+        return key
+
+    def send_ack(self, ack: Request, destination: Endpoint) -> None:
+        """Sends an ACK for a 2xx: its own transaction with a new branch (17.1.1.3)."""
+        destination = self._maybe_switch_to_tcp(ack, destination)
+        if "Via" not in ack.headers:
+            branch = BRANCH_MAGIC_COOKIE + self.new_token()
+            ack.headers.prepend("Via", self._via_value(destination, branch))
+        self._transmit(ack.serialize(), destination)
+
+    def send_response(self, key: TransactionKey, response: Response, now: float) -> None:
+        """Sends a response in a server transaction.
+
+        Raises:
+            LocalProtocolError: unknown transaction, or the response is not allowed
+                in its state.
+        """
+        tx = self.transactions.get(key)
+        if not isinstance(tx, ServerTransaction):
+            raise LocalProtocolError(f"no server transaction {key.method} {key.branch}")
+        try:
+            tx.send(response, now)
+        finally:
+            if tx.terminated:
+                self._forget(tx)
+        if isinstance(tx, InviteServerTransaction) and 200 <= response.status < 300:
+            ident = _dialog_ack_key(tx.request)
+            if ident is not None:
+                self._accepted_invites[ident] = tx
+
+    def respond_stateless(self, request: Request, response: Response, source: Endpoint) -> None:
+        """Sends a response outside any transaction (e.g. to an out-of-dialog ACK error)."""
+        try:
+            via = top_via(request.headers)
+        except ParseError:
+            return
+        self._transmit(response.serialize(), response_destination(via, source))
+
+    def transport_failed(self, destination: Endpoint, now: float) -> None:
+        """The transport could not reach ``destination``: fail its client transactions.
+
+        RFC 3261 17.1.4: the transport error is an input to each transaction that
+        was sending there.
+        """
+        for tx in list(self.transactions.values()):
+            if tx.destination == destination and not tx.terminated:
+                self._feed(tx, TransactionInput.TRANSPORT_ERROR, now)
+
+    def transaction(self, key: TransactionKey) -> Transaction | None:
+        return self.transactions.get(key)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _maybe_switch_to_tcp(self, request: Request, destination: Endpoint) -> Endpoint:
+        if destination.transport != "UDP" or not self._has_local("TCP", destination):
+            return destination
+        # Estimate with room for the Via we are about to add.
+        if len(request.serialize()) + 100 > self.udp_size_threshold:
+            self.stats["udp_switched_to_tcp"] += 1
+            return Endpoint("TCP", destination.host, destination.port)
+        return destination
+
+    def _has_local(self, transport: str, destination: Endpoint) -> bool:
+        v6 = ":" in destination.host
+        return any(e.transport == transport and (":" in e.host) == v6 for e in self.local)
+
+    def _local_for(self, destination: Endpoint) -> Endpoint:
+        v6 = ":" in destination.host
+        for endpoint in self.local:
+            if endpoint.transport == destination.transport and (":" in endpoint.host) == v6:
+                return endpoint
+        for endpoint in self.local:
+            if endpoint.transport == destination.transport:
+                return endpoint
+        raise LocalProtocolError(f"no local {destination.transport} endpoint")
+
+    def _via_value(self, destination: Endpoint, branch: str) -> str:
+        local = self._local_for(destination)
+        return f"SIP/2.0/{destination.transport} {local.host_port};branch={branch};rport"
+
+
+def _stamp_received(request: Request, source: Endpoint) -> Via:
+    """Adds ``received`` (and fills ``rport``) to the top Via (RFC 3261 18.2.1, RFC 3581 4).
+
+    "When the server transport receives a request over any transport, it MUST examine
+    the value of the "sent-by" parameter in the top Via header field value. If the
+    host portion of the "sent-by" parameter contains a domain name, or if it contains
+    an IP address that differs from the packet source address, the server MUST add a
+    "received" parameter to that Via header field value."
+    """
+    via = top_via(request.headers)
+    stamped = via
+    if via.rport is not None:
+        # RFC 3581 4: with rport, received is added even when the host matches.
+        stamped = stamped.with_param("received", source.host).with_param("rport", str(source.port))
+    elif via.host != source.host:
+        stamped = stamped.with_param("received", source.host)
+    if stamped is not via:
+        request.headers.pop_first_value("Via")
+        request.headers.prepend("Via", str(stamped))
+    return stamped
+
+
+def _dialog_ack_key(request: Request) -> tuple[str, int] | None:
+    call_id = request.headers.get("Call-ID")
+    if call_id is None:
+        return None
+    try:
+        cseq = parse_cseq(request.headers.get("CSeq") or "")
+    except SipError:
+        return None
+    return call_id, cseq.seq
+
+
+def _quoted_text(text: str) -> str:
+    """Makes text safe inside a quoted-string (RFC 3261 25.1)."""
+    safe = "".join(ch if 0x20 <= ord(ch) < 0x7F else "?" for ch in text)
+    return safe.replace("\\", "\\\\").replace('"', '\\"')[:120]
+
+
+__all__ = [
+    "MAX_TRANSACTIONS",
+    "UDP_SIZE_THRESHOLD",
+    "TransactionLayer",
+    "TransportFailed",
+    "client_transaction_key",
+    "response_destination",
+    "server_transaction_key",
+]

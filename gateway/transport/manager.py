@@ -1,0 +1,285 @@
+"""asyncio transports for SIP: UDP, TCP and TLS listeners and connections, IPv4/IPv6.
+
+Thin adapters (STYLE 6): they move bytes between sockets and the sans-IO core and do
+nothing else. Received messages are queued in a bounded ingress queue and handed to
+the core in batches on the event loop (``on_messages``); when the queue is full, UDP
+datagrams are dropped and counted (hypercorn's udp_server does the same), so a flood
+cannot grow memory without bound. Stream transports are framed by the core's
+``StreamFramer`` and keep one connection per peer address, reused in both
+directions (RFC 3261 18: responses on the connection the request came in on, and
+requests to a peer we already have a connection with reuse it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.sip.errors import ParseError
+from gateway.sip.events import Endpoint
+from gateway.sip.framing import StreamFramer
+
+log = logging.getLogger("voipgw.transport")
+
+#: Most messages waiting for the core; beyond it UDP datagrams are dropped.
+INGRESS_QUEUE_LIMIT = 10_000
+#: Seconds an outbound TCP/TLS connection attempt may take.
+CONNECT_TIMEOUT = 5.0
+#: Seconds an idle stream connection is kept (RFC 5626 keep-alives refresh it).
+IDLE_TIMEOUT = 600.0
+#: Receive buffer asked of the kernel for UDP sockets, in bytes.
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+
+OnMessages = Callable[[list[tuple[bytes, Endpoint]]], None]
+OnTransportError = Callable[[Endpoint], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSpec:
+    """One listening socket: transport, address and port (port 0 picks a free one)."""
+
+    transport: str
+    host: str
+    port: int
+
+
+def _peer(address: tuple[object, ...], transport: str) -> Endpoint:
+    host, port = address[0], address[1]
+    return Endpoint(transport, str(host), int(port))  # type: ignore[call-overload]
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, manager: TransportManager) -> None:
+        self.manager = manager
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self.manager._ingress(data, _peer(addr, "UDP"))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable) surface here on Linux; they concern an
+        # earlier sendto whose destination we no longer know, so only count them.
+        self.manager.stats["udp_error"] += 1
+
+
+class _StreamProtocol(asyncio.Protocol):
+    """One TCP or TLS connection, framed by the sans-IO StreamFramer."""
+
+    def __init__(self, manager: TransportManager, transport_name: str) -> None:
+        self.manager = manager
+        self.name = transport_name
+        self.framer = StreamFramer()
+        self.transport: asyncio.Transport | None = None
+        self.peer: Endpoint | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = _peer(transport.get_extra_info("peername"), self.name)
+        self.manager._connections[self.peer] = self
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None
+        assert self.transport is not None
+        try:
+            self.framer.feed(data)
+            while (message := self.framer.next_message()) is not None:
+                if not message.strip(b"\r\n"):
+                    # RFC 5626 3.5.1: a CRLFCRLF ping is answered with one CRLF pong.
+                    self.transport.write(b"\r\n")
+                    continue
+                self.manager._ingress(message, self.peer, stream=True)
+        except ParseError as exc:
+            # RFC 3261 18.3: once framing is lost the stream cannot be resynchronised.
+            self.manager.stats["stream_framing_error"] += 1
+            log.info("closing %s connection from %s: %s", self.name, self.peer, exc)
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None and self.manager._connections.get(self.peer) is self:
+            del self.manager._connections[self.peer]
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def send(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+
+class TransportManager:
+    """Owns every SIP socket of the gateway.
+
+    Args:
+        on_messages: called on the loop with a batch of (raw message, source).
+        on_transport_error: called when a destination cannot be reached.
+        tls_server: SSL context for TLS listeners (None: no TLS listener allowed).
+        tls_client: SSL context for outbound TLS connections.
+    """
+
+    def __init__(
+        self,
+        on_messages: OnMessages,
+        on_transport_error: OnTransportError,
+        *,
+        tls_server: ssl.SSLContext | None = None,
+        tls_client: ssl.SSLContext | None = None,
+        ingress_limit: int = INGRESS_QUEUE_LIMIT,
+    ) -> None:
+        self.on_messages = on_messages
+        self.on_transport_error = on_transport_error
+        self.tls_server = tls_server
+        self.tls_client = tls_client
+        self.ingress_limit = ingress_limit
+        self.local: list[Endpoint] = []
+        self.stats: Counter[str] = Counter()
+        self._udp: dict[bool, _UdpProtocol] = {}  # keyed by "is IPv6"
+        self._servers: list[asyncio.Server] = []
+        self._connections: dict[Endpoint, _StreamProtocol] = {}
+        self._pending: dict[Endpoint, list[bytes]] = {}
+        self._queue: deque[tuple[bytes, Endpoint]] = deque()
+        self._drain_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ set-up
+
+    async def listen(self, spec: ListenSpec) -> Endpoint:
+        """Opens one listener; returns the bound endpoint (real port for port 0)."""
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
+        if spec.transport == "UDP":
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+            sock.bind((spec.host, spec.port))
+            _, protocol = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
+            self._udp[family == socket.AF_INET6] = protocol
+            port = sock.getsockname()[1]
+        else:
+            context = None
+            if spec.transport == "TLS":
+                if self.tls_server is None:
+                    raise ValueError("TLS listener without a certificate")
+                context = self.tls_server
+            name = spec.transport
+            server = await loop.create_server(
+                lambda: _StreamProtocol(self, name),
+                host=spec.host,
+                port=spec.port,
+                family=family,
+                ssl=context,
+                reuse_address=True,
+            )
+            self._servers.append(server)
+            port = server.sockets[0].getsockname()[1]
+        endpoint = Endpoint(spec.transport, spec.host, port)
+        self.local.append(endpoint)
+        return endpoint
+
+    async def close(self) -> None:
+        for protocol in self._udp.values():
+            if protocol.transport is not None:
+                protocol.transport.close()
+        for server in self._servers:
+            server.close()
+        for connection in list(self._connections.values()):
+            if connection.transport is not None:
+                connection.transport.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for server in self._servers:
+            await server.wait_closed()
+        self._udp.clear()
+        self._servers.clear()
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    # ------------------------------------------------------------------ ingress
+
+    def _ingress(self, data: bytes, source: Endpoint, stream: bool = False) -> None:
+        if len(self._queue) >= self.ingress_limit and not stream:
+            self.stats["dropped_queue_full"] += 1
+            return
+        self._queue.append((data, source))
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        batch = list(self._queue)
+        self._queue.clear()
+        if batch:
+            self.on_messages(batch)
+
+    @property
+    def ingress_depth(self) -> int:
+        return len(self._queue)
+
+    # ------------------------------------------------------------------ egress
+
+    def send(self, data: bytes, destination: Endpoint) -> None:
+        """Sends one message; stream connections are opened on demand."""
+        if destination.transport == "UDP":
+            protocol = self._udp.get(":" in destination.host)
+            if protocol is None or protocol.transport is None:
+                self.stats["no_udp_socket"] += 1
+                self.on_transport_error(destination)
+                return
+            protocol.transport.sendto(data, (destination.host, destination.port))
+            return
+        connection = self._connections.get(destination)
+        if connection is not None:
+            connection.send(data)
+            return
+        pending = self._pending.get(destination)
+        if pending is not None:
+            pending.append(data)
+            return
+        self._pending[destination] = [data]
+        task = asyncio.get_running_loop().create_task(self._connect(destination))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, destination: Endpoint) -> None:
+        loop = asyncio.get_running_loop()
+        name = destination.transport
+        context = None
+        if name == "TLS":
+            context = self.tls_client or ssl.create_default_context()
+        try:
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _StreamProtocol(self, name),
+                    host=destination.host,
+                    port=destination.port,
+                    ssl=context,
+                    server_hostname=destination.host if context else None,
+                ),
+                CONNECT_TIMEOUT,
+            )
+        except asyncio.CancelledError:
+            raise
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            # Connection refused, unreachable, handshake failure: a transport
+            # error for every transaction sending there (RFC 3261 17.1.4).
+            log.info("cannot connect to %s: %s", destination, exc)
+            self.stats["connect_failed"] += 1
+            self._pending.pop(destination, None)
+            self.on_transport_error(destination)
+            return
+        # The protocol registered itself under the peer address it sees, which is
+        # the destination for a direct connection.
+        self._connections[destination] = protocol
+        for data in self._pending.pop(destination, []):
+            protocol.send(data)

@@ -1,0 +1,301 @@
+"""B2BUA pair tests: caller -> gateway core -> callee, all sans-IO, in memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.b2bua import Reject, Route, RouteNeeded
+from gateway.sip.builders import build_cancel
+from gateway.sip.events import Endpoint, ResponseReceived
+from gateway.sip.message import Request
+from tests.sipnet import SDP_ANSWER, SDP_OFFER, GatewayCore, Network, Peer
+
+GW = Endpoint("UDP", "127.0.0.1", 5060)
+ALICE = Endpoint("UDP", "127.0.0.2", 5062)
+BOB = Endpoint("UDP", "127.0.0.3", 5080)
+CAROL = Endpoint("UDP", "127.0.0.4", 5090)
+
+
+def make(route=None, *extra: Peer):
+    alice, bob = Peer(ALICE), Peer(BOB)
+    gateway = GatewayCore(GW, route or (lambda event: Route(targets=(BOB,))))
+    net = Network(gateway, alice, bob, *extra)
+    return net, gateway, alice, bob
+
+
+def ack_2xx(peer: Peer, invite: Request, event: ResponseReceived, destination: Endpoint):
+    dialog = peer.dialog_from(invite, event.response)
+    peer.layer.send_ack(dialog.create_request("ACK", cseq=1), destination)
+    return dialog
+
+
+def establish(net: Network, alice: Peer, bob: Peer):
+    invite = alice.invite(GW, net.now)
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    bob.answer(incoming, 180, net.now)
+    net.transfer()
+    bob.answer(incoming, 200, net.now, body=SDP_ANSWER)
+    net.transfer()
+    ok = next(e for e in alice.responses("INVITE") if e.response.status == 200)
+    dialog = ack_2xx(alice, invite, ok, GW)
+    net.transfer()
+    return invite, incoming, dialog
+
+
+def test_basic_call_caller_hangs_up():
+    net, gateway, alice, bob = make()
+    invite, incoming, dialog = establish(net, alice, bob)
+    assert alice.statuses("INVITE") == [100, 180, 200]
+    # The B leg is a new dialog: own Call-ID, own tags, SDP passed through.
+    b_invite = incoming.request
+    assert b_invite.headers.get("Call-ID") != invite.headers.get("Call-ID")
+    assert b_invite.body == SDP_OFFER
+    assert int(b_invite.headers.get("Max-Forwards")) == 69
+    ok = next(e for e in alice.responses("INVITE") if e.response.status == 200)
+    assert ok.response.body == SDP_ANSWER
+    assert "sip:voipgw@127.0.0.1:5060" in ok.response.headers.get("Contact")
+    assert len(bob.requests("ACK")) == 1
+    alice.layer.send_request(dialog.create_request("BYE"), GW, net.now)
+    net.transfer()
+    assert len(bob.requests("BYE")) == 1
+    assert alice.statuses("BYE") == [200]
+    (ended,) = gateway.ended
+    assert ended.disposition == "answered"
+    assert ended.hangup_side == "caller"
+    assert ended.final_status == 200
+    assert gateway.b2bua.calls == {}
+
+
+def test_callee_hangs_up():
+    net, gateway, alice, bob = make()
+    _, incoming, _ = establish(net, alice, bob)
+    b_ok = bob.layer  # bob's dialog: built from the INVITE he received
+    from gateway.sip.dialog import Dialog
+
+    bob_dialog = Dialog.as_uas(incoming.request, local_tag="b1", local_contact="<sip:bob@x>")
+    b_ok.send_request(bob_dialog.create_request("BYE"), GW, net.now)
+    net.transfer()
+    assert len(alice.requests("BYE")) == 1
+    assert bob.statuses("BYE") == [200]
+    (ended,) = gateway.ended
+    assert ended.hangup_side == "callee"
+
+
+def test_cancel_before_answer():
+    net, gateway, alice, bob = make()
+    invite = alice.invite(GW, net.now)
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    bob.answer(incoming, 180, net.now)
+    net.transfer()
+    key = alice.layer.transactions and next(
+        k for k in alice.layer.transactions if k.method == "INVITE"
+    )
+    alice.layer.send_cancel(key, build_cancel(invite), net.now)
+    net.transfer()
+    assert alice.statuses("CANCEL") == [200]
+    assert 487 in alice.statuses("INVITE")
+    # The callee got a CANCEL; its own layer answered it and the TU answers 487.
+    assert len(bob.requests("CANCEL")) == 0  # CANCEL is answered by the layer
+    bob_cancels = [e for e in bob.events if type(e).__name__ == "CancelReceived"]
+    assert len(bob_cancels) == 1
+    bob.answer(incoming, 487, net.now)
+    net.transfer()
+    (ended,) = gateway.ended
+    assert ended.disposition == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("callee_status", "caller_status", "disposition"),
+    [(486, 486, "busy"), (404, 404, "rejected"), (503, 500, "failed"), (480, 480, "no-answer")],
+)
+def test_final_failure_relayed(callee_status, caller_status, disposition):
+    net, gateway, alice, bob = make()
+    alice.invite(GW, net.now)
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    bob.answer(incoming, callee_status, net.now)
+    net.transfer()
+    assert alice.statuses("INVITE")[-1] == caller_status
+    assert gateway.ended[0].disposition == disposition
+    # Our ACK for the non-2xx reached the callee's transaction (Completed -> Confirmed).
+    assert any(isinstance(m, Request) and m.method == "ACK" for m in net.sent(GW, BOB))
+
+
+def test_callee_silent_gives_408_after_timer_b():
+    net, gateway, alice, bob = make()
+    net.drop = lambda data, src, dst: dst.port == BOB.port  # bob never hears it
+    alice.invite(GW, net.now)
+    net.transfer()
+    net.advance(33.0, step=0.5)
+    assert alice.statuses("INVITE")[-1] == 408
+    assert gateway.ended[0].disposition == "no-answer"
+    # Timer A retransmitted the INVITE towards the callee: 0.5, 1, 2, 4, 8, 16 s.
+    b_invites = [m for m in net.sent(GW, BOB) if isinstance(m, Request)]
+    assert len(b_invites) == 7
+
+
+def test_failover_to_second_target_on_503():
+    carol = Peer(CAROL)
+    net, gateway, alice, bob = make(lambda e: Route(targets=(BOB, CAROL)), carol)
+    alice.invite(GW, net.now)
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    bob.answer(incoming, 503, net.now)
+    net.transfer()
+    (second,) = carol.requests("INVITE")
+    carol.answer(second, 200, net.now, body=SDP_ANSWER)
+    net.transfer()
+    assert alice.statuses("INVITE")[-1] == 200
+
+
+def test_failover_timeout_abandons_silent_target():
+    carol = Peer(CAROL)
+    net, gateway, alice, bob = make(
+        lambda e: Route(targets=(BOB, CAROL), failover_timeout=2.0, emergency=True), carol
+    )
+    net.drop = lambda data, src, dst: dst.port == BOB.port
+    alice.invite(GW, net.now)
+    net.transfer()
+    net.advance(2.5)
+    (second,) = carol.requests("INVITE")
+    carol.answer(second, 200, net.now, body=SDP_ANSWER)
+    net.transfer()
+    assert alice.statuses("INVITE")[-1] == 200
+
+
+def test_reject_from_router():
+    net, gateway, alice, _ = make(lambda e: Reject(status=403, reason="Barred"))
+    alice.invite(GW, net.now)
+    net.transfer()
+    assert alice.statuses("INVITE")[-1] == 403
+    assert alice.responses("INVITE")[-1].response.reason == "Barred"
+
+
+def request(method: str, uri: str, **fields: str) -> Request:
+    req = Request(method=method, uri=uri)
+    for name, value in fields.items():
+        req.headers.add(name.replace("_", "-"), value)
+    return req
+
+
+def test_max_forwards_zero_gets_483():
+    net, gateway, alice, bob = make()
+    req = request(
+        "INVITE",
+        "sip:bob@127.0.0.3",
+        Max_Forwards="0",
+        From="<sip:alice@127.0.0.2:5062>;tag=z",
+        To="<sip:bob@127.0.0.3>",
+        Call_ID="mf0",
+        CSeq="1 INVITE",
+        Contact="<sip:alice@127.0.0.2:5062>",
+    )
+    alice.layer.send_request(req, GW, net.now)
+    net.transfer()
+    assert alice.statuses("INVITE")[-1] == 483
+    assert bob.requests("INVITE") == []
+
+
+def test_loop_detected_482():
+    # The route points back at the gateway itself: the B leg arrives as a new call
+    # carrying our own Via -> 482 on the looped leg.
+    seen: list[RouteNeeded] = []
+
+    def route(event: RouteNeeded) -> Route:
+        seen.append(event)
+        return Route(targets=(GW,))
+
+    net, gateway, alice, bob = make(route)
+    alice.invite(GW, net.now)
+    net.transfer()
+    assert len(seen) == 1
+    assert alice.statuses("INVITE")[-1] == 482
+
+
+def test_options_answered_locally():
+    net, gateway, alice, bob = make()
+    req = Request(method="OPTIONS", uri="sip:127.0.0.1")
+    for name, value in [
+        ("Max-Forwards", "70"),
+        ("From", "<sip:alice@127.0.0.2>;tag=o"),
+        ("To", "<sip:127.0.0.1>"),
+        ("Call-ID", "opt1"),
+        ("CSeq", "1 OPTIONS"),
+    ]:
+        req.headers.add(name, value)
+    alice.layer.send_request(req, GW, net.now)
+    net.transfer()
+    (response,) = alice.responses("OPTIONS")
+    assert response.response.status == 200
+    assert "INVITE" in response.response.headers.get("Allow")
+    assert bob.events == []
+
+
+def test_reinvite_from_caller_is_relayed():
+    net, gateway, alice, bob = make()
+    _, incoming, dialog = establish(net, alice, bob)
+    reinvite = dialog.create_request("INVITE")
+    reinvite.headers.add("Content-Type", "application/sdp")
+    reinvite.body = SDP_OFFER.replace(b"40000", b"40002")
+    alice.layer.send_request(reinvite, GW, net.now)
+    net.transfer()
+    (bob_re,) = [e for e in bob.requests("INVITE") if e is not incoming]
+    assert b"40002" in bob_re.request.body
+    bob.answer(bob_re, 200, net.now, body=SDP_ANSWER)
+    net.transfer()
+    assert alice.statuses("INVITE")[-1] == 200
+    assert len(bob.requests("ACK")) == 2  # the initial ACK and the re-INVITE's
+
+
+def test_late_offer_answer_travels_in_ack():
+    net, gateway, alice, bob = make()
+    invite = alice.invite(GW, net.now, body=b"")
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    assert incoming.request.body == b""
+    bob.answer(incoming, 200, net.now, body=SDP_ANSWER)  # the offer
+    net.transfer()
+    assert bob.requests("ACK") == []  # waits for the caller's answer
+    ok = alice.responses("INVITE")[-1]
+    dialog = alice.dialog_from(invite, ok.response)
+    ack = dialog.create_request("ACK", cseq=1)
+    ack.headers.add("Content-Type", "application/sdp")
+    ack.body = SDP_OFFER
+    alice.layer.send_ack(ack, GW)
+    net.transfer()
+    (b_ack,) = bob.requests("ACK")
+    assert b_ack.request.body == SDP_OFFER
+
+
+def test_caller_never_acks_ends_call():
+    net, gateway, alice, bob = make()
+    alice.invite(GW, net.now)
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    bob.answer(incoming, 200, net.now, body=SDP_ANSWER)
+    net.transfer()
+    # No ACK from alice: the gateway retransmits its 2xx, then gives up (Timer L)
+    # and ends both legs.
+    net.advance(33.0, step=0.5)
+    a_oks = [m for m in net.sent(GW, ALICE) if getattr(m, "status", 0) == 200]
+    assert len(a_oks) > 3
+    assert len(bob.requests("BYE")) == 1
+    assert gateway.ended and gateway.ended[0].hangup_side == "gateway"
+
+
+def test_unknown_dialog_bye_gets_481():
+    net, gateway, alice, bob = make()
+    req = Request(method="BYE", uri="sip:x@127.0.0.1")
+    for name, value in [
+        ("Max-Forwards", "70"),
+        ("From", "<sip:alice@127.0.0.2>;tag=o"),
+        ("To", "<sip:x@127.0.0.1>;tag=nope"),
+        ("Call-ID", "nocall"),
+        ("CSeq", "2 BYE"),
+    ]:
+        req.headers.add(name, value)
+    alice.layer.send_request(req, GW, net.now)
+    net.transfer()
+    assert alice.statuses("BYE") == [481]
