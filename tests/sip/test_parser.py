@@ -110,7 +110,7 @@ def test_response_fields_and_utf8_reason() -> None:
     message = parse_message((FIXTURES / "valid" / "response-utf8-reason.sip").read_bytes())
     assert isinstance(message, Response)
     assert message.status == 486
-    assert message.reason == "Besetzt – bitte später"
+    assert message.reason == "Besetzt \u2013 bitte sp\u00e4ter"
 
 
 def test_status_line_without_reason_is_accepted() -> None:
