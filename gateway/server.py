@@ -18,9 +18,11 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.b2bua import B2bua, CallEnded, Reject, Route, RouteNeeded
+from gateway.b2bua import B2bua, CallEnded, Reject, Route, RouteNeeded, ServiceRequest
 from gateway.config import GatewayConfig
+from gateway.sip.builders import build_response
 from gateway.sip.events import Endpoint
+from gateway.sip.message import Response
 from gateway.sip.transaction_layer import TransactionLayer
 from gateway.transport.manager import ListenSpec, TransportManager
 
@@ -31,6 +33,8 @@ RouteResult = Route | Reject
 Router = Callable[[RouteNeeded], RouteResult | Awaitable[RouteResult]]
 #: Receives every finished call (the CDR writer, metrics).
 CallSink = Callable[[CallEnded], None]
+#: Answers an out-of-dialog service request (REGISTER ...); may be async.
+ServiceHandler = Callable[[ServiceRequest], Response | Awaitable[Response]]
 
 
 def new_token() -> str:
@@ -45,6 +49,7 @@ class Gateway:
         config: validated configuration.
         router: the routing hook (default: everything to the configured upstream).
         call_sinks: consumers of finished calls.
+        services: handlers of out-of-dialog methods by method name (the registrar).
     """
 
     def __init__(
@@ -53,10 +58,12 @@ class Gateway:
         *,
         router: Router | None = None,
         call_sinks: list[CallSink] | None = None,
+        services: dict[str, ServiceHandler] | None = None,
     ) -> None:
         self.config = config
         self.router: Router = router or UpstreamRouter(config)
         self.call_sinks = list(call_sinks or [])
+        self.services = dict(services or {})
         self.transports = TransportManager(
             self._on_messages,
             self._on_transport_error,
@@ -87,6 +94,7 @@ class Gateway:
             self.layer,
             new_token=new_token,
             no_answer_timeout=self.config.sip.no_answer_timeout,
+            services=frozenset(self.services),
         )
         self.ready = True
         for endpoint in self.transports.local:
@@ -165,6 +173,8 @@ class Gateway:
                 break
             if isinstance(call_event, RouteNeeded):
                 self._route(call_event, now)
+            elif isinstance(call_event, ServiceRequest):
+                self._serve(call_event, now)
             else:
                 self._call_ended(call_event)
         send = self.transports.send
@@ -187,6 +197,36 @@ class Gateway:
             task.add_done_callback(self._route_tasks.discard)
         else:
             self.b2bua.route_decided(event.call_uuid, result, now)
+
+    def _serve(self, event: ServiceRequest, now: float) -> None:
+        assert self.b2bua is not None
+        handler = self.services[event.request.method]
+        try:
+            result = handler(event)
+        except Exception:
+            # A failing service costs one request (500), never the gateway.
+            log.exception("%s handler failed", event.request.method)
+            result = build_response(event.request, 500, to_tag=new_token())
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(self._await_service(event, result))
+            self._route_tasks.add(task)
+            task.add_done_callback(self._route_tasks.discard)
+        else:
+            self.b2bua.answer(event.transaction, result, now)
+
+    async def _await_service(self, event: ServiceRequest, pending: Awaitable[Response]) -> None:
+        try:
+            response = await pending
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s handler failed", event.request.method)
+            response = build_response(event.request, 500, to_tag=new_token())
+        if self.b2bua is None:
+            return
+        now = self._now()
+        self.b2bua.answer(event.transaction, response, now)
+        self._pump(now)
 
     async def _await_route(self, call_uuid: str, pending: Awaitable[RouteResult]) -> None:
         try:

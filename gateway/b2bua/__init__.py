@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from gateway.b2bua.core import B2bua
-from gateway.b2bua.events import CallEnded, Reject, Route, RouteNeeded
+from gateway.b2bua.events import CallEnded, Reject, Route, RouteNeeded, ServiceRequest
 
-__all__ = ["B2bua", "CallEnded", "Reject", "Route", "RouteNeeded"]
+__all__ = ["B2bua", "CallEnded", "Reject", "Route", "RouteNeeded", "ServiceRequest"]

@@ -40,7 +40,14 @@ from gateway.b2bua.call import (
     relayed_headers,
 )
 from gateway.b2bua.checks import ALLOW, check_new_request
-from gateway.b2bua.events import B2buaEvent, CallEnded, Reject, Route, RouteNeeded
+from gateway.b2bua.events import (
+    B2buaEvent,
+    CallEnded,
+    Reject,
+    Route,
+    RouteNeeded,
+    ServiceRequest,
+)
 from gateway.sip.builders import build_cancel, build_response
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import SipError
@@ -72,6 +79,8 @@ class B2bua:
         new_token: fresh random token (tags, Call-IDs, call UUIDs).
         no_answer_timeout: default Timer C, seconds after the first provisional.
         contact_user: user part of the gateway's Contact URIs.
+        services: out-of-dialog methods handed to the adapter as
+            :class:`ServiceRequest` (e.g. {"REGISTER"} when a registrar is attached).
     """
 
     def __init__(
@@ -81,8 +90,10 @@ class B2bua:
         new_token: Callable[[], str],
         no_answer_timeout: float = 180.0,
         contact_user: str = "voipgw",
+        services: frozenset[str] = frozenset(),
     ) -> None:
         self.layer = layer
+        self.services = services
         self.new_token = new_token
         self.no_answer_timeout = no_answer_timeout
         self.contact_user = contact_user
@@ -148,6 +159,10 @@ class B2bua:
             if isinstance(event, RequestReceived) and event.transaction is not None:
                 self._respond(event.transaction, event.request, exc.status_hint, now)
 
+    def answer(self, transaction: TransactionKey, response: Response, now: float) -> None:
+        """Sends the adapter's answer to a :class:`ServiceRequest`."""
+        self._send(transaction, response, now)
+
     def route_decided(self, call_uuid: str, decision: Route | Reject, now: float) -> None:
         """Continues a call with the routing layer's decision.
 
@@ -206,6 +221,10 @@ class B2bua:
             )
         elif method == "BYE":
             self._respond(key, request, 481, now)
+        elif method in self.services:
+            self._events.append(
+                ServiceRequest(request=request, source=event.source, transaction=key)
+            )
         else:
             # No registrar or other out-of-dialog service is attached here.
             self._respond(key, request, 405, now, headers=(("Allow", ALLOW),))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.sip.events import Endpoint
+from gateway.sip.events import Endpoint, TransactionKey
 from gateway.sip.message import Request
 
 
@@ -117,4 +117,21 @@ class CallEnded:
     annotations: dict[str, str]
 
 
-B2buaEvent = RouteNeeded | CallEnded
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceRequest:
+    """An out-of-dialog request for a service attached to the gateway (REGISTER for
+    the registrar, ...): the adapter answers it with ``B2bua.answer(transaction,
+    response, now)``.
+
+    Attributes:
+        request: the request.
+        source: where it came from (transport view).
+        transaction: its server transaction.
+    """
+
+    request: Request
+    source: Endpoint
+    transaction: TransactionKey
+
+
+B2buaEvent = RouteNeeded | CallEnded | ServiceRequest

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from gateway.sip.errors import ParseError
 from gateway.sip.events import Endpoint
-from gateway.sip.framing import StreamFramer
+from gateway.sip.framing import PONG, StreamFramer
 
 log = logging.getLogger("voipgw.transport")
 
@@ -59,8 +59,8 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
+        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         self.manager._ingress(data, _peer(addr, "UDP"))
@@ -83,8 +83,7 @@ class _StreamProtocol(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
         self.peer = _peer(transport.get_extra_info("peername"), self.name)
         self.manager._connections[self.peer] = self
 
@@ -94,11 +93,11 @@ class _StreamProtocol(asyncio.Protocol):
         try:
             self.framer.feed(data)
             while (message := self.framer.next_message()) is not None:
-                if not message.strip(b"\r\n"):
-                    # RFC 5626 3.5.1: a CRLFCRLF ping is answered with one CRLF pong.
-                    self.transport.write(b"\r\n")
-                    continue
                 self.manager._ingress(message, self.peer, stream=True)
+            # RFC 5626 3.5.1: each CRLFCRLF ping is answered with a CRLF pong.
+            pings = self.framer.pop_pings()
+            if pings:
+                self.transport.write(PONG * pings)
         except ParseError as exc:
             # RFC 3261 18.3: once framing is lost the stream cannot be resynchronised.
             self.manager.stats["stream_framing_error"] += 1
