@@ -183,7 +183,10 @@ def build_multipart(sdp: bytes, pidf: bytes, boundary: str, content_id: str) -> 
             b"Content-Type: application/sdp",
             crlf,
             crlf,
-            sdp if sdp.endswith(crlf) else sdp + crlf,
+            # RFC 2046 section 5.1.1: the CRLF before a boundary delimiter belongs to
+            # the delimiter, so a part that ends in CRLF needs one more.
+            sdp,
+            crlf,
             delimiter,
             crlf,
             b"Content-Type: ",
@@ -194,7 +197,8 @@ def build_multipart(sdp: bytes, pidf: bytes, boundary: str, content_id: str) -> 
             b">",
             crlf,
             crlf,
-            pidf if pidf.endswith(crlf) else pidf + crlf,
+            pidf,
+            crlf,
             delimiter,
             b"--",
             crlf,

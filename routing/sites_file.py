@@ -192,8 +192,14 @@ class _Row:
     """Typed, error-collecting reads of one record (a TOML table or a CSV row)."""
 
     def __init__(
-        self, data: Mapping[str, Any], path: str, line: int | None, errors: list[RowError]
+        self,
+        data: Mapping[str, Any],
+        path: str,
+        line: int | None,
+        errors: list[RowError],
+        locate: Callable[[str], int | None] | None = None,
     ) -> None:
+        self.locate = locate
         self.data = data
         self.path = path
         self.line = line
@@ -201,7 +207,8 @@ class _Row:
         self.used: set[str] = set()
 
     def error(self, key: str, problem: str) -> None:
-        self.errors.append(RowError(self.line, f"{self.path}.{key}" if key else self.path, problem))
+        line = self.locate(key) if self.locate is not None and key else self.line
+        self.errors.append(RowError(line, f"{self.path}.{key}" if key else self.path, problem))
 
     def text(self, key: str, *, required: bool = False, default: str = "") -> str:
         self.used.add(key)
@@ -285,8 +292,9 @@ def parse_sites(text: str, fmt: str) -> SitesData:
     raise ValueError(f"unknown sites file format {fmt!r} (expected toml or csv)")
 
 
-# A record before validation: (record type, path for messages, line, fields).
-_Record = tuple[str, str, int | None, Mapping[str, Any]]
+# A record before validation: (record type, path for messages, line, fields, and a
+# function giving the line of one field, when the format can tell).
+_Record = tuple[str, str, int | None, Mapping[str, Any], Callable[[str], int | None] | None]
 
 
 def _toml_records(text: str) -> Iterator[_Record]:
@@ -297,54 +305,86 @@ def _toml_records(text: str) -> Iterator[_Record]:
         raise SitesFileError(
             [RowError(int(match.group(1)) if match else None, "<file>", f"not TOML: {exc}")]
         ) from None
-    # tomllib does not report positions; the n-th "[[sites]]" header line is the
-    # line of the n-th site (inline tables there share their parent's line).
-    lines: dict[str, list[int]] = {s: [] for s in _SECTIONS}
-    for number, text_line in enumerate(text.splitlines(), start=1):
+    # tomllib does not report positions. The n-th "[[sites]]" header starts the n-th
+    # site, which runs to the next "[[" header; a field's line is found by its key
+    # inside that span (see _locator).
+    lines = text.splitlines()
+    headers: dict[str, list[int]] = {}
+    starts: list[int] = []
+    for number, text_line in enumerate(lines, start=1):
         if m := re.match(r"\s*\[\[\s*([A-Za-z_]+)\s*\]\]", text_line):
-            lines.setdefault(m.group(1), []).append(number)
+            headers.setdefault(m.group(1), []).append(number)
+            starts.append(number)
+    starts.append(len(lines) + 1)
+
+    def span(section: str, i: int) -> tuple[int | None, int]:
+        found = headers.get(section, [])
+        if i >= len(found):
+            return None, 0
+        start = found[i]
+        return start, next(n for n in starts if n > start)
+
     for key in doc:
         if key not in _SECTIONS:
-            yield ("unknown", key, None, {})
+            yield ("unknown", key, headers.get(key, [None])[0], {}, None)
     for section, record in zip(_SECTIONS, ("customer", "site", "subscriber", "device", "centre")):
         items = doc.get(section, [])
         if not isinstance(items, list):
-            yield ("not-a-list", section, None, {})
+            yield ("not-a-list", section, None, {}, None)
             continue
         for i, item in enumerate(items):
-            line = lines[section][i] if i < len(lines[section]) else None
+            line, end = span(section, i)
             path = f"{section}[{i}]"
+            locate = _locator(lines, line, end)
             if not isinstance(item, dict):
-                yield ("not-a-table", path, line, {})
+                yield ("not-a-table", path, line, {}, None)
                 continue
-            if record == "site":
-                site = dict(item)
-                networks = site.pop("networks", [])
-                address = site.pop("address", {})
-                if not isinstance(address, dict):
-                    yield ("not-a-table", f"{path}.address", line, {})
-                    address = {}
-                yield (
-                    record,
-                    path,
-                    line,
-                    {**site, **{f"address.{k}": v for k, v in address.items()}},
-                )
-                if not isinstance(networks, list):
-                    yield ("not-a-list", f"{path}.networks", line, {})
+            if record != "site":
+                yield (record, path, line, item, locate)
+                continue
+            site = dict(item)
+            networks = site.pop("networks", [])
+            address = site.pop("address", {})
+            if not isinstance(address, dict):
+                yield ("not-a-table", f"{path}.address", line, {}, None)
+                address = {}
+            fields = {**site, **{f"address.{k}": v for k, v in address.items()}}
+            yield (record, path, line, fields, locate)
+            if not isinstance(networks, list):
+                yield ("not-a-list", f"{path}.networks", line, {}, None)
+                continue
+            for j, net in enumerate(networks):
+                if not isinstance(net, dict):
+                    yield ("not-a-table", f"{path}.networks[{j}]", line, {}, None)
                     continue
-                for j, net in enumerate(networks):
-                    if not isinstance(net, dict):
-                        yield ("not-a-table", f"{path}.networks[{j}]", line, {})
-                        continue
-                    yield (
-                        "network",
-                        f"{path}.networks[{j}]",
-                        line,
-                        {**net, "site": site.get("id", "")},
-                    )
-            else:
-                yield (record, path, line, item)
+                net_line = _locator(lines, line, end, network=j)("")
+                yield (
+                    "network",
+                    f"{path}.networks[{j}]",
+                    net_line,
+                    {**net, "site": site.get("id", "")},
+                    None,
+                )
+
+
+def _locator(
+    lines: list[str], start: int | None, end: int, network: int | None = None
+) -> Callable[[str], int | None]:
+    """Finds the line of a key inside a record's span (the header line if not found)."""
+
+    def locate(key: str) -> int | None:
+        if start is None:
+            return None
+        if network is not None:
+            # One inline table per line is the usual layout: the j-th "{ ... }" line.
+            found = [
+                n for n in range(start, end) if re.search(r"\{.*\b(cidr|kind)\b", lines[n - 1])
+            ]
+            return found[network] if network < len(found) else start
+        pattern = re.compile(rf"\s*{re.escape(key.removeprefix('address.'))}\s*=")
+        return next((n for n in range(start, end) if pattern.match(lines[n - 1])), start)
+
+    return locate
 
 
 def _csv_records(text: str) -> Iterator[_Record]:
@@ -366,7 +406,7 @@ def _csv_records(text: str) -> Iterator[_Record]:
                 raise SitesFileError([RowError(line, "<header>", problem)])
             continue
         if len(row) > len(header):
-            yield ("too-long", f"row {line}", line, {})
+            yield ("too-long", f"row {line}", line, {}, None)
             continue
         cells = {name: cell.strip() for name, cell in zip(header, row)}
         record = cells.pop("record", "")
@@ -374,7 +414,7 @@ def _csv_records(text: str) -> Iterator[_Record]:
             for key in _ADDRESS_KEYS:
                 if key in cells:
                     cells[f"address.{key}"] = cells.pop(key)
-        yield (record, record or "row", line, cells)
+        yield (record, record or "row", line, cells, None)
 
 
 def _validate(records: Iterator[_Record]) -> SitesData:
@@ -385,8 +425,8 @@ def _validate(records: Iterator[_Record]) -> SitesData:
     subscribers: list[tuple[Subscriber, _Row]] = []
     devices: list[tuple[Device, _Row]] = []
     centres: list[tuple[EmergencyCentre, _Row]] = []
-    for record, path, line, data in records:
-        row = _Row(data, path, line, errors)
+    for record, path, line, data, locate in records:
+        row = _Row(data, path, line, errors, locate)
         handler = _HANDLERS.get(record)
         if handler is None:
             problem = {
