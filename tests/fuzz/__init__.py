@@ -1,0 +1,1 @@
+"""Mutation fuzzer for the SIP parser (run with ``python -m tests.fuzz``)."""
