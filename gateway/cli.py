@@ -80,7 +80,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.uvloop:
         try:
             import uvloop
@@ -91,20 +90,61 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_gateway(config))
 
 
-async def run_gateway(config: GatewayConfig) -> int:
-    """Runs the gateway until SIGTERM/SIGINT; returns the exit status."""
+async def run_gateway(config: GatewayConfig, *, drain_seconds: float = 30.0) -> int:
+    """Runs the gateway until SIGTERM/SIGINT; returns the exit status.
+
+    SIGHUP re-reads the config file and applies what can change at run time (log
+    level and format). SIGTERM drains: new ordinary calls get 503, calls in progress
+    may end for up to ``drain_seconds``, then the gateway stops and flushes.
+    """
+    from gateway.http_status import ReadinessChecks, StatusServer
+    from gateway.logs import LoggingConfig, configure_logging
+    from gateway.metrics import MetricsConfig, default_metrics, run_event_loop_lag_monitor
     from gateway.server import Gateway
 
-    gateway = Gateway(config)
+    logging_config = config.sections.get("logging") or LoggingConfig()
+    configure_logging(logging_config)
+    metrics = default_metrics()
+    gateway = Gateway(config, metrics=metrics)
     await gateway.start()
+    checks = ReadinessChecks()
+    checks.register("transports", lambda: gateway.ready)
+    status: StatusServer | None = None
+    lag_task: asyncio.Task[None] | None = None
+    metrics_config = config.sections.get("metrics") or MetricsConfig()
+    if metrics_config.enabled:
+        status = StatusServer(metrics, checks, metrics_config.address, metrics_config.port)
+        await status.start()
+        lag_task = asyncio.create_task(
+            run_event_loop_lag_monitor(metrics, interval=metrics_config.lag_interval)
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+
+    def reload() -> None:
+        try:
+            fresh = load_config(config.source) if config.source else config
+        except ConfigError as exc:
+            # A bad file on reload keeps the running configuration.
+            log.error("reload refused: %s", exc)
+            return
+        configure_logging(fresh.sections.get("logging") or LoggingConfig())
+        log.info("configuration reloaded from %s", config.source)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     print("voipgw ready", flush=True)
     await stop.wait()
-    log.info("stopping: %d calls in progress", gateway.active_calls)
+    log.info("draining: %d calls in progress", gateway.active_calls)
+    gateway.draining = True
+    await gateway.wait_idle(drain_seconds)
+    if lag_task is not None:
+        lag_task.cancel()
+    if status is not None:
+        await status.close()
     await gateway.close()
+    log.info("stopped")
     return 0
 
 

@@ -211,7 +211,10 @@ class GatewayConfig:
 
 
 #: Sections parsed by other packages: name -> "module:Class" with a from_table.
-EXTERNAL_SECTIONS: dict[str, str] = {}
+EXTERNAL_SECTIONS: dict[str, str] = {
+    "metrics": "gateway.metrics:MetricsConfig",
+    "logging": "gateway.logs:LoggingConfig",
+}
 
 
 def parse_config(data: dict[str, Any]) -> GatewayConfig:

@@ -20,6 +20,7 @@ from typing import Any
 
 from gateway.b2bua import B2bua, CallEnded, Reject, Route, RouteNeeded, ServiceRequest
 from gateway.config import GatewayConfig
+from gateway.metrics import Metrics
 from gateway.sip.builders import build_response
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Response
@@ -50,6 +51,7 @@ class Gateway:
         router: the routing hook (default: everything to the configured upstream).
         call_sinks: consumers of finished calls.
         services: handlers of out-of-dialog methods by method name (the registrar).
+        metrics: Prometheus metrics to feed (None: no metrics).
     """
 
     def __init__(
@@ -59,8 +61,10 @@ class Gateway:
         router: Router | None = None,
         call_sinks: list[CallSink] | None = None,
         services: dict[str, ServiceHandler] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics
         self.router: Router = router or UpstreamRouter(config)
         self.call_sinks = list(call_sinks or [])
         self.services = dict(services or {})
@@ -78,6 +82,9 @@ class Gateway:
         self._timer_at: float | None = None
         self._route_tasks: set[asyncio.Task[None]] = set()
         self.ready = False
+        #: set on SIGTERM: new calls are refused with 503 while calls in progress end
+        self.draining = False
+        self._idle = asyncio.Event()
 
     async def start(self) -> list[Endpoint]:
         """Binds every listener and starts the core; returns the bound endpoints."""
@@ -89,6 +96,7 @@ class Gateway:
             new_token=new_token,
             timers=self.config.sip.timers,
             max_transactions=self.config.sip.max_transactions,
+            observer=self.metrics,
         )
         self.b2bua = B2bua(
             self.layer,
@@ -99,6 +107,8 @@ class Gateway:
         self.ready = True
         for endpoint in self.transports.local:
             log.info("listening on %s %s", endpoint.transport, endpoint.host_port)
+            if self.metrics is not None:
+                self.metrics.set_transport_listening(endpoint.transport, endpoint.host, True)
         return list(self.transports.local)
 
     async def close(self) -> None:
@@ -108,6 +118,17 @@ class Gateway:
         for task in list(self._route_tasks):
             task.cancel()
         await self.transports.close()
+
+    async def wait_idle(self, limit: float) -> bool:
+        """Waits until no call is in progress; returns False on timeout."""
+        self._idle.clear()
+        if self.active_calls == 0:
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), limit)
+        except TimeoutError:
+            return False
+        return True
 
     @property
     def active_calls(self) -> int:
@@ -172,6 +193,8 @@ class Gateway:
             if call_event is None:
                 break
             if isinstance(call_event, RouteNeeded):
+                if self.metrics is not None:
+                    self.metrics.call_started()
                 self._route(call_event, now)
             elif isinstance(call_event, ServiceRequest):
                 self._serve(call_event, now)
@@ -184,6 +207,15 @@ class Gateway:
 
     def _route(self, event: RouteNeeded, now: float) -> None:
         assert self.b2bua is not None
+        if self.draining:
+            # RFC 3261 21.5.4: 503 with Retry-After sends callers to another instance.
+            retry = (("Retry-After", str(self.config.overload.retry_after)),)
+            self.b2bua.route_decided(
+                event.call_uuid,
+                Reject(status=503, headers=retry, annotations={"shed": "draining"}),
+                now,
+            )
+            return
         try:
             result = self.router(event)
         except Exception:
@@ -239,6 +271,10 @@ class Gateway:
         self._route_done(call_uuid, decision)
 
     def _call_ended(self, event: CallEnded) -> None:
+        if self.active_calls == 0:
+            self._idle.set()
+        if self.metrics is not None:
+            observe_call(self.metrics, event)
         for sink in self.call_sinks:
             try:
                 sink(event)
@@ -261,6 +297,28 @@ class Gateway:
         self._timer_at = deadline
         if deadline is not None:
             self._timer = self._loop.call_at(deadline, self._on_timer)
+
+
+def observe_call(metrics: Metrics, event: CallEnded) -> None:
+    """Counts a finished call: outcome, setup delay and, for emergency calls, the
+    emergency outcome by class, policy and centre."""
+    call_class = event.annotations.get("class", "unknown")
+    outcome = event.disposition.replace("-", "_")
+    if event.annotations.get("shed"):
+        metrics.active_calls.dec()
+        metrics.call_shed(call_class, event.annotations["shed"])
+    else:
+        metrics.call_ended(call_class, outcome)
+    if event.ringing_at is not None:
+        # RFC 6076 session request delay: INVITE received -> first ringing/answer.
+        metrics.call_setup_observed(call_class, event.emergency, event.ringing_at - event.setup_at)
+    if event.emergency:
+        metrics.emergency_call(
+            call_class,
+            event.annotations.get("policy", "none"),
+            event.annotations.get("centre", "none"),
+            outcome,
+        )
 
 
 class UpstreamRouter:

@@ -16,6 +16,7 @@ import heapq
 import itertools
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from gateway.sip.builders import build_non2xx_ack, build_response
 from gateway.sip.errors import LocalProtocolError, ParseError, SipError
@@ -131,6 +132,40 @@ def response_destination(via: Via, source: Endpoint) -> Endpoint:
     return Endpoint("UDP", host, via.port or 5060)
 
 
+class SipObserver(Protocol):
+    """Receives a call per message for counting (the adapter's Prometheus metrics).
+
+    Kept as plain callbacks so the core stays free of any metrics library.
+    """
+
+    def sip_request_in(self, method: str) -> None: ...
+    def sip_response_in(self, status: int, method: str) -> None: ...
+    def sip_request_out(self, method: str) -> None: ...
+    def sip_response_out(self, status: int, method: str) -> None: ...
+    def sip_retransmission(self, method: str) -> None: ...
+    def parse_error_from(self, status_hint: int) -> None: ...
+
+
+class _NullObserver:
+    def sip_request_in(self, method: str) -> None:
+        pass
+
+    def sip_response_in(self, status: int, method: str) -> None:
+        pass
+
+    def sip_request_out(self, method: str) -> None:
+        pass
+
+    def sip_response_out(self, status: int, method: str) -> None:
+        pass
+
+    def sip_retransmission(self, method: str) -> None:
+        pass
+
+    def parse_error_from(self, status_hint: int) -> None:
+        pass
+
+
 class TransactionLayer(TransactionOwner):
     """RFC 3261 transaction layer over any number of transports.
 
@@ -141,6 +176,7 @@ class TransactionLayer(TransactionOwner):
             backed by ``os.urandom``; tests pass a counter).
         timers: T1/T2/T4.
         max_transactions: bound on live transactions.
+        observer: counts messages (metrics); optional.
     """
 
     def __init__(
@@ -151,7 +187,9 @@ class TransactionLayer(TransactionOwner):
         timers: SipTimers | None = None,
         max_transactions: int = MAX_TRANSACTIONS,
         udp_size_threshold: int = UDP_SIZE_THRESHOLD,
+        observer: SipObserver | None = None,
     ) -> None:
+        self.observer: SipObserver = observer or _NullObserver()
         self.timers = timers or SipTimers()
         self.local = list(local)
         self.new_token = new_token
@@ -199,6 +237,7 @@ class TransactionLayer(TransactionOwner):
             del tx.timers[name]
             if name in ("A", "E", "G"):
                 self.stats[f"retransmission_{tx.key.method}"] += 1
+                self.observer.sip_retransmission(tx.key.method)
             self._feed(tx, TIMER_INPUTS[name], now)
 
     # ------------------------------------------------------------------ owner hooks
@@ -246,6 +285,7 @@ class TransactionLayer(TransactionOwner):
             message = parse_message(data, stream=source.reliable)
         except ParseError as exc:
             self.stats["parse_error"] += 1
+            self.observer.parse_error_from(exc.status_hint)
             partial = exc.partial
             if isinstance(partial, PartialMessage) and partial.is_request:
                 if partial.method != "ACK":  # 17.1.1.3: never answer an ACK
@@ -254,6 +294,7 @@ class TransactionLayer(TransactionOwner):
                 self.stats["dropped_bad_response" if partial else "dropped_unparsable"] += 1
             return
         if isinstance(message, Request):
+            self.observer.sip_request_in(message.method)
             self._receive_request(message, source, now)
         else:
             self._receive_response(message, source, now)
@@ -274,6 +315,7 @@ class TransactionLayer(TransactionOwner):
             status=exc.status_hint, reason=reason_phrase(exc.status_hint), headers=out
         )
         self.stats[f"stateless_{exc.status_hint}"] += 1
+        self.observer.sip_response_out(exc.status_hint, headers.get("CSeq", "").split(" ")[-1])
         self._transmit(response.serialize(), response_destination(via, source))
 
     def _receive_request(self, request: Request, source: Endpoint, now: float) -> None:
@@ -403,6 +445,7 @@ class TransactionLayer(TransactionOwner):
             tx = NonInviteClientTransaction(self, key, request, destination, now)
         self.transactions[key] = tx
         tx.start(now)
+        self.observer.sip_request_out(request.method)
         return key
 
     def send_cancel(self, invite: TransactionKey, cancel: Request, now: float) -> TransactionKey:
@@ -421,6 +464,7 @@ class TransactionLayer(TransactionOwner):
         cancel_tx = NonInviteClientTransaction(self, key, cancel, tx.destination, now)
         self.transactions[key] = cancel_tx
         cancel_tx.start(now)
+        self.observer.sip_request_out("CANCEL")
         return key
 
     def send_ack(self, ack: Request, destination: Endpoint) -> None:
@@ -429,6 +473,7 @@ class TransactionLayer(TransactionOwner):
         if "Via" not in ack.headers:
             branch = BRANCH_MAGIC_COOKIE + self.new_token()
             ack.headers.prepend("Via", self._via_value(destination, branch))
+        self.observer.sip_request_out("ACK")
         self._transmit(ack.serialize(), destination)
 
     def send_response(self, key: TransactionKey, response: Response, now: float) -> None:
@@ -446,6 +491,7 @@ class TransactionLayer(TransactionOwner):
         finally:
             if tx.terminated:
                 self._forget(tx)
+        self.observer.sip_response_out(response.status, tx.key.method)
         if isinstance(tx, InviteServerTransaction) and 200 <= response.status < 300:
             ident = _dialog_ack_key(tx.request)
             if ident is not None:
