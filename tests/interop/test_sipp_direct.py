@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.bench.sipp_rate import direct_uas, find_max_rate_async, step_seconds
 from tests.interop.sipp import (
     SippNotFound,
     SippUas,
@@ -27,6 +28,7 @@ PAIRS = [
     ("uac-basic-call", "uas-answer", None),
     ("uac-callee-hangup", "uas-hangup", 0.05),
     ("uac-cancel", "uas-ring-no-answer", None),
+    ("uac-cancel", "uas-ring-cancel-487-first", None),
     ("uac-expect-486", "uas-busy", None),
     ("uac-expect-404", "uas-not-found", None),
     ("uac-expect-408", "uas-ring-timeout-408", 0.2),
@@ -47,7 +49,9 @@ CALLS = 3
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("transport", "host"), NETWORKS)
-@pytest.mark.parametrize(("uac", "uas_scenario", "uas_pause"), PAIRS, ids=[p[0] for p in PAIRS])
+@pytest.mark.parametrize(
+    ("uac", "uas_scenario", "uas_pause"), PAIRS, ids=[f"{p[0]}+{p[1]}" for p in PAIRS]
+)
 async def test_pair_completes_without_failed_calls(
     uac: str, uas_scenario: str, uas_pause: float | None, transport: str, host: str
 ) -> None:
@@ -205,3 +209,55 @@ def test_scenario_names_resolve_and_uas_uri_names_transport() -> None:
     assert hostport("::1", 5060) == "[::1]:5060"
     uas = SippUas("uas-answer", host="::1", port=5099, transport="tcp")
     assert uas.uri == "sip:[::1]:5099;transport=tcp"
+
+
+# tests/bench/sipp_rate.py: the rate search itself, on short steps.
+
+
+@pytest.mark.asyncio
+async def test_rate_search_ramps_while_calls_succeed() -> None:
+    seen = []
+    result = await find_max_rate_async(
+        direct_uas(),
+        start=20,
+        factor=2,
+        duration_per_step=1.0,
+        max_steps=2,
+        on_step=seen.append,
+    )
+    assert [s.rate for s in result.steps] == [20, 40]
+    assert seen == list(result.steps)
+    assert all(s.passed and s.failed == 0 for s in result.steps), result.table()
+    assert [s.successful for s in result.steps] == [20, 40]
+    assert result.max_rate == 40
+    assert result.setup_p50 is not None
+    assert result.setup_p99 is not None
+    assert result.setup_p50 <= result.setup_p99
+    assert "max rate with 0 failed calls (1 s steps): 40.0 calls/s" in result.table()
+
+
+@pytest.mark.asyncio
+async def test_rate_search_reports_no_rate_when_every_call_fails() -> None:
+    # The target answers 486 to everything: uac-basic-call fails each call at once.
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def busy():  # type: ignore[no-untyped-def]
+        async with SippUas("uas-busy", timeout=30) as uas:
+            yield uas.target
+
+    result = await find_max_rate_async(busy, start=10, duration_per_step=1.0, max_steps=2)
+    assert result.max_rate is None
+    assert [s.rate for s in result.steps] == [10, 5]
+    assert all(not s.passed and s.failed == s.calls for s in result.steps)
+    assert result.steps[0].reason == "10 failed calls"
+
+
+def test_step_seconds_reads_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VOIPGW_BENCH_STEP_SECONDS", raising=False)
+    assert step_seconds() == 30.0
+    monkeypatch.setenv("VOIPGW_BENCH_STEP_SECONDS", "2.5")
+    assert step_seconds() == 2.5
+    monkeypatch.setenv("VOIPGW_BENCH_STEP_SECONDS", "0")
+    with pytest.raises(ValueError, match="VOIPGW_BENCH_STEP_SECONDS"):
+        step_seconds()
