@@ -35,19 +35,21 @@ OFFICE: a softphone on the office LAN is at the office.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from routing.directory import Directory
 from routing.model import (
     FIXED_DEVICE_KINDS,
+    Basis,
     CallClass,
     CallContext,
     Classification,
     DeviceKind,
+    NetworkEntry,
     NetworkKind,
     normalise_instance_id,
 )
-from routing.netindex import NetworkEntry
 
 
 def classify_call(ctx: CallContext, directory: Directory) -> Classification:
@@ -58,55 +60,55 @@ def classify_call(ctx: CallContext, directory: Directory) -> Classification:
         directory: the routing data.
 
     Returns:
-        The classification with a human-readable reason. The answer depends only on
-        the data, never on the order of sites or networks in it.
+        The classification; its ``reason`` is rendered on demand. The answer depends
+        only on the data, never on the order of sites or networks in it.
     """
-    kind, kind_why = device_kind(ctx, directory)
+    kind, source, device_id = device_kind(ctx, directory)
     entries = directory.networks.lookup(ctx.source)
     subscriber = ctx.subscriber
-    claims = _claims(ctx)
     if subscriber is None:
-        where = _describe(ctx, entries[0]) if entries else _outside(ctx)
         return Classification(
             call_class=CallClass.NOMADIC,
             site=None,
             device_kind=kind,
-            reason=f"unknown caller; {where}; {kind_why}{claims}",
+            basis=Basis.UNKNOWN_CALLER,
+            network=entries[0] if entries else None,
+            device_source=source,
+            device_id=device_id,
+            ctx=ctx,
         )
     entry = _pick(entries, subscriber.customer_id)
-    if (
-        entry is not None
-        and entry.site.customer_id == subscriber.customer_id
-        and entry.kind is not NetworkKind.VPN_POOL
-    ):
-        site = entry.site
-        visiting = ""
-        if subscriber.site_id is not None and subscriber.site_id != site.id:
-            visiting = f" (visiting; home site {subscriber.site_id})"
+    if entry is None:
+        basis = Basis.OUTSIDE
+    elif entry.site.customer_id != subscriber.customer_id:
+        basis = Basis.OTHER_CUSTOMER
+    elif entry.kind is NetworkKind.VPN_POOL:
+        basis = Basis.VPN_POOL
+    else:
         return Classification(
             call_class=CallClass.OFFICE,
-            site=site,
+            site=entry.site,
             device_kind=kind,
-            reason=f"{_describe(ctx, entry)}{visiting}; {kind_why}{claims}",
+            basis=Basis.OFFICE,
+            network=entry,
+            device_source=source,
+            device_id=device_id,
+            ctx=ctx,
         )
-    if entry is None:
-        where = _outside(ctx)
-    elif entry.kind is NetworkKind.VPN_POOL:
-        where = f"{_describe(ctx, entry)}, a VPN pool is not on-site"
-    else:
-        where = f"{_describe(ctx, entry)}, not the caller's customer {subscriber.customer_id}"
-    misplaced = kind in FIXED_DEVICE_KINDS
-    what = f"{kind.value} outside its sites (misplaced)" if misplaced else "nomadic use"
     return Classification(
         call_class=CallClass.NOMADIC,
         site=None,
         device_kind=kind,
-        misplaced=misplaced,
-        reason=f"{what}; {where}; {kind_why}{claims}",
+        misplaced=kind in FIXED_DEVICE_KINDS,
+        basis=basis,
+        network=entry,
+        device_source=source,
+        device_id=device_id,
+        ctx=ctx,
     )
 
 
-def device_kind(ctx: CallContext, directory: Directory) -> tuple[DeviceKind, str]:
+def device_kind(ctx: CallContext, directory: Directory) -> tuple[DeviceKind, str, str | None]:
     """Finds the kind of the calling device.
 
     Args:
@@ -114,24 +116,43 @@ def device_kind(ctx: CallContext, directory: Directory) -> tuple[DeviceKind, str
         directory: device records and configured User-Agent patterns.
 
     Returns:
-        The kind and a short account of how it was found.
+        (kind, how it was found: "instance-id", "device-pattern", "user-agent" or "",
+        the matching device record's id or None).
     """
     if ctx.instance_id:
         device = directory.devices_by_instance.get(normalise_instance_id(ctx.instance_id))
         if device is not None:
-            return device.kind, f"{device.kind.value} by instance-id (device {device.id})"
+            return device.kind, "instance-id", device.id
     ua = ctx.user_agent
-    if ua:
-        user = ctx.subscriber.sip_user if ctx.subscriber is not None else None
-        for owner in (user, None) if user is not None else (None,):
-            for regex, kind in directory.ua_devices.get(owner, ()):
-                if regex.search(ua):
-                    return kind, f"{kind.value} by device pattern for User-Agent {_show(ua)}"
-        found = directory.device_patterns.match(ua)
-        if found is not None:
-            return found, f"{found.value} by User-Agent {_show(ua)}"
-        return DeviceKind.UNKNOWN, f"unknown device (User-Agent {_show(ua)})"
-    return DeviceKind.UNKNOWN, "unknown device (no User-Agent)"
+    if not ua:
+        return DeviceKind.UNKNOWN, "", None
+    user = ctx.subscriber.sip_user if ctx.subscriber is not None else None
+    key = (user if user in directory.ua_devices else None, ua)
+    cache = directory.ua_cache
+    found = cache.get(key)
+    if found is None:
+        found = _match_user_agent(key[0], ua, directory)
+        # A memo of a pure function of (user, User-Agent); bounded so that hostile
+        # User-Agent strings cannot grow it without limit.
+        if len(cache) >= UA_CACHE_SIZE:
+            cache.clear()
+        cache[key] = found
+    return found[0], found[1], None
+
+
+#: Distinct (user, User-Agent) answers remembered per directory.
+UA_CACHE_SIZE = 4096
+
+
+def _match_user_agent(user: str | None, ua: str, directory: Directory) -> tuple[DeviceKind, str]:
+    for owner in (user, None) if user is not None else (None,):
+        for regex, kind in directory.ua_devices.get(owner, ()):
+            if regex.search(ua):
+                return kind, "device-pattern"
+    configured = directory.device_patterns.match(ua)
+    if configured is not None:
+        return configured, "user-agent"
+    return DeviceKind.UNKNOWN, "user-agent"
 
 
 def _pick(entries: tuple[NetworkEntry, ...], customer_id: str) -> NetworkEntry | None:
@@ -141,16 +162,55 @@ def _pick(entries: tuple[NetworkEntry, ...], customer_id: str) -> NetworkEntry |
     return entries[0] if entries else None
 
 
-def _describe(ctx: CallContext, entry: NetworkEntry) -> str:
-    site = entry.site
-    return (
-        f"source {ctx.source} in {entry.kind.value} {entry.network} of site {site.id}"
-        f" ({site.customer_id})"
-    )
+def render_reason(c: Classification) -> str:
+    """Renders a classification's facts as one line (see :attr:`Classification.reason`).
 
+    Args:
+        c: the classification.
 
-def _outside(ctx: CallContext) -> str:
-    return f"source {ctx.source} outside every registered site network"
+    Returns:
+        E.g. "source 127.0.10.5 in office-lan 127.0.10.0/24 of site setera-espoo
+        (setera); desk-phone by instance-id (device alice-desk)".
+    """
+    ctx = c.ctx
+    entry = c.network
+    source = str(ctx.source) if ctx is not None else "?"
+    if entry is not None:
+        where = (
+            f"source {source} in {entry.kind.value} {entry.network} of site {entry.site.id}"
+            f" ({entry.site.customer_id})"
+        )
+    else:
+        where = f"source {source} outside every registered site network"
+    if c.basis is Basis.UNKNOWN_CALLER:
+        head = f"unknown caller; {where}"
+    elif c.basis is Basis.OFFICE:
+        sub = ctx.subscriber if ctx is not None else None
+        visiting = ""
+        if c.site is not None and sub is not None and sub.site_id not in (None, c.site.id):
+            visiting = f" (visiting; home site {sub.site_id})"
+        head = where + visiting
+    else:
+        what = (
+            f"{c.device_kind.value} outside its sites (misplaced)" if c.misplaced else "nomadic use"
+        )
+        if c.basis is Basis.VPN_POOL:
+            where += ", a VPN pool is not on-site"
+        elif c.basis is Basis.OTHER_CUSTOMER and ctx is not None and ctx.subscriber is not None:
+            where += f", not the caller's customer {ctx.subscriber.customer_id}"
+        head = f"{what}; {where}"
+    ua = ctx.user_agent if ctx is not None else None
+    if c.device_source == "instance-id":
+        device = f"{c.device_kind.value} by instance-id (device {c.device_id})"
+    elif c.device_source == "device-pattern" and ua:
+        device = f"{c.device_kind.value} by device pattern for User-Agent {_show(ua)}"
+    elif c.device_kind is not DeviceKind.UNKNOWN and ua:
+        device = f"{c.device_kind.value} by User-Agent {_show(ua)}"
+    elif ua:
+        device = f"unknown device (User-Agent {_show(ua)})"
+    else:
+        device = "unknown device (no User-Agent)"
+    return f"{head}; {device}{_claims(ctx) if ctx is not None else ''}"
 
 
 def _claims(ctx: CallContext) -> str:
@@ -164,6 +224,7 @@ def _claims(ctx: CallContext) -> str:
     return "".join(f"; {n}" for n in notes)
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_private(host: str) -> bool:
     try:
         addr = ipaddress.ip_address(host.strip("[]"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from routing.config import DevicePatterns
@@ -45,6 +45,10 @@ class Directory:
     networks: NetworkIndex
     psap: InMemoryPsapDirectory
     device_patterns: DevicePatterns
+    ua_cache: dict[tuple[str | None, str], tuple[DeviceKind, str]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """Memo of User-Agent matching (see :func:`routing.classify.device_kind`)."""
 
     @classmethod
     def build(

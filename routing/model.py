@@ -343,8 +343,34 @@ class CallContext:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkEntry:
+    """One registered network and the site it belongs to (an entry of the network index)."""
+
+    network: IPNetwork
+    kind: NetworkKind
+    site: Site
+
+
+class Basis(StrEnum):
+    """Why a call got its class (the first part of the reason)."""
+
+    OFFICE = "office"
+    """Source in an office LAN or trusted NAT network of the caller's customer."""
+    UNKNOWN_CALLER = "unknown-caller"
+    OUTSIDE = "outside"
+    """Source outside every registered network."""
+    VPN_POOL = "vpn-pool"
+    OTHER_CUSTOMER = "other-customer"
+    """Source in a network registered by another customer."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Classification:
-    """The answer of :func:`routing.classify.classify_call`."""
+    """The answer of :func:`routing.classify.classify_call`.
+
+    The facts are kept structured; :attr:`reason` renders them as one line only when
+    someone reads it (a log line, a header), so classifying stays cheap.
+    """
 
     call_class: CallClass
     site: Site | None
@@ -352,8 +378,22 @@ class Classification:
     device_kind: DeviceKind
     misplaced: bool = False
     """A desk phone or ATA seen outside every site of its customer."""
-    reason: str = ""
-    """Human-readable account of the decision, for logs and ``X-Voipgw-Reason``."""
+    basis: Basis = Basis.OUTSIDE
+    network: NetworkEntry | None = None
+    """The longest registered network containing the source, if any."""
+    device_source: str = ""
+    """How the device kind was found: "instance-id", "device-pattern", "user-agent" or ""."""
+    device_id: str | None = None
+    ctx: CallContext | None = None
+    """The call, for the reason's account of the device's own claims."""
+
+    @property
+    def reason(self) -> str:
+        """Human-readable account of the decision, for logs and ``X-Voipgw-Reason``."""
+        # Imported here: the renderer lives with the rules it explains.
+        from routing.classify import render_reason
+
+        return render_reason(self)
 
 
 class EmergencyKind(StrEnum):

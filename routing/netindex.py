@@ -26,20 +26,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from routing.model import IPAddress, IPNetwork, NetworkKind, Site
+from routing.model import IPAddress, NetworkEntry, NetworkKind, Site
+
+__all__ = ["NetworkEntry", "NetworkIndex", "tie_key"]
 
 _KIND_RANK = {NetworkKind.VPN_POOL: 0, NetworkKind.TRUSTED_NAT: 1, NetworkKind.OFFICE_LAN: 2}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NetworkEntry:
-    """One registered network and the site it belongs to."""
-
-    network: IPNetwork
-    kind: NetworkKind
-    site: Site
 
 
 def tie_key(entry: NetworkEntry) -> tuple[int, str, str]:

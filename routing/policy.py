@@ -29,6 +29,8 @@ or subscriber is not active are rejected with 403.
 
 from __future__ import annotations
 
+import re
+
 from routing.classify import classify_call
 from routing.config import NomadicPolicy, RoutingConfig
 from routing.directory import Directory
@@ -53,6 +55,8 @@ from routing.psap import lookup_psap
 
 NOMADIC_WARNING = "nomadic-emergency-warning"
 """Prompt played before a nomadic emergency call is routed or ended."""
+
+_UNSAFE_RE = re.compile(r"[^ -~]")
 
 #: Longest X-Voipgw-Reason value sent; the full reason stays in the decision and logs.
 MAX_REASON_HEADER = 300
@@ -304,5 +308,6 @@ def header_safe(text: str, limit: int = MAX_REASON_HEADER) -> str:
     Returns:
         The sanitised value.
     """
-    safe = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
-    return safe if len(safe) <= limit else safe[: limit - 3] + "..."
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return _UNSAFE_RE.sub("?", text)
