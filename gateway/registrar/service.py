@@ -1,0 +1,243 @@
+"""The registrar service: answers REGISTER (RFC 3261 10.3) for the gateway.
+
+Wiring::
+
+    async with asyncpg.create_pool(dsn) as pool:
+        registrar = Registrar(config.sections["registrar"], BindingStore(pool))
+        gateway = Gateway(config, router=..., services={"REGISTER": registrar.handle})
+        async with registrar.purging():
+            ...
+
+:meth:`Registrar.handle` goes through RFC 3261 10.3 in order, with the syntax checks
+(which reveal nothing about users) first: Request-URI and To (400/416, RFC 4475
+unksm2), domain (404), then digest authentication (401/403), authorization of the
+authenticated user for the AoR (403), the minimum interval (423), the binding update
+(400 on out-of-order CSeq) and the 200 OK listing every current binding.
+
+Enumeration: an unknown user and a wrong password both end in the same 403, built by
+the same code path after the same database query and the same hashing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+
+from gateway.b2bua.events import ServiceRequest
+from gateway.registrar.bindings import (
+    Binding,
+    RegisterError,
+    canonical_aor,
+    check_min_expires,
+    format_contact,
+    parse_register,
+)
+from gateway.registrar.config import RegistrarConfig
+from gateway.registrar.digest import (
+    AuthOutcome,
+    DigestAuthenticator,
+    DigestError,
+)
+from gateway.registrar.store import BindingStore
+from gateway.sip.builders import build_response
+from gateway.sip.errors import ParseError
+from gateway.sip.message import Request, Response
+from gateway.sip.uri import SipUri, parse_uri
+
+log = logging.getLogger("voipgw.registrar")
+
+#: Seconds a client should wait before retrying when the database is unavailable.
+RETRY_AFTER_DB_DOWN = 5
+
+#: Errors that mean "the database is unreachable or failing", answered 503.
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+class Registrar:
+    """REGISTER handler, binding lookup and purge loop for one gateway instance.
+
+    Args:
+        config: registrar settings.
+        store: the credentials and bindings store.
+        clock: wall-clock seconds (nonce times must agree between instances).
+        random_bytes: source of nonce salts and To tags.
+    """
+
+    def __init__(
+        self,
+        config: RegistrarConfig,
+        store: BindingStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.random_bytes = random_bytes
+        self.policy = config.expires_policy
+        self.authenticator = DigestAuthenticator(
+            realm=config.realm,
+            secret=config.secret,
+            algorithms=config.algorithms,
+            nonce_lifetime=config.nonce_lifetime,
+            accept_rfc2069=config.accept_rfc2069,
+        )
+
+    # ------------------------------------------------------------------ REGISTER
+
+    async def handle(self, event: ServiceRequest) -> Response:
+        """Answers one REGISTER (the gateway's ``services={"REGISTER": ...}`` hook).
+
+        Args:
+            event: the request, its source address and transaction.
+
+        Returns:
+            The final response: 200 with the bindings, 401 with challenges, 400, 403,
+            404, 405, 416, 423, or 503 when the database is unavailable.
+        """
+        request = event.request
+        if request.method != "REGISTER":
+            return self._respond(request, 405, headers=(("Allow", "REGISTER"),))
+        try:
+            update = parse_register(request, policy=self.policy)
+            self._check_domain(request, update.aor_uri)
+            username = await self._authenticate(request)
+            if isinstance(username, Response):
+                return username
+            # RFC 3261 10.3 step 4: "the registrar MUST determine if the authenticated
+            # user is authorized to modify registrations for this address-of-record."
+            # Here a user may register its own AoR only.
+            if update.aor_uri.user_unescaped != username:
+                return self._respond(request, 403)
+            check_min_expires(update, self.policy)
+            bindings = await self.store.apply(update, event.source)
+        except RegisterError as exc:
+            return self._respond(request, exc.status, exc.reason, headers=exc.headers)
+        except DigestError:
+            return self._respond(request, 400, "Bad Authorization")
+        except _DB_ERRORS:
+            log.exception("registrar database unavailable")
+            return self._respond(request, 503, headers=(("Retry-After", str(RETRY_AFTER_DB_DOWN)),))
+        log.info(
+            "REGISTER %s from %s: %d binding(s)", update.aor, event.source.host_port, len(bindings)
+        )
+        headers = [("Contact", format_contact(b)) for b in bindings]
+        # RFC 3261 10.3 step 8: "The response SHOULD include a Date header field."
+        headers.append(("Date", email.utils.formatdate(self.clock(), usegmt=True)))
+        return self._respond(request, 200, headers=headers)
+
+    def _check_domain(self, request: Request, aor_uri: SipUri) -> None:
+        # RFC 3261 10.3 step 1 (Request-URI) and step 5 (To): we only keep bindings
+        # for our domains. Not user-specific, so safe to say before authentication.
+        domains = self.config.domains
+        if not domains:
+            return
+        request_uri = parse_uri(request.uri)
+        assert isinstance(request_uri, SipUri)  # parse_register checked the scheme
+        if request_uri.host not in domains or aor_uri.host not in domains:
+            raise RegisterError(404, "Domain Not Served")
+
+    async def _authenticate(self, request: Request) -> str | Response:
+        authenticator = self.authenticator
+        credentials = authenticator.select(request.headers.get_lines("Authorization"))
+        if credentials is None:
+            return self._challenge(request)
+        # The same query for every user name, then the same hashing (a dummy HA1 for
+        # an unknown user): see DigestAuthenticator.verify.
+        ha1 = await self.store.get_ha1(
+            credentials.username, self.config.realm, credentials.algorithm
+        )
+        result = authenticator.verify(
+            credentials,
+            method=request.method,
+            request_uri=request.uri,
+            ha1=ha1,
+            now=self.clock(),
+        )
+        if result.outcome is AuthOutcome.AUTHENTICATED:
+            assert result.username is not None
+            return result.username
+        if result.outcome is AuthOutcome.REJECTED:
+            # A second 401 would make many phones resubmit the same wrong password in
+            # a loop (and lock accounts upstream); 403 ends it. Same for unknown users.
+            return self._respond(request, 403)
+        return self._challenge(request, stale=result.outcome is AuthOutcome.STALE)
+
+    def _challenge(self, request: Request, *, stale: bool = False) -> Response:
+        values = self.authenticator.challenges(self.clock(), self.random_bytes(8), stale=stale)
+        return self._respond(request, 401, headers=[("WWW-Authenticate", v) for v in values])
+
+    def _respond(
+        self,
+        request: Request,
+        status: int,
+        reason: str | None = None,
+        *,
+        headers: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (),
+    ) -> Response:
+        return build_response(
+            request, status, reason, to_tag=self.random_bytes(8).hex(), headers=headers
+        )
+
+    # ------------------------------------------------------------------ lookup
+
+    async def lookup(self, aor: str) -> list[Binding]:
+        """Returns the current bindings of an AoR, best first (highest q, newest).
+
+        Args:
+            aor: a SIP URI naming the user (``sip:alice@voip.example.fi``, a
+                Request-URI with parameters is fine) or an already canonical AoR.
+
+        Returns:
+            The unexpired bindings; empty when the user is not registered.
+
+        Raises:
+            ValueError: ``aor`` is not a sip/sips URI.
+        """
+        try:
+            uri = parse_uri(aor)
+        except ParseError as exc:
+            raise ValueError(f"not a SIP URI: {aor!r}") from exc
+        if not isinstance(uri, SipUri):
+            raise ValueError(f"not a SIP URI: {aor!r}")
+        return await self.store.lookup(canonical_aor(uri))
+
+    # ------------------------------------------------------------------ purge
+
+    async def purge_forever(self) -> None:
+        """Deletes expired bindings every ``purge_interval`` seconds until cancelled.
+
+        Every instance may run it: the DELETE is idempotent. Database errors are
+        logged and retried next round (the registrar keeps serving meanwhile).
+        """
+        while True:
+            try:
+                purged = await self.store.purge_expired()
+            except asyncio.CancelledError:
+                raise
+            except _DB_ERRORS:
+                # A database outage must not end the purge loop for good.
+                log.warning("purging expired bindings failed", exc_info=True)
+            else:
+                if purged:
+                    log.debug("purged %d expired binding(s)", purged)
+            await asyncio.sleep(self.config.purge_interval)
+
+    @contextlib.asynccontextmanager
+    async def purging(self) -> AsyncIterator[None]:
+        """Runs :meth:`purge_forever` in a task for the duration of the block."""
+        task = asyncio.create_task(self.purge_forever(), name="registrar-purge")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
