@@ -518,14 +518,11 @@ class B2bua:
             if call.targets:
                 self._try_next_target(call, now)
             else:
-                self._fail_a(
-                    call, 408 if isinstance(event, TransactionTimedOut) else 503, None, now
-                )
+                self._fail_a(call, _failure_status(event), None, now)
             return
         relay = self._relays.pop(key, None)
         if relay is not None:
-            status = 408 if isinstance(event, TransactionTimedOut) else 503
-            self._respond(relay.server_tx, relay.request, status, now)
+            self._respond(relay.server_tx, relay.request, _failure_status(event), now)
 
     def _on_no_answer(self, call: Call, now: float) -> None:
         if call.state is not CallState.EARLY:
@@ -729,3 +726,10 @@ class B2bua:
         local = self.layer._local_for(peer)
         transport = "" if local.transport == "UDP" else f";transport={local.transport.lower()}"
         return f"<sip:{self.contact_user}@{local.host_port}{transport}>"
+
+
+def _failure_status(event: TransactionTimedOut | TransportFailed) -> int:
+    """Status for the caller when the B leg got no answer: 408 on timeout; 502 when
+    the next hop is unreachable (not 503, which would tell the caller that the gateway
+    itself is overloaded, RFC 3261 21.5.4)."""
+    return 408 if isinstance(event, TransactionTimedOut) else 502

@@ -16,6 +16,7 @@ import heapq
 import itertools
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from gateway.sip.builders import build_non2xx_ack, build_response
@@ -199,6 +200,8 @@ class TransactionLayer(TransactionOwner):
         #: (Call-ID, CSeq number) -> INVITE server transaction in Accepted, so the
         #: ACK for its 2xx (a new branch, RFC 3261 17.1.1.3) stops the retransmits.
         self._accepted_invites: dict[tuple[str, int], InviteServerTransaction] = {}
+        #: client transactions moved from UDP to TCP for size (18.1.1)
+        self._switched_to_tcp: set[TransactionKey] = set()
         self._events: deque[SipEvent] = deque()
         self._outgoing: list[tuple[bytes, Endpoint]] = []
         self._timer_heap: list[tuple[float, int, Transaction, str]] = []
@@ -266,6 +269,7 @@ class TransactionLayer(TransactionOwner):
 
     def _forget(self, tx: Transaction) -> None:
         self.transactions.pop(tx.key, None)
+        self._switched_to_tcp.discard(tx.key)
         if isinstance(tx, InviteServerTransaction):
             ident = _dialog_ack_key(tx.request)
             if ident is not None and self._accepted_invites.get(ident) is tx:
@@ -300,23 +304,29 @@ class TransactionLayer(TransactionOwner):
             self._receive_response(message, source, now)
 
     def _answer_unparsable(self, headers: Headers, exc: ParseError, source: Endpoint) -> None:
-        required = ("Via", "From", "To", "Call-ID", "CSeq")
-        if not all(name in headers for name in required):
+        """Answers a request that did not parse, statelessly (RFC 3261 8.2, 16.3).
+
+        A response needs a Via to be routed; when the Via itself is unusable
+        (RFC 4475 3.1.2.1) it goes back to the packet's source address, which is
+        where a UDP client listens in practice. Missing From/To/Call-ID (RFC 4475
+        3.3.1) are left out rather than invented.
+        """
+        if "Via" not in headers:
             self.stats["dropped_unanswerable"] += 1
             return
         try:
-            via = top_via(headers)
+            destination = response_destination(top_via(headers), source)
         except ParseError:
-            self.stats["dropped_unanswerable"] += 1
-            return
-        out = Headers((name, value) for name, value in headers if name in required)
+            destination = source
+        copied = ("Via", "From", "To", "Call-ID", "CSeq")
+        out = Headers((name, value) for name, value in headers if name in copied)
         out.add("Warning", f'399 voipgw "{_quoted_text(exc.msg)}"')
         response = Response(
             status=exc.status_hint, reason=reason_phrase(exc.status_hint), headers=out
         )
         self.stats[f"stateless_{exc.status_hint}"] += 1
         self.observer.sip_response_out(exc.status_hint, headers.get("CSeq", "").split(" ")[-1])
-        self._transmit(response.serialize(), response_destination(via, source))
+        self._transmit(response.serialize(), destination)
 
     def _receive_request(self, request: Request, source: Endpoint, now: float) -> None:
         via = _stamp_received(request, source)
@@ -433,11 +443,14 @@ class TransactionLayer(TransactionOwner):
         """
         if request.method == "ACK":
             raise LocalProtocolError("ACK is not sent in a client transaction")
-        destination = self._maybe_switch_to_tcp(request, destination)
+        switched = self._maybe_switch_to_tcp(request, destination)
         if branch is None:
             branch = BRANCH_MAGIC_COOKIE + self.new_token()
-        request.headers.prepend("Via", self._via_value(destination, branch))
+        request.headers.prepend("Via", self._via_value(switched, branch))
         key = client_transaction_key(branch, request.method)
+        if switched is not destination:
+            self._switched_to_tcp.add(key)
+        destination = switched
         tx: ClientTransaction
         if request.method == "INVITE":
             tx = InviteClientTransaction(self, key, request, destination, now, build_non2xx_ack)
@@ -512,8 +525,26 @@ class TransactionLayer(TransactionOwner):
         was sending there.
         """
         for tx in list(self.transactions.values()):
-            if tx.destination == destination and not tx.terminated:
-                self._feed(tx, TransactionInput.TRANSPORT_ERROR, now)
+            if tx.destination != destination or tx.terminated:
+                continue
+            if tx.key in self._switched_to_tcp and isinstance(tx, ClientTransaction):
+                self._fall_back_to_udp(tx, now)
+                continue
+            self._feed(tx, TransactionInput.TRANSPORT_ERROR, now)
+
+    def _fall_back_to_udp(self, tx: ClientTransaction, now: float) -> None:
+        """RFC 3261 18.1.1: "If an element sends a request over TCP because of these
+        message size constraints, and that request would have otherwise been sent
+        over UDP, if the attempt to establish the connection generates either an
+        ICMP Protocol Not Supported, or results in a TCP reset, the element SHOULD
+        retry the request, using UDP." """
+        self._switched_to_tcp.discard(tx.key)
+        self.stats["tcp_fallback_to_udp"] += 1
+        via = top_via(tx.request.headers)
+        tx.request.headers.pop_first_value("Via")
+        tx.request.headers.prepend("Via", str(replace(via, transport="UDP")))
+        tx.destination = Endpoint("UDP", tx.destination.host, tx.destination.port)
+        tx.start(now)
 
     def transaction(self, key: TransactionKey) -> Transaction | None:
         return self.transactions.get(key)
