@@ -133,7 +133,9 @@ def test_dblreq_takes_first_message_only() -> None:
 
 
 def test_semiuri_semicolon_belongs_to_user() -> None:
-    uri = parse_uri(parse_message(_load("semiuri.dat")).uri)
+    message = parse_message(_load("semiuri.dat"))
+    assert isinstance(message, Request)
+    uri = parse_uri(message.uri)
     assert isinstance(uri, SipUri)
     assert uri.user == "user;par=u%40example.net"
     assert uri.params == ()
