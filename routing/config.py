@@ -175,7 +175,7 @@ class RoutingConfig:
     """Next hop for ordinary calls (a SIP URI)."""
     nomadic_policy: NomadicPolicy = NomadicPolicy.ANNOUNCE_THEN_ROUTE
     resource_priority: str = "esnet.1"
-    """Resource-Priority for emergency calls (RFC 7135 section 2); "" for none."""
+    """Resource-Priority for emergency calls (RFC 7135 "esnet" namespace); "" for none."""
     notification_webhook: str | None = None
     test_route: str | None = None
     """Where emergency TEST calls (urn:service:test.sos, test numbers) go; None rejects."""

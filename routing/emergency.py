@@ -16,15 +16,15 @@ What counts as an emergency call (decisions marked *):
   dialled string to E.164 send exactly that; failing to recognise it would drop an
   emergency call, while recognising it can only misroute a call to an unassigned
   number. The only country codes accepted are the configured ones (default ``358``).
-- ``urn:service:sos`` and every sub-service ``urn:service:sos.<anything>``
-  (RFC 5031 section 4.2: ambulance, animal-control, fire, gas, marine, mountain,
-  physician, poison, police, and any future one), compared case-insensitively
-  (RFC 5031 section 3: "the service URN ... is case-insensitive").
+- ``urn:service:sos`` and every sub-service ``urn:service:sos.<anything>`` (RFC 5031
+  and the IANA "'sos' Sub-Services" registry: ambulance, animal-control, ecall.*
+  (RFC 8147), fire, gas, marine, mountain, physician, poison, police, and any future
+  one), compared case-insensitively as RFC 5031 requires for service URNs.
 
 Test calls, which must be answered by a test service and never reach a centre:
 
-- ``urn:service:test.sos`` and ``urn:service:test.sos.*`` (RFC 6881 section 15,
-  ED-73: "the service URN urn:service:test.sos ... for test calls").
+- ``urn:service:test.sos`` and ``urn:service:test.sos.*`` (RFC 6881 section 15; the
+  "test" service label is registered by RFC 6881).
 - The configured test numbers, in every form listed above.
 
 Everything else is not an emergency: ``1120``, ``11``, ``0911`` (unless 911 is
@@ -48,7 +48,7 @@ MAX_DIALLED_LENGTH = 1024
 SOS_URN = "urn:service:sos"
 TEST_SOS_URN = "urn:service:test.sos"
 
-# RFC 5031 section 4.1:
+# RFC 5031 ABNF:
 #   service-URN  = "URN:service:" service
 #   service      = top-level *("." sub-service)
 #   top-level    = let-dig [ *25let-dig-hyp let-dig ]

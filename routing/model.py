@@ -98,7 +98,7 @@ class CentreUriStyle(StrEnum):
     """How an emergency centre expects the Request-URI of an emergency INVITE."""
 
     URN = "urn"
-    """Request-URI is the service URN (RFC 5031), the centre URI goes in Route (RFC 6881 SP-24)."""
+    """Request-URI is the service URN (RFC 5031); the centre's URI is the next hop (RFC 6881)."""
     SIP = "sip"
     """Request-URI is the centre's own SIP URI (a legacy 112 trunk)."""
 

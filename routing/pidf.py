@@ -27,8 +27,8 @@ person forms; the tuple form is the one RFC 4119 defines and the RFC 6442 exampl
 ``method`` and ``provided-by`` are children of ``geopriv`` after ``usage-rules``,
 in that order (RFC 4119 section 2.2 schema sequence). "Manual" is the IANA method
 token for a location entered by hand, which is what a provisioned site address is.
-``retransmission-allowed`` is yes: the PSAP may pass the location on to responders
-(RFC 6442 section 3.3 / RFC 5491 section 3.3 discuss emergency use).
+``retransmission-allowed`` is yes: the emergency centre must be able to pass the
+location on to the responders it dispatches.
 
 Nomadic calls (decision): the gateway does not know where a nomadic caller is, and
 the site address would send help to the wrong place. RFC 5491 offers no "unverified"

@@ -52,6 +52,7 @@ POSITIVE = [
     ("urn:service:sos.gas", DEFAULT, E, "urn:service:sos.gas", None),
     ("urn:service:sos.animal-control", DEFAULT, E, "urn:service:sos.animal-control", None),
     ("urn:service:sos.physician", DEFAULT, E, "urn:service:sos.physician", None),
+    ("urn:service:sos.ecall.automatic", DEFAULT, E, "urn:service:sos.ecall.automatic", None),
     ("urn:service:SOS.Future-Thing", DEFAULT, E, "urn:service:sos.future-thing", None),
     ("urn:service:test.sos", DEFAULT, T, "urn:service:test.sos", None),
     ("urn:service:TEST.SOS.fire", DEFAULT, T, "urn:service:test.sos.fire", None),
