@@ -211,12 +211,15 @@ def parse_credentials(value: str) -> DigestCredentials | None:
         DigestError: Digest credentials that break the grammar or lack a required
             parameter (username, realm, nonce, uri, response; nc and cnonce with qop).
     """
-    try:
-        scheme, params = parse_auth(value)
-    except ParseError as exc:
-        raise DigestError(f"malformed Authorization: {exc}") from None
+    # The scheme decides first: another scheme's syntax (Basic's token68, RFC 4475
+    # regaut01's opaque data) is none of our business, and it gets a challenge.
+    scheme = value.strip(" \t").split(None, 1)[0] if value.strip(" \t") else ""
     if scheme.lower() != "digest":
         return None
+    try:
+        _, params = parse_auth(value)
+    except ParseError as exc:
+        raise DigestError(f"malformed Authorization: {exc}") from None
     algorithm = Algorithm.from_token(params.get("algorithm"))
     if algorithm is None:
         return None
