@@ -68,6 +68,9 @@ MAX_TRACKED_NONCES: Final = 65_536
 #   nc-value  =  8LHEX     (RFC 7616 3.4)
 _NC_RE: Final = re.compile(r"[0-9a-fA-F]{8}")
 
+#   credentials  =  auth-scheme LWS auth-params    (RFC 3261 25.1, folding replaced)
+_SCHEME_RE: Final = re.compile(r"[ \t]*([^ \t]*)")
+
 #: A challenge's qop is a quoted-string; in credentials it is a token (RFC 7616 3.3/3.4).
 _CHALLENGE_QUOTED: Final = DEFAULT_QUOTED | {"qop"}
 
@@ -213,8 +216,8 @@ def parse_credentials(value: str) -> DigestCredentials | None:
     """
     # The scheme decides first: another scheme's syntax (Basic's token68, RFC 4475
     # regaut01's opaque data) is none of our business, and it gets a challenge.
-    scheme = value.strip(" \t").split(None, 1)[0] if value.strip(" \t") else ""
-    if scheme.lower() != "digest":
+    scheme = _SCHEME_RE.match(value)
+    if scheme is None or scheme[1].lower() != "digest":
         return None
     try:
         _, params = parse_auth(value)
