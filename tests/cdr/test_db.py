@@ -100,11 +100,11 @@ async def test_failed_migration_rolls_back_only_itself(pg_dsn: str, tmp_path: Pa
 
 @pytest.mark.postgres
 @pytest.mark.asyncio
-async def test_embedded_lifecycle_start_reuse_stop(tmp_path: Path) -> None:
-    config = DatabaseConfig(state_dir=str(tmp_path / "state"))
+async def test_embedded_lifecycle_start_reuse_stop(pg_state_dir: Path) -> None:
+    config = DatabaseConfig(state_dir=str(pg_state_dir / "state"))
     async with database(config) as db:
         assert db.embedded is not None
-        assert (tmp_path / "state" / "pgdata" / "PG_VERSION").exists()
+        assert (pg_state_dir / "state" / "pgdata" / "PG_VERSION").exists()
         async with db.pool.acquire() as con:
             assert await con.fetchval("SELECT current_database()") == "voipgw"
             assert await migrate(con) == [m.version for m in load_migrations()]

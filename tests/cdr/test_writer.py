@@ -1,0 +1,211 @@
+"""CdrWriter against a real PostgreSQL, including fault injection."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from cdr.config import CdrConfig
+from cdr.db import EmbeddedPostgres, migrate
+from cdr.writer import CdrWriter, WriterClosedError
+from tests.cdr.factory import make_record
+from tests.cdr.writer_child import record_uuid
+
+pytestmark = [pytest.mark.postgres, pytest.mark.asyncio]
+
+UTC = dt.UTC
+FAST = CdrConfig(batch_age=0.005, retry_initial=0.05, retry_max=0.5, shutdown_timeout=30.0)
+REPO = Path(__file__).parents[2]
+
+
+async def count_rows(pool: asyncpg.Pool) -> tuple[int, int]:
+    async with pool.acquire() as con:
+        row = await con.fetchrow("SELECT count(*), count(DISTINCT call_uuid) FROM cdr")
+    return row[0], row[1]
+
+
+async def test_rows_arrive_and_missing_partitions_are_created(
+    pg_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    # No partition exists at all: every month is created on demand, nothing lost.
+    months = [dt.datetime(2026, m, 15, tzinfo=UTC) for m in (1, 5, 11)]
+    records = [make_record(started_at=months[i % 3]) for i in range(300)]
+    async with CdrWriter(pg_pool, FAST, spool_dir=tmp_path) as writer:
+        for r in records[:-1]:
+            writer.submit(r)
+        await writer.write(records[-1])
+    assert await count_rows(pg_pool) == (300, 300)
+    assert writer.partitions_created == 3
+    assert writer.rows_committed == 300
+    assert writer.spool_bytes() == 0
+    assert writer.oldest_spooled_age() == 0.0
+    assert writer.last_copy_seconds is not None
+    with pytest.raises(WriterClosedError):
+        writer.submit(records[0])
+
+
+async def test_same_record_twice_is_one_row(pg_pool: asyncpg.Pool, tmp_path: Path) -> None:
+    record = make_record()
+    async with CdrWriter(pg_pool, FAST, spool_dir=tmp_path / "a") as writer:
+        await writer.write(record)
+    async with CdrWriter(pg_pool, FAST, spool_dir=tmp_path / "b") as again:
+        await again.write(record)
+        await again.write(make_record())
+    assert await count_rows(pg_pool) == (2, 2)
+    assert (again.rows_committed, again.rows_duplicate) == (1, 1)
+
+
+async def test_full_queue_spools_instead_of_dropping(pg_pool: asyncpg.Pool, tmp_path: Path) -> None:
+    config = CdrConfig(queue_size=10, batch_size=10, batch_age=0.001)
+    async with CdrWriter(pg_pool, config, spool_dir=tmp_path) as writer:
+        # Synchronous burst: the background task cannot run, so the queue overflows.
+        for _ in range(2000):
+            writer.submit(make_record())
+        assert writer.queue_depth() == 10
+        assert writer.records_overflowed == 1990
+    assert await count_rows(pg_pool) == (2000, 2000)
+
+
+async def test_spooled_records_replay_on_next_start(pg_pool: asyncpg.Pool, tmp_path: Path) -> None:
+    records = [make_record() for _ in range(1000)]
+    # A pool that cannot connect: PostgreSQL is "down" for this writer.
+    dead = f"postgresql://postgres@/voipgw?host={tmp_path}/nowhere"
+    config = CdrConfig(batch_age=0.005, retry_initial=0.05, retry_max=0.1, shutdown_timeout=0.3)
+    async with asyncpg.create_pool(dead, min_size=0) as dead_pool:
+        async with CdrWriter(dead_pool, config, spool_dir=tmp_path / "spool") as writer:
+            await asyncio.gather(*(writer.write(r) for r in records))
+            await asyncio.sleep(0.3)
+            assert not writer.database_available
+            assert writer.spool_bytes() > 0
+            assert writer.oldest_spooled_age() > 0
+        assert writer.rows_committed == 0
+    assert await count_rows(pg_pool) == (0, 0)
+    # memory_rows=0: the replay reads everything back from disk.
+    replay = CdrConfig(batch_age=0.005, batch_size=300, memory_rows=0)
+    async with CdrWriter(pg_pool, replay, spool_dir=tmp_path / "spool") as writer:
+        for _ in range(200):
+            if writer.spool_bytes() == 0:
+                break
+            await asyncio.sleep(0.05)
+    assert await count_rows(pg_pool) == (1000, 1000)
+    assert writer.rows_committed == 1000
+
+
+@pytest.fixture
+def private_pg(pg_state_dir: Path):
+    """A PostgreSQL of this test alone, which the test may stop and start."""
+    server = EmbeddedPostgres(pg_state_dir / "pgdata")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+
+
+async def test_postgres_stopped_mid_stream_loses_and_duplicates_nothing(
+    private_pg: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    dsn = private_pg.dsn("postgres")
+    con = await asyncpg.connect(dsn)
+    await migrate(con)
+    await con.close()
+    total = 10_000
+    start = dt.datetime(2026, 11, 1, tzinfo=UTC)
+    acked: list = []
+    outage = {}
+    enough = asyncio.Event()
+
+    async def produce(writer: CdrWriter) -> None:
+        for base in range(0, total, 100):
+            batch = [
+                make_record(call_uuid=record_uuid(i), started_at=start + dt.timedelta(seconds=i))
+                for i in range(base, base + 100)
+            ]
+            await asyncio.gather(*(writer.write(r) for r in batch))
+            acked.extend(r.call_uuid for r in batch)
+            if len(acked) >= 2_000:
+                enough.set()
+            await asyncio.sleep(0.01)  # about 10,000 records/s: ~1 s of traffic
+
+    async def outage_window(writer: CdrWriter) -> None:
+        await enough.wait()
+        await asyncio.to_thread(private_pg.stop, "immediate")
+        outage["stopped_at"] = len(acked)
+        await asyncio.sleep(1.5)
+        outage["failed_while_down"] = not writer.database_available
+        outage["spooled_while_down"] = writer.spool_bytes()
+        await asyncio.to_thread(private_pg.start)
+        outage["restarted_at"] = len(acked)
+
+    async with asyncpg.create_pool(dsn, min_size=0, max_size=4) as pool:
+        async with CdrWriter(pool, FAST, spool_dir=tmp_path / "spool") as writer:
+            await asyncio.gather(produce(writer), outage_window(writer))
+        # The outage really happened in the middle of the stream.
+        assert 2_000 <= outage["stopped_at"] < total
+        assert outage["failed_while_down"]
+        assert outage["spooled_while_down"] > 0
+        assert len(acked) == total
+        async with pool.acquire() as con:
+            rows = {r[0] for r in await con.fetch("SELECT call_uuid FROM cdr")}
+            assert await con.fetchval("SELECT count(*) FROM cdr") == total  # 0 duplicated
+        assert set(acked) - rows == set()  # 0 lost
+        assert writer.spool_bytes() == 0
+
+
+@pytest.mark.parametrize("database_up", [True, False], ids=["db-up", "db-down"])
+async def test_sigkilled_writer_loses_and_duplicates_nothing(
+    pg_dsn: str, pg_pool: asyncpg.Pool, tmp_path: Path, database_up: bool
+) -> None:
+    spool = tmp_path / "spool"
+    child_dsn = pg_dsn if database_up else f"postgresql://postgres@/x?host={tmp_path}/down"
+    total = 20_000
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.cdr.writer_child",
+        child_dsn,
+        str(spool),
+        str(total),
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert child.stdout is not None
+    acked: list[int] = []
+    # Kill mid-stream, once a few thousand records were acknowledged.
+    async with asyncio.timeout(60):
+        while len(acked) < 3_000:
+            line = await child.stdout.readline()
+            if not line:
+                break
+            acked.append(int(line))
+    child.send_signal(signal.SIGKILL)
+    # Acknowledgements already written to the pipe before the kill count too.
+    rest = await child.stdout.read()
+    acked += [int(x) for x in rest.split()]
+    assert await child.wait() == -signal.SIGKILL
+    assert 3_000 <= len(acked) < total, "the child was not killed mid-stream"
+
+    async with CdrWriter(pg_pool, FAST, spool_dir=spool) as writer:
+        replaying = writer.spool_bytes()
+        for _ in range(400):
+            if writer.spool_bytes() == 0:
+                break
+            await asyncio.sleep(0.05)
+    if not database_up:
+        assert replaying > 0
+        assert writer.rows_committed >= len(acked)
+    async with pg_pool.acquire() as con:
+        rows = {r[0] for r in await con.fetch("SELECT call_uuid FROM cdr")}
+        count = await con.fetchval("SELECT count(*) FROM cdr")
+    assert count == len(rows)  # 0 duplicated
+    assert {record_uuid(i) for i in acked} - rows == set()  # 0 lost
+    assert rows <= {record_uuid(i) for i in range(total)}
