@@ -27,6 +27,7 @@ Missing SIPp is an error, not a skip: :func:`find_sipp` raises :class:`SippNotFo
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import csv
 import ipaddress
@@ -42,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import BinaryIO, Literal
 
 #: Where the scenarios live; a bare scenario name is looked up here.
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "sip-fixtures" / "sipp"
@@ -105,8 +106,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
     SIP uses the same port number for both (RFC 3261 section 18), and a SIPp UAS
     listens on one transport while a test may switch it to the other, so the port
-    must be free in both tables. The sockets are closed before returning: another
-    process could take the port in between, which the callers accept for tests.
+    must be free in both tables. The sockets are closed before returning, so the
+    kernel could hand the same number out again before SIPp binds it: ports returned
+    recently by this process are never returned twice (another process could still
+    take one in between, which tests accept).
 
     Args:
         host: loopback address the port will be bound on.
@@ -118,17 +121,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         SippError: no port was free for both protocols after many tries.
     """
     family = _family(host)
-    for _ in range(100):
+    for _ in range(200):
         with socket.socket(family, socket.SOCK_STREAM) as tcp:
             tcp.bind((host, 0))
             port: int = tcp.getsockname()[1]
+            if port in _recent_ports:
+                continue
             with socket.socket(family, socket.SOCK_DGRAM) as udp:
                 try:
                     udp.bind((host, port))
                 except OSError:
                     continue
-                return port
+        _recent_ports.append(port)
+        return port
     raise SippError(f"no port free for both UDP and TCP on {host}")
+
+
+#: Ports :func:`free_port` handed out lately (a SIPp run uses three or four).
+_recent_ports: collections.deque[int] = collections.deque(maxlen=1024)
 
 
 def scenario_path(scenario: str | os.PathLike[str]) -> Path:
@@ -198,6 +208,8 @@ class SippResult:
     errors: str = ""
     """The tail of SIPp's error log (unexpected messages, fatal errors)."""
     stderr: str = ""
+    stdout: str = ""
+    """The tail of SIPp's standard output (its screens, and why it stopped)."""
 
     @property
     def ok(self) -> bool:
@@ -244,7 +256,12 @@ class SippResult:
             f"timeouts={self.timeouts} retrans={self.retransmissions} "
             f"elapsed={self.elapsed:.2f}s\n$ {' '.join(self.argv)}"
         )
-        parts = [head, self.screen[-8000:], self.errors[-3000:], self.stderr[-2000:]]
+        parts = [
+            head,
+            self.screen[-8000:] or self.stdout[-3000:],
+            self.errors[-3000:],
+            self.stderr[-2000:],
+        ]
         return "\n".join(p for p in parts if p)
 
 
@@ -367,6 +384,7 @@ def _build_result(
         screen=_last_screens(workdir / "screen.log"),
         errors=_tail(workdir / "errors.log"),
         stderr=_tail(workdir / "stderr.log", 4000),
+        stdout=_tail(workdir / "stdout.log", 8000),
     )
 
 
@@ -394,6 +412,24 @@ def _common_args(workdir: Path, *, timeout: float) -> list[str]:
         "-cp",
         str(free_port("127.0.0.1")),
     ]
+
+
+async def _spawn(
+    argv: Sequence[str], workdir: Path, out: BinaryIO, err: BinaryIO
+) -> asyncio.subprocess.Process:
+    # start_new_session: a SIPp that exits signals its whole process group, which
+    # makes every other SIPp in the group quit early with status 0 (seen with SIPp
+    # 3.6.1: a UAS ending at -m stopped the UAC beside it after a few calls). Each
+    # SIPp gets a group of its own. cwd=workdir: SIPp writes its -trace_rtt file
+    # next to itself under a name it chooses (<scenario>_<pid>_rtt.csv).
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=workdir,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=out,
+        stderr=err,
+        start_new_session=True,
+    )
 
 
 async def _terminate(proc: asyncio.subprocess.Process, *, grace: float) -> None:
@@ -508,12 +544,8 @@ async def _run_to_end(
 ) -> SippResult:
     started = time.monotonic()
     timed_out = False
-    # cwd=workdir: SIPp writes its -trace_rtt file next to itself under a name it
-    # chooses (<scenario>_<pid>_rtt.csv).
     with (workdir / "stdout.log").open("wb") as out, (workdir / "stderr.log").open("wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=workdir, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err
-        )
+        proc = await _spawn(argv, workdir, out, err)
         try:
             await asyncio.wait_for(proc.wait(), kill_after)
         except TimeoutError:
@@ -661,9 +693,7 @@ class SippUas:
         self._argv = argv
         self._started = time.monotonic()
         with (workdir / "stdout.log").open("wb") as out, (workdir / "stderr.log").open("wb") as e:
-            self._proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=workdir, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=e
-            )
+            self._proc = await _spawn(argv, workdir, out, e)
         try:
             await self._wait_bound()
         except BaseException:

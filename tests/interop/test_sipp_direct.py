@@ -8,6 +8,8 @@ A mismatched pair must fail, so the checks cannot pass vacuously.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.bench.sipp_rate import direct_uas, find_max_rate_async, step_seconds
@@ -155,6 +157,23 @@ async def test_run_uac_kills_sipp_at_timeout() -> None:
     assert not result.ok
     assert result.elapsed < 1 + 5 + 1
     assert result.successful_calls == 0
+
+
+@pytest.mark.asyncio
+async def test_a_sipp_exiting_does_not_stop_its_neighbours() -> None:
+    # SIPp 3.6 signals its process group when it exits; without a session per SIPp
+    # the short-lived UAS below would make the running UAC quit early "successfully".
+    async with SippUas("uas-answer") as uas:
+        uac = asyncio.create_task(
+            run_uac("uac-basic-call", uas.target, calls=25, rate=10, timeout=20)
+        )
+        await asyncio.sleep(0.5)
+        async with SippUas("uas-answer", timeout=0.5) as short:
+            await asyncio.sleep(1.5)  # its -timeout ends it while the UAC runs
+        result = await uac
+    assert short.result is not None
+    assert result.ok, result.describe()
+    assert result.successful_calls == 25
 
 
 def test_find_sipp_returns_executable() -> None:
