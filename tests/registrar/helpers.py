@@ -36,10 +36,11 @@ def register(
     call_id: str = "call-1",
     cseq: int = 1,
     extra: tuple[tuple[str, str], ...] = (),
+    via: str = "192.0.2.10:5070",
 ) -> Request:
     lines = [
         f"REGISTER sip:{domain} SIP/2.0",
-        f"Via: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK{next(_branches)}",
+        f"Via: SIP/2.0/UDP {via};branch=z9hG4bK{next(_branches)}",
         "Max-Forwards: 70",
         f"From: <sip:{user}@{domain}>;tag=f1",
         f"To: <sip:{user}@{domain}>",
@@ -100,6 +101,10 @@ def authorize(
         cnonce="c0ffee",
     )
     out = request.copy()
+    # A new request, so a new transaction: with the old branch the transaction layer
+    # would take it for a retransmission and resend the 401.
+    via = out.headers.get("Via") or ""
+    out.headers.set("Via", via.split(";branch=")[0] + f";branch=z9hG4bK{next(_branches)}")
     out.headers.set(
         "Authorization",
         format_auth(
