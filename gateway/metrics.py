@@ -34,6 +34,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -162,6 +163,7 @@ class Metrics:
     """
 
     def __init__(self, registry: CollectorRegistry, *, version: str | None = None) -> None:
+        self._children: dict[tuple[object, ...], Any] = {}
         self.registry = registry
         r = registry
         self.calls = Counter(
@@ -378,26 +380,42 @@ class Metrics:
 
     # SIP ---------------------------------------------------------------------------
 
+    # The per-message SIP counters sit on the hot path: a labelled child is looked up
+    # once per (labels) and cached, since ``labels()`` costs microseconds per call.
+
+    def _child(self, metric: Any, **labels: str) -> Any:
+        key = (id(metric), *labels.values())
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(**labels)
+        return child
+
     def sip_request_in(self, method: str | bytes) -> None:
-        self.sip_requests.labels(method=normalize_method(method), direction="in").inc()
+        self._child(self.sip_requests, method=normalize_method(method), direction="in").inc()
 
     def sip_request_out(self, method: str | bytes) -> None:
-        self.sip_requests.labels(method=normalize_method(method), direction="out").inc()
+        self._child(self.sip_requests, method=normalize_method(method), direction="out").inc()
 
     def sip_response_in(self, status: int, method: str | bytes) -> None:
         """Counts a received response; ``method`` is the CSeq method."""
-        self.sip_responses.labels(
-            code=status_label(status), method=normalize_method(method), direction="in"
+        self._child(
+            self.sip_responses,
+            code=status_label(status),
+            method=normalize_method(method),
+            direction="in",
         ).inc()
 
     def sip_response_out(self, status: int, method: str | bytes) -> None:
         """Counts a sent response; ``method`` is the CSeq method."""
-        self.sip_responses.labels(
-            code=status_label(status), method=normalize_method(method), direction="out"
+        self._child(
+            self.sip_responses,
+            code=status_label(status),
+            method=normalize_method(method),
+            direction="out",
         ).inc()
 
     def sip_retransmission(self, method: str | bytes) -> None:
-        self.sip_retransmissions.labels(method=normalize_method(method)).inc()
+        self._child(self.sip_retransmissions, method=normalize_method(method)).inc()
 
     def transaction_finished(self, method: str | bytes, seconds: float) -> None:
         self.transaction_duration.labels(method=normalize_method(method)).observe(seconds)

@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import ipaddress
 import logging
+import math
 import os
 import ssl
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,9 @@ from gateway.transport.manager import ListenSpec, TransportManager
 log = logging.getLogger("voipgw.server")
 
 RouteResult = Route | Reject
+
+#: Seconds to which timer wake-ups are rounded up (see Gateway._schedule_timer).
+TIMER_GRANULARITY = 0.01
 #: Decides the B leg of a new call; may return the decision or an awaitable of it.
 Router = Callable[[RouteNeeded], RouteResult | Awaitable[RouteResult]]
 #: Receives every finished call (the CDR writer, metrics).
@@ -283,20 +287,35 @@ class Gateway:
                 log.exception("call sink failed for call %s", event.call_uuid)
 
     def _schedule_timer(self) -> None:
-        layer, b2bua = self.layer, self.b2bua
+        """Keeps one loop timer at (or before) the core's next deadline.
+
+        A timer already set earlier than the new deadline is kept: it fires, the core
+        handles whatever is due (maybe nothing) and this runs again. Only an earlier
+        deadline re-arms it, so the hot path does not cancel and re-create a
+        TimerHandle per message. Deadlines are rounded up to TIMER_GRANULARITY so
+        timers due close together are handled in one wake-up; SIP timers are
+        multiples of T1 (500 ms), so 10 ms of lateness is immaterial.
+        """
+        layer, b2bua, loop = self.layer, self.b2bua, self._loop
         assert layer is not None
         assert b2bua is not None
-        assert self._loop is not None
-        deadlines = [t for t in (layer.get_timer(), b2bua.get_timer()) if t is not None]
-        deadline = min(deadlines) if deadlines else None
-        if deadline == self._timer_at:
+        assert loop is not None
+        layer_deadline, b2bua_deadline = layer.get_timer(), b2bua.get_timer()
+        if layer_deadline is None:
+            deadline = b2bua_deadline
+        elif b2bua_deadline is None:
+            deadline = layer_deadline
+        else:
+            deadline = min(layer_deadline, b2bua_deadline)
+        if deadline is None:
+            return  # a stray wake-up later is harmless; nothing to arm now
+        deadline = math.ceil(deadline / TIMER_GRANULARITY) * TIMER_GRANULARITY
+        if self._timer_at is not None and self._timer_at <= deadline:
             return
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
         self._timer_at = deadline
-        if deadline is not None:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._timer = loop.call_at(deadline, self._on_timer)
 
 
 def observe_call(metrics: Metrics, event: CallEnded) -> None:

@@ -358,6 +358,7 @@ class TransactionLayer(TransactionOwner):
             # within 200 ms; answering at once saves the timer and stops the
             # client's INVITE retransmissions sooner.
             server_tx.send(build_response(request, 100), now)
+            self.observer.sip_response_out(100, "INVITE")
         if method == "CANCEL":
             self._receive_cancel(request, key, server_tx, now)
             return
@@ -402,6 +403,7 @@ class TransactionLayer(TransactionOwner):
         except ParseError:
             self.stats["dropped_bad_response"] += 1
             return
+        self.observer.sip_response_in(response.status, cseq.method)
         branch = via.branch
         tx = self.transactions.get(client_transaction_key(branch, cseq.method)) if branch else None
         if isinstance(tx, ClientTransaction):
