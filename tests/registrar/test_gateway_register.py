@@ -174,3 +174,53 @@ async def test_wire_responses_for_wrong_password_and_unknown_user_are_identical(
     # Same length on the wire too, user names aside ("mallory" is two letters longer).
     assert len(wrong.serialize()) == len(unknown.serialize()) - 2 * 2
     assert ok.status == 200
+
+
+@pytest.mark.interop
+@pytest.mark.asyncio
+async def test_pyvoip_phone_registers(pg_pool: asyncpg.Pool) -> None:
+    # pyVoIP (GPLv3, tests only) answers MD5 without qop (RFC 2069 form) and keeps the
+    # last WWW-Authenticate it parsed: MD5 must be offered, and accept_rfc2069 on.
+    from pyVoIP.VoIP import PhoneStatus, VoIPPhone
+
+    from tests.interop.sipp import free_port
+
+    store = BindingStore(pg_pool)
+    await store.set_password("carol", REALM, "c4rol")
+    registrar = Registrar(config(accept_rfc2069=True), store)
+    gateway_config = parse_config(
+        {
+            "sip": {"listen": [{"transport": "UDP", "host": HOST, "port": 0}]},
+            "upstream": {"uri": "sip:127.0.0.1:9"},
+        }
+    )
+    gateway = Gateway(gateway_config, services={"REGISTER": registrar.handle})
+    (endpoint,) = await gateway.start()
+    phone_port = free_port(HOST)
+    rtp_port = free_port(HOST)
+    phone = VoIPPhone(
+        HOST,
+        endpoint.port,
+        "carol",
+        "c4rol",
+        myIP=HOST,
+        sipPort=phone_port,
+        rtpPortLow=rtp_port,
+        rtpPortHigh=rtp_port + 1,
+    )
+    try:
+        await asyncio.to_thread(phone.start)
+        for _ in range(50):
+            if phone.get_status() == PhoneStatus.REGISTERED:
+                break
+            await asyncio.sleep(0.1)
+        assert phone.get_status() == PhoneStatus.REGISTERED
+        # pyVoIP registers To: sip:carol@<server>, the gateway's address.
+        (binding,) = await registrar.lookup(f"sip:carol@{HOST}")
+        assert binding.received == Endpoint("UDP", HOST, phone_port)
+        assert binding.instance_id is not None
+        assert binding.user_agent is not None
+        assert binding.user_agent.startswith("pyVoIP")
+    finally:
+        await asyncio.to_thread(phone.stop)
+        await gateway.close()
