@@ -112,7 +112,7 @@ class CdrWriter:
         rows_committed: rows inserted since start.
         rows_duplicate: rows skipped as already present (replays).
         records_spooled: records appended to the spool since start.
-        records_overflowed: records spooled directly because the queue was full.
+        records_overflowed: records spooled from the call path because the queue was full.
         partitions_created: partitions the writer created for rows without one.
         last_copy_seconds: duration of the last successful COPY + INSERT, in seconds.
         database_available: False while inserts fail.
@@ -135,7 +135,9 @@ class CdrWriter:
         self._pending: list[_Chunk] = []
         self._memory_rows = 0
         self._inflight: list[_Item] = []
-        self._task: asyncio.Task[None] | None = None
+        self._spooler: asyncio.Task[None] | None = None
+        self._drainer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self._closing = False
         self._closed = False
         self._stop_at = 0.0
@@ -178,24 +180,29 @@ class CdrWriter:
                 spooled_at = CallDetailRecord.from_json(first[0]).ended_at.timestamp()
             self._pending.append(_Chunk(checkpoint, end, None, spooled_at))
             _log.info("CDR spool holds uncommitted records from %s; replaying", checkpoint)
-        self._task = asyncio.create_task(self._run(), name="cdr-writer")
+        # Two tasks so that encoding + fsync of the next batch overlaps the database
+        # work on the previous one.
+        self._spooler = asyncio.create_task(self._spool_loop(), name="cdr-spooler")
+        self._drainer = asyncio.create_task(self._drain_loop(), name="cdr-drainer")
 
     async def close(self) -> None:
         """Flushes and stops: spools everything queued, commits what it can in time.
 
         Records not committed within ``shutdown_timeout`` stay in the spool.
         """
-        if self._closed or self._task is None:
+        if self._closed or self._spooler is None or self._drainer is None:
             return
         loop = asyncio.get_running_loop()
         self._closing = True
         self._stop_at = loop.time() + self._config.shutdown_timeout
+        self._wake.set()
+        tasks = asyncio.gather(self._spooler, self._drainer)
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), self._config.shutdown_timeout + 1.0)
+            await asyncio.wait_for(asyncio.shield(tasks), self._config.shutdown_timeout + 1.0)
         except TimeoutError:
-            self._task.cancel()
+            tasks.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await tasks
         finally:
             # Whatever the task had not spooled yet (cancelled mid-batch) is spooled now;
             # spooling a batch twice is harmless (replay is idempotent).
@@ -242,9 +249,14 @@ class CdrWriter:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
             # Spool rather than block (a blocked call path delays SIP answers) or drop
-            # (a lost CDR is lost revenue and a broken retention promise).
-            self.records_overflowed += 1
-            self._spool_items([item])
+            # (a lost CDR is lost revenue and a broken retention promise). The whole
+            # queue goes along, so an overload costs one fsync per queue-full, not one
+            # per record.
+            items = [item]
+            while not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            self.records_overflowed += len(items)
+            self._spool_items(items)
 
     def _spool_items(self, items: list[_Item]) -> None:
         """Spools items on the event loop's thread (overflow and shutdown paths)."""
@@ -305,38 +317,42 @@ class CdrWriter:
         # an overflow append can land while the task's own append is in a thread.
         bisect.insort(self._pending, _Chunk(start, end, kept, time.time()), key=lambda c: c.start)
 
-    async def _run(self) -> None:
+    async def _spool_loop(self) -> None:
+        """Moves queued records into the spool in batches (size or age)."""
+        while True:
+            if not self._inflight:
+                if self._closing and self._queue.empty():
+                    return
+                self._inflight = await self._collect(0.0 if self._closing else 0.2)
+            if not self._inflight:
+                continue
+            items = self._inflight
+            try:
+                start, end = await asyncio.to_thread(self._append, [record for record, _ in items])
+            except OSError as exc:
+                # Not acknowledged; the batch stays in hand and is retried.
+                _log.error("cannot write the CDR spool: %s", exc)
+                await asyncio.sleep(self._config.retry_initial)
+                continue
+            self._spooled(items, start, end)
+            self._inflight = []
+            self._wake.set()
+
+    async def _drain_loop(self) -> None:
+        """Inserts spooled chunks, backing off while PostgreSQL fails."""
         loop = asyncio.get_running_loop()
         config = self._config
         backoff = config.retry_initial
-        retry_at = 0.0
         while True:
-            now = loop.time()
-            idle_queue = self._queue.empty() and not self._inflight
-            if self._closing and idle_queue and (not self._pending or now >= self._stop_at):
+            if self._closing and loop.time() >= self._stop_at:
                 return
-            if self._closing:
-                idle = 0.0
-            elif self._pending and retry_at > now:
-                idle = min(retry_at - now, 0.2)
-            else:
-                idle = 0.0 if self._pending else 0.2
-            if not self._inflight:
-                self._inflight = await self._collect(idle)
-            if self._inflight:
-                items = self._inflight
-                try:
-                    start, end = await asyncio.to_thread(
-                        self._append, [record for record, _ in items]
-                    )
-                except OSError as exc:
-                    # Not acknowledged; the batch stays in hand and is retried.
-                    _log.error("cannot write the CDR spool: %s", exc)
-                    await asyncio.sleep(backoff)
-                    continue
-                self._spooled(items, start, end)
-                self._inflight = []
-            if not self._pending or loop.time() < retry_at:
+            if not self._pending:
+                spooler_done = self._spooler is None or self._spooler.done()
+                if self._closing and spooler_done:
+                    return
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 0.2)
                 continue
             try:
                 await self._drain()
@@ -344,14 +360,16 @@ class CdrWriter:
                 self.database_available = False
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 _log.warning("CDR insert failed, retrying in %.1fs: %s", backoff, self.last_error)
-                retry_at = loop.time() + backoff
+                delay = backoff
+                if self._closing:
+                    delay = min(delay, max(0.0, self._stop_at - loop.time()))
+                await asyncio.sleep(delay)
                 backoff = min(backoff * 2, config.retry_max)
             else:
                 if not self.database_available:
                     _log.info("CDR inserts work again")
                 self.database_available = True
                 backoff = config.retry_initial
-                retry_at = 0.0
 
     async def _collect(self, idle: float) -> list[_Item]:
         queue = self._queue
