@@ -71,6 +71,9 @@ class StepResult:
     passed: bool
     reason: str
     """Why the step failed ("" if it passed)."""
+    interrupted: bool = False
+    """SIPp was stopped from outside (see ``SippResult.stopped_early``): the step
+    says nothing about the target and is run again once."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,6 +141,11 @@ def judge(result: SippResult, rate: float) -> tuple[bool, str]:
     """
     if result.timed_out:
         return False, "SIPp overran its timeout"
+    if result.stopped_early:
+        return False, (
+            f"SIPp stopped early ({result.successful_calls}/{result.expected_calls} calls, "
+            "none failed): signalled from outside"
+        )
     if result.failed_calls:
         return False, f"{result.failed_calls} failed calls"
     if not result.ok:
@@ -200,6 +208,7 @@ async def run_step(
         elapsed=result.elapsed,
         passed=passed,
         reason=reason,
+        interrupted=result.stopped_early,
     )
 
 
@@ -266,6 +275,8 @@ async def find_max_rate_async(
         steps.append(result)
         if on_step is not None:
             on_step(result)
+        if result.interrupted and len(steps) < max_steps:
+            return await trial(rate)
         return result
 
     rate = start

@@ -222,6 +222,22 @@ class SippResult:
         )
 
     @property
+    def stopped_early(self) -> bool:
+        """True if SIPp exited 0 before placing every call, with none failed.
+
+        That is SIPp's "smooth quit" (SIGUSR1 or a quit command): something outside
+        the scenario stopped it, such as another SIPp of the same process group
+        exiting (the harness gives each SIPp its own session for that reason) or a
+        broad ``pkill``/``killall`` of ``sipp`` on the machine.
+        """
+        return (
+            self.returncode == 0
+            and self.expected_calls is not None
+            and self.failed_calls == 0
+            and self.successful_calls < self.expected_calls
+        )
+
+    @property
     def setup_times(self) -> tuple[float, ...]:
         """Response time 1 samples (INVITE -> 200 in the uac-* scenarios), in seconds."""
         return self.response_times.get(1, ())
@@ -254,7 +270,9 @@ class SippResult:
             f"successful={self.successful_calls}/{self.expected_calls} "
             f"failed={self.failed_calls} unexpected={self.unexpected_messages} "
             f"timeouts={self.timeouts} retrans={self.retransmissions} "
-            f"elapsed={self.elapsed:.2f}s\n$ {' '.join(self.argv)}"
+            f"elapsed={self.elapsed:.2f}s"
+            f"{' STOPPED EARLY (smooth quit: signalled from outside?)' if self.stopped_early else ''}"
+            f"\n$ {' '.join(self.argv)}"
         )
         parts = [
             head,

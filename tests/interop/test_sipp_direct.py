@@ -12,9 +12,10 @@ import asyncio
 
 import pytest
 
-from tests.bench.sipp_rate import direct_uas, find_max_rate_async, step_seconds
+from tests.bench.sipp_rate import direct_uas, find_max_rate_async, judge, step_seconds
 from tests.interop.sipp import (
     SippNotFound,
+    SippResult,
     SippUas,
     find_sipp,
     free_port,
@@ -280,3 +281,55 @@ def test_step_seconds_reads_environment(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("VOIPGW_BENCH_STEP_SECONDS", "0")
     with pytest.raises(ValueError, match="VOIPGW_BENCH_STEP_SECONDS"):
         step_seconds()
+
+
+def _result(**overrides: object) -> SippResult:
+    fields: dict[str, object] = {
+        "scenario": "uac-basic-call.xml",
+        "argv": ("sipp",),
+        "returncode": 0,
+        "timed_out": False,
+        "elapsed": 10.0,
+        "expected_calls": 100,
+        "successful_calls": 100,
+        "failed_calls": 0,
+        "outgoing_calls": 100,
+        "incoming_calls": 0,
+        "retransmissions": 0,
+        "unexpected_messages": 0,
+        "timeouts": 0,
+        "call_rate": 10.0,
+    }
+    fields.update(overrides)
+    return SippResult(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "passed", "reason", "stopped_early"),
+    [
+        ({}, True, "", False),
+        ({"successful_calls": 60, "returncode": 0}, False, "stopped early", True),
+        ({"successful_calls": 97, "failed_calls": 3, "returncode": 1}, False, "3 failed", False),
+        ({"returncode": None, "timed_out": True}, False, "overran", False),
+        ({"call_rate": 7.0}, False, "offered only 7.0/s", False),
+        ({"returncode": 99}, False, "rc=99", False),
+    ],
+)
+def test_judge_step(
+    overrides: dict[str, object], passed: bool, reason: str, stopped_early: bool
+) -> None:
+    result = _result(**overrides)
+    verdict, why = judge(result, 10.0)
+    assert verdict is passed
+    assert reason in why
+    assert result.stopped_early is stopped_early
+    assert ("STOPPED EARLY" in result.describe()) is stopped_early
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    result = _result(response_times={1: tuple(i / 1000 for i in range(1, 101))})
+    assert result.percentile(0.5) == 0.050
+    assert result.percentile(0.99) == 0.099
+    assert result.percentile(1.0) == 0.100
+    assert result.percentile(0.5, rtd=2) is None
+    assert result.mean_response_time() == pytest.approx(0.0505)
