@@ -151,7 +151,9 @@ class Call:
         return "failed"
 
 
-def build_b_invite(call: Call, route: Route, *, call_id: str, tag: str, contact: str) -> Request:
+def build_b_invite(
+    call: Call, route: Route, *, call_id: str, tag: str, contact: str, attempt: int = 0
+) -> Request:
     """Builds the B-leg INVITE from the A-leg INVITE and the routing decision.
 
     The B leg is a new dialog: its own Call-ID, From tag and Contact (RFC 3261
@@ -181,7 +183,10 @@ def build_b_invite(call: Call, route: Route, *, call_id: str, tag: str, contact:
     if route.body is not None:
         body = route.body
         headers.set("Content-Type", route.content_type or "application/octet-stream")
-    return Request(method="INVITE", uri=route.request_uri or a.uri, headers=headers, body=body)
+    uri = route.request_uri or a.uri
+    if attempt < len(route.request_uris):
+        uri = route.request_uris[attempt]
+    return Request(method="INVITE", uri=uri, headers=headers, body=body)
 
 
 def relayed_headers(source: Headers, names: tuple[str, ...]) -> list[tuple[str, str]]:

@@ -551,11 +551,19 @@ class B2bua:
         if call.b_tx is not None:
             call.abandoned.add(call.b_tx)
         target = call.targets.pop(0)
+        attempt = len(route.targets) - len(call.targets) - 1
+        # Which target this attempt is: the CDR names the centre that answered.
+        call.annotations["attempt"] = str(attempt)
         call.b_target = target
         call.b_provisional = False
         call.b_dialog = None
         request = build_b_invite(
-            call, route, call_id=call.b_call_id, tag=call.b_tag, contact=self._contact_for(target)
+            call,
+            route,
+            call_id=call.b_call_id,
+            tag=call.b_tag,
+            contact=self._contact_for(target),
+            attempt=attempt,
         )
         # Each attempt is a new transaction with a fresh CSeq of the same dialog-less
         # request; keep a copy without our Via to build ACK/CANCEL from.

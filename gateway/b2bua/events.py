@@ -21,6 +21,9 @@ class Route:
     Attributes:
         targets: next hops in failover order (RFC 3263 order, then secondary routes).
         request_uri: B-leg Request-URI; the A leg's when None.
+        request_uris: per-target Request-URIs (same length as ``targets``), for
+            routes whose targets want different URIs (an emergency centre reached
+            by service URN, its backup by number); overrides ``request_uri``.
         headers: header fields added to the B-leg INVITE (identity, priority,
             classification headers ...).
         remove_headers: header fields of the A-leg INVITE not to copy.
@@ -38,6 +41,7 @@ class Route:
 
     targets: tuple[Endpoint, ...]
     request_uri: str | None = None
+    request_uris: tuple[str, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     remove_headers: tuple[str, ...] = ()
     body: bytes | None = None
