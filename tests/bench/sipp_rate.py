@@ -111,7 +111,11 @@ class RateResult:
 
 
 def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.1f}"
+    # SIPp measures response times in whole milliseconds of its scheduler clock, so a
+    # 0 means "under a millisecond", not "no time".
+    if seconds is None:
+        return "-"
+    return "<1" if seconds == 0 else f"{seconds * 1000:.0f}"
 
 
 def step_seconds(default: float = DEFAULT_STEP_SECONDS) -> float:
