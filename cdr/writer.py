@@ -37,6 +37,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -281,6 +282,10 @@ class CdrWriter:
                 future.set_result(None)
 
     # -- stats -------------------------------------------------------------------
+
+    def spool_writable(self) -> bool:
+        """Whether the spool directory accepts writes (readiness while PostgreSQL is away)."""
+        return os.access(self._spool.directory, os.W_OK)
 
     def queue_depth(self) -> int:
         """Returns the number of records waiting in memory to be spooled."""

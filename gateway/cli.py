@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from gateway.config import GatewayConfig, load_config
 from gateway.configfields import ConfigError
@@ -29,11 +30,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``voipgw`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "handler"):
+    # Subcommands contributed by other packages set ``func`` (their own contract).
+    handler = getattr(args, "handler", None) or getattr(args, "func", None)
+    if handler is None:
         parser.print_help()
         return 2
     try:
-        result = args.handler(args)
+        result = handler(args)
     except ConfigError as exc:
         print(f"voipgw: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -97,18 +100,27 @@ async def run_gateway(config: GatewayConfig, *, drain_seconds: float = 30.0) -> 
     level and format). SIGTERM drains: new ordinary calls get 503, calls in progress
     may end for up to ``drain_seconds``, then the gateway stops and flushes.
     """
+    from gateway.app import running_app
+    from gateway.logs import LoggingConfig, configure_logging
+    from gateway.metrics import default_metrics
+
+    configure_logging(config.sections.get("logging") or LoggingConfig())
+    metrics = default_metrics()
+    async with running_app(config, metrics) as app:
+        return await _serve(app, config, metrics, drain_seconds)
+
+
+async def _serve(app: Any, config: GatewayConfig, metrics: Any, drain_seconds: float) -> int:
     from gateway.http_status import ReadinessChecks, StatusServer
     from gateway.logs import LoggingConfig, configure_logging
-    from gateway.metrics import MetricsConfig, default_metrics, run_event_loop_lag_monitor
-    from gateway.server import Gateway
+    from gateway.metrics import MetricsConfig, run_event_loop_lag_monitor
 
-    logging_config = config.sections.get("logging") or LoggingConfig()
-    configure_logging(logging_config)
-    metrics = default_metrics()
-    gateway = Gateway(config, metrics=metrics)
-    await gateway.start()
+    gateway = app.gateway
     checks = ReadinessChecks()
     checks.register("transports", lambda: gateway.ready)
+    # Ready when CDRs can be kept: committed to PostgreSQL, or spooled to a
+    # writable local directory while the database is away.
+    checks.register("cdr", lambda: app.writer.database_available or app.writer.spool_writable())
     status: StatusServer | None = None
     lag_task: asyncio.Task[None] | None = None
     metrics_config = config.sections.get("metrics") or MetricsConfig()
@@ -123,6 +135,8 @@ async def run_gateway(config: GatewayConfig, *, drain_seconds: float = 30.0) -> 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
+    reload_tasks: set[asyncio.Future[None]] = set()
+
     def reload() -> None:
         try:
             fresh = load_config(config.source) if config.source else config
@@ -131,6 +145,9 @@ async def run_gateway(config: GatewayConfig, *, drain_seconds: float = 30.0) -> 
             log.error("reload refused: %s", exc)
             return
         configure_logging(fresh.sections.get("logging") or LoggingConfig())
+        if app.directory_holder is not None:
+            # Routing data reloads without a restart (sites, subscribers, centres).
+            reload_tasks.add(asyncio.ensure_future(app.directory_holder.reload()))
         log.info("configuration reloaded from %s", config.source)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
@@ -143,8 +160,7 @@ async def run_gateway(config: GatewayConfig, *, drain_seconds: float = 30.0) -> 
         lag_task.cancel()
     if status is not None:
         await status.close()
-    await gateway.close()
-    log.info("stopped")
+    log.info("stopped taking calls; flushing CDRs")
     return 0
 
 

@@ -214,7 +214,15 @@ class GatewayConfig:
 EXTERNAL_SECTIONS: dict[str, str] = {
     "metrics": "gateway.metrics:MetricsConfig",
     "logging": "gateway.logs:LoggingConfig",
+    "database": "cdr.db:DatabaseConfig",
+    "cdr": "cdr.config:CdrConfig",
+    "routing": "routing.config:RoutingConfig",
+    "registrar": "gateway.registrar.config:RegistrarConfig",
+    "media": "gateway.rtp.config:MediaConfig",
 }
+
+#: Sections whose absence switches their feature off (the others take defaults).
+OPTIONAL_SECTIONS = frozenset({"routing", "registrar", "media"})
 
 
 def parse_config(data: dict[str, Any]) -> GatewayConfig:
@@ -233,6 +241,9 @@ def parse_config(data: dict[str, Any]) -> GatewayConfig:
     overload = OverloadConfig.from_table(top.table("overload"))
     sections: dict[str, Any] = {}
     for name, target in EXTERNAL_SECTIONS.items():
+        if name in OPTIONAL_SECTIONS and name not in data:
+            top.table(name)  # marks the key as known
+            continue
         module_name, class_name = target.split(":")
         module = __import__(module_name, fromlist=[class_name])
         sections[name] = getattr(module, class_name).from_table(top.table(name))

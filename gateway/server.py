@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import ssl
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -105,6 +106,7 @@ class Gateway:
         self.b2bua = B2bua(
             self.layer,
             new_token=new_token,
+            new_call_uuid=lambda: uuid.uuid4().hex,
             no_answer_timeout=self.config.sip.no_answer_timeout,
             services=frozenset(self.services),
         )
@@ -374,20 +376,49 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+#: One resolver for the process, so DNS answers are cached by TTL across calls.
+_RESOLVER: Any = None
+
+
+async def resolve_endpoints(uri_text: str) -> tuple[Endpoint, ...]:
+    """Resolves a next-hop SIP URI to transport addresses in failover order.
+
+    An IP-literal host needs no lookup; a host name goes through RFC 3263
+    (NAPTR/SRV/A/AAAA) with the process-wide caching resolver.
+
+    Raises:
+        ValueError: the text is not a SIP URI.
+        gateway.sip.errors.TransportError: the name does not resolve.
+    """
+    global _RESOLVER
+    from gateway.sip.uri import SipUri, parse_uri
+    from gateway.transport.resolver import SipResolver
+
+    uri = parse_uri(uri_text)
+    if not isinstance(uri, SipUri):
+        raise ValueError(f"next hop is not a SIP URI: {uri_text!r}")
+    if _is_ip(uri.host):
+        transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).upper()
+        default_port = 5061 if transport == "TLS" else 5060
+        return (Endpoint(transport, uri.host, uri.port or default_port),)
+    if _RESOLVER is None:
+        _RESOLVER = SipResolver()
+    targets = await _RESOLVER.resolve(
+        scheme=uri.scheme, host=uri.host, port=uri.port, transport=uri.transport
+    )
+    return tuple(Endpoint(t.transport, t.address, t.port) for t in targets)
+
+
 async def resolve_route(uri: Any) -> RouteResult:
-    """Resolves a next-hop SIP URI to a route (RFC 3263 targets in failover order)."""
-    from gateway.transport.resolver import ResolveError, resolve
+    """The default route for a next hop given by name (RFC 3263 targets in order)."""
+    from gateway.sip.errors import TransportError
 
     try:
-        targets = await resolve(
-            scheme=uri.scheme, host=uri.host, port=uri.port, transport=uri.transport
-        )
-    except ResolveError as exc:
+        targets = await resolve_endpoints(str(uri))
+    except TransportError as exc:
         log.warning("cannot resolve %s: %s", uri, exc)
-        return Reject(status=503, reason="Next Hop Unresolvable")
-    return Route(
-        targets=tuple(Endpoint(t.transport, t.address, t.port) for t in targets),
-    )
+        return Reject(status=502, reason="Next Hop Unresolvable")
+    return Route(targets=targets)
 
 
 def _tls_server_context(config: GatewayConfig) -> ssl.SSLContext | None:

@@ -81,6 +81,7 @@ class B2bua:
         contact_user: user part of the gateway's Contact URIs.
         services: out-of-dialog methods handed to the adapter as
             :class:`ServiceRequest` (e.g. {"REGISTER"} when a registrar is attached).
+        new_call_uuid: unique id of a call (the CDR key); ``new_token`` by default.
     """
 
     def __init__(
@@ -91,8 +92,10 @@ class B2bua:
         no_answer_timeout: float = 180.0,
         contact_user: str = "voipgw",
         services: frozenset[str] = frozenset(),
+        new_call_uuid: Callable[[], str] | None = None,
     ) -> None:
         self.layer = layer
+        self.new_call_uuid = new_call_uuid or new_token
         self.services = services
         self.new_token = new_token
         self.no_answer_timeout = no_answer_timeout
@@ -234,7 +237,7 @@ class B2bua:
         if self._is_loop(request):
             self._respond(key, request, 482, now)
             return
-        uuid = self.new_token()
+        uuid = self.new_call_uuid()
         a_tag = self.new_token()
         a_dialog = Dialog.as_uas(
             request, local_tag=a_tag, local_contact=self._contact_for(event.source)

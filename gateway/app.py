@@ -1,0 +1,275 @@
+"""The whole gateway service: SIP core plus database, routing data, registrar, CDRs.
+
+``voipgw run`` calls :func:`run_app`. Start order: database (embedded PostgreSQL when
+no URL is configured) and migrations; routing data; CDR writer (replays its spool);
+SIP transports last, so the gateway is ready only when everything behind it is.
+Stop order is the reverse, after the drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ipaddress
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdr.config import CdrConfig
+from cdr.db import DatabaseConfig, database, migrate
+from cdr.maintenance import existing_partitions, maintain
+from cdr.partitions import Month, month_of_partition
+from cdr.record import CallClass, CallDetailRecord, Disposition, HangupSide, RecordingNotice
+from cdr.writer import CdrWriter
+from gateway.b2bua import CallEnded, Route
+from gateway.callrouter import CallRouter
+from gateway.config import GatewayConfig
+from gateway.metrics import Metrics
+from gateway.server import Gateway, ServiceHandler, resolve_endpoints
+from gateway.sip.events import Endpoint
+
+log = logging.getLogger("voipgw.app")
+
+_CALL_CLASSES = frozenset(c.value for c in CallClass)
+
+#: Seconds between refreshes of the CDR gauges (queue, spool).
+GAUGE_INTERVAL = 5.0
+
+
+@dataclass(slots=True, eq=False)
+class App:
+    """The running service's parts (for tests and the status view)."""
+
+    gateway: Gateway
+    writer: CdrWriter
+    config: GatewayConfig
+    directory_holder: DirectoryHolder | None = None
+    registrar: Any = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
+class DirectoryHolder:
+    """The current routing data; replaced whole on reload (readers never see half)."""
+
+    directory: Any
+    load: Callable[[], Awaitable[Any]]
+
+    async def reload(self) -> None:
+        self.directory = await self.load()
+        log.info("routing data reloaded")
+
+    def get(self) -> Any:
+        return self.directory
+
+
+def record_of(event: CallEnded, *, wall_offset: float, instance: str) -> CallDetailRecord:
+    """The CDR of a finished call.
+
+    Args:
+        event: the B2BUA's summary (times on the loop clock).
+        wall_offset: ``time.time() - loop.time()``, to turn loop times into wall time.
+        instance: this gateway instance's name.
+    """
+
+    def wall(t: float | None) -> dt.datetime | None:
+        if t is None:
+            return None
+        return dt.datetime.fromtimestamp(t + wall_offset, dt.UTC)
+
+    started = wall(event.setup_at)
+    ended = wall(event.ended_at)
+    assert started is not None
+    assert ended is not None
+    answered = wall(event.answered_at)
+    notes = event.annotations
+    call_class = notes.get("class", "unknown")
+    attempt = int(notes.get("attempt", "0") or 0)
+    centres = notes.get("centres", "").split(",")
+    centre = centres[attempt] if attempt < len(centres) and centres[attempt] else None
+    duration = max(0.0, event.ended_at - event.setup_at)
+    billable = 0
+    if event.answered_at is not None:
+        # Billable time starts when the callee answers (not at the recording notice).
+        billable = max(0, round(event.ended_at - event.answered_at))
+    post_dial = None if event.ringing_at is None else event.ringing_at - event.setup_at
+    return CallDetailRecord(
+        call_uuid=_call_uuid(event.call_uuid),
+        started_at=started,
+        call_id=event.call_id,
+        customer=notes.get("customer", ""),
+        caller=notes.get("subscriber") or event.caller,
+        callee_dialled=event.callee_dialled,
+        callee_routed=event.callee_routed or None,
+        p_asserted_identity=event.p_asserted_identity,
+        call_class=CallClass(call_class)
+        if call_class in CallClass.__members__.values()
+        else CallClass.UNKNOWN,
+        device_kind=notes.get("device"),
+        site=notes.get("site"),
+        source_address=ipaddress.ip_address(event.source.host),
+        user_agent=event.user_agent,
+        emergency=event.emergency,
+        emergency_centre=centre if event.emergency else None,
+        emergency_policy=notes.get("policy") if event.emergency else None,
+        recording_notice=RecordingNotice(notes.get("recording_notice", "none")),
+        recording_notice_language=notes.get("recording_language"),
+        recording_notice_played_at=None,
+        ringing_at=wall(event.ringing_at),
+        answered_at=answered,
+        ended_at=ended,
+        post_dial_delay_seconds=post_dial,
+        duration_seconds=duration,
+        billable_seconds=billable,
+        final_status=event.final_status if 100 <= event.final_status <= 699 else 500,
+        final_reason=event.final_reason or None,
+        disposition=Disposition(event.disposition),
+        hangup_side=HangupSide(event.hangup_side),
+        gateway_instance=instance,
+    )
+
+
+def _call_uuid(text: str) -> uuid.UUID:
+    """The B2BUA's call id as a UUID (uuid4 hex in the running gateway)."""
+    try:
+        return uuid.UUID(hex=text)
+    except ValueError:
+        return uuid.uuid5(uuid.NAMESPACE_OID, text)
+
+
+@contextlib.asynccontextmanager
+async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> AsyncIterator[App]:
+    """Starts every part of the service; stops them in reverse order on exit."""
+    db_config: DatabaseConfig = config.sections.get("database") or DatabaseConfig(
+        state_dir=str(config.state_dir)
+    )
+    cdr_config: CdrConfig = config.sections.get("cdr") or CdrConfig()
+    async with database(db_config) as db:
+        async with db.pool.acquire() as con:
+            applied = await migrate(con)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        holder: DirectoryHolder | None = None
+        routing_config = config.sections.get("routing")
+        if routing_config is not None:
+            from gateway.sitestore import load_directory
+
+            async def load() -> Any:
+                async with db.pool.acquire() as con:
+                    return await load_directory(con, routing_config.devices)
+
+            holder = DirectoryHolder(directory=await load(), load=load)
+        registrar = None
+        services: dict[str, ServiceHandler] = {}
+        registrar_config = config.sections.get("registrar")
+        if registrar_config is not None:
+            from gateway.registrar import BindingStore, Registrar
+
+            registrar = Registrar(registrar_config, BindingStore(db.pool))
+            services["REGISTER"] = registrar.handle
+        async with CdrWriter(
+            db.pool,
+            cdr_config,
+            on_committed=(
+                (lambda batch: metrics.cdr_batch_committed(len(batch), 0.0))
+                if metrics is not None
+                else None
+            ),
+        ) as writer:
+            gateway = Gateway(config, metrics=metrics, services=services)
+            loop = asyncio.get_running_loop()
+            wall_offset = time.time() - loop.time()
+
+            def write_cdr(event: CallEnded) -> None:
+                writer.submit(record_of(event, wall_offset=wall_offset, instance=config.instance))
+
+            gateway.call_sinks.append(write_cdr)
+            if holder is not None:
+                gateway.router = CallRouter(
+                    config=routing_config,
+                    directory=holder.get,
+                    overload=config.overload,
+                    active_calls=lambda: gateway.active_calls,
+                    resolve=resolve_endpoints,
+                    lookup_binding=_binding_lookup(registrar) if registrar else None,
+                )
+            app = App(
+                gateway=gateway,
+                writer=writer,
+                config=config,
+                directory_holder=holder,
+                registrar=registrar,
+            )
+            app.tasks.append(asyncio.create_task(_maintenance(db.pool, cdr_config, metrics)))
+            if metrics is not None:
+                app.tasks.append(asyncio.create_task(_gauges(writer, metrics)))
+            if registrar is not None:
+                app.tasks.append(asyncio.create_task(registrar.purge_forever()))
+            await gateway.start()
+            try:
+                yield app
+            finally:
+                await gateway.close()
+                for task in app.tasks:
+                    task.cancel()
+                await asyncio.gather(*app.tasks, return_exceptions=True)
+
+
+def _binding_lookup(registrar: Any) -> Callable[[str], Awaitable[Route | None]]:
+    from gateway.registrar import route_to_binding
+    from gateway.registrar.routing import best_binding
+
+    async def lookup(request_uri: str) -> Route | None:
+        try:
+            bindings = await registrar.lookup(request_uri)
+        except ValueError:
+            return None
+        binding = best_binding(bindings)
+        return route_to_binding(binding) if binding is not None else None
+
+    return lookup
+
+
+async def _maintenance(pool: Any, config: CdrConfig, metrics: Metrics | None) -> None:
+    """Partition maintenance on a timer (safe from several instances: advisory lock)."""
+    while True:
+        try:
+            report = await maintain(
+                pool,
+                dt.datetime.now(dt.UTC),
+                retention_months=config.retention_months,
+                ahead=config.partitions_ahead,
+            )
+            if not report.skipped:
+                log.info("cdr maintenance: created %s retired %s", report.created, report.retired)
+            if metrics is not None:
+                metrics.set_cdr_partitions_ahead(await _partitions_ahead(pool))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The database may be down; CDRs spool meanwhile. Try again next round.
+            log.exception("cdr maintenance failed")
+        await asyncio.sleep(config.maintenance_interval)
+
+
+async def _partitions_ahead(pool: Any) -> int:
+    """Monthly partitions that exist after the current month (the alert's input)."""
+    current = Month.of(dt.datetime.now(dt.UTC))
+    async with pool.acquire() as con:
+        names = await existing_partitions(con)
+    months = [month_of_partition(name) for name in names]
+    return sum(1 for month in months if month is not None and month > current)
+
+
+async def _gauges(writer: CdrWriter, metrics: Metrics) -> None:
+    while True:
+        metrics.set_cdr_queue_depth(writer.queue_depth())
+        metrics.set_cdr_spool(writer.spool_bytes(), writer.oldest_spooled_age() or 0.0)
+        await asyncio.sleep(GAUGE_INTERVAL)
+
+
+__all__ = ["App", "Endpoint", "record_of", "running_app"]

@@ -1,0 +1,281 @@
+"""The routing hook of the B2BUA: from a new call to a :class:`Route` or :class:`Reject`.
+
+This is the adapter between the B2BUA and the pure routing layer. It builds the
+:class:`routing.model.CallContext` from the A-leg INVITE, asks
+:func:`routing.policy.decide`, applies overload control, and turns the decision into
+what the B2BUA sends: next hops resolved to transport addresses (RFC 3263), the
+emergency extras (PIDF-LO in a multipart body with Geolocation, RFC 6442;
+P-Asserted-Identity with the callback identity, RFC 3325; Resource-Priority,
+RFC 4412/7135), and the classification headers documented in README
+(``X-Voipgw-Class``, ``X-Voipgw-Reason``).
+
+Emergency calls are never shed: overload control refuses only ordinary calls, and
+the emergency reserve of capacity (``overload.emergency_reserve``) is only counted,
+never enforced against them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from gateway.b2bua import Reject, Route, RouteNeeded
+from gateway.config import OverloadConfig
+from gateway.sip.errors import SipError
+from gateway.sip.events import Endpoint
+from gateway.sip.headers import parse_contacts, parse_name_address
+from gateway.sip.message import Request
+from gateway.sip.uri import SipUri, TelUri, parse_uri
+from routing.classify import classify_call
+from routing.config import RoutingConfig
+from routing.directory import Directory
+from routing.model import Action, CallContext, Classification, RoutingDecision
+from routing.pidf import build_multipart, build_pidf, geolocation_headers
+from routing.policy import route_call
+
+log = logging.getLogger("voipgw.router")
+
+#: Seconds an emergency centre may stay silent before the next one is tried; the
+#: issue asks for failover "within seconds" and a centre answers 100 at once.
+EMERGENCY_FAILOVER_TIMEOUT = 3.0
+#: Seconds a ringing emergency centre may take to answer before the next one.
+EMERGENCY_NO_ANSWER_TIMEOUT = 30.0
+
+RouteResult = Route | Reject
+Resolve = Callable[[str], Awaitable[tuple[Endpoint, ...]]]
+BindingLookup = Callable[[str], Awaitable[Route | None]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmergencyTimers:
+    """Failover timing of emergency routes, in seconds."""
+
+    failover_timeout: float = EMERGENCY_FAILOVER_TIMEOUT
+    no_answer_timeout: float = EMERGENCY_NO_ANSWER_TIMEOUT
+
+
+def call_context(request: Request, source: Endpoint, directory: Directory) -> CallContext:
+    """What the gateway knows of a call, for the classifier.
+
+    The caller is identified by the user part of From; Via, Contact and Geolocation
+    are recorded as the device's claims (the classifier never trusts them).
+    """
+    headers = request.headers
+    sent_by: list[str] = []
+    for value in headers.values("Via"):
+        host = value.split(None, 1)[-1].split(";", 1)[0]
+        sent_by.append(host.rsplit(":", 1)[0] if host.count(":") == 1 else host)
+    contact_host = None
+    instance_id = None
+    try:
+        contacts = parse_contacts(headers.get("Contact") or "")
+        if isinstance(contacts, list) and contacts:
+            instance_id = contacts[0].param("+sip.instance")
+            uri = parse_uri(contacts[0].uri)
+            if isinstance(uri, SipUri):
+                contact_host = uri.host
+    except SipError:
+        pass
+    return CallContext(
+        dialled=request.uri,
+        source=ipaddress.ip_address(source.host),
+        source_port=source.port,
+        via_sent_by=tuple(sent_by),
+        contact_host=contact_host,
+        user_agent=headers.get("User-Agent"),
+        instance_id=instance_id,
+        subscriber=directory.subscribers.get(_caller_user(request) or ""),
+        geolocation=tuple(headers.values("Geolocation")),
+        call_id=headers.get("Call-ID") or "",
+    )
+
+
+def _caller_user(request: Request) -> str | None:
+    try:
+        uri = parse_uri(parse_name_address(request.headers.get("From") or "").uri)
+    except SipError:
+        return None
+    if isinstance(uri, SipUri):
+        return uri.user_unescaped
+    if isinstance(uri, TelUri):
+        return uri.number
+    return None
+
+
+class CallRouter:
+    """Decides every new call.
+
+    Args:
+        config: routing settings.
+        directory: returns the current routing data (reloaded on SIGHUP).
+        overload: capacity bounds.
+        active_calls: returns the calls in progress.
+        resolve: next-hop SIP URI -> transport addresses in failover order.
+        lookup_binding: AoR -> route to a registered device, or None.
+        emergency_timers: failover timing of emergency routes.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: RoutingConfig,
+        directory: Callable[[], Directory],
+        overload: OverloadConfig,
+        active_calls: Callable[[], int],
+        resolve: Resolve,
+        lookup_binding: BindingLookup | None = None,
+        emergency_timers: EmergencyTimers | None = None,
+    ) -> None:
+        self.config = config
+        self.directory = directory
+        self.overload = overload
+        self.active_calls = active_calls
+        self.resolve = resolve
+        self.lookup_binding = lookup_binding
+        self.emergency_timers = emergency_timers or EmergencyTimers()
+
+    def __call__(self, event: RouteNeeded) -> Awaitable[RouteResult]:
+        return self.route(event)
+
+    async def route(self, event: RouteNeeded) -> RouteResult:
+        directory = self.directory()
+        ctx = call_context(event.request, event.source, directory)
+        classification = classify_call(ctx, directory)
+        decision = route_call(ctx, classification, directory, self.config)
+        annotations = _annotations(decision, classification, ctx)
+        emergency = decision.emergency is not None and decision.emergency.kind.value == "emergency"
+        if not emergency and self.active_calls() > self.overload.max_calls:
+            # RFC 3261 21.5.4 / RFC 7339: shed ordinary calls with a short Retry-After.
+            return Reject(
+                status=503,
+                headers=(("Retry-After", str(self.overload.retry_after)),),
+                annotations={**annotations, "shed": "capacity"},
+            )
+        log.info(
+            "call %s: %s %s (%s)",
+            ctx.call_id,
+            decision.action.value,
+            decision.call_class.value,
+            decision.reason,
+        )
+        if decision.action is Action.REJECT:
+            return Reject(status=decision.reject_status or 403, annotations=annotations)
+        if decision.action is Action.ANNOUNCE_AND_END:
+            # The warning prompt is played by the media stage when it is attached;
+            # without it the caller still learns why, in the reason phrase.
+            return Reject(
+                status=480,
+                reason="Not routed: use a mobile phone for emergency calls",
+                annotations=annotations,
+            )
+        if not emergency and self.lookup_binding is not None:
+            registered = await self.lookup_binding(event.request.uri)
+            if registered is not None:
+                return Route(
+                    targets=registered.targets,
+                    request_uri=registered.request_uri,
+                    headers=decision.headers,
+                    annotations={**annotations, "routed": "registered-binding"},
+                )
+        return await self._route(event.request, decision, annotations, emergency)
+
+    async def _route(
+        self,
+        request: Request,
+        decision: RoutingDecision,
+        annotations: dict[str, str],
+        emergency: bool,
+    ) -> RouteResult:
+        targets: list[Endpoint] = []
+        uris: list[str] = []
+        centres: list[str] = []
+        for target in decision.targets:
+            try:
+                endpoints = await self.resolve(target.next_hop)
+            except (OSError, ValueError, SipError) as exc:
+                log.warning("next hop %s unusable: %s", target.next_hop, exc)
+                continue
+            for endpoint in endpoints:
+                targets.append(endpoint)
+                uris.append(target.request_uri)
+                centres.append(target.centre_id or "")
+        if not targets:
+            return Reject(status=502 if decision.targets else 404, annotations=annotations)
+        headers = list(decision.headers)
+        body = None
+        content_type = None
+        if emergency:
+            headers += _emergency_headers(decision)
+            if decision.location is not None:
+                content_type, body, geo = _with_location(request, decision)
+                headers += geo
+        return Route(
+            targets=tuple(targets),
+            request_uris=tuple(uris),
+            headers=tuple(headers),
+            body=body,
+            content_type=content_type,
+            remove_headers=("P-Asserted-Identity", "Privacy") if emergency else (),
+            emergency=emergency,
+            failover_timeout=self.emergency_timers.failover_timeout if emergency else None,
+            no_answer_timeout=self.emergency_timers.no_answer_timeout if emergency else None,
+            annotations={**annotations, "centres": ",".join(centres)},
+        )
+
+
+def _emergency_headers(decision: RoutingDecision) -> list[tuple[str, str]]:
+    headers: list[tuple[str, str]] = []
+    if decision.callback:
+        # RFC 6881 SP-25 / RFC 3325: the PSAP gets the callback identity even when
+        # the caller restricted presentation.
+        headers.append(("P-Asserted-Identity", f"<{decision.callback}>"))
+    if decision.resource_priority:
+        headers.append(("Resource-Priority", decision.resource_priority))
+    return headers
+
+
+def _with_location(
+    request: Request, decision: RoutingDecision
+) -> tuple[str, bytes, tuple[tuple[str, str], ...]]:
+    """The SDP and a PIDF-LO in one multipart/mixed body, with its Geolocation headers
+    (RFC 6442 section 3)."""
+    assert decision.location is not None
+    token = os.urandom(6).hex()
+    content_id = f"loc-{token}@voipgw"
+    caller = parse_name_address(request.headers.get("From") or "").uri
+    entity = "pres:" + caller.split(":", 1)[1] if ":" in caller else "pres:unknown@voipgw"
+    pidf = build_pidf(
+        decision.location,
+        entity=entity.split(";", 1)[0],
+        tuple_id=f"t{token}",
+        timestamp=dt.datetime.now(dt.UTC),
+    )
+    content_type, body = build_multipart(request.body, pidf, f"voipgw-{token}", content_id)
+    return content_type, body, geolocation_headers(content_id)
+
+
+def _annotations(
+    decision: RoutingDecision, classification: Classification, ctx: CallContext
+) -> dict[str, str]:
+    """Facts for the CDR, metrics and logs (bounded values, no free text in labels)."""
+    annotations = {
+        "class": decision.call_class.value,
+        "reason": decision.reason[:300],
+        "action": decision.action.value,
+        "device": classification.device_kind.value,
+    }
+    if classification.site is not None:
+        annotations["site"] = classification.site.id
+    if ctx.subscriber is not None:
+        annotations["customer"] = ctx.subscriber.customer
+        annotations["subscriber"] = ctx.subscriber.e164
+    if decision.emergency is not None:
+        annotations["emergency"] = decision.emergency.kind.value
+        annotations["policy"] = (
+            decision.action.value if decision.call_class.value == "nomadic" else "office"
+        )
+    return annotations
