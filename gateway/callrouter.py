@@ -48,6 +48,9 @@ EMERGENCY_NO_ANSWER_TIMEOUT = 30.0
 RouteResult = Route | Reject
 Resolve = Callable[[str], Awaitable[tuple[Endpoint, ...]]]
 BindingLookup = Callable[[str], Awaitable[Route | None]]
+#: Told of every emergency call as soon as it is routed (webhook / SIP MESSAGE to the
+#: customer's on-site contact); must return at once and never delay the call.
+EmergencyNotifier = Callable[[RoutingDecision, CallContext, Classification], None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +120,7 @@ class CallRouter:
         resolve: next-hop SIP URI -> transport addresses in failover order.
         lookup_binding: AoR -> route to a registered device, or None.
         emergency_timers: failover timing of emergency routes.
+        notify: told of each emergency call (fire and forget).
     """
 
     def __init__(
@@ -129,7 +133,9 @@ class CallRouter:
         resolve: Resolve,
         lookup_binding: BindingLookup | None = None,
         emergency_timers: EmergencyTimers | None = None,
+        notify: EmergencyNotifier | None = None,
     ) -> None:
+        self.notify = notify
         self.config = config
         self.directory = directory
         self.overload = overload
@@ -155,6 +161,12 @@ class CallRouter:
                 headers=(("Retry-After", str(self.overload.retry_after)),),
                 annotations={**annotations, "shed": "capacity"},
             )
+        if emergency and self.notify is not None:
+            try:
+                self.notify(decision, ctx, classification)
+            except Exception:
+                # Notification is best effort; it must never cost the call.
+                log.exception("emergency notification failed for %s", ctx.call_id)
         log.info(
             "call %s: %s %s (%s)",
             ctx.call_id,

@@ -18,7 +18,7 @@ import os
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.b2bua import B2bua, CallEnded, Reject, Route, RouteNeeded, ServiceRequest
 from gateway.config import GatewayConfig
@@ -39,6 +39,16 @@ TIMER_GRANULARITY = 0.01
 Router = Callable[[RouteNeeded], RouteResult | Awaitable[RouteResult]]
 #: Receives every finished call (the CDR writer, metrics).
 CallSink = Callable[[CallEnded], None]
+
+
+class IngressGuard(Protocol):
+    """Decides, before parsing, whether a received message may enter the core
+    (rate limits, bans, scanner filtering: gateway.guard). It must admit emergency
+    calls and in-dialog traffic of calls in progress."""
+
+    def admit(self, data: bytes, source: Endpoint, now: float) -> bool: ...
+
+
 #: Answers an out-of-dialog service request (REGISTER ...); may be async.
 ServiceHandler = Callable[[ServiceRequest], Response | Awaitable[Response]]
 
@@ -57,6 +67,7 @@ class Gateway:
         call_sinks: consumers of finished calls.
         services: handlers of out-of-dialog methods by method name (the registrar).
         metrics: Prometheus metrics to feed (None: no metrics).
+        guard: admission control in front of the parser (None: admit everything).
     """
 
     def __init__(
@@ -67,9 +78,11 @@ class Gateway:
         call_sinks: list[CallSink] | None = None,
         services: dict[str, ServiceHandler] | None = None,
         metrics: Metrics | None = None,
+        guard: IngressGuard | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
+        self.guard = guard
         self.router: Router = router or UpstreamRouter(config)
         self.call_sinks = list(call_sinks or [])
         self.services = dict(services or {})
@@ -151,7 +164,10 @@ class Gateway:
         if layer is None:
             return
         now = self._now()
+        guard = self.guard
         for data, source in batch:
+            if guard is not None and not guard.admit(data, source, now):
+                continue
             layer.receive_message(data, source, now)
         self._pump(now)
 
