@@ -407,29 +407,17 @@ def _build_result(
 
 
 def _common_args(workdir: Path, *, timeout: float) -> list[str]:
-    return [
-        "-nostdin",
-        "-bind_local",
-        "-timeout",
-        f"{max(1, math.ceil(timeout * 1000))}ms",
-        "-timeout_error",
-        "-trace_stat",
-        "-stf",
-        str(workdir / "stat.csv"),
-        "-fd",
-        "1",
-        "-trace_screen",
-        "-screen_file",
-        str(workdir / "screen.log"),
-        "-trace_err",
-        "-error_file",
-        str(workdir / "errors.log"),
+    flags = "-nostdin -bind_local -timeout_error -fd 1 -trace_stat -trace_screen -trace_err"
+    options = {
+        "-timeout": f"{max(1, math.ceil(timeout * 1000))}ms",
+        "-stf": str(workdir / "stat.csv"),
+        "-screen_file": str(workdir / "screen.log"),
+        "-error_file": str(workdir / "errors.log"),
         # The control socket would otherwise bind 8888 on every interface.
-        "-ci",
-        "127.0.0.1",
-        "-cp",
-        str(free_port("127.0.0.1")),
-    ]
+        "-ci": "127.0.0.1",
+        "-cp": str(free_port("127.0.0.1")),
+    }
+    return [*flags.split(), *(item for pair in options.items() for item in pair)]
 
 
 async def _spawn(
@@ -518,30 +506,12 @@ async def run_uac(
     sipp = find_sipp()
     with tempfile.TemporaryDirectory(prefix="voipgw-sipp-uac-") as tmp:
         workdir = Path(tmp)
-        argv = [
-            sipp,
-            hostport(host, port),
-            "-sf",
-            str(path),
-            "-t",
-            _transport(transport),
-            "-i",
-            local_ip,
-            "-p",
-            str(free_port(local_ip)),
-            "-m",
-            str(calls),
-            "-r",
-            f"{rate:g}",
-            # Let SIPp have as many calls in flight as the rate needs (default 3*rate
-            # would fail slow set-ups at a high rate for the wrong reason).
-            "-l",
-            str(max(10, calls)),
-            "-trace_rtt",
-            "-rtt_freq",
-            "1",
-            *_common_args(workdir, timeout=timeout),
-        ]
+        # -l: let SIPp have as many calls in flight as the run needs (its default,
+        # 3 x rate, would fail slow set-ups at a high rate for the wrong reason).
+        argv = [sipp, hostport(host, port), "-sf", str(path), "-t", _transport(transport)]
+        argv += f"-i {local_ip} -p {free_port(local_ip)} -m {calls} -r {rate:g}".split()
+        argv += f"-l {max(10, calls)} -trace_rtt -rtt_freq 1".split()
+        argv += _common_args(workdir, timeout=timeout)
         if service is not None:
             argv += ["-s", service]
         if call_duration is not None:
@@ -691,18 +661,8 @@ class SippUas:
         sipp = find_sipp()
         self._tmp = tempfile.TemporaryDirectory(prefix="voipgw-sipp-uas-")
         workdir = Path(self._tmp.name)
-        argv = [
-            sipp,
-            "-sf",
-            str(self.scenario),
-            "-t",
-            self.transport,
-            "-i",
-            self.host,
-            "-p",
-            str(self.port),
-            *_common_args(workdir, timeout=self.timeout),
-        ]
+        argv = [sipp, "-sf", str(self.scenario), "-t", self.transport, "-i", self.host]
+        argv += ["-p", str(self.port), *_common_args(workdir, timeout=self.timeout)]
         if self.calls is not None:
             argv += ["-m", str(self.calls)]
         if self.call_duration is not None:
@@ -768,19 +728,3 @@ class SippUas:
             )
             tmp.cleanup()
             self._tmp = None
-
-
-__all__ = [
-    "KILL_GRACE",
-    "SCENARIO_DIR",
-    "SippError",
-    "SippNotFound",
-    "SippResult",
-    "SippUas",
-    "Transport",
-    "find_sipp",
-    "free_port",
-    "hostport",
-    "run_uac",
-    "scenario_path",
-]
