@@ -23,7 +23,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from gateway.b2bua import Reject, Route, RouteNeeded
+from gateway.b2bua import Announcement, Reject, Route, RouteNeeded
 from gateway.config import OverloadConfig
 from gateway.sip.errors import SipError
 from gateway.sip.events import Endpoint
@@ -51,6 +51,9 @@ BindingLookup = Callable[[str], Awaitable[Route | None]]
 #: Told of every emergency call as soon as it is routed (webhook / SIP MESSAGE to the
 #: customer's on-site contact); must return at once and never delay the call.
 EmergencyNotifier = Callable[[RoutingDecision, CallContext, Classification], None]
+#: Dialled Request-URI + caller's language -> the recording notice of a recorded
+#: staff line, or None (gateway.media_stage reads the lines from [media]).
+RecordedLine = Callable[[str, str], Announcement | None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,6 +124,7 @@ class CallRouter:
         lookup_binding: AoR -> route to a registered device, or None.
         emergency_timers: failover timing of emergency routes.
         notify: told of each emergency call (fire and forget).
+        recorded_line: the announcement of a recorded staff line, if the call is to one.
     """
 
     def __init__(
@@ -134,8 +138,10 @@ class CallRouter:
         lookup_binding: BindingLookup | None = None,
         emergency_timers: EmergencyTimers | None = None,
         notify: EmergencyNotifier | None = None,
+        recorded_line: RecordedLine | None = None,
     ) -> None:
         self.notify = notify
+        self.recorded_line = recorded_line
         self.config = config
         self.directory = directory
         self.overload = overload
@@ -177,11 +183,17 @@ class CallRouter:
         if decision.action is Action.REJECT:
             return Reject(status=decision.reject_status or 403, annotations=annotations)
         if decision.action is Action.ANNOUNCE_AND_END:
-            # The warning prompt is played by the media stage when it is attached;
-            # without it the caller still learns why, in the reason phrase.
-            return Reject(
-                status=480,
-                reason="Not routed: use a mobile phone for emergency calls",
+            # The warning is played, then the call ends (no B leg); without a media
+            # stage the caller still learns why from the reason phrase.
+            return Route(
+                targets=(),
+                announcement=Announcement(
+                    prompt=decision.announcement or "nomadic-warning",
+                    language=decision.language.value,
+                    end_after=True,
+                    kind="nomadic-warning",
+                ),
+                emergency=True,
                 annotations=annotations,
             )
         if not emergency and self.lookup_binding is not None:
@@ -193,7 +205,17 @@ class CallRouter:
                     headers=decision.headers,
                     annotations={**annotations, "routed": "registered-binding"},
                 )
-        return await self._route(event.request, decision, annotations, emergency)
+        announcement = None
+        if decision.action is Action.ANNOUNCE_THEN_ROUTE and decision.announcement:
+            announcement = Announcement(
+                prompt=decision.announcement,
+                language=decision.language.value,
+                kind="nomadic-warning",
+            )
+        elif not emergency and self.recorded_line is not None:
+            # The privacy policy's notice, never on emergency calls.
+            announcement = self.recorded_line(event.request.uri, decision.language.value)
+        return await self._route(event.request, decision, annotations, emergency, announcement)
 
     async def _route(
         self,
@@ -201,6 +223,7 @@ class CallRouter:
         decision: RoutingDecision,
         annotations: dict[str, str],
         emergency: bool,
+        announcement: Announcement | None = None,
     ) -> RouteResult:
         targets: list[Endpoint] = []
         uris: list[str] = []
@@ -233,6 +256,7 @@ class CallRouter:
             content_type=content_type,
             remove_headers=("P-Asserted-Identity", "Privacy") if emergency else (),
             emergency=emergency,
+            announcement=announcement,
             failover_timeout=self.emergency_timers.failover_timeout if emergency else None,
             no_answer_timeout=self.emergency_timers.no_answer_timeout if emergency else None,
             annotations={**annotations, "centres": ",".join(centres)},

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from gateway.b2bua import B2bua, CallEnded, Reject, Route, RouteNeeded, ServiceRequest
+from gateway.b2bua.events import MediaAnswered, MediaNeeded
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
 from gateway.sip.builders import build_response
@@ -49,6 +50,20 @@ class IngressGuard(Protocol):
     def admit(self, data: bytes, source: Endpoint, now: float) -> bool: ...
 
 
+class MediaStage(Protocol):
+    """The gateway's own media (announcements and the RTP relay): gateway.media_stage.
+
+    ``prepare`` opens the call's media and, from a task, calls back
+    :meth:`Gateway.media_ready` then :meth:`Gateway.announcement_done`;
+    ``answered`` gives it the callee's SDP for the relay; ``ended`` frees the call's
+    ports and tasks (called for every finished call, anchored or not).
+    """
+
+    def prepare(self, event: MediaNeeded) -> None: ...
+    def answered(self, event: MediaAnswered) -> None: ...
+    def ended(self, call_uuid: str) -> None: ...
+
+
 #: Answers an out-of-dialog service request (REGISTER ...); may be async.
 ServiceHandler = Callable[[ServiceRequest], Response | Awaitable[Response]]
 
@@ -68,6 +83,7 @@ class Gateway:
         services: handlers of out-of-dialog methods by method name (the registrar).
         metrics: Prometheus metrics to feed (None: no metrics).
         guard: admission control in front of the parser (None: admit everything).
+        media: the announcement / relay stage (None: no announcements).
     """
 
     def __init__(
@@ -79,7 +95,9 @@ class Gateway:
         services: dict[str, ServiceHandler] | None = None,
         metrics: Metrics | None = None,
         guard: IngressGuard | None = None,
+        media: MediaStage | None = None,
     ) -> None:
+        self.media = media
         self.config = config
         self.metrics = metrics
         self.guard = guard
@@ -220,7 +238,18 @@ class Gateway:
                 self._route(call_event, now)
             elif isinstance(call_event, ServiceRequest):
                 self._serve(call_event, now)
+            elif isinstance(call_event, MediaNeeded):
+                if self.media is None:
+                    # No media stage: the call goes on without the prompt, marked so.
+                    b2bua.media_ready(call_event.call_uuid, None, None, now)
+                else:
+                    self.media.prepare(call_event)
+            elif isinstance(call_event, MediaAnswered):
+                if self.media is not None:
+                    self.media.answered(call_event)
             else:
+                if self.media is not None:
+                    self.media.ended(call_event.call_uuid)
                 self._call_ended(call_event)
         send = self.transports.send
         for data, destination in layer.datagrams_to_send():
@@ -267,6 +296,23 @@ class Gateway:
             task.add_done_callback(self._route_tasks.discard)
         else:
             self.b2bua.answer(event.transaction, result, now)
+
+    def media_ready(self, call_uuid: str, answer: bytes | None, b_offer: bytes | None) -> bool:
+        """The media stage has the caller's answer SDP; see ``B2bua.media_ready``."""
+        if self.b2bua is None:
+            return False
+        now = self._now()
+        play = self.b2bua.media_ready(call_uuid, answer, b_offer, now)
+        self._pump(now)
+        return play
+
+    def announcement_done(self, call_uuid: str, played: bool) -> None:
+        """The prompt is over; see ``B2bua.announcement_done``."""
+        if self.b2bua is None:
+            return
+        now = self._now()
+        self.b2bua.announcement_done(call_uuid, played, now)
+        self._pump(now)
 
     async def _await_service(self, event: ServiceRequest, pending: Awaitable[Response]) -> None:
         try:

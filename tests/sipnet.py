@@ -118,6 +118,7 @@ class GatewayCore:
     layer: TransactionLayer = field(init=False)
     b2bua: B2bua = field(init=False)
     ended: list[CallEnded] = field(default_factory=list)
+    b2bua_events: list[object] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.layer = TransactionLayer(local=[self.endpoint], new_token=counter_tokens("gw"))
@@ -132,9 +133,10 @@ class GatewayCore:
             call_event = self.b2bua.next_event()
             if call_event is None:
                 return
+            self.b2bua_events.append(call_event)
             if isinstance(call_event, RouteNeeded):
                 self.b2bua.route_decided(call_event.call_uuid, self.route(call_event), now)
-            else:
+            elif isinstance(call_event, CallEnded):
                 self.ended.append(call_event)
 
 

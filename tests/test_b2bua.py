@@ -299,3 +299,109 @@ def test_unknown_dialog_bye_gets_481():
     alice.layer.send_request(req, GW, net.now)
     net.transfer()
     assert alice.statuses("BYE") == [481]
+
+
+# ---------------------------------------------------------------- announcement stage
+
+GW_SDP = b"v=0\r\no=voipgw 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\n"
+RELAY_OFFER = GW_SDP.replace(b"30000", b"30002")
+
+
+def announced(mode: str = "early-media", end_after: bool = False):
+    from gateway.b2bua import Announcement
+
+    return lambda event: Route(
+        targets=(BOB,),
+        announcement=Announcement(
+            prompt="recording-notice", language="fi", mode=mode, end_after=end_after
+        ),
+    )
+
+
+def start_announced(mode="early-media", end_after=False):
+    net, gateway, alice, bob = make(announced(mode, end_after))
+    invite = alice.invite(GW, net.now)
+    net.transfer()
+    (call,) = gateway.b2bua.calls.values()
+    return net, gateway, alice, bob, invite, call
+
+
+def test_early_media_prompt_then_callee():
+    net, gateway, alice, bob, invite, call = start_announced()
+    assert bob.requests("INVITE") == []  # nobody is called before the notice
+    assert gateway.b2bua.media_ready(call.uuid, GW_SDP, RELAY_OFFER, net.now)
+    net.transfer()
+    session_progress = alice.responses("INVITE")[-1].response
+    assert session_progress.status == 183
+    assert session_progress.body == GW_SDP
+    gateway.b2bua.announcement_done(call.uuid, True, net.now)
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    assert incoming.request.body == RELAY_OFFER  # the callee talks to the relay
+    assert incoming.request.headers.get("X-Voipgw-Recording-Notice") == "played"
+    bob.answer(incoming, 200, net.now, body=SDP_ANSWER)
+    net.transfer()
+    ok = alice.responses("INVITE")[-1].response
+    assert ok.status == 200
+    assert ok.body == GW_SDP  # the caller's media path never changes
+    ack_2xx(alice, invite, alice.responses("INVITE")[-1], GW)
+    net.transfer()
+    assert len(bob.requests("ACK")) == 1
+
+
+def test_answer_first_prompt_then_callee_billable_from_callee_answer():
+    net, gateway, alice, bob, invite, call = start_announced("answer-first")
+    gateway.b2bua.media_ready(call.uuid, GW_SDP, RELAY_OFFER, net.now)
+    net.transfer()
+    ok = alice.responses("INVITE")[-1]
+    assert ok.response.status == 200
+    dialog = ack_2xx(alice, invite, ok, GW)
+    net.transfer()
+    net.now += 5.0  # the prompt plays
+    gateway.b2bua.announcement_done(call.uuid, True, net.now)
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    net.now += 2.0
+    bob.answer(incoming, 200, net.now, body=SDP_ANSWER)
+    net.transfer()
+    assert alice.statuses("INVITE").count(200) == 1  # no second 200 to the caller
+    net.now += 10.0
+    alice.layer.send_request(dialog.create_request("BYE"), GW, net.now)
+    net.transfer()
+    (ended,) = gateway.ended
+    assert ended.answered_at == pytest.approx(7.0)  # when staff answered
+    assert ended.disposition == "answered"
+
+
+def test_no_playable_codec_connects_and_says_not_played():
+    net, gateway, alice, bob, invite, call = start_announced()
+    assert not gateway.b2bua.media_ready(call.uuid, None, None, net.now)
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    assert incoming.request.headers.get("X-Voipgw-Recording-Notice") == "not-played"
+    assert incoming.request.body == SDP_OFFER
+
+
+def test_cancel_during_prompt_ends_everything():
+    net, gateway, alice, bob, invite, call = start_announced()
+    gateway.b2bua.media_ready(call.uuid, GW_SDP, RELAY_OFFER, net.now)
+    net.transfer()
+    key = next(k for k in alice.layer.transactions if k.method == "INVITE")
+    alice.layer.send_cancel(key, build_cancel(invite), net.now)
+    net.transfer()
+    assert 487 in alice.statuses("INVITE")
+    gateway.b2bua.announcement_done(call.uuid, False, net.now)  # the player stopped
+    net.transfer()
+    assert bob.requests("INVITE") == []
+    (ended,) = gateway.ended
+    assert ended.disposition == "cancelled"
+    assert gateway.b2bua.calls == {}
+
+
+def test_announce_and_end_never_calls_anyone():
+    net, gateway, alice, bob, invite, call = start_announced(end_after=True)
+    gateway.b2bua.media_ready(call.uuid, GW_SDP, RELAY_OFFER, net.now)
+    gateway.b2bua.announcement_done(call.uuid, True, net.now)
+    net.transfer()
+    assert alice.statuses("INVITE")[-1] == 480
+    assert bob.events == []

@@ -3,6 +3,25 @@
 from __future__ import annotations
 
 from gateway.b2bua.core import B2bua
-from gateway.b2bua.events import CallEnded, Reject, Route, RouteNeeded, ServiceRequest
+from gateway.b2bua.events import (
+    Announcement,
+    CallEnded,
+    MediaAnswered,
+    MediaNeeded,
+    Reject,
+    Route,
+    RouteNeeded,
+    ServiceRequest,
+)
 
-__all__ = ["B2bua", "CallEnded", "Reject", "Route", "RouteNeeded", "ServiceRequest"]
+__all__ = [
+    "Announcement",
+    "B2bua",
+    "CallEnded",
+    "MediaAnswered",
+    "MediaNeeded",
+    "Reject",
+    "Route",
+    "RouteNeeded",
+    "ServiceRequest",
+]

@@ -24,6 +24,7 @@ class Side(enum.Enum):
 
 class CallState(enum.Enum):
     ROUTING = "routing"  # waiting for the routing decision
+    ANNOUNCING = "announcing"  # the gateway's media plays a prompt to the caller
     CALLING = "calling"  # B-leg INVITE sent, no provisional yet
     EARLY = "early"  # a provisional came back
     ANSWERED = "answered"  # 2xx relayed to A, A's ACK not seen yet
@@ -125,6 +126,12 @@ class Call:
     hangup_side: str = "gateway"
     cancelled: bool = False
     annotations: dict[str, str] = field(default_factory=dict)
+    #: the gateway's SDP answer to the caller when it anchors the media
+    media_answer: bytes | None = None
+    #: the relay's SDP offer for the B leg
+    b_offer: bytes | None = None
+    #: the A leg was answered by the gateway itself (answer-first announcement)
+    a_answered_locally: bool = False
     #: armed B2BUA timers: name -> token of the arming (a stale heap entry differs)
     timer_tokens: dict[str, str] = field(default_factory=dict)
 
@@ -183,6 +190,14 @@ def build_b_invite(
     if route.body is not None:
         body = route.body
         headers.set("Content-Type", route.content_type or "application/octet-stream")
+    if call.b_offer is not None:
+        # Anchored media: the callee talks to the relay, not to the caller.
+        body = call.b_offer
+        headers.set("Content-Type", "application/sdp")
+    notice = call.annotations.get("recording_notice")
+    if notice in ("played", "not-played"):
+        # Documented in README: tells the PBX whether it may record the call.
+        headers.add("X-Voipgw-Recording-Notice", notice)
     uri = route.request_uri or a.uri
     if attempt < len(route.request_uris):
         uri = route.request_uris[attempt]

@@ -43,6 +43,8 @@ from gateway.b2bua.checks import ALLOW, check_new_request
 from gateway.b2bua.events import (
     B2buaEvent,
     CallEnded,
+    MediaAnswered,
+    MediaNeeded,
     Reject,
     Route,
     RouteNeeded,
@@ -181,7 +183,8 @@ class B2bua:
         if isinstance(decision, Reject):
             self._fail_a(call, decision.status, decision.reason, now, headers=decision.headers)
             return
-        if not decision.targets:
+        ending = decision.announcement is not None and decision.announcement.end_after
+        if not decision.targets and not ending:
             self._fail_a(call, 404, None, now)
             return
         call.route = decision
@@ -189,6 +192,80 @@ class B2bua:
         call.b_call_id = self.new_token() + "@voipgw"
         call.b_tag = self.new_token()
         self._dialogs[(call.b_call_id, call.b_tag)] = (call, Side.B)
+        if decision.announcement is not None:
+            call.state = CallState.ANNOUNCING
+            self._events.append(
+                MediaNeeded(
+                    call_uuid=call.uuid,
+                    offer=call.a_request.body,
+                    announcement=decision.announcement,
+                    source=call.a_source,
+                )
+            )
+            return
+        self._try_next_target(call, now)
+
+    def media_ready(
+        self, call_uuid: str, answer: bytes | None, b_offer: bytes | None, now: float
+    ) -> bool:
+        """The media stage is ready to play to the caller.
+
+        Args:
+            call_uuid: the call.
+            answer: the gateway's SDP answer to the caller; None when the caller
+                offered no codec the gateway can play (no prompt: the call goes on,
+                marked ``not-played`` so the PBX knows not to record).
+            b_offer: the relay's SDP offer for the B leg (None: pass the caller's).
+            now: current time in seconds.
+
+        Returns:
+            True when the prompt should now be played.
+        """
+        call = self.calls.get(call_uuid)
+        if call is None or call.state is not CallState.ANNOUNCING or call.route is None:
+            return False
+        announcement = call.route.announcement
+        assert announcement is not None
+        if answer is None:
+            if announcement.kind == "recording":
+                call.annotations["recording_notice"] = "not-played"
+            if announcement.end_after:
+                self._fail_a(call, 480, None, now)
+            else:
+                self._try_next_target(call, now)
+            return False
+        call.media_answer = answer
+        call.b_offer = b_offer
+        status = 200 if announcement.mode == "answer-first" else 183
+        out = build_response(
+            call.a_request,
+            status,
+            to_tag=call.a_tag,
+            headers=[("Contact", call.a_dialog.local_contact)],
+            body=answer,
+            content_type="application/sdp",
+        )
+        if status == 200:
+            call.a_answered_locally = True
+            call.a_dialog.confirmed = True
+        self._send(call.a_tx, out, now)
+        call.annotations["recording_started"] = repr(now)
+        return True
+
+    def announcement_done(self, call_uuid: str, played: bool, now: float) -> None:
+        """The prompt ended (``played``: to the end); the call goes on or ends."""
+        call = self.calls.get(call_uuid)
+        if call is None or call.state is not CallState.ANNOUNCING or call.route is None:
+            return
+        announcement = call.route.announcement
+        assert announcement is not None
+        if announcement.kind == "recording":
+            call.annotations["recording_notice"] = "played" if played else "not-played"
+            call.annotations["recording_language"] = announcement.language
+        if announcement.end_after:
+            call.hangup_side = "gateway"
+            self._fail_a(call, 480, "Not routed: use a mobile phone", now)
+            return
         self._try_next_target(call, now)
 
     # ------------------------------------------------------------------ requests
@@ -344,10 +421,13 @@ class B2bua:
         call = self._by_a_invite.get(event.invite_transaction)
         if call is None or call.state not in (
             CallState.ROUTING,
+            CallState.ANNOUNCING,
             CallState.CALLING,
             CallState.EARLY,
         ):
             return
+        if call.a_answered_locally:
+            return  # already answered: the caller must send BYE, not CANCEL
         call.cancelled = True
         call.hangup_side = Side.A.value
         # RFC 3261 9.2: the UAS answers the INVITE with 487.
@@ -433,8 +513,8 @@ class B2bua:
         call.answered_at = now
         if call.ringing_at is None:
             call.ringing_at = now
-        call.state = CallState.ANSWERED
-        if call.a_request.body:
+        call.state = CallState.CONFIRMED if call.a_answered_locally else CallState.ANSWERED
+        if call.a_request.body or call.b_offer is not None:
             self._send_b_ack(call, b"", None)
         else:
             call.ack_owed[Side.B] = 1  # late offer: the answer comes in A's ACK
@@ -606,6 +686,9 @@ class B2bua:
     # ------------------------------------------------------------------ A leg
 
     def _answer_a(self, call: Call, response: Response, now: float) -> None:
+        if call.media_answer is not None:
+            self._answer_anchored(call, response, now)
+            return
         headers = relayed_headers(response.headers, RELAYED_RESPONSE_HEADERS)
         headers.append(("Contact", call.a_dialog.local_contact))
         out = build_response(
@@ -615,6 +698,33 @@ class B2bua:
             to_tag=call.a_tag,
             headers=headers,
             body=response.body,
+        )
+        if response.status >= 200:
+            call.final_status = response.status
+            call.final_reason = response.reason
+        self._send(call.a_tx, out, now)
+
+    def _answer_anchored(self, call: Call, response: Response, now: float) -> None:
+        """Relays a B-leg answer to a caller whose media the gateway anchors: the
+        caller keeps the gateway's SDP (its media path never changes, RFC 3264 answer
+        already given in the 183); the callee's SDP goes to the relay."""
+        if response.status >= 200 and response.body:
+            self._events.append(MediaAnswered(call_uuid=call.uuid, sdp=response.body))
+        if call.a_answered_locally:
+            if response.status >= 200:
+                call.final_status = response.status
+                call.final_reason = response.reason
+            return
+        assert call.media_answer is not None
+        body = call.media_answer if response.status >= 200 else b""
+        out = build_response(
+            call.a_request,
+            response.status,
+            response.reason,
+            to_tag=call.a_tag,
+            headers=[("Contact", call.a_dialog.local_contact)],
+            body=body,
+            content_type="application/sdp" if body else None,
         )
         if response.status >= 200:
             call.final_status = response.status
@@ -636,6 +746,10 @@ class B2bua:
         )
         call.final_status = status
         call.final_reason = out.reason
+        if call.a_answered_locally:
+            # The caller already has a 200 (answer-first): the call ends with BYE.
+            self._end_call(call, now)
+            return
         self._send(call.a_tx, out, now)
         self._end_call(call, now, skip=Side.A)
 
@@ -648,7 +762,8 @@ class B2bua:
         call.ended_at = now
         self._disarm(call, "no_answer")
         self._disarm(call, "failover")
-        if skip is not Side.A and previous in (CallState.ANSWERED, CallState.CONFIRMED):
+        a_up = previous in (CallState.ANSWERED, CallState.CONFIRMED) or call.a_answered_locally
+        if skip is not Side.A and a_up:
             self.layer.send_request(call.a_dialog.create_request("BYE"), call.a_source, now)
         if skip is not Side.B:
             if call.b_dialog is not None and call.b_dialog.confirmed and call.b_target:

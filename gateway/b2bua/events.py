@@ -15,6 +15,28 @@ from gateway.sip.message import Request
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Announcement:
+    """A prompt the caller hears before the B leg is called (or instead of it).
+
+    Attributes:
+        prompt: prompt name ("recording-notice", "nomadic-warning").
+        language: "fi", "sv" or "en".
+        mode: "early-media" (183 Session Progress with the gateway's SDP) or
+            "answer-first" (200 OK first, for phones that ignore early media; the
+            CDR's billable time still starts when the callee answers).
+        end_after: end the call after the prompt instead of routing it.
+        kind: "recording" (the privacy-policy notice; the B leg then carries
+            X-Voipgw-Recording-Notice) or "nomadic-warning".
+    """
+
+    prompt: str
+    language: str
+    mode: str = "early-media"
+    end_after: bool = False
+    kind: str = "recording"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Route:
     """Where and how the B leg of a call goes.
 
@@ -36,6 +58,7 @@ class Route:
             trying the next one (emergency routes use a few seconds); None waits
             for Timer B.
         emergency: the call is an emergency call (never shed, failover eager).
+        announcement: a prompt to play to the caller first (media stage).
         annotations: free-form facts for the CDR and logs (class, site, reason...).
     """
 
@@ -50,6 +73,7 @@ class Route:
     no_answer_timeout: float | None = None
     failover_timeout: float | None = None
     emergency: bool = False
+    announcement: Announcement | None = None
     annotations: dict[str, str] = field(default_factory=dict)
 
 
@@ -138,4 +162,35 @@ class ServiceRequest:
     transaction: TransactionKey
 
 
-B2buaEvent = RouteNeeded | CallEnded | ServiceRequest
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaNeeded:
+    """A call needs the gateway's media (an announcement, then an RTP relay).
+
+    The adapter opens the media, then calls ``B2bua.media_ready(call_uuid, answer,
+    b_offer, now)`` with the SDP answer for the caller (None when the caller offers
+    no codec the gateway can play) and the SDP offer for the B leg (the relay's
+    address), plays the prompt, and calls ``B2bua.announcement_done``.
+
+    Attributes:
+        call_uuid: the call.
+        offer: the caller's SDP offer (empty for a late offer).
+        announcement: what to play.
+        source: where the caller's signalling comes from (media latching hint).
+    """
+
+    call_uuid: str
+    offer: bytes
+    announcement: Announcement
+    source: Endpoint
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaAnswered:
+    """The B leg answered a call whose media the gateway anchors: its SDP is for the
+    relay, never for the caller (whose media path must not change)."""
+
+    call_uuid: str
+    sdp: bytes
+
+
+B2buaEvent = RouteNeeded | CallEnded | ServiceRequest | MediaNeeded | MediaAnswered
