@@ -1,0 +1,1 @@
+"""Emergency routing end to end: SIPp and Python peers through the running app."""
