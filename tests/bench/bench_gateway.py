@@ -1,0 +1,234 @@
+"""Calls through the gateway: highest zero-failure rate, added set-up delay, memory.
+
+One run measures, on this machine:
+
+1. the highest SIPp call rate with 0 failed calls through the gateway, RFC 7502
+   style (fixed-rate steps of ``VOIPGW_BENCH_STEP_SECONDS``, default 30 s; ramp then
+   bisect; :mod:`tests.bench.sipp_rate`), and the same for SIPp uac -> uas direct
+   (the loopback ceiling), and their ratio;
+2. the call set-up delay (INVITE -> 200 at the caller) at a fixed moderate rate,
+   direct and through the gateway, p50/p99, and the difference: the latency the
+   gateway adds;
+3. RSS per 1,000 established idle dialogs: the gateway's resident memory before and
+   after a few thousand calls are up and held.
+
+The gateway runs as a real ``voipgw run`` process (uvloop, embedded PostgreSQL, CDR
+writer) on its own config in a temporary state directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from tests.bench.sipp_rate import direct_uas, find_max_rate_async, step_seconds
+from tests.interop.sipp import SippUas, free_port, run_uac
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+
+
+def gateway_toml(state: Path, port: int, upstream: str, metrics_port: int) -> str:
+    return f"""
+[gateway]
+instance = "bench"
+state_dir = "{state}"
+
+[sip]
+max_transactions = 400000
+
+[[sip.listen]]
+transport = "UDP"
+host = "{HOST}"
+port = {port}
+
+[upstream]
+uri = "{upstream}"
+
+[overload]
+max_calls = 100000
+
+[metrics]
+port = {metrics_port}
+
+[logging]
+level = "warning"
+
+[database]
+state_dir = "{state}"
+"""
+
+
+@contextlib.asynccontextmanager
+async def gateway_process(upstream: str) -> AsyncIterator[tuple[str, int]]:
+    """Starts ``voipgw run``; yields (host:port, pid)."""
+    with tempfile.TemporaryDirectory(prefix="voipgw-bench-") as tmp:
+        state = Path(tmp)
+        port = free_port(HOST)
+        config = state / "voipgw.toml"
+        config.write_text(gateway_toml(state, port, upstream, free_port(HOST)))
+        # Popen, not asyncio's subprocess: its output is read line by line in a
+        # thread until "voipgw ready", then drained, which asyncio pipes make awkward.
+        proc = subprocess.Popen(  # noqa: ASYNC220
+            [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            assert proc.stdout is not None
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                line = await asyncio.to_thread(proc.stdout.readline)
+                if not line:
+                    raise RuntimeError("gateway exited during start-up")
+                if b"voipgw ready" in line:
+                    break
+            # Keep draining its output so a chatty gateway never blocks on a pipe.
+            drain = asyncio.ensure_future(asyncio.to_thread(proc.stdout.read))
+            yield f"{HOST}:{port}", proc.pid
+        finally:
+            proc.terminate()
+            try:
+                await asyncio.to_thread(proc.wait, 60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            with contextlib.suppress(Exception):
+                drain.cancel()
+
+
+def gateway_target(uas_port: int) -> object:
+    """A make_target for the rate search: a fresh SIPp UAS and gateway per step."""
+
+    @contextlib.asynccontextmanager
+    async def target() -> AsyncIterator[str]:
+        async with (
+            SippUas("uas-answer", host=HOST, port=uas_port, timeout=900) as uas,
+            gateway_process(uas.uri) as (address, _),
+        ):
+            yield address
+
+    return target
+
+
+def rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    assert match is not None
+    return int(match.group(1))
+
+
+async def setup_delay(address: str, rate: float, seconds: float) -> tuple[float, float]:
+    result = await run_uac(
+        "uac-basic-call", address, calls=int(rate * seconds), rate=rate, timeout=seconds + 30
+    )
+    assert result.failed_calls == 0, result.describe()
+    p50 = result.percentile(0.5)
+    p99 = result.percentile(0.99)
+    assert p50 is not None
+    assert p99 is not None
+    return p50, p99
+
+
+async def memory_per_dialog(calls: int, rate: float) -> float:
+    """KiB of gateway RSS per 1,000 established dialogs held idle."""
+    async with (
+        SippUas("uas-answer", host=HOST, timeout=900) as uas,
+        gateway_process(uas.uri) as (address, pid),
+    ):
+        if True:  # keeps the block's indentation readable
+            # Warm up (allocator pools, caches) so the baseline is a running gateway.
+            await run_uac("uac-basic-call", address, calls=200, rate=200, timeout=30)
+            await asyncio.sleep(2)
+            before = rss_kib(pid)
+            hold = calls / rate + 60
+            uac = asyncio.ensure_future(
+                run_uac(
+                    "uac-basic-call",
+                    address,
+                    calls=calls,
+                    rate=rate,
+                    call_duration=hold,
+                    timeout=hold + calls / rate + 30,
+                )
+            )
+            await asyncio.sleep(calls / rate + 5)
+            after = rss_kib(pid)
+            uac.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await uac
+    return (after - before) / calls * 1000
+
+
+async def run() -> None:
+    seconds = step_seconds()
+    print(f"steps of {seconds:g} s (VOIPGW_BENCH_STEP_SECONDS)")
+
+    print("\n-- SIPp uac -> uas direct (loopback ceiling)")
+    direct = await find_max_rate_async(
+        direct_uas(),
+        start=1000,
+        factor=2,
+        max_steps=6,
+        duration_per_step=seconds,
+        on_step=lambda s: print(
+            f"  {s.rate:7.0f}/s {'pass' if s.passed else 'FAIL ' + s.reason}", flush=True
+        ),
+    )
+    print(direct.table())
+
+    print("\n-- SIPp uac -> voipgw -> uas")
+    through = await find_max_rate_async(
+        gateway_target(free_port(HOST)),
+        start=200,
+        factor=2,
+        max_steps=6,
+        duration_per_step=seconds,
+        on_step=lambda s: print(
+            f"  {s.rate:7.0f}/s {'pass' if s.passed else 'FAIL ' + s.reason}", flush=True
+        ),
+    )
+    print(through.table())
+
+    print("\n-- set-up delay at 100 calls/s for 20 s (INVITE -> 200 at the caller)")
+    async with SippUas("uas-answer", host=HOST, timeout=300) as uas:
+        direct_delay = await setup_delay(uas.target, 100, 20)
+        async with gateway_process(uas.uri) as (address, _):
+            gateway_delay = await setup_delay(address, 100, 20)
+
+    print("\n-- memory: RSS per 1,000 established idle dialogs")
+    per_thousand = await memory_per_dialog(calls=4000, rate=200)
+
+    print("\n==== voipgw gateway benchmark ====")
+    d, g = direct.max_rate, through.max_rate
+    print(f"max 0-failure rate, SIPp direct:   {d or 0:.0f} calls/s")
+    print(f"max 0-failure rate, via voipgw:    {g or 0:.0f} calls/s  (target >= 1000)")
+    if d and g:
+        print(f"ratio via gateway / direct:        {g / d:.2f}")
+    print(
+        f"set-up delay direct  p50/p99:      {direct_delay[0] * 1000:.1f} / {direct_delay[1] * 1000:.1f} ms"
+    )
+    print(
+        f"set-up delay gateway p50/p99:      {gateway_delay[0] * 1000:.1f} / {gateway_delay[1] * 1000:.1f} ms"
+    )
+    print(
+        "added by the gateway p50/p99:      "
+        f"{(gateway_delay[0] - direct_delay[0]) * 1000:.1f} / "
+        f"{(gateway_delay[1] - direct_delay[1]) * 1000:.1f} ms (SIPp measures whole ms)"
+    )
+    print(f"RSS per 1,000 idle dialogs:        {per_thousand:.0f} KiB  (target <= 10,000 KiB)")
+
+
+def main() -> None:
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
