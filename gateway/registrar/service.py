@@ -48,6 +48,7 @@ from gateway.registrar.digest import (
 from gateway.registrar.store import BindingStore
 from gateway.sip.builders import build_response
 from gateway.sip.errors import ParseError
+from gateway.sip.events import Endpoint
 from gateway.sip.message import Request, Response
 from gateway.sip.uri import SipUri, parse_uri
 
@@ -68,6 +69,9 @@ class Registrar:
         store: the credentials and bindings store.
         clock: wall-clock seconds (nonce times must agree between instances).
         random_bytes: source of nonce salts and To tags.
+        on_auth_failure: told ``(source, username)`` of each rejected digest
+            authentication (wrong password or unknown user), for the ingress
+            guard's fail2ban-style bans (``gateway.guard.Guard.auth_failed``).
     """
 
     def __init__(
@@ -77,8 +81,10 @@ class Registrar:
         *,
         clock: Callable[[], float] = time.time,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        on_auth_failure: Callable[[Endpoint, str], object] | None = None,
     ) -> None:
         self.config = config
+        self.on_auth_failure = on_auth_failure
         self.store = store
         self.clock = clock
         self.random_bytes = random_bytes
@@ -109,7 +115,7 @@ class Registrar:
         try:
             update = parse_register(request, policy=self.policy)
             self._check_domain(request, update.aor_uri)
-            username = await self._authenticate(request)
+            username = await self._authenticate(request, event.source)
             if isinstance(username, Response):
                 return username
             # RFC 3261 10.3 step 4: "the registrar MUST determine if the authenticated
@@ -145,7 +151,7 @@ class Registrar:
         if request_uri.host not in domains or aor_uri.host not in domains:
             raise RegisterError(404, "Domain Not Served")
 
-    async def _authenticate(self, request: Request) -> str | Response:
+    async def _authenticate(self, request: Request, source: Endpoint) -> str | Response:
         authenticator = self.authenticator
         credentials = authenticator.select(request.headers.get_lines("Authorization"))
         if credentials is None:
@@ -168,6 +174,8 @@ class Registrar:
         if result.outcome is AuthOutcome.REJECTED:
             # A second 401 would make many phones resubmit the same wrong password in
             # a loop (and lock accounts upstream); 403 ends it. Same for unknown users.
+            if self.on_auth_failure is not None:
+                self.on_auth_failure(source, credentials.username)
             return self._respond(request, 403)
         return self._challenge(request, stale=result.outcome is AuthOutcome.STALE)
 
