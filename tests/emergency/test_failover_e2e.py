@@ -38,8 +38,11 @@ async def test_secondary_within_five_seconds(pg_dsn: str, tmp_path: Path, primar
     assert turku.invites[0].get("resource-priority") == "esnet.1"
 
 
-async def test_primary_port_closed_fails_over_fast(pg_dsn: str, tmp_path: Path) -> None:
-    closed = PsapUas("closed")  # never started: ICMP port unreachable
+async def test_primary_port_closed_fails_over_within_bound(pg_dsn: str, tmp_path: Path) -> None:
+    # Nothing listens: the kernel answers ICMP port unreachable. Measured ~3.0 s: the
+    # UDP transport does not report that as a transport error (RFC 3261 8.1.3.1 would
+    # let it fail over at once), so the failover timer decides.
+    closed = PsapUas("closed")  # never started
     async with emergency_rig(pg_dsn, tmp_path, centre_ports={"kerava": closed.port}) as rig:
         result = await call(rig, "alice", sip_ruri("112", rig))
     assert len(rig.centres["turku"].invites) == 1
