@@ -509,7 +509,11 @@ class B2bua:
             return
         assert call.b_request is not None
         self._disarm(call, "no_answer")
-        call.b_dialog = Dialog.as_uac(call.b_request, response)
+        to_tag = parse_name_address(response.headers.get("To") or "").tag
+        if call.b_dialog is not None and call.b_dialog.remote_tag == to_tag:
+            call.b_dialog.confirm(response)  # the early dialog becomes confirmed
+        else:
+            call.b_dialog = Dialog.as_uac(call.b_request, response)
         call.answered_at = now
         if call.ringing_at is None:
             call.ringing_at = now

@@ -173,8 +173,10 @@ class Dialog:
             self.remote_target = contact
 
     def confirm(self, response: Response) -> None:
-        """Moves an early dialog to confirmed on a 2xx (RFC 3261 12.1, 13.2.2.4)."""
+        """Moves an early dialog to confirmed on a 2xx (RFC 3261 13.2.2.4: "the route
+        set for the dialog MUST be recomputed based on the 2xx response")."""
         self.confirmed = True
+        self.route_set = list(reversed(response.headers.values("Record-Route")))
         self.refresh_target(response)
 
 

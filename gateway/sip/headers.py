@@ -17,6 +17,7 @@ stays deterministic under test.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
@@ -227,7 +228,7 @@ def _host(text: str) -> str:
     return text[1:-1].lower() if text.startswith("[") else text
 
 
-def parse_via(value: str) -> list[Via]:
+def _parse_via(value: str) -> list[Via]:
     """Parses one Via header line, which may hold several comma-separated via-parms.
 
     Args:
@@ -301,7 +302,7 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
-def parse_cseq(value: str) -> CSeq:
+def _parse_cseq(value: str) -> CSeq:
     """Parses a CSeq value (``1*DIGIT LWS Method``).
 
     Args:
@@ -377,7 +378,7 @@ def _name_address(m: re.Match[str]) -> NameAddress:
     return NameAddress(display, uri, _split_header_params(m["params"]))
 
 
-def parse_name_address(value: str) -> NameAddress:
+def _parse_name_address(value: str) -> NameAddress:
     """Parses a From/To/Route/Record-Route-like value holding one address.
 
     In the addr-spec form (no ``<>``), everything after the URI's first ``;`` is a
@@ -599,3 +600,35 @@ def generate_tag(token: bytes) -> str:
         The octets in hex, a valid token.
     """
     return token.hex()
+
+
+# The typed views are pure functions of the header text and their results are frozen,
+# so they are memoised: a call's From, To and CSeq values, and a message's own Via,
+# are parsed again by several layers (matching, dialogs, the B2BUA). Bounded LRU
+# caches; errors are not cached (the parser raises again).
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_via_cached(value: str) -> tuple[Via, ...]:
+    return tuple(_parse_via(value))
+
+
+def parse_via(value: str) -> list[Via]:
+    """Parses one Via header line, which may hold several comma-separated via-parms.
+
+    Args:
+        value: the header value.
+
+    Returns:
+        The Via values in order (a new list; the Via objects are frozen).
+
+    Raises:
+        ParseError: the value is not a Via.
+    """
+    return list(_parse_via_cached(value))
+
+
+parse_cseq = functools.lru_cache(maxsize=8192)(_parse_cseq)
+parse_cseq.__doc__ = _parse_cseq.__doc__
+parse_name_address = functools.lru_cache(maxsize=16384)(_parse_name_address)
+parse_name_address.__doc__ = _parse_name_address.__doc__

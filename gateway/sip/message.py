@@ -186,7 +186,7 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Returns the first line's value of a header, or ``default``."""
-        key = canonical_name(name)
+        key = _canonical_cache.get(name) or canonical_name(name)
         for n, v in self._fields:
             if n == key:
                 return v

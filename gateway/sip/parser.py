@@ -286,6 +286,13 @@ def _parse(data: bytes, stream: bool) -> Request | Response:
     return Response(status=status, reason=reason, headers=headers, body=body, version=version)
 
 
+#: Header values that passed their validator. Validators are pure functions of the
+#: value, and within a call the same From, To, Call-ID and Contact come back in every
+#: message, so each is checked once. Bounded: cleared when full.
+_VALID_VALUES: set[tuple[str, str]] = set()
+_VALID_VALUES_SIZE = 8192
+
+
 def _check_version(version: str) -> tuple[str, int] | None:
     if version == SIP_VERSION or version.upper() == SIP_VERSION:
         return None
@@ -323,7 +330,13 @@ def _check_headers(
             raise ParseError(f"{len(values)} {name} headers where one is allowed")
         validate = _VALIDATORS[name]
         for value in values:
+            key = (name, value)
+            if key in _VALID_VALUES:
+                continue
             validate(value)
+            if len(_VALID_VALUES) >= _VALID_VALUES_SIZE:
+                _VALID_VALUES.clear()
+            _VALID_VALUES.add(key)
     vias = checked["Via"]
     if (
         len(vias) + sum(v.count(",") for v in vias) > MAX_HEADER_VALUES

@@ -148,7 +148,7 @@ async def memory_per_dialog(calls: int, rate: float) -> float:
             await run_uac("uac-basic-call", address, calls=200, rate=200, timeout=30)
             await asyncio.sleep(2)
             before = rss_kib(pid)
-            hold = calls / rate + 60
+            hold = calls / rate + 90
             uac = asyncio.ensure_future(
                 run_uac(
                     "uac-basic-call",
@@ -159,7 +159,9 @@ async def memory_per_dialog(calls: int, rate: float) -> float:
                     timeout=hold + calls / rate + 30,
                 )
             )
-            await asyncio.sleep(calls / rate + 5)
+            # Wait until every call is up and its INVITE transactions have ended
+            # (Timer L/M: 64*T1 = 32 s): what remains is the idle dialogs.
+            await asyncio.sleep(calls / rate + 40)
             after = rss_kib(pid)
             uac.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
