@@ -12,6 +12,7 @@ command -v sox      >/dev/null 2>&1 || need="$need sox"
 command -v svmap    >/dev/null 2>&1 || command -v sipvicious_svmap >/dev/null 2>&1 || need="$need sipvicious"
 command -v unshare  >/dev/null 2>&1 || need="$need util-linux"
 command -v ip       >/dev/null 2>&1 || need="$need iproute2"
+command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

@@ -11,6 +11,7 @@ use it without import cycles.
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -40,17 +41,17 @@ class Table:
         path: dotted path of the table in the file ("" for the top level).
     """
 
-    def __init__(self, data: Mapping[str, Any], path: str = "") -> None:
+    def __init__(self, data: Mapping[str, Any], path: builtins.str = "") -> None:
         if not isinstance(data, Mapping):
             raise ConfigError(path or "<top>", f"expected a table, got {_show(data)}")
         self.data = data
         self.path = path
         self._used: set[str] = set()
 
-    def field(self, key: str) -> str:
+    def field(self, key: builtins.str) -> builtins.str:
         return f"{self.path}.{key}" if self.path else key
 
-    def _get(self, key: str, default: Any, required: bool) -> Any:
+    def _get(self, key: builtins.str, default: Any, required: bool) -> Any:
         self._used.add(key)
         if key not in self.data:
             if required:
@@ -58,13 +59,19 @@ class Table:
             return default
         return self.data[key]
 
-    def str(self, key: str, default: str | None = None, *, required: bool = False) -> str:
+    def str(
+        self,
+        key: builtins.str,
+        default: builtins.str | None = None,
+        *,
+        required: builtins.bool = False,
+    ) -> builtins.str:
         value = self._get(key, default, required)
         if not isinstance(value, str):
             raise ConfigError(self.field(key), f"expected a string, got {_show(value)}")
         return value
 
-    def opt_str(self, key: str) -> str | None:
+    def opt_str(self, key: builtins.str) -> builtins.str | None:
         value = self._get(key, None, False)
         if value is None:
             return None
@@ -72,7 +79,7 @@ class Table:
             raise ConfigError(self.field(key), f"expected a string, got {_show(value)}")
         return value
 
-    def bool(self, key: str, default: bool) -> bool:
+    def bool(self, key: builtins.str, default: bool) -> builtins.bool:
         value = self._get(key, default, False)
         if not isinstance(value, bool):
             raise ConfigError(self.field(key), f"expected true or false, got {_show(value)}")
@@ -80,13 +87,13 @@ class Table:
 
     def int(
         self,
-        key: str,
-        default: int | None = None,
+        key: builtins.str,
+        default: builtins.int | None = None,
         *,
-        min: int | None = None,
-        max: int | None = None,
-        required: bool = False,
-    ) -> int:
+        min: builtins.int | None = None,
+        max: builtins.int | None = None,
+        required: builtins.bool = False,
+    ) -> builtins.int:
         value = self._get(key, default, required)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(self.field(key), f"expected an integer, got {_show(value)}")
@@ -95,13 +102,13 @@ class Table:
 
     def float(
         self,
-        key: str,
-        default: float | None = None,
+        key: builtins.str,
+        default: builtins.float | None = None,
         *,
-        min: float | None = None,
-        max: float | None = None,
-        required: bool = False,
-    ) -> float:
+        min: builtins.float | None = None,
+        max: builtins.float | None = None,
+        required: builtins.bool = False,
+    ) -> builtins.float:
         """Reads a number (durations are float seconds everywhere)."""
         value = self._get(key, default, required)
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -109,7 +116,12 @@ class Table:
         _check_range(self.field(key), value, min, max)
         return float(value)
 
-    def choice(self, key: str, choices: tuple[str, ...], default: str | None = None) -> str:
+    def choice(
+        self,
+        key: builtins.str,
+        choices: tuple[builtins.str, ...],
+        default: builtins.str | None = None,
+    ) -> builtins.str:
         value = self.str(key, default, required=default is None)
         if value not in choices:
             raise ConfigError(
@@ -117,14 +129,16 @@ class Table:
             )
         return value
 
-    def str_list(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def str_list(
+        self, key: builtins.str, default: tuple[builtins.str, ...] = ()
+    ) -> tuple[builtins.str, ...]:
         value = self._get(key, list(default), False)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(self.field(key), f"expected a list of strings, got {_show(value)}")
         return tuple(value)
 
     def network_list(
-        self, key: str, default: tuple[str, ...] = ()
+        self, key: builtins.str, default: tuple[builtins.str, ...] = ()
     ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """Reads a list of CIDRs (a bare address is a /32 or /128)."""
         result = []
@@ -135,18 +149,18 @@ class Table:
                 raise ConfigError(f"{self.field(key)}[{i}]", f"not an IP network: {exc}") from None
         return tuple(result)
 
-    def table(self, key: str) -> Table:
+    def table(self, key: builtins.str) -> Table:
         value = self._get(key, {}, False)
         return Table(value, self.field(key))
 
-    def tables(self, key: str) -> list[Table]:
+    def tables(self, key: builtins.str) -> list[Table]:
         """Reads an array of tables (``[[section]]``)."""
         value = self._get(key, [], False)
         if not isinstance(value, list):
             raise ConfigError(self.field(key), f"expected an array of tables, got {_show(value)}")
         return [Table(item, f"{self.field(key)}[{i}]") for i, item in enumerate(value)]
 
-    def raw(self, key: str, default: Any = None) -> Any:
+    def raw(self, key: builtins.str, default: Any = None) -> Any:
         return self._get(key, default, False)
 
     def reject_unknown(self) -> None:
