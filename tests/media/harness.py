@@ -88,14 +88,14 @@ class StageRig:
 
     async def wait_ended(self, count: int = 1, limit: float = 15.0) -> list[CallEnded]:
         async with asyncio.timeout(limit):
-            while len(self.ended) < count:
+            while len(self.ended) < count:  # noqa: ASYNC110 (state changed by the gateway, not an event)
                 await asyncio.sleep(0.05)
         return self.ended
 
     async def assert_clean(self) -> None:
         """No call, no port, no task of the stage left (after the last call ended)."""
         async with asyncio.timeout(5.0):
-            while self.stage.tasks or self.allocator.leaked() or self.stage.calls:
+            while self.stage.tasks or self.allocator.leaked() or self.stage.calls:  # noqa: ASYNC110 (state changed by the gateway, not an event)
                 await asyncio.sleep(0.02)
         assert self.allocator.in_use == frozenset()
         assert self.gateway.active_calls == 0

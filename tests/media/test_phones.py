@@ -20,17 +20,21 @@ from prometheus_client import CollectorRegistry
 
 from gateway.b2bua.events import Announcement
 from gateway.metrics import Metrics
+from gateway.rtp.config import RecordedLine
 from gateway.sip.events import Endpoint
 from tests.interop.gateway import sip_target
-from tests.interop.sipp import SippUas, run_uac
+from tests.interop.sipp import SippResult, SippUas, run_uac
 from tests.media.harness import (
     HOST,
     RECORDED_NUMBER,
     Baresip,
+    StageRig,
     accept_register,
     announced_router,
     best_correlation,
     even_free_port,
+    media_config,
+    open_rtp_sink,
     read_wav,
     rms,
     stage_rig,
@@ -108,7 +112,9 @@ async def test_baresip_hears_notice_as_early_media_then_talks_to_staff(tmp_path:
                 try:
                     (ended,) = await rig.wait_ended(1)
                 except TimeoutError:
-                    raise AssertionError(f"call never ended; baresip:\n{phone.log_text()}")
+                    raise AssertionError(
+                        f"call never ended; baresip:\n{phone.log_text()}"
+                    ) from None
                 heard, rate = phone.heard()
             finally:
                 await phone.stop()
@@ -135,8 +141,210 @@ async def test_baresip_hears_notice_as_early_media_then_talks_to_staff(tmp_path:
             a_to_b, b_to_a = relay_counts[-1]
             assert a_to_b > 50
             assert b_to_a > 50
-            samples = registry.announcements.labels(kind="recording", result="played")
-            assert samples._value.get() == 1  # noqa: SLF001
+            played = registry.registry.get_sample_value(
+                "voipgw_announcements_total", {"kind": "recording", "result": "played"}
+            )
+            assert played == 1
             await rig.assert_clean()
     assert uas.result is not None
     assert uas.result.successful_calls == 1, uas.result.describe()
+
+
+@pytest.mark.asyncio
+async def test_pyvoip_answer_first_hears_whole_notice_then_staff(tmp_path: Path) -> None:
+    # pyVoIP (GPLv3, tests only) opens its RTP socket only after the 200 OK: the
+    # answer-first prompt must wait for it or the start of the notice is lost.
+    from pyVoIP.VoIP import CallState, VoIPPhone
+
+    from tests.interop.sipp import free_port
+
+    uas, notice_file = staff(tmp_path)
+    async with uas:
+        announcement = Announcement(prompt="recording-notice", language="en", mode="answer-first")
+        router = announced_router(Endpoint("UDP", HOST, uas.port), announcement)
+        async with stage_rig(router, services={"REGISTER": accept_register}) as rig:
+            rtp = even_free_port()
+            phone = VoIPPhone(
+                HOST,
+                rig.gateway.transports.local[0].port,
+                "caller",
+                "secret",
+                myIP=HOST,
+                sipPort=free_port(HOST),
+                rtpPortLow=rtp,
+                rtpPortHigh=rtp + 1,
+            )
+            await asyncio.to_thread(phone.start)
+            try:
+                call = await asyncio.to_thread(phone.call, RECORDED_NUMBER)
+                async with asyncio.timeout(5):
+                    while call.state != CallState.ANSWERED:  # noqa: ASYNC110 (set by pyVoIP threads)
+                        await asyncio.sleep(0.05)
+                reference = prompt()
+                # The whole notice, staff's answer, and a little of the relay.
+                await asyncio.sleep(len(reference) / 8000 + 2.0)
+                async with asyncio.timeout(2):
+                    while not any(m.session.relay for m in rig.stage.calls.values()):  # noqa: ASYNC110 (set by pyVoIP threads)
+                        await asyncio.sleep(0.05)
+                (media,) = rig.stage.calls.values()
+                relay = media.session.relay
+                assert relay is not None
+                raw = await asyncio.to_thread(call.read_audio, 8000 * 6, False)
+                await asyncio.sleep(0.5)
+                a_to_b, b_to_a = relay.a_to_b.packets, relay.b_to_a.packets
+                await asyncio.to_thread(call.hangup)
+                (ended,) = await rig.wait_ended(1)
+            finally:
+                await asyncio.to_thread(phone.stop)
+        heard = (np.frombuffer(raw, dtype=np.uint8).astype(np.float64) - 128.0) / 128.0
+        score, offset = best_correlation(heard, reference)
+        assert score >= 0.9, (score, offset)
+        # Heard from its very start: the 100 ms of lead-in silence at most is missing.
+        assert offset <= 800, offset
+        assert ended.disposition == "answered"
+        assert ended.hangup_side == "caller"
+        assert notices(notice_file) == ["played"]
+        assert a_to_b > 20
+        assert b_to_a > 20
+        await rig.assert_clean()
+
+
+async def _sipp_caller(
+    rig: StageRig,
+    scenario: str,
+    *,
+    duration: float | None = None,
+    local_ip: str = HOST,
+    extra: tuple[str, ...] = (),
+    service: str = RECORDED_NUMBER,
+) -> SippResult:
+    return await run_uac(
+        scenario,
+        sip_target(rig.gateway),
+        transport="udp",
+        calls=1,
+        local_ip=local_ip,
+        service=service,
+        call_duration=duration,
+        timeout=20,
+        extra_args=["-mp", str(even_free_port(local_ip)), *extra],
+    )
+
+
+@pytest.mark.asyncio
+async def test_cancel_during_notice_calls_nobody_and_frees_everything(tmp_path: Path) -> None:
+    uas, notice_file = staff(tmp_path)
+    async with uas:
+        announcement = Announcement(prompt="recording-notice", language="fi")
+        router = announced_router(Endpoint("UDP", HOST, uas.port), announcement)
+        async with stage_rig(router) as rig:
+            result = await _sipp_caller(rig, "uac-announce-cancel")
+            assert result.ok, result.describe()
+            (ended,) = await rig.wait_ended(1)
+            assert ended.disposition == "cancelled"
+            assert ended.annotations.get("recording_notice") != "played"
+            await rig.assert_clean()
+    assert uas.result is not None
+    assert uas.result.incoming_calls == 0, uas.result.describe()
+    assert notices(notice_file) == []
+
+
+@pytest.mark.asyncio
+async def test_staff_hangs_up_after_notice(tmp_path: Path) -> None:
+    uas, notice_file = staff(tmp_path, "uas-staff-echo-hangup", pause=0.5)
+    async with uas:
+        announcement = Announcement(prompt="recording-notice", language="sv")
+        router = announced_router(Endpoint("UDP", HOST, uas.port), announcement)
+        async with stage_rig(router) as rig:
+            result = await _sipp_caller(rig, "uac-callee-hangup")
+            assert result.ok, result.describe()
+            (ended,) = await rig.wait_ended(1)
+            assert ended.disposition == "answered"
+            assert ended.hangup_side == "callee"
+            await rig.assert_clean()
+    assert notices(notice_file) == ["played"]
+
+
+@pytest.mark.asyncio
+async def test_caller_without_g711_connects_marked_not_played(tmp_path: Path) -> None:
+    registry = Metrics(CollectorRegistry())
+    uas, notice_file = staff(tmp_path)
+    async with uas:
+        announcement = Announcement(prompt="recording-notice", language="en")
+        router = announced_router(Endpoint("UDP", HOST, uas.port), announcement)
+        async with stage_rig(router, metrics=registry) as rig:
+            result = await _sipp_caller(rig, "uac-announce-g729-only", duration=0.3)
+            assert result.ok, result.describe()
+            (ended,) = await rig.wait_ended(1)
+            assert ended.disposition == "answered"
+            assert ended.annotations["recording_notice"] == "not-played"
+            await rig.assert_clean()
+    assert notices(notice_file) == ["not-played"]
+    assert (
+        registry.registry.get_sample_value(
+            "voipgw_announcements_total", {"kind": "recording", "result": "not_played"}
+        )
+        == 1
+    )
+
+
+@pytest.mark.asyncio
+async def test_emergency_call_to_the_same_pbx_gets_no_prompt(tmp_path: Path) -> None:
+    from gateway.callrouter import CallRouter
+    from gateway.media_stage import recorded_line_lookup
+    from routing.config import RoutingConfig
+    from tests.routing.data import demo_directory
+
+    office_caller = "127.0.10.5"  # alice's office LAN in deploy/demo/sites.toml
+    uas, _ = staff(tmp_path, pause=None)
+    async with uas:
+        pbx = Endpoint("UDP", HOST, uas.port)
+        # Misconfigured on purpose: 112 listed as a recorded line too. The router
+        # must still never ask for the notice on an emergency call.
+        config = media_config(
+            recorded_lines={
+                n: RecordedLine(number=n, language="en") for n in (RECORDED_NUMBER, "112")
+            }
+        )
+
+        async def resolve(uri: str) -> tuple[Endpoint, ...]:
+            return (pbx,)  # every next hop, emergency centres included, is the PBX
+
+        async with stage_rig(config=config) as rig:
+            directory = demo_directory()
+            rig.gateway.router = CallRouter(
+                config=RoutingConfig(default_next_hop=f"sip:{HOST}:{uas.port}"),
+                directory=lambda: directory,
+                overload=rig.gateway.config.overload,
+                active_calls=lambda: rig.gateway.active_calls,
+                resolve=resolve,
+                recorded_line=recorded_line_lookup(config),
+            )
+            heard: dict[str, tuple[int, int]] = {}
+            for dialled in ("112", RECORDED_NUMBER):
+                sink = await open_rtp_sink(office_caller)
+                try:
+                    result = await _sipp_caller(
+                        rig,
+                        "uac-announce-rtp-sink",
+                        duration=0.3,
+                        local_ip=office_caller,
+                        service=dialled,
+                        extra=("-key", "caller_rtp", str(sink.port)),
+                    )
+                    assert result.ok, result.describe()
+                    ended = (await rig.wait_ended(len(heard) + 1))[-1]
+                finally:
+                    assert sink.transport is not None
+                    sink.transport.close()
+                assert ended.answered_at is not None
+                before = sum(1 for at, _ in sink.received if at < ended.answered_at)
+                heard[dialled] = (before, len(sink.received))
+            await rig.assert_clean()
+    emergency, recorded = rig.ended
+    assert emergency.emergency
+    assert "recording_notice" not in emergency.annotations
+    assert heard["112"][0] == 0, heard
+    # The same caller, router and PBX on the recorded line: the notice arrives first.
+    assert not recorded.emergency
+    assert heard[RECORDED_NUMBER][0] > 50, heard
