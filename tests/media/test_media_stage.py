@@ -12,6 +12,7 @@ from gateway.b2bua.events import Announcement
 from gateway.media_stage import MediaStage, dialled_number, narrowed_offer, recorded_line_lookup
 from gateway.rtp.config import RecordedLine
 from gateway.sip.events import Endpoint
+from gateway.sip.message import Request
 from gateway.sip.parser import parse_message
 from gateway.sip.sdp import answer_for_announcement, parse_sdp
 from tests.media.harness import RECORDED_NUMBER, media_config
@@ -103,7 +104,7 @@ def test_stage_without_gateway_says_so() -> None:
     sentinel = object()
     stage.attach(sentinel)  # type: ignore[arg-type]
     assert stage.gateway is sentinel
-    assert MediaStage(lambda: sentinel, media_config()).gateway is sentinel  # type: ignore[arg-type,return-value]
+    assert MediaStage(lambda: sentinel, media_config()).gateway is sentinel  # type: ignore[arg-type]
 
 
 @pytest.mark.asyncio
@@ -140,6 +141,7 @@ async def test_callrouter_asks_recorded_line_for_a_known_subscriber() -> None:
         "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     ).encode()
     request = parse_message(invite)
+    assert isinstance(request, Request)
     decision = await asyncio.wait_for(
         router.route(
             RouteNeeded(call_uuid="u", request=request, source=Endpoint("UDP", "127.0.10.5", 5000))
