@@ -104,7 +104,7 @@ def test_stage_without_gateway_says_so() -> None:
     sentinel = object()
     stage.attach(sentinel)  # type: ignore[arg-type]
     assert stage.gateway is sentinel
-    assert MediaStage(lambda: sentinel, media_config()).gateway is sentinel  # type: ignore[arg-type]
+    assert MediaStage(lambda: sentinel, media_config()).gateway is sentinel
 
 
 @pytest.mark.asyncio
