@@ -29,8 +29,9 @@ from gateway.b2bua import CallEnded, Route
 from gateway.callrouter import CallRouter
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
-from gateway.server import Gateway, ServiceHandler, resolve_endpoints
+from gateway.server import Gateway, ServiceHandler, ip_literal_endpoint, resolve_endpoints
 from gateway.sip.events import Endpoint
+from gateway.sip.message import Request
 
 log = logging.getLogger("voipgw.app")
 
@@ -171,15 +172,18 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
 
             registrar = Registrar(registrar_config, BindingStore(db.pool))
             services["REGISTER"] = registrar.handle
-        async with CdrWriter(
-            db.pool,
-            cdr_config,
-            on_committed=(
-                (lambda batch: metrics.cdr_batch_committed(len(batch), 0.0))
-                if metrics is not None
-                else None
-            ),
-        ) as writer:
+        async with (
+            contextlib.AsyncExitStack() as stack,
+            CdrWriter(
+                db.pool,
+                cdr_config,
+                on_committed=(
+                    (lambda batch: metrics.cdr_batch_committed(len(batch), 0.0))
+                    if metrics is not None
+                    else None
+                ),
+            ) as writer,
+        ):
             gateway = Gateway(config, metrics=metrics, services=services)
             loop = asyncio.get_running_loop()
             wall_offset = time.time() - loop.time()
@@ -188,8 +192,16 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 writer.submit(record_of(event, wall_offset=wall_offset, instance=config.instance))
 
             gateway.call_sinks.append(write_cdr)
+            notifier = None
+            if config.sections.get("notify") is not None:
+                from gateway.notify import EmergencyNotifier
+
+                notifier = await stack.enter_async_context(
+                    EmergencyNotifier(config.sections["notify"])
+                )
             if holder is not None:
                 gateway.router = CallRouter(
+                    notify=notifier,
                     config=routing_config,
                     directory=holder.get,
                     overload=config.overload,
@@ -197,6 +209,8 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                     resolve=resolve_endpoints,
                     lookup_binding=_binding_lookup(registrar) if registrar else None,
                 )
+            if holder is not None:
+                gateway.emergency_fallback = _emergency_fallback(routing_config, holder)
             app = App(
                 gateway=gateway,
                 writer=writer,
@@ -232,6 +246,38 @@ def _binding_lookup(registrar: Any) -> Callable[[str], Awaitable[Route | None]]:
         return route_to_binding(binding) if binding is not None else None
 
     return lookup
+
+
+def _emergency_fallback(
+    routing_config: Any, holder: DirectoryHolder
+) -> Callable[[Request], Route | None]:
+    """A last-resort route for emergency calls when the routing hook fails: straight
+    to the national default centres (IP-literal next hops only: no lookups here)."""
+    from routing.emergency import recognise_emergency
+    from routing.model import EmergencyKind
+    from routing.psap import lookup_psap
+
+    def fallback(request: Request) -> Route | None:
+        match = recognise_emergency(request.uri, routing_config.emergency)
+        if match is None or match.kind is not EmergencyKind.EMERGENCY:
+            return None
+        targets: list[Endpoint] = []
+        uris: list[str] = []
+        for centre in lookup_psap(None, holder.get().psap).targets:
+            endpoint = ip_literal_endpoint(centre.sip_uri)
+            if endpoint is not None:
+                targets.append(endpoint)
+                uris.append(centre.sip_uri)
+        if not targets:
+            return None
+        return Route(
+            targets=tuple(targets),
+            request_uris=tuple(uris),
+            emergency=True,
+            annotations={"class": "unknown", "policy": "fallback"},
+        )
+
+    return fallback
 
 
 async def _maintenance(pool: Any, config: CdrConfig, metrics: Metrics | None) -> None:

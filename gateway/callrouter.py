@@ -246,7 +246,7 @@ class CallRouter:
         if emergency:
             headers += _emergency_headers(decision)
             if decision.location is not None:
-                content_type, body, geo = _with_location(request, decision)
+                content_type, body, geo = _with_location(request, decision, self.config)
                 headers += geo
         return Route(
             targets=tuple(targets),
@@ -275,7 +275,7 @@ def _emergency_headers(decision: RoutingDecision) -> list[tuple[str, str]]:
 
 
 def _with_location(
-    request: Request, decision: RoutingDecision
+    request: Request, decision: RoutingDecision, config: RoutingConfig
 ) -> tuple[str, bytes, tuple[tuple[str, str], ...]]:
     """The SDP and a PIDF-LO in one multipart/mixed body, with its Geolocation headers
     (RFC 6442 section 3)."""
@@ -289,6 +289,7 @@ def _with_location(
         entity=entity.split(";", 1)[0],
         tuple_id=f"t{token}",
         timestamp=dt.datetime.now(dt.UTC),
+        provider=config.provider,  # RFC 7852 provider-info: who supplied the location
     )
     content_type, body = build_multipart(request.body, pidf, f"voipgw-{token}", content_id)
     return content_type, body, geolocation_headers(content_id)
@@ -307,7 +308,7 @@ def _annotations(
     if classification.site is not None:
         annotations["site"] = classification.site.id
     if ctx.subscriber is not None:
-        annotations["customer"] = ctx.subscriber.customer
+        annotations["customer"] = ctx.subscriber.customer_id
         annotations["subscriber"] = ctx.subscriber.e164
     if decision.emergency is not None:
         annotations["emergency"] = decision.emergency.kind.value

@@ -247,6 +247,16 @@ def parse_config(data: dict[str, Any]) -> GatewayConfig:
         module_name, class_name = target.split(":")
         module = __import__(module_name, fromlist=[class_name])
         sections[name] = getattr(module, class_name).from_table(top.table(name))
+    if "routing" in sections:
+        # The emergency notification webhooks; the routing section's
+        # notification_webhook is their default, so they are read after it.
+        from gateway.notify import NotifyConfig
+
+        sections["notify"] = NotifyConfig.from_table(
+            top.table("notify"), routing=sections["routing"]
+        )
+    else:
+        top.table("notify")
     top.reject_unknown()
     return GatewayConfig(
         instance=instance,

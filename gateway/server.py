@@ -26,7 +26,7 @@ from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
 from gateway.sip.builders import build_response
 from gateway.sip.events import Endpoint
-from gateway.sip.message import Response
+from gateway.sip.message import Request, Response
 from gateway.sip.transaction_layer import TransactionLayer
 from gateway.transport.manager import ListenSpec, TransportManager
 
@@ -98,6 +98,9 @@ class Gateway:
         media: MediaStage | None = None,
     ) -> None:
         self.media = media
+        #: request -> a last-resort route for an emergency call when the routing hook
+        #: fails (set by the app from the national default centre), or None
+        self.emergency_fallback: Callable[[Request], Route | None] | None = None
         self.config = config
         self.metrics = metrics
         self.guard = guard
@@ -272,7 +275,7 @@ class Gateway:
         except Exception:
             # A bug in a routing hook must cost one call, never the gateway.
             log.exception("routing hook failed for call %s", event.call_uuid)
-            self.b2bua.route_decided(event.call_uuid, Reject(status=500), now)
+            self.b2bua.route_decided(event.call_uuid, self._fallback(event.call_uuid), now)
             return
         if inspect.isawaitable(result):
             task = asyncio.ensure_future(self._await_route(event.call_uuid, result))
@@ -334,9 +337,21 @@ class Gateway:
         except asyncio.CancelledError:
             raise
         except Exception:
+            # A bug in a routing hook must cost one call, never the gateway; an
+            # emergency call is still sent on (see emergency_fallback).
             log.exception("routing hook failed for call %s", call_uuid)
-            decision = Reject(status=500)
+            decision = self._fallback(call_uuid)
         self._route_done(call_uuid, decision)
+
+    def _fallback(self, call_uuid: str) -> RouteResult:
+        """The route when the routing hook failed: the configured emergency fallback
+        for an emergency call (it must never be blocked), else 500."""
+        call = self.b2bua.calls.get(call_uuid) if self.b2bua is not None else None
+        if call is not None and self.emergency_fallback is not None:
+            fallback = self.emergency_fallback(call.a_request)
+            if fallback is not None:
+                return fallback
+        return Reject(status=500)
 
     def _call_ended(self, event: CallEnded) -> None:
         if self.active_calls == 0:
@@ -413,16 +428,9 @@ class UpstreamRouter:
     """
 
     def __init__(self, config: GatewayConfig) -> None:
-        from gateway.sip.uri import SipUri, parse_uri
-
-        uri = parse_uri(config.upstream.uri)
-        assert isinstance(uri, SipUri)
-        self.uri = uri
-        self.static: Route | None = None
-        if _is_ip(uri.host):
-            transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).upper()
-            default_port = 5061 if transport == "TLS" else 5060
-            self.static = Route(targets=(Endpoint(transport, uri.host, uri.port or default_port),))
+        self.uri = config.upstream.uri
+        literal = ip_literal_endpoint(self.uri)
+        self.static = Route(targets=(literal,)) if literal is not None else None
 
     def __call__(self, event: RouteNeeded) -> RouteResult | Awaitable[RouteResult]:
         if self.static is not None:
@@ -436,6 +444,23 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def ip_literal_endpoint(uri_text: str) -> Endpoint | None:
+    """The transport address of a SIP URI whose host is an IP literal (no lookup
+    needed, RFC 3263 4.2), or None for a host name or a non-SIP URI."""
+    from gateway.sip.errors import ParseError
+    from gateway.sip.uri import SipUri, parse_uri
+
+    try:
+        uri = parse_uri(uri_text)
+    except ParseError:
+        return None
+    if not isinstance(uri, SipUri) or not _is_ip(uri.host):
+        return None
+    transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).upper()
+    default_port = 5061 if transport == "TLS" else 5060
+    return Endpoint(transport, uri.host, uri.port or default_port)
 
 
 #: One resolver for the process, so DNS answers are cached by TTL across calls.
@@ -459,10 +484,9 @@ async def resolve_endpoints(uri_text: str) -> tuple[Endpoint, ...]:
     uri = parse_uri(uri_text)
     if not isinstance(uri, SipUri):
         raise ValueError(f"next hop is not a SIP URI: {uri_text!r}")
-    if _is_ip(uri.host):
-        transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).upper()
-        default_port = 5061 if transport == "TLS" else 5060
-        return (Endpoint(transport, uri.host, uri.port or default_port),)
+    literal = ip_literal_endpoint(uri_text)
+    if literal is not None:
+        return (literal,)
     if _RESOLVER is None:
         _RESOLVER = SipResolver()
     targets = await _RESOLVER.resolve(
