@@ -39,6 +39,7 @@ import math
 import socket
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,14 @@ EMERGENCY_HOLD = 0.5
 OPTIONS_INTERVAL = 0.5
 
 
+def _no_calls() -> int:
+    return 0
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 1000:.1f} ms"
+
+
 class ShedRouter:
     """Routes every call to one next hop; sheds ordinary calls above ``max_calls``.
 
@@ -75,7 +84,7 @@ class ShedRouter:
         self.max_calls = max_calls
         self.retry_after = retry_after
         self.emergency = emergency
-        self.active_calls = lambda: 0
+        self.active_calls: Callable[[], int] = _no_calls
 
     def __call__(self, event: RouteNeeded) -> Route | Reject:
         emergency = recognise_emergency(event.request.uri, self.emergency) is not None
@@ -171,7 +180,7 @@ class FloodResult:
         lat = self.shed_latencies
         p99 = lat[max(0, math.ceil(0.99 * len(lat)) - 1)] if lat else None
         e50, e99 = self.emergency.percentile(0.5), self.emergency.percentile(0.99)
-        ms = lambda v: "n/a" if v is None else f"{v * 1000:.1f} ms"  # noqa: E731
+        ms = _ms
         return "\n".join(
             [
                 f"mode {self.mode}: {self.duration:.0f} s, capacity {self.capacity:.0f} calls/s, "
