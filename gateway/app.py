@@ -184,7 +184,16 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 ),
             ) as writer,
         ):
-            gateway = Gateway(config, metrics=metrics, services=services)
+            media_config = config.sections.get("media")
+            stage = None
+            if media_config is not None:
+                from gateway.media_stage import MediaStage
+
+                stage = MediaStage(None, media_config, metrics=metrics)
+                stage.warm()  # encode every prompt once, before the first call
+            gateway = Gateway(config, metrics=metrics, services=services, media=stage)
+            if stage is not None:
+                stage.attach(gateway)
             loop = asyncio.get_running_loop()
             wall_offset = time.time() - loop.time()
 
@@ -200,15 +209,20 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                     EmergencyNotifier(config.sections["notify"])
                 )
             if holder is not None:
-                gateway.router = CallRouter(
+                router = CallRouter(
                     notify=notifier,
+                    recorded_line=_recorded_lines(media_config),
                     config=routing_config,
                     directory=holder.get,
                     overload=config.overload,
                     active_calls=lambda: gateway.active_calls,
                     resolve=resolve_endpoints,
                     lookup_binding=_binding_lookup(registrar) if registrar else None,
+                    trusted_peers=config.upstream.trusted_peers,
                 )
+                gateway.router = router
+                # The RFC 6881 callback window starts when the emergency call ends.
+                gateway.call_sinks.append(router.call_ended)
             if holder is not None:
                 gateway.emergency_fallback = _emergency_fallback(routing_config, holder)
             app = App(
@@ -227,10 +241,20 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             try:
                 yield app
             finally:
+                if stage is not None:
+                    await stage.close()
                 await gateway.close()
                 for task in app.tasks:
                     task.cancel()
                 await asyncio.gather(*app.tasks, return_exceptions=True)
+
+
+def _recorded_lines(media_config: Any) -> Any:
+    if media_config is None:
+        return None
+    from gateway.media_stage import recorded_line_lookup
+
+    return recorded_line_lookup(media_config)
 
 
 def _binding_lookup(registrar: Any) -> Callable[[str], Awaitable[Route | None]]:

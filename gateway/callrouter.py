@@ -20,10 +20,11 @@ import datetime as dt
 import ipaddress
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from gateway.b2bua import Announcement, Reject, Route, RouteNeeded
+from gateway.b2bua import Announcement, CallEnded, Reject, Route, RouteNeeded
 from gateway.config import OverloadConfig
 from gateway.sip.errors import SipError
 from gateway.sip.events import Endpoint
@@ -33,6 +34,7 @@ from gateway.sip.uri import SipUri, TelUri, parse_uri
 from routing.classify import classify_call
 from routing.config import RoutingConfig
 from routing.directory import Directory
+from routing.emergency import recognise_emergency
 from routing.model import Action, CallContext, Classification, RoutingDecision
 from routing.pidf import build_multipart, build_pidf, geolocation_headers
 from routing.policy import route_call
@@ -44,6 +46,9 @@ log = logging.getLogger("voipgw.router")
 EMERGENCY_FAILOVER_TIMEOUT = 3.0
 #: Seconds a ringing emergency centre may take to answer before the next one.
 EMERGENCY_NO_ANSWER_TIMEOUT = 30.0
+#: RFC 6881 SP-35/40: how long after an emergency call a call back from the centre
+#: goes straight to the device that made it, in seconds.
+CALLBACK_WINDOW = 30 * 60.0
 
 RouteResult = Route | Reject
 Resolve = Callable[[str], Awaitable[tuple[Endpoint, ...]]]
@@ -54,6 +59,22 @@ EmergencyNotifier = Callable[[RoutingDecision, CallContext, Classification], Non
 #: Dialled Request-URI + caller's language -> the recording notice of a recorded
 #: staff line, or None (gateway.media_stage reads the lines from [media]).
 RecordedLine = Callable[[str, str], Announcement | None]
+
+
+@dataclass(slots=True, kw_only=True)
+class Callback:
+    """Where a centre's call back to an emergency caller goes (RFC 6881 SP-35/40).
+
+    Attributes:
+        endpoint: the transport address the emergency call came from.
+        contact: the device's Contact URI (Request-URI of the call back).
+        expires_at: monotonic time after which the bypass ends (None while the
+            emergency call is still up).
+    """
+
+    endpoint: Endpoint
+    contact: str
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +146,8 @@ class CallRouter:
         emergency_timers: failover timing of emergency routes.
         notify: told of each emergency call (fire and forget).
         recorded_line: the announcement of a recorded staff line, if the call is to one.
+        clock: monotonic seconds (the callback window).
+        trusted_peers: the PBX and trunks: their calls go to registered devices.
     """
 
     def __init__(
@@ -139,7 +162,13 @@ class CallRouter:
         emergency_timers: EmergencyTimers | None = None,
         notify: EmergencyNotifier | None = None,
         recorded_line: RecordedLine | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        trusted_peers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
     ) -> None:
+        self.clock = clock
+        self.trusted_peers = trusted_peers
+        #: callback number (E.164 digits) -> the device to reach (RFC 6881 SP-35)
+        self.callbacks: dict[str, Callback] = {}
         self.notify = notify
         self.recorded_line = recorded_line
         self.config = config
@@ -155,6 +184,12 @@ class CallRouter:
 
     async def route(self, event: RouteNeeded) -> RouteResult:
         directory = self.directory()
+        callback = self._callback_route(event, directory)
+        if callback is not None:
+            return callback
+        inbound = await self._inbound_route(event)
+        if inbound is not None:
+            return inbound
         ctx = call_context(event.request, event.source, directory)
         classification = classify_call(ctx, directory)
         decision = route_call(ctx, classification, directory, self.config)
@@ -167,6 +202,12 @@ class CallRouter:
                 headers=(("Retry-After", str(self.overload.retry_after)),),
                 annotations={**annotations, "shed": "capacity"},
             )
+        if emergency and ctx.subscriber is not None:
+            contact = _contact_uri(event.request)
+            if contact is not None:
+                self.callbacks[_digits(ctx.subscriber.e164)] = Callback(
+                    endpoint=event.source, contact=contact
+                )
         if emergency and self.notify is not None:
             try:
                 self.notify(decision, ctx, classification)
@@ -196,15 +237,6 @@ class CallRouter:
                 emergency=True,
                 annotations=annotations,
             )
-        if not emergency and self.lookup_binding is not None:
-            registered = await self.lookup_binding(event.request.uri)
-            if registered is not None:
-                return Route(
-                    targets=registered.targets,
-                    request_uri=registered.request_uri,
-                    headers=decision.headers,
-                    annotations={**annotations, "routed": "registered-binding"},
-                )
         announcement = None
         if decision.action is Action.ANNOUNCE_THEN_ROUTE and decision.announcement:
             announcement = Announcement(
@@ -213,9 +245,67 @@ class CallRouter:
                 kind="nomadic-warning",
             )
         elif not emergency and self.recorded_line is not None:
-            # The privacy policy's notice, never on emergency calls.
+            # The privacy policy's notice, never on emergency calls, and decided
+            # before any shortcut below so no route to staff can skip it.
             announcement = self.recorded_line(event.request.uri, decision.language.value)
+        if not emergency and self.lookup_binding is not None:
+            registered = await self.lookup_binding(event.request.uri)
+            if registered is not None:
+                return Route(
+                    targets=registered.targets,
+                    request_uri=registered.request_uri,
+                    headers=decision.headers,
+                    announcement=announcement,
+                    annotations={**annotations, "routed": "registered-binding"},
+                )
         return await self._route(event.request, decision, annotations, emergency, announcement)
+
+    async def _inbound_route(self, event: RouteNeeded) -> RouteResult | None:
+        """A call from the PBX or a trunk (a trusted peer) to a device behind the
+        gateway: routed to the callee's registration, never classified as a caller's
+        call (the caller is outside; emergency dial strings still route as such)."""
+        source = ipaddress.ip_address(event.source.host)
+        if not any(source in network for network in self.trusted_peers):
+            return None
+        if recognise_emergency(event.request.uri, self.config.emergency) is not None:
+            return None
+        if self.lookup_binding is not None:
+            registered = await self.lookup_binding(event.request.uri)
+            if registered is not None:
+                return Route(
+                    targets=registered.targets,
+                    request_uri=registered.request_uri,
+                    annotations={"class": "unknown", "routed": "inbound-to-registered"},
+                )
+        return Reject(status=404, annotations={"class": "unknown", "routed": "inbound"})
+
+    def call_ended(self, event: CallEnded) -> None:
+        """Starts the 30-minute callback window when an emergency call ends."""
+        number = event.annotations.get("subscriber")
+        if event.emergency and number:
+            entry = self.callbacks.get(_digits(number))
+            if entry is not None:
+                entry.expires_at = self.clock() + CALLBACK_WINDOW
+
+    def _callback_route(self, event: RouteNeeded, directory: Directory) -> Route | None:
+        """RFC 6881 SP-35/40: "during the call and for 30 minutes after", a call from
+        an emergency centre to the callback number reaches the device that made the
+        emergency call directly, bypassing the PBX's forwarding and do-not-disturb."""
+        if not self.callbacks:
+            return None
+        now = self.clock()
+        for number in [n for n, c in self.callbacks.items() if c.expires_at and c.expires_at < now]:
+            del self.callbacks[number]
+        called = _called_number(event.request.uri)
+        entry = self.callbacks.get(called) if called else None
+        if entry is None or not _from_centre(event.source, directory):
+            return None
+        return Route(
+            targets=(entry.endpoint,),
+            request_uri=entry.contact,
+            headers=(("X-Voipgw-Class", "emergency-callback"),),
+            annotations={"class": "unknown", "routed": "emergency-callback"},
+        )
 
     async def _route(
         self,
@@ -316,3 +406,39 @@ def _annotations(
             decision.action.value if decision.call_class.value == "nomadic" else "office"
         )
     return annotations
+
+
+def _digits(number: str) -> str:
+    return "".join(ch for ch in number if ch.isdigit())
+
+
+def _called_number(request_uri: str) -> str | None:
+    try:
+        uri = parse_uri(request_uri)
+    except SipError:
+        return None
+    if isinstance(uri, SipUri) and uri.user_unescaped:
+        return _digits(uri.user_unescaped.split(";", 1)[0]) or None
+    if isinstance(uri, TelUri):
+        return _digits(uri.number) or None
+    return None
+
+
+def _contact_uri(request: Request) -> str | None:
+    try:
+        contacts = parse_contacts(request.headers.get("Contact") or "")
+    except SipError:
+        return None
+    return contacts[0].uri if isinstance(contacts, list) and contacts else None
+
+
+def _from_centre(source: Endpoint, directory: Directory) -> bool:
+    """Whether a call comes from one of the emergency centres' addresses."""
+    for centre in directory.psap.centres.values():
+        try:
+            uri = parse_uri(centre.sip_uri)
+        except SipError:
+            continue
+        if isinstance(uri, SipUri) and uri.host == source.host:
+            return True
+    return False

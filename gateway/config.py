@@ -142,9 +142,12 @@ class UpstreamConfig:
     Attributes:
         uri: SIP URI of the next hop, resolved per RFC 3263 (``sip:pbx.example.com``,
             ``sip:127.0.0.1:5080;transport=tcp``).
+        trusted_peers: addresses of the PBX and trunks (CIDRs). Calls from them are
+            inbound calls towards registered devices, not calls by subscribers.
     """
 
     uri: str
+    trusted_peers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @classmethod
     def from_table(cls, table: Table) -> UpstreamConfig:
@@ -158,8 +161,9 @@ class UpstreamConfig:
             raise ConfigError(table.field("uri"), str(exc)) from None
         if not isinstance(parsed, SipUri):
             raise ConfigError(table.field("uri"), f"expected a sip: or sips: URI, got {uri!r}")
+        peers = table.network_list("trusted_peers")
         table.reject_unknown()
-        return cls(uri=uri)
+        return cls(uri=uri, trusted_peers=peers)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,164 @@
+"""The call router's own rules: callback bypass (RFC 6881 SP-35/40), recorded-line
+notice before any shortcut, overload shedding that never sheds emergency calls."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from gateway.b2bua import Announcement, CallEnded, Reject, Route, RouteNeeded
+from gateway.callrouter import CALLBACK_WINDOW, CallRouter
+from gateway.config import OverloadConfig
+from gateway.sip.events import Endpoint
+from gateway.sip.message import Headers, Request
+from routing.config import RoutingConfig
+from routing.sites_file import parse_sites
+
+DEMO = Path(__file__).resolve().parents[1] / "deploy" / "demo" / "sites.toml"
+OFFICE_PHONE = Endpoint("UDP", "127.0.10.5", 5062)
+CENTRE = Endpoint("UDP", "127.0.0.1", 5091)
+PBX = Endpoint("UDP", "127.0.0.1", 5080)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def invite(uri: str, from_user: str, source: Endpoint) -> RouteNeeded:
+    headers = Headers(
+        [
+            ("Via", f"SIP/2.0/UDP {source.host_port};branch=z9hG4bK1"),
+            ("From", f"<sip:{from_user}@voipgw.example>;tag=1"),
+            ("To", f"<{uri}>"),
+            ("Call-ID", f"{from_user}-{uri}"),
+            ("CSeq", "1 INVITE"),
+            ("Contact", f"<sip:{from_user}@{source.host_port}>"),
+        ]
+    )
+    request = Request(method="INVITE", uri=uri, headers=headers, body=b"v=0\r\n")
+    return RouteNeeded(call_uuid="u1", request=request, source=source)
+
+
+async def resolve(uri: str) -> tuple[Endpoint, ...]:
+    from gateway.server import ip_literal_endpoint
+
+    endpoint = ip_literal_endpoint(uri)
+    assert endpoint is not None
+    return (endpoint,)
+
+
+def make_router(
+    *, active: int = 0, max_calls: int = 100, recorded=None
+) -> tuple[CallRouter, Clock]:
+    directory = parse_sites(DEMO.read_text(), "toml").directory()
+    clock = Clock()
+    router = CallRouter(
+        config=RoutingConfig(default_next_hop="sip:127.0.0.1:5080"),
+        directory=lambda: directory,
+        overload=OverloadConfig(max_calls=max_calls),
+        active_calls=lambda: active,
+        resolve=resolve,
+        recorded_line=recorded,
+        clock=clock,
+    )
+    return router, clock
+
+
+def ended(route_event: RouteNeeded, router_route: Route) -> CallEnded:
+    return CallEnded(
+        call_uuid="u1",
+        call_id="x",
+        caller="sip:alice@voipgw.example",
+        callee_dialled="sip:112@voipgw",
+        callee_routed="",
+        p_asserted_identity=None,
+        source=route_event.source,
+        user_agent=None,
+        setup_at=0,
+        ringing_at=None,
+        answered_at=1,
+        ended_at=2,
+        final_status=200,
+        final_reason="OK",
+        disposition="answered",
+        hangup_side="caller",
+        emergency=True,
+        annotations=router_route.annotations,
+    )
+
+
+@pytest.mark.asyncio
+async def test_centre_calls_back_the_device_for_30_minutes_after_the_call() -> None:
+    router, clock = make_router()
+    emergency = invite("sip:112@voipgw", "alice", OFFICE_PHONE)
+    route = await router.route(emergency)
+    assert isinstance(route, Route)
+    assert route.emergency
+    callback = invite("sip:+358401000001@voipgw", "psap", CENTRE)
+    during = await router.route(callback)
+    assert isinstance(during, Route)
+    assert during.targets == (OFFICE_PHONE,)  # the device, not the PBX
+    assert during.request_uri == "sip:alice@127.0.10.5:5062"
+    router.call_ended(ended(emergency, route))
+    clock.now += CALLBACK_WINDOW - 1
+    assert (await router.route(callback)).targets == (OFFICE_PHONE,)
+    clock.now += 2  # the window is over: back to normal routing
+    after = await router.route(callback)
+    assert not isinstance(after, Route) or after.targets != (OFFICE_PHONE,)
+
+
+@pytest.mark.asyncio
+async def test_callback_bypass_only_for_calls_from_a_centre() -> None:
+    router, _ = make_router()
+    await router.route(invite("sip:112@voipgw", "alice", OFFICE_PHONE))
+    other = await router.route(
+        invite("sip:+358401000001@voipgw", "mallory", Endpoint("UDP", "127.0.99.9", 5060))
+    )
+    assert not isinstance(other, Route) or other.targets != (OFFICE_PHONE,)
+
+
+@pytest.mark.asyncio
+async def test_overload_sheds_ordinary_calls_never_emergency() -> None:
+    router, _ = make_router(active=500, max_calls=10)
+    ordinary = await router.route(invite("sip:+358401000002@voipgw", "alice", OFFICE_PHONE))
+    assert isinstance(ordinary, Reject)
+    assert ordinary.status == 503
+    assert ("Retry-After", "5") in ordinary.headers
+    emergency = await router.route(invite("sip:112@voipgw", "alice", OFFICE_PHONE))
+    assert isinstance(emergency, Route)
+    assert emergency.emergency
+
+
+@pytest.mark.asyncio
+async def test_recorded_line_notice_never_on_emergency() -> None:
+    notice = Announcement(prompt="recording-notice", language="fi")
+    router, _ = make_router(recorded=lambda uri, lang: notice)
+    staff = await router.route(invite("sip:+358401000002@voipgw", "alice", OFFICE_PHONE))
+    assert staff.announcement == notice
+    assert staff.targets == (PBX,)
+    emergency = await router.route(invite("sip:112@voipgw", "alice", OFFICE_PHONE))
+    assert emergency.announcement is None
+
+
+@pytest.mark.asyncio
+async def test_calls_from_the_pbx_go_to_registered_devices_not_classified() -> None:
+    router, _ = make_router()
+    router.trusted_peers = (ipaddress.ip_network("127.0.0.1/32"),)
+    device = Route(targets=(OFFICE_PHONE,), request_uri="sip:alice@127.0.10.5:5062")
+
+    async def lookup(uri: str) -> Route | None:
+        return device if "alice" in uri else None
+
+    router.lookup_binding = lookup
+    inbound = await router.route(invite("sip:alice@voipgw", "pstn-caller", PBX))
+    assert isinstance(inbound, Route)
+    assert inbound.targets == (OFFICE_PHONE,)
+    nobody = await router.route(invite("sip:nobody@voipgw", "pstn-caller", PBX))
+    assert isinstance(nobody, Reject)
+    assert nobody.status == 404
