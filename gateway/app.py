@@ -28,6 +28,7 @@ from cdr.writer import CdrWriter
 from gateway.b2bua import CallEnded, Route
 from gateway.callrouter import CallRouter
 from gateway.config import GatewayConfig
+from gateway.guard import stamp_overload_feedback
 from gateway.metrics import Metrics
 from gateway.server import Gateway, ServiceHandler, ip_literal_endpoint, resolve_endpoints
 from gateway.sip.events import Endpoint
@@ -159,18 +160,24 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
         if routing_config is not None:
             from gateway.sitestore import load_directory
 
+            if config.seed_sites is not None:
+                await _seed_sites(db.pool, config.seed_sites)
+
             async def load() -> Any:
                 async with db.pool.acquire() as con:
                     return await load_directory(con, routing_config.devices)
 
             holder = DirectoryHolder(directory=await load(), load=load)
+        guard, overload_control = _guard(config, routing_config, metrics)
         registrar = None
         services: dict[str, ServiceHandler] = {}
         registrar_config = config.sections.get("registrar")
         if registrar_config is not None:
             from gateway.registrar import BindingStore, Registrar
 
-            registrar = Registrar(registrar_config, BindingStore(db.pool))
+            registrar = Registrar(
+                registrar_config, BindingStore(db.pool), on_auth_failure=guard.auth_failed
+            )
             services["REGISTER"] = registrar.handle
         async with (
             contextlib.AsyncExitStack() as stack,
@@ -191,7 +198,13 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
 
                 stage = MediaStage(None, media_config, metrics=metrics)
                 stage.warm()  # encode every prompt once, before the first call
-            gateway = Gateway(config, metrics=metrics, services=services, media=stage)
+            gateway = Gateway(config, metrics=metrics, services=services, media=stage, guard=guard)
+            if overload_control is not None:
+                # RFC 7339: loss-based overload feedback to upstreams that ask for it.
+                control = overload_control
+                gateway.on_response = lambda response, now: stamp_overload_feedback(
+                    response, control.feedback(now)
+                )
             if stage is not None:
                 stage.attach(gateway)
             loop = asyncio.get_running_loop()
@@ -247,6 +260,34 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 for task in app.tasks:
                     task.cancel()
                 await asyncio.gather(*app.tasks, return_exceptions=True)
+
+
+async def _seed_sites(pool: Any, path: Any) -> None:
+    """Imports a sites file when the database has no customers yet (first start)."""
+    from gateway.sitestore import export_sites, import_sites
+    from routing.sites_file import parse_sites
+
+    async with pool.acquire() as con:
+        existing = await export_sites(con)
+        if existing.customers:
+            return
+        fmt = "csv" if str(path).endswith(".csv") else "toml"
+        data = parse_sites(path.read_text(encoding="utf-8"), fmt)
+        await import_sites(con, data)
+        log.info("imported seed sites from %s", path)
+
+
+def _guard(config: GatewayConfig, routing_config: Any, metrics: Metrics | None) -> Any:
+    """The ingress guard (rate limits, bans, scanners) and RFC 7339 loss control."""
+    from gateway.guard import Guard, LossController
+    from routing.config import EmergencyConfig
+
+    guard_config = config.sections["guard"]
+    loop = asyncio.get_running_loop()
+    control = LossController.from_config(guard_config, seq_offset=time.time() - loop.time())
+    emergency = routing_config.emergency if routing_config is not None else EmergencyConfig()
+    guard = Guard(guard_config, emergency=emergency, metrics=metrics, overload=control)
+    return guard, control
 
 
 def _recorded_lines(media_config: Any) -> Any:

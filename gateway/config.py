@@ -203,6 +203,8 @@ class GatewayConfig:
         overload: capacity bounds.
         sections: other packages' sections, parsed by them (name -> object).
         source: path of the file it was read from.
+        seed_sites: a sites file imported at start when the database has no sites
+            (demo and first installs).
     """
 
     instance: str
@@ -212,6 +214,7 @@ class GatewayConfig:
     overload: OverloadConfig
     sections: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    seed_sites: Path | None = None
 
 
 #: Sections parsed by other packages: name -> "module:Class" with a from_table.
@@ -223,6 +226,7 @@ EXTERNAL_SECTIONS: dict[str, str] = {
     "routing": "routing.config:RoutingConfig",
     "registrar": "gateway.registrar.config:RegistrarConfig",
     "media": "gateway.rtp.config:MediaConfig",
+    "guard": "gateway.guard_config:GuardConfig",
 }
 
 #: Sections whose absence switches their feature off (the others take defaults).
@@ -239,6 +243,7 @@ def parse_config(data: dict[str, Any]) -> GatewayConfig:
     gateway = top.table("gateway")
     instance = gateway.str("instance", "voipgw-1")
     state_dir = Path(gateway.str("state_dir", "state"))
+    seed = gateway.opt_str("seed_sites")
     gateway.reject_unknown()
     sip = SipConfig.from_table(top.table("sip"))
     upstream = UpstreamConfig.from_table(top.table("upstream"))
@@ -265,6 +270,7 @@ def parse_config(data: dict[str, Any]) -> GatewayConfig:
     return GatewayConfig(
         instance=instance,
         state_dir=state_dir,
+        seed_sites=Path(seed) if seed else None,
         sip=sip,
         upstream=upstream,
         overload=overload,

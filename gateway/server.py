@@ -98,6 +98,8 @@ class Gateway:
         media: MediaStage | None = None,
     ) -> None:
         self.media = media
+        #: sees every response the B2BUA sends (RFC 7339 overload feedback)
+        self.on_response: Callable[[Response, float], object] | None = None
         #: request -> a last-resort route for an emergency call when the routing hook
         #: fails (set by the app from the national default centre), or None
         self.emergency_fallback: Callable[[Request], Route | None] | None = None
@@ -143,6 +145,7 @@ class Gateway:
             new_call_uuid=lambda: uuid.uuid4().hex,
             no_answer_timeout=self.config.sip.no_answer_timeout,
             services=frozenset(self.services),
+            on_response=self.on_response,
         )
         self.ready = True
         for endpoint in self.transports.local:

@@ -84,6 +84,8 @@ class B2bua:
         services: out-of-dialog methods handed to the adapter as
             :class:`ServiceRequest` (e.g. {"REGISTER"} when a registrar is attached).
         new_call_uuid: unique id of a call (the CDR key); ``new_token`` by default.
+        on_response: sees every response the B2BUA sends, just before it goes out
+            (RFC 7339 overload feedback in the top Via).
     """
 
     def __init__(
@@ -95,8 +97,10 @@ class B2bua:
         contact_user: str = "voipgw",
         services: frozenset[str] = frozenset(),
         new_call_uuid: Callable[[], str] | None = None,
+        on_response: Callable[[Response, float], object] | None = None,
     ) -> None:
         self.layer = layer
+        self.on_response = on_response
         self.new_call_uuid = new_call_uuid or new_token
         self.services = services
         self.new_token = new_token
@@ -822,6 +826,8 @@ class B2bua:
     # ------------------------------------------------------------------ helpers
 
     def _send(self, key: TransactionKey, response: Response, now: float) -> None:
+        if self.on_response is not None:
+            self.on_response(response, now)
         try:
             self.layer.send_response(key, response, now)
         except SipError as exc:
