@@ -21,7 +21,7 @@ from gateway.configfields import ConfigError
 DEFAULT_CONFIG = "deploy/demo/voipgw.toml"
 
 #: Modules contributing subcommands: each has register(subparsers).
-SUBCOMMAND_MODULES = ("cdr.cli", "gateway.sites_cli")
+SUBCOMMAND_MODULES = ("cdr.cli", "gateway.sites_cli", "gateway.admin_cli")
 
 log = logging.getLogger("voipgw")
 

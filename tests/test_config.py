@@ -1,0 +1,97 @@
+"""The config file: the demo validates; a bad field is named and the CLI exits 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_config, parse_config
+from gateway.configfields import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "deploy" / "demo" / "voipgw.toml"
+
+
+def minimal(**overrides: object) -> dict:
+    doc: dict = {
+        "sip": {"listen": [{"transport": "UDP", "host": "127.0.0.1", "port": 5060}]},
+        "upstream": {"uri": "sip:127.0.0.1:5080"},
+    }
+    doc.update(overrides)
+    return doc
+
+
+def test_demo_config_is_valid() -> None:
+    config = load_config(DEMO)
+    assert {item.transport for item in config.sip.listen} == {"UDP", "TCP"}
+    assert {"routing", "registrar", "media", "guard", "cdr", "database"} <= set(config.sections)
+
+
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        (
+            minimal(sip={"listen": [{"transport": "UDP", "host": "127.0.0.1", "port": 70000}]}),
+            "sip.listen[0].port",
+        ),
+        (
+            minimal(sip={"listen": [{"transport": "SCTP", "host": "127.0.0.1"}]}),
+            "sip.listen[0].transport",
+        ),
+        (
+            minimal(sip={"listen": [{"transport": "UDP", "host": "pbx.example"}]}),
+            "sip.listen[0].host",
+        ),
+        (minimal(sip={"listen": []}), "sip.listen"),
+        (minimal(upstream={"uri": "mailto:x@y"}), "upstream.uri"),
+        (minimal(upstream={}), "upstream.uri"),
+        (
+            minimal(sip={"listen": [{"transport": "UDP", "host": "127.0.0.1"}], "t1": "fast"}),
+            "sip.t1",
+        ),
+        (minimal(overload={"max_calls": 0}), "overload.max_calls"),
+        (minimal(cdr={"retention_months": "15"}), "cdr.retention_months"),
+        (minimal(bogus={"x": 1}), "bogus"),
+        (
+            minimal(sip={"listen": [{"transport": "UDP", "host": "127.0.0.1", "prot": 5}]}),
+            "sip.listen[0].prot",
+        ),
+        (minimal(registrar={"realm": "r"}), "registrar.secret"),
+    ],
+)
+def test_bad_field_is_named(doc: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc)
+    assert info.value.field.startswith(field), str(info.value)
+
+
+def test_check_config_cli_names_the_field_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(DEMO.read_text().replace("port = 5060", "port = -1", 1))
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "sip.listen[0].port" in result.stderr
+    ok = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "--config", str(DEMO)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_not_toml_is_reported(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sip\nlisten = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
