@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import re
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -291,6 +292,12 @@ class TransactionLayer(TransactionOwner):
             self.stats["parse_error"] += 1
             self.observer.parse_error_from(exc.status_hint)
             partial = exc.partial
+            if partial is None and exc.status_hint == 513 and not data.startswith(b"SIP/"):
+                # Too large to parse at all (RFC 3261 21.5.14): salvage the few
+                # headers a 513 needs so the client learns why.
+                partial = PartialMessage(
+                    is_request=True, method=None, headers=_salvage_headers(data)
+                )
             if isinstance(partial, PartialMessage) and partial.is_request:
                 if partial.method != "ACK":  # 17.1.1.3: never answer an ACK
                     self._answer_unparsable(partial.headers, exc, source)
@@ -601,6 +608,23 @@ def _stamp_received(request: Request, source: Endpoint) -> Via:
         request.headers.pop_first_value("Via")
         request.headers.prepend("Via", str(stamped))
     return stamped
+
+
+#: The headers a stateless response copies, long and compact forms (RFC 3261 7.3.3).
+_SALVAGE_RE = re.compile(
+    rb"^(via|v|from|f|to|t|call-id|i|cseq)[ \t]*:[ \t]*([^\r\n]{1,1024})\r\n",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _salvage_headers(data: bytes) -> Headers:
+    """The Via/From/To/Call-ID/CSeq lines of a message too large to parse (read from
+    its first bytes only: the limit that made it unparsable bounds this work too)."""
+    head = data[: 16 * 1024]
+    return Headers(
+        (name.decode("ascii"), value.decode("utf-8", "surrogateescape"))
+        for name, value in _SALVAGE_RE.findall(head)
+    )
 
 
 def _dialog_ack_key(request: Request) -> tuple[str, int] | None:

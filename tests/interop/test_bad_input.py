@@ -1,0 +1,107 @@
+"""Bad input over the wire: truncated, oversized and binary datagrams, and a broken
+TCP stream, get 400/513 or are dropped, are counted, and never stop the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+
+from tests.interop.gateway import gateway_config, running_gateway
+
+pytestmark = pytest.mark.interop
+
+GOOD = (
+    "OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{tag};rport\r\n"
+    "Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag={tag}\r\nTo: <sip:127.0.0.1>\r\n"
+    "Call-ID: {tag}@probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+class Probe(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.event = asyncio.Event()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.received.append(data)
+        self.event.set()
+
+
+async def exchange(transport, probe: Probe, data: bytes, target: tuple[str, int]) -> bytes | None:
+    probe.received.clear()
+    probe.event.clear()
+    transport.sendto(data, target)
+    try:
+        await asyncio.wait_for(probe.event.wait(), 1.0)
+    except TimeoutError:
+        return None
+    return probe.received[0]
+
+
+@pytest.mark.asyncio
+async def test_bad_datagrams_are_answered_or_dropped_and_counted() -> None:
+    doc = gateway_config(host="127.0.0.1", upstream="sip:127.0.0.1:9")
+    async with running_gateway(doc) as (gateway, _):
+        target_endpoint = next(e for e in gateway.transports.local if e.transport == "UDP")
+        target = (target_endpoint.host, target_endpoint.port)
+        loop = asyncio.get_running_loop()
+        transport, probe = await loop.create_datagram_endpoint(
+            Probe, local_addr=("127.0.0.1", 0), family=socket.AF_INET
+        )
+        port = transport.get_extra_info("sockname")[1]
+        good = GOOD.format(port=port, tag="ok1").encode()
+        try:
+            # Truncated: the header section never ends -> 400 (Via is readable).
+            truncated = good[: good.index(b"Content-Length")]
+            answer = await exchange(transport, probe, truncated, target)
+            assert answer is not None and answer.startswith(b"SIP/2.0 400 ")
+            # Oversized header section (> MAX_HEAD_SIZE) -> 513 Message Too Large.
+            filler = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"b" * 1000) for i in range(40))
+            oversized = good.replace(b"Content-Length", filler + b"Content-Length")
+            answer = await exchange(transport, probe, oversized, target)
+            assert answer is not None and answer.startswith(b"SIP/2.0 513 "), answer
+            # Binary garbage: nothing to answer -> dropped.
+            assert await exchange(transport, probe, os.urandom(600), target) is None
+            # A response nobody asked for: dropped.
+            stray = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKx\r\n\r\n"
+            assert await exchange(transport, probe, stray, target) is None
+            # Still up: a good OPTIONS gets 200.
+            answer = await exchange(
+                transport, probe, GOOD.format(port=port, tag="ok2").encode(), target
+            )
+            assert answer is not None and answer.startswith(b"SIP/2.0 200 ")
+        finally:
+            transport.close()
+        stats = gateway.layer.stats
+        assert stats["parse_error"] >= 3
+        assert stats["stateless_400"] >= 1
+        assert stats["stateless_513"] >= 1
+        assert stats["dropped_unparsable"] + stats["dropped_bad_response"] >= 1
+
+
+@pytest.mark.asyncio
+async def test_broken_tcp_stream_is_closed_and_gateway_stays_up() -> None:
+    doc = gateway_config(host="127.0.0.1", upstream="sip:127.0.0.1:9")
+    async with running_gateway(doc) as (gateway, _):
+        tcp = next(e for e in gateway.transports.local if e.transport == "TCP")
+        reader, writer = await asyncio.open_connection(tcp.host, tcp.port)
+        # A head with no Content-Length on a stream: framing is lost, the gateway
+        # closes the connection (RFC 3261 18.3).
+        writer.write(
+            b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKa\r\n\r\n"
+        )
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        # A well-framed OPTIONS on a new connection is answered.
+        reader, writer = await asyncio.open_connection(tcp.host, tcp.port)
+        writer.write(GOOD.format(port=5060, tag="tcp").replace("UDP", "TCP").encode())
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), 5)
+        assert line.startswith(b"SIP/2.0 200 ")
+        writer.close()
+        assert gateway.transports.stats["stream_framing_error"] == 1
