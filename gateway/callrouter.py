@@ -258,7 +258,10 @@ class CallRouter:
                     announcement=announcement,
                     annotations={**annotations, "routed": "registered-binding"},
                 )
-        return await self._route(event.request, decision, annotations, emergency, announcement)
+        identity = _identity(ctx) if not emergency else None
+        return await self._route(
+            event.request, decision, annotations, emergency, announcement, identity
+        )
 
     async def _inbound_route(self, event: RouteNeeded) -> RouteResult | None:
         """A call from the PBX or a trunk (a trusted peer) to a device behind the
@@ -314,6 +317,7 @@ class CallRouter:
         annotations: dict[str, str],
         emergency: bool,
         announcement: Announcement | None = None,
+        identity: tuple[tuple[tuple[str, str], ...], str | None] | None = None,
     ) -> RouteResult:
         targets: list[Endpoint] = []
         uris: list[str] = []
@@ -331,6 +335,11 @@ class CallRouter:
         if not targets:
             return Reject(status=502 if decision.targets else 404, annotations=annotations)
         headers = list(decision.headers)
+        from_value = None
+        if identity is not None:
+            identity_headers, from_value = identity
+            # The routing layer's Privacy header is re-stated with the identity.
+            headers = [h for h in headers if h[0] != "Privacy"] + list(identity_headers)
         body = None
         content_type = None
         if emergency:
@@ -344,13 +353,42 @@ class CallRouter:
             headers=tuple(headers),
             body=body,
             content_type=content_type,
-            remove_headers=("P-Asserted-Identity", "Privacy") if emergency else (),
+            remove_headers=("P-Asserted-Identity", "Privacy")
+            if emergency or identity is not None
+            else (),
+            from_value=from_value,
             emergency=emergency,
             announcement=announcement,
             failover_timeout=self.emergency_timers.failover_timeout if emergency else None,
             no_answer_timeout=self.emergency_timers.no_answer_timeout if emergency else None,
             annotations={**annotations, "centres": ",".join(centres)},
         )
+
+
+def _identity(ctx: CallContext) -> tuple[tuple[tuple[str, str], ...], str | None] | None:
+    """The caller's identity on the B leg (RFC 3325, RFC 3323).
+
+    Inside the trust domain (the PBX and trunks behind the gateway) the subscriber's
+    number and name go in P-Asserted-Identity. When the subscriber restricted
+    presentation, From becomes anonymous and ``Privacy: id`` asks the next hop to
+    withhold the asserted identity from the called party (RFC 3325 section 9.3); the
+    privacy policy lets the service show name and number otherwise.
+
+    Returns:
+        (headers to add, From name-addr or None to keep the caller's), or None for an
+        unknown caller.
+    """
+    subscriber = ctx.subscriber
+    if subscriber is None:
+        return None
+    name = (subscriber.display_name or "").replace('"', "").replace("\\", "")
+    asserted = f'"{name}" <tel:{subscriber.e164}>' if name else f"<tel:{subscriber.e164}>"
+    if subscriber.presentation.value == "restricted":
+        return (
+            (("P-Asserted-Identity", asserted), ("Privacy", "id")),
+            '"Anonymous" <sip:anonymous@anonymous.invalid>',
+        )
+    return ((("P-Asserted-Identity", asserted),), None)
 
 
 def _emergency_headers(decision: RoutingDecision) -> list[tuple[str, str]]:

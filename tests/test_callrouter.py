@@ -162,3 +162,25 @@ async def test_calls_from_the_pbx_go_to_registered_devices_not_classified() -> N
     nobody = await router.route(invite("sip:nobody@voipgw", "pstn-caller", PBX))
     assert isinstance(nobody, Reject)
     assert nobody.status == 404
+
+
+@pytest.mark.asyncio
+async def test_caller_identity_asserted_and_privacy_honoured() -> None:
+    router, _ = make_router()
+    directory = router.directory()
+    shown = await router.route(invite("sip:+358201234567@voipgw", "alice", OFFICE_PHONE))
+    assert isinstance(shown, Route)
+    assert ("P-Asserted-Identity", '"Alice (desk phone)" <tel:+358401000001>') in shown.headers
+    assert shown.from_value is None
+    restricted = next(
+        s for s in directory.subscribers.values() if s.presentation.value == "restricted"
+    )
+    hidden = await router.route(
+        invite("sip:+358201234567@voipgw", restricted.sip_user, OFFICE_PHONE)
+    )
+    assert isinstance(hidden, Route)
+    assert [h for h in hidden.headers if h[0] == "Privacy"] == [("Privacy", "id")]
+    assert hidden.from_value is not None and "anonymous.invalid" in hidden.from_value
+    assert any(
+        name == "P-Asserted-Identity" and restricted.e164 in value for name, value in hidden.headers
+    )
