@@ -1,0 +1,400 @@
+"""A real ``voipgw run`` process for operations tests: config, start, signals, state.
+
+* :func:`gateway_toml` writes the demo configuration (deploy/demo/voipgw.toml) with
+  every port, directory and peer moved to this test: SIP on a free UDP port of
+  127.0.0.1, metrics on a free port, the embedded PostgreSQL and the CDR spool under a
+  temporary state directory (or ``[database] url`` on a server the test runs), and a
+  copy of the demo sites file whose emergency centres point at test peers.
+* :class:`GatewayProcess` starts ``python -m gateway run`` with its output in a log
+  file, waits for "voipgw ready", scrapes /metrics, sends SIGTERM or SIGKILL and
+  waits for the exit status. It kills only the process it started.
+* :func:`cdr_rows` and :func:`spooled_records` read what became of the call records:
+  committed rows in PostgreSQL, and records still waiting in the local spool.
+
+State directories are ``mkdtemp()`` directories directly under the system temp dir
+(as in tests/conftest.py): as root the embedded server runs as another user, and
+pytest resets its own temp root to mode 0700 on every start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from prometheus_client.parser import text_string_to_metric_families
+
+from cdr.spool import Spool
+from tests.emergency.rig import DEMO_CENTRE_PORTS, demo_sites_with
+from tests.interop.sipp import SippUas, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+REALM = "voipgw.demo"
+#: Setera's Espoo office LAN in the demo data: calls from here are office calls.
+OFFICE_IP = "127.0.10.5"
+#: Another phone in the same office (the guard limits INVITEs per source).
+OFFICE_IP_2 = "127.0.10.6"
+
+#: Seconds ``voipgw run`` may take to print "voipgw ready" (initdb on first start).
+READY_TIMEOUT = 90.0
+
+
+def state_directory() -> Path:
+    """A fresh state directory under the system temp dir (see the module docstring)."""
+    path = Path(tempfile.mkdtemp(prefix="voipgw-ops-"))
+    path.chmod(0o755)
+    return path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewaySetup:
+    """Where one test's gateway lives and listens."""
+
+    state: Path
+    """State directory (embedded pgdata, CDR spool, config, log)."""
+    sip_port: int
+    """UDP port of the SIP listener on 127.0.0.1."""
+    metrics_port: int
+    """Port of /metrics, /healthz and /readyz on 127.0.0.1."""
+    config: Path
+    """The TOML file ``voipgw run --config`` reads."""
+
+    @property
+    def target(self) -> str:
+        """``host:port`` for SIPp."""
+        return f"{HOST}:{self.sip_port}"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.state / "cdr-spool"
+
+
+def gateway_toml(
+    state: Path,
+    *,
+    sip_port: int,
+    metrics_port: int,
+    upstream: str,
+    sites: Path,
+    database_url: str | None = None,
+    cdr: Mapping[str, float | int] | None = None,
+) -> str:
+    """The demo configuration moved onto this test's ports and directories."""
+    rtp_min = random.randrange(21000, 39000, 1000)
+    database = f'url = "{database_url}"' if database_url else f'state_dir = "{state}"'
+    cdr_extra = "\n".join(f"{key} = {value}" for key, value in (cdr or {}).items())
+    return f"""
+[gateway]
+instance = "ops-{state.name[-8:]}"
+state_dir = "{state}"
+seed_sites = "{sites}"
+
+[sip]
+t1 = 0.5
+no_answer_timeout = 180.0
+
+[[sip.listen]]
+transport = "UDP"
+host = "{HOST}"
+port = {sip_port}
+
+[upstream]
+uri = "{upstream}"
+trusted_peers = ["127.0.0.1/32"]
+
+[overload]
+max_calls = 5000
+emergency_reserve = 500
+retry_after = 5
+
+[metrics]
+address = "{HOST}"
+port = {metrics_port}
+
+[logging]
+level = "info"
+json = true
+
+[database]
+{database}
+
+[cdr]
+spool_dir = "{state / "cdr-spool"}"
+retention_months = 15
+partitions_ahead = 3
+{cdr_extra}
+
+[routing]
+default_next_hop = "{upstream}"
+nomadic_policy = "announce-then-route"
+resource_priority = "esnet.1"
+
+[registrar]
+realm = "{REALM}"
+secret = "ops-test-secret-0123456789abcdef"
+# SIPp 3.6 answers MD5 challenges only, and reads the first one.
+algorithms = ["MD5", "SHA-256"]
+
+[media]
+bind_address = "{HOST}"
+rtp_port_min = {rtp_min}
+rtp_port_max = {rtp_min + 999}
+default_language = "fi"
+
+[[media.recorded_lines]]
+number = "+358201234567"
+language = "fi"
+mode = "early-media"
+
+[guard]
+trusted_peers = ["127.0.0.1/32"]
+"""
+
+
+def prepare(
+    state: Path,
+    *,
+    upstream: str,
+    centre_ports: Mapping[str, int] | None = None,
+    database_url: str | None = None,
+    cdr: Mapping[str, float | int] | None = None,
+) -> GatewaySetup:
+    """Writes the sites copy and the config into ``state``.
+
+    Args:
+        state: the test's state directory.
+        upstream: SIP URI of the PBX (and the ordinary calls' next hop).
+        centre_ports: centre id -> port of a peer the test runs; the other centres
+            get free ports nobody listens on.
+        database_url: ``[database] url``; the embedded server under ``state`` if None.
+        cdr: more ``[cdr]`` keys.
+    """
+    ports = {c: free_port(HOST) for c in DEMO_CENTRE_PORTS} | dict(centre_ports or {})
+    sites = state / "sites.toml"
+    sites.write_text(demo_sites_with(ports), encoding="utf-8")
+    setup = GatewaySetup(
+        state=state,
+        sip_port=free_port(HOST),
+        metrics_port=free_port(HOST),
+        config=state / "voipgw.toml",
+    )
+    setup.config.write_text(
+        gateway_toml(
+            state,
+            sip_port=setup.sip_port,
+            metrics_port=setup.metrics_port,
+            upstream=upstream,
+            sites=sites,
+            database_url=database_url,
+            cdr=cdr,
+        ),
+        encoding="utf-8",
+    )
+    return setup
+
+
+class GatewayError(RuntimeError):
+    """``voipgw run`` did not start, or did not stop as it should."""
+
+
+class GatewayProcess:
+    """One ``voipgw run`` subprocess (its own session, output in ``log``).
+
+    Args:
+        setup: what :func:`prepare` wrote.
+        log_name: file name of its output in the state directory.
+    """
+
+    def __init__(self, setup: GatewaySetup, log_name: str = "voipgw.log") -> None:
+        self.setup = setup
+        self.log = setup.state / log_name
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        """Starts the gateway and waits until it prints "voipgw ready".
+
+        Raises:
+            GatewayError: it exited or did not get ready in :data:`READY_TIMEOUT`.
+        """
+        with self.log.open("wb") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "gateway",
+                "run",
+                "--config",
+                str(self.setup.config),
+                cwd=ROOT,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT
+        while b"voipgw ready" not in self.log.read_bytes():
+            if self.proc.returncode is not None:
+                raise GatewayError(f"voipgw exited with {self.proc.returncode}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                await self.kill()
+                raise GatewayError(f"voipgw not ready in {READY_TIMEOUT}s:\n{self.tail()}")
+            await asyncio.sleep(0.1)
+
+    def tail(self, limit: int = 6000) -> str:
+        """The end of the gateway's output, for assertion messages."""
+        return self.log.read_bytes()[-limit:].decode("utf-8", "backslashreplace")
+
+    def signal(self, signum: signal.Signals) -> None:
+        """Sends ``signum`` to the gateway process (not its group: PostgreSQL lives on)."""
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    async def wait(self, limit: float) -> int | None:
+        """Waits up to ``limit`` seconds for the exit; returns the status or None."""
+        assert self.proc is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.proc.wait(), limit)
+        return self.proc.returncode
+
+    async def kill(self) -> None:
+        """SIGKILL and reap (a no-op once it has exited)."""
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+
+    async def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after the drain bound; returns the exit status."""
+        if self.proc is None or self.proc.returncode is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.signal(signal.SIGTERM)
+        status = await self.wait(45)
+        await self.kill()
+        return status
+
+    # ------------------------------------------------------------------ metrics
+
+    def _get(self, path: str) -> str:
+        url = f"http://{HOST}:{self.setup.metrics_port}{path}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+    async def scrape(self) -> str:
+        """GET /metrics (the text exposition format)."""
+        return await asyncio.to_thread(self._get, "/metrics")
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """The sum of every sample of ``name`` whose labels include ``labels``."""
+        return sum_samples(await self.scrape(), name, **labels)
+
+
+def sum_samples(text: str, name: str, **labels: str) -> float:
+    """Sums the samples named ``name`` (full sample name, e.g. ``..._total``)."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+async def wait_until(what: str, probe: Any, check: Any, limit: float) -> Any:
+    """Polls ``await probe()`` every 0.25 s until ``check(value)``; fails after ``limit``."""
+    deadline = time.monotonic() + limit
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = await probe()
+        except (OSError, asyncpg.PostgresError) as exc:
+            last = exc
+        else:
+            if check(last):
+                return last
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out after {limit}s waiting for {what}; last: {last!r}")
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(setup: GatewaySetup) -> AsyncIterator[GatewayProcess]:
+    """A started gateway, stopped (SIGTERM, then SIGKILL) when the block exits."""
+    gateway = GatewayProcess(setup)
+    await gateway.start()
+    try:
+        yield gateway
+    finally:
+        await gateway.stop()
+
+
+class KillableUas(SippUas):
+    """A SIPp UAS the test can SIGKILL mid-run (a crashed PBX)."""
+
+    def kill_now(self) -> None:
+        proc = self._proc
+        assert proc is not None
+        proc.kill()
+
+
+# ---------------------------------------------------------------------- call records
+
+
+@dataclass(frozen=True, slots=True)
+class CdrRow:
+    call_uuid: str
+    call_id: str
+    callee_dialled: str
+    final_status: int
+    disposition: str
+
+
+async def cdr_rows(dsn: str) -> list[CdrRow]:
+    """Every committed CDR row."""
+    con = await asyncpg.connect(dsn)
+    try:
+        rows = await con.fetch(
+            "SELECT call_uuid::text, call_id, callee_dialled, final_status,"
+            " disposition::text FROM cdr"
+        )
+    finally:
+        await con.close()
+    return [CdrRow(*row) for row in rows]
+
+
+def spooled_records(spool_dir: Path) -> list[dict[str, Any]]:
+    """Records in the spool after its checkpoint (acknowledged, not yet committed).
+
+    Only for a spool no running gateway holds (it takes the lock).
+    """
+    if not spool_dir.is_dir():
+        return []
+    spool = Spool(spool_dir)
+    spool.open()
+    try:
+        payloads, _ = spool.read(spool.checkpoint(), spool.end(), 1_000_000)
+    finally:
+        spool.close()
+    return [json.loads(payload) for payload in payloads]
+
+
+def remove_state(state: Path) -> None:
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,169 @@
+"""A real Prometheus scrapes a real ``voipgw run`` while SIPp places calls through it.
+
+Ten ordinary calls from a phone in Setera's Espoo office go through the gateway to a
+SIPp UAS standing in for the PBX; one emergency call (alice, 112, from the office
+LAN) goes to the Espoo centre (Kerava, a SIPp UAS that checks the emergency headers
+and the PIDF-LO). Prometheus scrapes the gateway every second; its HTTP API must then
+report 11 calls and one answered emergency call, and ``promtool check metrics``
+must accept a live scrape of the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.test_prometheus_e2e import Prometheus
+from tests.deploy.tools import require
+from tests.interop.sipp import SippUas, free_port, run_uac
+from tests.ops.harness import (
+    HOST,
+    OFFICE_IP,
+    OFFICE_IP_2,
+    prepare,
+    remove_state,
+    running_gateway,
+    state_directory,
+)
+
+pytestmark = [pytest.mark.tool, pytest.mark.sipp, pytest.mark.interop, pytest.mark.postgres]
+
+ORDINARY_CALLS = 10
+
+
+@contextlib.asynccontextmanager
+async def prometheus_server(target: str, workdir: Path) -> AsyncIterator[Prometheus]:
+    """``/usr/bin/prometheus`` scraping ``target`` every second."""
+    binary = require("prometheus")
+    (workdir / "prometheus.yml").write_text(
+        "global:\n"
+        "  scrape_interval: 1s\n"
+        "scrape_configs:\n"
+        "  - job_name: voipgw\n"
+        "    scrape_interval: 1s\n"
+        "    scrape_timeout: 1s\n"
+        "    static_configs:\n"
+        f"      - targets: ['{target}']\n"
+    )
+    port = free_port(HOST)
+    with (workdir / "prometheus.log").open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            binary,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'prometheus-data'}",
+            f"--web.listen-address={HOST}:{port}",
+            "--log.level=warn",
+            stdout=log,
+            stderr=log,
+        )
+    prom = Prometheus(port)
+    try:
+        await prom.wait_for(
+            "the gateway to be scraped",
+            lambda: prom.query('up{job="voipgw"}'),
+            lambda r: len(r) == 1 and r[0]["value"][1] == "1",
+        )
+        yield prom
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+def value(result: list[dict[str, Any]]) -> float | None:
+    return float(result[0]["value"][1]) if len(result) == 1 else None
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.asyncio
+async def test_prometheus_counts_calls_through_a_running_gateway() -> None:
+    state = state_directory()
+    try:
+        async with (
+            SippUas("uas-answer", host=HOST, timeout=120) as pbx,
+            SippUas("uas-psap-answer", host=HOST, timeout=120) as kerava,
+        ):
+            setup = prepare(state, upstream=pbx.uri, centre_ports={"kerava": kerava.port})
+            async with (
+                running_gateway(setup) as gateway,
+                prometheus_server(f"{HOST}:{setup.metrics_port}", state) as prom,
+            ):
+                ordinary, emergency = await asyncio.gather(
+                    run_uac(
+                        "uac-emergency",
+                        setup.target,
+                        local_ip=OFFICE_IP,
+                        calls=ORDINARY_CALLS,
+                        rate=5,
+                        call_duration=0.3,
+                        timeout=30,
+                        extra_args=[
+                            "-key",
+                            "caller",
+                            "bob",
+                            "-key",
+                            "ruri",
+                            f"sip:0401234567@{setup.target}",
+                        ],
+                    ),
+                    run_uac(
+                        "uac-emergency",
+                        setup.target,
+                        local_ip=OFFICE_IP_2,
+                        calls=1,
+                        call_duration=0.3,
+                        timeout=30,
+                        extra_args=[
+                            "-key",
+                            "caller",
+                            "alice",
+                            "-key",
+                            "ruri",
+                            f"sip:112@{setup.target}",
+                        ],
+                    ),
+                )
+                assert ordinary.ok, ordinary.describe()
+                assert emergency.ok, emergency.describe()
+
+                # What Prometheus stored, through its query API.
+                await prom.wait_value("sum(voipgw_calls_total)", ORDINARY_CALLS + 1)
+                await prom.wait_value(
+                    'sum(voipgw_calls_total{outcome="answered"})', ORDINARY_CALLS + 1
+                )
+                await prom.wait_value('sum(voipgw_emergency_calls_total{outcome="answered"})', 1)
+                # Series of other outcomes may exist (created at 0), none above 0.
+                failed = await prom.query('voipgw_emergency_calls_total{outcome!="answered"} > 0')
+                assert failed == [], failed
+                await prom.wait_value("voipgw_active_calls", 0)
+
+                # promtool lints a live scrape of the gateway itself.
+                body = await gateway.scrape()
+                check = await asyncio.to_thread(
+                    subprocess.run,
+                    [require("promtool"), "check", "metrics"],
+                    input=body,
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=False,
+                )
+                assert check.returncode == 0, check.stdout + check.stderr
+                assert "voipgw_calls_total" in body
+        assert pbx.result is not None
+        assert pbx.result.successful_calls == ORDINARY_CALLS, pbx.result.describe()
+        assert kerava.result is not None
+        assert kerava.result.successful_calls == 1, kerava.result.describe()
+        assert kerava.result.failed_calls == 0, kerava.result.describe()
+    finally:
+        remove_state(state)
