@@ -231,6 +231,7 @@ async def emergency_rig(
     centre_ports: Mapping[str, int] | None = None,
     pbx_port: int | None = None,
     routing: Mapping[str, Any] | None = None,
+    guard: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Rig]:
     """Starts the app with routing data whose centres are Python peers.
 
@@ -245,6 +246,7 @@ async def emergency_rig(
         pbx_port: port of the ordinary-call next hop run by the test (a SIPp UAS);
             a Python peer answers otherwise.
         routing: more ``[routing]`` keys.
+        guard: ``[guard]`` keys (the per-source limits are on by default).
     """
     modes = dict(modes or {})
     external = dict(centre_ports or {})
@@ -269,6 +271,7 @@ async def emergency_rig(
         cdr={"spool_dir": str(state_dir / "cdr-spool"), "batch_age": 0.05},
         routing={"default_next_hop": pbx_uri, "nomadic_policy": policy, **(routing or {})},
         overload={"max_calls": max_calls},
+        guard=dict(guard or {}),
     )
     for peer in (*centres.values(), pbx):
         await peer.start()
