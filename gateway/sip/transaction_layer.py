@@ -304,11 +304,20 @@ class TransactionLayer(TransactionOwner):
             else:
                 self.stats["dropped_bad_response" if partial else "dropped_unparsable"] += 1
             return
-        if isinstance(message, Request):
-            self.observer.sip_request_in(message.method)
-            self._receive_request(message, source, now)
-        else:
-            self._receive_response(message, source, now)
+        try:
+            if isinstance(message, Request):
+                self.observer.sip_request_in(message.method)
+                self._receive_request(message, source, now)
+            else:
+                self._receive_response(message, source, now)
+        except ParseError as exc:
+            # A value the parser's syntax check let through but a typed view
+            # rejects (a Via port beyond 65535, say): caught here, at the layer's
+            # boundary, and answered like any unparsable request.
+            self.stats["parse_error"] += 1
+            self.observer.parse_error_from(exc.status_hint)
+            if isinstance(message, Request) and message.method != "ACK":
+                self._answer_unparsable(message.headers, exc, source)
 
     def _answer_unparsable(self, headers: Headers, exc: ParseError, source: Endpoint) -> None:
         """Answers a request that did not parse, statelessly (RFC 3261 8.2, 16.3).
