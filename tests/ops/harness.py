@@ -37,6 +37,7 @@ from typing import Any
 import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
+from cdr.db import EmbeddedPostgres
 from cdr.spool import Spool
 from tests.emergency.rig import DEMO_CENTRE_PORTS, demo_sites_with
 from tests.interop.sipp import SippUas, free_port
@@ -92,11 +93,19 @@ def gateway_toml(
     sites: Path,
     database_url: str | None = None,
     cdr: Mapping[str, float | int] | None = None,
+    registrar: bool = True,
 ) -> str:
     """The demo configuration moved onto this test's ports and directories."""
     rtp_min = random.randrange(21000, 39000, 1000)
     database = f'url = "{database_url}"' if database_url else f'state_dir = "{state}"'
     cdr_extra = "\n".join(f"{key} = {value}" for key, value in (cdr or {}).items())
+    registrar_section = f"""
+[registrar]
+realm = "{REALM}"
+secret = "ops-test-secret-0123456789abcdef"
+# SIPp 3.6 answers MD5 challenges only, and reads the first one.
+algorithms = ["MD5", "SHA-256"]
+"""
     return f"""
 [gateway]
 instance = "ops-{state.name[-8:]}"
@@ -143,12 +152,7 @@ default_next_hop = "{upstream}"
 nomadic_policy = "announce-then-route"
 resource_priority = "esnet.1"
 
-[registrar]
-realm = "{REALM}"
-secret = "ops-test-secret-0123456789abcdef"
-# SIPp 3.6 answers MD5 challenges only, and reads the first one.
-algorithms = ["MD5", "SHA-256"]
-
+{registrar_section if registrar else ""}
 [media]
 bind_address = "{HOST}"
 rtp_port_min = {rtp_min}
@@ -172,6 +176,7 @@ def prepare(
     centre_ports: Mapping[str, int] | None = None,
     database_url: str | None = None,
     cdr: Mapping[str, float | int] | None = None,
+    registrar: bool = True,
 ) -> GatewaySetup:
     """Writes the sites copy and the config into ``state``.
 
@@ -182,6 +187,7 @@ def prepare(
             get free ports nobody listens on.
         database_url: ``[database] url``; the embedded server under ``state`` if None.
         cdr: more ``[cdr]`` keys.
+        registrar: include the demo's ``[registrar]`` section.
     """
     ports = {c: free_port(HOST) for c in DEMO_CENTRE_PORTS} | dict(centre_ports or {})
     sites = state / "sites.toml"
@@ -201,6 +207,7 @@ def prepare(
             sites=sites,
             database_url=database_url,
             cdr=cdr,
+            registrar=registrar,
         ),
         encoding="utf-8",
     )
@@ -388,8 +395,18 @@ def spooled_records(spool_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(payload) for payload in payloads]
 
 
+def stop_embedded(pgdata: Path) -> None:
+    """Stops an embedded PostgreSQL left running on ``pgdata`` (after a SIGKILL)."""
+    if (pgdata / "postmaster.pid").exists():
+        EmbeddedPostgres(pgdata).stop(mode="immediate")
+
+
 def remove_state(state: Path) -> None:
-    shutil.rmtree(state, ignore_errors=True)
+    """Stops the state directory's embedded PostgreSQL, if any, and deletes it."""
+    try:
+        stop_embedded(state / "pgdata")
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def pid_alive(pid: int) -> bool:
