@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from gateway.b2bua import B2bua, CallEnded, Reject, Route, RouteNeeded, ServiceRequest
 from gateway.b2bua.events import MediaAnswered, MediaNeeded
 from gateway.config import GatewayConfig
+from gateway.logs import bound_call_id
 from gateway.metrics import Metrics
 from gateway.sip.builders import build_response
 from gateway.sip.events import Endpoint
@@ -249,7 +250,9 @@ class Gateway:
                     # No media stage: the call goes on without the prompt, marked so.
                     b2bua.media_ready(call_event.call_uuid, None, None, now)
                 else:
-                    self.media.prepare(call_event)
+                    call = b2bua.calls.get(call_event.call_uuid)
+                    with bound_call_id(call.call_id if call is not None else ""):
+                        self.media.prepare(call_event)
             elif isinstance(call_event, MediaAnswered):
                 if self.media is not None:
                     self.media.answered(call_event)
@@ -281,7 +284,10 @@ class Gateway:
             self.b2bua.route_decided(event.call_uuid, self._fallback(event.call_uuid), now)
             return
         if inspect.isawaitable(result):
-            task = asyncio.ensure_future(self._await_route(event.call_uuid, result))
+            # The task copies the context: every log line of the routing carries
+            # the call's Call-ID (JSON logs, gateway.logs).
+            with bound_call_id(event.request.headers.get("Call-ID") or ""):
+                task = asyncio.ensure_future(self._await_route(event.call_uuid, result))
             self._route_tasks.add(task)
             task.add_done_callback(self._route_tasks.discard)
         else:

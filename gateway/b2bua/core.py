@@ -545,7 +545,12 @@ class B2bua:
         if call.cancelled or call.state is CallState.ENDED:
             return
         if status in FAILOVER_STATUSES and call.targets:
-            log.info("call %s: B leg answered %d, trying next target", call.uuid, status)
+            log.info(
+                "call %s: B leg answered %d, trying next target",
+                call.call_id,
+                status,
+                extra={"call_id": call.call_id},
+            )
             self._try_next_target(call, now)
             return
         # RFC 3261 16.7 step 6: a 503 from downstream becomes 500 upstream.
@@ -629,7 +634,12 @@ class B2bua:
     def _on_failover_timeout(self, call: Call, now: float) -> None:
         if call.state is not CallState.CALLING or call.b_tx is None:
             return
-        log.warning("call %s: no response from %s, failing over", call.uuid, call.b_target)
+        log.warning(
+            "call %s: no response from %s, failing over",
+            call.call_id,
+            call.b_target,
+            extra={"call_id": call.call_id},
+        )
         if call.targets:
             call.abandoned.add(call.b_tx)
             self._try_next_target(call, now)
