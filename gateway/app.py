@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
+
 from cdr.config import CdrConfig
 from cdr.db import DatabaseConfig, database, migrate
 from cdr.maintenance import existing_partitions, maintain
@@ -306,6 +308,12 @@ def _binding_lookup(registrar: Any) -> Callable[[str], Awaitable[Route | None]]:
         try:
             bindings = await registrar.lookup(request_uri)
         except ValueError:
+            return None
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # PostgreSQL is away: calls go on by their default route rather than
+            # fail (CDRs spool meanwhile); registered devices are unreachable until
+            # it returns, which the readiness and the logs say.
+            log.warning("registration lookup failed (%s): default route", exc)
             return None
         binding = best_binding(bindings)
         return route_to_binding(binding) if binding is not None else None

@@ -202,15 +202,6 @@ async def test_postgres_down_for_20s_calls_continue_and_no_cdr_is_lost() -> None
     await postgres_outage(registrar=False, calls=DB_CALLS, down_for=DB_DOWN_FOR)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug in gateway/app.py _binding_lookup: with [registrar] configured every "
-        "ordinary call asks PostgreSQL for a registered binding first; while the "
-        "database is down that raises, the routing hook fails and the call gets 500 "
-        "instead of going to the PBX"
-    ),
-)
 @pytest.mark.timeout(90)
 @pytest.mark.asyncio
 async def test_postgres_down_with_registrar_ordinary_calls_continue() -> None:
