@@ -161,6 +161,15 @@ class Headers:
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         self._fields: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in fields]
 
+    @classmethod
+    def from_canonical(cls, fields: list[tuple[str, str]]) -> Headers:
+        """Wraps fields whose names are already canonical (the parser's output),
+        skipping a second canonicalisation of every name: this is per message on the
+        hot path. The list is taken over, not copied."""
+        headers = cls.__new__(cls)
+        headers._fields = fields
+        return headers
+
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._fields)
 
@@ -203,7 +212,7 @@ class Headers:
         Only headers in :data:`LIST_HEADERS` are split; for others this is
         :meth:`get_lines`.
         """
-        key = canonical_name(name)
+        key = _canonical_cache.get(name) or canonical_name(name)
         lines = [v for n, v in self._fields if n == key]
         if key not in LIST_HEADERS:
             return lines
@@ -218,7 +227,7 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Appends a header line after all existing ones."""
-        self._fields.append((canonical_name(name), value))
+        self._fields.append((_canonical_cache.get(name) or canonical_name(name), value))
 
     def prepend(self, name: str, value: str) -> None:
         """Inserts a header line before the first line of the same name (or at the top).

@@ -273,7 +273,7 @@ def _parse(data: bytes, stream: bool) -> Request | Response:
             else:
                 values.append(value)
 
-    headers = Headers(fields)
+    headers = Headers.from_canonical(fields)  # names canonicalised above
     try:
         if error is not None:
             raise ParseError(error[0], status_hint=error[1])
