@@ -234,6 +234,11 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                     resolve=resolve_endpoints,
                     lookup_binding=_binding_lookup(registrar) if registrar else None,
                     trusted_peers=config.upstream.trusted_peers,
+                    authenticate=(
+                        registrar.authenticate_call
+                        if registrar is not None and registrar_config.authenticate_calls
+                        else None
+                    ),
                 )
                 gateway.router = router
                 # The RFC 6881 callback window starts when the emergency call ends.

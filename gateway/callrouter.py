@@ -22,14 +22,14 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.b2bua import Announcement, CallEnded, Reject, Route, RouteNeeded
 from gateway.config import OverloadConfig
 from gateway.sip.errors import SipError
 from gateway.sip.events import Endpoint
 from gateway.sip.headers import parse_contacts, parse_name_address
-from gateway.sip.message import Request
+from gateway.sip.message import Request, Response
 from gateway.sip.uri import SipUri, TelUri, parse_uri
 from routing.classify import classify_call
 from routing.config import RoutingConfig
@@ -56,6 +56,8 @@ BindingLookup = Callable[[str], Awaitable[Route | None]]
 #: Told of every emergency call as soon as it is routed (webhook / SIP MESSAGE to the
 #: customer's on-site contact); must return at once and never delay the call.
 EmergencyNotifier = Callable[[RoutingDecision, CallContext, Classification], None]
+#: Digest authentication of a call: the user name, or the response to send instead.
+Authenticate = Callable[[Request, Endpoint], Awaitable["str | Response"]]
 #: Dialled Request-URI + caller's language -> the recording notice of a recorded
 #: staff line, or None (gateway.media_stage reads the lines from [media]).
 RecordedLine = Callable[[str, str], Announcement | None]
@@ -148,6 +150,8 @@ class CallRouter:
         recorded_line: the announcement of a recorded staff line, if the call is to one.
         clock: monotonic seconds (the callback window).
         trusted_peers: the PBX and trunks: their calls go to registered devices.
+        authenticate: digest authentication of ordinary calls from anywhere else;
+            the authenticated user, not the From header, is then the caller.
     """
 
     def __init__(
@@ -164,7 +168,9 @@ class CallRouter:
         recorded_line: RecordedLine | None = None,
         clock: Callable[[], float] = time.monotonic,
         trusted_peers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
+        authenticate: Authenticate | None = None,
     ) -> None:
+        self.authenticate = authenticate
         self.clock = clock
         self.trusted_peers = trusted_peers
         #: callback number (E.164 digits) -> the device to reach (RFC 6881 SP-35)
@@ -191,6 +197,20 @@ class CallRouter:
         if inbound is not None:
             return inbound
         ctx = call_context(event.request, event.source, directory)
+        if self.authenticate is not None and not _is_emergency(event.request, self.config):
+            # Emergency calls are never challenged (RFC 6881 SP-39): only ordinary
+            # calls must prove who they are.
+            outcome = await self.authenticate(event.request, event.source)
+            if isinstance(outcome, Response):
+                return Reject(
+                    status=outcome.status,
+                    reason=outcome.reason,
+                    headers=tuple(
+                        (n, v) for n, v in outcome.headers if n in _AUTH_RESPONSE_HEADERS
+                    ),
+                    annotations={"class": "unknown", "auth": "challenged"},
+                )
+            ctx = replace(ctx, subscriber=directory.subscribers.get(outcome))
         classification = classify_call(ctx, directory)
         decision = route_call(ctx, classification, directory, self.config)
         annotations = _annotations(decision, classification, ctx)
@@ -444,6 +464,14 @@ def _annotations(
             decision.action.value if decision.call_class.value == "nomadic" else "office"
         )
     return annotations
+
+
+_AUTH_RESPONSE_HEADERS = frozenset({"Proxy-Authenticate", "WWW-Authenticate"})
+
+
+def _is_emergency(request: Request, config: RoutingConfig) -> bool:
+    match = recognise_emergency(request.uri, config.emergency)
+    return match is not None and match.kind.value == "emergency"
 
 
 def _digits(number: str) -> str:

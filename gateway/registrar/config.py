@@ -55,6 +55,9 @@ class RegistrarConfig:
     default_expires: int = 3600
     accept_rfc2069: bool = False
     purge_interval: float = 60.0
+    authenticate_calls: bool = True
+    """Ordinary calls from sources that are not trusted peers must authenticate with
+    digest (407 Proxy-Authenticate, RFC 3261 22.3); emergency calls never do."""
 
     def __post_init__(self) -> None:
         if len(self.secret) < MIN_SECRET_BYTES:
@@ -114,6 +117,7 @@ class RegistrarConfig:
             default_expires=default_expires,
             accept_rfc2069=table.bool("accept_rfc2069", False),
             purge_interval=table.float("purge_interval", 60.0, min=1, max=86400),
+            authenticate_calls=table.bool("authenticate_calls", True),
         )
         table.reject_unknown()
         return config

@@ -151,11 +151,24 @@ class Registrar:
         if request_uri.host not in domains or aor_uri.host not in domains:
             raise RegisterError(404, "Domain Not Served")
 
-    async def _authenticate(self, request: Request, source: Endpoint) -> str | Response:
+    async def authenticate_call(self, request: Request, source: Endpoint) -> str | Response:
+        """Authenticates a call (INVITE) with digest, as a proxy would (RFC 3261 22.3):
+        Proxy-Authorization checked, 407 with Proxy-Authenticate when missing or
+        stale, 403 when wrong (unknown users alike).
+
+        Returns:
+            The authenticated user name, or the response to send instead.
+        """
+        return await self._authenticate(request, source, proxy=True)
+
+    async def _authenticate(
+        self, request: Request, source: Endpoint, *, proxy: bool = False
+    ) -> str | Response:
         authenticator = self.authenticator
-        credentials = authenticator.select(request.headers.get_lines("Authorization"))
+        header = "Proxy-Authorization" if proxy else "Authorization"
+        credentials = authenticator.select(request.headers.get_lines(header))
         if credentials is None:
-            return self._challenge(request)
+            return self._challenge(request, proxy=proxy)
         # The same query for every user name, then the same hashing (a dummy HA1 for
         # an unknown user): see DigestAuthenticator.verify.
         ha1 = await self.store.get_ha1(
@@ -177,10 +190,12 @@ class Registrar:
             if self.on_auth_failure is not None:
                 self.on_auth_failure(source, credentials.username)
             return self._respond(request, 403)
-        return self._challenge(request, stale=result.outcome is AuthOutcome.STALE)
+        return self._challenge(request, stale=result.outcome is AuthOutcome.STALE, proxy=proxy)
 
-    def _challenge(self, request: Request, *, stale: bool = False) -> Response:
+    def _challenge(self, request: Request, *, stale: bool = False, proxy: bool = False) -> Response:
         values = self.authenticator.challenges(self.clock(), self.random_bytes(8), stale=stale)
+        if proxy:
+            return self._respond(request, 407, headers=[("Proxy-Authenticate", v) for v in values])
         return self._respond(request, 401, headers=[("WWW-Authenticate", v) for v in values])
 
     def _respond(

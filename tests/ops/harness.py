@@ -105,6 +105,9 @@ realm = "{REALM}"
 secret = "ops-test-secret-0123456789abcdef"
 # SIPp 3.6 answers MD5 challenges only, and reads the first one.
 algorithms = ["MD5", "SHA-256"]
+# These tests are about operations; their SIPp callers do not answer 407 challenges
+# (call authentication is tested in tests/registrar/test_call_auth.py).
+authenticate_calls = false
 """
     return f"""
 [gateway]
