@@ -405,3 +405,20 @@ def test_announce_and_end_never_calls_anyone():
     net.transfer()
     assert alice.statuses("INVITE")[-1] == 480
     assert bob.events == []
+
+
+def test_callee_2xx_retransmission_after_confirm_is_acked_again():
+    net, gateway, alice, bob = make()
+    _, incoming, _ = establish(net, alice, bob)
+    assert len(bob.requests("ACK")) == 1
+    # Bob's transaction layer did not see our ACK (say it was lost): the callee's
+    # core resends its 2xx; the gateway must ACK it again, call long confirmed.
+    ok = next(
+        data
+        for src, dst, data in net.log
+        if (src.host, dst.host) == (BOB.host, GW.host) and data.startswith(b"SIP/2.0 200")
+    )
+    net.gateway.layer.receive_message(ok, BOB, net.now)
+    net.transfer()
+    acks = [m for m in net.sent(GW, BOB) if isinstance(m, Request) and m.method == "ACK"]
+    assert len(acks) == 2

@@ -204,6 +204,23 @@ def build_b_invite(
     return Request(method="INVITE", uri=uri, headers=headers, body=body)
 
 
+#: What a confirmed call still reads from its INVITEs: the CDR (From, User-Agent,
+#: Call-ID, the URIs) and a fork's late 2xx on the B leg (From, To, CSeq, Contact).
+_KEPT_AFTER_CONFIRM = frozenset({"From", "To", "Call-ID", "CSeq", "User-Agent", "Contact"})
+
+
+def slim_confirmed(call: Call) -> None:
+    """Drops what a confirmed call no longer needs from its two INVITEs (bodies, Via,
+    Route, Allow ...): an idle dialog then costs little memory. In-dialog requests
+    are built from the dialogs; retransmissions live in the transactions."""
+    for attr in ("a_request", "b_request"):
+        request = getattr(call, attr)
+        if request is None:
+            continue
+        kept = Headers((n, v) for n, v in request.headers if n in _KEPT_AFTER_CONFIRM)
+        setattr(call, attr, Request(method=request.method, uri=request.uri, headers=kept))
+
+
 def relayed_headers(source: Headers, names: tuple[str, ...]) -> list[tuple[str, str]]:
     """The fields of ``source`` named in ``names``, in order."""
     return [(name, value) for name, value in source if name in names]

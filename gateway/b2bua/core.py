@@ -38,6 +38,7 @@ from gateway.b2bua.call import (
     Side,
     build_b_invite,
     relayed_headers,
+    slim_confirmed,
 )
 from gateway.b2bua.checks import ALLOW, check_new_request
 from gateway.b2bua.events import (
@@ -406,6 +407,8 @@ class B2bua:
     def _on_ack(self, call: Call, side: Side, ack: Request, now: float) -> None:
         if side is Side.A and call.state is CallState.ANSWERED:
             call.state = CallState.CONFIRMED
+            if not call.ack_owed:
+                self._slim(call)
         other = side.other
         cseq = call.ack_owed.pop(other, None)
         dialog = call.dialog(other)
@@ -452,6 +455,10 @@ class B2bua:
         relay = self._relays.get(key)
         if relay is not None:
             self._on_relayed_response(relay, key, response, now)
+        elif 200 <= response.status < 300 and key.method == "INVITE":
+            # A 2xx retransmission for a call whose set-up index was dropped (_slim):
+            # found through its dialog instead, and ACKed again.
+            self._on_stray_2xx(response, now)
 
     def _on_stray_2xx(self, response: Response, now: float) -> None:
         """A 2xx retransmission after the B-leg INVITE transaction ended: ACK it again
@@ -522,6 +529,8 @@ class B2bua:
         if call.ringing_at is None:
             call.ringing_at = now
         call.state = CallState.CONFIRMED if call.a_answered_locally else CallState.ANSWERED
+        if call.a_answered_locally:
+            self._slim(call)
         if call.a_request.body or call.b_offer is not None:
             self._send_b_ack(call, b"", None)
         else:
@@ -792,6 +801,16 @@ class B2bua:
             call.final_status = 200 if call.answered_at is not None else 500
         self._events.append(self._summary(call, now))
         self._forget(call)
+
+    def _slim(self, call: Call) -> None:
+        """A confirmed, ACKed call keeps only what its dialogs and CDR need: its set-up
+        transactions are no longer looked up by key (a CANCEL or Timer H can no
+        longer concern it), so their index entries go too."""
+        slim_confirmed(call)
+        self._by_a_invite.pop(call.a_tx, None)
+        for key in [call.b_tx, *call.abandoned]:
+            if key is not None:
+                self._by_b_invite.pop(key, None)
 
     def _forget(self, call: Call) -> None:
         self.calls.pop(call.uuid, None)

@@ -605,10 +605,12 @@ def generate_tag(token: bytes) -> str:
 # The typed views are pure functions of the header text and their results are frozen,
 # so they are memoised: a call's From, To and CSeq values, and a message's own Via,
 # are parsed again by several layers (matching, dialogs, the B2BUA). Bounded LRU
-# caches; errors are not cached (the parser raises again).
+# caches, small: the repeats come within milliseconds of each other (one call's
+# set-up), and entries kept longer would only cost memory per idle dialog. Errors are
+# not cached (the parser raises again).
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=2048)
 def _parse_via_cached(value: str) -> tuple[Via, ...]:
     return tuple(_parse_via(value))
 
@@ -628,7 +630,7 @@ def parse_via(value: str) -> list[Via]:
     return list(_parse_via_cached(value))
 
 
-parse_cseq = functools.lru_cache(maxsize=8192)(_parse_cseq)
+parse_cseq = functools.lru_cache(maxsize=2048)(_parse_cseq)
 parse_cseq.__doc__ = _parse_cseq.__doc__
-parse_name_address = functools.lru_cache(maxsize=16384)(_parse_name_address)
+parse_name_address = functools.lru_cache(maxsize=4096)(_parse_name_address)
 parse_name_address.__doc__ = _parse_name_address.__doc__

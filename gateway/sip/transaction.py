@@ -41,7 +41,7 @@ from gateway.sip.events import (
     TransactionTimedOut,
     TransportFailed,
 )
-from gateway.sip.message import Request, Response
+from gateway.sip.message import Headers, Request, Response
 
 if TYPE_CHECKING:
     from gateway.sip.timers import SipTimers
@@ -315,6 +315,11 @@ class InviteClientTransaction(ClientTransaction):
         self._arm("D", self.owner.timers.timer_d(self.reliable), now)
 
     def _on_accepted(self, now: float) -> None:
+        # RFC 6026 7.2: in Accepted the transaction only hands 2xx retransmissions to
+        # the TU; the request is never sent again, so its bytes and body go now
+        # rather than after Timer M (64*T1): memory per call set-up stays small.
+        self.wire = b""
+        self.request = slim_request(self.request)
         self._arm("M", self.owner.timers.timer_m, now)
 
     def _retransmit(self, now: float, message: object = None) -> None:
@@ -483,6 +488,10 @@ class InviteServerTransaction(ServerTransaction):
     def _acknowledged(self, now: float, message: object = None) -> None:
         self.acknowledged = True
         self.timers.pop("G", None)
+        # The 2xx will not be retransmitted any more (the TU may still send it
+        # again, which sets wire anew): its bytes and the request body can go.
+        self.wire = b""
+        self.request = slim_request(self.request)
 
     def _report_if_unacknowledged(self, now: float, message: object = None) -> None:
         # RFC 3261 13.3.1.4: no ACK for the 2xx within 64*T1 means the dialog must end.
@@ -522,6 +531,17 @@ class NonInviteServerTransaction(ServerTransaction):
 
     def _on_completed(self, now: float) -> None:
         self._arm("J", self.owner.timers.timer_j(self.reliable), now)
+
+
+#: What a transaction in Accepted still reads from its request: matching and the TU's
+#: dialog bookkeeping (Call-ID, CSeq, tags, Contact) and the top Via.
+_KEPT_IN_ACCEPTED = frozenset({"Via", "From", "To", "Call-ID", "CSeq", "Contact"})
+
+
+def slim_request(request: Request) -> Request:
+    """The request without body and without the headers Accepted no longer needs."""
+    kept = Headers((n, v) for n, v in request.headers if n in _KEPT_IN_ACCEPTED)
+    return Request(method=request.method, uri=request.uri, headers=kept)
 
 
 TIMER_INPUTS: dict[str, TransactionInput] = {name: I[f"TIMER_{name}"] for name in "ABDEFGHIJKLM"}

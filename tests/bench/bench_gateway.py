@@ -211,7 +211,7 @@ async def run() -> None:
             gateway_delay = await setup_delay(address, 100, 20)
 
     print("\n-- memory: RSS per 1,000 established idle dialogs")
-    per_thousand = await memory_per_dialog(calls=4000, rate=200)
+    per_thousand = await memory_per_dialog(calls=8000, rate=400)
 
     print("\n==== voipgw gateway benchmark ====")
     d, g = direct.max_rate, through.max_rate
