@@ -422,3 +422,89 @@ def test_callee_2xx_retransmission_after_confirm_is_acked_again():
     net.transfer()
     acks = [m for m in net.sent(GW, BOB) if isinstance(m, Request) and m.method == "ACK"]
     assert len(acks) == 2
+
+
+# ---------------------------------------------------------------- reliable 1xx (RFC 3262)
+
+
+def invite_requiring_100rel(alice: Peer, net: Network) -> Request:
+    request = Request(method="INVITE", uri="sip:bob@127.0.0.3", body=SDP_OFFER)
+    for name, value in [
+        ("Max-Forwards", "70"),
+        ("From", "<sip:alice@127.0.0.2:5062>;tag=r1"),
+        ("To", "<sip:bob@127.0.0.3>"),
+        ("Call-ID", "rel-1"),
+        ("CSeq", "1 INVITE"),
+        ("Contact", "<sip:alice@127.0.0.2:5062>"),
+        ("Require", "100rel"),
+        ("Content-Type", "application/sdp"),
+    ]:
+        request.headers.add(name, value)
+    alice.layer.send_request(request, GW, net.now)
+    return request
+
+
+def prack(alice: Peer, invite: Request, provisional, rseq: str, net: Network) -> None:
+    dialog = alice.dialog_from(invite, provisional.response)
+    request = dialog.create_request("PRACK")
+    request.headers.add("RAck", f"{rseq} 1 INVITE")
+    alice.layer.send_request(request, GW, net.now)
+
+
+def test_reliable_provisional_retransmitted_until_prack():
+    net, gateway, alice, bob = make()
+    invite = invite_requiring_100rel(alice, net)
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    assert incoming.request.headers.get("Require") is None  # the B leg never asks
+    bob.answer(incoming, 180, net.now)
+    net.transfer()
+    ringing = [e for e in alice.responses("INVITE") if e.response.status == 180]
+    assert ringing[0].response.headers.get("Require") == "100rel"
+    assert ringing[0].response.headers.get("RSeq") == "1"
+    net.advance(1.6, step=0.1)  # T1, 2*T1: two retransmissions
+    sent_180 = [m for m in net.sent(GW, ALICE) if getattr(m, "status", 0) == 180]
+    assert len(sent_180) == 3
+    prack(alice, invite, ringing[0], "1", net)
+    net.transfer()
+    assert alice.statuses("PRACK") == [200]
+    net.advance(4.0, step=0.1)
+    assert len([m for m in net.sent(GW, ALICE) if getattr(m, "status", 0) == 180]) == 3
+    bob.answer(incoming, 200, net.now, body=SDP_ANSWER)
+    net.transfer()
+    assert alice.statuses("INVITE")[-1] == 200
+
+
+def test_2xx_waits_for_prack_of_183_with_sdp():
+    net, gateway, alice, bob = make(announced())
+    invite = invite_requiring_100rel(alice, net)
+    net.transfer()
+    (call,) = gateway.b2bua.calls.values()
+    gateway.b2bua.media_ready(call.uuid, GW_SDP, RELAY_OFFER, net.now)
+    gateway.b2bua.announcement_done(call.uuid, True, net.now)
+    net.transfer()
+    progress = next(e for e in alice.responses("INVITE") if e.response.status == 183)
+    assert progress.response.headers.get("RSeq") == "1"
+    (incoming,) = bob.requests("INVITE")
+    bob.answer(incoming, 200, net.now, body=SDP_ANSWER)
+    net.transfer()
+    assert 200 not in alice.statuses("INVITE")  # held until the 183 is PRACKed
+    prack(alice, invite, progress, "1", net)
+    net.transfer()
+    assert alice.statuses("INVITE")[-1] == 200
+
+
+def test_no_prack_rejects_the_invite_after_64_t1():
+    net, gateway, alice, bob = make()
+    invite_requiring_100rel(alice, net)
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    bob.answer(incoming, 180, net.now)
+    net.transfer()
+    net.advance(33.0, step=0.5)
+    assert alice.statuses("INVITE")[-1] == 504
+    assert (
+        len(bob.requests("CANCEL"))
+        + len([e for e in bob.events if type(e).__name__ == "CancelReceived"])
+        >= 1
+    )

@@ -10,7 +10,7 @@ from gateway.b2bua.events import Route
 from gateway.sip.dialog import Dialog
 from gateway.sip.events import Endpoint, TransactionKey
 from gateway.sip.headers import parse_name_address
-from gateway.sip.message import Headers, Request
+from gateway.sip.message import Headers, Request, Response
 
 
 class Side(enum.Enum):
@@ -132,6 +132,15 @@ class Call:
     b_offer: bytes | None = None
     #: the A leg was answered by the gateway itself (answer-first announcement)
     a_answered_locally: bool = False
+    #: the caller requires reliable provisional responses (RFC 3262)
+    reliable: bool = False
+    #: RSeq of the last reliable provisional sent
+    rseq: int = 0
+    #: the reliable provisional waiting for its PRACK, and what waits behind it
+    rel_pending: Response | None = None
+    rel_queue: list[Response] = field(default_factory=list)
+    rel_started: float = 0.0
+    rel_interval: float = 0.0
     #: armed B2BUA timers: name -> token of the arming (a stale heap entry differs)
     timer_tokens: dict[str, str] = field(default_factory=dict)
 

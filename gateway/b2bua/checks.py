@@ -35,7 +35,9 @@ KNOWN_METHODS = frozenset(
 )
 
 #: Option tags we implement (RFC 3261 8.2.2.3 Require; 16.3 Proxy-Require).
-SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
+#: "100rel": the gateway sends its own provisionals reliably to a caller that
+#: requires it (RFC 3262); the B leg never asks for reliability.
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset({"100rel"})
 
 #: Body types the gateway understands in a request that it must process.
 ACCEPTED_CONTENT_TYPES = ("application/sdp", "multipart/mixed")

@@ -64,7 +64,7 @@ from gateway.sip.events import (
     TransactionTimedOut,
     TransportFailed,
 )
-from gateway.sip.headers import parse_name_address, parse_via
+from gateway.sip.headers import parse_name_address, parse_option_tags, parse_via
 from gateway.sip.message import Request, Response
 from gateway.sip.transaction_layer import TransactionLayer
 
@@ -141,6 +141,8 @@ class B2bua:
                 self._on_no_answer(call, now)
             elif name == "failover":
                 self._on_failover_timeout(call, now)
+            elif name == "reliable":
+                self._retransmit_reliable(call, now)
 
     def _arm(self, call: Call, name: str, delay: float, now: float, token: object) -> None:
         call.timer_tokens[name] = str(token)
@@ -253,7 +255,7 @@ class B2bua:
         if status == 200:
             call.a_answered_locally = True
             call.a_dialog.confirmed = True
-        self._send(call.a_tx, out, now)
+        self._send_a(call, out, now)
         call.annotations["recording_started"] = repr(now)
         return True
 
@@ -301,7 +303,7 @@ class B2bua:
                 headers=(
                     ("Allow", ALLOW),
                     ("Accept", "application/sdp"),
-                    ("Supported", ""),
+                    ("Supported", "100rel"),
                 ),
             )
         elif method == "BYE":
@@ -333,6 +335,12 @@ class B2bua:
             a_dialog=a_dialog,
             setup_at=now,
         )
+        # RFC 3262 3: "If the UAC requires 100rel, the UAS MUST send provisional
+        # responses reliably". The B leg never asks for it: the gateway makes the
+        # caller's provisionals reliable itself.
+        call.reliable = "100rel" in [
+            tag.lower() for tag in parse_option_tags(",".join(request.headers.get_lines("Require")))
+        ]
         self.calls[uuid] = call
         self._by_a_invite[key] = call
         self._dialogs[(call.call_id, a_tag)] = (call, Side.A)
@@ -386,6 +394,9 @@ class B2bua:
             return
         if request.method == "OPTIONS":
             self._respond(key, request, 200, now, headers=(("Allow", ALLOW),))
+            return
+        if request.method == "PRACK" and side is Side.A:
+            self._on_prack(call, key, request, now)
             return
         self._relay_request(call, side, key, request, now)
 
@@ -729,7 +740,7 @@ class B2bua:
         if response.status >= 200:
             call.final_status = response.status
             call.final_reason = response.reason
-        self._send(call.a_tx, out, now)
+        self._send_a(call, out, now)
 
     def _answer_anchored(self, call: Call, response: Response, now: float) -> None:
         """Relays a B-leg answer to a caller whose media the gateway anchors: the
@@ -756,7 +767,66 @@ class B2bua:
         if response.status >= 200:
             call.final_status = response.status
             call.final_reason = response.reason
+        self._send_a(call, out, now)
+
+    # ------------------------------------------------------------ reliable 1xx (RFC 3262)
+
+    def _send_a(self, call: Call, out: Response, now: float) -> None:
+        """Sends a response on the A leg's INVITE, reliably when the caller requires
+        100rel: one reliable provisional outstanding at a time, later ones queued;
+        a 2xx waits for the PRACK of a provisional that carried SDP (RFC 3262 3)."""
+        if not call.reliable or out.status == 100:
+            self._send(call.a_tx, out, now)
+            return
+        if call.rel_pending is not None:
+            if out.status < 200 or (out.status < 300 and call.rel_pending.body):
+                call.rel_queue.append(out)
+                return
+            self._clear_reliable(call)  # a final response ends the retransmissions
+        if out.status >= 200:
+            self._send(call.a_tx, out, now)
+            return
+        call.rseq += 1
+        out.headers.add("Require", "100rel")
+        out.headers.add("RSeq", str(call.rseq))
+        call.rel_pending = out
+        call.rel_started = now
+        call.rel_interval = self.layer.timers.t1
         self._send(call.a_tx, out, now)
+        self._arm(call, "reliable", call.rel_interval, now, call.rseq)
+
+    def _retransmit_reliable(self, call: Call, now: float) -> None:
+        out = call.rel_pending
+        if out is None:
+            return
+        if now - call.rel_started >= 64 * self.layer.timers.t1:
+            # RFC 3262 3: no PRACK for 64*T1 -> "SHOULD reject the original request
+            # with a 5xx response".
+            self._clear_reliable(call)
+            self._fail_a(call, 504, "No PRACK", now)
+            return
+        self._send(call.a_tx, out, now)
+        call.rel_interval *= 2
+        deadline = call.rel_started + 64 * self.layer.timers.t1
+        self._arm(call, "reliable", min(call.rel_interval, deadline - now), now, call.rseq)
+
+    def _on_prack(self, call: Call, key: TransactionKey, prack: Request, now: float) -> None:
+        """RFC 3262 7.2: a PRACK whose RAck matches the outstanding reliable
+        provisional gets 200; anything else 481."""
+        pending = call.rel_pending
+        rack = (prack.headers.get("RAck") or "").split()
+        if pending is None or len(rack) != 3 or rack[0] != pending.headers.get("RSeq"):
+            self._respond(key, prack, 481, now)
+            return
+        self._respond(key, prack, 200, now)
+        self._clear_reliable(call)
+        queued, call.rel_queue = call.rel_queue, []
+        for out in queued:
+            self._send_a(call, out, now)
+
+    def _clear_reliable(self, call: Call) -> None:
+        call.rel_pending = None
+        self._disarm(call, "reliable")
 
     def _fail_a(
         self,
@@ -777,7 +847,7 @@ class B2bua:
             # The caller already has a 200 (answer-first): the call ends with BYE.
             self._end_call(call, now)
             return
-        self._send(call.a_tx, out, now)
+        self._send_a(call, out, now)
         self._end_call(call, now, skip=Side.A)
 
     def _end_call(self, call: Call, now: float, *, skip: Side | None = None) -> None:
