@@ -24,12 +24,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from gateway.b2bua import Announcement, CallEnded, Reject, Route, RouteNeeded
+from gateway.b2bua import Announcement, CallEnded, LocalAnswer, Reject, Route, RouteNeeded
 from gateway.config import OverloadConfig
 from gateway.sip.errors import SipError
 from gateway.sip.events import Endpoint
 from gateway.sip.headers import parse_contacts, parse_name_address
 from gateway.sip.message import Request, Response
+from gateway.sip.sdp import parse_sdp
 from gateway.sip.uri import SipUri, TelUri, parse_uri
 from routing.classify import classify_call
 from routing.config import RoutingConfig
@@ -38,6 +39,7 @@ from routing.emergency import recognise_emergency
 from routing.model import Action, CallContext, Classification, RoutingDecision
 from routing.pidf import build_multipart, build_pidf, geolocation_headers
 from routing.policy import route_call
+from routing.psap import lookup_psap
 
 log = logging.getLogger("voipgw.router")
 
@@ -50,7 +52,7 @@ EMERGENCY_NO_ANSWER_TIMEOUT = 30.0
 #: goes straight to the device that made it, in seconds.
 CALLBACK_WINDOW = 30 * 60.0
 
-RouteResult = Route | Reject
+RouteResult = Route | Reject | LocalAnswer
 Resolve = Callable[[str], Awaitable[tuple[Endpoint, ...]]]
 BindingLookup = Callable[[str], Awaitable[Route | None]]
 #: Told of every emergency call as soon as it is routed (webhook / SIP MESSAGE to the
@@ -212,6 +214,9 @@ class CallRouter:
                 )
             ctx = replace(ctx, subscriber=directory.subscribers.get(outcome))
         classification = classify_call(ctx, directory)
+        test = recognise_emergency(event.request.uri, self.config.emergency)
+        if test is not None and test.kind.value == "test" and self.config.test_route is None:
+            return _test_call_answer(event.request, ctx, classification, directory)
         decision = route_call(ctx, classification, directory, self.config)
         annotations = _annotations(decision, classification, ctx)
         emergency = decision.emergency is not None and decision.emergency.kind.value == "emergency"
@@ -464,6 +469,59 @@ def _annotations(
             decision.action.value if decision.call_class.value == "nomadic" else "office"
         )
     return annotations
+
+
+def _test_call_answer(
+    request: Request, ctx: CallContext, classification: Classification, directory: Directory
+) -> RouteResult:
+    """The emergency test call (RFC 6881 SP-44, ``urn:service:test.sos``) answered by
+    the gateway: 200 OK whose body reports, as text, what a real emergency call from
+    here would carry (class, site, address, callback, centres), beside an SDP answer
+    that declines the media (RFC 3264 6: port 0), and BYE a few seconds later."""
+    site = classification.site
+    address = (
+        site.address if site is not None and classification.call_class.value == "office" else None
+    )
+    centres = lookup_psap(address, directory.psap)
+    lines = [
+        "voipgw emergency test call",
+        f"class: {classification.call_class.value}",
+        f"site: {site.id if site is not None and address is not None else 'none (nomadic)'}",
+        f"reason: {classification.reason}",
+        f"callback: {'tel:' + ctx.subscriber.e164 if ctx.subscriber else 'none (unknown caller)'}",
+        f"centres: {' > '.join(c.id for c in centres.targets) or 'none'}",
+    ]
+    if address is not None:
+        fields = {k: v for k, v in vars_of(address).items() if v}
+        lines.append("address: " + "; ".join(f"{k}={v}" for k, v in fields.items()))
+    else:
+        lines.append("address: not sent (location not verified)")
+    report = ("\r\n".join(lines) + "\r\n").encode()
+    try:
+        offer = parse_sdp(request.body)
+    except SipError:
+        return Reject(status=488, annotations={"class": classification.call_class.value})
+    declined = replace(offer, media=tuple(replace(m, port=0) for m in offer.media))
+    boundary = f"voipgw-test-{os.urandom(6).hex()}"
+    body = (
+        f"--{boundary}\r\nContent-Type: application/sdp\r\n\r\n".encode()
+        + declined.serialize()
+        + f"\r\n--{boundary}\r\nContent-Type: text/plain;charset=utf-8\r\n\r\n".encode()
+        + report
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return LocalAnswer(
+        body=body,
+        content_type=f"multipart/mixed;boundary={boundary}",
+        annotations={"class": classification.call_class.value, "emergency": "test"},
+    )
+
+
+def vars_of(value: object) -> dict[str, object]:
+    """The fields of a slots dataclass (civic address) by name."""
+    from dataclasses import fields
+
+    return {f.name: getattr(value, f.name) for f in fields(value)}  # type: ignore[arg-type]
 
 
 _AUTH_RESPONSE_HEADERS = frozenset({"Proxy-Authenticate", "WWW-Authenticate"})

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from gateway.b2bua import B2bua, CallEnded, Reject, Route, RouteNeeded, ServiceRequest
-from gateway.b2bua.events import MediaAnswered, MediaNeeded
+from gateway.b2bua.events import LocalAnswer, MediaAnswered, MediaNeeded
 from gateway.config import GatewayConfig
 from gateway.logs import bound_call_id
 from gateway.metrics import Metrics
@@ -33,7 +33,7 @@ from gateway.transport.manager import ListenSpec, TransportManager
 
 log = logging.getLogger("voipgw.server")
 
-RouteResult = Route | Reject
+RouteResult = Route | Reject | LocalAnswer
 
 #: Seconds to which timer wake-ups are rounded up (see Gateway._schedule_timer).
 TIMER_GRANULARITY = 0.01

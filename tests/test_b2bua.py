@@ -508,3 +508,24 @@ def test_no_prack_rejects_the_invite_after_64_t1():
         + len([e for e in bob.events if type(e).__name__ == "CancelReceived"])
         >= 1
     )
+
+
+def test_local_answer_then_bye():
+    from gateway.b2bua import LocalAnswer
+
+    net, gateway, alice, bob = make(
+        lambda e: LocalAnswer(body=b"report", content_type="text/plain", hangup_after=2.0)
+    )
+    invite = alice.invite(GW, net.now)
+    net.transfer()
+    ok = alice.responses("INVITE")[-1]
+    assert ok.response.status == 200
+    assert ok.response.body == b"report"
+    ack_2xx(alice, invite, ok, GW)
+    net.transfer()
+    net.advance(2.5)
+    assert len(alice.requests("BYE")) == 1
+    assert bob.events == []
+    (ended,) = gateway.ended
+    assert ended.disposition == "answered"
+    assert ended.hangup_side == "gateway"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.b2bua import Announcement, CallEnded, Reject, Route, RouteNeeded
+from gateway.b2bua import Announcement, CallEnded, LocalAnswer, Reject, Route, RouteNeeded
 from gateway.callrouter import CALLBACK_WINDOW, CallRouter
 from gateway.config import OverloadConfig
 from gateway.sip.events import Endpoint
@@ -184,3 +184,30 @@ async def test_caller_identity_asserted_and_privacy_honoured() -> None:
     assert any(
         name == "P-Asserted-Identity" and restricted.e164 in value for name, value in hidden.headers
     )
+
+
+@pytest.mark.asyncio
+async def test_emergency_test_call_answered_by_the_gateway_with_a_report() -> None:
+    router, _ = make_router()
+    event = invite("urn:service:test.sos", "alice", OFFICE_PHONE)
+    event.request.headers.add("Content-Type", "application/sdp")
+    event.request.body = (
+        b"v=0\r\no=a 1 1 IN IP4 127.0.10.5\r\ns=-\r\nc=IN IP4 127.0.10.5\r\nt=0 0\r\n"
+        b"m=audio 40000 RTP/AVP 0\r\n"
+    )
+    answer = await router.route(event)
+    assert isinstance(answer, LocalAnswer)
+    text = answer.body.decode()
+    assert "m=audio 0 RTP/AVP 0" in text  # media declined, RFC 3264 6
+    assert "class: office" in text
+    assert "site: setera-espoo" in text
+    assert "callback: tel:+358401000001" in text
+    assert "centres: kerava" in text
+    assert "Espoo" in text
+    away = invite("urn:service:test.sos", "bob", Endpoint("UDP", "127.0.0.1", 5099))
+    away.request.headers.add("Content-Type", "application/sdp")
+    away.request.body = event.request.body
+    nomadic = await router.route(away)
+    assert isinstance(nomadic, LocalAnswer)
+    assert "class: nomadic" in nomadic.body.decode()
+    assert "address: not sent" in nomadic.body.decode()

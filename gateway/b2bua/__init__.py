@@ -6,6 +6,7 @@ from gateway.b2bua.core import B2bua
 from gateway.b2bua.events import (
     Announcement,
     CallEnded,
+    LocalAnswer,
     MediaAnswered,
     MediaNeeded,
     Reject,
@@ -18,6 +19,7 @@ __all__ = [
     "Announcement",
     "B2bua",
     "CallEnded",
+    "LocalAnswer",
     "MediaAnswered",
     "MediaNeeded",
     "Reject",

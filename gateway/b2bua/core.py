@@ -44,6 +44,7 @@ from gateway.b2bua.checks import ALLOW, check_new_request
 from gateway.b2bua.events import (
     B2buaEvent,
     CallEnded,
+    LocalAnswer,
     MediaAnswered,
     MediaNeeded,
     Reject,
@@ -143,6 +144,9 @@ class B2bua:
                 self._on_failover_timeout(call, now)
             elif name == "reliable":
                 self._retransmit_reliable(call, now)
+            elif name == "hangup":
+                call.hangup_side = "gateway"
+                self._end_call(call, now)
 
     def _arm(self, call: Call, name: str, delay: float, now: float, token: object) -> None:
         call.timer_tokens[name] = str(token)
@@ -175,7 +179,9 @@ class B2bua:
         """Sends the adapter's answer to a :class:`ServiceRequest`."""
         self._send(transaction, response, now)
 
-    def route_decided(self, call_uuid: str, decision: Route | Reject, now: float) -> None:
+    def route_decided(
+        self, call_uuid: str, decision: Route | Reject | LocalAnswer, now: float
+    ) -> None:
         """Continues a call with the routing layer's decision.
 
         Args:
@@ -189,6 +195,9 @@ class B2bua:
         call.annotations.update(decision.annotations)
         if isinstance(decision, Reject):
             self._fail_a(call, decision.status, decision.reason, now, headers=decision.headers)
+            return
+        if isinstance(decision, LocalAnswer):
+            self._answer_locally(call, decision, now)
             return
         ending = decision.announcement is not None and decision.announcement.end_after
         if not decision.targets and not ending:
@@ -211,6 +220,24 @@ class B2bua:
             )
             return
         self._try_next_target(call, now)
+
+    def _answer_locally(self, call: Call, decision: LocalAnswer, now: float) -> None:
+        out = build_response(
+            call.a_request,
+            200,
+            to_tag=call.a_tag,
+            headers=[("Contact", call.a_dialog.local_contact)],
+            body=decision.body,
+            content_type=decision.content_type,
+        )
+        call.a_answered_locally = True
+        call.a_dialog.confirmed = True
+        call.answered_at = now
+        call.state = CallState.CONFIRMED
+        call.final_status = 200
+        call.final_reason = "OK"
+        self._send_a(call, out, now)
+        self._arm(call, "hangup", decision.hangup_after, now, "local")
 
     def media_ready(
         self, call_uuid: str, answer: bytes | None, b_offer: bytes | None, now: float

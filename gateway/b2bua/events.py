@@ -88,6 +88,24 @@ class Reject:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LocalAnswer:
+    """The gateway answers the call itself (the emergency test call, RFC 6881 SP-44):
+    200 OK with ``body``, then BYE after ``hangup_after`` seconds.
+
+    Attributes:
+        body: the 200's body (SDP answer, possibly in a multipart with a report).
+        content_type: its Content-Type.
+        hangup_after: seconds until the gateway ends the call.
+        annotations: facts for the CDR and logs.
+    """
+
+    body: bytes
+    content_type: str
+    hangup_after: float = 5.0
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RouteNeeded:
     """A new call waits for the routing decision.
 
