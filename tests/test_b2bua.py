@@ -529,3 +529,24 @@ def test_local_answer_then_bye():
     (ended,) = gateway.ended
     assert ended.disposition == "answered"
     assert ended.hangup_side == "gateway"
+
+
+def test_reinvite_in_anchored_call_answered_with_the_gateway_sdp():
+    net, gateway, alice, bob, invite, call = start_announced()
+    gateway.b2bua.media_ready(call.uuid, GW_SDP, RELAY_OFFER, net.now)
+    gateway.b2bua.announcement_done(call.uuid, True, net.now)
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    bob.answer(incoming, 200, net.now, body=SDP_ANSWER)
+    net.transfer()
+    dialog = ack_2xx(alice, invite, alice.responses("INVITE")[-1], GW)
+    net.transfer()
+    reinvite = dialog.create_request("INVITE")
+    reinvite.headers.add("Content-Type", "application/sdp")
+    reinvite.body = SDP_OFFER
+    alice.layer.send_request(reinvite, GW, net.now)
+    net.transfer()
+    ok = alice.responses("INVITE")[-1].response
+    assert ok.status == 200
+    assert ok.body == GW_SDP  # still the relay: the caller's media path never moves
+    assert len(bob.requests("INVITE")) == 1  # not relayed to the callee

@@ -425,7 +425,30 @@ class B2bua:
         if request.method == "PRACK" and side is Side.A:
             self._on_prack(call, key, request, now)
             return
+        if request.method in ("INVITE", "UPDATE") and call.media_answer is not None:
+            self._refresh_anchored(call, side, key, request, now)
+            return
         self._relay_request(call, side, key, request, now)
+
+    def _refresh_anchored(
+        self, call: Call, side: Side, key: TransactionKey, request: Request, now: float
+    ) -> None:
+        """A re-INVITE or UPDATE in a call whose media the gateway anchors is answered
+        by the gateway with its own SDP for that leg: relayed, it would carry the far
+        side's address and move the caller's media off the relay. (A session refresh
+        keeps its media; a hold's direction change is not passed on.)"""
+        sdp = call.media_answer if side is Side.A else call.b_offer
+        dialog = call.dialog(side)
+        headers = [("Contact", dialog.local_contact)] if dialog is not None else []
+        body = sdp if request.body and sdp else b""
+        out = build_response(
+            request,
+            200,
+            headers=headers,
+            body=body,
+            content_type="application/sdp" if body else None,
+        )
+        self._send(key, out, now)
 
     def _relay_request(
         self, call: Call, origin: Side, key: TransactionKey, request: Request, now: float
