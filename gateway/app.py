@@ -223,7 +223,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 notifier = await stack.enter_async_context(
                     EmergencyNotifier(config.sections["notify"])
                 )
-            if holder is not None:
+            if holder is not None and routing_config is not None:
                 router = CallRouter(
                     notify=notifier,
                     recorded_line=_recorded_lines(media_config),
@@ -236,7 +236,9 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                     trusted_peers=config.upstream.trusted_peers,
                     authenticate=(
                         registrar.authenticate_call
-                        if registrar is not None and registrar_config.authenticate_calls
+                        if registrar is not None
+                        and registrar_config is not None
+                        and registrar_config.authenticate_calls
                         else None
                     ),
                 )

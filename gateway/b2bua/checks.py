@@ -99,7 +99,7 @@ def check_new_request(
     if method == "INVITE" and not _accepts_sdp(request):
         # RFC 3261 21.4.7 / RFC 4475 3.3.15: we can only answer with SDP.
         return Rejection(406, "Not Acceptable", (("Accept", "application/sdp"),))
-    if forwards and request.headers.get("Max-Forwards", "70").strip() == "0":
+    if forwards and (request.headers.get("Max-Forwards") or "70").strip() == "0":
         # 16.3 step 3 / RFC 4475 3.3.11: zero Max-Forwards cannot be forwarded.
         return Rejection(483, "Too Many Hops")
     return None

@@ -29,8 +29,8 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from gateway.b2bua.announce import AnnouncementStage
 from gateway.b2bua.call import (
-    RELAYED_REQUEST_HEADERS,
     RELAYED_RESPONSE_HEADERS,
     Call,
     CallState,
@@ -45,13 +45,14 @@ from gateway.b2bua.events import (
     B2buaEvent,
     CallEnded,
     LocalAnswer,
-    MediaAnswered,
     MediaNeeded,
     Reject,
     Route,
     RouteNeeded,
     ServiceRequest,
 )
+from gateway.b2bua.relay import InDialogRelay
+from gateway.b2bua.reliable import ReliableProvisionals
 from gateway.sip.builders import build_cancel, build_response
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import SipError
@@ -75,7 +76,7 @@ log = logging.getLogger("voipgw.b2bua")
 FAILOVER_STATUSES = frozenset({408, 500, 502, 503, 504})
 
 
-class B2bua:
+class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
     """Back-to-back user agent over one transaction layer.
 
     Args:
@@ -221,87 +222,6 @@ class B2bua:
             return
         self._try_next_target(call, now)
 
-    def _answer_locally(self, call: Call, decision: LocalAnswer, now: float) -> None:
-        out = build_response(
-            call.a_request,
-            200,
-            to_tag=call.a_tag,
-            headers=[("Contact", call.a_dialog.local_contact)],
-            body=decision.body,
-            content_type=decision.content_type,
-        )
-        call.a_answered_locally = True
-        call.a_dialog.confirmed = True
-        call.answered_at = now
-        call.state = CallState.CONFIRMED
-        call.final_status = 200
-        call.final_reason = "OK"
-        self._send_a(call, out, now)
-        self._arm(call, "hangup", decision.hangup_after, now, "local")
-
-    def media_ready(
-        self, call_uuid: str, answer: bytes | None, b_offer: bytes | None, now: float
-    ) -> bool:
-        """The media stage is ready to play to the caller.
-
-        Args:
-            call_uuid: the call.
-            answer: the gateway's SDP answer to the caller; None when the caller
-                offered no codec the gateway can play (no prompt: the call goes on,
-                marked ``not-played`` so the PBX knows not to record).
-            b_offer: the relay's SDP offer for the B leg (None: pass the caller's).
-            now: current time in seconds.
-
-        Returns:
-            True when the prompt should now be played.
-        """
-        call = self.calls.get(call_uuid)
-        if call is None or call.state is not CallState.ANNOUNCING or call.route is None:
-            return False
-        announcement = call.route.announcement
-        assert announcement is not None
-        if answer is None:
-            if announcement.kind == "recording":
-                call.annotations["recording_notice"] = "not-played"
-            if announcement.end_after:
-                self._fail_a(call, 480, None, now)
-            else:
-                self._try_next_target(call, now)
-            return False
-        call.media_answer = answer
-        call.b_offer = b_offer
-        status = 200 if announcement.mode == "answer-first" else 183
-        out = build_response(
-            call.a_request,
-            status,
-            to_tag=call.a_tag,
-            headers=[("Contact", call.a_dialog.local_contact)],
-            body=answer,
-            content_type="application/sdp",
-        )
-        if status == 200:
-            call.a_answered_locally = True
-            call.a_dialog.confirmed = True
-        self._send_a(call, out, now)
-        call.annotations["recording_started"] = repr(now)
-        return True
-
-    def announcement_done(self, call_uuid: str, played: bool, now: float) -> None:
-        """The prompt ended (``played``: to the end); the call goes on or ends."""
-        call = self.calls.get(call_uuid)
-        if call is None or call.state is not CallState.ANNOUNCING or call.route is None:
-            return
-        announcement = call.route.announcement
-        assert announcement is not None
-        if announcement.kind == "recording":
-            call.annotations["recording_notice"] = "played" if played else "not-played"
-            call.annotations["recording_language"] = announcement.language
-        if announcement.end_after:
-            call.hangup_side = "gateway"
-            self._fail_a(call, 480, "Not routed: use a mobile phone", now)
-            return
-        self._try_next_target(call, now)
-
     # ------------------------------------------------------------------ requests
 
     def _on_request(self, event: RequestReceived, now: float) -> None:
@@ -429,41 +349,6 @@ class B2bua:
             self._refresh_anchored(call, side, key, request, now)
             return
         self._relay_request(call, side, key, request, now)
-
-    def _refresh_anchored(
-        self, call: Call, side: Side, key: TransactionKey, request: Request, now: float
-    ) -> None:
-        """A re-INVITE or UPDATE in a call whose media the gateway anchors is answered
-        by the gateway with its own SDP for that leg: relayed, it would carry the far
-        side's address and move the caller's media off the relay. (A session refresh
-        keeps its media; a hold's direction change is not passed on.)"""
-        sdp = call.media_answer if side is Side.A else call.b_offer
-        dialog = call.dialog(side)
-        headers = [("Contact", dialog.local_contact)] if dialog is not None else []
-        body = sdp if request.body and sdp else b""
-        out = build_response(
-            request,
-            200,
-            headers=headers,
-            body=body,
-            content_type="application/sdp" if body else None,
-        )
-        self._send(key, out, now)
-
-    def _relay_request(
-        self, call: Call, origin: Side, key: TransactionKey, request: Request, now: float
-    ) -> None:
-        target_side = origin.other
-        dialog = call.dialog(target_side)
-        if dialog is None or call.state is CallState.ENDED:
-            self._respond(key, request, 481, now)
-            return
-        out = dialog.create_request(request.method)
-        for name, value in relayed_headers(request.headers, RELAYED_REQUEST_HEADERS):
-            out.headers.add(name, value)
-        out.body = request.body
-        b_key = self.layer.send_request(out, self._leg_endpoint(call, target_side), now)
-        self._relays[b_key] = Relay(call=call, origin=origin, server_tx=key, request=request)
 
     def _on_ack(self, call: Call, side: Side, ack: Request, now: float) -> None:
         if side is Side.A and call.state is CallState.ANSWERED:
@@ -630,38 +515,6 @@ class B2bua:
         headers = relayed_headers(response.headers, RELAYED_RESPONSE_HEADERS)
         self._fail_a(call, status, response.reason, now, headers=tuple(headers), body=response.body)
 
-    def _on_relayed_response(
-        self, relay: Relay, key: TransactionKey, response: Response, now: float
-    ) -> None:
-        call = relay.call
-        if response.status == 100:
-            return
-        if response.status >= 200:
-            del self._relays[key]
-        target_side = relay.origin.other
-        if relay.request.method == "INVITE" and 200 <= response.status < 300:
-            dialog = call.dialog(target_side)
-            if dialog is not None:
-                dialog.refresh_target(response)
-                cseq = dialog.local_cseq
-                if relay.request.body:
-                    ack = dialog.create_request("ACK", cseq=cseq)
-                    self.layer.send_ack(ack, self._leg_endpoint(call, target_side))
-                else:
-                    call.ack_owed[target_side] = cseq
-        headers = relayed_headers(response.headers, RELAYED_RESPONSE_HEADERS)
-        origin_dialog = call.dialog(relay.origin)
-        if relay.request.method in ("INVITE", "UPDATE") and origin_dialog is not None:
-            headers.append(("Contact", origin_dialog.local_contact))
-        out = build_response(
-            relay.request,
-            response.status,
-            response.reason,
-            headers=headers,
-            body=response.body,
-        )
-        self._send(relay.server_tx, out, now)
-
     # ------------------------------------------------------------------ failures
 
     def _on_failure(self, event: TransactionTimedOut | TransportFailed, now: float) -> None:
@@ -791,92 +644,6 @@ class B2bua:
             call.final_status = response.status
             call.final_reason = response.reason
         self._send_a(call, out, now)
-
-    def _answer_anchored(self, call: Call, response: Response, now: float) -> None:
-        """Relays a B-leg answer to a caller whose media the gateway anchors: the
-        caller keeps the gateway's SDP (its media path never changes, RFC 3264 answer
-        already given in the 183); the callee's SDP goes to the relay."""
-        if response.status >= 200 and response.body:
-            self._events.append(MediaAnswered(call_uuid=call.uuid, sdp=response.body))
-        if call.a_answered_locally:
-            if response.status >= 200:
-                call.final_status = response.status
-                call.final_reason = response.reason
-            return
-        assert call.media_answer is not None
-        body = call.media_answer if response.status >= 200 else b""
-        out = build_response(
-            call.a_request,
-            response.status,
-            response.reason,
-            to_tag=call.a_tag,
-            headers=[("Contact", call.a_dialog.local_contact)],
-            body=body,
-            content_type="application/sdp" if body else None,
-        )
-        if response.status >= 200:
-            call.final_status = response.status
-            call.final_reason = response.reason
-        self._send_a(call, out, now)
-
-    # ------------------------------------------------------------ reliable 1xx (RFC 3262)
-
-    def _send_a(self, call: Call, out: Response, now: float) -> None:
-        """Sends a response on the A leg's INVITE, reliably when the caller requires
-        100rel: one reliable provisional outstanding at a time, later ones queued;
-        a 2xx waits for the PRACK of a provisional that carried SDP (RFC 3262 3)."""
-        if not call.reliable or out.status == 100:
-            self._send(call.a_tx, out, now)
-            return
-        if call.rel_pending is not None:
-            if out.status < 200 or (out.status < 300 and call.rel_pending.body):
-                call.rel_queue.append(out)
-                return
-            self._clear_reliable(call)  # a final response ends the retransmissions
-        if out.status >= 200:
-            self._send(call.a_tx, out, now)
-            return
-        call.rseq += 1
-        out.headers.add("Require", "100rel")
-        out.headers.add("RSeq", str(call.rseq))
-        call.rel_pending = out
-        call.rel_started = now
-        call.rel_interval = self.layer.timers.t1
-        self._send(call.a_tx, out, now)
-        self._arm(call, "reliable", call.rel_interval, now, call.rseq)
-
-    def _retransmit_reliable(self, call: Call, now: float) -> None:
-        out = call.rel_pending
-        if out is None:
-            return
-        if now - call.rel_started >= 64 * self.layer.timers.t1:
-            # RFC 3262 3: no PRACK for 64*T1 -> "SHOULD reject the original request
-            # with a 5xx response".
-            self._clear_reliable(call)
-            self._fail_a(call, 504, "No PRACK", now)
-            return
-        self._send(call.a_tx, out, now)
-        call.rel_interval *= 2
-        deadline = call.rel_started + 64 * self.layer.timers.t1
-        self._arm(call, "reliable", min(call.rel_interval, deadline - now), now, call.rseq)
-
-    def _on_prack(self, call: Call, key: TransactionKey, prack: Request, now: float) -> None:
-        """RFC 3262 7.2: a PRACK whose RAck matches the outstanding reliable
-        provisional gets 200; anything else 481."""
-        pending = call.rel_pending
-        rack = (prack.headers.get("RAck") or "").split()
-        if pending is None or len(rack) != 3 or rack[0] != pending.headers.get("RSeq"):
-            self._respond(key, prack, 481, now)
-            return
-        self._respond(key, prack, 200, now)
-        self._clear_reliable(call)
-        queued, call.rel_queue = call.rel_queue, []
-        for out in queued:
-            self._send_a(call, out, now)
-
-    def _clear_reliable(self, call: Call) -> None:
-        call.rel_pending = None
-        self._disarm(call, "reliable")
 
     def _fail_a(
         self,

@@ -544,4 +544,6 @@ def slim_request(request: Request) -> Request:
     return Request(method=request.method, uri=request.uri, headers=kept)
 
 
-TIMER_INPUTS: dict[str, TransactionInput] = {name: I[f"TIMER_{name}"] for name in "ABDEFGHIJKLM"}
+TIMER_INPUTS: dict[str, TransactionInput] = {
+    name: TransactionInput[f"TIMER_{name}"] for name in "ABDEFGHIJKLM"
+}

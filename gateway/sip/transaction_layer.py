@@ -341,7 +341,7 @@ class TransactionLayer(TransactionOwner):
             status=exc.status_hint, reason=reason_phrase(exc.status_hint), headers=out
         )
         self.stats[f"stateless_{exc.status_hint}"] += 1
-        self.observer.sip_response_out(exc.status_hint, headers.get("CSeq", "").split(" ")[-1])
+        self.observer.sip_response_out(exc.status_hint, (headers.get("CSeq") or "").split(" ")[-1])
         self._transmit(response.serialize(), destination)
 
     def _receive_request(self, request: Request, source: Endpoint, now: float) -> None:

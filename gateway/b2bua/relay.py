@@ -1,0 +1,96 @@
+"""In-dialog requests relayed between the legs of a call (re-INVITE, UPDATE, INFO,
+MESSAGE, NOTIFY, REFER ...), and their answers relayed back (RFC 3261 12.2).
+
+A request from one leg becomes a new request in the other leg's dialog; its final
+answer goes back on the original server transaction. A 2xx to a re-INVITE is ACKed
+at once when the re-INVITE carried the offer, or when the originator's ACK brings the
+answer (late offer, RFC 3264).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway.b2bua.call import (
+    RELAYED_REQUEST_HEADERS,
+    RELAYED_RESPONSE_HEADERS,
+    Call,
+    CallState,
+    Relay,
+    Side,
+    relayed_headers,
+)
+from gateway.sip.builders import build_response
+from gateway.sip.events import Endpoint, TransactionKey
+from gateway.sip.message import Request, Response
+
+if TYPE_CHECKING:
+    from gateway.sip.transaction_layer import TransactionLayer
+
+
+class InDialogRelay:
+    """Mixed into :class:`gateway.b2bua.core.B2bua`."""
+
+    if TYPE_CHECKING:
+        # Provided by B2bua (gateway/b2bua/core.py).
+        layer: TransactionLayer
+        _relays: dict[TransactionKey, Relay]
+
+        def _send(self, key: TransactionKey, response: Response, now: float) -> None: ...
+        def _respond(
+            self,
+            key: TransactionKey,
+            request: Request,
+            status: int,
+            now: float,
+            *,
+            headers: tuple[tuple[str, str], ...] = (),
+        ) -> None: ...
+        def _leg_endpoint(self, call: Call, side: Side) -> Endpoint: ...
+
+    def _relay_request(
+        self, call: Call, origin: Side, key: TransactionKey, request: Request, now: float
+    ) -> None:
+        target_side = origin.other
+        dialog = call.dialog(target_side)
+        if dialog is None or call.state is CallState.ENDED:
+            self._respond(key, request, 481, now)
+            return
+        out = dialog.create_request(request.method)
+        for name, value in relayed_headers(request.headers, RELAYED_REQUEST_HEADERS):
+            out.headers.add(name, value)
+        out.body = request.body
+        b_key = self.layer.send_request(out, self._leg_endpoint(call, target_side), now)
+        self._relays[b_key] = Relay(call=call, origin=origin, server_tx=key, request=request)
+
+    def _on_relayed_response(
+        self, relay: Relay, key: TransactionKey, response: Response, now: float
+    ) -> None:
+        call = relay.call
+        if response.status == 100:
+            return
+        if response.status >= 200:
+            del self._relays[key]
+        target_side = relay.origin.other
+        if relay.request.method == "INVITE" and 200 <= response.status < 300:
+            dialog = call.dialog(target_side)
+            if dialog is not None:
+                dialog.refresh_target(response)
+                cseq = dialog.local_cseq
+                if relay.request.body:
+                    ack = dialog.create_request("ACK", cseq=cseq)
+                    self.layer.send_ack(ack, self._leg_endpoint(call, target_side))
+                else:
+                    call.ack_owed[target_side] = cseq
+        headers = relayed_headers(response.headers, RELAYED_RESPONSE_HEADERS)
+        origin_dialog = call.dialog(relay.origin)
+        if relay.request.method in ("INVITE", "UPDATE") and origin_dialog is not None:
+            headers.append(("Contact", origin_dialog.local_contact))
+        out = build_response(
+            relay.request,
+            response.status,
+            response.reason,
+            headers=headers,
+            body=response.body,
+        )
+        self._send(relay.server_tx, out, now)

@@ -1,0 +1,113 @@
+"""Reliable provisional responses towards the caller (RFC 3262, "100rel").
+
+When the caller's INVITE requires 100rel, every provisional response the gateway
+sends it (relayed from the callee or its own 183) carries ``Require: 100rel`` and an
+``RSeq``, is retransmitted from T1 doubling until a matching PRACK arrives, and the
+next one waits for that PRACK; a 2xx waits too when the outstanding provisional
+carried SDP. Without a PRACK within 64*T1 the INVITE is rejected (504). The B leg
+never asks for reliability: the gateway provides it on the A leg itself.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from gateway.b2bua.call import Call
+from gateway.b2bua.events import B2buaEvent
+from gateway.sip.events import TransactionKey
+from gateway.sip.message import Request, Response
+
+if TYPE_CHECKING:
+    from gateway.sip.transaction_layer import TransactionLayer
+
+
+class ReliableProvisionals:
+    """Mixed into :class:`gateway.b2bua.core.B2bua`."""
+
+    if TYPE_CHECKING:
+        # Provided by B2bua (gateway/b2bua/core.py), which this class is mixed into.
+        layer: TransactionLayer
+        calls: dict[str, Call]
+        _events: deque[B2buaEvent]
+
+        def _send(self, key: TransactionKey, response: Response, now: float) -> None: ...
+        def _respond(
+            self,
+            key: TransactionKey,
+            request: Request,
+            status: int,
+            now: float,
+            *,
+            headers: tuple[tuple[str, str], ...] = (),
+        ) -> None: ...
+        def _fail_a(
+            self,
+            call: Call,
+            status: int,
+            reason: str | None,
+            now: float,
+            *,
+            headers: tuple[tuple[str, str], ...] = (),
+            body: bytes = b"",
+        ) -> None: ...
+        def _try_next_target(self, call: Call, now: float) -> None: ...
+        def _arm(self, call: Call, name: str, delay: float, now: float, token: object) -> None: ...
+        def _disarm(self, call: Call, name: str) -> None: ...
+
+    def _send_a(self, call: Call, out: Response, now: float) -> None:
+        """Sends a response on the A leg's INVITE, reliably when the caller requires
+        100rel: one reliable provisional outstanding at a time, later ones queued;
+        a 2xx waits for the PRACK of a provisional that carried SDP (RFC 3262 3)."""
+        if not call.reliable or out.status == 100:
+            self._send(call.a_tx, out, now)
+            return
+        if call.rel_pending is not None:
+            if out.status < 200 or (out.status < 300 and call.rel_pending.body):
+                call.rel_queue.append(out)
+                return
+            self._clear_reliable(call)  # a final response ends the retransmissions
+        if out.status >= 200:
+            self._send(call.a_tx, out, now)
+            return
+        call.rseq += 1
+        out.headers.add("Require", "100rel")
+        out.headers.add("RSeq", str(call.rseq))
+        call.rel_pending = out
+        call.rel_started = now
+        call.rel_interval = self.layer.timers.t1
+        self._send(call.a_tx, out, now)
+        self._arm(call, "reliable", call.rel_interval, now, call.rseq)
+
+    def _retransmit_reliable(self, call: Call, now: float) -> None:
+        out = call.rel_pending
+        if out is None:
+            return
+        if now - call.rel_started >= 64 * self.layer.timers.t1:
+            # RFC 3262 3: no PRACK for 64*T1 -> "SHOULD reject the original request
+            # with a 5xx response".
+            self._clear_reliable(call)
+            self._fail_a(call, 504, "No PRACK", now)
+            return
+        self._send(call.a_tx, out, now)
+        call.rel_interval *= 2
+        deadline = call.rel_started + 64 * self.layer.timers.t1
+        self._arm(call, "reliable", min(call.rel_interval, deadline - now), now, call.rseq)
+
+    def _on_prack(self, call: Call, key: TransactionKey, prack: Request, now: float) -> None:
+        """RFC 3262 7.2: a PRACK whose RAck matches the outstanding reliable
+        provisional gets 200; anything else 481."""
+        pending = call.rel_pending
+        rack = (prack.headers.get("RAck") or "").split()
+        if pending is None or len(rack) != 3 or rack[0] != pending.headers.get("RSeq"):
+            self._respond(key, prack, 481, now)
+            return
+        self._respond(key, prack, 200, now)
+        self._clear_reliable(call)
+        queued, call.rel_queue = call.rel_queue, []
+        for out in queued:
+            self._send_a(call, out, now)
+
+    def _clear_reliable(self, call: Call) -> None:
+        call.rel_pending = None
+        self._disarm(call, "reliable")
