@@ -11,52 +11,21 @@ emergency test call).
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING
 
 from gateway.b2bua.call import Call, CallState, Side
-from gateway.b2bua.events import B2buaEvent, LocalAnswer, MediaAnswered
+from gateway.b2bua.events import LocalAnswer, MediaAnswered
+from gateway.b2bua.host import B2buaHost
 from gateway.sip.builders import build_response
 from gateway.sip.events import TransactionKey
 from gateway.sip.message import Request, Response
 
 if TYPE_CHECKING:
-    from gateway.sip.transaction_layer import TransactionLayer
+    pass
 
 
-class AnnouncementStage:
+class AnnouncementStage(B2buaHost):
     """Mixed into :class:`gateway.b2bua.core.B2bua`."""
-
-    if TYPE_CHECKING:
-        # Provided by B2bua (gateway/b2bua/core.py), which this class is mixed into.
-        layer: TransactionLayer
-        calls: dict[str, Call]
-        _events: deque[B2buaEvent]
-
-        def _send(self, key: TransactionKey, response: Response, now: float) -> None: ...
-        def _respond(
-            self,
-            key: TransactionKey,
-            request: Request,
-            status: int,
-            now: float,
-            *,
-            headers: tuple[tuple[str, str], ...] = (),
-        ) -> None: ...
-        def _fail_a(
-            self,
-            call: Call,
-            status: int,
-            reason: str | None,
-            now: float,
-            *,
-            headers: tuple[tuple[str, str], ...] = (),
-            body: bytes = b"",
-        ) -> None: ...
-        def _try_next_target(self, call: Call, now: float) -> None: ...
-        def _arm(self, call: Call, name: str, delay: float, now: float, token: object) -> None: ...
-        def _disarm(self, call: Call, name: str) -> None: ...
-        def _send_a(self, call: Call, out: Response, now: float) -> None: ...
 
     def media_ready(
         self, call_uuid: str, answer: bytes | None, b_offer: bytes | None, now: float

@@ -20,33 +20,17 @@ from gateway.b2bua.call import (
     Side,
     relayed_headers,
 )
+from gateway.b2bua.host import B2buaHost
 from gateway.sip.builders import build_response
-from gateway.sip.events import Endpoint, TransactionKey
+from gateway.sip.events import TransactionKey
 from gateway.sip.message import Request, Response
 
 if TYPE_CHECKING:
-    from gateway.sip.transaction_layer import TransactionLayer
+    pass
 
 
-class InDialogRelay:
+class InDialogRelay(B2buaHost):
     """Mixed into :class:`gateway.b2bua.core.B2bua`."""
-
-    if TYPE_CHECKING:
-        # Provided by B2bua (gateway/b2bua/core.py).
-        layer: TransactionLayer
-        _relays: dict[TransactionKey, Relay]
-
-        def _send(self, key: TransactionKey, response: Response, now: float) -> None: ...
-        def _respond(
-            self,
-            key: TransactionKey,
-            request: Request,
-            status: int,
-            now: float,
-            *,
-            headers: tuple[tuple[str, str], ...] = (),
-        ) -> None: ...
-        def _leg_endpoint(self, call: Call, side: Side) -> Endpoint: ...
 
     def _relay_request(
         self, call: Call, origin: Side, key: TransactionKey, request: Request, now: float

@@ -11,17 +11,14 @@ must accept a live scrape of the gateway.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.deploy.test_prometheus_e2e import Prometheus
+from tests.deploy.prometheus import prometheus_server
 from tests.deploy.tools import require
-from tests.interop.sipp import SippUas, free_port, run_uac
+from tests.interop.sipp import SippUas, run_uac
 from tests.ops.harness import (
     HOST,
     OFFICE_IP,
@@ -35,49 +32,6 @@ from tests.ops.harness import (
 pytestmark = [pytest.mark.tool, pytest.mark.sipp, pytest.mark.interop, pytest.mark.postgres]
 
 ORDINARY_CALLS = 10
-
-
-@contextlib.asynccontextmanager
-async def prometheus_server(target: str, workdir: Path) -> AsyncIterator[Prometheus]:
-    """``/usr/bin/prometheus`` scraping ``target`` every second."""
-    binary = require("prometheus")
-    (workdir / "prometheus.yml").write_text(
-        "global:\n"
-        "  scrape_interval: 1s\n"
-        "scrape_configs:\n"
-        "  - job_name: voipgw\n"
-        "    scrape_interval: 1s\n"
-        "    scrape_timeout: 1s\n"
-        "    static_configs:\n"
-        f"      - targets: ['{target}']\n"
-    )
-    port = free_port(HOST)
-    with (workdir / "prometheus.log").open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            binary,
-            f"--config.file={workdir / 'prometheus.yml'}",
-            f"--storage.tsdb.path={workdir / 'prometheus-data'}",
-            f"--web.listen-address={HOST}:{port}",
-            "--log.level=warn",
-            stdout=log,
-            stderr=log,
-        )
-    prom = Prometheus(port)
-    try:
-        await prom.wait_for(
-            "the gateway to be scraped",
-            lambda: prom.query('up{job="voipgw"}'),
-            lambda r: len(r) == 1 and r[0]["value"][1] == "1",
-        )
-        yield prom
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
 
 
 def value(result: list[dict[str, Any]]) -> float | None:
