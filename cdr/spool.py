@@ -12,8 +12,11 @@ A segment starts with the 8-byte magic ``VGWCDR1\\n`` and then holds frames::
     | length: u32 BE | crc32: u32 BE  | payload (length bytes)   |
     +----------------+----------------+--------------------------+
 
-The payload is one CDR as self-describing JSON (``CallDetailRecord.to_json``), so a
-spool can be read with nothing but this docstring. ``crc32`` (zlib) covers the payload.
+A payload is a batch of CDRs as self-describing CSV whose first line names the columns
+(``cdr.record.encode_csv_batch``; its module docstring gives the format), so a spool can
+be read with nothing but a CSV reader. Spools written before CSV batches hold one JSON
+object per frame (``CallDetailRecord.to_json``, ``"v": 1``); both are read.
+``crc32`` (zlib) covers the payload.
 
 Rules that make it crash-safe:
 
@@ -47,12 +50,15 @@ MAGIC = b"VGWCDR1\n"
 """First bytes of every segment."""
 HEADER = struct.Struct(">II")
 """Frame header: payload length, CRC-32 of the payload."""
-MAX_RECORD_BYTES = 1 << 20
-"""A longer length field can only be garbage (a CDR is about 1 KiB)."""
+MAX_FRAME_BYTES = 64 << 20
+"""A longer length field can only be garbage (a frame of 1,000 CDRs is about 400 KB)."""
+MIN_SEGMENT_BYTES = 1 << 20
+"""Smallest rotation size an operator may configure."""
 DEFAULT_SEGMENT_BYTES = 64 << 20
 """Rotate to a new segment once the current one reaches this size."""
 
-_READ_CHUNK = 8 << 20
+_READ_CHUNK = MAX_FRAME_BYTES + HEADER.size
+"""Bytes read at a time: one chunk always holds at least one whole valid frame."""
 _SEGMENT_PREFIX = "seg-"
 _SEGMENT_SUFFIX = ".cdr"
 
@@ -74,10 +80,10 @@ def encode_frame(payload: bytes) -> bytes:
     """Returns ``payload`` framed with its length and CRC.
 
     Raises:
-        ValueError: the payload exceeds :data:`MAX_RECORD_BYTES`.
+        ValueError: the payload exceeds :data:`MAX_FRAME_BYTES`.
     """
-    if len(payload) > MAX_RECORD_BYTES:
-        raise ValueError(f"spool record has {len(payload)} bytes, max {MAX_RECORD_BYTES}")
+    if len(payload) > MAX_FRAME_BYTES:
+        raise ValueError(f"spool frame has {len(payload)} bytes, max {MAX_FRAME_BYTES}")
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -105,7 +111,7 @@ def _scan(data: memoryview, base: int) -> tuple[list[tuple[bytes, int]], int]:
     while pos + HEADER.size <= size:
         length, crc = HEADER.unpack_from(data, pos)
         end = pos + HEADER.size + length
-        if length > MAX_RECORD_BYTES or end > size:
+        if length > MAX_FRAME_BYTES or end > size:
             break
         payload = bytes(data[pos + HEADER.size : end])
         if zlib.crc32(payload) != crc:
@@ -260,7 +266,7 @@ class Spool:
             with open(self._path(pos.segment), "rb") as f:
                 f.seek(pos.offset)
                 # Bounded reads: a frame cut at the chunk end is read again next time
-                # (a frame is at most MAX_RECORD_BYTES, so each chunk yields one).
+                # (a frame is at most MAX_FRAME_BYTES, so each chunk yields one).
                 data = f.read(min(stop - pos.offset, _READ_CHUNK))
             frames, _ = _scan(memoryview(data), pos.offset)
             if len(data) == _READ_CHUNK and frames:

@@ -187,7 +187,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 db.pool,
                 cdr_config,
                 on_committed=(
-                    (lambda batch: metrics.cdr_batch_committed(len(batch), 0.0))
+                    (lambda rows, _records: metrics.cdr_batch_committed(rows, 0.0))
                     if metrics is not None
                     else None
                 ),

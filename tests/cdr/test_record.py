@@ -1,4 +1,4 @@
-"""CallDetailRecord: validation, JSON round trip, column order matches the table."""
+"""CallDetailRecord: validation, CSV batch and JSON round trips, column order."""
 
 from __future__ import annotations
 
@@ -7,9 +7,111 @@ import datetime as dt
 
 import asyncpg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from cdr.record import COLUMNS, CallDetailRecord, Disposition
+from cdr.record import (
+    COLUMNS,
+    CallDetailRecord,
+    Disposition,
+    csv_batch_columns,
+    decode_csv_batch,
+    decode_spool_payload,
+    encode_csv_batch,
+)
 from tests.cdr.factory import make_record
+
+# Text a caller controls reaches the CDR (User-Agent, numbers, reasons): every character
+# that means something in CSV, the NULL marker's own spelling, and non-ASCII.
+NASTY_TEXT = ["", "nan", '"', '""x"', "a,b", "line\nbreak", "cr\rlf", "tab\t", "Äänekoski €", "\\N"]
+
+
+def tricky_record(text: str, **overrides: object) -> CallDetailRecord:
+    """A record whose every free-text field is ``text`` (NULL-able ones too)."""
+    record = make_record(**overrides)  # type: ignore[arg-type]
+    return dataclasses.replace(
+        record,
+        call_id=text,
+        customer=text,
+        caller=text,
+        callee_dialled=text,
+        callee_routed=text,
+        user_agent=text,
+        final_reason=text,
+        device_kind=text,
+        site=text,
+        gateway_instance=text,
+    )
+
+
+def test_csv_batch_roundtrip() -> None:
+    records = [
+        make_record(),
+        make_record(answered=False),
+        make_record(emergency=True),
+        dataclasses.replace(
+            make_record(),
+            callee_routed=None,
+            p_asserted_identity=None,
+            device_kind=None,
+            site=None,
+            user_agent=None,
+            recording_notice_language=None,
+            recording_notice_played_at=None,
+            ringing_at=None,
+            answered_at=None,
+            post_dial_delay_seconds=None,
+            final_reason=None,
+        ),
+        *(tricky_record(text) for text in NASTY_TEXT),
+    ]
+    payload = encode_csv_batch(records)
+    assert decode_csv_batch(payload) == records
+    assert decode_spool_payload(payload) == records
+    # Text "nan" and empty text stay text; NULL stays NULL.
+    decoded = decode_csv_batch(encode_csv_batch([tricky_record("nan"), tricky_record("")]))
+    assert [d.user_agent for d in decoded] == ["nan", ""]
+    assert decode_csv_batch(encode_csv_batch(records[3:4]))[0].user_agent is None
+
+
+def test_csv_batch_is_self_describing() -> None:
+    record = make_record(answered=False)
+    payload = encode_csv_batch([record])
+    header, first_row = payload.decode().splitlines()
+    assert header == ",".join(f'"{name}"' for name in COLUMNS)
+    assert csv_batch_columns(payload) == (COLUMNS, len(header) + 1)
+    fields = first_row.split(",")
+    assert fields[COLUMNS.index("call_uuid")] == f'"{record.call_uuid.hex}"'
+    assert fields[COLUMNS.index("disposition")] == '"busy"'
+    assert fields[COLUMNS.index("emergency")] == "0"
+    assert fields[COLUMNS.index("answered_at")] == "nan"  # NULL: bare nan
+    started = record.started_at.timestamp() * 1_000_000
+    assert fields[COLUMNS.index("started_at")] == str(round(started))
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(), micros=st.integers(min_value=0, max_value=10**12))
+def test_csv_batch_roundtrip_any_text(text: str, micros: int) -> None:
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=micros)
+    record = tricky_record(text, started_at=start)
+    # NUL is the one change: PostgreSQL text cannot hold it.
+    stored = tricky_record(text.replace("\x00", "\ufffd"), started_at=start)
+    stored = dataclasses.replace(stored, call_uuid=record.call_uuid)
+    assert decode_csv_batch(encode_csv_batch([record])) == [stored]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"no header line", b'"call_uuid","nonsense"\n', b'"call_uuid","call_uuid"\n'],
+)
+def test_csv_batch_errors(payload: bytes) -> None:
+    with pytest.raises(ValueError, match="CDR CSV"):
+        decode_csv_batch(payload)
+
+
+def test_nan_durations_rejected() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        dataclasses.replace(make_record(), duration_seconds=float("nan"))
 
 
 def test_json_roundtrip_equal() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 import signal
@@ -14,13 +15,17 @@ import pytest
 
 from cdr.config import CdrConfig
 from cdr.db import EmbeddedPostgres, migrate
+from cdr.record import COLUMNS
+from cdr.spool import Spool
 from cdr.writer import CdrWriter, WriterClosedError
 from tests.cdr.factory import make_record
+from tests.cdr.test_record import tricky_record
 from tests.cdr.writer_child import record_uuid
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio]
 
 UTC = dt.UTC
+HELSINKI = dt.timezone(dt.timedelta(hours=2))
 FAST = CdrConfig(batch_age=0.005, retry_initial=0.05, retry_max=0.5, shutdown_timeout=30.0)
 REPO = Path(__file__).parents[2]
 
@@ -211,3 +216,76 @@ async def test_sigkilled_writer_loses_and_duplicates_nothing(
     assert count == len(rows)  # 0 duplicated
     assert {record_uuid(i) for i in acked} - rows == set()  # 0 lost
     assert rows <= {record_uuid(i) for i in range(total)}
+
+
+async def test_text_a_caller_controls_arrives_exactly(
+    pg_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    # Quotes, commas, newlines, the NULL marker's spelling, empty text, NUL, non-ASCII
+    # and NULLs all come back from PostgreSQL as they went in (NUL as U+FFFD).
+    texts = ["", "nan", '"quoted", comma', "two\nlines\r\n", "Äänekoski €", "nul\x00byte"]
+    records = [tricky_record(text) for text in texts]
+    nulls = dataclasses.replace(
+        make_record(answered=False),
+        callee_routed=None,
+        p_asserted_identity=None,
+        user_agent=None,
+        recording_notice_played_at=None,
+        ringing_at=None,
+        post_dial_delay_seconds=None,
+    )
+    odd_zone = make_record(started_at=dt.datetime(2026, 10, 5, 14, 0, 0, 1, tzinfo=HELSINKI))
+    async with CdrWriter(pg_pool, FAST, spool_dir=tmp_path) as writer:
+        for record in [*records, nulls, odd_zone]:
+            await writer.write(record)
+    async with pg_pool.acquire() as con:
+        stored = {
+            row["call_uuid"]: tuple(row)
+            for row in await con.fetch(f"SELECT {', '.join(COLUMNS)} FROM cdr")
+        }
+    for record in [*records, nulls, odd_zone]:
+        expected = tuple(
+            value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+            for value in record.as_row()
+        )
+        got = stored[record.call_uuid]
+        assert got == expected, [
+            (name, g, e) for name, g, e in zip(COLUMNS, got, expected, strict=True) if g != e
+        ]
+
+
+async def test_spool_of_an_older_gateway_replays(pg_pool: asyncpg.Pool, tmp_path: Path) -> None:
+    # Before CSV batches the spool held one JSON object per record: an upgrade with such
+    # a spool left over must insert those records, mixed with new ones.
+    old = [make_record() for _ in range(50)]
+    spool = Spool(tmp_path)
+    spool.open()
+    spool.append([record.to_json() for record in old])
+    spool.close()
+    new = make_record()
+    async with CdrWriter(pg_pool, FAST, spool_dir=tmp_path) as writer:
+        await writer.write(new)
+        for _ in range(100):
+            if writer.spool_bytes() == 0:
+                break
+            await asyncio.sleep(0.05)
+    assert await count_rows(pg_pool) == (51, 51)
+
+
+async def test_parallel_inserts_checkpoint_only_what_is_committed(
+    pg_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    # Four connections insert small batches at once, and a spool replay from disk is
+    # split among them: every row arrives once and the spool empties.
+    records = [make_record() for _ in range(3_000)]
+    config = CdrConfig(
+        batch_size=100, batch_age=0.001, insert_connections=4, memory_rows=500, queue_size=250
+    )
+    async with CdrWriter(pg_pool, config, spool_dir=tmp_path) as writer:
+        for i, record in enumerate(records):
+            writer.submit(record)
+            if i % 50 == 0:
+                await asyncio.sleep(0)
+    assert writer.spool_bytes() == 0
+    assert writer.rows_committed == 3_000
+    assert await count_rows(pg_pool) == (3_000, 3_000)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import dataclasses
 import os
 import random
 import shutil
@@ -38,6 +38,7 @@ import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
 from cdr.db import EmbeddedPostgres
+from cdr.record import decode_spool_payload
 from cdr.spool import Spool
 from tests.emergency.rig import DEMO_CENTRE_PORTS, demo_sites_with
 from tests.interop.sipp import SippUas, free_port
@@ -395,7 +396,11 @@ def spooled_records(spool_dir: Path) -> list[dict[str, Any]]:
         payloads, _ = spool.read(spool.checkpoint(), spool.end(), 1_000_000)
     finally:
         spool.close()
-    return [json.loads(payload) for payload in payloads]
+    return [
+        dataclasses.asdict(record)
+        for payload in payloads
+        for record in decode_spool_payload(payload)
+    ]
 
 
 def stop_embedded(pgdata: Path) -> None:
