@@ -101,6 +101,9 @@ def record_of(event: CallEnded, *, wall_offset: float, instance: str) -> CallDet
         # Billable time starts when the callee answers (not at the recording notice).
         billable = max(0, round(event.ended_at - event.answered_at))
     post_dial = None if event.ringing_at is None else event.ringing_at - event.setup_at
+    # The recording prompt's start (loop clock), for the privacy promise's "told before
+    # the call": only a recording notice counts, not a nomadic warning.
+    notice_started = notes.get("recording_started") if "recording_notice" in notes else None
     return CallDetailRecord(
         call_uuid=_call_uuid(event.call_uuid),
         started_at=started,
@@ -122,7 +125,7 @@ def record_of(event: CallEnded, *, wall_offset: float, instance: str) -> CallDet
         emergency_policy=notes.get("policy") if event.emergency else None,
         recording_notice=RecordingNotice(notes.get("recording_notice", "none")),
         recording_notice_language=notes.get("recording_language"),
-        recording_notice_played_at=None,
+        recording_notice_played_at=wall(float(notice_started)) if notice_started else None,
         ringing_at=wall(event.ringing_at),
         answered_at=answered,
         ended_at=ended,

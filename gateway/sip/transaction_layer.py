@@ -194,6 +194,13 @@ class TransactionLayer(TransactionOwner):
         self.observer: SipObserver = observer or _NullObserver()
         self.timers = timers or SipTimers()
         self.local = list(local)
+        # Which local endpoint sends to a destination, by (transport, IPv6?): asked for
+        # every request sent, so answered from a table built once (local is fixed).
+        self._local_by_family: dict[tuple[str, bool], Endpoint] = {}
+        self._local_by_transport: dict[str, Endpoint] = {}
+        for endpoint in self.local:
+            self._local_by_family.setdefault((endpoint.transport, ":" in endpoint.host), endpoint)
+            self._local_by_transport.setdefault(endpoint.transport, endpoint)
         self.new_token = new_token
         self.max_transactions = max_transactions
         self.udp_size_threshold = udp_size_threshold
@@ -579,18 +586,15 @@ class TransactionLayer(TransactionOwner):
         return destination
 
     def _has_local(self, transport: str, destination: Endpoint) -> bool:
-        v6 = ":" in destination.host
-        return any(e.transport == transport and (":" in e.host) == v6 for e in self.local)
+        return (transport, ":" in destination.host) in self._local_by_family
 
     def _local_for(self, destination: Endpoint) -> Endpoint:
-        v6 = ":" in destination.host
-        for endpoint in self.local:
-            if endpoint.transport == destination.transport and (":" in endpoint.host) == v6:
-                return endpoint
-        for endpoint in self.local:
-            if endpoint.transport == destination.transport:
-                return endpoint
-        raise LocalProtocolError(f"no local {destination.transport} endpoint")
+        endpoint = self._local_by_family.get((destination.transport, ":" in destination.host))
+        if endpoint is None:
+            endpoint = self._local_by_transport.get(destination.transport)
+        if endpoint is None:
+            raise LocalProtocolError(f"no local {destination.transport} endpoint")
+        return endpoint
 
     def _via_value(self, destination: Endpoint, branch: str) -> str:
         local = self._local_for(destination)

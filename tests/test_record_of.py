@@ -1,0 +1,78 @@
+"""record_of: the CDR the gateway writes for a finished call (B2BUA summary -> row)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+
+from cdr.record import CallClass, Disposition, RecordingNotice
+from gateway.app import record_of
+from gateway.b2bua.events import CallEnded
+from gateway.sip.events import Endpoint
+
+WALL_OFFSET = 1_790_000_000.0  # loop clock 0 = this Unix time
+
+
+def ended(**annotations: str) -> CallEnded:
+    return CallEnded(
+        call_uuid="0f8d2c1e6a4b4f4e9a3c2b1d0e9f8a7b",
+        call_id="abc@192.0.2.10",
+        caller="+358401234567",
+        callee_dialled="+358501112222",
+        callee_routed="sip:+358501112222@pbx.example",
+        p_asserted_identity="<sip:+358401234567@example.com>",
+        source=Endpoint("UDP", "192.0.2.10", 5060),
+        user_agent="Yealink T46U",
+        setup_at=100.0,
+        ringing_at=100.5,
+        answered_at=108.0,
+        ended_at=169.4,
+        final_status=200,
+        final_reason="OK",
+        disposition="answered",
+        hangup_side="caller",
+        emergency=False,
+        annotations=annotations,
+    )
+
+
+def at(loop_seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(WALL_OFFSET + loop_seconds, dt.UTC)
+
+
+def test_answered_call_after_the_recording_notice() -> None:
+    event = ended(
+        **{
+            "class": "office",
+            "customer": "setera",
+            "site": "espoo-hq",
+            "recording_notice": "played",
+            "recording_language": "fi",
+            "recording_started": repr(100.7),
+        }
+    )
+    record = record_of(event, wall_offset=WALL_OFFSET, instance="gw-1")
+    assert record.recording_notice is RecordingNotice.PLAYED
+    assert record.recording_notice_language == "fi"
+    assert record.recording_notice_played_at == at(100.7)
+    assert record.started_at == at(100.0)
+    assert record.answered_at == at(108.0)
+    assert record.billable_seconds == 61  # from the answer, not from the notice
+    assert record.post_dial_delay_seconds == 0.5
+    assert record.call_class is CallClass.OFFICE
+    assert record.disposition is Disposition.ANSWERED
+    assert record.source_address == ipaddress.ip_address("192.0.2.10")
+    assert record.gateway_instance == "gw-1"
+
+
+def test_no_notice_time_without_a_recording_notice() -> None:
+    # A nomadic warning also starts a prompt: it is not the recording notice.
+    warned = ended(**{"recording_started": repr(100.7)})
+    record = record_of(warned, wall_offset=WALL_OFFSET, instance="gw-1")
+    assert record.recording_notice is RecordingNotice.NONE
+    assert record.recording_notice_played_at is None
+    # G.729-only caller: the notice could not be played and never started.
+    unplayable = ended(recording_notice="not-played")
+    record = record_of(unplayable, wall_offset=WALL_OFFSET, instance="gw-1")
+    assert record.recording_notice is RecordingNotice.NOT_PLAYED
+    assert record.recording_notice_played_at is None
