@@ -114,7 +114,7 @@ async def run_gateway(config: GatewayConfig, *, drain_seconds: float = 30.0) -> 
 
 
 #: Allocations between young-generation collections (CPython's default is 700).
-GC_YOUNG_THRESHOLD = int(os.environ.get("VGW_GC0", "20000"))
+GC_YOUNG_THRESHOLD = 20_000
 
 
 def tune_garbage_collector() -> None:
