@@ -11,7 +11,6 @@ import asyncio
 import gc
 import importlib
 import logging
-import os
 import signal
 import sys
 from collections.abc import Sequence
