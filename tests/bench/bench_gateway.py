@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from tests.bench.sipp_rate import direct_uas, find_max_rate_async, step_seconds
+from tests.bench.sipp_rate import direct_uas, find_max_rate_async, run_step, step_seconds
 from tests.interop.sipp import SippUas, free_port, run_uac
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -204,6 +204,22 @@ async def run() -> None:
     )
     print(through.table())
 
+    # A rate found once at the edge of saturation may pass by luck: the best rate is
+    # offered twice more, and the summary says how many of the three trials passed.
+    confirmed = 0
+    if through.max_rate:
+        print(f"\n-- {through.max_rate:.0f}/s again, twice (repeatability)")
+        confirmed = 1
+        for _ in range(2):
+            again = await run_step(
+                gateway_target(free_port(HOST)), through.max_rate, duration=seconds
+            )
+            confirmed += again.passed
+            print(
+                f"  {again.rate:7.0f}/s {'pass' if again.passed else 'FAIL ' + again.reason}",
+                flush=True,
+            )
+
     print("\n-- set-up delay at 100 calls/s for 20 s (INVITE -> 200 at the caller)")
     async with SippUas("uas-answer", host=HOST, timeout=300) as uas:
         direct_delay = await setup_delay(uas.target, 100, 20)
@@ -216,7 +232,10 @@ async def run() -> None:
     print("\n==== voipgw gateway benchmark ====")
     d, g = direct.max_rate, through.max_rate
     print(f"max 0-failure rate, SIPp direct:   {d or 0:.0f} calls/s")
-    print(f"max 0-failure rate, via voipgw:    {g or 0:.0f} calls/s  (target >= 1000)")
+    print(
+        f"max 0-failure rate, via voipgw:    {g or 0:.0f} calls/s  (target >= 1000; "
+        f"passed {confirmed} of 3 trials at that rate)"
+    )
     if d and g:
         print(f"ratio via gateway / direct:        {g / d:.2f}")
     print(
