@@ -115,7 +115,9 @@ def _show(text: str) -> str:
 def _split_header_params(text: str) -> Params:
     if not text:
         return ()
-    return tuple((m[1], m[2]) for m in _PARAM_RE.finditer(text))
+    # findall gives "" for a parameter without a value; a gen-value is never empty
+    # (token, host or quoted-string), so "" can only mean "no value" (None).
+    return tuple([(name, value or None) for name, value in _PARAM_RE.findall(text)])
 
 
 def _format_params(params: Params) -> str:
