@@ -13,9 +13,12 @@ requests to a peer we already have a connection with reuse it).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import ssl
+import struct
+import sys
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,9 +56,65 @@ def _peer(address: tuple[object, ...], transport: str) -> Endpoint:
     return Endpoint(transport, str(host), int(port))  # type: ignore[call-overload]
 
 
+# Linux: with IP_RECVERR (IPV6_RECVERR) set, every ICMP error for a datagram we sent
+# is queued on the socket together with that datagram's destination (msg_name), so a
+# "port unreachable" names the next hop that is down. RFC 3261 8.1.3.1 / 17.1.4 make
+# that a transport error: an emergency call fails over at once instead of after its
+# no-answer timer, an ordinary one gets its 503 at once instead of after Timer B.
+# The constants are Linux's (Python's socket module does not export them).
+_IP_RECVERR = 11
+_IPV6_RECVERR = 25
+_SOL_IP = 0
+_SOL_IPV6 = 41
+_SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")
+"""struct sock_extended_err: ee_errno, ee_origin, ee_type, ee_code, pad, info, data."""
+#: Errors that mean the destination cannot be reached (not e.g. EMSGSIZE from a
+#: "fragmentation needed", which says nothing about the next hop being down).
+_UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+_MAX_ERRORS_PER_WAKEUP = 64
+
+
+def enable_icmp_errors(sock: socket.socket) -> bool:
+    """Asks Linux to queue ICMP errors with their destination; False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(_SOL_IPV6, _IPV6_RECVERR, 1)
+    else:
+        sock.setsockopt(_SOL_IP, _IP_RECVERR, 1)
+    return True
+
+
+def unreachable_destinations(sock: socket.socket) -> list[Endpoint]:
+    """Drains the socket's error queue; returns the destinations found unreachable.
+
+    Must run whenever the socket reports an error: a queue left non-empty keeps the
+    socket signalling an error to the event loop.
+    """
+    found: list[Endpoint] = []
+    for _ in range(_MAX_ERRORS_PER_WAKEUP):
+        try:
+            _, ancdata, _, address = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            break
+        for level, kind, data in ancdata:
+            if (level, kind) not in ((_SOL_IP, _IP_RECVERR), (_SOL_IPV6, _IPV6_RECVERR)):
+                continue
+            if len(data) < _SOCK_EXTENDED_ERR.size or not address:
+                continue
+            error = _SOCK_EXTENDED_ERR.unpack_from(data)[0]
+            if error in _UNREACHABLE:
+                found.append(_peer(address, "UDP"))
+    return found
+
+
 class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, manager: TransportManager) -> None:
+    def __init__(self, manager: TransportManager, sock: socket.socket | None = None) -> None:
         self.manager = manager
+        self.sock = sock
+        """The bound socket, kept for its error queue (the transport owns its I/O)."""
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -66,9 +125,13 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.manager._ingress(data, _peer(addr, "UDP"))
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP errors (port unreachable) surface here on Linux; they concern an
-        # earlier sendto whose destination we no longer know, so only count them.
+        # An ICMP error for an earlier sendto; the error queue says whose.
         self.manager.stats["udp_error"] += 1
+        if self.sock is None:
+            return
+        for destination in unreachable_destinations(self.sock):
+            self.manager.stats["udp_unreachable"] += 1
+            self.manager.on_transport_error(destination)
 
 
 class _StreamProtocol(asyncio.Protocol):
@@ -159,7 +222,10 @@ class TransportManager:
             sock = socket.socket(family, socket.SOCK_DGRAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
             sock.bind((spec.host, spec.port))
-            _, protocol = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
+            errors = sock if enable_icmp_errors(sock) else None
+            _, protocol = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self, errors), sock=sock
+            )
             self._udp[family == socket.AF_INET6] = protocol
             port = sock.getsockname()[1]
         else:

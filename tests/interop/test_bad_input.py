@@ -4,6 +4,7 @@ TCP stream, get 400/513 or are dropped, are counted, and never stop the gateway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 
@@ -105,3 +106,48 @@ async def test_broken_tcp_stream_is_closed_and_gateway_stays_up() -> None:
         assert line.startswith(b"SIP/2.0 200 ")
         writer.close()
         assert gateway.transports.stats["stream_framing_error"] == 1
+
+
+@pytest.mark.asyncio
+async def test_call_to_a_closed_upstream_port_fails_at_once() -> None:
+    # The PBX is down (nothing listens on its port): the kernel's ICMP port
+    # unreachable is a transport error (RFC 3261 8.1.3.1), so the caller gets the
+    # B2BUA's 502 for an unreachable next hop at once instead of a 408 after Timer B.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe_port:
+        probe_port.bind(("127.0.0.1", 0))
+        closed = probe_port.getsockname()[1]
+    doc = gateway_config(host="127.0.0.1", upstream=f"sip:127.0.0.1:{closed}")
+    async with running_gateway(doc) as (gateway, ended):
+        target_endpoint = next(e for e in gateway.transports.local if e.transport == "UDP")
+        loop = asyncio.get_running_loop()
+        transport, probe = await loop.create_datagram_endpoint(
+            Probe, local_addr=("127.0.0.1", 0), family=socket.AF_INET
+        )
+        port = transport.get_extra_info("sockname")[1]
+        invite = (
+            "INVITE sip:bob@127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKdown;rport\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\n"
+            "To: <sip:bob@127.0.0.1>\r\nCall-ID: down@probe\r\nCSeq: 1 INVITE\r\n"
+            f"Contact: <sip:alice@127.0.0.1:{port}>\r\nContent-Length: 0\r\n\r\n"
+        )
+        try:
+            started = loop.time()
+            transport.sendto(invite.encode(), (target_endpoint.host, target_endpoint.port))
+            final = None
+            while final is None and loop.time() - started < 5:
+                probe.event.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(probe.event.wait(), 0.5)
+                for data in probe.received:
+                    status = int(data.split(b" ", 2)[1])
+                    if status >= 200:
+                        final = (status, loop.time() - started)
+            assert final is not None, probe.received
+            status, seconds = final
+            assert status == 502, probe.received[-1][:200]
+            assert seconds < 1.0, seconds
+            assert gateway.transports.stats["udp_unreachable"] >= 1
+        finally:
+            transport.close()
+    assert [call.final_status for call in ended] == [502]
