@@ -196,7 +196,7 @@ async def run() -> None:
         gateway_target(free_port(HOST)),
         start=200,
         factor=2,
-        max_steps=6,
+        max_steps=7,  # 200, 400, 800, 1,600, then three bisections: 100 calls/s apart
         duration_per_step=seconds,
         on_step=lambda s: print(
             f"  {s.rate:7.0f}/s {'pass' if s.passed else 'FAIL ' + s.reason}", flush=True
