@@ -318,8 +318,8 @@ TIMESTAMP_COLUMNS = (
     "ended_at",
 )
 
-_CSV_NULL = "nan"
-"""PostgreSQL's ``NULL`` option for the CSV batch: the bare text a NaN float writes as."""
+CSV_NULL = "nan"
+"""NULL in a CSV batch (PostgreSQL's ``NULL`` option): the bare text a NaN float writes as."""
 
 
 def encode_csv_batch(records: Iterable[CallDetailRecord]) -> bytes:
@@ -346,7 +346,7 @@ def _csv_text(value: str | None) -> str:
     would hold up every record behind it (a User-Agent header may carry a NUL).
     """
     if value is None:
-        return "nan"
+        return CSV_NULL
     if '"' in value:
         value = value.replace('"', '""')
     if "\x00" in value:
@@ -356,11 +356,11 @@ def _csv_text(value: str | None) -> str:
 
 def _csv_micros(value: dt.datetime | None) -> str | int:
     """A timestamp field: integer microseconds since the Unix epoch (exact), or NULL."""
-    return "nan" if value is None else (value - _EPOCH) // _MICROSECOND
+    return CSV_NULL if value is None else (value - _EPOCH) // _MICROSECOND
 
 
 def _csv_number(value: float | None) -> str:
-    return "nan" if value is None else repr(value)
+    return CSV_NULL if value is None else repr(value)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -439,10 +439,6 @@ def _csv_timestamp(value: Any) -> dt.datetime | None:
     return None if _is_null(value) else _EPOCH + int(value) * _MICROSECOND
 
 
-def _csv_int(value: Any) -> int:
-    return int(value)
-
-
 _CSV_DECODERS: dict[str, Any] = {
     "call_uuid": lambda value: uuid.UUID(hex=value),
     "source_address": ipaddress.ip_address,
@@ -451,8 +447,8 @@ _CSV_DECODERS: dict[str, Any] = {
     "recording_notice": RecordingNotice,
     "disposition": Disposition,
     "hangup_side": HangupSide,
-    "billable_seconds": _csv_int,
-    "final_status": _csv_int,
+    "billable_seconds": int,  # the reader gives every bare number as a float
+    "final_status": int,
     **{name: _csv_timestamp for name in TIMESTAMP_COLUMNS},
 }
 

@@ -55,6 +55,7 @@ from cdr.maintenance import ensure_partitions
 from cdr.partitions import Month
 from cdr.record import (
     COLUMNS,
+    CSV_NULL,
     TIMESTAMP_COLUMNS,
     CallDetailRecord,
     csv_batch_columns,
@@ -470,8 +471,6 @@ class CdrWriter:
             try:
                 await self._drain(claimed)
             except _RETRYABLE as exc:
-                for chunk in claimed:
-                    chunk.state = _WAITING
                 self.database_available = False
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 _log.warning("CDR insert failed, retrying in %.1fs: %s", backoff, self.last_error)
@@ -480,10 +479,6 @@ class CdrWriter:
                     delay = min(delay, max(0.0, self._stop_at - loop.time()))
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, config.retry_max)
-            except BaseException:
-                for chunk in claimed:
-                    chunk.state = _WAITING
-                raise
             else:
                 if not self.database_available:
                     _log.info("CDR inserts work again")
@@ -535,7 +530,13 @@ class CdrWriter:
         """Inserts claimed chunks, then checkpoints the committed prefix of the spool."""
         payloads = [payload for chunk in claimed for payload in chunk.payloads or ()]
         records = [record for chunk in claimed for record in chunk.records or ()]
-        rows = await self._insert(payloads, records) if payloads else 0
+        try:
+            rows = await self._insert(payloads, records) if payloads else 0
+        except BaseException:
+            # Not committed (failed, or cancelled at shutdown): the next claim retries.
+            for chunk in claimed:
+                chunk.state = _WAITING
+            raise
         for chunk in claimed:
             chunk.state = _DONE
         # The checkpoint covers only a prefix: a chunk committed while an earlier one
@@ -566,7 +567,7 @@ class CdrWriter:
             if payload[:1] == b"{":
                 # A record spooled by a gateway before CSV batches (one JSON object).
                 try:
-                    legacy.extend(decode_spool_payload(payload))
+                    legacy.append(CallDetailRecord.from_json(payload))
                 except ValueError as exc:
                     self._reject(payload, exc)
                 continue
@@ -608,7 +609,7 @@ class CdrWriter:
                                 source=_chunks(bodies),
                                 columns=columns,
                                 format="csv",
-                                null="nan",
+                                null=CSV_NULL,
                                 timeout=timeout,
                             )
                             rows += int(copied.rsplit(" ", 1)[-1])
