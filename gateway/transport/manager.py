@@ -95,9 +95,7 @@ def unreachable_destinations(sock: socket.socket) -> list[Endpoint]:
     for _ in range(_MAX_ERRORS_PER_WAKEUP):
         try:
             _, ancdata, _, address = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
-        except (BlockingIOError, InterruptedError):
-            break
-        except OSError:
+        except OSError:  # BlockingIOError: the queue is empty
             break
         for level, kind, data in ancdata:
             if (level, kind) not in ((_SOL_IP, _IP_RECVERR), (_SOL_IPV6, _IPV6_RECVERR)):
