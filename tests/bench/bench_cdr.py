@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
-import shutil
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -29,10 +26,11 @@ from pathlib import Path
 import asyncpg
 
 from cdr.config import CdrConfig
-from cdr.db import EmbeddedPostgres, migrate
+from cdr.db import migrate
 from cdr.maintenance import maintain
 from cdr.record import CallDetailRecord
 from cdr.writer import CdrWriter
+from tests.bench.database import bench_database
 from tests.cdr.factory import make_record
 
 
@@ -146,21 +144,8 @@ def main() -> None:
         "--connections", type=int, default=CdrConfig().insert_connections, help="insert connections"
     )
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="voipgw-bench-"))
-    url = os.environ.get("VOIPGW_TEST_DATABASE_URL")
-    server = None
-    try:
-        if url:
-            dsn = url
-        else:
-            server = EmbeddedPostgres(root / "pgdata")
-            server.start()
-            dsn = server.dsn("postgres")
+    with bench_database("voipgw-bench-") as (dsn, root):
         asyncio.run(_run(dsn, root / "spool", args.rate, args.seconds, args.connections))
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

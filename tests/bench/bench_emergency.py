@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import tempfile
 import uuid
 from pathlib import Path
 
 import asyncpg
 
-from cdr.db import EmbeddedPostgres, migrate
+from cdr.db import migrate
+from tests.bench.database import bench_database
 from tests.emergency.rig import OFFICE_IP, emergency_rig, sip_ruri, sipp_keys
 from tests.interop.sipp import SippResult, SippUas, free_port, run_uac
 
@@ -90,23 +88,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="calls per second")
     parser.add_argument("--calls", type=int, default=1000, help="calls per leg")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="voipgw-bench-emergency-"))
-    url = os.environ.get("VOIPGW_TEST_DATABASE_URL")
-    server = None
-    try:
-        if url:
-            dsn = url
-        else:
-            server = EmbeddedPostgres(root / "pgdata")
-            server.start()
-            dsn = server.dsn("postgres")
+    with bench_database("voipgw-bench-emergency-") as (dsn, root):
         state = root / f"state-{uuid.uuid4().hex[:6]}"
         state.mkdir()
         asyncio.run(_run(dsn, state, args.rate, args.calls))
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
