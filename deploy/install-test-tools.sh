@@ -13,6 +13,10 @@ command -v svmap    >/dev/null 2>&1 || command -v sipvicious_svmap >/dev/null 2>
 command -v unshare  >/dev/null 2>&1 || need="$need util-linux"
 command -v ip       >/dev/null 2>&1 || need="$need iproute2"
 command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
+# The compiled SIP core (setup.py, mypyc): a C compiler and the Python headers.
+command -v gcc      >/dev/null 2>&1 || need="$need gcc"
+include=$(${PYTHON:-python3} -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+[ -f "$include/Python.h" ] || need="$need python3-dev"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

@@ -106,10 +106,25 @@ async def run_gateway(config: GatewayConfig, *, drain_seconds: float = 30.0) -> 
     from gateway.metrics import default_metrics
 
     configure_logging(config.sections.get("logging") or LoggingConfig())
+    log_core_build()
     metrics = default_metrics()
     async with running_app(config, metrics) as app:
         tune_garbage_collector()
         return await _serve(app, config, metrics, drain_seconds)
+
+
+def log_core_build() -> None:
+    """Says whether the SIP core runs compiled (setup.py) and warns of a stale build."""
+    from gateway.native import core_build, stale_extensions
+
+    log.info("SIP core: %s", core_build())
+    stale = stale_extensions()
+    if stale:
+        log.warning(
+            "compiled modules older than their source, the old build runs: %s "
+            "(rebuild with `make native`)",
+            ", ".join(stale),
+        )
 
 
 #: Allocations between young-generation collections (CPython's default is 700).

@@ -79,6 +79,21 @@ class PgServer:
         await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuses to test an old build: the SIP core is compiled in place (setup.py) and
+    an extension is imported instead of its source, so a source edited since the
+    build would not be what the tests run."""
+    from gateway.native import stale_extensions
+
+    stale = stale_extensions()
+    if stale:
+        pytest.exit(
+            f"compiled modules older than their source: {', '.join(stale)}; "
+            "rebuild them with `make native` (or run interpreted: VOIPGW_PURE_PYTHON=1 make native)",
+            returncode=3,
+        )
+
+
 def _pg_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="voipgw-pg-"))
 

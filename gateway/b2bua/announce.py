@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mypy_extensions import trait
+
 from gateway.b2bua.call import Call, CallState, Side
 from gateway.b2bua.events import LocalAnswer, MediaAnswered
 from gateway.b2bua.host import B2buaHost
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     pass
 
 
+@trait
 class AnnouncementStage(B2buaHost):
     """Mixed into :class:`gateway.b2bua.core.B2bua`."""
 

@@ -1,11 +1,18 @@
 """What the B2BUA's parts (announce, reliable, relay) use from the assembled
-:class:`gateway.b2bua.core.B2bua`: declarations for the type checker only, in one
-place. At run time this class is empty."""
+:class:`gateway.b2bua.core.B2bua`, declared in one place.
+
+The parts are mypyc *traits* (``mypy_extensions.trait``; a no-op when the package runs
+interpreted): mypyc compiles a native class with one concrete base only, and traits
+are its form of mixin. The attributes below are defined by ``B2bua.__init__`` and the
+methods by ``B2bua``; the bodies here are never run.
+"""
 
 from __future__ import annotations
 
 from collections import deque
 from typing import TYPE_CHECKING
+
+from mypy_extensions import trait
 
 if TYPE_CHECKING:
     from gateway.b2bua.call import Call, Relay, Side
@@ -15,37 +22,52 @@ if TYPE_CHECKING:
     from gateway.sip.transaction_layer import TransactionLayer
 
 
+@trait
 class B2buaHost:
     """Base of the B2BUA's mixins."""
 
-    if TYPE_CHECKING:
-        layer: TransactionLayer
-        calls: dict[str, Call]
-        _events: deque[B2buaEvent]
-        _relays: dict[TransactionKey, Relay]
+    layer: TransactionLayer
+    calls: dict[str, Call]
+    _events: deque[B2buaEvent]
+    _relays: dict[TransactionKey, Relay]
 
-        def _send(self, key: TransactionKey, response: Response, now: float) -> None: ...
-        def _respond(
-            self,
-            key: TransactionKey,
-            request: Request,
-            status: int,
-            now: float,
-            *,
-            headers: tuple[tuple[str, str], ...] = (),
-        ) -> None: ...
-        def _fail_a(
-            self,
-            call: Call,
-            status: int,
-            reason: str | None,
-            now: float,
-            *,
-            headers: tuple[tuple[str, str], ...] = (),
-            body: bytes = b"",
-        ) -> None: ...
-        def _try_next_target(self, call: Call, now: float) -> None: ...
-        def _arm(self, call: Call, name: str, delay: float, now: float, token: object) -> None: ...
-        def _disarm(self, call: Call, name: str) -> None: ...
-        def _send_a(self, call: Call, out: Response, now: float) -> None: ...
-        def _leg_endpoint(self, call: Call, side: Side) -> Endpoint: ...
+    def _send(self, key: TransactionKey, response: Response, now: float) -> None:
+        raise NotImplementedError
+
+    def _respond(
+        self,
+        key: TransactionKey,
+        request: Request,
+        status: int,
+        now: float,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        raise NotImplementedError
+
+    def _fail_a(
+        self,
+        call: Call,
+        status: int,
+        reason: str | None,
+        now: float,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+        body: bytes = b"",
+    ) -> None:
+        raise NotImplementedError
+
+    def _try_next_target(self, call: Call, now: float) -> None:
+        raise NotImplementedError
+
+    def _arm(self, call: Call, name: str, delay: float, now: float, token: object) -> None:
+        raise NotImplementedError
+
+    def _disarm(self, call: Call, name: str) -> None:
+        raise NotImplementedError
+
+    def _send_a(self, call: Call, out: Response, now: float) -> None:
+        raise NotImplementedError
+
+    def _leg_endpoint(self, call: Call, side: Side) -> Endpoint:
+        raise NotImplementedError

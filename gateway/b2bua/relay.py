@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mypy_extensions import trait
+
 from gateway.b2bua.call import (
     RELAYED_REQUEST_HEADERS,
     RELAYED_RESPONSE_HEADERS,
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     pass
 
 
+@trait
 class InDialogRelay(B2buaHost):
     """Mixed into :class:`gateway.b2bua.core.B2bua`."""
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mypy_extensions import trait
+
 from gateway.b2bua.call import Call
 from gateway.b2bua.host import B2buaHost
 from gateway.sip.events import TransactionKey
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     pass
 
 
+@trait
 class ReliableProvisionals(B2buaHost):
     """Mixed into :class:`gateway.b2bua.core.B2bua`."""
 

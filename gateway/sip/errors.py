@@ -19,7 +19,12 @@ or a dropped datagram.
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
 
+
+# The resolver's ResolutionError (interpreted) subclasses TransportError: mypyc's native
+# classes refuse interpreted subclasses unless told, down the whole chain.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SipError(Exception):
     """Base class of the errors raised by the SIP core.
 
@@ -70,6 +75,7 @@ class TransactionTimeout(SipError):
         super().__init__(msg, status_hint=408)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class TransportError(SipError):
     """The transport could not carry a message (no route, connection refused ...)."""
 
