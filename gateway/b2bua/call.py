@@ -4,7 +4,7 @@ callee) and the facts the CDR needs. Pure data plus message-building helpers."""
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateway.b2bua.events import Route
 from gateway.sip.dialog import Dialog
@@ -71,7 +71,8 @@ RELAYED_RESPONSE_HEADERS = (
 )
 
 
-@dataclass(slots=True, eq=False, kw_only=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, eq=False, kw_only=True)
 class Relay:
     """An in-dialog request relayed from one leg to the other.
 
@@ -87,8 +88,17 @@ class Relay:
     server_tx: TransactionKey
     request: Request
 
+    def __init__(
+        self, *, call: Call, origin: Side, server_tx: TransactionKey, request: Request
+    ) -> None:
+        self.call = call
+        self.origin = origin
+        self.server_tx = server_tx
+        self.request = request
 
-@dataclass(slots=True, eq=False, kw_only=True)
+
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, eq=False, kw_only=True)
 class Call:
     """State of one call through the gateway.
 
@@ -102,47 +112,130 @@ class Call:
     a_tag: str
     a_dialog: Dialog
     setup_at: float
-    state: CallState = CallState.ROUTING
-    route: Route | None = None
-    targets: list[Endpoint] = field(default_factory=list)
-    b_call_id: str = ""
-    b_tag: str = ""
-    b_request: Request | None = None
-    b_tx: TransactionKey | None = None
-    b_target: Endpoint | None = None
-    b_dialog: Dialog | None = None
-    b_ack: Request | None = None
-    b_provisional: bool = False
-    b_cancel_pending: bool = False
+    state: CallState
+    route: Route | None
+    targets: list[Endpoint]
+    b_call_id: str
+    b_tag: str
+    b_request: Request | None
+    b_tx: TransactionKey | None
+    b_target: Endpoint | None
+    b_dialog: Dialog | None
+    b_ack: Request | None
+    b_provisional: bool
+    b_cancel_pending: bool
     #: B-leg INVITE transactions given up on (failover): a late 2xx gets ACK + BYE.
-    abandoned: set[TransactionKey] = field(default_factory=set)
+    abandoned: set[TransactionKey]
     #: Late offer (RFC 3264 offer in 2xx, answer in ACK): the ACK owed on a leg.
-    ack_owed: dict[Side, int] = field(default_factory=dict)
-    ringing_at: float | None = None
-    answered_at: float | None = None
-    ended_at: float | None = None
-    final_status: int = 0
-    final_reason: str = ""
-    hangup_side: str = "gateway"
-    cancelled: bool = False
-    annotations: dict[str, str] = field(default_factory=dict)
+    ack_owed: dict[Side, int]
+    ringing_at: float | None
+    answered_at: float | None
+    ended_at: float | None
+    final_status: int
+    final_reason: str
+    hangup_side: str
+    cancelled: bool
+    annotations: dict[str, str]
     #: the gateway's SDP answer to the caller when it anchors the media
-    media_answer: bytes | None = None
+    media_answer: bytes | None
     #: the relay's SDP offer for the B leg
-    b_offer: bytes | None = None
+    b_offer: bytes | None
     #: the A leg was answered by the gateway itself (answer-first announcement)
-    a_answered_locally: bool = False
+    a_answered_locally: bool
     #: the caller requires reliable provisional responses (RFC 3262)
-    reliable: bool = False
+    reliable: bool
     #: RSeq of the last reliable provisional sent
-    rseq: int = 0
+    rseq: int
     #: the reliable provisional waiting for its PRACK, and what waits behind it
-    rel_pending: Response | None = None
-    rel_queue: list[Response] = field(default_factory=list)
-    rel_started: float = 0.0
-    rel_interval: float = 0.0
+    rel_pending: Response | None
+    rel_queue: list[Response]
+    rel_started: float
+    rel_interval: float
     #: armed B2BUA timers: name -> token of the arming (a stale heap entry differs)
-    timer_tokens: dict[str, str] = field(default_factory=dict)
+    timer_tokens: dict[str, str]
+
+    def __init__(
+        self,
+        *,
+        uuid: str,
+        a_request: Request,
+        a_source: Endpoint,
+        a_tx: TransactionKey,
+        a_tag: str,
+        a_dialog: Dialog,
+        setup_at: float,
+        state: CallState = CallState.ROUTING,
+        route: Route | None = None,
+        targets: list[Endpoint] | None = None,
+        b_call_id: str = "",
+        b_tag: str = "",
+        b_request: Request | None = None,
+        b_tx: TransactionKey | None = None,
+        b_target: Endpoint | None = None,
+        b_dialog: Dialog | None = None,
+        b_ack: Request | None = None,
+        b_provisional: bool = False,
+        b_cancel_pending: bool = False,
+        abandoned: set[TransactionKey] | None = None,
+        ack_owed: dict[Side, int] | None = None,
+        ringing_at: float | None = None,
+        answered_at: float | None = None,
+        ended_at: float | None = None,
+        final_status: int = 0,
+        final_reason: str = "",
+        hangup_side: str = "gateway",
+        cancelled: bool = False,
+        annotations: dict[str, str] | None = None,
+        media_answer: bytes | None = None,
+        b_offer: bytes | None = None,
+        a_answered_locally: bool = False,
+        reliable: bool = False,
+        rseq: int = 0,
+        rel_pending: Response | None = None,
+        rel_queue: list[Response] | None = None,
+        rel_started: float = 0.0,
+        rel_interval: float = 0.0,
+        timer_tokens: dict[str, str] | None = None,
+    ) -> None:
+        self.uuid = uuid
+        self.a_request = a_request
+        self.a_source = a_source
+        self.a_tx = a_tx
+        self.a_tag = a_tag
+        self.a_dialog = a_dialog
+        self.setup_at = setup_at
+        self.state = state
+        self.route = route
+        self.targets = [] if targets is None else targets
+        self.b_call_id = b_call_id
+        self.b_tag = b_tag
+        self.b_request = b_request
+        self.b_tx = b_tx
+        self.b_target = b_target
+        self.b_dialog = b_dialog
+        self.b_ack = b_ack
+        self.b_provisional = b_provisional
+        self.b_cancel_pending = b_cancel_pending
+        self.abandoned = set() if abandoned is None else abandoned
+        self.ack_owed = {} if ack_owed is None else ack_owed
+        self.ringing_at = ringing_at
+        self.answered_at = answered_at
+        self.ended_at = ended_at
+        self.final_status = final_status
+        self.final_reason = final_reason
+        self.hangup_side = hangup_side
+        self.cancelled = cancelled
+        self.annotations = {} if annotations is None else annotations
+        self.media_answer = media_answer
+        self.b_offer = b_offer
+        self.a_answered_locally = a_answered_locally
+        self.reliable = reliable
+        self.rseq = rseq
+        self.rel_pending = rel_pending
+        self.rel_queue = [] if rel_queue is None else rel_queue
+        self.rel_started = rel_started
+        self.rel_interval = rel_interval
+        self.timer_tokens = {} if timer_tokens is None else timer_tokens
 
     @property
     def call_id(self) -> str:

@@ -9,6 +9,7 @@ the adapter runs the routing layer (which may look things up) and calls
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from gateway.sip.events import Endpoint, TransactionKey
 from gateway.sip.message import Request
@@ -105,7 +106,8 @@ class LocalAnswer:
     annotations: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class RouteNeeded:
     """A new call waits for the routing decision.
 
@@ -115,12 +117,18 @@ class RouteNeeded:
         source: where the INVITE came from (the packet's address, not the Via's).
     """
 
-    call_uuid: str
-    request: Request
-    source: Endpoint
+    call_uuid: Final[str]
+    request: Final[Request]
+    source: Final[Endpoint]
+
+    def __init__(self, *, call_uuid: str, request: Request, source: Endpoint) -> None:
+        self.call_uuid = call_uuid
+        self.request = request
+        self.source = source
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class CallEnded:
     """A call is over; everything the CDR needs, with times on the adapter's clock.
 
@@ -143,27 +151,69 @@ class CallEnded:
         annotations: the route's and the core's annotations.
     """
 
-    call_uuid: str
-    call_id: str
-    caller: str
-    callee_dialled: str
-    callee_routed: str
-    p_asserted_identity: str | None
-    source: Endpoint
-    user_agent: str | None
-    setup_at: float
-    ringing_at: float | None
-    answered_at: float | None
-    ended_at: float
-    final_status: int
-    final_reason: str
-    disposition: str
-    hangup_side: str
-    emergency: bool
-    annotations: dict[str, str]
+    call_uuid: Final[str]
+    call_id: Final[str]
+    caller: Final[str]
+    callee_dialled: Final[str]
+    callee_routed: Final[str]
+    p_asserted_identity: Final[str | None]
+    source: Final[Endpoint]
+    user_agent: Final[str | None]
+    setup_at: Final[float]
+    ringing_at: Final[float | None]
+    answered_at: Final[float | None]
+    ended_at: Final[float]
+    final_status: Final[int]
+    final_reason: Final[str]
+    disposition: Final[str]
+    hangup_side: Final[str]
+    emergency: Final[bool]
+    annotations: Final[dict[str, str]]
+
+    def __init__(
+        self,
+        *,
+        call_uuid: str,
+        call_id: str,
+        caller: str,
+        callee_dialled: str,
+        callee_routed: str,
+        p_asserted_identity: str | None,
+        source: Endpoint,
+        user_agent: str | None,
+        setup_at: float,
+        ringing_at: float | None,
+        answered_at: float | None,
+        ended_at: float,
+        final_status: int,
+        final_reason: str,
+        disposition: str,
+        hangup_side: str,
+        emergency: bool,
+        annotations: dict[str, str],
+    ) -> None:
+        self.call_uuid = call_uuid
+        self.call_id = call_id
+        self.caller = caller
+        self.callee_dialled = callee_dialled
+        self.callee_routed = callee_routed
+        self.p_asserted_identity = p_asserted_identity
+        self.source = source
+        self.user_agent = user_agent
+        self.setup_at = setup_at
+        self.ringing_at = ringing_at
+        self.answered_at = answered_at
+        self.ended_at = ended_at
+        self.final_status = final_status
+        self.final_reason = final_reason
+        self.disposition = disposition
+        self.hangup_side = hangup_side
+        self.emergency = emergency
+        self.annotations = annotations
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class ServiceRequest:
     """An out-of-dialog request for a service attached to the gateway (REGISTER for
     the registrar, ...): the adapter answers it with ``B2bua.answer(transaction,
@@ -175,12 +225,18 @@ class ServiceRequest:
         transaction: its server transaction.
     """
 
-    request: Request
-    source: Endpoint
-    transaction: TransactionKey
+    request: Final[Request]
+    source: Final[Endpoint]
+    transaction: Final[TransactionKey]
+
+    def __init__(self, *, request: Request, source: Endpoint, transaction: TransactionKey) -> None:
+        self.request = request
+        self.source = source
+        self.transaction = transaction
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class MediaNeeded:
     """A call needs the gateway's media (an announcement, then an RTP relay).
 
@@ -196,19 +252,32 @@ class MediaNeeded:
         source: where the caller's signalling comes from (media latching hint).
     """
 
-    call_uuid: str
-    offer: bytes
-    announcement: Announcement
-    source: Endpoint
+    call_uuid: Final[str]
+    offer: Final[bytes]
+    announcement: Final[Announcement]
+    source: Final[Endpoint]
+
+    def __init__(
+        self, *, call_uuid: str, offer: bytes, announcement: Announcement, source: Endpoint
+    ) -> None:
+        self.call_uuid = call_uuid
+        self.offer = offer
+        self.announcement = announcement
+        self.source = source
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class MediaAnswered:
     """The B leg answered a call whose media the gateway anchors: its SDP is for the
     relay, never for the caller (whose media path must not change)."""
 
-    call_uuid: str
-    sdp: bytes
+    call_uuid: Final[str]
+    sdp: Final[bytes]
+
+    def __init__(self, *, call_uuid: str, sdp: bytes) -> None:
+        self.call_uuid = call_uuid
+        self.sdp = sdp
 
 
 B2buaEvent = RouteNeeded | CallEnded | ServiceRequest | MediaNeeded | MediaAnswered

@@ -7,7 +7,8 @@ the UAC dialog towards the callee (B leg).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from typing import Final
 
 from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.headers import NameAddress, parse_contacts, parse_cseq, parse_name_address
@@ -15,17 +16,24 @@ from gateway.sip.message import Headers, Request, Response
 from gateway.sip.uri import SipUri, parse_uri
 
 
-@dataclass(frozen=True, slots=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True)
 class DialogId:
     """RFC 3261 12: "A dialog is identified [...] by a Call-ID, a local tag and a
     remote tag"."""
 
-    call_id: str
-    local_tag: str
-    remote_tag: str
+    call_id: Final[str]
+    local_tag: Final[str]
+    remote_tag: Final[str]
+
+    def __init__(self, call_id: str, local_tag: str, remote_tag: str) -> None:
+        self.call_id = call_id
+        self.local_tag = local_tag
+        self.remote_tag = remote_tag
 
 
-@dataclass(slots=True, kw_only=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, kw_only=True)
 class Dialog:
     """One side's view of a dialog.
 
@@ -52,9 +60,36 @@ class Dialog:
     local_cseq: int
     remote_cseq: int | None
     remote_target: str
-    route_set: list[str] = field(default_factory=list)
-    local_contact: str = ""
-    confirmed: bool = False
+    route_set: list[str]
+    local_contact: str
+    confirmed: bool
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        local_tag: str,
+        remote_tag: str,
+        local_uri: str,
+        remote_uri: str,
+        local_cseq: int,
+        remote_cseq: int | None,
+        remote_target: str,
+        route_set: list[str] | None = None,
+        local_contact: str = "",
+        confirmed: bool = False,
+    ) -> None:
+        self.call_id = call_id
+        self.local_tag = local_tag
+        self.remote_tag = remote_tag
+        self.local_uri = local_uri
+        self.remote_uri = remote_uri
+        self.local_cseq = local_cseq
+        self.remote_cseq = remote_cseq
+        self.remote_target = remote_target
+        self.route_set = [] if route_set is None else route_set
+        self.local_contact = local_contact
+        self.confirmed = confirmed
 
     @property
     def id(self) -> DialogId:

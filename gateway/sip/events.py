@@ -7,11 +7,13 @@ Each is a frozen value. Which event a received message becomes is decided by
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from gateway.sip.message import Request, Response
 
 
-@dataclass(frozen=True, slots=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True)
 class Endpoint:
     """A transport address of a peer or of ourselves.
 
@@ -21,9 +23,14 @@ class Endpoint:
         port: port number.
     """
 
-    transport: str
-    host: str
-    port: int
+    transport: Final[str]
+    host: Final[str]
+    port: Final[int]
+
+    def __init__(self, transport: str, host: str, port: int) -> None:
+        self.transport = transport
+        self.host = host
+        self.port = port
 
     @property
     def reliable(self) -> bool:
@@ -36,7 +43,8 @@ class Endpoint:
         return f"{host}:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True)
 class TransactionKey:
     """Identifies a transaction (RFC 3261 17.1.3 / 17.2.3).
 
@@ -47,13 +55,20 @@ class TransactionKey:
         server: True for server transactions.
     """
 
-    branch: str
-    sent_by: str
-    method: str
-    server: bool
+    branch: Final[str]
+    sent_by: Final[str]
+    method: Final[str]
+    server: Final[bool]
+
+    def __init__(self, branch: str, sent_by: str, method: str, server: bool) -> None:
+        self.branch = branch
+        self.sent_by = sent_by
+        self.method = method
+        self.server = server
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class RequestReceived:
     """A new request for the TU.
 
@@ -65,12 +80,20 @@ class RequestReceived:
             requests that bypass transactions.
     """
 
-    request: Request
-    source: Endpoint
-    transaction: TransactionKey | None
+    request: Final[Request]
+    source: Final[Endpoint]
+    transaction: Final[TransactionKey | None]
+
+    def __init__(
+        self, *, request: Request, source: Endpoint, transaction: TransactionKey | None
+    ) -> None:
+        self.request = request
+        self.source = source
+        self.transaction = transaction
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class ResponseReceived:
     """A response for one of our client transactions, or a stray 2xx to an INVITE.
 
@@ -81,23 +104,36 @@ class ResponseReceived:
             that arrived after the transaction ended (the UA core must re-ACK it).
     """
 
-    response: Response
-    source: Endpoint
-    transaction: TransactionKey | None
+    response: Final[Response]
+    source: Final[Endpoint]
+    transaction: Final[TransactionKey | None]
+
+    def __init__(
+        self, *, response: Response, source: Endpoint, transaction: TransactionKey | None
+    ) -> None:
+        self.response = response
+        self.source = source
+        self.transaction = transaction
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class CancelReceived:
     """A CANCEL matched a pending INVITE server transaction; 200 was already sent.
 
     RFC 3261 9.2: the TU should now answer the INVITE with 487.
     """
 
-    cancel: Request
-    invite_transaction: TransactionKey
+    cancel: Final[Request]
+    invite_transaction: Final[TransactionKey]
+
+    def __init__(self, *, cancel: Request, invite_transaction: TransactionKey) -> None:
+        self.cancel = cancel
+        self.invite_transaction = invite_transaction
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class TransactionTimedOut:
     """Timer B, F (no final response) or H (no ACK) fired.
 
@@ -107,24 +143,38 @@ class TransactionTimedOut:
         timer: "B", "F" or "H".
     """
 
-    transaction: TransactionKey
-    request: Request
-    timer: str
+    transaction: Final[TransactionKey]
+    request: Final[Request]
+    timer: Final[str]
+
+    def __init__(self, *, transaction: TransactionKey, request: Request, timer: str) -> None:
+        self.transaction = transaction
+        self.request = request
+        self.timer = timer
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class TransportFailed:
     """The transport could not deliver a request of a client transaction."""
 
-    transaction: TransactionKey
-    request: Request
+    transaction: Final[TransactionKey]
+    request: Final[Request]
+
+    def __init__(self, *, transaction: TransactionKey, request: Request) -> None:
+        self.transaction = transaction
+        self.request = request
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class TransactionTerminated:
     """A transaction reached TERMINATED and was forgotten (for bookkeeping)."""
 
-    transaction: TransactionKey
+    transaction: Final[TransactionKey]
+
+    def __init__(self, *, transaction: TransactionKey) -> None:
+        self.transaction = transaction
 
 
 SipEvent = (

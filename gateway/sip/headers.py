@@ -158,7 +158,8 @@ def quote_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class Via:
     """One via-parm of a Via header (RFC 3261 20.42).
 
@@ -172,11 +173,26 @@ class Via:
         params: via-params in order; a parameter without "=" has value None.
     """
 
-    protocol: str = "SIP/2.0"
-    transport: str
-    host: str
-    port: int | None = None
-    params: Params = ()
+    protocol: Final[str]
+    transport: Final[str]
+    host: Final[str]
+    port: Final[int | None]
+    params: Final[Params]
+
+    def __init__(
+        self,
+        *,
+        protocol: str = "SIP/2.0",
+        transport: str,
+        host: str,
+        port: int | None = None,
+        params: Params = (),
+    ) -> None:
+        self.protocol = protocol
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = params
 
     @property
     def branch(self) -> str | None:
@@ -288,7 +304,8 @@ def top_via(headers: Headers) -> Via:
     return parse_via(first)[0]
 
 
-@dataclass(frozen=True, slots=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True)
 class CSeq:
     """A CSeq value (RFC 3261 20.16).
 
@@ -297,8 +314,12 @@ class CSeq:
         method: the method, case-sensitive.
     """
 
-    seq: int
-    method: str
+    seq: Final[int]
+    method: Final[str]
+
+    def __init__(self, seq: int, method: str) -> None:
+        self.seq = seq
+        self.method = method
 
     def __str__(self) -> str:
         return f"{self.seq} {self.method}"
@@ -326,7 +347,8 @@ def _parse_cseq(value: str) -> CSeq:
     return CSeq(seq, m[2])
 
 
-@dataclass(frozen=True, slots=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True)
 class NameAddress:
     """A name-addr or addr-spec with header parameters: From, To, Contact, Route ...
 
@@ -336,9 +358,14 @@ class NameAddress:
         params: header parameters (tag, expires, q ...) in order; None for a flag.
     """
 
-    display_name: str | None
-    uri: str
-    params: Params = ()
+    display_name: Final[str | None]
+    uri: Final[str]
+    params: Final[Params]
+
+    def __init__(self, display_name: str | None, uri: str, params: Params = ()) -> None:
+        self.display_name = display_name
+        self.uri = uri
+        self.params = params
 
     @property
     def tag(self) -> str | None:

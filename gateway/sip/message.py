@@ -14,7 +14,7 @@ and long forms equivalent.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 SIP_VERSION = "SIP/2.0"
 
@@ -166,7 +166,8 @@ class Headers:
         """Wraps fields whose names are already canonical (the parser's output),
         skipping a second canonicalisation of every name: this is per message on the
         hot path. The list is taken over, not copied."""
-        headers = cls.__new__(cls)
+        # cls() rather than cls.__new__(cls): mypyc's native classes have no __new__.
+        headers = cls()
         headers._fields = fields
         return headers
 
@@ -275,7 +276,8 @@ class Headers:
         return None
 
 
-@dataclass(slots=True, kw_only=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, kw_only=True)
 class Request:
     """A SIP request (RFC 3261 section 7.1).
 
@@ -289,9 +291,24 @@ class Request:
 
     method: str
     uri: str
-    headers: Headers = field(default_factory=Headers)
-    body: bytes = b""
-    version: str = SIP_VERSION
+    headers: Headers
+    body: bytes
+    version: str
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        uri: str,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        version: str = SIP_VERSION,
+    ) -> None:
+        self.method = method
+        self.uri = uri
+        self.headers = Headers() if headers is None else headers
+        self.body = body
+        self.version = version
 
     def serialize(self) -> bytes:
         """Returns the wire form, with Content-Length set from the body."""
@@ -310,7 +327,8 @@ class Request:
         )
 
 
-@dataclass(slots=True, kw_only=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, kw_only=True)
 class Response:
     """A SIP response (RFC 3261 section 7.2).
 
@@ -324,9 +342,24 @@ class Response:
 
     status: int
     reason: str
-    headers: Headers = field(default_factory=Headers)
-    body: bytes = b""
-    version: str = SIP_VERSION
+    headers: Headers
+    body: bytes
+    version: str
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        reason: str,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        version: str = SIP_VERSION,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = Headers() if headers is None else headers
+        self.body = body
+        self.version = version
 
     def serialize(self) -> bytes:
         """Returns the wire form, with Content-Length set from the body."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, replace
+from typing import Final
 from urllib.parse import unquote
 
 from gateway.sip.errors import ParseError, d
@@ -147,7 +148,8 @@ def _unescape(text: str) -> str:
     return unquote(text, errors="surrogateescape") if "%" in text else text
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class SipUri:
     """A ``sip:`` or ``sips:`` URI (RFC 3261 19.1.1).
 
@@ -162,13 +164,32 @@ class SipUri:
         headers: URI headers (``?name=value&...``), escaped as on the wire.
     """
 
-    scheme: str = "sip"
-    user: str | None = None
-    password: str | None = None
-    host: str
-    port: int | None = None
-    params: Params = ()
-    headers: tuple[tuple[str, str], ...] = ()
+    scheme: Final[str]
+    user: Final[str | None]
+    password: Final[str | None]
+    host: Final[str]
+    port: Final[int | None]
+    params: Final[Params]
+    headers: Final[tuple[tuple[str, str], ...]]
+
+    def __init__(
+        self,
+        *,
+        scheme: str = "sip",
+        user: str | None = None,
+        password: str | None = None,
+        host: str,
+        port: int | None = None,
+        params: Params = (),
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.scheme = scheme
+        self.user = user
+        self.password = password
+        self.host = host
+        self.port = port
+        self.params = params
+        self.headers = headers
 
     @property
     def user_unescaped(self) -> str | None:
