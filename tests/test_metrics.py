@@ -305,3 +305,87 @@ def test_partitions_ahead_is_unknown_until_measured(metrics: Metrics) -> None:
     assert math.isnan(got)  # alert rules comparing it stay quiet
     metrics.set_cdr_partitions_ahead(0)
     assert value(metrics, "voipgw_cdr_partitions_ahead") == 0
+
+
+def test_sip_traffic_exports_what_prometheus_client_would() -> None:
+    """The hand-counted per-message series equal the library's own Counter and
+    Histogram fed the same events (samples and values; only _created differs)."""
+    from prometheus_client import Counter, Histogram
+
+    from gateway.metrics import _TRANSACTION_BUCKETS
+
+    ours = Metrics(CollectorRegistry())
+    registry = CollectorRegistry()
+    requests = Counter("voipgw_sip_requests", "", ["method", "direction"], registry=registry)
+    responses = Counter(
+        "voipgw_sip_responses", "", ["code", "method", "direction"], registry=registry
+    )
+    retransmissions = Counter("voipgw_sip_retransmissions", "", ["method"], registry=registry)
+    durations = Histogram(
+        "voipgw_transaction_duration_seconds",
+        "",
+        ["method"],
+        buckets=_TRANSACTION_BUCKETS,
+        registry=registry,
+    )
+    events = [
+        ("req", "INVITE", "in"),
+        ("req", "INVITE", "in"),
+        ("req", b"BYE", "out"),
+        ("req", "FOO", "out"),
+        ("resp", 200, "INVITE", "out"),
+        ("resp", 200, "INVITE", "out"),
+        ("resp", 800, "BYE", "in"),
+        ("retx", "INVITE"),
+        ("retx", "invite"),
+        # on a bound, between bounds, beyond the last bound, zero
+        ("dur", "INVITE", 0.005),
+        ("dur", "INVITE", 0.3),
+        ("dur", "INVITE", 500.0),
+        ("dur", "BYE", 0.0),
+    ]
+    for event in events:
+        kind, *args = event
+        if kind == "req":
+            method, direction = args
+            ours.sip_request_in(method) if direction == "in" else ours.sip_request_out(method)
+            label = method.decode() if isinstance(method, bytes) else method
+            label = label if label in ("INVITE", "BYE") else "other"
+            requests.labels(method=label, direction=direction).inc()
+        elif kind == "resp":
+            status, method, direction = args
+            if direction == "in":
+                ours.sip_response_in(status, method)
+            else:
+                ours.sip_response_out(status, method)
+            code = str(status) if 100 <= status <= 699 else "other"
+            responses.labels(code=code, method=method, direction=direction).inc()
+        elif kind == "retx":
+            ours.sip_retransmission(args[0])
+            retransmissions.labels(method=args[0] if args[0] == "INVITE" else "other").inc()
+        else:
+            ours.transaction_finished(args[0], args[1])
+            durations.labels(method=args[0]).observe(args[1])
+
+    def samples(
+        reg: CollectorRegistry,
+    ) -> dict[str, set[tuple[str, tuple[tuple[str, str], ...], float]]]:
+        out: dict[str, set[tuple[str, tuple[tuple[str, str], ...], float]]] = {}
+        for family in reg.collect():
+            if family.name not in {
+                "voipgw_sip_requests",
+                "voipgw_sip_responses",
+                "voipgw_sip_retransmissions",
+                "voipgw_transaction_duration_seconds",
+            }:
+                continue
+            out[f"{family.name}:{family.type}"] = {
+                (s.name, tuple(sorted(s.labels.items())), s.value)
+                for s in family.samples
+                if not s.name.endswith("_created")
+            }
+        return out
+
+    expected = samples(registry)
+    assert len(expected) == 4
+    assert samples(ours.registry) == expected
