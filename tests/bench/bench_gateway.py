@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from gateway.native import core_build
 from tests.bench.sipp_rate import direct_uas, find_max_rate_async, run_step, step_seconds
 from tests.interop.sipp import SippUas, free_port, run_uac
 
@@ -176,7 +177,7 @@ async def memory_per_dialog(calls: int, rate: float) -> float:
 
 async def run() -> None:
     seconds = step_seconds()
-    print(f"steps of {seconds:g} s (VOIPGW_BENCH_STEP_SECONDS)")
+    print(f"steps of {seconds:g} s (VOIPGW_BENCH_STEP_SECONDS); SIP core {core_build()}")
 
     print("\n-- SIPp uac -> uas direct (loopback ceiling)")
     direct = await find_max_rate_async(
@@ -229,7 +230,7 @@ async def run() -> None:
     print("\n-- memory: RSS per 1,000 established idle dialogs")
     per_thousand = await memory_per_dialog(calls=8000, rate=400)
 
-    print("\n==== voipgw gateway benchmark ====")
+    print(f"\n==== voipgw gateway benchmark (SIP core {core_build()}) ====")
     d, g = direct.max_rate, through.max_rate
     print(f"max 0-failure rate, SIPp direct:   {d or 0:.0f} calls/s")
     print(
