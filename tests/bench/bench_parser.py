@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway.native import core_build
 from gateway.sip.parser import parse_message
 
 VALID = Path(__file__).parents[2] / "sip-fixtures" / "messages" / "valid"
@@ -43,7 +44,7 @@ def best_rate(work: Callable[[], object]) -> float:
 
 def main() -> None:
     """Prints parse and serialize rates for each message."""
-    print("SIP parser (pure Python, one core)")
+    print(f"SIP parser ({core_build()}, one core)")
     for label, name in CASES.items():
         data = (VALID / name).read_bytes()
         message = parse_message(data)
