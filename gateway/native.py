@@ -1,7 +1,7 @@
 """Which build of the SIP core is running: compiled by mypyc (see setup.py) or interpreted.
 
-The packages of :data:`NATIVE_PACKAGES` are compiled in place next to their sources
-(``pip install -e .`` or ``make``), and an extension module is imported in preference
+setup.py compiles its packages in place next to their sources (``pip install -e .``
+or ``make native``), and an extension module is imported in preference
 to its ``.py``. A source edited after the build would therefore not be what runs:
 :func:`stale_extensions` names such modules so that the test suite refuses to test
 an old build and ``voipgw run`` warns.
@@ -22,8 +22,6 @@ import importlib.machinery
 from pathlib import Path
 from typing import Final
 
-#: Packages setup.py compiles (keep in step with its NATIVE_PACKAGES).
-NATIVE_PACKAGES: Final = ("gateway.sip", "gateway.b2bua")
 _ROOT: Final = Path(__file__).resolve().parent.parent
 
 
@@ -46,10 +44,11 @@ def core_build() -> str:
 def stale_extensions(root: Path = _ROOT) -> list[str]:
     """Modules whose source is newer than their compiled extension (rebuild them:
     ``make native`` or ``pip install -e .``); ``root`` is the tree holding ``gateway``."""
+    # Every source is looked at, not a list of the compiled packages: setup.py alone
+    # says what is compiled, and an extension beside a source is what matters.
     stale = []
-    for package in NATIVE_PACKAGES:
-        for source in sorted(root.joinpath(*package.split(".")).glob("*.py")):
-            extension = _extension_of(source)
-            if extension is not None and source.stat().st_mtime > extension.stat().st_mtime:
-                stale.append(f"{package}.{source.stem}")
+    for source in sorted(root.joinpath("gateway").rglob("*.py")):
+        extension = _extension_of(source)
+        if extension is not None and source.stat().st_mtime > extension.stat().st_mtime:
+            stale.append(".".join(source.relative_to(root).with_suffix("").parts))
     return stale
