@@ -49,6 +49,12 @@ class OptionalBuildExt(build_ext):
             for ext in self.extensions:
                 Path(self.get_ext_fullpath(ext.name)).unlink(missing_ok=True)
             _warn_interpreted(exc)
+            return
+        # An extension whose generated C did not change is not rebuilt and keeps its
+        # old time; it is nevertheless the build of the current source, and
+        # gateway.native judges staleness by comparing those times.
+        for ext in self.extensions:
+            Path(self.get_ext_fullpath(ext.name)).touch()
 
 
 def _warn_interpreted(exc: BaseException) -> None:
