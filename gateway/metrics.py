@@ -138,6 +138,8 @@ class _TokenLabel:
 
 def normalize_method(method: str | bytes) -> str:
     """Maps a SIP method to its label value: the method if known, else "other"."""
+    if method in SIP_METHODS:  # the common case first: it runs per message
+        return method  # (a bytes method is never in the set of str)
     if isinstance(method, bytes):
         method = method.decode("ascii", "replace")
     return _closed(method, SIP_METHODS, "other")
@@ -175,46 +177,56 @@ class SipTrafficCollector:
     """
 
     def __init__(self) -> None:
-        self._requests: dict[tuple[str, str], float] = {}
-        self._responses: dict[tuple[str, str, str], float] = {}
-        self._retransmissions: dict[str, float] = {}
+        # (name, help, label names) -> label values -> count
+        self._requests: dict[tuple[str, ...], float] = {}
+        self._responses: dict[tuple[str, ...], float] = {}
+        self._retransmissions: dict[tuple[str, ...], float] = {}
+        self._counters = (
+            (
+                "voipgw_sip_requests",
+                "SIP requests received (in) or sent (out), retransmissions excluded.",
+                ["method", "direction"],
+                self._requests,
+            ),
+            (
+                "voipgw_sip_responses",
+                "SIP responses received (in) or sent (out), by status code and CSeq method.",
+                ["code", "method", "direction"],
+                self._responses,
+            ),
+            (
+                "voipgw_sip_retransmissions",
+                "SIP messages retransmitted by the transaction layer (Timers A, E, G).",
+                ["method"],
+                self._retransmissions,
+            ),
+        )
+        #: (counts dict id, label values) -> when the series was first counted
+        self._created: dict[tuple[int, tuple[str, ...]], float] = {}
         #: method -> per-bucket counts (not cumulative; the last is +Inf) + sum
         self._durations: dict[str, list[float]] = {}
-        self._created: dict[object, float] = {}
 
-    def _first(self, key: object) -> None:
-        self._created[key] = time.time()
+    def _increment(self, counts: dict[tuple[str, ...], float], key: tuple[str, ...]) -> None:
+        count = counts.get(key)
+        if count is None:
+            self._created[(id(counts), key)] = time.time()
+            count = 0
+        counts[key] = count + 1
 
     def count_request(self, method: str | bytes, direction: str) -> None:
-        key = (method if method in SIP_METHODS else normalize_method(method), direction)
-        counts = self._requests
-        if key not in counts:
-            self._first(("request", *key))
-            counts[key] = 0
-        counts[key] += 1
+        self._increment(self._requests, (normalize_method(method), direction))
 
     def count_response(self, status: int, method: str | bytes, direction: str) -> None:
-        label = method if method in SIP_METHODS else normalize_method(method)
-        key = (status_label(status), label, direction)
-        counts = self._responses
-        if key not in counts:
-            self._first(("response", *key))
-            counts[key] = 0
-        counts[key] += 1
+        key = (status_label(status), normalize_method(method), direction)
+        self._increment(self._responses, key)
 
     def count_retransmission(self, method: str | bytes) -> None:
-        label = method if method in SIP_METHODS else normalize_method(method)
-        counts = self._retransmissions
-        if label not in counts:
-            self._first(("retransmission", label))
-            counts[label] = 0
-        counts[label] += 1
+        self._increment(self._retransmissions, (normalize_method(method),))
 
     def observe_transaction(self, method: str | bytes, seconds: float) -> None:
-        label = method if method in SIP_METHODS else normalize_method(method)
+        label = normalize_method(method)
         buckets = self._durations.get(label)
         if buckets is None:
-            self._first(("duration", label))
             buckets = self._durations[label] = [0.0] * (len(_TRANSACTION_BUCKETS) + 2)
         # Prometheus buckets are "less than or equal": bisect_left finds the first
         # bound >= seconds; index len(bounds) is +Inf, and the last slot is the sum.
@@ -223,29 +235,11 @@ class SipTrafficCollector:
 
     def collect(self) -> Iterable[Metric]:
         created = self._created.copy()
-        requests = CounterMetricFamily(
-            "voipgw_sip_requests",
-            "SIP requests received (in) or sent (out), retransmissions excluded.",
-            labels=["method", "direction"],
-        )
-        for key, count in list(self._requests.items()):
-            requests.add_metric(list(key), count, created=created.get(("request", *key)))
-        responses = CounterMetricFamily(
-            "voipgw_sip_responses",
-            "SIP responses received (in) or sent (out), by status code and CSeq method.",
-            labels=["code", "method", "direction"],
-        )
-        for rkey, count in list(self._responses.items()):
-            responses.add_metric(list(rkey), count, created=created.get(("response", *rkey)))
-        retransmissions = CounterMetricFamily(
-            "voipgw_sip_retransmissions",
-            "SIP messages retransmitted by the transaction layer (Timers A, E, G).",
-            labels=["method"],
-        )
-        for method, count in list(self._retransmissions.items()):
-            retransmissions.add_metric(
-                [method], count, created=created.get(("retransmission", method))
-            )
+        for name, help_text, labels, counts in self._counters:
+            family = CounterMetricFamily(name, help_text, labels=labels)
+            for key, count in list(counts.items()):
+                family.add_metric(list(key), count, created=created.get((id(counts), key)))
+            yield family
         durations = HistogramMetricFamily(
             "voipgw_transaction_duration_seconds",
             "Time from creation to termination of SIP transactions.",
@@ -257,7 +251,7 @@ class SipTrafficCollector:
             durations.add_metric(
                 [method], list(zip(_TRANSACTION_BOUNDS, cumulative, strict=True)), slots[-1]
             )
-        yield from (requests, responses, retransmissions, durations)
+        yield durations
 
 
 class Metrics:
