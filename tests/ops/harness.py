@@ -5,9 +5,10 @@
   127.0.0.1, metrics on a free port, the embedded PostgreSQL and the CDR spool under a
   temporary state directory (or ``[database] url`` on a server the test runs), and a
   copy of the demo sites file whose emergency centres point at test peers.
-* :class:`GatewayProcess` starts ``python -m gateway run`` with its output in a log
-  file, waits for "voipgw ready", scrapes /metrics, sends SIGTERM or SIGKILL and
-  waits for the exit status. It kills only the process it started.
+* :class:`GatewayProcess` starts ``voipgw run`` the way users do, through the
+  installed console script and from a directory outside the checkout (its state
+  directory), with its output in a log file; waits for "voipgw ready", scrapes
+  /metrics, sends SIGTERM or SIGKILL and waits for the exit status. It kills only the process it started.
 * :func:`cdr_rows` and :func:`spooled_records` read what became of the call records:
   committed rows in PostgreSQL, and records still waiting in the local spool.
 
@@ -50,6 +51,20 @@ REALM = "voipgw.demo"
 OFFICE_IP = "127.0.10.5"
 #: Another phone in the same office (the guard limits INVITEs per source).
 OFFICE_IP_2 = "127.0.10.6"
+
+
+def voipgw_command() -> str:
+    """The installed ``voipgw`` console script of the interpreter running the tests.
+
+    Tests run the product as users do: a broken entry point or an import that only
+    works from the checkout (``python -m gateway`` from the repository root hid one)
+    must fail them.
+    """
+    script = Path(sys.executable).parent / "voipgw"
+    if not script.exists():
+        raise FileNotFoundError(f"{script} missing: install voipgw into this venv (make test)")
+    return str(script)
+
 
 #: Seconds ``voipgw run`` may take to print "voipgw ready" (initdb on first start).
 READY_TIMEOUT = 90.0
@@ -95,6 +110,8 @@ def gateway_toml(
     database_url: str | None = None,
     cdr: Mapping[str, float | int] | None = None,
     registrar: bool = True,
+    algorithms: tuple[str, ...] = ("MD5", "SHA-256"),
+    authenticate_calls: bool = False,
 ) -> str:
     """The demo configuration moved onto this test's ports and directories."""
     rtp_min = random.randrange(21000, 39000, 1000)
@@ -105,10 +122,10 @@ def gateway_toml(
 realm = "{REALM}"
 secret = "ops-test-secret-0123456789abcdef"
 # SIPp 3.6 answers MD5 challenges only, and reads the first one.
-algorithms = ["MD5", "SHA-256"]
+algorithms = [{", ".join(f'"{name}"' for name in algorithms)}]
 # These tests are about operations; their SIPp callers do not answer 407 challenges
 # (call authentication is tested in tests/registrar/test_call_auth.py).
-authenticate_calls = false
+authenticate_calls = {"true" if authenticate_calls else "false"}
 """
     return f"""
 [gateway]
@@ -140,7 +157,7 @@ port = {metrics_port}
 
 [logging]
 level = "info"
-json = true
+format = "json"
 
 [database]
 {database}
@@ -181,6 +198,8 @@ def prepare(
     database_url: str | None = None,
     cdr: Mapping[str, float | int] | None = None,
     registrar: bool = True,
+    algorithms: tuple[str, ...] = ("MD5", "SHA-256"),
+    authenticate_calls: bool = False,
 ) -> GatewaySetup:
     """Writes the sites copy and the config into ``state``.
 
@@ -192,6 +211,8 @@ def prepare(
         database_url: ``[database] url``; the embedded server under ``state`` if None.
         cdr: more ``[cdr]`` keys.
         registrar: include the demo's ``[registrar]`` section.
+        algorithms: its digest algorithms, offered in this order.
+        authenticate_calls: its ``authenticate_calls`` (407 for calls from phones).
     """
     ports = {c: free_port(HOST) for c in DEMO_CENTRE_PORTS} | dict(centre_ports or {})
     sites = state / "sites.toml"
@@ -212,6 +233,8 @@ def prepare(
             database_url=database_url,
             cdr=cdr,
             registrar=registrar,
+            algorithms=algorithms,
+            authenticate_calls=authenticate_calls,
         ),
         encoding="utf-8",
     )
@@ -228,10 +251,14 @@ class GatewayProcess:
     Args:
         setup: what :func:`prepare` wrote.
         log_name: file name of its output in the state directory.
+        command: the subcommand ("run", or "demo" with its peers).
     """
 
-    def __init__(self, setup: GatewaySetup, log_name: str = "voipgw.log") -> None:
+    def __init__(
+        self, setup: GatewaySetup, log_name: str = "voipgw.log", command: str = "run"
+    ) -> None:
         self.setup = setup
+        self.command = command
         self.log = setup.state / log_name
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -243,13 +270,11 @@ class GatewayProcess:
         """
         with self.log.open("wb") as out:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "gateway",
-                "run",
+                voipgw_command(),
+                self.command,
                 "--config",
                 str(self.setup.config),
-                cwd=ROOT,
+                cwd=self.setup.state,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
