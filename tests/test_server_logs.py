@@ -25,7 +25,7 @@ INVITE = (
 @pytest.mark.asyncio
 async def test_routing_log_lines_carry_the_call_id() -> None:
     stream = io.StringIO()
-    handler = configure_logging(LoggingConfig(level="info", json=True), stream=stream)
+    handler = configure_logging(LoggingConfig(level="info", format="json"), stream=stream)
     decided = asyncio.Event()
 
     async def router(event: RouteNeeded) -> Reject:
