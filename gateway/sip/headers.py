@@ -18,6 +18,7 @@ stays deterministic under test.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
@@ -74,12 +75,23 @@ FROM_TO_RE = re.compile(NAME_ADDR_PARAMS)
 CONTACT_RE = re.compile(rf"\*|{NAME_ADDR_PARAMS}(?:{COMMA}{NAME_ADDR_PARAMS})*+")
 
 #   via-parm       =  sent-protocol LWS sent-by *( SEMI via-params )
+#   via-params     =  via-ttl / via-maddr / via-received / via-branch / via-extension
+#   via-received   =  "received" EQUAL (IPv4address / IPv6address)
 #   sent-protocol  =  protocol-name SLASH protocol-version SLASH transport
 #   sent-by        =  host [ COLON port ]
 #   SLASH = SWS "/" SWS; COLON = SWS ":" SWS
+# IPv6address has no brackets in that rule, so it is no gen-value (a token has no
+# colon); RFC 5118 4.5 and 4.6 rule both "received=[2001:db8::9:255]" and
+# "received=2001:db8::9:255" valid. The lookahead keeps the unbracketed form from
+# claiming the start of something else.
+#   IPv6address  =  hexpart [ ":" IPv4address ]   (simplified: 2-7 colons, hex groups,
+#                   an optional dotted tail; ipaddress validates where it is used)
+IPV6_ADDRESS = r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|[0-9]{1,3}(?:\.[0-9]{1,3}){3})?"
+_VIA_RECEIVED_IPV6 = rf"(?i:received){SWS}={SWS}{IPV6_ADDRESS}(?=[ \t;,]|$)"
+VIA_PARAMS = rf"(?:{SWS};{SWS}(?:{_VIA_RECEIVED_IPV6}|{GENERIC_PARAM}))*+"
 VIA_PARM = (
     rf"{TOKEN}{SWS}/{SWS}{TOKEN}{SWS}/{SWS}{TOKEN}{LWS}{HOST}(?:{SWS}:{SWS}{PORT})?"
-    rf"{HEADER_PARAMS}"
+    rf"{VIA_PARAMS}"
 )
 VIA_RE = re.compile(rf"{VIA_PARM}(?:{COMMA}{VIA_PARM})*+")
 
@@ -95,7 +107,10 @@ _PARAM_RE = re.compile(rf"{SWS};{SWS}({TOKEN})(?:{SWS}={SWS}({GEN_VALUE}))?")
 _COMMA_RE = re.compile(COMMA)
 _VIA_PARM_RE = re.compile(
     rf"(?P<name>{TOKEN}){SWS}/{SWS}(?P<version>{TOKEN}){SWS}/{SWS}(?P<transport>{TOKEN})"
-    rf"{LWS}(?P<host>{HOST})(?:{SWS}:{SWS}(?P<port>{PORT}))?(?P<params>{HEADER_PARAMS})"
+    rf"{LWS}(?P<host>{HOST})(?:{SWS}:{SWS}(?P<port>{PORT}))?(?P<params>{VIA_PARAMS})"
+)
+_VIA_PARAM_RE = re.compile(
+    rf"{SWS};{SWS}({TOKEN})(?:{SWS}={SWS}({IPV6_ADDRESS}(?=[ \t;,]|$)|{GEN_VALUE}))?"
 )
 _NAME_ADDR_RE = re.compile(
     rf"(?:(?:(?P<display>{DISPLAY_NAME}){SWS})?<(?P<uri>{ADDR_SPEC})>|(?P<bare>{ADDR_SPEC_BARE}))"
@@ -118,6 +133,25 @@ def _split_header_params(text: str) -> Params:
     # findall gives "" for a parameter without a value; a gen-value is never empty
     # (token, host or quoted-string), so "" can only mean "no value" (None).
     return tuple([(name, value or None) for name, value in _PARAM_RE.findall(text)])
+
+
+def _split_via_params(text: str) -> Params:
+    """Like :func:`_split_header_params`, with an unbracketed IPv6 ``received``.
+
+    Raises:
+        ParseError: a ``received`` holding a colon is no IPv6 address (the grammar
+            above only approximates IPv6address: "2001:db8::9:" passes it).
+    """
+    if not text:
+        return ()
+    params = tuple([(name, value or None) for name, value in _VIA_PARAM_RE.findall(text)])
+    for name, value in params:
+        if value is not None and ":" in value and name.lower() == "received":
+            try:
+                ipaddress.IPv6Address(value.strip("[]"))
+            except ValueError:
+                raise ParseError(f"invalid Via received: {_show(value)}") from None
+    return params
 
 
 def _format_params(params: Params) -> str:
@@ -201,8 +235,12 @@ class Via:
 
     @property
     def received(self) -> str | None:
-        """The ``received`` parameter (RFC 3261 18.2.1), or None."""
-        return _find_param(self.params, "received")
+        """The ``received`` address (RFC 3261 18.2.1), or None; an IPv6 address is
+        returned without the brackets RFC 5118 4.5 allows around it."""
+        value = _find_param(self.params, "received")
+        if value is not None and value.startswith("[") and value.endswith("]"):
+            return value[1:-1]
+        return value
 
     @property
     def rport(self) -> str | None:
@@ -272,7 +310,7 @@ def _parse_via(value: str) -> list[Via]:
                 transport=m["transport"].upper(),
                 host=_host(m["host"]),
                 port=_port(m["port"], value),
-                params=_split_header_params(m["params"]),
+                params=_split_via_params(m["params"]),
             )
         )
         if len(vias) > MAX_HEADER_VALUES:

@@ -151,3 +151,31 @@ async def test_call_to_a_closed_upstream_port_fails_at_once() -> None:
         finally:
             transport.close()
     assert [call.final_status for call in ended] == [502]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("received", ["::1", "[::1]"])
+async def test_via_received_ipv6_without_brackets_is_valid(received: str) -> None:
+    """RFC 5118 4.5/4.6: ``received=::1`` (RFC 3261's own grammar, IPv6address) and
+    ``received=[::1]`` are both valid; the first was answered 400. Without rport the
+    answer goes to the received address and the sent-by port (RFC 3261 18.2.2)."""
+    doc = gateway_config(host="::1", upstream="sip:[::1]:9")
+    async with running_gateway(doc) as (gateway, _):
+        local = next(e for e in gateway.transports.local if e.transport == "UDP")
+        loop = asyncio.get_running_loop()
+        transport, probe = await loop.create_datagram_endpoint(
+            Probe, local_addr=("::1", 0), family=socket.AF_INET6
+        )
+        port = transport.get_extra_info("sockname")[1]
+        request = (
+            f"OPTIONS sip:[::1]:{local.port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP [::1]:{port};received={received};branch=z9hG4bKrx{port}\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:probe@[::1]>;tag=rx\r\nTo: <sip:[::1]>\r\n"
+            f"Call-ID: rx{port}@probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        try:
+            answer = await exchange(transport, probe, request, (local.host, local.port))
+        finally:
+            transport.close()
+    assert answer is not None and answer.startswith(b"SIP/2.0 200 "), answer
+    assert f"received={received}".encode() in answer

@@ -58,9 +58,26 @@ def test_via_ipv6_and_several_values_with_lws() -> None:
 
 
 @pytest.mark.parametrize(
+    "received",
+    ["2001:db8::9:255", "[2001:db8::9:255]", "::1", "fe80::", "::ffff:192.0.2.1"],
+)
+def test_via_received_ipv6_with_and_without_brackets(received: str) -> None:
+    # RFC 3261 via-received = "received" EQUAL (IPv4address / IPv6address): no
+    # brackets; RFC 5118 4.5/4.6 rule both forms valid.
+    value = f"SIP/2.0/UDP [2001:db8::9:1];received={received};branch=z9hG4bKas3-111 , SIP/2.0/UDP b"
+    first, second = parse_via(value)
+    assert first.received == received.strip("[]")
+    assert first.branch == "z9hG4bKas3-111"
+    assert second.host == "b"
+    assert str(first) == f"SIP/2.0/UDP [2001:db8::9:1];received={received};branch=z9hG4bKas3-111"
+
+
+@pytest.mark.parametrize(
     "value",
     [
         "",
+        "SIP/2.0/UDP host;received=2001:db8::9:255:",
+        "SIP/2.0/UDP host;received=2001:db8::9:zz",
         "SIP/2.0/UDP",
         "SIP/2.0 host",
         "SIP/2.0/UDP host;;",
