@@ -26,7 +26,9 @@ STATUS_METRICS = (
     ("voipgw_active_calls", "calls in progress"),
     ("voipgw_calls_total", "calls ended"),
     ("voipgw_emergency_calls_total", "emergency calls"),
-    ("voipgw_registered_bindings", "registered bindings"),
+    # The registrar's shared table: the same count on every instance.
+    ("voipgw_registered_bindings", "bindings (all instances)"),
+    ("voipgw_call_auth_challenges_total", "call auth challenges"),
     ("voipgw_overload_shed_total", "calls/requests shed"),
     ("voipgw_parse_errors_total", "parse errors"),
     ("voipgw_cdr_queue_depth", "CDR queue"),

@@ -262,6 +262,8 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 app.tasks.append(asyncio.create_task(_gauges(writer, metrics)))
             if registrar is not None:
                 app.tasks.append(asyncio.create_task(registrar.purge_forever()))
+                if metrics is not None:
+                    app.tasks.append(asyncio.create_task(_binding_gauge(registrar, metrics)))
             await gateway.start()
             try:
                 yield app
@@ -392,6 +394,22 @@ async def _partitions_ahead(pool: Any) -> int:
         names = await existing_partitions(con)
     months = [month_of_partition(name) for name in names]
     return sum(1 for month in months if month is not None and month > current)
+
+
+async def _binding_gauge(registrar: Any, metrics: Metrics) -> None:
+    """Keeps ``voipgw_registered_bindings`` at the registrar's count (all instances')."""
+    while True:
+        try:
+            count: int | None = await registrar.count_bindings()
+        except asyncio.CancelledError:
+            raise
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            # PostgreSQL is away: the count is unknown, not what it last was (the
+            # registrar's 503s and /readyz tell the outage itself).
+            log.debug("counting registered bindings failed", exc_info=True)
+            count = None
+        metrics.set_registered_bindings(count)
+        await asyncio.sleep(GAUGE_INTERVAL)
 
 
 async def _gauges(writer: CdrWriter, metrics: Metrics) -> None:

@@ -310,9 +310,20 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        # The registrar's bindings live in the PostgreSQL table every instance shares,
+        # and a phone refreshes through whichever instance DNS gives it: each instance
+        # reports the whole table, so the fleet's value is the max, never the sum
+        # (deploy/prometheus/rules.yml). NaN when the count could not be read.
         self.registered_bindings = Gauge(
             "voipgw_registered_bindings",
-            "Contact bindings currently registered through this instance.",
+            "Unexpired contact bindings held by the registrar (the database every "
+            "instance shares: the same count on each instance).",
+            registry=r,
+        )
+        self.call_auth_challenges = Counter(
+            "voipgw_call_auth_challenges",
+            "INVITEs answered with a digest challenge (401/407); the call is the "
+            "retried INVITE, so a challenge is not counted in voipgw_calls_total.",
             registry=r,
         )
         self.announcements = Counter(
@@ -413,6 +424,15 @@ class Metrics:
         """A call was answered with a final error before :meth:`call_started`."""
         self._count_call(call_class, outcome)
 
+    def call_challenged(self) -> None:
+        """A call counted by :meth:`call_started` was answered with a digest challenge.
+
+        RFC 3261 22.2: the caller retries with credentials in a new INVITE, and that
+        INVITE is the call; the challenged one only ends its own transaction.
+        """
+        self.active_calls.dec()
+        self.call_auth_challenges.inc()
+
     def call_shed(self, call_class: str, reason: str) -> None:
         """Overload control refused a new call (counts the call and the shed)."""
         self._count_call(call_class, "shed")
@@ -501,8 +521,14 @@ class Metrics:
         """Counts a REGISTER (registered, refreshed, unregistered, rejected...)."""
         self.registrations.labels(outcome=self._reason["registration"](outcome)).inc()
 
-    def set_registered_bindings(self, count: int) -> None:
-        self.registered_bindings.set(count)
+    def set_registered_bindings(self, count: int | None) -> None:
+        """Reports the registrar's unexpired bindings (all instances': a shared table).
+
+        Args:
+            count: the count, or None when the database could not be read (NaN: a
+                stale count would hide a loss of registrations from the alert).
+        """
+        self.registered_bindings.set(float("nan") if count is None else count)
 
     def set_transport_listening(self, transport: str, host: str, listening: bool) -> None:
         """Marks a SIP listener bound (True) or closed (False).

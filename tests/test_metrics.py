@@ -36,6 +36,7 @@ REQUIRED_FAMILIES = {
     "voipgw_dropped_messages": ("counter", {"reason"}),
     "voipgw_registrations": ("counter", {"outcome"}),
     "voipgw_registered_bindings": ("gauge", set()),
+    "voipgw_call_auth_challenges": ("counter", set()),
     "voipgw_announcements": ("counter", {"kind", "result"}),
     "voipgw_rtp_send_lateness_seconds": ("histogram", set()),
     "voipgw_cdr_queue_depth": ("gauge", set()),
@@ -114,6 +115,26 @@ def test_call_lifecycle(metrics: Metrics) -> None:
     assert value(metrics, "voipgw_calls_total", call_class="nomadic", outcome="rejected") == 1
     assert value(metrics, "voipgw_calls_total", call_class="unknown", outcome="shed") == 1
     assert value(metrics, "voipgw_overload_shed_total", reason="call_limit") == 1
+
+
+def test_a_challenge_is_not_a_call(metrics: Metrics) -> None:
+    metrics.call_started()
+    metrics.call_challenged()
+    assert value(metrics, "voipgw_active_calls") == 0
+    assert value(metrics, "voipgw_call_auth_challenges_total") == 1
+    calls = [
+        s.value for f in metrics.calls.collect() for s in f.samples if s.name.endswith("_total")
+    ]
+    assert sum(calls) == 0
+
+
+def test_registered_bindings_unknown_when_not_counted(metrics: Metrics) -> None:
+    metrics.set_registered_bindings(3)
+    assert value(metrics, "voipgw_registered_bindings") == 3
+    metrics.set_registered_bindings(None)
+    got = value(metrics, "voipgw_registered_bindings")
+    assert got is not None
+    assert math.isnan(got)  # a stale count would hide a loss from the alert
 
 
 def test_call_series_start_at_zero(metrics: Metrics) -> None:

@@ -233,6 +233,21 @@ class Registrar:
             raise ValueError(f"not a SIP URI: {aor!r}")
         return await self.store.lookup(canonical_aor(uri))
 
+    async def count_bindings(self) -> int:
+        """Counts the unexpired bindings of every AoR, whichever instance took them.
+
+        The table is shared by all instances (a phone refreshes through whichever
+        instance it reaches), so this is the fleet's count, the same on each instance:
+        the ``voipgw_registered_bindings`` gauge.
+
+        Raises:
+            asyncpg.PostgresError, OSError: the database is unavailable.
+        """
+        count: int = await self.store.pool.fetchval(
+            "SELECT count(*) FROM registrar_bindings WHERE expires_at > now()"
+        )
+        return count
+
     # ------------------------------------------------------------------ purge
 
     async def purge_forever(self) -> None:
