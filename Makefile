@@ -10,7 +10,7 @@ NATIVE := $(VENV)/.native
 # source edited since the last build triggers a rebuild before run, test and bench.
 NATIVE_SOURCES := $(wildcard gateway/sip/*.py gateway/b2bua/*.py)
 
-.PHONY: run test bench fuzz tools lint check-config clean native
+.PHONY: run demo test bench fuzz tools lint check-config clean native
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 required"'
@@ -29,6 +29,10 @@ native: $(NATIVE)
 
 run: $(NATIVE)
 	$(BIN)/voipgw run --config deploy/demo/voipgw.toml
+
+# The gateway with a PBX stand-in and answering emergency centres (README "First calls").
+demo: $(NATIVE)
+	$(BIN)/voipgw demo --config deploy/demo/voipgw.toml
 
 check-config: $(STAMP)
 	$(BIN)/voipgw check-config --config deploy/demo/voipgw.toml
