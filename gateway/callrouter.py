@@ -37,6 +37,7 @@ from routing.config import RoutingConfig
 from routing.directory import Directory
 from routing.emergency import recognise_emergency
 from routing.model import Action, CallContext, Classification, RoutingDecision
+from routing.peers import same_transport_address
 from routing.pidf import build_multipart, build_pidf, geolocation_headers
 from routing.policy import route_call
 from routing.psap import lookup_psap
@@ -192,7 +193,7 @@ class CallRouter:
 
     async def route(self, event: RouteNeeded) -> RouteResult:
         directory = self.directory()
-        callback = self._callback_route(event, directory)
+        callback = await self._callback_route(event, directory)
         if callback is not None:
             return callback
         inbound = await self._inbound_route(event)
@@ -315,10 +316,13 @@ class CallRouter:
             if entry is not None:
                 entry.expires_at = self.clock() + CALLBACK_WINDOW
 
-    def _callback_route(self, event: RouteNeeded, directory: Directory) -> Route | None:
+    async def _callback_route(self, event: RouteNeeded, directory: Directory) -> Route | None:
         """RFC 6881 SP-35/40: "during the call and for 30 minutes after", a call from
         an emergency centre to the callback number reaches the device that made the
-        emergency call directly, bypassing the PBX's forwarding and do-not-disturb."""
+        emergency call directly, bypassing the PBX's forwarding and do-not-disturb.
+
+        A centre is recognised by its transport address, never by a host it may share
+        with the PBX (routing/peers.py says why)."""
         if not self.callbacks:
             return None
         now = self.clock()
@@ -326,7 +330,7 @@ class CallRouter:
             del self.callbacks[number]
         called = _called_number(event.request.uri)
         entry = self.callbacks.get(called) if called else None
-        if entry is None or not _from_centre(event.source, directory):
+        if entry is None or not await self._from_centre(event.source, directory):
             return None
         return Route(
             targets=(entry.endpoint,),
@@ -334,6 +338,20 @@ class CallRouter:
             headers=(("X-Voipgw-Class", "emergency-callback"),),
             annotations={"class": "unknown", "routed": "emergency-callback"},
         )
+
+    async def _from_centre(self, source: Endpoint, directory: Directory) -> bool:
+        """Whether a call comes from an emergency centre's transport address: the host
+        and port its SIP URI resolves to (RFC 3263), where its INVITEs go."""
+        for centre in directory.psap.centres.values():
+            try:
+                endpoints = await self.resolve(centre.sip_uri)
+            except (OSError, ValueError, SipError):
+                continue
+            if any(
+                same_transport_address(e.host, e.port, source.host, source.port) for e in endpoints
+            ):
+                return True
+        return False
 
     async def _route(
         self,
@@ -554,15 +572,3 @@ def _contact_uri(request: Request) -> str | None:
     except SipError:
         return None
     return contacts[0].uri if isinstance(contacts, list) and contacts else None
-
-
-def _from_centre(source: Endpoint, directory: Directory) -> bool:
-    """Whether a call comes from one of the emergency centres' addresses."""
-    for centre in directory.psap.centres.values():
-        try:
-            uri = parse_uri(centre.sip_uri)
-        except SipError:
-            continue
-        if isinstance(uri, SipUri) and uri.host == source.host:
-            return True
-    return False

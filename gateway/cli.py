@@ -79,6 +79,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     listeners = ", ".join(f"{item.transport} {item.host}:{item.port}" for item in config.sip.listen)
     print(f"{args.config}: OK ({listeners}; upstream {config.upstream.uri})")
+    if config.seed_sites is not None:
+        # A centre sharing the PBX's address would take the PBX's calls for its
+        # callbacks (RFC 6881 SP-35/40): warn, naming both (routing/peers.py).
+        from gateway.sites_cli import centre_address_warnings, read_sites_file
+        from routing.sites_file import SitesFileError
+
+        try:
+            sites = read_sites_file(config.seed_sites, None)
+        except (OSError, UnicodeDecodeError, SitesFileError) as exc:
+            print(f"{config.seed_sites}: not checked: {exc}", file=sys.stderr)
+        else:
+            for warning in centre_address_warnings(sites, config):
+                print(f"{config.seed_sites}: warning: {warning}", file=sys.stderr)
     return 0
 
 

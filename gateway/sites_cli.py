@@ -3,7 +3,7 @@
 Contract with ``gateway/cli.py`` (same as :mod:`cdr.cli`): call :func:`register` with
 the top-level ``add_subparsers()`` result. It adds::
 
-    voipgw sites check FILE  [--format toml|csv]
+    voipgw sites check FILE  [--format toml|csv] [--config PATH]
     voipgw sites import FILE [--format toml|csv] [--dry-run]   + database options
     voipgw sites export [--format toml|csv] [--output FILE]    + database options
 
@@ -14,6 +14,10 @@ sites file (every error printed to stderr as ``FILE:LINE: field: problem``) or a
 database failure, 2 a bad config.
 
 ``--format`` defaults to the file extension (``.csv`` is CSV, anything else TOML).
+``sites check --config`` also compares the centres' addresses with the gateway's PBX
+side (``[upstream]``, ``[routing] default_next_hop``) and prints a warning to stderr,
+naming both peers, for each centre whose address is not its own
+(:func:`routing.peers.address_overlaps`); warnings do not change the exit status.
 An import replaces all routing data in one transaction: nothing is half-imported.
 """
 
@@ -25,15 +29,19 @@ import dataclasses
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from cdr.db import DatabaseConfig, database
 from gateway.configfields import ConfigError, Table
 from gateway.sitestore import export_sites, import_sites
+from routing.peers import address_overlaps
 from routing.sites_export import dump_sites
 from routing.sites_file import SitesData, SitesFileError, parse_sites
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,6 +55,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = sub.add_parser("check", help="validate a sites file without touching the database")
     p.add_argument("file", type=Path)
     p.add_argument("--format", choices=("toml", "csv"))
+    p.add_argument(
+        "--config",
+        help="gateway TOML file: warn of centres sharing an address with its PBX side",
+    )
     p.set_defaults(func=_cmd_check)
     p = sub.add_parser("import", help="replace all routing data with a sites file")
     p.add_argument("file", type=Path)
@@ -129,10 +141,40 @@ def _summary(data: SitesData) -> str:
     )
 
 
+def centre_address_warnings(data: SitesData, config: GatewayConfig | None) -> list[str]:
+    """Centres whose address overlaps another centre's, or (with the gateway config)
+    the PBX side's: the upstream, the default next hop, a trusted peer network.
+
+    Args:
+        data: the routing data.
+        config: the gateway configuration, or None to compare the centres only.
+
+    Returns:
+        One warning per overlap, naming both peers.
+    """
+    upstream: list[tuple[str, str]] = []
+    trusted: list[tuple[str, Any]] = []
+    if config is not None:
+        upstream.append((f"upstream {config.upstream.uri}", config.upstream.uri))
+        routing = config.sections.get("routing")
+        next_hop = getattr(routing, "default_next_hop", None)
+        if isinstance(next_hop, str) and next_hop != config.upstream.uri:
+            upstream.append((f"default next hop {next_hop}", next_hop))
+        trusted = [("[upstream] trusted_peers", n) for n in config.upstream.trusted_peers]
+    return address_overlaps(data.centres, upstream=upstream, trusted=trusted)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     data = _load(args)
     if data is None:
         return 1
+    config = None
+    if args.config:
+        from gateway.config import load_config
+
+        config = load_config(args.config)
+    for warning in centre_address_warnings(data, config):
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: ok: {_summary(data)}")
     return 0
 

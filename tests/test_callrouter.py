@@ -18,7 +18,7 @@ from routing.sites_file import parse_sites
 
 DEMO = Path(__file__).resolve().parents[1] / "deploy" / "demo" / "sites.toml"
 OFFICE_PHONE = Endpoint("UDP", "127.0.10.5", 5062)
-CENTRE = Endpoint("UDP", "127.0.0.1", 5091)
+CENTRE = Endpoint("UDP", "127.0.112.1", 5091)  # Kerava in deploy/demo/sites.toml
 PBX = Endpoint("UDP", "127.0.0.1", 5080)
 
 

@@ -42,7 +42,11 @@ BARRED_SITE_IP = "127.0.50.5"
 
 DEMO_SITES = Path(__file__).parents[2] / "deploy" / "demo" / "sites.toml"
 
-#: Demo centre id -> its port in deploy/demo/sites.toml.
+CENTRE_HOST = "127.0.112.1"
+"""The demo centres' own address (deploy/demo/sites.toml), apart from the PBX's
+127.0.0.1: a centre is recognised by its transport address (routing/peers.py)."""
+
+#: Demo centre id -> its port on CENTRE_HOST in deploy/demo/sites.toml.
 DEMO_CENTRE_PORTS = {
     "national": 5090,
     "kerava": 5091,
@@ -107,12 +111,14 @@ class PsapUas(asyncio.DatagramProtocol):
     Args:
         name: for messages.
         mode: "answer", "503" or "silent".
+        host: the loopback address to listen on (centres: :data:`CENTRE_HOST`).
     """
 
-    def __init__(self, name: str, mode: str = "answer") -> None:
+    def __init__(self, name: str, mode: str = "answer", host: str = "127.0.0.1") -> None:
         self.name = name
         self.mode = mode
-        self.port = free_port("127.0.0.1")
+        self.host = host
+        self.port = free_port(host)
         self.invites: list[SipMessage] = []
         self.acks: list[SipMessage] = []
         self.byes: list[SipMessage] = []
@@ -122,11 +128,11 @@ class PsapUas(asyncio.DatagramProtocol):
 
     @property
     def uri(self) -> str:
-        return f"sip:112@127.0.0.1:{self.port}"
+        return f"sip:112@{self.host}:{self.port}"
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", self.port))
+        await loop.create_datagram_endpoint(lambda: self, local_addr=(self.host, self.port))
 
     def close(self) -> None:
         if self._transport is not None:
@@ -185,7 +191,7 @@ class PsapUas(asyncio.DatagramProtocol):
         lines.append(f"CSeq: {request.get('cseq')}")
         if status.startswith("200") and request.method == "INVITE":
             lines += [f"Record-Route: {v}" for v in request.all("record-route")]
-            lines.append(f"Contact: <sip:psap@127.0.0.1:{self.port}>")
+            lines.append(f"Contact: <sip:psap@{self.host}:{self.port}>")
         if body:
             lines.append("Content-Type: application/sdp")
         lines.append(f"Content-Length: {len(body)}")
@@ -208,13 +214,19 @@ class Rig:
         return [e for e in self.ended if dialled_fragment in e.callee_dialled]
 
 
-def demo_sites_with(ports: Mapping[str, int]) -> str:
-    """The demo sites file with each centre's URI moved to ``ports[centre]``."""
+def demo_sites_with(ports: Mapping[str, int | tuple[str, int]]) -> str:
+    """The demo sites file with each centre's URI moved to ``ports[centre]``.
+
+    Args:
+        ports: centre id -> (host, port), or a bare port on 127.0.0.1 (where SIPp and
+            the other peers a test runs listen by default).
+    """
     text = DEMO_SITES.read_text(encoding="utf-8")
     for centre, demo_port in DEMO_CENTRE_PORTS.items():
-        new = ports[centre]
+        where = ports[centre]
+        host, port = where if isinstance(where, tuple) else ("127.0.0.1", where)
         text, count = re.subn(
-            rf"sip:112@127\.0\.0\.1:{demo_port}\b", f"sip:112@127.0.0.1:{new}", text
+            rf"sip:112@{re.escape(CENTRE_HOST)}:{demo_port}\b", f"sip:112@{host}:{port}", text
         )
         assert count == 1, f"centre {centre} not found in {DEMO_SITES}"
     return text
@@ -228,10 +240,11 @@ async def emergency_rig(
     policy: str = "route",
     max_calls: int = 5000,
     modes: Mapping[str, str] | None = None,
-    centre_ports: Mapping[str, int] | None = None,
+    centre_ports: Mapping[str, int | tuple[str, int]] | None = None,
     pbx_port: int | None = None,
     routing: Mapping[str, Any] | None = None,
     guard: Mapping[str, Any] | None = None,
+    media: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Rig]:
     """Starts the app with routing data whose centres are Python peers.
 
@@ -241,20 +254,25 @@ async def emergency_rig(
         policy: ``[routing] nomadic_policy``.
         max_calls: ``[overload] max_calls``.
         modes: centre id -> PsapUas mode (default "answer").
-        centre_ports: centre id -> port of a peer the test runs itself (a SIPp UAS);
-            no Python peer is started for those.
+        centre_ports: centre id -> port on 127.0.0.1, or (host, port), of a peer the
+            test runs itself (a SIPp UAS); no Python peer is started for those. The
+            Python peers listen on :data:`CENTRE_HOST`, the demo centres' address.
         pbx_port: port of the ordinary-call next hop run by the test (a SIPp UAS);
             a Python peer answers otherwise.
         routing: more ``[routing]`` keys.
         guard: ``[guard]`` keys (the per-source limits are on by default).
+        media: a ``[media]`` section (the demo has one): announcements are then
+            played and the media anchored, so the B leg carries the relay's SDP.
     """
     modes = dict(modes or {})
     external = dict(centre_ports or {})
     centres = {
-        c: PsapUas(c, modes.get(c, "answer")) for c in DEMO_CENTRE_PORTS if c not in external
+        c: PsapUas(c, modes.get(c, "answer"), host=CENTRE_HOST)
+        for c in DEMO_CENTRE_PORTS
+        if c not in external
     }
     pbx = PsapUas("pbx")
-    ports = {**{c: p.port for c, p in centres.items()}, **external}
+    ports = {**{c: (p.host, p.port) for c, p in centres.items()}, **external}
     data = parse_sites(demo_sites_with(ports), "toml")
     con = await asyncpg.connect(pg_dsn)
     try:
@@ -272,6 +290,7 @@ async def emergency_rig(
         routing={"default_next_hop": pbx_uri, "nomadic_policy": policy, **(routing or {})},
         overload={"max_calls": max_calls},
         guard=dict(guard or {}),
+        **({"media": dict(media)} if media is not None else {}),
     )
     for peer in (*centres.values(), pbx):
         await peer.start()

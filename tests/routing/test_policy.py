@@ -42,8 +42,8 @@ def test_office_emergency_goes_to_kerava_with_verified_location() -> None:
     assert decision.action is Action.ROUTE
     assert decision.call_class is CallClass.OFFICE
     assert [t.centre_id for t in decision.targets] == ["kerava", "turku", "national"]
-    assert decision.targets[0].request_uri == "sip:112@127.0.0.1:5091"
-    assert decision.targets[0].next_hop == "sip:112@127.0.0.1:5091"
+    assert decision.targets[0].request_uri == "sip:112@127.0.112.1:5091"
+    assert decision.targets[0].next_hop == "sip:112@127.0.112.1:5091"
     assert decision.location is not None and decision.location.verified
     assert decision.location.address == DIRECTORY.sites["setera-espoo"].address
     assert decision.resource_priority == "esnet.1"
@@ -125,8 +125,8 @@ def test_urn_style_centre_gets_service_urn_request_uri() -> None:
     call = ctx(directory, "127.0.10.20", "alice", dialled="urn:service:sos.police")
     decision = decide(call, directory, CONFIG)
     assert decision.targets[0].request_uri == "urn:service:sos.police"
-    assert decision.targets[0].next_hop == "sip:112@127.0.0.1:5091"
-    assert decision.targets[1].request_uri == "sip:112@127.0.0.1:5092"
+    assert decision.targets[0].next_hop == "sip:112@127.0.112.1:5091"
+    assert decision.targets[1].request_uri == "sip:112@127.0.112.1:5092"
 
 
 def test_no_centres_hands_emergency_to_default_next_hop() -> None:

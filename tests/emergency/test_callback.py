@@ -1,0 +1,102 @@
+"""The callback window recognises a centre by its transport address (issue 13, defect 6).
+
+RFC 6881 SP-35/40: for 30 minutes after an emergency call, a call from the centre to
+the caller's number goes straight to the device, bypassing the PBX's forwarding and
+do-not-disturb. The PBX's own calls to that number must not: where the PBX and a
+centre share a host (the demo before issue 13 had both on 127.0.0.1), only the port
+tells them apart.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from gateway.b2bua import Reject, Route, RouteNeeded
+from gateway.callrouter import CallRouter
+from gateway.config import OverloadConfig
+from gateway.sip.events import Endpoint
+from gateway.sip.message import Headers, Request
+from routing.config import RoutingConfig
+from routing.sites_file import parse_sites
+from tests.emergency.rig import CENTRE_HOST, DEMO_CENTRE_PORTS, DEMO_SITES
+
+OFFICE_PHONE = Endpoint("UDP", "127.0.10.5", 5062)
+PBX = Endpoint("UDP", "127.0.0.1", 5080)
+
+
+def invite(uri: str, from_user: str, source: Endpoint) -> RouteNeeded:
+    headers = Headers(
+        [
+            ("Via", f"SIP/2.0/UDP {source.host_port};branch=z9hG4bK1"),
+            ("From", f"<sip:{from_user}@voipgw.example>;tag=1"),
+            ("To", f"<{uri}>"),
+            ("Call-ID", f"{from_user}-{uri}-{source.host_port}"),
+            ("CSeq", "1 INVITE"),
+            ("Contact", f"<sip:{from_user}@{source.host_port}>"),
+        ]
+    )
+    request = Request(method="INVITE", uri=uri, headers=headers, body=b"v=0\r\n")
+    return RouteNeeded(call_uuid="u1", request=request, source=source)
+
+
+async def resolve(uri: str) -> tuple[Endpoint, ...]:
+    from gateway.server import ip_literal_endpoint
+
+    endpoint = ip_literal_endpoint(uri)
+    assert endpoint is not None
+    return (endpoint,)
+
+
+def router_for(sites_text: str) -> CallRouter:
+    directory = parse_sites(sites_text, "toml").directory()
+    return CallRouter(
+        config=RoutingConfig(default_next_hop=f"sip:{PBX.host_port}"),
+        directory=lambda: directory,
+        overload=OverloadConfig(max_calls=100),
+        active_calls=lambda: 0,
+        resolve=resolve,
+        trusted_peers=(ipaddress.ip_network("127.0.0.1/32"),),
+    )
+
+
+def shared_host_sites() -> str:
+    """The demo data as it was: every centre on the PBX's host 127.0.0.1."""
+    return DEMO_SITES.read_text(encoding="utf-8").replace(
+        f"sip:112@{CENTRE_HOST}:", "sip:112@127.0.0.1:"
+    )
+
+
+def is_callback(result: object) -> bool:
+    return isinstance(result, Route) and result.annotations.get("routed") == "emergency-callback"
+
+
+@pytest.mark.asyncio
+async def test_pbx_call_to_the_caller_is_not_a_callback_when_it_shares_the_centres_host() -> None:
+    router = router_for(shared_host_sites())
+    assert isinstance(await router.route(invite("sip:112@voipgw", "alice", OFFICE_PHONE)), Route)
+    # The PBX forwards an ordinary call to Alice's number: forwarding and DND apply.
+    from_pbx = await router.route(invite("sip:+358401000001@voipgw", "pbx", PBX))
+    assert not is_callback(from_pbx), from_pbx
+    assert isinstance(from_pbx, Reject)  # inbound from the PBX; no registration here
+    # The centre on the same host, from its own port, still reaches the device.
+    centre = Endpoint("UDP", "127.0.0.1", DEMO_CENTRE_PORTS["kerava"])
+    from_centre = await router.route(invite("sip:+358401000001@voipgw", "psap", centre))
+    assert is_callback(from_centre), from_centre
+    assert isinstance(from_centre, Route)
+    assert from_centre.targets == (OFFICE_PHONE,)
+
+
+@pytest.mark.asyncio
+async def test_demo_centres_have_an_address_of_their_own() -> None:
+    router = router_for(DEMO_SITES.read_text(encoding="utf-8"))
+    await router.route(invite("sip:112@voipgw", "alice", OFFICE_PHONE))
+    for centre, port in DEMO_CENTRE_PORTS.items():
+        source = Endpoint("UDP", CENTRE_HOST, port)
+        result = await router.route(invite("sip:+358401000001@voipgw", "psap", source))
+        assert is_callback(result), (centre, result)
+    assert not is_callback(await router.route(invite("sip:+358401000001@voipgw", "pbx", PBX)))
+    # Another port of the centres' host is not a centre.
+    stranger = Endpoint("UDP", CENTRE_HOST, 6000)
+    assert not is_callback(await router.route(invite("sip:+358401000001@x", "s", stranger)))
