@@ -118,3 +118,36 @@ async def test_exports_as_functions(pg_dsn: str, pg_pool: asyncpg.Pool) -> None:
         assert await itemize(con, "nobody", Month(year=2026, month=10), out) == 0
         assert await subject_access(con, "+358999999999", io.StringIO()) == 0
     assert out.getvalue() == ",".join(ITEMIZE_COLUMNS) + "\n"
+
+
+@pytest.mark.postgres
+def test_itemize_shows_numbers_and_millisecond_durations(
+    pg_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As the gateway stored them before numbers were normalised: the From and
+    # Request-URI as received, and the loop clock's difference as it came.
+    record = make_record(
+        customer="numbers",
+        caller="sip:+358501234567@pbx.example;user=phone",
+        callee="sip:0401234567@127.0.0.1:5060",
+        duration=6.168999999999869,
+    )
+
+    async def store() -> None:
+        con = await asyncpg.connect(pg_dsn)
+        try:
+            await ensure_partitions(con, [Month.of(record.started_at)])
+            await con.copy_records_to_table("cdr", records=[record.as_row()], columns=COLUMNS)
+        finally:
+            await con.close()
+
+    asyncio.run(store())
+    rows = run_cli(
+        ["cdr", "itemize", "--customer", "numbers", "--month", "2026-10", "--database-url", pg_dsn],
+        capsys,
+    )
+    line = dict(zip(rows[0], rows[1], strict=True))
+    assert line["caller"] == "+358501234567"
+    assert line["callee_dialled"] == "0401234567"
+    assert line["duration_seconds"] == "6.169"
+    assert line["billable_seconds"] == "7"
