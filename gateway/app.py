@@ -32,7 +32,13 @@ from gateway.callrouter import CallRouter
 from gateway.config import GatewayConfig
 from gateway.guard import stamp_overload_feedback
 from gateway.metrics import Metrics
-from gateway.server import Gateway, ServiceHandler, ip_literal_endpoint, resolve_endpoints
+from gateway.server import (
+    Gateway,
+    ServiceHandler,
+    ip_literal_endpoint,
+    is_auth_challenge,
+    resolve_endpoints,
+)
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Request
 
@@ -110,7 +116,9 @@ def record_of(event: CallEnded, *, wall_offset: float, instance: str) -> CallDet
         call_id=event.call_id,
         customer=notes.get("customer", ""),
         caller=notes.get("subscriber") or event.caller,
-        callee_dialled=event.callee_dialled,
+        # An inbound call names the subscriber it reached by number, whatever URI the
+        # PBX used (sip:alice@...): itemization and subject access look numbers up.
+        callee_dialled=notes.get("callee") or event.callee_dialled,
         callee_routed=event.callee_routed or None,
         p_asserted_identity=event.p_asserted_identity,
         call_class=CallClass(call_class)
@@ -216,6 +224,8 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             wall_offset = time.time() - loop.time()
 
             def write_cdr(event: CallEnded) -> None:
+                if is_auth_challenge(event):
+                    return  # part of the call that follows, not a call (RFC 3261 22.2)
                 writer.submit(record_of(event, wall_offset=wall_offset, instance=config.instance))
 
             gateway.call_sinks.append(write_cdr)

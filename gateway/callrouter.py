@@ -36,7 +36,7 @@ from routing.classify import classify_call
 from routing.config import RoutingConfig
 from routing.directory import Directory
 from routing.emergency import recognise_emergency
-from routing.model import Action, CallContext, Classification, RoutingDecision
+from routing.model import Action, CallContext, Classification, RoutingDecision, Subscriber
 from routing.peers import same_transport_address
 from routing.pidf import build_multipart, build_pidf, geolocation_headers
 from routing.policy import route_call
@@ -298,15 +298,26 @@ class CallRouter:
             return None
         if recognise_emergency(event.request.uri, self.config.emergency) is not None:
             return None
+        call_id = event.request.headers.get("Call-ID") or ""
+        # The callee is the subscriber here: the call is billed to, and the CDR names,
+        # her customer and number (itemization; the privacy policy's right of access).
+        callee = _called_subscriber(event.request.uri, self.directory())
+        annotations = {"class": "unknown", "direction": "inbound"}
+        if callee is not None:
+            annotations["customer"] = callee.customer_id
+            annotations["callee"] = callee.e164
+        known = "a subscriber" if callee is not None else "not a subscriber"
         if self.lookup_binding is not None:
             registered = await self.lookup_binding(event.request.uri)
             if registered is not None:
+                log.info("call %s: inbound route (registered binding, %s)", call_id, known)
                 return Route(
                     targets=registered.targets,
                     request_uri=registered.request_uri,
-                    annotations={"class": "unknown", "routed": "inbound-to-registered"},
+                    annotations={**annotations, "routed": "inbound-to-registered"},
                 )
-        return Reject(status=404, annotations={"class": "unknown", "routed": "inbound"})
+        log.info("call %s: inbound reject 404 (no registered binding, %s)", call_id, known)
+        return Reject(status=404, annotations={**annotations, "routed": "inbound"})
 
     def call_ended(self, event: CallEnded) -> None:
         """Starts the 30-minute callback window when an emergency call ends."""
@@ -563,6 +574,22 @@ def _called_number(request_uri: str) -> str | None:
         return _digits(uri.user_unescaped.split(";", 1)[0]) or None
     if isinstance(uri, TelUri):
         return _digits(uri.number) or None
+    return None
+
+
+def _called_subscriber(request_uri: str, directory: Directory) -> Subscriber | None:
+    """The subscriber a Request-URI names: by SIP user (the AoR a phone registers) or
+    by number (a SIP user part or tel URI in E.164, RFC 3966)."""
+    try:
+        uri = parse_uri(request_uri)
+    except SipError:
+        return None
+    if isinstance(uri, SipUri) and uri.user_unescaped:
+        # RFC 3261 19.1.6: a telephone-subscriber user part may carry ;parameters.
+        user = uri.user_unescaped.split(";", 1)[0]
+        return directory.subscribers.get(user) or directory.subscribers_by_e164.get(user)
+    if isinstance(uri, TelUri):
+        return directory.subscribers_by_e164.get(uri.number)
     return None
 
 

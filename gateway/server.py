@@ -435,9 +435,23 @@ class Gateway:
         self._timer = loop.call_at(deadline, self._on_timer)
 
 
+def is_auth_challenge(event: CallEnded) -> bool:
+    """Whether an INVITE ended with a digest challenge (401/407) from the router.
+
+    RFC 3261 22.2: the caller retries "with the proper credentials" in a new INVITE
+    (same Call-ID, higher CSeq). That INVITE is the call; the challenged one is not a
+    call of its own, neither in the CDRs nor in ``voipgw_calls_total``. A 403 for
+    wrong credentials is a refused call and stays one.
+    """
+    return event.annotations.get("auth") == "challenged" and event.final_status in (401, 407)
+
+
 def observe_call(metrics: Metrics, event: CallEnded) -> None:
     """Counts a finished call: outcome, setup delay and, for emergency calls, the
     emergency outcome by class, policy and centre."""
+    if is_auth_challenge(event):
+        metrics.call_challenged()
+        return
     call_class = event.annotations.get("class", "unknown")
     outcome = event.disposition.replace("-", "_")
     if event.annotations.get("shed"):

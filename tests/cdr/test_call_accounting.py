@@ -1,0 +1,79 @@
+"""What counts as a call: a digest challenge is part of the call that follows it (RFC
+3261 22.2), a 403 for wrong credentials is a refused call; an inbound call's CDR names
+the subscriber it reached (the router's ``callee`` annotation)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from gateway.app import record_of
+from gateway.b2bua.events import CallEnded
+from gateway.metrics import Metrics
+from gateway.server import is_auth_challenge, observe_call
+from gateway.sip.events import Endpoint
+
+
+def ended(status: int, annotations: dict[str, str]) -> CallEnded:
+    return CallEnded(
+        call_uuid="0f8d2c1e6a4b4f4e9a3c2b1d0e9f8a7b",
+        call_id="abc@192.0.2.10",
+        caller="sip:+358501234567@pbx.example",
+        callee_dialled="sip:alice@voipgw.demo",
+        callee_routed="",
+        p_asserted_identity=None,
+        source=Endpoint("UDP", "192.0.2.10", 5060),
+        user_agent=None,
+        setup_at=100.0,
+        ringing_at=None,
+        answered_at=None,
+        ended_at=100.01,
+        final_status=status,
+        final_reason="",
+        disposition="failed" if status != 200 else "answered",
+        hangup_side="gateway",
+        emergency=False,
+        annotations=annotations,
+    )
+
+
+def calls_total(metrics: Metrics) -> float:
+    return sum(
+        s.value for f in metrics.calls.collect() for s in f.samples if s.name.endswith("_total")
+    )
+
+
+def test_a_407_challenge_is_not_a_call() -> None:
+    metrics = Metrics(CollectorRegistry())
+    metrics.call_started()
+    event = ended(407, {"class": "unknown", "auth": "challenged"})
+    assert is_auth_challenge(event)
+    observe_call(metrics, event)
+    assert calls_total(metrics) == 0
+    assert metrics.registry.get_sample_value("voipgw_call_auth_challenges_total") == 1
+    assert metrics.registry.get_sample_value("voipgw_active_calls") == 0
+
+
+def test_a_403_for_wrong_credentials_is_a_refused_call() -> None:
+    metrics = Metrics(CollectorRegistry())
+    metrics.call_started()
+    event = ended(403, {"class": "unknown", "auth": "challenged"})
+    assert not is_auth_challenge(event)
+    observe_call(metrics, event)
+    assert calls_total(metrics) == 1
+    assert metrics.registry.get_sample_value("voipgw_call_auth_challenges_total") == 0
+
+
+def test_inbound_cdr_names_the_subscriber_reached() -> None:
+    event = ended(
+        200,
+        {"class": "unknown", "customer": "setera", "callee": "+358401000001"},
+    )
+    record = record_of(event, wall_offset=0.0, instance="gw1")
+    assert record.customer == "setera"
+    assert record.callee_dialled == "+358401000001"
+
+
+def test_a_call_without_a_callee_keeps_the_dialled_uri() -> None:
+    record = record_of(ended(404, {"class": "unknown"}), wall_offset=0.0, instance="gw1")
+    assert record.customer == ""
+    assert record.callee_dialled == "sip:alice@voipgw.demo"
