@@ -71,7 +71,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 async def run_demo(config: GatewayConfig, sites: SitesData, password: str) -> int:
     """Seeds passwords, starts the peers, runs the gateway until SIGTERM/SIGINT."""
     users = sorted({s.sip_user for s in sites.subscribers})
-    realm = await seed_passwords(config, users, password)
+    realm = await prepare_database(config, sites, users, password)
     peers = demo_peers(config, sites.centres)
     await start_peers(peers)
     try:
@@ -83,26 +83,53 @@ async def run_demo(config: GatewayConfig, sites: SitesData, password: str) -> in
                 await peer.close()
 
 
-async def seed_passwords(config: GatewayConfig, users: list[str], password: str) -> str | None:
+async def prepare_database(
+    config: GatewayConfig, sites: SitesData, users: list[str], password: str
+) -> str | None:
     """Sets ``password`` for each user in the registrar's realm; returns the realm.
 
     The database is opened (and, when embedded, started and stopped again) before
-    the gateway starts it, as ``voipgw users set-password`` does.
+    the gateway starts it, as ``voipgw users set-password`` does. Routing data
+    imported at an earlier start is kept (the gateway seeds only an empty database),
+    so centres that have moved in the sites file since are named in a warning: the
+    demo's centres listen at the file's addresses.
     """
     from cdr.db import DatabaseConfig, database, migrate
     from gateway.registrar import BindingStore
+    from gateway.sitestore import export_sites
 
     registrar = config.sections.get("registrar")
-    if registrar is None:
-        return None
     db_config = config.sections.get("database") or DatabaseConfig(state_dir=str(config.state_dir))
     async with database(db_config) as db:
         async with db.pool.acquire() as con:
             await migrate(con)
+            stored = await export_sites(con)
+        moved = stale_centres(stored, sites)
+        if moved:
+            print(
+                f"voipgw demo: warning: the database holds centres imported earlier"
+                f" ({', '.join(moved)}), but the demo centres listen where"
+                f" {config.seed_sites} says; to route there: voipgw sites import"
+                f" {config.seed_sites}",
+                file=sys.stderr,
+                flush=True,
+            )
+        if registrar is None:
+            return None
         store = BindingStore(db.pool)
         for user in users:
             await store.set_password(user, registrar.realm, password, registrar.algorithms)
     return str(registrar.realm)
+
+
+def stale_centres(stored: SitesData, sites: SitesData) -> list[str]:
+    """Centres whose URI in the database differs from the sites file ("id uri")."""
+    if not stored.customers:
+        return []  # an empty database: the gateway imports the file at start
+    wanted = {c.id: c.sip_uri for c in sites.centres}
+    return [
+        f"{c.id} {c.sip_uri}" for c in stored.centres if wanted.get(c.id, c.sip_uri) != c.sip_uri
+    ]
 
 
 def demo_peers(config: GatewayConfig, centres: tuple[EmergencyCentre, ...]) -> list[DemoPeer]:
