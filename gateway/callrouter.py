@@ -32,6 +32,7 @@ from gateway.sip.headers import parse_contacts, parse_name_address
 from gateway.sip.message import Request, Response
 from gateway.sip.sdp import parse_sdp
 from gateway.sip.uri import SipUri, TelUri, parse_uri
+from gateway.transport.hints import PEER_HINTS, PeerHints
 from routing.classify import classify_call
 from routing.config import RoutingConfig
 from routing.directory import Directory
@@ -155,6 +156,8 @@ class CallRouter:
         trusted_peers: the PBX and trunks: their calls go to registered devices.
         authenticate: digest authentication of ordinary calls from anywhere else;
             the authenticated user, not the From header, is then the caller.
+        peer_hints: where the router records what each next hop's URI says of its
+            transports (the transport manager reads them); the process-wide ones.
     """
 
     def __init__(
@@ -172,7 +175,10 @@ class CallRouter:
         clock: Callable[[], float] = time.monotonic,
         trusted_peers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
         authenticate: Authenticate | None = None,
+        peer_hints: PeerHints | None = None,
     ) -> None:
+        #: what each next hop's URI says of its transports, for the transport manager
+        self.peer_hints = peer_hints if peer_hints is not None else PEER_HINTS
         self.authenticate = authenticate
         self.clock = clock
         self.trusted_peers = trusted_peers
@@ -382,6 +388,9 @@ class CallRouter:
             except (OSError, ValueError, SipError) as exc:
                 log.warning("next hop %s unusable: %s", target.next_hop, exc)
                 continue
+            # A centre's ";transport=udp" keeps its large INVITE off TCP, and a TCP
+            # attempt to a centre gives up quickly (gateway/transport/hints.py).
+            self.peer_hints.learn_route(target.next_hop, endpoints, emergency=emergency)
             for endpoint in endpoints:
                 targets.append(endpoint)
                 uris.append(target.request_uri)

@@ -8,6 +8,10 @@ cannot grow memory without bound. Stream transports are framed by the core's
 ``StreamFramer`` and keep one connection per peer address, reused in both
 directions (RFC 3261 18: responses on the connection the request came in on, and
 requests to a peer we already have a connection with reuse it).
+
+A TCP connection is not opened to a next hop known to speak only UDP, and one to an
+emergency centre has a short connect timeout (:mod:`gateway.transport.hints` says
+why: RFC 3261 18.1.1 and a firewall that drops TCP silently).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from gateway.sip.errors import ParseError
 from gateway.sip.events import Endpoint
 from gateway.sip.framing import PONG, StreamFramer
+from gateway.transport.hints import PEER_HINTS, PeerHints
 
 log = logging.getLogger("voipgw.transport")
 
@@ -184,6 +189,8 @@ class TransportManager:
         on_transport_error: called when a destination cannot be reached.
         tls_server: SSL context for TLS listeners (None: no TLS listener allowed).
         tls_client: SSL context for outbound TLS connections.
+        hints: what routing and DNS learnt of next hops (UDP only, emergency
+            centre); the process-wide ones by default.
     """
 
     def __init__(
@@ -194,7 +201,9 @@ class TransportManager:
         tls_server: ssl.SSLContext | None = None,
         tls_client: ssl.SSLContext | None = None,
         ingress_limit: int = INGRESS_QUEUE_LIMIT,
+        hints: PeerHints | None = None,
     ) -> None:
+        self.hints = hints if hints is not None else PEER_HINTS
         self.on_messages = on_messages
         self.on_transport_error = on_transport_error
         self.tls_server = tls_server
@@ -309,6 +318,16 @@ class TransportManager:
         if pending is not None:
             pending.append(data)
             return
+        if destination.transport == "TCP" and self.hints.udp_only(
+            destination.host, destination.port
+        ):
+            # The next hop's URI or DNS says UDP only (RFC 3263 4.1), so this is the
+            # RFC 3261 18.1.1 size switch: report the transport error now and the
+            # transaction resends over UDP, as after a refused connection.
+            self.stats["tcp_skipped_udp_only"] += 1
+            log.debug("not connecting over TCP to UDP-only %s", destination)
+            self.on_transport_error(destination)
+            return
         self._pending[destination] = [data]
         task = asyncio.get_running_loop().create_task(self._connect(destination))
         self._tasks.add(task)
@@ -329,7 +348,7 @@ class TransportManager:
                     ssl=context,
                     server_hostname=destination.host if context else None,
                 ),
-                CONNECT_TIMEOUT,
+                self.hints.connect_timeout(destination.host, destination.port, CONNECT_TIMEOUT),
             )
         except asyncio.CancelledError:
             raise

@@ -24,6 +24,11 @@ address, port)`` to try, best first:
    transaction timeout (Timer B or F) or a 503 moves to the next target; any other
    response ends the search.
 
+What the records say of the server's transports goes to :mod:`gateway.transport.hints`:
+when NAPTR (or, without NAPTR, SRV) lists UDP and nothing else, or the URI names
+``transport=udp``, each target is marked UDP only, so the RFC 3261 18.1.1 size
+switch does not try TCP there.
+
 IPv6 addresses come before IPv4 ones for the same name (RFC 6724's default policy
 prefers IPv6); ``prefer_ipv6=False`` reverses that.
 
@@ -51,6 +56,7 @@ from dns.rdtypes.IN.NAPTR import NAPTR
 from dns.rdtypes.IN.SRV import SRV
 
 from gateway.sip.errors import TransportError
+from gateway.transport.hints import PEER_HINTS, PeerHints
 
 SipTransport = Literal["UDP", "TCP", "TLS"]
 
@@ -185,6 +191,7 @@ class SipResolver:
         now: clock in seconds, used only for cache expiry.
         negative_ttl: seconds to remember that a name or record type does not exist.
         prefer_ipv6: list a name's AAAA addresses before its A addresses.
+        hints: where to record targets that speak only UDP; the process-wide ones.
     """
 
     def __init__(
@@ -195,7 +202,9 @@ class SipResolver:
         now: Callable[[], float] = time.monotonic,
         negative_ttl: float = 30.0,
         prefer_ipv6: bool = True,
+        hints: PeerHints | None = None,
     ) -> None:
+        self._hints = hints if hints is not None else PEER_HINTS
         self._resolver = resolver if resolver is not None else dns.asyncresolver.Resolver()
         self._rng = rng if rng is not None else random.Random()
         self._now = now
@@ -242,7 +251,7 @@ class SipResolver:
         if address is not None:
             # RFC 3263 4.1/4.2: a numeric host needs no DNS; UDP for sip, TLS for sips.
             chosen = explicit or ("TLS" if secure else "UDP")
-            return [
+            numeric = [
                 Target(
                     transport=chosen,
                     host=address,
@@ -250,6 +259,9 @@ class SipResolver:
                     port=port if port is not None else DEFAULT_PORTS[chosen],
                 )
             ]
+            if explicit is not None:
+                self._learn(numeric, udp_only=explicit == "UDP")
+            return numeric
         name = _strip(host)
         if not name:
             raise ResolutionError("empty host in SIP URI")
@@ -268,7 +280,10 @@ class SipResolver:
             targets = await self._naptr_targets(name, secure)
             if not targets:
                 targets = await self._srv_fallback(name, secure)
-            if not targets:
+            if targets:
+                # RFC 3263 4.1: these records list the transports the server supports.
+                self._learn(targets, udp_only={t.transport for t in targets} == {"UDP"})
+            else:
                 # RFC 3263 4.1: "If no SRV records were found, the client SHOULD use
                 # TCP for a SIPS URI, and UDP for a SIP URI" on the default port.
                 chosen = "TLS" if secure else "UDP"
@@ -277,7 +292,14 @@ class SipResolver:
         if not unique:
             why = f": {self._last_failure}" if self._last_failure else ""
             raise ResolutionError(f"no SIP target for {scheme}:{name}{why}")
+        if explicit is not None:
+            # RFC 3263 4.1: the URI's transport parameter is the transport to use.
+            self._learn(unique, udp_only=explicit == "UDP")
         return unique
+
+    def _learn(self, targets: Sequence[Target], *, udp_only: bool) -> None:
+        for target in targets:
+            self._hints.learn_dns(target.address, target.port, udp_only=udp_only)
 
     async def _naptr_targets(self, name: str, secure: bool) -> list[Target]:
         usable: list[tuple[int, int, SipTransport, str]] = []

@@ -245,6 +245,8 @@ async def emergency_rig(
     routing: Mapping[str, Any] | None = None,
     guard: Mapping[str, Any] | None = None,
     media: Mapping[str, Any] | None = None,
+    transports: tuple[str, ...] = ("UDP",),
+    centre_params: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Rig]:
     """Starts the app with routing data whose centres are Python peers.
 
@@ -263,6 +265,10 @@ async def emergency_rig(
         guard: ``[guard]`` keys (the per-source limits are on by default).
         media: a ``[media]`` section (the demo has one): announcements are then
             played and the media anchored, so the B leg carries the relay's SDP.
+        transports: the gateway's listeners on 127.0.0.1 (the demo has UDP and TCP;
+            with TCP a large INVITE to a UDP centre switches, RFC 3261 18.1.1).
+        centre_params: centre id -> URI parameters appended to its SIP URI
+            (";transport=udp").
     """
     modes = dict(modes or {})
     external = dict(centre_ports or {})
@@ -273,7 +279,14 @@ async def emergency_rig(
     }
     pbx = PsapUas("pbx")
     ports = {**{c: (p.host, p.port) for c, p in centres.items()}, **external}
-    data = parse_sites(demo_sites_with(ports), "toml")
+    text = demo_sites_with(ports)
+    for centre, params in (centre_params or {}).items():
+        where = ports[centre]
+        host, port = where if isinstance(where, tuple) else ("127.0.0.1", where)
+        uri = f'"sip:112@{host}:{port}"'
+        assert text.count(uri) == 1, uri
+        text = text.replace(uri, f'"sip:112@{host}:{port}{params}"')
+    data = parse_sites(text, "toml")
     con = await asyncpg.connect(pg_dsn)
     try:
         await import_sites(con, data)
@@ -283,7 +296,7 @@ async def emergency_rig(
     doc = gateway_config(
         host="127.0.0.1",
         upstream=pbx_uri,
-        transports=("UDP",),
+        transports=transports,
         gateway={"state_dir": str(state_dir), "instance": f"emerg-{uuid.uuid4().hex[:6]}"},
         database={"url": pg_dsn},
         cdr={"spool_dir": str(state_dir / "cdr-spool"), "batch_age": 0.05},

@@ -25,6 +25,7 @@ import dns.rrset
 import pytest
 import pytest_asyncio
 
+from gateway.transport.hints import PeerHints
 from gateway.transport.resolver import (
     ResolutionError,
     SipResolver,
@@ -87,6 +88,10 @@ ZONE: dict[tuple[str, str], list[str]] = {
     # NAPTR records, none usable: fall through to SRV.
     ("only-sctp.test.", "NAPTR"): ['10 10 "S" "SIP+D2S" "" _sip._sctp.only-sctp.test.'],
     ("_sip._tcp.only-sctp.test.", "SRV"): ["0 0 5065 plain.test."],
+    # A centre that speaks UDP alone, said by NAPTR, and by SRV without NAPTR.
+    ("udp-only.test.", "NAPTR"): ['10 10 "S" "SIP+D2U" "" _sip._udp.udp-only.test.'],
+    ("_sip._udp.udp-only.test.", "SRV"): ["0 0 5070 udp.naptr.test."],
+    ("_sip._udp.srv-udp.test.", "SRV"): ["0 0 5071 udp.naptr.test."],
 }
 
 
@@ -485,3 +490,26 @@ async def test_target_set_fails_over_in_order(stub: dns.asyncresolver.Resolver) 
 )
 def test_should_fail_over(kwargs: dict[str, object], expected: bool) -> None:
     assert should_fail_over(**kwargs) is expected  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("host", "port", "udp_only"),
+    [("udp-only.test", 5070, True), ("srv-udp.test", 5071, True), ("srv.test", 5060, False)],
+)
+async def test_dns_listing_udp_alone_marks_the_targets_udp_only(
+    stub: dns.asyncresolver.Resolver, host: str, port: int, udp_only: bool
+) -> None:
+    # RFC 3263 4.1: NAPTR (or, without it, SRV) records list the transports the server
+    # supports; with UDP alone the 18.1.1 size switch must not try TCP there.
+    hints = PeerHints()
+    resolver = SipResolver(stub, rng=random.Random(1), hints=hints)
+    targets = await resolver.resolve(scheme="sip", host=host)
+    assert port in {x.port for x in targets}
+    assert all(hints.udp_only(x.address, x.port) is udp_only for x in targets), targets
+    # A numeric host or a plain A record says nothing of what the server supports.
+    await resolver.resolve(scheme="sip", host="plain.test")
+    assert not hints.udp_only("127.0.3.1", 5060)
+    # The URI's own transport=udp says it too.
+    await resolver.resolve(scheme="sip", host="plain.test", transport="udp")
+    assert hints.udp_only("127.0.3.1", 5060)
