@@ -22,6 +22,7 @@ from gateway.rtp.codecs import SAMPLE_RATE
 from gateway.sip.builders import build_cancel
 from gateway.sip.dialog import Dialog
 from gateway.sip.events import Endpoint, ResponseReceived, SipEvent
+from gateway.sip.framing import StreamFramer
 from gateway.sip.message import Headers, Request, Response
 from gateway.sip.transaction_layer import TransactionLayer
 from routing.model import CivicAddress, Location
@@ -344,4 +345,41 @@ async def test_peer_answers_plays_the_tone_and_hangs_up() -> None:
     finally:
         sip_transport.close()
         rtp_transport.close()
+        await peer.close()
+
+
+@pytest.mark.asyncio
+async def test_peer_takes_a_large_invite_over_tcp_and_answers_on_the_connection() -> None:
+    """RFC 3261 18.1.1: the gateway sends an emergency INVITE larger than 1300 bytes
+    over TCP; the peer answers on that connection (18.2.2) and sends its BYE there."""
+    host = "127.0.0.1"
+    peer = DemoPeer(
+        "centre kerava",
+        "kerava",
+        host,
+        free_port(host),
+        Tone(frequency=660.0, seconds=0.2),
+        lambda c: "offered",
+        lambda line: None,
+    )
+    await peer.start()
+    reader, writer = await asyncio.open_connection(host, peer.port)
+    try:
+        local_port = writer.get_extra_info("sockname")[1]
+        request = emergency_invite(Location(address=ESPOO, verified=True))
+        request.headers.prepend("Via", f"SIP/2.0/TCP {host}:{local_port};branch=z9hG4bK-tcp1")
+        request.headers.set("Contact", f"<sip:gw@{host}:{local_port};transport=tcp>")
+        data = request.serialize()
+        assert len(data) > 1300
+        writer.write(data)
+        framer = StreamFramer(initiator=True)
+        starts: list[bytes] = []
+        while not any(s.startswith(b"BYE ") for s in starts):
+            framer.feed(await asyncio.wait_for(reader.read(65536), 5))
+            while (message := framer.next_message()) is not None:
+                starts.append(message.split(b"\r\n", 1)[0])
+        assert starts[:3] == [b"SIP/2.0 100 Trying", b"SIP/2.0 180 Ringing", b"SIP/2.0 200 OK"]
+        assert starts[-1] == f"BYE sip:gw@{host}:{local_port};transport=tcp SIP/2.0".encode()
+    finally:
+        writer.close()
         await peer.close()
