@@ -155,13 +155,13 @@ Describe = Callable[[CallOffered], str]
 
 @dataclass(slots=True, eq=False)
 class DemoPeer(asyncio.DatagramProtocol):
-    """One answering peer on a UDP address (the PBX stand-in or a centre).
+    """One answering peer on a SIP address, UDP and TCP (the PBX stand-in or a centre).
 
     Args:
         name: shown in its lines ("pbx", "centre kerava").
         user: user part of its Contact.
         host: IP literal to listen on (SIP and RTP).
-        port: UDP port for SIP.
+        port: UDP and TCP port for SIP.
         tone: what callers hear after the answer.
         describe: the line printed for each call.
         say: where lines go (print by default; tests collect them).
