@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import os
 import sys
+import types
+from concurrent.futures import ThreadPoolExecutor
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
+from typing import Any
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
@@ -38,7 +41,12 @@ def native_sources() -> list[str]:
 
 
 class OptionalBuildExt(build_ext):
-    """build_ext that falls back to the interpreted package when compiling fails."""
+    """build_ext that falls back to the interpreted package when compiling fails, and
+    compiles the C files of one extension in parallel."""
+
+    def build_extensions(self) -> None:
+        self.compiler.compile = types.MethodType(_compile_in_parallel, self.compiler)
+        super().build_extensions()
 
     def run(self) -> None:
         try:
@@ -55,6 +63,40 @@ class OptionalBuildExt(build_ext):
         # gateway.native judges staleness by comparing those times.
         for ext in self.extensions:
             Path(self.get_ext_fullpath(ext.name)).touch()
+
+
+def _compile_in_parallel(
+    compiler: Any,
+    sources: list[str],
+    output_dir: str | None = None,
+    macros: Any = None,
+    include_dirs: list[str] | None = None,
+    debug: bool = False,
+    extra_preargs: list[str] | None = None,
+    extra_postargs: list[str] | None = None,
+    depends: list[str] | None = None,
+) -> list[str]:
+    """``CCompiler.compile`` with one compiler process per CPU instead of one at a time.
+
+    Written here because setuptools has no such option: its ``--parallel`` spreads
+    whole extensions over processes, and the shared library mypyc builds is one
+    extension of many C files (``multi_file``), most of the build's time. The steps
+    are CCompiler.compile's own (``_setup_compile``, ``_get_cc_args``, ``_compile``
+    per object), as numpy.distutils' parallel compile does it; each ``_compile`` runs
+    gcc in a subprocess, so threads give the parallelism.
+    """
+    macros, objects, extra_postargs, pp_opts, build = compiler._setup_compile(
+        output_dir, macros, include_dirs, sources, depends, extra_postargs
+    )
+    cc_args = compiler._get_cc_args(pp_opts, debug, extra_preargs)
+
+    def compile_one(obj: str) -> None:
+        source, ext = build[obj]
+        compiler._compile(obj, source, ext, cc_args, extra_postargs, pp_opts)
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        list(pool.map(compile_one, [obj for obj in objects if obj in build]))
+    return list(objects)
 
 
 def _warn_interpreted(exc: BaseException) -> None:
@@ -78,12 +120,20 @@ def ext_modules() -> list[object]:
     if os.environ.get("VOIPGW_PURE_PYTHON") == "1":
         remove_inplace_extensions()
         return []
+    if os.environ.get("VOIPGW_DEFER_NATIVE") == "1":
+        # The Makefile's editable install: `make native` compiles in place, at the
+        # same time as this install fetches the dependencies; nothing to do here.
+        return []
     try:
         from mypyc.build import mypycify
     except ImportError as exc:
         _warn_interpreted(exc)
         return []
-    return mypycify(native_sources(), opt_level="3", group_name="voipgw_core")
+    # multi_file: one C file per module instead of one 10 MB file, so the build uses
+    # every CPU (_compile_in_parallel): 28 s instead of 47-51 s on 2 cores, for the
+    # same code (callgrind: 1.2118e9 against 1.2097e9 instructions for 400 calls of
+    # tests.bench.bench_core, +0.17 %, start-up included).
+    return mypycify(native_sources(), opt_level="3", group_name="voipgw_core", multi_file=True)
 
 
 setup(ext_modules=ext_modules(), cmdclass={"build_ext": OptionalBuildExt})
