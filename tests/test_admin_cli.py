@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from gateway.admin_cli import metric_totals
 from gateway.http_status import ReadinessChecks, StatusServer
 from gateway.metrics import Metrics
+from tests.ops.harness import voipgw_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,13 +37,11 @@ async def test_status_shows_readiness_and_calls() -> None:
     await server.start()
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
+            voipgw_command(),
             "status",
             "--url",
             f"http://127.0.0.1:{server.port}",
-            cwd=ROOT,
+            cwd="/",
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from gateway.config import load_config, parse_config
 from gateway.configfields import ConfigError
+from tests.ops.harness import voipgw_command
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "deploy" / "demo" / "voipgw.toml"
@@ -72,19 +72,19 @@ def test_check_config_cli_names_the_field_and_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(DEMO.read_text().replace("port = 5060", "port = -1", 1))
     result = subprocess.run(
-        [sys.executable, "-m", "gateway", "check-config", "--config", str(bad)],
+        [voipgw_command(), "check-config", "--config", str(bad)],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=tmp_path,
         check=False,
     )
     assert result.returncode == 2
     assert "sip.listen[0].port" in result.stderr
     ok = subprocess.run(
-        [sys.executable, "-m", "gateway", "check-config", "--config", str(DEMO)],
+        [voipgw_command(), "check-config", "--config", str(DEMO)],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=tmp_path,
         check=False,
     )
     assert ok.returncode == 0, ok.stderr

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +28,6 @@ from tests.ops.harness import (
     OFFICE_IP,
     OFFICE_IP_2,
     REALM,
-    ROOT,
     GatewayProcess,
     KillableUas,
     cdr_rows,
@@ -37,6 +36,7 @@ from tests.ops.harness import (
     running_gateway,
     spooled_records,
     state_directory,
+    voipgw_command,
     wait_until,
 )
 
@@ -217,12 +217,10 @@ PASSWORD = "ops-alice-pw-1"
 
 async def set_password(config: str) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
+        voipgw_command(),
         *("users", "set-password", "alice", "--realm", REALM),
         *("--password", PASSWORD, "--config", config),
-        cwd=ROOT,
+        cwd=Path(config).parent,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
