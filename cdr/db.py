@@ -344,7 +344,7 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
                     migration.version,
                     migration.checksum,
                 )
-            _log.info("applied migration %s", migration.version)
+            _log.debug("applied migration %s", migration.version)
             applied.append(migration.version)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)

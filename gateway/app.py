@@ -14,6 +14,7 @@ import datetime as dt
 import ipaddress
 import logging
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import asyncpg
 from cdr.config import CdrConfig
 from cdr.db import DatabaseConfig, database, migrate
 from cdr.maintenance import existing_partitions, maintain
+from cdr.numbers import number_of
 from cdr.partitions import Month, month_of_partition
 from cdr.record import CallClass, CallDetailRecord, Disposition, HangupSide, RecordingNotice
 from cdr.writer import CdrWriter
@@ -115,7 +117,9 @@ def record_of(event: CallEnded, *, wall_offset: float, instance: str) -> CallDet
         started_at=started,
         call_id=event.call_id,
         customer=notes.get("customer", ""),
-        caller=notes.get("subscriber") or event.caller,
+        # Unless the caller is our subscriber, the From URI's number (the PBX's
+        # outside party): subject access looks numbers up, not URIs.
+        caller=notes.get("subscriber") or number_of(event.caller),
         # An inbound call names the subscriber it reached by number, whatever URI the
         # PBX used (sip:alice@...): itemization and subject access look numbers up.
         callee_dialled=notes.get("callee") or event.callee_dialled,
@@ -148,6 +152,15 @@ def record_of(event: CallEnded, *, wall_offset: float, instance: str) -> CallDet
     )
 
 
+def _without_password(url: str) -> str:
+    """A database URL fit for a log line (the password replaced)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 def _call_uuid(text: str) -> uuid.UUID:
     """The B2BUA's call id as a UUID (uuid4 hex in the running gateway)."""
     try:
@@ -166,8 +179,13 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
     async with database(db_config) as db:
         async with db.pool.acquire() as con:
             applied = await migrate(con)
-        if applied:
-            log.info("applied migrations: %s", ", ".join(applied))
+        log.info(
+            "database: %s%s",
+            f"embedded PostgreSQL in {db_config.pgdata}"
+            if db.embedded is not None
+            else "PostgreSQL at " + _without_password(db_config.url or ""),
+            f"; applied migrations {', '.join(applied)}" if applied else "",
+        )
         holder: DirectoryHolder | None = None
         routing_config = config.sections.get("routing")
         if routing_config is not None:
@@ -386,7 +404,8 @@ async def _maintenance(pool: Any, config: CdrConfig, metrics: Metrics | None) ->
                 ahead=config.partitions_ahead,
             )
             if not report.skipped:
-                log.info("cdr maintenance: created %s retired %s", report.created, report.retired)
+                # cdr.maintenance logs each partition created or retired at info.
+                log.debug("cdr maintenance: created %s retired %s", report.created, report.retired)
             if metrics is not None:
                 metrics.set_cdr_partitions_ahead(await _partitions_ahead(pool))
         except asyncio.CancelledError:

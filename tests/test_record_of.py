@@ -76,3 +76,14 @@ def test_no_notice_time_without_a_recording_notice() -> None:
     record = record_of(unplayable, wall_offset=WALL_OFFSET, instance="gw-1")
     assert record.recording_notice is RecordingNotice.NOT_PLAYED
     assert record.recording_notice_played_at is None
+
+
+def test_database_url_in_the_log_line_hides_the_password() -> None:
+    from gateway.app import _without_password
+
+    assert _without_password("postgresql://voipgw:s3cret@db.example:5432/voipgw") == (
+        "postgresql://voipgw:***@db.example:5432/voipgw"
+    )
+    assert _without_password("postgresql://voipgw@db.example/voipgw") == (
+        "postgresql://voipgw@db.example/voipgw"
+    )
