@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import re
 from typing import Any, Final, TextIO
 
 import asyncpg
 
+from cdr.numbers import number_of
 from cdr.partitions import Month
 from cdr.record import COLUMNS
-from gateway.sip.errors import SipError
-from gateway.sip.uri import SipUri, TelUri, parse_uri
 
 #: Columns of an invoice itemization line (no source address or Call-ID: not billing data).
 ITEMIZE_COLUMNS: tuple[str, ...] = (
@@ -42,41 +40,6 @@ ITEMIZE_COLUMNS: tuple[str, ...] = (
 #: Itemized columns that hold a party's number (or the URI it came as).
 _NUMBER_COLUMNS: Final = frozenset({"caller", "callee_dialled"})
 
-#   telephone-subscriber digits: "+"? then digits and visual separators (RFC 3966 3)
-_NUMBER_RE: Final = re.compile(r"\+?[0-9][0-9().\-]*")
-_VISUAL_SEPARATORS: Final = str.maketrans("", "", "().-")
-
-
-def display_number(text: str) -> str:
-    """A party as itemization shows it: a number where the stored text holds one.
-
-    ``+358401000001`` stays; ``sip:+358401000001@pbx;user=phone`` and
-    ``tel:+358-40-1000001`` become ``+358401000001``; ``sip:0401234567@host`` becomes
-    ``0401234567`` (national, as dialled: the gateway knows no country to widen it
-    with). A URI whose user part is not a number (``sip:alice@...``, an emergency
-    ``urn:service:sos``) is shown as stored, since there is no number to show.
-
-    Args:
-        text: a stored caller or callee.
-
-    Returns:
-        The number without visual separators, or ``text``.
-    """
-    if _NUMBER_RE.fullmatch(text):
-        return text.translate(_VISUAL_SEPARATORS)
-    try:
-        uri = parse_uri(text)
-    except SipError:
-        return text
-    if isinstance(uri, SipUri) and uri.user_unescaped:
-        # RFC 3261 19.1.6: a telephone-subscriber user part may carry ;parameters.
-        candidate = uri.user_unescaped.split(";", 1)[0]
-    elif isinstance(uri, TelUri):
-        candidate = uri.number
-    else:
-        return text
-    return candidate.translate(_VISUAL_SEPARATORS) if _NUMBER_RE.fullmatch(candidate) else text
-
 
 def _cell(value: Any) -> Any:
     if isinstance(value, dt.datetime):
@@ -90,7 +53,7 @@ def _cell(value: Any) -> Any:
 
 def _itemized_cell(column: str, value: Any) -> Any:
     if column in _NUMBER_COLUMNS and isinstance(value, str):
-        return display_number(value)
+        return number_of(value)
     return _cell(value)
 
 

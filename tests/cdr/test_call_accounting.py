@@ -71,6 +71,7 @@ def test_inbound_cdr_names_the_subscriber_reached() -> None:
     record = record_of(event, wall_offset=0.0, instance="gw1")
     assert record.customer == "setera"
     assert record.callee_dialled == "+358401000001"
+    assert record.caller == "+358501234567"  # the outside party's number, not its URI
 
 
 def test_a_call_without_a_callee_keeps_the_dialled_uri() -> None:

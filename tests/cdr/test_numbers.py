@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdr.export import display_number
+from cdr.numbers import number_of
 
 
 @pytest.mark.parametrize(
@@ -29,5 +29,5 @@ from cdr.export import display_number
         ("", ""),
     ],
 )
-def test_display_number(stored: str, shown: str) -> None:
-    assert display_number(stored) == shown
+def test_number_of(stored: str, shown: str) -> None:
+    assert number_of(stored) == shown
