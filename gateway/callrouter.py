@@ -53,6 +53,13 @@ EMERGENCY_NO_ANSWER_TIMEOUT = 30.0
 #: RFC 6881 SP-35/40: how long after an emergency call a call back from the centre
 #: goes straight to the device that made it, in seconds.
 CALLBACK_WINDOW = 30 * 60.0
+#: Whether a B-leg INVITE whose media a media stage anchors (every call announced
+#: first) keeps the route's multipart body. It does not yet: gateway/b2bua/call.py
+#: ``build_b_invite`` replaces the whole body with the relay's SDP, PIDF-LO part
+#: included (issue 13, defect 3; the patch is in its report). RFC 6442 4.1: a cid:
+#: URI names a body part of the same message, so until then such a call carries no
+#: Geolocation at all, never a reference to nothing. Set True with that patch.
+ANCHORED_BODY_KEEPS_LOCATION = False
 
 RouteResult = Route | Reject | LocalAnswer
 Resolve = Callable[[str], Awaitable[tuple[Endpoint, ...]]]
@@ -356,6 +363,14 @@ class CallRouter:
             annotations={"class": "unknown", "routed": "emergency-callback"},
         )
 
+    def _body_survives(self, announcement: Announcement | None) -> bool:
+        """Whether the route's body reaches the next hop: not when the call is
+        announced first and a media stage (configured with ``[media]``, which is when
+        the app gives a recorded-line lookup) anchors its media, until
+        :data:`ANCHORED_BODY_KEEPS_LOCATION`."""
+        anchored = announcement is not None and self.recorded_line is not None
+        return ANCHORED_BODY_KEEPS_LOCATION or not anchored
+
     async def _from_centre(self, source: Endpoint, directory: Directory) -> bool:
         """Whether a call comes from an emergency centre's transport address: the host
         and port its SIP URI resolves to (RFC 3263), where its INVITEs go."""
@@ -407,9 +422,16 @@ class CallRouter:
         content_type = None
         if emergency:
             headers += _emergency_headers(decision)
-            if decision.location is not None:
+            if decision.location is not None and self._body_survives(announcement):
                 content_type, body, geo = _with_location(request, decision, self.config)
                 headers += geo
+            elif decision.location is not None:
+                annotations = {**annotations, "location": "not-sent"}
+                log.warning(
+                    "call %s: location not sent: the announced call's anchored media"
+                    " replaces the body (ANCHORED_BODY_KEEPS_LOCATION)",
+                    request.headers.get("Call-ID"),
+                )
         return Route(
             targets=tuple(targets),
             request_uris=tuple(uris),
