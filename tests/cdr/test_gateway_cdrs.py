@@ -87,13 +87,13 @@ async def start(
     pbx: SippUas, dsn: str, *, authenticate_calls: bool = False
 ) -> tuple[GatewaySetup, GatewayProcess]:
     state = state_directory()
-    setup = prepare(state, upstream=pbx.uri, database_url=dsn, cdr={"batch_age": 0.2})
-    if authenticate_calls:
-        text = setup.config.read_text(encoding="utf-8")
-        setup.config.write_text(
-            text.replace("authenticate_calls = false", "authenticate_calls = true"),
-            encoding="utf-8",
-        )
+    setup = prepare(
+        state,
+        upstream=pbx.uri,
+        database_url=dsn,
+        cdr={"batch_age": 0.2},
+        authenticate_calls=authenticate_calls,
+    )
     gateway = GatewayProcess(setup)
     try:
         await gateway.start()
