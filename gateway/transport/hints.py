@@ -70,6 +70,9 @@ class PeerHints:
     def __init__(self, max_entries: int = MAX_HINTS) -> None:
         self.max_entries = max_entries
         self._hints: OrderedDict[tuple[str, int], _Hint] = OrderedDict()
+        #: next-hop URI text -> it names transport=udp: every routed call asks, and
+        #: a handful of next hops serve them all, so each URI is parsed once
+        self._uri_names_udp: dict[str, bool] = {}
 
     def _entry(self, host: str, port: int) -> _Hint:
         key = _key(host, port)
@@ -90,11 +93,16 @@ class PeerHints:
             endpoints: the transport addresses it resolved to (RFC 3263).
             emergency: the next hop is an emergency centre.
         """
-        try:
-            uri = parse_uri(uri_text)
-        except ParseError:
-            return
-        names_udp = isinstance(uri, SipUri) and (uri.transport or "").lower() == "udp"
+        names_udp = self._uri_names_udp.get(uri_text)
+        if names_udp is None:
+            try:
+                uri = parse_uri(uri_text)
+            except ParseError:
+                return
+            names_udp = isinstance(uri, SipUri) and (uri.transport or "").lower() == "udp"
+            if len(self._uri_names_udp) >= self.max_entries:
+                self._uri_names_udp.clear()
+            self._uri_names_udp[uri_text] = names_udp
         for endpoint in endpoints:
             hint = self._entry(endpoint.host, endpoint.port)
             hint.uri_names_udp = names_udp
