@@ -584,7 +584,9 @@ def vars_of(value: object) -> dict[str, object]:
     return {f.name: getattr(value, f.name) for f in fields(value)}  # type: ignore[arg-type]
 
 
-_AUTH_RESPONSE_HEADERS = frozenset({"Proxy-Authenticate", "WWW-Authenticate"})
+#: Headers of the registrar's answer that the caller gets: the challenges, and the
+#: Retry-After of a 503 while the credentials database is unavailable.
+_AUTH_RESPONSE_HEADERS = frozenset({"Proxy-Authenticate", "WWW-Authenticate", "Retry-After"})
 
 
 def _is_emergency(request: Request, config: RoutingConfig) -> bool:

@@ -1,4 +1,4 @@
-"""``[registrar]``: realm, digest secret, expiry bounds.
+"""``[registrar]``: realm, digest secret, digest algorithms, expiry bounds.
 
 Example::
 
@@ -6,13 +6,49 @@ Example::
     realm = "voip.example.fi"
     domains = ["voip.example.fi"]           # To/Request-URI hosts served; [] = any
     secret_file = "/etc/voipgw/digest.key"  # shared by every gateway instance
-    algorithms = ["SHA-256", "MD5"]         # offered in this order (RFC 8760 2.4)
+    algorithms = ["MD5"]                    # offered in this order (RFC 8760 2.4)
     nonce_lifetime = 300.0                  # seconds
     min_expires = 60                        # 423 below (seconds)
     max_expires = 7200                      # longer requests are shortened
     default_expires = 3600
-    accept_rfc2069 = false                  # credentials without qop
+    accept_rfc2069 = true                   # credentials without qop (RFC 3261 22.4)
     purge_interval = 60.0                   # seconds between expired-row purges
+    authenticate_calls = true               # 407 for calls from untrusted sources
+
+``algorithms``: the trade-off
+-----------------------------
+
+The registrar sends one challenge per algorithm, in the listed order, and RFC 8760 2.4
+has a client answer the first one it supports. Measured on loopback (2026-12) with
+the clients of the interop tests, for each offer:
+
+=====================  ======================  ======================  ==========
+client                 SHA-256, MD5            MD5, SHA-256            MD5
+=====================  ======================  ======================  ==========
+baresip 1.0 (Debian)   fails: "Function not    fails: "Function not    MD5
+                       implemented"            implemented"
+SIPp 3.6               fails: "authentication  MD5                     MD5
+                       must use MD5"
+linphonec 5.1          SHA-256                 MD5                     MD5
+pyVoIP 1.6             MD5, no qop (RFC 2069)  MD5, no qop             MD5, no qop
+=====================  ======================  ======================  ==========
+
+baresip 1.0's libre refuses the whole 401 when any challenge names an algorithm
+other than MD5, whatever the order, and many deployed phones do the same; SIPp only
+reads the first challenge. So the default is ``["MD5"]``: every client registers.
+
+MD5's cost: a leaked credentials table (H(A1) per user) and a captured exchange are
+cheaper to attack offline than with SHA-256, and MD5 H(A1) values are kept. Deployments
+whose phones all do SHA-256 (linphone, recent Yealink/Snom/Polycom firmware) should
+set ``["SHA-256"]``, or ``["SHA-256", "MD5"]`` while migrating (SHA-256 clients take
+it, MD5-only clients that skip unknown challenges take MD5; libre-based phones such as
+baresip 1.0 then fail). Passwords are provisioned for every algorithm
+(``voipgw users set-password``), so changing the list needs no re-provisioning.
+
+``accept_rfc2069``: RFC 3261 22.4, "SIP servers supporting RFC 2617 MUST ensure they
+are backwards compatible with RFC 2069"; pyVoIP answers that way. Such credentials
+carry no client nonce and no nonce count, so each nonce authenticates one request
+only (gateway/registrar/digest.py); set it false when no client needs it.
 """
 
 from __future__ import annotations
@@ -22,7 +58,7 @@ from pathlib import Path
 
 from gateway.configfields import ConfigError, Table
 from gateway.registrar.bindings import ONE_HOUR, ExpiresPolicy
-from gateway.registrar.digest import Algorithm
+from gateway.registrar.digest import DEFAULT_ALGORITHMS, Algorithm
 
 #: Shortest accepted secret, in bytes (the HMAC key material of every nonce).
 MIN_SECRET_BYTES = 16
@@ -36,7 +72,8 @@ class RegistrarConfig:
         realm: digest realm of the challenges (credentials are stored per realm).
         domains: hosts whose AoRs we keep (To and Request-URI host); empty for any.
         secret: HMAC key material for nonces; the same on every instance.
-        algorithms: digest algorithms offered, most preferred first.
+        algorithms: digest algorithms offered, most preferred first (MD5 only by
+            default: see the module docstring for what each client does).
         nonce_lifetime: seconds a nonce is accepted (then ``stale=true``).
         min_expires: shortest registration interval, seconds (423 below it).
         max_expires: longest interval granted, seconds.
@@ -48,12 +85,12 @@ class RegistrarConfig:
     realm: str
     domains: tuple[str, ...] = ()
     secret: bytes = field(repr=False)
-    algorithms: tuple[Algorithm, ...] = (Algorithm.SHA_256, Algorithm.MD5)
+    algorithms: tuple[Algorithm, ...] = DEFAULT_ALGORITHMS
     nonce_lifetime: float = 300.0
     min_expires: int = 60
     max_expires: int = 7200
     default_expires: int = 3600
-    accept_rfc2069: bool = False
+    accept_rfc2069: bool = True
     purge_interval: float = 60.0
     authenticate_calls: bool = True
     """Ordinary calls from sources that are not trusted peers must authenticate with
@@ -93,7 +130,9 @@ class RegistrarConfig:
             raise ConfigError(table.field("realm"), "must be non-empty, without quotes")
         secret = _read_secret(table)
         algorithms: list[Algorithm] = []
-        for i, name in enumerate(table.str_list("algorithms", ("SHA-256", "MD5"))):
+        for i, name in enumerate(
+            table.str_list("algorithms", tuple(a.value for a in DEFAULT_ALGORITHMS))
+        ):
             algorithm = Algorithm.from_token(name)
             if algorithm is None or algorithm in algorithms:
                 raise ConfigError(
@@ -115,7 +154,7 @@ class RegistrarConfig:
             min_expires=min_expires,
             max_expires=max_expires,
             default_expires=default_expires,
-            accept_rfc2069=table.bool("accept_rfc2069", False),
+            accept_rfc2069=table.bool("accept_rfc2069", True),
             purge_interval=table.float("purge_interval", 60.0, min=1, max=86400),
             authenticate_calls=table.bool("authenticate_calls", True),
         )

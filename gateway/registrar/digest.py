@@ -4,10 +4,16 @@ Theory of operation
 -------------------
 
 *Challenge.* A request without usable credentials is answered 401 with one
-``WWW-Authenticate: Digest`` value per configured algorithm, SHA-256 first: RFC 8760
-section 2.4 ("the UAS ... MUST add [challenges] in the order of preference, with the
-most preferred algorithm first") and RFC 7616 section 3.7. Every challenge offers
-``qop="auth"`` only (auth-int would make us hash bodies; SIP clients rarely do it).
+``WWW-Authenticate: Digest`` value per configured algorithm, in the configured order:
+RFC 8760 section 2.4 ("the UAS ... MUST add [challenges] in the order of preference,
+with the most preferred algorithm first") and RFC 7616 section 3.7. The default offer
+is MD5 alone (:data:`DEFAULT_ALGORITHMS`, why in gateway/registrar/config.py). Every
+challenge offers ``qop="auth"`` only (auth-int would make us hash bodies; SIP clients
+rarely do it).
+
+*Why it failed.* Every way credentials fail has an :class:`AuthFailure`, whose value is
+the text of the registrar's one info line about it; a wrong password and an unknown
+user share one.
 
 *Stateless nonces.* A nonce is ``base64url(issued_ms || salt || mac)`` where ``mac`` is
 an HMAC-SHA-256 over the realm, the issue time and the salt under a key derived from
@@ -23,8 +29,10 @@ a request for which the nonce is invalid and with a valid digest for that nonce"
 instances. :class:`NonceCounts` keeps, per instance and within a memory bound, the
 highest ``nc`` seen for each nonce; a correct response that does not raise it is a
 replay and is answered like a stale nonce (the genuine client just retries with a new
-nonce; a replayer learns nothing). A replay sent to another instance is caught only by
-the nonce lifetime, which is why that lifetime should stay short.
+nonce; a replayer learns nothing). Credentials without qop (RFC 2069) carry no ``nc``:
+their nonce counts as used once (``nc`` 1), so each such nonce authenticates one
+request. A replay sent to another instance is caught only by the nonce lifetime, which
+is why that lifetime should stay short.
 
 *No enumeration.* :meth:`DigestAuthenticator.verify` takes ``ha1=None`` for an unknown
 user and then hashes with a dummy HA1 derived from the secret, so the work done and the
@@ -64,6 +72,10 @@ MAX_CLOCK_SKEW: Final = 30.0
 
 #: Distinct nonces whose highest nonce count one instance remembers.
 MAX_TRACKED_NONCES: Final = 65_536
+
+#: Longest user name looked up, in characters. Longer ones (and ones PostgreSQL cannot
+#: store: NUL, lone surrogates) are unknown users without a query.
+MAX_USERNAME_LENGTH: Final = 256
 
 #   nc-value  =  8LHEX     (RFC 7616 3.4)
 _NC_RE: Final = re.compile(r"[0-9a-fA-F]{8}")
@@ -109,14 +121,46 @@ class Algorithm(enum.Enum):
         return None
 
 
+class AuthFailure(enum.Enum):
+    """Why credentials did not authenticate; the value is the registrar's log text."""
+
+    NO_CREDENTIALS = "no credentials (challenged)"
+    """No Digest credentials at all: the usual first request of every client."""
+    UNKNOWN_ALGORITHM = "algorithm not offered"
+    """Digest with an algorithm we did not offer (RFC 8760 2.4 lets us challenge)."""
+    WRONG_REALM = "wrong realm"
+    """Digest for another realm only (RFC 3261 22.4: not ours to check)."""
+    MALFORMED = "malformed credentials"
+    """Digest credentials that break the grammar or lack a parameter."""
+    URI_MISMATCH = "digest uri does not name the Request-URI"
+    """RFC 7616 3.4.6: the digest-uri names another resource."""
+    FOREIGN_OPAQUE = "opaque not ours"
+    """The opaque we send was not echoed back unchanged."""
+    QOP_NOT_OFFERED = "qop not offered"
+    """A qop other than auth, or none while RFC 2069 credentials are refused."""
+    FORGED_NONCE = "nonce not issued here"
+    """Not a nonce of ours (another realm, a rotated secret, garbage)."""
+    STALE_NONCE = "stale nonce"
+    """A correct response to a nonce past its lifetime."""
+    REPLAYED = "nonce count replayed"
+    """A correct response whose nonce count did not rise (RFC 7616 3.4)."""
+    WRONG_PASSWORD = "wrong password or unknown user"
+    """One text for both, so the log cannot enumerate users either."""
+
+
 class DigestError(ValueError):
     """Credentials that are Digest but malformed: answered 400 (RFC 7616 3.4.6).
 
     Attributes:
         status_hint: the status the UAS answers with.
+        failure: why, for the log.
     """
 
     status_hint = 400
+
+    def __init__(self, message: str, failure: AuthFailure = AuthFailure.MALFORMED) -> None:
+        super().__init__(message)
+        self.failure = failure
 
 
 def compute_ha1(username: str, realm: str, password: str, algorithm: Algorithm) -> str:
@@ -301,6 +345,10 @@ class NonceCounts:
         return True
 
 
+#: The default offer: what every client we measured answers (gateway/registrar/config.py).
+DEFAULT_ALGORITHMS: Final[tuple[Algorithm, ...]] = (Algorithm.MD5,)
+
+
 class AuthOutcome(enum.Enum):
     """The verdict on one request's credentials, and so the answer to give."""
 
@@ -321,10 +369,12 @@ class AuthResult:
     Attributes:
         outcome: the verdict.
         username: the authenticated user (AUTHENTICATED only), else None.
+        failure: why it did not authenticate, else None.
     """
 
     outcome: AuthOutcome
     username: str | None = None
+    failure: AuthFailure | None = None
 
 
 class DigestAuthenticator:
@@ -454,26 +504,50 @@ class DigestAuthenticator:
     def select(self, values: Iterable[str]) -> DigestCredentials | None:
         """Picks the credentials meant for us among Authorization header values.
 
-        RFC 3261 22.4: a request may carry credentials for several realms; the server
-        uses the one whose realm it owns.
-
         Args:
             values: every Authorization header value of the request.
 
         Returns:
-            The first Digest credentials for our realm with an algorithm we offer, or
-            None (answer with a challenge).
+            What :meth:`choose` picks, or None (answer with a challenge).
 
         Raises:
-            DigestError: Digest credentials for our realm are malformed.
+            DigestError: Digest credentials are malformed.
         """
+        chosen = self.choose(values)
+        return None if isinstance(chosen, AuthFailure) else chosen
+
+    def choose(self, values: Iterable[str]) -> DigestCredentials | AuthFailure:
+        """Picks the credentials meant for us, or says why there are none.
+
+        RFC 3261 22.4: a request may carry credentials for several realms; the server
+        uses the one whose realm it owns.
+
+        Args:
+            values: every Authorization (or Proxy-Authorization) value of the request.
+
+        Returns:
+            The first Digest credentials for our realm with an algorithm we offer;
+            otherwise why none fits (answer with a challenge): UNKNOWN_ALGORITHM or
+            WRONG_REALM when some Digest credentials came, else NO_CREDENTIALS.
+
+        Raises:
+            DigestError: Digest credentials are malformed.
+        """
+        failure = AuthFailure.NO_CREDENTIALS
         for value in values:
             credentials = parse_credentials(value)
-            if credentials is None or credentials.realm != self.realm:
+            if credentials is None:
+                if _is_digest(value):
+                    failure = AuthFailure.UNKNOWN_ALGORITHM
+                continue
+            if credentials.realm != self.realm:
+                if failure is AuthFailure.NO_CREDENTIALS:
+                    failure = AuthFailure.WRONG_REALM
                 continue
             if credentials.algorithm in self.algorithms:
                 return credentials
-        return None
+            failure = AuthFailure.UNKNOWN_ALGORITHM
+        return failure
 
     def dummy_ha1(self, username: str, algorithm: Algorithm) -> str:
         """Returns a secret-derived HA1 for a user that does not exist.
@@ -509,25 +583,29 @@ class DigestAuthenticator:
 
         Raises:
             DigestError: the digest-uri names another resource than the Request-URI
-                (RFC 7616 3.4.6: "the server SHOULD ... return 400 Bad Request").
+                (RFC 7616 3.4.6: "the server SHOULD ... return 400 Bad Request"),
+                with ``failure`` URI_MISMATCH.
         """
         if not _same_resource(credentials.uri, request_uri):
-            raise DigestError(f"digest uri {credentials.uri!r} does not match the Request-URI")
+            raise DigestError(
+                f"digest uri {credentials.uri!r} does not name the Request-URI",
+                AuthFailure.URI_MISMATCH,
+            )
         if credentials.opaque is not None and not hmac.compare_digest(
             _b(credentials.opaque), _b(self.opaque)
         ):
-            return AuthResult(outcome=AuthOutcome.CHALLENGE)
+            return _challenge(AuthFailure.FOREIGN_OPAQUE)
         if credentials.qop is None:
             if not self.accept_rfc2069:
-                return AuthResult(outcome=AuthOutcome.CHALLENGE)
+                return _challenge(AuthFailure.QOP_NOT_OFFERED)
         elif credentials.qop.lower() != "auth":
             # We only offer qop=auth: anything else does not answer our challenge.
-            return AuthResult(outcome=AuthOutcome.CHALLENGE)
+            return _challenge(AuthFailure.QOP_NOT_OFFERED)
         state = self.check_nonce(credentials.nonce, now)
         if state is NonceState.FORGED:
             # Not a nonce of ours (another realm, a rotated secret, garbage): a new
             # challenge, the same for every user name.
-            return AuthResult(outcome=AuthOutcome.CHALLENGE)
+            return _challenge(AuthFailure.FORGED_NONCE)
         # Always hash, known user or not: equal work and an equal answer.
         key = (
             ha1 if ha1 is not None else self.dummy_ha1(credentials.username, credentials.algorithm)
@@ -544,22 +622,64 @@ class DigestAuthenticator:
         )
         correct = hmac.compare_digest(_b(expected), _b(credentials.response))
         if not correct or ha1 is None:
-            return AuthResult(outcome=AuthOutcome.REJECTED)
+            return AuthResult(outcome=AuthOutcome.REJECTED, failure=AuthFailure.WRONG_PASSWORD)
         if state is NonceState.STALE:
-            return AuthResult(outcome=AuthOutcome.STALE)
-        if credentials.nc is not None and not self.nonce_counts.advance(
-            credentials.nonce, int(credentials.nc, 16)
-        ):
-            return AuthResult(outcome=AuthOutcome.STALE)
+            return AuthResult(outcome=AuthOutcome.STALE, failure=AuthFailure.STALE_NONCE)
+        # RFC 2069 credentials have no nc: count their one use as nc 1, so the same
+        # nonce cannot authenticate a second (replayed) request on this instance.
+        nc = 1 if credentials.nc is None else int(credentials.nc, 16)
+        if not self.nonce_counts.advance(credentials.nonce, nc):
+            return AuthResult(outcome=AuthOutcome.STALE, failure=AuthFailure.REPLAYED)
         return AuthResult(outcome=AuthOutcome.AUTHENTICATED, username=credentials.username)
+
+
+def _challenge(failure: AuthFailure) -> AuthResult:
+    return AuthResult(outcome=AuthOutcome.CHALLENGE, failure=failure)
+
+
+def _is_digest(value: str) -> bool:
+    scheme = _SCHEME_RE.match(value)
+    return scheme is not None and scheme[1].lower() == "digest"
+
+
+def plausible_username(username: str) -> bool:
+    """Whether a user name can be looked up at all.
+
+    PostgreSQL text holds no NUL and only valid UTF-8, and no provisioned user has a
+    name of kilobytes: such names are unknown users, answered without a query (they
+    would otherwise fail in the driver, not as a wrong password).
+
+    Args:
+        username: the ``username`` parameter as received.
+
+    Returns:
+        False when it cannot name a provisioned user.
+    """
+    if len(username) > MAX_USERNAME_LENGTH or "\x00" in username:
+        return False
+    try:
+        username.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _same_resource(digest_uri: str, request_uri: str) -> bool:
     """True when the digest-uri names the Request-URI's resource.
 
-    Compared on scheme, user, host and port, ignoring parameters: clients differ in
-    whether they copy ``;transport=`` into the digest-uri (pyVoIP adds it), and the
-    response hash covers the digest-uri as sent anyway.
+    RFC 7616 3.4.6: "The authenticating server MUST assure that the resource
+    designated by the "uri" parameter is the same as the resource specified in the
+    Request-Line". Two forms name it:
+
+    * the Request-URI itself, compared on scheme, user, host and port, ignoring
+      parameters: clients differ in whether they copy ``;transport=`` into the
+      digest-uri (pyVoIP adds it), and the response hash covers the digest-uri as sent;
+    * the server the Request-URI is addressed to, with no user part
+      (``sip:host:port``, SIPp's form). What a registrar or proxy protects is its own
+      service: RFC 3261 22.1, "the realm string alone defines the protection domain",
+      and a 407 challenges for the proxy, not for the callee. Such credentials do not
+      bind the user part, so a man in the middle could retarget the request within
+      that server; the nonce count still stops replays (see the module docstring).
     """
     if digest_uri == request_uri:
         return True
@@ -569,12 +689,9 @@ def _same_resource(digest_uri: str, request_uri: str) -> bool:
         return False
     if not (isinstance(a, SipUri) and isinstance(b, SipUri)):
         return False
-    return (a.scheme, a.user_unescaped, a.host, a.port) == (
-        b.scheme,
-        b.user_unescaped,
-        b.host,
-        b.port,
-    )
+    if (a.scheme, a.host, a.port) != (b.scheme, b.host, b.port):
+        return False
+    return a.user_unescaped in (b.user_unescaped, None)
 
 
 def _b(text: str) -> bytes:

@@ -16,6 +16,13 @@ authenticated user for the AoR (403), the minimum interval (423), the binding up
 
 Enumeration: an unknown user and a wrong password both end in the same 403, built by
 the same code path after the same database query and the same hashing.
+
+Every authentication that does not succeed is one info line on ``voipgw.registrar``
+saying why (:class:`~gateway.registrar.digest.AuthFailure`): "REGISTER from
+127.0.0.1:5062 not authenticated: stale nonce (user 'alice')". A wrong password and an
+unknown user read the same. No credentials, however malformed, raise out of
+:meth:`Registrar.handle` or :meth:`Registrar.authenticate_call`: they end in 400, 401,
+403 or 407 (503 when the database is down).
 """
 
 from __future__ import annotations
@@ -41,9 +48,11 @@ from gateway.registrar.bindings import (
 )
 from gateway.registrar.config import RegistrarConfig
 from gateway.registrar.digest import (
+    AuthFailure,
     AuthOutcome,
     DigestAuthenticator,
     DigestError,
+    plausible_username,
 )
 from gateway.registrar.store import BindingStore
 from gateway.sip.builders import build_response
@@ -127,8 +136,6 @@ class Registrar:
             bindings = await self.store.apply(update, event.source)
         except RegisterError as exc:
             return self._respond(request, exc.status, exc.reason, headers=exc.headers)
-        except DigestError:
-            return self._respond(request, 400, "Bad Authorization")
         except _DB_ERRORS:
             log.exception("registrar database unavailable")
             return self._respond(request, 503, headers=(("Retry-After", str(RETRY_AFTER_DB_DOWN)),))
@@ -154,36 +161,54 @@ class Registrar:
     async def authenticate_call(self, request: Request, source: Endpoint) -> str | Response:
         """Authenticates a call (INVITE) with digest, as a proxy would (RFC 3261 22.3):
         Proxy-Authorization checked, 407 with Proxy-Authenticate when missing or
-        stale, 403 when wrong (unknown users alike).
+        stale, 403 when wrong (unknown users alike), 400 when malformed or for
+        another resource (RFC 7616 3.4.6), 503 when the database is unavailable.
 
         Returns:
             The authenticated user name, or the response to send instead.
         """
-        return await self._authenticate(request, source, proxy=True)
+        try:
+            return await self._authenticate(request, source, proxy=True)
+        except _DB_ERRORS:
+            log.exception("registrar database unavailable")
+            return self._respond(request, 503, headers=(("Retry-After", str(RETRY_AFTER_DB_DOWN)),))
 
     async def _authenticate(
         self, request: Request, source: Endpoint, *, proxy: bool = False
     ) -> str | Response:
         authenticator = self.authenticator
         header = "Proxy-Authorization" if proxy else "Authorization"
-        credentials = authenticator.select(request.headers.get_lines(header))
-        if credentials is None:
-            return self._challenge(request, proxy=proxy)
-        # The same query for every user name, then the same hashing (a dummy HA1 for
-        # an unknown user): see DigestAuthenticator.verify.
-        ha1 = await self.store.get_ha1(
-            credentials.username, self.config.realm, credentials.algorithm
-        )
-        result = authenticator.verify(
-            credentials,
-            method=request.method,
-            request_uri=request.uri,
-            ha1=ha1,
-            now=self.clock(),
-        )
+        try:
+            chosen = authenticator.choose(request.headers.get_lines(header))
+            if isinstance(chosen, AuthFailure):
+                self._log_failure(request, source, chosen)
+                return self._challenge(request, proxy=proxy)
+            credentials = chosen
+            # The same query for every plausible user name, then the same hashing (a
+            # dummy HA1 for an unknown user): see DigestAuthenticator.verify.
+            ha1 = None
+            if plausible_username(credentials.username):
+                ha1 = await self.store.get_ha1(
+                    credentials.username, self.config.realm, credentials.algorithm
+                )
+            result = authenticator.verify(
+                credentials,
+                method=request.method,
+                request_uri=request.uri,
+                ha1=ha1,
+                now=self.clock(),
+            )
+        except DigestError as exc:
+            # RFC 7616 3.4.6: a digest-uri for another resource "SHOULD return a 400
+            # Bad Request"; malformed credentials get the same (a challenge would
+            # only bring them back).
+            self._log_failure(request, source, exc.failure, detail=str(exc))
+            return self._respond(request, 400, "Bad Authorization")
         if result.outcome is AuthOutcome.AUTHENTICATED:
             assert result.username is not None
             return result.username
+        assert result.failure is not None
+        self._log_failure(request, source, result.failure, username=credentials.username)
         if result.outcome is AuthOutcome.REJECTED:
             # A second 401 would make many phones resubmit the same wrong password in
             # a loop (and lock accounts upstream); 403 ends it. Same for unknown users.
@@ -191,6 +216,30 @@ class Registrar:
                 self.on_auth_failure(source, credentials.username)
             return self._respond(request, 403)
         return self._challenge(request, stale=result.outcome is AuthOutcome.STALE, proxy=proxy)
+
+    def _log_failure(
+        self,
+        request: Request,
+        source: Endpoint,
+        failure: AuthFailure,
+        *,
+        username: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        # One line per failed authentication, at info: the first 401 of every
+        # registration is one too, and an operator asking "why does this phone not
+        # register" needs the reason without turning on debug. User names and
+        # details come from the wire: %r keeps them on one line.
+        who = "" if username is None else f" (user {username!r})"
+        why = "" if detail is None else f": {detail[:200]!r}"
+        log.info(
+            "%s from %s not authenticated: %s%s%s",
+            request.method,
+            source.host_port,
+            failure.value,
+            who,
+            why,
+        )
 
     def _challenge(self, request: Request, *, stale: bool = False, proxy: bool = False) -> Response:
         values = self.authenticator.challenges(self.clock(), self.random_bytes(8), stale=stale)

@@ -22,7 +22,16 @@ _branches = itertools.count(1)
 
 
 def config(**overrides: object) -> RegistrarConfig:
-    options: dict[str, object] = {"realm": REALM, "secret": SECRET, "min_expires": 60}
+    """A registrar config; these tests offer SHA-256 first and refuse RFC 2069
+    credentials unless they say otherwise (the product's defaults, MD5 alone and RFC
+    2069 accepted, are for interoperability: tests/registrar/test_auth_failures.py)."""
+    options: dict[str, object] = {
+        "realm": REALM,
+        "secret": SECRET,
+        "min_expires": 60,
+        "algorithms": (Algorithm.SHA_256, Algorithm.MD5),
+        "accept_rfc2069": False,
+    }
     options.update(overrides)
     return RegistrarConfig(**options)  # type: ignore[arg-type]
 

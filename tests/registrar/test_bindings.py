@@ -244,7 +244,9 @@ def test_config_from_table(tmp_path: Path) -> None:
     defaults = RegistrarConfig.from_table(
         Table({"realm": "r", "secret": "0123456789abcdef"}, "registrar")
     )
-    assert defaults.algorithms == (Algorithm.SHA_256, Algorithm.MD5)
+    # MD5 alone by default: what baresip 1.0 and SIPp can answer (issue 13).
+    assert defaults.algorithms == (Algorithm.MD5,)
+    assert defaults.accept_rfc2069
 
 
 @pytest.mark.parametrize(
