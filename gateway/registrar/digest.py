@@ -678,8 +678,10 @@ def _same_resource(digest_uri: str, request_uri: str) -> bool:
       (``sip:host:port``, SIPp's form). What a registrar or proxy protects is its own
       service: RFC 3261 22.1, "the realm string alone defines the protection domain",
       and a 407 challenges for the proxy, not for the callee. Such credentials do not
-      bind the user part, so a man in the middle could retarget the request within
-      that server; the nonce count still stops replays (see the module docstring).
+      bind the user part: a man in the middle, or a replay to another instance within
+      the nonce lifetime (the nonce count stops it on the same instance, see the
+      module docstring), could send them with another callee. Clients that put the
+      Request-URI in the digest-uri (baresip, linphone, pyVoIP) keep that binding.
     """
     if digest_uri == request_uri:
         return True
