@@ -110,7 +110,7 @@ def gateway_toml(
     database_url: str | None = None,
     cdr: Mapping[str, float | int] | None = None,
     registrar: bool = True,
-    algorithms: tuple[str, ...] = ("MD5", "SHA-256"),
+    algorithms: tuple[str, ...] | None = None,
     authenticate_calls: bool = False,
 ) -> str:
     """The demo configuration moved onto this test's ports and directories."""
@@ -121,8 +121,7 @@ def gateway_toml(
 [registrar]
 realm = "{REALM}"
 secret = "ops-test-secret-0123456789abcdef"
-# SIPp 3.6 answers MD5 challenges only, and reads the first one.
-algorithms = [{", ".join(f'"{name}"' for name in algorithms)}]
+{_algorithms_line(algorithms)}
 # These tests are about operations; their SIPp callers do not answer 407 challenges
 # (call authentication is tested in tests/registrar/test_call_auth.py).
 authenticate_calls = {"true" if authenticate_calls else "false"}
@@ -190,6 +189,12 @@ trusted_peers = ["127.0.0.1/32"]
 """
 
 
+def _algorithms_line(algorithms: tuple[str, ...] | None) -> str:
+    if algorithms is None:
+        return "# algorithms: the product's default"
+    return "algorithms = [" + ", ".join(f'"{name}"' for name in algorithms) + "]"
+
+
 def prepare(
     state: Path,
     *,
@@ -198,7 +203,7 @@ def prepare(
     database_url: str | None = None,
     cdr: Mapping[str, float | int] | None = None,
     registrar: bool = True,
-    algorithms: tuple[str, ...] = ("MD5", "SHA-256"),
+    algorithms: tuple[str, ...] | None = None,
     authenticate_calls: bool = False,
 ) -> GatewaySetup:
     """Writes the sites copy and the config into ``state``.
@@ -211,7 +216,8 @@ def prepare(
         database_url: ``[database] url``; the embedded server under ``state`` if None.
         cdr: more ``[cdr]`` keys.
         registrar: include the demo's ``[registrar]`` section.
-        algorithms: its digest algorithms, offered in this order.
+        algorithms: its digest algorithms, offered in this order; None leaves the
+            key out, so the product's default applies (what real phones meet).
         authenticate_calls: its ``authenticate_calls`` (407 for calls from phones).
     """
     ports = {c: free_port(HOST) for c in DEMO_CENTRE_PORTS} | dict(centre_ports or {})
