@@ -5,8 +5,8 @@ directory outside the checkout, on the demo configuration moved to this test's p
 and state directory (tests/ops/harness.py ``gateway_toml``). The phones are the
 shipped deploy/demo/baresip configurations, rewritten only for ports and paths.
 
-Until the registrar's fix for baresip's digest (SHA-256 and MD5 offered) lands, the
-config copy offers MD5 only; calls are authenticated (407), as in the demo.
+The registrar offers its default digest algorithms (as the demo does) and calls are
+authenticated (407), as in the demo.
 """
 
 from __future__ import annotations
@@ -79,7 +79,6 @@ async def test_first_calls_with_the_shipped_phones(tmp_path: Path) -> None:
     setup = prepare(
         state,
         upstream=f"sip:{HOST}:{free_port(HOST)}",
-        algorithms=("MD5",),
         authenticate_calls=True,
     )
     centres = {c.id: c for c in parse_sites((state / "sites.toml").read_text(), "toml").centres}
