@@ -53,13 +53,9 @@ EMERGENCY_NO_ANSWER_TIMEOUT = 30.0
 #: RFC 6881 SP-35/40: how long after an emergency call a call back from the centre
 #: goes straight to the device that made it, in seconds.
 CALLBACK_WINDOW = 30 * 60.0
-#: Whether a B-leg INVITE whose media a media stage anchors (every call announced
-#: first) keeps the route's multipart body. It does not yet: gateway/b2bua/call.py
-#: ``build_b_invite`` replaces the whole body with the relay's SDP, PIDF-LO part
-#: included (issue 13, defect 3; the patch is in its report). RFC 6442 4.1: a cid:
-#: URI names a body part of the same message, so until then such a call carries no
-#: Geolocation at all, never a reference to nothing. Set True with that patch.
-ANCHORED_BODY_KEEPS_LOCATION = False
+#: Kept while tests/demo still import it: the anchored B-leg INVITE keeps the PIDF-LO
+#: (Route.wrap_sdp builds the multipart around the SDP actually sent).
+ANCHORED_BODY_KEEPS_LOCATION = True
 
 RouteResult = Route | Reject | LocalAnswer
 Resolve = Callable[[str], Awaitable[tuple[Endpoint, ...]]]
@@ -363,14 +359,6 @@ class CallRouter:
             annotations={"class": "unknown", "routed": "emergency-callback"},
         )
 
-    def _body_survives(self, announcement: Announcement | None) -> bool:
-        """Whether the route's body reaches the next hop: not when the call is
-        announced first and a media stage (configured with ``[media]``, which is when
-        the app gives a recorded-line lookup) anchors its media, until
-        :data:`ANCHORED_BODY_KEEPS_LOCATION`."""
-        anchored = announcement is not None and self.recorded_line is not None
-        return ANCHORED_BODY_KEEPS_LOCATION or not anchored
-
     async def _from_centre(self, source: Endpoint, directory: Directory) -> bool:
         """Whether a call comes from an emergency centre's transport address: the host
         and port its SIP URI resolves to (RFC 3263), where its INVITEs go."""
@@ -418,26 +406,17 @@ class CallRouter:
             identity_headers, from_value = identity
             # The routing layer's Privacy header is re-stated with the identity.
             headers = [h for h in headers if h[0] != "Privacy"] + list(identity_headers)
-        body = None
-        content_type = None
+        wrap_sdp = None
         if emergency:
             headers += _emergency_headers(decision)
-            if decision.location is not None and self._body_survives(announcement):
-                content_type, body, geo = _with_location(request, decision, self.config)
+            if decision.location is not None:
+                wrap_sdp, geo = _with_location(request, decision, self.config)
                 headers += geo
-            elif decision.location is not None:
-                annotations = {**annotations, "location": "not-sent"}
-                log.warning(
-                    "call %s: location not sent: the announced call's anchored media"
-                    " replaces the body (ANCHORED_BODY_KEEPS_LOCATION)",
-                    request.headers.get("Call-ID"),
-                )
         return Route(
             targets=tuple(targets),
             request_uris=tuple(uris),
             headers=tuple(headers),
-            body=body,
-            content_type=content_type,
+            wrap_sdp=wrap_sdp,
             remove_headers=("P-Asserted-Identity", "Privacy")
             if emergency or identity is not None
             else (),
@@ -489,9 +468,13 @@ def _emergency_headers(decision: RoutingDecision) -> list[tuple[str, str]]:
 
 def _with_location(
     request: Request, decision: RoutingDecision, config: RoutingConfig
-) -> tuple[str, bytes, tuple[tuple[str, str], ...]]:
-    """The SDP and a PIDF-LO in one multipart/mixed body, with its Geolocation headers
-    (RFC 6442 section 3)."""
+) -> tuple[Callable[[bytes], tuple[str, bytes]], tuple[tuple[str, str], ...]]:
+    """The PIDF-LO and the Geolocation headers that name it (RFC 6442 section 3).
+
+    Returns:
+        (what packs a given SDP and the PIDF-LO into one multipart/mixed body, for
+        Route.wrap_sdp; the Geolocation and Geolocation-Routing headers).
+    """
     assert decision.location is not None
     token = os.urandom(6).hex()
     content_id = f"loc-{token}@voipgw"
@@ -504,8 +487,11 @@ def _with_location(
         timestamp=dt.datetime.now(dt.UTC),
         provider=config.provider,  # RFC 7852 provider-info: who supplied the location
     )
-    content_type, body = build_multipart(request.body, pidf, f"voipgw-{token}", content_id)
-    return content_type, body, geolocation_headers(content_id)
+
+    def wrap_sdp(sdp: bytes) -> tuple[str, bytes]:
+        return build_multipart(sdp, pidf, f"voipgw-{token}", content_id)
+
+    return wrap_sdp, geolocation_headers(content_id)
 
 
 def _annotations(

@@ -292,7 +292,11 @@ def build_b_invite(
     if route.body is not None:
         body = route.body
         headers.set("Content-Type", route.content_type or "application/octet-stream")
-    if call.b_offer is not None:
+    if route.wrap_sdp is not None:
+        # The SDP sent is the relay's when the media is anchored, else the caller's.
+        content_type, body = route.wrap_sdp(call.b_offer if call.b_offer is not None else a.body)
+        headers.set("Content-Type", content_type)
+    elif call.b_offer is not None:
         # Anchored media: the callee talks to the relay, not to the caller.
         body = call.b_offer
         headers.set("Content-Type", "application/sdp")

@@ -8,6 +8,7 @@ the adapter runs the routing layer (which may look things up) and calls
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -50,8 +51,14 @@ class Route:
         headers: header fields added to the B-leg INVITE (identity, priority,
             classification headers ...).
         remove_headers: header fields of the A-leg INVITE not to copy.
-        body: replacement body (e.g. SDP + PIDF-LO multipart); the A leg's when None.
+        body: replacement body; the A leg's when None.
         content_type: Content-Type of ``body``.
+        wrap_sdp: builds the B-leg body around the SDP that INVITE carries, the
+            caller's or, when a media stage anchors the call, the relay's: returns
+            (Content-Type, body). It is how an emergency call's PIDF-LO travels (a
+            multipart with the SDP, RFC 6442 3.1): the Geolocation header names that
+            part by cid:, so the part must be built around the SDP actually sent, not
+            replaced with the rest of a body (RFC 6442 4.1).
         from_value: B-leg From name-addr (identity/privacy); the A leg's when None.
         no_answer_timeout: seconds to wait for a final answer after the first
             provisional (RFC 3261 Timer C); None uses the gateway default.
@@ -70,6 +77,7 @@ class Route:
     remove_headers: tuple[str, ...] = ()
     body: bytes | None = None
     content_type: str | None = None
+    wrap_sdp: Callable[[bytes], tuple[str, bytes]] | None = None
     from_value: str | None = None
     no_answer_timeout: float | None = None
     failover_timeout: float | None = None

@@ -5,12 +5,10 @@ message. A nomadic call is announced first (``announce-then-route``), which anch
 its media on the gateway, so the centre's INVITE carries the relay's SDP: these tests
 run with a ``[media]`` section, as the demo does.
 
-``gateway/b2bua/call.py`` (``build_b_invite``) replaces the whole body of an anchored
-call with the relay's SDP, PIDF-LO part included. Until it keeps the other parts
-(the patch is in the issue 13 report), the router sends such a call without
-Geolocation (``ANCHORED_BODY_KEEPS_LOCATION`` in gateway/callrouter.py): never a
-reference to nothing. The tests that the PIDF-LO arrives are strict xfails until then
-(they run as ordinary tests once the flag is set with the patch).
+The B2BUA once replaced the whole body of an anchored call with the relay's SDP, the
+PIDF-LO part included, and kept the Geolocation header: a reference to nothing. The
+route now carries what builds the multipart around the SDP actually sent
+(``Route.wrap_sdp``), so the part the header names is always there.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.callrouter import ANCHORED_BODY_KEEPS_LOCATION
 from tests.emergency.pidf_check import split_multipart
 from tests.emergency.rig import (
     OFFICE_IP,
@@ -60,22 +57,12 @@ async def test_nomadic_call_with_anchored_media_names_no_missing_body_part(
     [invite] = rig.centres["national"].invites
     cids, content_ids = geolocation_parts(invite)
     # RFC 6442 4.1: every cid: reference names a body part of this INVITE.
+    assert cids, invite.raw[:2000]
     assert set(cids) <= content_ids, (cids, content_ids, invite.raw[:2000])
-    if not cids:
-        assert invite.get("geolocation-routing") is None
     assert (invite.get("x-voipgw-class") or "").startswith("nomadic")
     assert invite.get("resource-priority") == "esnet.1"
 
 
-PENDING_B2BUA = pytest.mark.xfail(
-    not ANCHORED_BODY_KEEPS_LOCATION,
-    strict=True,
-    reason="gateway/b2bua/call.py build_b_invite drops the PIDF-LO part of an anchored"
-    " call's body (issue 13 defect 3; patch in the report)",
-)
-
-
-@PENDING_B2BUA
 async def test_nomadic_call_with_anchored_media_carries_the_pidf_it_references(
     pg_dsn: str, tmp_path: Path
 ) -> None:
@@ -98,7 +85,6 @@ async def test_office_call_with_anchored_media_keeps_its_civic_pidf(
     assert assert_emergency_invite(invite, e164="+358401000001", civic=True)["A3"] == "Espoo"
 
 
-@PENDING_B2BUA
 async def test_real_sipp_centre_accepts_the_nomadic_invite(pg_dsn: str, tmp_path: Path) -> None:
     # uas-psap-answer-unverified.xml fails the call unless the Geolocation cid:, a
     # multipart body, a PIDF-LO part with that Content-ID, "Location not verified"
