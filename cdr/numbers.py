@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from gateway.sip.errors import SipError
-from gateway.sip.uri import SipUri, TelUri, parse_uri
+from gateway.sip.uri import telephone_user
 
 __all__ = ["number_of"]
 
@@ -36,15 +35,7 @@ def number_of(text: str) -> str:
     """
     if _NUMBER_RE.fullmatch(text):
         return text.translate(_VISUAL_SEPARATORS)
-    try:
-        uri = parse_uri(text)
-    except SipError:
+    candidate = telephone_user(text)
+    if candidate is None or not _NUMBER_RE.fullmatch(candidate):
         return text
-    if isinstance(uri, SipUri) and uri.user_unescaped:
-        # RFC 3261 19.1.6: a telephone-subscriber user part may carry ;parameters.
-        candidate = uri.user_unescaped.split(";", 1)[0]
-    elif isinstance(uri, TelUri):
-        candidate = uri.number
-    else:
-        return text
-    return candidate.translate(_VISUAL_SEPARATORS) if _NUMBER_RE.fullmatch(candidate) else text
+    return candidate.translate(_VISUAL_SEPARATORS)

@@ -31,7 +31,7 @@ from gateway.sip.events import Endpoint
 from gateway.sip.headers import parse_contacts, parse_name_address
 from gateway.sip.message import Request, Response
 from gateway.sip.sdp import parse_sdp
-from gateway.sip.uri import SipUri, TelUri, parse_uri
+from gateway.sip.uri import SipUri, TelUri, parse_uri, telephone_user
 from gateway.transport.hints import PEER_HINTS, PeerHints
 from routing.classify import classify_call
 from routing.config import RoutingConfig
@@ -585,31 +585,17 @@ def _digits(number: str) -> str:
 
 
 def _called_number(request_uri: str) -> str | None:
-    try:
-        uri = parse_uri(request_uri)
-    except SipError:
-        return None
-    if isinstance(uri, SipUri) and uri.user_unescaped:
-        return _digits(uri.user_unescaped.split(";", 1)[0]) or None
-    if isinstance(uri, TelUri):
-        return _digits(uri.number) or None
-    return None
+    user = telephone_user(request_uri)
+    return (_digits(user) or None) if user is not None else None
 
 
 def _called_subscriber(request_uri: str, directory: Directory) -> Subscriber | None:
     """The subscriber a Request-URI names: by SIP user (the AoR a phone registers) or
     by number (a SIP user part or tel URI in E.164, RFC 3966)."""
-    try:
-        uri = parse_uri(request_uri)
-    except SipError:
+    user = telephone_user(request_uri)
+    if user is None:
         return None
-    if isinstance(uri, SipUri) and uri.user_unescaped:
-        # RFC 3261 19.1.6: a telephone-subscriber user part may carry ;parameters.
-        user = uri.user_unescaped.split(";", 1)[0]
-        return directory.subscribers.get(user) or directory.subscribers_by_e164.get(user)
-    if isinstance(uri, TelUri):
-        return directory.subscribers_by_e164.get(uri.number)
-    return None
+    return directory.subscribers.get(user) or directory.subscribers_by_e164.get(user)
 
 
 def _contact_uri(request: Request) -> str | None:

@@ -321,6 +321,26 @@ def parse_uri(text: str) -> Uri:
     return AbsoluteUri(m["scheme"], m["rest"])
 
 
+def telephone_user(text: str) -> str | None:
+    """The user a SIP or tel URI names, as a caller or callee: a SIP URI's unescaped
+    user part without its parameters (RFC 3261 19.1.6: a telephone-subscriber user part
+    may carry ``;params``) or a tel URI's number (RFC 3966); None for anything else
+    (no user part, another scheme, not a URI).
+
+    Args:
+        text: the URI as written (a Request-URI, a From URI ...).
+    """
+    try:
+        uri = parse_uri(text)
+    except ParseError:
+        return None
+    if isinstance(uri, SipUri) and uri.user_unescaped:
+        return uri.user_unescaped.split(";", 1)[0]
+    if isinstance(uri, TelUri):
+        return uri.number
+    return None
+
+
 def validate_uri(text: str, *, allow_headers: bool = True) -> None:
     """Checks URI syntax as :func:`parse_uri` does, without building the value.
 

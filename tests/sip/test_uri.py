@@ -167,3 +167,21 @@ def test_equal_uris(a: str, b: str) -> None:
 def test_unequal_uris(a: str, b: str) -> None:
     assert not uri_equal(parse_uri(a), parse_uri(b))
     assert not uri_equal(parse_uri(b), parse_uri(a))
+
+
+@pytest.mark.parametrize(
+    ("text", "user"),
+    [
+        ("sip:+358401000001;phone-context=x@pbx;user=phone", "+358401000001"),
+        ("sip:alice@voipgw.demo", "alice"),
+        ("sip:%61lice@voipgw.demo", "alice"),
+        ("tel:+358-40-1000001", "+358-40-1000001"),
+        ("sip:127.0.0.1:5060", None),
+        ("urn:service:sos", None),
+        ("not a uri", None),
+    ],
+)
+def test_telephone_user(text: str, user: str | None) -> None:
+    from gateway.sip.uri import telephone_user
+
+    assert telephone_user(text) == user
