@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.callrouter import ANCHORED_BODY_KEEPS_LOCATION
 from gateway.demo.cli import CENTRE_TONE, PBX_TONE
 from routing.sites_file import parse_sites
 from tests.demo.phones import ShippedPhone
@@ -120,13 +119,8 @@ async def test_first_calls_with_the_shipped_phones(tmp_path: Path) -> None:
         assert len(national) == 1, demo.tail()
         assert "callback <tel:+358401000002>" in national[0], national
         assert "class nomadic" in national[0], national
-        if ANCHORED_BODY_KEEPS_LOCATION:
-            assert "location: not verified" in national[0], national
-        else:
-            # Issue 13 defect 3, pending the B2BUA patch: the warning anchors the media
-            # and the location part is lost; then no Geolocation may point at it.
-            assert "Geolocation (none)" in national[0], national
-            assert "location: none (no PIDF-LO" in national[0], national
+        assert "Geolocation <cid:" in national[0], national
+        assert "location: not verified" in national[0], national
         assert answer_after >= WARNING_SECONDS, f"centre answered {answer_after:.1f}s after dial"
         warning = nomadic.heard()
         assert warning and rms(warning[0]) > 0.01, "the nomadic phone heard no warning"
