@@ -35,9 +35,10 @@ from tests.ops.harness import (
     GatewaySetup,
     prepare,
     remove_state,
+    set_password,
     state_directory,
     sum_samples,
-    voipgw_command,
+    voipgw,
     wait_until,
 )
 
@@ -47,19 +48,6 @@ PASSWORDS = {"alice": "alice-pw-13", "bob": "bob-pw-13"}
 ALICE_E164 = "+358401000001"
 #: The outside caller the PBX forwards (From user part).
 OUTSIDE = "+358501234567"
-
-
-async def voipgw(*args: str) -> str:
-    """Runs the installed ``voipgw`` with ``args``; returns stdout (exit status 0)."""
-    proc = await asyncio.create_subprocess_exec(
-        voipgw_command(),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, (out + err).decode(errors="replace")
-    return out.decode()
 
 
 async def register(setup: GatewaySetup, user: str, *, expires: int, port: int = 0) -> None:
@@ -98,10 +86,7 @@ async def start(
     try:
         await gateway.start()
         for user, password in PASSWORDS.items():
-            await voipgw(
-                *("users", "set-password", user, "--realm", REALM),
-                *("--password", password, "--config", str(setup.config)),
-            )
+            await set_password(setup.config, user, password)
     except BaseException:
         await gateway.stop()
         remove_state(state)

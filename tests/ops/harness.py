@@ -66,6 +66,31 @@ def voipgw_command() -> str:
     return str(script)
 
 
+async def voipgw(*args: str, cwd: str | Path = "/", limit: float = 120.0) -> str:
+    """Runs the installed ``voipgw`` with ``args`` from ``cwd`` (outside the checkout);
+    returns its stdout. Fails the test unless it exits 0."""
+    proc = await asyncio.create_subprocess_exec(
+        voipgw_command(),
+        *args,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), limit)
+    assert proc.returncode == 0, (args, (out + err).decode(errors="replace"))
+    return out.decode()
+
+
+async def set_password(config: Path, user: str, password: str, realm: str = "") -> None:
+    """``voipgw users set-password`` as deploy/OPERATIONS.md has it, on the database
+    of the gateway ``config`` describes (its realm: the harness's, :data:`REALM`)."""
+    await voipgw(
+        *("users", "set-password", user, "--realm", realm or REALM),
+        *("--password", password, "--config", str(config)),
+        cwd=config.parent,
+    )
+
+
 #: Seconds ``voipgw run`` may take to print "voipgw ready" (initdb on first start).
 READY_TIMEOUT = 90.0
 

@@ -17,7 +17,6 @@ import asyncio
 import signal
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -34,9 +33,9 @@ from tests.ops.harness import (
     prepare,
     remove_state,
     running_gateway,
+    set_password,
     spooled_records,
     state_directory,
-    voipgw_command,
     wait_until,
 )
 
@@ -215,19 +214,6 @@ EMERGENCY_CALLS = 2
 PASSWORD = "ops-alice-pw-1"
 
 
-async def set_password(config: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        voipgw_command(),
-        *("users", "set-password", "alice", "--realm", REALM),
-        *("--password", PASSWORD, "--config", config),
-        cwd=Path(config).parent,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, out.decode(errors="replace")
-
-
 @pytest.mark.timeout(150)
 @pytest.mark.asyncio
 async def test_sigkill_and_restart_keep_registrations_and_cdrs() -> None:
@@ -241,7 +227,7 @@ async def test_sigkill_and_restart_keep_registrations_and_cdrs() -> None:
             first = GatewayProcess(setup, "voipgw-1.log")
             await first.start()
             try:
-                await set_password(str(setup.config))
+                await set_password(setup.config, "alice", PASSWORD)
                 # The phone registers from the port its UAS will listen on later.
                 phone_port = free_port(HOST)
                 registered = await run_uac(

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,11 +32,10 @@ from tests.ops.harness import (
     OFFICE_IP,
     REALM,
     GatewayProcess,
-    GatewaySetup,
     prepare,
     remove_state,
+    set_password,
     state_directory,
-    voipgw_command,
     wait_until,
 )
 
@@ -49,30 +47,6 @@ USER = "alice"
 PASSWORD = "s3cret"
 #: An ordinary number the demo routes to the PBX (tests/ops/test_sigterm_drain.py).
 ORDINARY = "0401234567"
-
-
-async def set_password(setup: GatewaySetup, user: str, password: str) -> None:
-    """``voipgw users set-password`` as the operations guide has it."""
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [
-            voipgw_command(),
-            "users",
-            "set-password",
-            user,
-            "--realm",
-            REALM,
-            "--password",
-            password,
-            "--config",
-            str(setup.config),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=setup.state,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 @contextlib.asynccontextmanager
@@ -88,7 +62,7 @@ async def gateway(
             authenticate_calls=authenticate_calls,
         )
         assert "\nalgorithms" not in setup.config.read_text(encoding="utf-8")
-        await set_password(setup, USER, PASSWORD)
+        await set_password(setup.config, USER, PASSWORD)
         process = GatewayProcess(setup)
         await process.start()
         try:
