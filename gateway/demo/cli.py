@@ -23,8 +23,9 @@ from gateway.demo.agent import CallOffered
 from gateway.demo.peer import DemoPeer, Tone, start_peers
 from gateway.demo.report import emergency_line, pbx_line
 from gateway.server import ip_literal_endpoint
+from gateway.sites_cli import read_sites_file
 from routing.model import EmergencyCentre
-from routing.sites_file import SitesData, SitesFileError, parse_sites
+from routing.sites_file import SitesData, SitesFileError
 
 #: Password ``voipgw demo`` sets for every demo user (the shipped baresip accounts use it).
 DEMO_PASSWORD = "voipgw-demo"
@@ -62,8 +63,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if config.seed_sites is None:
         raise ConfigError("gateway.seed_sites", "voipgw demo needs the demo sites file")
     try:
-        sites = parse_sites(config.seed_sites.read_text(encoding="utf-8"), "toml")
-    except (OSError, SitesFileError) as exc:
+        sites = read_sites_file(config.seed_sites, None)
+    except (OSError, UnicodeDecodeError, SitesFileError) as exc:
         raise ConfigError("gateway.seed_sites", str(exc)) from None
     return asyncio.run(run_demo(config, sites, args.password))
 
