@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.demo.agent import AgentEvent, AnsweringAgent, CallEnded, CallOffered
+from gateway.demo.report import body_parts
 from gateway.rtp.codecs import SAMPLE_RATE, EncodedPrompt, encode_g711
 from gateway.rtp.endpoint import RtpEndpoint
 from gateway.rtp.player import AnnouncementPlayer
@@ -344,8 +345,6 @@ class DemoPeer(asyncio.DatagramProtocol):
         opened.task = asyncio.get_running_loop().create_task(self._play_then_hang_up(call_id))
 
     async def _open_media(self, offered: CallOffered) -> tuple[bytes, _Media] | None:
-        from gateway.demo.report import body_parts
-
         invite = offered.invite
         offer_bytes = body_parts(invite.headers.get("Content-Type") or "", invite.body).get(
             "application/sdp"
@@ -359,7 +358,9 @@ class DemoPeer(asyncio.DatagramProtocol):
         chosen = None
         if answered is not None:
             answer, codec = answered
-            media = next(m for m in offer.media if m.port and m.media == "audio")
+            # The one stream the answer accepts (the others are answered with port 0).
+            index = next(i for i, m in enumerate(answer.media) if m.port)
+            media = offer.media[index]
             connection = offer.connection_for(media)
             if connection is not None:
                 chosen = (answer, codec, (connection.address, media.port))
