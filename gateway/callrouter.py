@@ -53,9 +53,6 @@ EMERGENCY_NO_ANSWER_TIMEOUT = 30.0
 #: RFC 6881 SP-35/40: how long after an emergency call a call back from the centre
 #: goes straight to the device that made it, in seconds.
 CALLBACK_WINDOW = 30 * 60.0
-#: Kept while tests/demo still import it: the anchored B-leg INVITE keeps the PIDF-LO
-#: (Route.wrap_sdp builds the multipart around the SDP actually sent).
-ANCHORED_BODY_KEEPS_LOCATION = True
 
 RouteResult = Route | Reject | LocalAnswer
 Resolve = Callable[[str], Awaitable[tuple[Endpoint, ...]]]
