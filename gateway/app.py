@@ -41,7 +41,9 @@ from gateway.server import (
     is_auth_challenge,
     resolve_endpoints,
 )
+from gateway.sip.errors import SipError
 from gateway.sip.events import Endpoint
+from gateway.sip.headers import parse_name_address
 from gateway.sip.message import Request
 
 log = logging.getLogger("voipgw.app")
@@ -122,9 +124,11 @@ def record_of(event: CallEnded, *, wall_offset: float, instance: str) -> CallDet
         caller=notes.get("subscriber") or number_of(event.caller),
         # An inbound call names the subscriber it reached by number, whatever URI the
         # PBX used (sip:alice@...): itemization and subject access look numbers up.
-        callee_dialled=notes.get("callee") or event.callee_dialled,
+        # Parties as numbers where they are ones (cdr/numbers.py): a subject-access
+        # request names a number, not the URI a device or the PBX happened to write.
+        callee_dialled=notes.get("callee") or number_of(event.callee_dialled),
         callee_routed=event.callee_routed or None,
-        p_asserted_identity=event.p_asserted_identity,
+        p_asserted_identity=_asserted_number(event.p_asserted_identity),
         call_class=CallClass(call_class)
         if call_class in CallClass.__members__.values()
         else CallClass.UNKNOWN,
@@ -150,6 +154,19 @@ def record_of(event: CallEnded, *, wall_offset: float, instance: str) -> CallDet
         hangup_side=HangupSide(event.hangup_side),
         gateway_instance=instance,
     )
+
+
+def _asserted_number(value: str | None) -> str | None:
+    """A P-Asserted-Identity (name-addr or bare URI) as its number, or as written when
+    it names no number."""
+    if not value:
+        return value
+    try:
+        uri = parse_name_address(value).uri
+    except SipError:
+        return value
+    number = number_of(uri)
+    return number if number != uri else value
 
 
 def _without_password(url: str) -> str:

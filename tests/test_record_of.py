@@ -87,3 +87,30 @@ def test_database_url_in_the_log_line_hides_the_password() -> None:
     assert _without_password("postgresql://voipgw@db.example/voipgw") == (
         "postgresql://voipgw@db.example/voipgw"
     )
+
+
+def test_parties_are_stored_as_numbers_for_subject_access() -> None:
+    # The privacy policy's right of access: cdr subject-access looks a number up in
+    # caller, callee and PAI; URIs as the devices wrote them would hide the call.
+    event = ended()
+    event = CallEnded(
+        **{
+            **{f: getattr(event, f) for f in event.__dataclass_fields__},
+            "callee_dialled": "sip:+358501112222@gw.example;user=phone",
+            "p_asserted_identity": '"Alice" <tel:+358-40-1234567>',
+        }
+    )
+    record = record_of(event, wall_offset=WALL_OFFSET, instance="gw-1")
+    assert record.callee_dialled == "+358501112222"
+    assert record.p_asserted_identity == "+358401234567"
+    # What names no number stays as written.
+    named = CallEnded(
+        **{
+            **{f: getattr(event, f) for f in event.__dataclass_fields__},
+            "callee_dialled": "sip:alice@voipgw.demo",
+            "p_asserted_identity": "<sip:alice@voipgw.demo>",
+        }
+    )
+    record = record_of(named, wall_offset=WALL_OFFSET, instance="gw-1")
+    assert record.callee_dialled == "sip:alice@voipgw.demo"
+    assert record.p_asserted_identity == "<sip:alice@voipgw.demo>"

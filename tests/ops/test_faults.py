@@ -305,7 +305,7 @@ async def test_sigkill_and_restart_keep_registrations_and_cdrs() -> None:
             finally:
                 await second.stop()
         ordinary = [row for row in rows if "0401234567" in row.callee_dialled]
-        replayed = [row for row in rows if row.callee_dialled.startswith("sip:112@")]
+        replayed = [row for row in rows if row.callee_dialled == "112"]
         assert len(ordinary) == KILL_CALLS
         assert len(replayed) == EMERGENCY_CALLS
         # The spool may also hold a record whose row had committed before the
