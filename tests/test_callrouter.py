@@ -36,7 +36,7 @@ def invite(uri: str, from_user: str, source: Endpoint) -> RouteNeeded:
             ("Via", f"SIP/2.0/UDP {source.host_port};branch=z9hG4bK1"),
             ("From", f"<sip:{from_user}@voipgw.example>;tag=1"),
             ("To", f"<{uri}>"),
-            ("Call-ID", f"{from_user}-{uri}"),
+            ("Call-ID", f"{from_user}-{uri}-{source.host_port}"),
             ("CSeq", "1 INVITE"),
             ("Contact", f"<sip:{from_user}@{source.host_port}>"),
         ]

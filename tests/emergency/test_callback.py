@@ -13,40 +13,17 @@ import ipaddress
 
 import pytest
 
-from gateway.b2bua import Reject, Route, RouteNeeded
+from gateway.b2bua import Reject, Route
 from gateway.callrouter import CallRouter
 from gateway.config import OverloadConfig
 from gateway.sip.events import Endpoint
-from gateway.sip.message import Headers, Request
 from routing.config import RoutingConfig
 from routing.sites_file import parse_sites
 from tests.emergency.rig import CENTRE_HOST, DEMO_CENTRE_PORTS, DEMO_SITES
+from tests.test_callrouter import invite, resolve
 
 OFFICE_PHONE = Endpoint("UDP", "127.0.10.5", 5062)
 PBX = Endpoint("UDP", "127.0.0.1", 5080)
-
-
-def invite(uri: str, from_user: str, source: Endpoint) -> RouteNeeded:
-    headers = Headers(
-        [
-            ("Via", f"SIP/2.0/UDP {source.host_port};branch=z9hG4bK1"),
-            ("From", f"<sip:{from_user}@voipgw.example>;tag=1"),
-            ("To", f"<{uri}>"),
-            ("Call-ID", f"{from_user}-{uri}-{source.host_port}"),
-            ("CSeq", "1 INVITE"),
-            ("Contact", f"<sip:{from_user}@{source.host_port}>"),
-        ]
-    )
-    request = Request(method="INVITE", uri=uri, headers=headers, body=b"v=0\r\n")
-    return RouteNeeded(call_uuid="u1", request=request, source=source)
-
-
-async def resolve(uri: str) -> tuple[Endpoint, ...]:
-    from gateway.server import ip_literal_endpoint
-
-    endpoint = ip_literal_endpoint(uri)
-    assert endpoint is not None
-    return (endpoint,)
 
 
 def router_for(sites_text: str) -> CallRouter:
