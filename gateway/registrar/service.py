@@ -137,8 +137,7 @@ class Registrar:
         except RegisterError as exc:
             return self._respond(request, exc.status, exc.reason, headers=exc.headers)
         except _DB_ERRORS:
-            log.exception("registrar database unavailable")
-            return self._respond(request, 503, headers=(("Retry-After", str(RETRY_AFTER_DB_DOWN)),))
+            return self._database_unavailable(request)
         log.info(
             "REGISTER %s from %s: %d binding(s)", update.aor, event.source.host_port, len(bindings)
         )
@@ -170,8 +169,7 @@ class Registrar:
         try:
             return await self._authenticate(request, source, proxy=True)
         except _DB_ERRORS:
-            log.exception("registrar database unavailable")
-            return self._respond(request, 503, headers=(("Retry-After", str(RETRY_AFTER_DB_DOWN)),))
+            return self._database_unavailable(request)
 
     async def _authenticate(
         self, request: Request, source: Endpoint, *, proxy: bool = False
@@ -216,6 +214,10 @@ class Registrar:
                 self.on_auth_failure(source, credentials.username)
             return self._respond(request, 403)
         return self._challenge(request, stale=result.outcome is AuthOutcome.STALE, proxy=proxy)
+
+    def _database_unavailable(self, request: Request) -> Response:
+        log.exception("registrar database unavailable")
+        return self._respond(request, 503, headers=(("Retry-After", str(RETRY_AFTER_DB_DOWN)),))
 
     def _log_failure(
         self,
@@ -292,10 +294,7 @@ class Registrar:
         Raises:
             asyncpg.PostgresError, OSError: the database is unavailable.
         """
-        count: int = await self.store.pool.fetchval(
-            "SELECT count(*) FROM registrar_bindings WHERE expires_at > now()"
-        )
-        return count
+        return await self.store.count_current()
 
     # ------------------------------------------------------------------ purge
 

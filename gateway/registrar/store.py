@@ -219,6 +219,13 @@ class BindingStore:
         status: str = await self.pool.execute("DELETE FROM registrar_bindings WHERE aor = $1", aor)
         return int(status.split()[-1])
 
+    async def count_current(self) -> int:
+        """Counts the unexpired bindings of every AoR (what lookups can still return)."""
+        count: int = await self.pool.fetchval(
+            "SELECT count(*) FROM registrar_bindings WHERE expires_at > now()"
+        )
+        return count
+
     async def purge_expired(self) -> int:
         """Deletes expired bindings; returns how many.
 
