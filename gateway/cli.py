@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.config import GatewayConfig, load_config
 from gateway.configfields import ConfigError
+from gateway.sip.events import Endpoint
 
 DEFAULT_CONFIG = "deploy/demo/voipgw.toml"
 
@@ -126,8 +127,12 @@ async def run_gateway(config: GatewayConfig, *, drain_seconds: float = 30.0) -> 
         return await _serve(app, config, metrics, drain_seconds)
 
 
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def listeners_text(config: GatewayConfig) -> str:
+    """The SIP listeners for people: "UDP 127.0.0.1:5060, TCP [::1]:5060"."""
+    return ", ".join(
+        f"{item.transport} {Endpoint(item.transport, item.host, item.port).host_port}"
+        for item in config.sip.listen
+    )
 
 
 def log_core_build() -> None:
@@ -210,10 +215,8 @@ async def _serve(app: Any, config: GatewayConfig, metrics: Any, drain_seconds: f
     # "voipgw ready"; orchestrators poll /readyz).
     log.info(
         "voipgw ready: SIP on %s; status on %s",
-        ", ".join(
-            f"{item.transport} {_host_port(item.host, item.port)}" for item in config.sip.listen
-        ),
-        f"http://{_host_port(metrics_config.address, metrics_config.port)}/metrics"
+        listeners_text(config),
+        f"http://{Endpoint('TCP', metrics_config.address, metrics_config.port).host_port}/metrics"
         if metrics_config.enabled
         else "off",
     )

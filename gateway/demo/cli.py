@@ -16,7 +16,7 @@ import contextlib
 import sys
 from typing import Any
 
-from gateway.cli import DEFAULT_CONFIG, run_gateway
+from gateway.cli import DEFAULT_CONFIG, listeners_text, run_gateway
 from gateway.config import GatewayConfig, load_config
 from gateway.configfields import ConfigError
 from gateway.demo.agent import CallOffered
@@ -180,10 +180,7 @@ def what_to_try(
     password: str,
 ) -> str:
     """The start-up text: where everything listens and what to do with it."""
-    listen = ", ".join(
-        f"{item.transport} {'[' + item.host + ']' if ':' in item.host else item.host}:{item.port}"
-        for item in config.sip.listen
-    )
+    listen = listeners_text(config)
     numbers = {s.sip_user: s.e164 for s in sites.subscribers}
     lines = [
         "",
