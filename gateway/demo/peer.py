@@ -1,15 +1,15 @@
-"""The demo peers' asyncio adapter: UDP and TCP sockets, a transaction layer, the agent.
+"""The demo peers' asyncio adapter: the gateway's transports, a transaction layer, the agent.
 
-Shape as in :mod:`gateway.server` (STYLE 6): every input (a datagram, a message cut
-from a TCP stream, a timer, an answer ready) goes into the sans-IO core with
-``now = loop.time()``, then
+Shape as in :mod:`gateway.server` (STYLE 6): every input (a batch of messages from
+the :class:`~gateway.transport.manager.TransportManager`, a transport error, a timer,
+an answer ready) goes into the sans-IO core with ``now = loop.time()``, then
 :meth:`DemoPeer._pump` hands the core's events to the agent, transmits what the
 core wants sent and re-arms one loop timer at the core's next deadline.
 
-TCP, because the gateway sends an emergency INVITE (SDP plus PIDF-LO) over TCP when
-it is larger than 1300 bytes (RFC 3261 18.1.1), as a real centre would receive it.
-Responses go back on the connection the request came in on (18.2.2); a request of
-ours for a TCP destination without a connection opens one.
+UDP and TCP on one port, through the gateway's own transport manager: the gateway
+sends an emergency INVITE (SDP plus PIDF-LO) over TCP when it is larger than 1300
+bytes (RFC 3261 18.1.1), as a real centre would receive it. The manager answers on
+the connection a request came in on (18.2.2) and opens one for a request of ours.
 
 Media: each answered call gets its own RTP socket and plays a tone with the
 gateway's own :class:`~gateway.rtp.player.AnnouncementPlayer` (paced G.711 frames),
@@ -41,9 +41,10 @@ from gateway.rtp.endpoint import RtpEndpoint
 from gateway.rtp.player import AnnouncementPlayer
 from gateway.sip.errors import ParseError
 from gateway.sip.events import Endpoint
-from gateway.sip.framing import PONG, StreamFramer
 from gateway.sip.sdp import answer_for_announcement, parse_sdp
 from gateway.sip.transaction_layer import TransactionLayer
+from gateway.transport.hints import PeerHints
+from gateway.transport.manager import ListenSpec, TransportManager
 
 log = logging.getLogger("voipgw.demo")
 
@@ -111,38 +112,6 @@ def bind_rtp_socket(host: str, attempts: int = 50) -> socket.socket:
     raise OSError(f"no even UDP port on {host} after {attempts} tries")
 
 
-class _StreamConnection(asyncio.Protocol):
-    """One TCP connection of a peer, cut into messages by the project's framer."""
-
-    def __init__(self, peer: DemoPeer) -> None:
-        self.peer = peer
-        self.framer = StreamFramer()
-        self.transport: asyncio.Transport | None = None
-        self.remote = Endpoint("TCP", "", 0)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        host, port = transport.get_extra_info("peername")[:2]
-        self.remote = Endpoint("TCP", host, port)
-        self.peer.connections[self.remote] = self
-
-    def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.framer.feed(data)
-        for _ in range(self.framer.pop_pings()):
-            self.transport.write(PONG)  # RFC 5626 3.5.1
-        try:
-            while (message := self.framer.next_message()) is not None:
-                self.peer.message_received(message, self.remote)
-        except ParseError:
-            # The next message boundary is unknown: the stream is lost (framing).
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.peer.connections.get(self.remote) is self:
-            del self.peer.connections[self.remote]
-
-
 @dataclass(slots=True, eq=False)
 class _Media:
     transport: asyncio.DatagramTransport
@@ -155,7 +124,7 @@ Describe = Callable[[CallOffered], str]
 
 
 @dataclass(slots=True, eq=False)
-class DemoPeer(asyncio.DatagramProtocol):
+class DemoPeer:
     """One answering peer on a SIP address, UDP and TCP (the PBX stand-in or a centre).
 
     Args:
@@ -177,9 +146,7 @@ class DemoPeer(asyncio.DatagramProtocol):
     say: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
     layer: TransactionLayer = field(init=False)
     agent: AnsweringAgent = field(init=False)
-    transport: asyncio.DatagramTransport | None = field(default=None, init=False)
-    server: asyncio.Server | None = field(default=None, init=False)
-    connections: dict[Endpoint, _StreamConnection] = field(default_factory=dict, init=False)
+    transports: TransportManager = field(init=False)
     media: dict[str, _Media] = field(default_factory=dict, init=False)
     _timer: asyncio.TimerHandle | None = field(default=None, init=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
@@ -192,6 +159,10 @@ class DemoPeer(asyncio.DatagramProtocol):
         )
         contact = f"<sip:{self.user}@{local.host_port}>"
         self.agent = AnsweringAgent(self.layer, contact, lambda: secrets.token_hex(6))
+        # Hints of its own: the process-wide ones are the gateway's next hops.
+        self.transports = TransportManager(
+            self._on_messages, self._on_transport_error, hints=PeerHints()
+        )
 
     async def start(self) -> None:
         """Binds the SIP sockets (UDP and TCP on the same port).
@@ -199,19 +170,15 @@ class DemoPeer(asyncio.DatagramProtocol):
         Raises:
             OSError: the address is taken or not local.
         """
-        loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(lambda: self, local_addr=(self.host, self.port))
         try:
-            self.server = await loop.create_server(
-                lambda: _StreamConnection(self), self.host, self.port, reuse_address=True
-            )
+            for transport in ("UDP", "TCP"):
+                await self.transports.listen(ListenSpec(transport, self.host, self.port))
         except OSError:
-            assert self.transport is not None
-            self.transport.close()
+            await self.transports.close()
             raise
 
     async def close(self) -> None:
-        """Hangs up calls in progress, stops media and closes the socket."""
+        """Hangs up calls in progress, stops media and closes the sockets."""
         now = self._now()
         for call_id in list(self.media):
             self.agent.hang_up(call_id, now)
@@ -223,35 +190,25 @@ class DemoPeer(asyncio.DatagramProtocol):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._timer is not None:
             self._timer.cancel()
-        if self.transport is not None:
-            self.transport.close()
-        if self.server is not None:
-            self.server.close()
-        for connection in list(self.connections.values()):
-            if connection.transport is not None:
-                connection.transport.close()
-        if self.server is not None:
-            await self.server.wait_closed()
+        await self.transports.close()
 
-    # ------------------------------------------------------------------ asyncio
+    # ------------------------------------------------------------------ transports
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        if not data.strip():
-            return  # CRLF keep-alive (RFC 5626 3.5.1)
-        self.message_received(data, Endpoint("UDP", addr[0], addr[1]))
-
-    def message_received(self, data: bytes, source: Endpoint) -> None:
-        """One datagram, or one message cut from a TCP stream."""
+    def _on_messages(self, batch: list[tuple[bytes, Endpoint]]) -> None:
         now = self._now()
-        self.layer.receive_message(data, source, now)
+        for data, source in batch:
+            self.layer.receive_message(data, source, now)
         self._pump(now)
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP unreachable for a caller that went away: its transactions time out.
-        log.debug("%s: socket error %s", self.name, exc)
+    def _on_transport_error(self, destination: Endpoint) -> None:
+        # May be called from inside transports.send during _pump: defer.
+        asyncio.get_running_loop().call_soon(self._transport_failed, destination)
+
+    def _transport_failed(self, destination: Endpoint) -> None:
+        log.info("%s: cannot reach %s", self.name, destination.host_port)
+        now = self._now()
+        self.layer.transport_failed(destination, now)  # RFC 3261 17.1.4
+        self._pump(now)
 
     # ------------------------------------------------------------------ core
 
@@ -263,39 +220,13 @@ class DemoPeer(asyncio.DatagramProtocol):
             for call_event in self.agent.receive(event, now):
                 self._act(call_event)
         for data, destination in self.layer.datagrams_to_send():
-            self._send(data, destination)
+            self.transports.send(data, destination)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         deadline = self.layer.get_timer()
         if deadline is not None:
             self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
-
-    def _send(self, data: bytes, destination: Endpoint) -> None:
-        if destination.transport == "UDP":
-            if self.transport is not None:
-                self.transport.sendto(data, (destination.host, destination.port))
-            return
-        connection = self.connections.get(destination)
-        if connection is not None and connection.transport is not None:
-            connection.transport.write(data)
-        else:
-            self._spawn(self._connect_and_send(data, destination))
-
-    async def _connect_and_send(self, data: bytes, destination: Endpoint) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            transport, _ = await loop.create_connection(
-                lambda: _StreamConnection(self), destination.host, destination.port
-            )
-        except OSError as exc:
-            log.info("%s: cannot connect to %s: %s", self.name, destination.host_port, exc)
-            now = self._now()
-            self.layer.transport_failed(destination, now)  # RFC 3261 17.1.4
-            self._pump(now)
-            return
-        # connection_made filed it under its peer address: the next request reuses it.
-        transport.write(data)
 
     def _on_timer(self) -> None:
         self._timer = None
