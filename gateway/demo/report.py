@@ -19,9 +19,8 @@ import xml.etree.ElementTree as ET
 from gateway.sip.errors import ParseError
 from gateway.sip.headers import parse_name_address
 from gateway.sip.message import Request
+from routing.pidf import NS_CA, NS_PIDF
 
-_PIDF_NS = "urn:ietf:params:xml:ns:pidf"
-_CIVIC_NS = "urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr"
 #: Longest header value shown (a line stays readable whatever a caller sends).
 MAX_VALUE = 120
 
@@ -61,11 +60,11 @@ def describe_location(pidf: bytes | None, content_type: str = "") -> str:
         root = ET.fromstring(pidf)
     except ET.ParseError as exc:
         return f"none (PIDF-LO is not XML: {exc})"
-    civic = root.find(f".//{{{_CIVIC_NS}}}civicAddress")
+    civic = root.find(f".//{{{NS_CA}}}civicAddress")
     if civic is not None and len(civic):
         fields = {child.tag.rsplit("}", 1)[-1]: (child.text or "").strip() for child in civic}
         return _civic_text(fields)
-    note = root.find(f".//{{{_PIDF_NS}}}note")
+    note = root.find(f".//{{{NS_PIDF}}}note")
     text = " ".join((note.text or "").split()) if note is not None else ""
     if "not verified" in text.lower():
         return f"not verified ({_clip(text)})"
