@@ -289,9 +289,6 @@ def build_b_invite(
     for name, value in route.headers:
         headers.add(name, value)
     body = a.body
-    if route.body is not None:
-        body = route.body
-        headers.set("Content-Type", route.content_type or "application/octet-stream")
     if route.wrap_sdp is not None:
         # The SDP sent is the relay's when the media is anchored, else the caller's.
         content_type, body = route.wrap_sdp(call.b_offer if call.b_offer is not None else a.body)

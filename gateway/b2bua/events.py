@@ -51,8 +51,6 @@ class Route:
         headers: header fields added to the B-leg INVITE (identity, priority,
             classification headers ...).
         remove_headers: header fields of the A-leg INVITE not to copy.
-        body: replacement body; the A leg's when None.
-        content_type: Content-Type of ``body``.
         wrap_sdp: builds the B-leg body around the SDP that INVITE carries, the
             caller's or, when a media stage anchors the call, the relay's: returns
             (Content-Type, body). It is how an emergency call's PIDF-LO travels (a
@@ -75,8 +73,6 @@ class Route:
     request_uris: tuple[str, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     remove_headers: tuple[str, ...] = ()
-    body: bytes | None = None
-    content_type: str | None = None
     wrap_sdp: Callable[[bytes], tuple[str, bytes]] | None = None
     from_value: str | None = None
     no_answer_timeout: float | None = None
