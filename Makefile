@@ -55,7 +55,7 @@ run: setup
 demo: setup
 	$(BIN)/voipgw demo --config deploy/demo/voipgw.toml
 
-check-config: setup
+check-config: $(STAMP)
 	$(BIN)/voipgw check-config --config deploy/demo/voipgw.toml
 
 # System tools the tests drive (sipp, sipsak, baresip, prometheus, ...); installs what is
