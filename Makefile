@@ -68,7 +68,7 @@ tools:
 test: tools setup-test
 	deploy/loopback-only.sh $(BIN)/pytest $(PYTEST_ARGS)
 
-lint: setup-test
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
