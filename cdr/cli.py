@@ -7,7 +7,7 @@ Contract with ``gateway/cli.py``: call :func:`register` with the top-level
 an exit status. They read the config themselves from the leaf options:
 
 * ``--config PATH``: the gateway TOML; only its ``[database]`` and ``[cdr]`` tables are
-  read (through :mod:`gateway.configfields`, so a bad field is named).
+  read (through :mod:`routing.configfields`, so a bad field is named).
 * ``--database-url URL`` / ``--state-dir DIR``: override ``[database]`` ``url`` /
   ``state_dir`` (handy without a config file).
 
@@ -33,7 +33,7 @@ from cdr.db import DatabaseConfig, database, migrate
 from cdr.export import itemize, subject_access
 from cdr.maintenance import maintain
 from cdr.partitions import Month
-from gateway.configfields import ConfigError, Table
+from routing.configfields import ConfigError, Table
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from cdr.spool import DEFAULT_SEGMENT_BYTES, MIN_SEGMENT_BYTES
-from gateway.configfields import Table
+from routing.configfields import Table
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -46,7 +46,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.configfields import Table
+from routing.configfields import Table
 
 _log = logging.getLogger(__name__)
 

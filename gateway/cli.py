@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.config import GatewayConfig, load_config
-from gateway.configfields import ConfigError
 from gateway.sip.events import Endpoint
+from routing.configfields import ConfigError
 
 DEFAULT_CONFIG = "deploy/demo/voipgw.toml"
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gateway.configfields import ConfigError, Table
 from gateway.sip.timers import SipTimers
+from routing.configfields import ConfigError, Table
 
 TRANSPORTS = ("UDP", "TCP", "TLS")
 

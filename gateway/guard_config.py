@@ -34,7 +34,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from gateway.configfields import ConfigError, Table
+from routing.configfields import ConfigError, Table
 
 #: User-Agent patterns of well-known SIP scanners and toll-fraud tools, matched
 #: case-insensitively anywhere in the value. SIPVicious announces itself as

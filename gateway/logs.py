@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from gateway.configfields import ConfigError, Table
+from routing.configfields import ConfigError, Table
 
 __all__ = [
     "CallLogger",

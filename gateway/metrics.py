@@ -42,7 +42,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from gateway.configfields import ConfigError, Table
+from routing.configfields import ConfigError, Table
 
 __all__ = [
     "CALL_CLASSES",

@@ -51,8 +51,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from gateway.configfields import ConfigError, Table
 from routing.config import RoutingConfig
+from routing.configfields import ConfigError, Table
 from routing.model import CallClass, CallContext, Classification, RoutingDecision
 
 log = logging.getLogger("voipgw.notify")

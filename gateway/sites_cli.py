@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from cdr.db import DatabaseConfig, database
-from gateway.configfields import ConfigError, Table
 from gateway.sitestore import export_sites, import_sites
+from routing.configfields import ConfigError, Table
 from routing.peers import address_overlaps
 from routing.sites_export import dump_sites
 from routing.sites_file import SitesData, SitesFileError, parse_sites

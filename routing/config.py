@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from gateway.configfields import ConfigError, Table
+from routing.configfields import ConfigError, Table
 from routing.model import DeviceKind
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config, parse_config
-from gateway.configfields import ConfigError
+from routing.configfields import ConfigError
 from tests.ops.harness import voipgw_command
 
 ROOT = Path(__file__).resolve().parents[1]

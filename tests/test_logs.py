@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.configfields import ConfigError, Table
 from gateway.logs import (
     CallLogger,
     JsonFormatter,
@@ -19,6 +18,7 @@ from gateway.logs import (
     bound_call_id,
     configure_logging,
 )
+from routing.configfields import ConfigError, Table
 
 
 @pytest.fixture

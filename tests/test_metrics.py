@@ -9,7 +9,6 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.configfields import ConfigError, Table
 from gateway.metrics import (
     CALL_CLASSES,
     CALL_OUTCOMES,
@@ -22,6 +21,7 @@ from gateway.metrics import (
     run_event_loop_lag_monitor,
     status_label,
 )
+from routing.configfields import ConfigError, Table
 
 REQUIRED_FAMILIES = {
     "voipgw_calls": ("counter", {"call_class", "outcome"}),

@@ -18,12 +18,12 @@ from typing import Any
 
 from gateway.cli import DEFAULT_CONFIG, listeners_text, run_gateway
 from gateway.config import GatewayConfig, load_config
-from gateway.configfields import ConfigError
 from gateway.demo.agent import CallOffered
 from gateway.demo.peer import DemoPeer, Tone, start_peers
 from gateway.demo.report import emergency_line, pbx_line
 from gateway.server import ip_literal_endpoint
 from gateway.sites_cli import read_sites_file
+from routing.configfields import ConfigError
 from routing.model import EmergencyCentre
 from routing.sites_file import SitesData, SitesFileError
 

@@ -56,9 +56,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.configfields import ConfigError, Table
 from gateway.registrar.bindings import ONE_HOUR, ExpiresPolicy
 from gateway.registrar.digest import DEFAULT_ALGORITHMS, Algorithm
+from routing.configfields import ConfigError, Table
 
 #: Shortest accepted secret, in bytes (the HMAC key material of every nonce).
 MIN_SECRET_BYTES = 16

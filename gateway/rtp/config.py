@@ -30,7 +30,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.configfields import ConfigError, Table
+from routing.configfields import ConfigError, Table
 
 #: Directory of the bundled prompts (made by deploy/prompts/make-prompts.sh).
 BUNDLED_PROMPTS = Path(__file__).parent / "prompts"

@@ -18,7 +18,7 @@ from cdr.db import (
     load_migrations,
     migrate,
 )
-from gateway.configfields import ConfigError, Table
+from routing.configfields import ConfigError, Table
 
 
 def test_database_config_from_table() -> None:

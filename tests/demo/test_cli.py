@@ -9,8 +9,8 @@ import pytest
 
 from gateway.cli import build_parser
 from gateway.config import load_config
-from gateway.configfields import ConfigError
 from gateway.demo.cli import demo_peers, stale_centres, what_to_try
+from routing.configfields import ConfigError
 from routing.sites_file import parse_sites
 
 ROOT = Path(__file__).resolve().parents[2]

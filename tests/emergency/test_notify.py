@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gateway.configfields import ConfigError, Table
 from gateway.notify import EmergencyNotifier, NotifyConfig, WebhookUrl, notification_body
 from routing.classify import classify_call
 from routing.config import NomadicPolicy, RoutingConfig
+from routing.configfields import ConfigError, Table
 from routing.policy import route_call
 from tests.interop.sipp import free_port
 from tests.routing.data import ctx, demo_directory

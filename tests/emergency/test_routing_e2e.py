@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.configfields import Table
 from gateway.notify import EmergencyNotifier, NotifyConfig
+from routing.configfields import Table
 from tests.emergency.pidf_check import NS, split_multipart
 from tests.emergency.rig import assert_emergency_invite, call, emergency_rig, sip_ruri
 from tests.interop.sipp import SippUas, free_port

@@ -30,13 +30,13 @@ from gateway.b2bua import Reject, Route, RouteNeeded
 from gateway.b2bua.events import ServiceRequest
 from gateway.callrouter import CallRouter
 from gateway.config import OverloadConfig
-from gateway.configfields import Table
 from gateway.registrar import BindingStore, Registrar, RegistrarConfig
 from gateway.registrar.digest import Algorithm, compute_ha1, digest_response
 from gateway.sip.events import Endpoint, TransactionKey
 from gateway.sip.headers import format_auth, parse_auth
 from gateway.sip.message import Headers, Request, Response
 from routing.config import RoutingConfig
+from routing.configfields import Table
 from routing.sites_file import parse_sites
 from tests.registrar.helpers import REALM, config, register
 

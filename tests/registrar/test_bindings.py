@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.configfields import ConfigError, Table
 from gateway.registrar.bindings import (
     Binding,
     ExpiresPolicy,
@@ -23,6 +22,7 @@ from gateway.registrar.digest import Algorithm
 from gateway.registrar.routing import best_binding, request_uri_for
 from gateway.sip.events import Endpoint
 from gateway.sip.uri import SipUri, parse_uri
+from routing.configfields import ConfigError, Table
 from tests.registrar.helpers import load_rfc4475, register
 
 POLICY = ExpiresPolicy(min_expires=60, max_expires=3600, default_expires=1800)

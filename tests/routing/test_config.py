@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from gateway.configfields import ConfigError, Table
 from routing.config import NomadicPolicy, RoutingConfig
+from routing.configfields import ConfigError, Table
 from routing.model import CIVIC_ELEMENTS, CIVIC_FIELDS, CivicAddress, DeviceKind
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.configfields import ConfigError, Table
 from gateway.rtp.codecs import PromptCache, decode_g711, encode_g711, load_wav
 from gateway.rtp.config import LANGUAGES, MediaConfig, RecordedLine
+from routing.configfields import ConfigError, Table
 
 from .conftest import PROMPTS, normalised_xcorr, s16
 

@@ -7,9 +7,9 @@ import tomllib
 
 import pytest
 
-from gateway.configfields import ConfigError, Table
 from gateway.guard import LossController
 from gateway.guard_config import DEFAULT_SCANNER_USER_AGENTS, GuardConfig, RateLimit
+from routing.configfields import ConfigError, Table
 
 
 def read(text: str) -> GuardConfig:

@@ -5,8 +5,10 @@ TOML table through these helpers, so a bad file always fails the same way: a
 :class:`ConfigError` whose text starts with the dotted path of the field, e.g.
 ``sip.listen[1].port: expected an integer 1-65535, got 'abc'``.
 
-This module is a leaf (it imports nothing from the project) so that every package can
-use it without import cycles.
+It lives in :mod:`routing`, the pure base layer that :mod:`cdr` and :mod:`gateway`
+both build on: the CDR tools (``voipgw cdr ...``, exports) read their config without
+importing the gateway. This module is a leaf (it imports nothing from the project) so
+that every package can use it without import cycles.
 """
 
 from __future__ import annotations
