@@ -2,16 +2,20 @@
 
 A SIP URI's user part or a tel URI's number (RFC 3966) is the party's number when it is
 one; anything else (a user name, an emergency URN) has no number and stays as it is.
+
+The user part is found here, not with the SIP core's URI parser: cdr runs in the CLI
+and export tools (``voipgw cdr ...``), which must not import the gateway, and it reads
+what the gateway already accepted and stored, so it can be lenient where the parser
+is strict (a bad host or port does not hide the number in front of it).
 """
 
 from __future__ import annotations
 
 import re
 from typing import Final
+from urllib.parse import unquote
 
-from gateway.sip.uri import telephone_user
-
-__all__ = ["number_of"]
+__all__ = ["number_of", "uri_user"]
 
 #   telephone-subscriber digits: "+"? then digits and visual separators (RFC 3966 3)
 _NUMBER_RE: Final = re.compile(r"\+?[0-9][0-9().\-]*")
@@ -35,7 +39,40 @@ def number_of(text: str) -> str:
     """
     if _NUMBER_RE.fullmatch(text):
         return text.translate(_VISUAL_SEPARATORS)
-    candidate = telephone_user(text)
+    candidate = uri_user(text)
     if candidate is None or not _NUMBER_RE.fullmatch(candidate):
         return text
     return candidate.translate(_VISUAL_SEPARATORS)
+
+
+def uri_user(text: str) -> str | None:
+    """The user a stored ``sip:``/``sips:`` or ``tel:`` URI names, leniently.
+
+    A SIP URI's user part, unescaped (``%2B`` is ``+``), without its password or the
+    ``;params`` a telephone-subscriber user part may carry (RFC 3261 19.1.1, 19.1.6);
+    a tel URI's number without its parameters (RFC 3966 3). The callers pass bare
+    URIs (a From URI, a Request-URI, the inside of a P-Asserted-Identity's ``<>``),
+    so a display name or angle brackets are not looked for.
+
+    Args:
+        text: the URI as stored.
+
+    Returns:
+        The user or number; None for another scheme or a SIP URI without a user part.
+    """
+    scheme, colon, rest = text.partition(":")
+    scheme = scheme.lower()
+    if not colon:
+        return None
+    if scheme == "tel":
+        return rest.split(";", 1)[0] or None
+    if scheme not in ("sip", "sips"):
+        return None
+    # userinfo = (user / telephone-subscriber) [":" password] "@": an "@" of the user
+    # part is escaped, so the first one ends it; ";" and ":" are split off before
+    # unescaping, so an escaped one stays part of the user.
+    userinfo, at, _ = rest.partition("@")
+    if not at:
+        return None
+    user = userinfo.split(";", 1)[0].split(":", 1)[0]
+    return unquote(user) or None
