@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 
 from gateway.b2bua import Announcement, CallEnded, LocalAnswer, Reject, Route, RouteNeeded
 from gateway.config import OverloadConfig
+from gateway.edge.peers import same_transport_address
 from gateway.sip.errors import SipError
 from gateway.sip.events import Endpoint
 from gateway.sip.headers import parse_contacts, parse_name_address
@@ -38,7 +39,6 @@ from routing.config import RoutingConfig
 from routing.directory import Directory
 from routing.emergency import recognise_emergency
 from routing.model import Action, CallContext, Classification, RoutingDecision, Subscriber
-from routing.peers import same_transport_address
 from routing.pidf import build_multipart, build_pidf, geolocation_headers
 from routing.policy import route_call
 from routing.psap import lookup_psap

@@ -82,7 +82,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK ({listeners}; upstream {config.upstream.uri})")
     if config.seed_sites is not None:
         # A centre sharing the PBX's address would take the PBX's calls for its
-        # callbacks (RFC 6881 SP-35/40): warn, naming both (routing/peers.py).
+        # callbacks (RFC 6881 SP-35/40): warn, naming both (gateway/edge/peers.py).
         from gateway.sites_cli import centre_address_warnings, read_sites_file
         from routing.sites_file import SitesFileError
 

@@ -17,7 +17,7 @@ database failure, 2 a bad config.
 ``sites check --config`` also compares the centres' addresses with the gateway's PBX
 side (``[upstream]``, ``[routing] default_next_hop``) and prints a warning to stderr,
 naming both peers, for each centre whose address is not its own
-(:func:`routing.peers.address_overlaps`); warnings do not change the exit status.
+(:func:`gateway.edge.peers.address_overlaps`); warnings do not change the exit status.
 An import replaces all routing data in one transaction: nothing is half-imported.
 """
 
@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from cdr.db import DatabaseConfig, database
+from gateway.edge.peers import address_overlaps
 from gateway.sitestore import export_sites, import_sites
 from routing.configfields import ConfigError, Table
-from routing.peers import address_overlaps
 from routing.sites_export import dump_sites
 from routing.sites_file import SitesData, SitesFileError, parse_sites
 

@@ -44,7 +44,7 @@ DEMO_SITES = Path(__file__).parents[2] / "deploy" / "demo" / "sites.toml"
 
 CENTRE_HOST = "127.0.112.1"
 """The demo centres' own address (deploy/demo/sites.toml), apart from the PBX's
-127.0.0.1: a centre is recognised by its transport address (routing/peers.py)."""
+127.0.0.1: a centre is recognised by its transport address (gateway/edge/peers.py)."""
 
 #: Demo centre id -> its port on CENTRE_HOST in deploy/demo/sites.toml.
 DEMO_CENTRE_PORTS = {

@@ -1,11 +1,11 @@
-"""routing/peers.py: a centre's transport address and the overlaps check-config warns of."""
+"""gateway/edge/peers.py: a centre's transport address and the overlaps check-config warns of."""
 
 from __future__ import annotations
 
 import ipaddress
 
+from gateway.edge.peers import address_overlaps, same_transport_address, uri_address
 from routing.model import EmergencyCentre
-from routing.peers import address_overlaps, same_transport_address, uri_address
 
 
 def centre(cid: str, uri: str) -> EmergencyCentre:
