@@ -35,9 +35,6 @@ OFFICE: a softphone on the office LAN is at the office.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
-
 from routing.directory import Directory
 from routing.model import (
     FIXED_DEVICE_KINDS,
@@ -160,80 +157,3 @@ def _pick(entries: tuple[NetworkEntry, ...], customer_id: str) -> NetworkEntry |
         if entry.site.customer_id == customer_id:
             return entry
     return entries[0] if entries else None
-
-
-def render_reason(c: Classification) -> str:
-    """Renders a classification's facts as one line (see :attr:`Classification.reason`).
-
-    Args:
-        c: the classification.
-
-    Returns:
-        E.g. "source 127.0.10.5 in office-lan 127.0.10.0/24 of site setera-espoo
-        (setera); desk-phone by instance-id (device alice-desk)".
-    """
-    ctx = c.ctx
-    entry = c.network
-    source = str(ctx.source) if ctx is not None else "?"
-    if entry is not None:
-        where = (
-            f"source {source} in {entry.kind.value} {entry.network} of site {entry.site.id}"
-            f" ({entry.site.customer_id})"
-        )
-    else:
-        where = f"source {source} outside every registered site network"
-    if c.basis is Basis.UNKNOWN_CALLER:
-        head = f"unknown caller; {where}"
-    elif c.basis is Basis.OFFICE:
-        sub = ctx.subscriber if ctx is not None else None
-        visiting = ""
-        if c.site is not None and sub is not None and sub.site_id not in (None, c.site.id):
-            visiting = f" (visiting; home site {sub.site_id})"
-        head = where + visiting
-    else:
-        what = (
-            f"{c.device_kind.value} outside its sites (misplaced)" if c.misplaced else "nomadic use"
-        )
-        if c.basis is Basis.VPN_POOL:
-            where += ", a VPN pool is not on-site"
-        elif c.basis is Basis.OTHER_CUSTOMER and ctx is not None and ctx.subscriber is not None:
-            where += f", not the caller's customer {ctx.subscriber.customer_id}"
-        head = f"{what}; {where}"
-    ua = ctx.user_agent if ctx is not None else None
-    if c.device_source == "instance-id":
-        device = f"{c.device_kind.value} by instance-id (device {c.device_id})"
-    elif c.device_source == "device-pattern" and ua:
-        device = f"{c.device_kind.value} by device pattern for User-Agent {_show(ua)}"
-    elif c.device_kind is not DeviceKind.UNKNOWN and ua:
-        device = f"{c.device_kind.value} by User-Agent {_show(ua)}"
-    elif ua:
-        device = f"unknown device (User-Agent {_show(ua)})"
-    else:
-        device = "unknown device (no User-Agent)"
-    return f"{head}; {device}{_claims(ctx) if ctx is not None else ''}"
-
-
-def _claims(ctx: CallContext) -> str:
-    """Notes the device's own claims about its location, which do not count."""
-    notes = []
-    claimed = [h for h in (*ctx.via_sent_by, ctx.contact_host or "") if _is_private(h)]
-    if claimed:
-        notes.append(f"private Via/Contact {', '.join(sorted(set(claimed)))} ignored")
-    if ctx.geolocation:
-        notes.append(f"device sent Geolocation {_show(ctx.geolocation[0])} (not used)")
-    return "".join(f"; {n}" for n in notes)
-
-
-@functools.lru_cache(maxsize=1024)
-def _is_private(host: str) -> bool:
-    try:
-        addr = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return addr.is_private
-
-
-def _show(text: str, limit: int = 60) -> str:
-    """Quotes untrusted header text for a reason line (ASCII, no CR/LF, bounded)."""
-    shown = ascii(text[:limit])
-    return shown if len(text) <= limit else shown[:-1] + "...'"
