@@ -4,9 +4,9 @@ A SIP URI's user part or a tel URI's number (RFC 3966) is the party's number whe
 one; anything else (a user name, an emergency URN) has no number and stays as it is.
 
 The user part is found here, not with the SIP core's URI parser: cdr runs in the CLI
-and export tools (``voipgw cdr ...``), which must not import the gateway, and it reads
-what the gateway already accepted and stored, so it can be lenient where the parser
-is strict (a bad host or port does not hide the number in front of it).
+and export tools (``voipgw cdr ...``), which must not depend on the SIP gateway's
+packages. It reads what the gateway already accepted and stored, so it can be lenient
+where the parser is strict (a bad host or port does not hide the number in front of it).
 """
 
 from __future__ import annotations

@@ -6,9 +6,11 @@ TOML table through these helpers, so a bad file always fails the same way: a
 ``sip.listen[1].port: expected an integer 1-65535, got 'abc'``.
 
 It lives in :mod:`routing`, the pure base layer that :mod:`cdr` and :mod:`gateway`
-both build on: the CDR tools (``voipgw cdr ...``, exports) read their config without
-importing the gateway. This module is a leaf (it imports nothing from the project) so
-that every package can use it without import cycles.
+both build on, so the CDR tools (``voipgw cdr ...``, exports) read their config
+with no dependency on the SIP gateway's packages.
+
+This module is a leaf (it imports nothing from the project) so that every package
+can use it without import cycles.
 """
 
 from __future__ import annotations
