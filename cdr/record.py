@@ -45,6 +45,9 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from routing.decision import RecordingNotice
+from routing.model import CallClass
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: Version of the JSON encoding written into the spool.
@@ -60,26 +63,6 @@ class Disposition(enum.StrEnum):
     CANCELLED = "cancelled"
     FAILED = "failed"
     REJECTED = "rejected"
-
-
-class CallClass(enum.StrEnum):
-    """Where the caller was when calling (PostgreSQL enum ``cdr_call_class``).
-
-    ``unknown`` exists because the classification can fail (no location), and the
-    record must still be written.
-    """
-
-    OFFICE = "office"
-    NOMADIC = "nomadic"
-    UNKNOWN = "unknown"
-
-
-class RecordingNotice(enum.StrEnum):
-    """Whether the recording announcement was played (enum ``cdr_recording_notice``)."""
-
-    PLAYED = "played"
-    NOT_PLAYED = "not-played"
-    NONE = "none"
 
 
 class HangupSide(enum.StrEnum):

@@ -138,9 +138,10 @@ _WAITING, _CLAIMED, _DONE = range(3)
 
 _Item = tuple[CallDetailRecord, "asyncio.Future[None] | None"]
 
-#: ``on_committed(rows, records)``: rows committed in one transaction (duplicates
-#: included) and those of their records still in memory (none for a replay from disk).
-CommittedHook = Callable[[int, Sequence[CallDetailRecord]], None]
+#: ``on_committed(rows, records, copy_seconds)``: rows committed in one transaction
+#: (duplicates included), those of their records still in memory (none for a replay
+#: from disk), and how long the transaction's COPYs and insert took.
+CommittedHook = Callable[[int, Sequence[CallDetailRecord], float], None]
 
 
 class CdrWriter:
@@ -530,8 +531,14 @@ class CdrWriter:
         """Inserts claimed chunks, then checkpoints the committed prefix of the spool."""
         payloads = [payload for chunk in claimed for payload in chunk.payloads or ()]
         records = [record for chunk in claimed for record in chunk.records or ()]
+        copy_seconds = 0.0
         try:
-            rows = await self._insert(payloads, records) if payloads else 0
+            if payloads:
+                rows = await self._insert(payloads, records)
+                # Set by that insert: no other flush can run before this line.
+                copy_seconds = self.last_copy_seconds or 0.0
+            else:
+                rows = 0
         except BaseException:
             # Not committed (failed, or cancelled at shutdown): the next claim retries.
             for chunk in claimed:
@@ -550,7 +557,7 @@ class CdrWriter:
         if upto is not None:
             await asyncio.to_thread(self._spool.commit, upto)
         if rows and self._on_committed is not None:
-            self._on_committed(rows, records)
+            self._on_committed(rows, records, copy_seconds)
 
     def _copy_sources(
         self, payloads: list[bytes]

@@ -11,23 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import ipaddress
 import logging
 import time
 import urllib.parse
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
+from cdr.call_record import record_of
 from cdr.config import CdrConfig
 from cdr.db import DatabaseConfig, database, migrate
 from cdr.maintenance import existing_partitions, maintain
-from cdr.numbers import number_of
 from cdr.partitions import Month, month_of_partition
-from cdr.record import CallClass, CallDetailRecord, Disposition, HangupSide, RecordingNotice
 from cdr.writer import CdrWriter
 from gateway.b2bua import CallEnded, Route
 from gateway.callrouter import CallRouter
@@ -41,14 +38,13 @@ from gateway.server import (
     is_auth_challenge,
     resolve_endpoints,
 )
-from gateway.sip.errors import SipError
 from gateway.sip.events import Endpoint
-from gateway.sip.headers import parse_name_address
 from gateway.sip.message import Request
+from routing.config import EmergencyConfig
+from routing.decision import CallFacts, RoutedBy
+from routing.emergency import DialPlan
 
 log = logging.getLogger("voipgw.app")
-
-_CALL_CLASSES = frozenset(c.value for c in CallClass)
 
 #: Seconds between refreshes of the CDR gauges (queue, spool).
 GAUGE_INTERVAL = 5.0
@@ -81,94 +77,6 @@ class DirectoryHolder:
         return self.directory
 
 
-def record_of(event: CallEnded, *, wall_offset: float, instance: str) -> CallDetailRecord:
-    """The CDR of a finished call.
-
-    Args:
-        event: the B2BUA's summary (times on the loop clock).
-        wall_offset: ``time.time() - loop.time()``, to turn loop times into wall time.
-        instance: this gateway instance's name.
-    """
-
-    def wall(t: float | None) -> dt.datetime | None:
-        if t is None:
-            return None
-        return dt.datetime.fromtimestamp(t + wall_offset, dt.UTC)
-
-    started = wall(event.setup_at)
-    ended = wall(event.ended_at)
-    assert started is not None
-    assert ended is not None
-    answered = wall(event.answered_at)
-    notes = event.annotations
-    call_class = notes.get("class", "unknown")
-    attempt = int(notes.get("attempt", "0") or 0)
-    centres = notes.get("centres", "").split(",")
-    centre = centres[attempt] if attempt < len(centres) and centres[attempt] else None
-    duration = max(0.0, event.ended_at - event.setup_at)
-    billable = 0
-    if event.answered_at is not None:
-        # Billable time starts when the callee answers (not at the recording notice).
-        billable = max(0, round(event.ended_at - event.answered_at))
-    post_dial = None if event.ringing_at is None else event.ringing_at - event.setup_at
-    # The recording prompt's start (loop clock), for the privacy promise's "told before
-    # the call": only a recording notice counts, not a nomadic warning.
-    notice_started = notes.get("recording_started") if "recording_notice" in notes else None
-    return CallDetailRecord(
-        call_uuid=_call_uuid(event.call_uuid),
-        started_at=started,
-        call_id=event.call_id,
-        customer=notes.get("customer", ""),
-        # Unless the caller is our subscriber, the From URI's number (the PBX's
-        # outside party): subject access looks numbers up, not URIs.
-        caller=notes.get("subscriber") or number_of(event.caller),
-        # An inbound call names the subscriber it reached by number, whatever URI the
-        # PBX used (sip:alice@...): itemization and subject access look numbers up.
-        # Parties as numbers where they are ones (cdr/numbers.py): a subject-access
-        # request names a number, not the URI a device or the PBX happened to write.
-        callee_dialled=notes.get("callee") or number_of(event.callee_dialled),
-        callee_routed=event.callee_routed or None,
-        p_asserted_identity=_asserted_number(event.p_asserted_identity),
-        call_class=CallClass(call_class)
-        if call_class in CallClass.__members__.values()
-        else CallClass.UNKNOWN,
-        device_kind=notes.get("device"),
-        site=notes.get("site"),
-        source_address=ipaddress.ip_address(event.source.host),
-        user_agent=event.user_agent,
-        emergency=event.emergency,
-        emergency_centre=centre if event.emergency else None,
-        emergency_policy=notes.get("policy") if event.emergency else None,
-        recording_notice=RecordingNotice(notes.get("recording_notice", "none")),
-        recording_notice_language=notes.get("recording_language"),
-        recording_notice_played_at=wall(float(notice_started)) if notice_started else None,
-        ringing_at=wall(event.ringing_at),
-        answered_at=answered,
-        ended_at=ended,
-        post_dial_delay_seconds=post_dial,
-        duration_seconds=duration,
-        billable_seconds=billable,
-        final_status=event.final_status if 100 <= event.final_status <= 699 else 500,
-        final_reason=event.final_reason or None,
-        disposition=Disposition(event.disposition),
-        hangup_side=HangupSide(event.hangup_side),
-        gateway_instance=instance,
-    )
-
-
-def _asserted_number(value: str | None) -> str | None:
-    """A P-Asserted-Identity (name-addr or bare URI) as its number, or as written when
-    it names no number."""
-    if not value:
-        return value
-    try:
-        uri = parse_name_address(value).uri
-    except SipError:
-        return value
-    number = number_of(uri)
-    return number if number != uri else value
-
-
 def _without_password(url: str) -> str:
     """A database URL fit for a log line (the password replaced)."""
     parts = urllib.parse.urlsplit(url)
@@ -176,14 +84,6 @@ def _without_password(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def _call_uuid(text: str) -> uuid.UUID:
-    """The B2BUA's call id as a UUID (uuid4 hex in the running gateway)."""
-    try:
-        return uuid.UUID(hex=text)
-    except ValueError:
-        return uuid.uuid5(uuid.NAMESPACE_OID, text)
 
 
 @contextlib.asynccontextmanager
@@ -216,7 +116,12 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                     return await load_directory(con, routing_config.devices)
 
             holder = DirectoryHolder(directory=await load(), load=load)
-        guard, overload_control = _guard(config, routing_config, metrics)
+        # The one recogniser of emergency dial strings: the guard, the router and the
+        # last-resort route ask it, so they cannot disagree.
+        dial_plan = DialPlan(
+            routing_config.emergency if routing_config is not None else EmergencyConfig()
+        )
+        guard, overload_control = _guard(config, dial_plan, metrics)
         registrar = None
         services: dict[str, ServiceHandler] = {}
         registrar_config = config.sections.get("registrar")
@@ -233,7 +138,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 db.pool,
                 cdr_config,
                 on_committed=(
-                    (lambda rows, _records: metrics.cdr_batch_committed(rows, 0.0))
+                    (lambda rows, _records, seconds: metrics.cdr_batch_committed(rows, seconds))
                     if metrics is not None
                     else None
                 ),
@@ -280,6 +185,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                     overload=config.overload,
                     active_calls=lambda: gateway.active_calls,
                     resolve=resolve_endpoints,
+                    dial_plan=dial_plan,
                     lookup_binding=_binding_lookup(registrar) if registrar else None,
                     trusted_peers=config.upstream.trusted_peers,
                     authenticate=(
@@ -294,7 +200,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 # The RFC 6881 callback window starts when the emergency call ends.
                 gateway.call_sinks.append(router.call_ended)
             if holder is not None:
-                gateway.emergency_fallback = _emergency_fallback(routing_config, holder)
+                gateway.emergency_fallback = _emergency_fallback(dial_plan, holder)
             app = App(
                 gateway=gateway,
                 writer=writer,
@@ -336,16 +242,14 @@ async def _seed_sites(pool: Any, path: Any) -> None:
         log.info("imported seed sites from %s", path)
 
 
-def _guard(config: GatewayConfig, routing_config: Any, metrics: Metrics | None) -> Any:
+def _guard(config: GatewayConfig, dial_plan: DialPlan, metrics: Metrics | None) -> Any:
     """The ingress guard (rate limits, bans, scanners) and RFC 7339 loss control."""
     from gateway.guard import Guard, LossController
-    from routing.config import EmergencyConfig
 
     guard_config = config.sections["guard"]
     loop = asyncio.get_running_loop()
     control = LossController.from_config(guard_config, seq_offset=time.time() - loop.time())
-    emergency = routing_config.emergency if routing_config is not None else EmergencyConfig()
-    guard = Guard(guard_config, emergency=emergency, metrics=metrics, overload=control)
+    guard = Guard(guard_config, dial_plan=dial_plan, metrics=metrics, overload=control)
     return guard, control
 
 
@@ -379,17 +283,19 @@ def _binding_lookup(registrar: Any) -> Callable[[str], Awaitable[Route | None]]:
 
 
 def _emergency_fallback(
-    routing_config: Any, holder: DirectoryHolder
+    dial_plan: DialPlan, holder: DirectoryHolder
 ) -> Callable[[Request], Route | None]:
     """A last-resort route for emergency calls when the routing hook fails: straight
     to the national default centres (IP-literal next hops only: no lookups here)."""
-    from routing.emergency import recognise_emergency
-    from routing.model import EmergencyKind
     from routing.psap import lookup_psap
 
     def fallback(request: Request) -> Route | None:
-        match = recognise_emergency(request.uri, routing_config.emergency)
-        if match is None or match.kind is not EmergencyKind.EMERGENCY:
+        facts = CallFacts(
+            routed_by=RoutedBy.FALLBACK,
+            emergency=dial_plan.match(request.uri),
+            emergency_policy="fallback",
+        )
+        if not facts.is_emergency:
             return None
         targets: list[Endpoint] = []
         uris: list[str] = []
@@ -404,7 +310,7 @@ def _emergency_fallback(
             targets=tuple(targets),
             request_uris=tuple(uris),
             emergency=True,
-            annotations={"class": "unknown", "policy": "fallback"},
+            facts=facts,
         )
 
     return fallback

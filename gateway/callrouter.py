@@ -1,17 +1,18 @@
-"""The routing hook of the B2BUA: from a new call to a :class:`Route` or :class:`Reject`.
+"""The routing adapter: from a new call to a :class:`Route`, :class:`Reject` or
+:class:`LocalAnswer`, around the pure decision of :func:`routing.policy.decide`.
 
-This is the adapter between the B2BUA and the pure routing layer. It builds the
-:class:`routing.model.CallContext` from the A-leg INVITE, asks
-:func:`routing.policy.decide`, applies overload control, and turns the decision into
-what the B2BUA sends: next hops resolved to transport addresses (RFC 3263), the
+Everything decidable is decided in ``routing/`` over typed data; this adapter does
+what needs the network, the clock or other parts: it reads the INVITE into a
+:class:`routing.model.CallContext` (with the SIP parser), keeps the emergency callback
+window (RFC 6881 SP-35), asks the registrar to authenticate ordinary calls, notifies
+an emergency call's contacts, looks up a callee's registration, resolves next hops to
+transport addresses (RFC 3263), and turns the decision into what the B2BUA sends: the
 emergency extras (PIDF-LO in a multipart body with Geolocation, RFC 6442;
 P-Asserted-Identity with the callback identity, RFC 3325; Resource-Priority,
-RFC 4412/7135), and the classification headers documented in README
-(``X-Voipgw-Class``, ``X-Voipgw-Reason``).
-
-Emergency calls are never shed: overload control refuses only ordinary calls, and
-the emergency reserve of capacity (``overload.emergency_reserve``) is only counted,
-never enforced against them.
+RFC 4412/7135), the caller's identity (RFC 3325/3323) and the classification headers
+documented in README (``X-Voipgw-Class``, ``X-Voipgw-Reason``). The decision's
+:class:`routing.decision.CallFacts` ride along, completed with what only the adapter
+learns (which centre each resolved address is, a registration used).
 """
 
 from __future__ import annotations
@@ -34,14 +35,13 @@ from gateway.sip.message import Request, Response
 from gateway.sip.sdp import parse_sdp
 from gateway.sip.uri import SipUri, TelUri, parse_uri, telephone_user
 from gateway.transport.hints import PEER_HINTS, PeerHints
-from routing.classify import classify_call
 from routing.config import RoutingConfig
+from routing.decision import Action, CallFacts, RoutedBy, RoutingDecision
 from routing.directory import Directory
-from routing.emergency import recognise_emergency
-from routing.model import Action, CallContext, Classification, RoutingDecision, Subscriber
+from routing.emergency import DialPlan
+from routing.model import CallContext, Subscriber
 from routing.pidf import build_multipart, build_pidf, geolocation_headers
-from routing.policy import route_call
-from routing.psap import lookup_psap
+from routing.policy import Load, decide, needs_authentication
 
 log = logging.getLogger("voipgw.router")
 
@@ -59,7 +59,7 @@ Resolve = Callable[[str], Awaitable[tuple[Endpoint, ...]]]
 BindingLookup = Callable[[str], Awaitable[Route | None]]
 #: Told of every emergency call as soon as it is routed (webhook / SIP MESSAGE to the
 #: customer's on-site contact); must return at once and never delay the call.
-EmergencyNotifier = Callable[[RoutingDecision, CallContext, Classification], None]
+EmergencyNotifier = Callable[[RoutingDecision, CallContext], None]
 #: Digest authentication of a call: the user name, or the response to send instead.
 Authenticate = Callable[[Request, Endpoint], Awaitable["str | Response"]]
 #: Dialled Request-URI + caller's language -> the recording notice of a recorded
@@ -91,11 +91,14 @@ class EmergencyTimers:
     no_answer_timeout: float = EMERGENCY_NO_ANSWER_TIMEOUT
 
 
-def call_context(request: Request, source: Endpoint, directory: Directory) -> CallContext:
-    """What the gateway knows of a call, for the classifier.
+def call_context(
+    request: Request, source: Endpoint, directory: Directory, dial_plan: DialPlan
+) -> CallContext:
+    """What the gateway knows of a call, for routing.
 
     The caller is identified by the user part of From; Via, Contact and Geolocation
-    are recorded as the device's claims (the classifier never trusts them).
+    are recorded as the device's claims (the classifier never trusts them). The
+    Request-URI is recognised as an emergency or test call here, once per call.
     """
     headers = request.headers
     sent_by: list[str] = []
@@ -124,6 +127,8 @@ def call_context(request: Request, source: Endpoint, directory: Directory) -> Ca
         subscriber=directory.subscribers.get(_caller_user(request) or ""),
         geolocation=tuple(headers.values("Geolocation")),
         call_id=headers.get("Call-ID") or "",
+        dialled_user=telephone_user(request.uri),
+        emergency=dial_plan.match(request.uri),
     )
 
 
@@ -140,7 +145,7 @@ def _caller_user(request: Request) -> str | None:
 
 
 class CallRouter:
-    """Decides every new call.
+    """Carries out the routing decision of every new call.
 
     Args:
         config: routing settings.
@@ -148,6 +153,7 @@ class CallRouter:
         overload: capacity bounds.
         active_calls: returns the calls in progress.
         resolve: next-hop SIP URI -> transport addresses in failover order.
+        dial_plan: recognises emergency dial strings (shared with the guard).
         lookup_binding: AoR -> route to a registered device, or None.
         emergency_timers: failover timing of emergency routes.
         notify: told of each emergency call (fire and forget).
@@ -168,6 +174,7 @@ class CallRouter:
         overload: OverloadConfig,
         active_calls: Callable[[], int],
         resolve: Resolve,
+        dial_plan: DialPlan | None = None,
         lookup_binding: BindingLookup | None = None,
         emergency_timers: EmergencyTimers | None = None,
         notify: EmergencyNotifier | None = None,
@@ -179,6 +186,7 @@ class CallRouter:
     ) -> None:
         #: what each next hop's URI says of its transports, for the transport manager
         self.peer_hints = peer_hints if peer_hints is not None else PEER_HINTS
+        self.dial_plan = dial_plan if dial_plan is not None else DialPlan(config.emergency)
         self.authenticate = authenticate
         self.clock = clock
         self.trusted_peers = trusted_peers
@@ -202,11 +210,8 @@ class CallRouter:
         callback = await self._callback_route(event, directory)
         if callback is not None:
             return callback
-        inbound = await self._inbound_route(event)
-        if inbound is not None:
-            return inbound
-        ctx = call_context(event.request, event.source, directory)
-        if self.authenticate is not None and not _is_emergency(event.request, self.config):
+        ctx = call_context(event.request, event.source, directory, self.dial_plan)
+        if self.authenticate is not None and needs_authentication(ctx, self.trusted_peers):
             # Emergency calls are never challenged (RFC 6881 SP-39): only ordinary
             # calls must prove who they are.
             outcome = await self.authenticate(event.request, event.source)
@@ -217,23 +222,22 @@ class CallRouter:
                     headers=tuple(
                         (n, v) for n, v in outcome.headers if n in _AUTH_RESPONSE_HEADERS
                     ),
-                    annotations={"class": "unknown", "auth": "challenged"},
+                    facts=CallFacts(auth_challenged=True),
                 )
             ctx = replace(ctx, subscriber=directory.subscribers.get(outcome))
-        classification = classify_call(ctx, directory)
-        test = recognise_emergency(event.request.uri, self.config.emergency)
-        if test is not None and test.kind.value == "test" and self.config.test_route is None:
-            return _test_call_answer(event.request, ctx, classification, directory)
-        decision = route_call(ctx, classification, directory, self.config)
-        annotations = _annotations(decision, classification, ctx)
-        emergency = decision.emergency is not None and decision.emergency.kind.value == "emergency"
-        if not emergency and self.active_calls() > self.overload.max_calls:
-            # RFC 3261 21.5.4 / RFC 7339: shed ordinary calls with a short Retry-After.
-            return Reject(
-                status=503,
-                headers=(("Retry-After", str(self.overload.retry_after)),),
-                annotations={**annotations, "shed": "capacity"},
-            )
+        load = Load(
+            active_calls=self.active_calls(),
+            max_calls=self.overload.max_calls,
+            retry_after=self.overload.retry_after,
+        )
+        decision = decide(ctx, directory, self.config, trusted_peers=self.trusted_peers, load=load)
+        facts = decision.facts
+        if decision.action is Action.ROUTE_INBOUND:
+            return await self._route_inbound(event, decision)
+        if facts.shed is not None:
+            retry = (("Retry-After", str(decision.retry_after)),)
+            return Reject(status=decision.reject_status or 503, headers=retry, facts=facts)
+        emergency = facts.is_emergency
         if emergency and ctx.subscriber is not None:
             contact = _contact_uri(event.request)
             if contact is not None:
@@ -242,7 +246,7 @@ class CallRouter:
                 )
         if emergency and self.notify is not None:
             try:
-                self.notify(decision, ctx, classification)
+                self.notify(decision, ctx)
             except Exception:
                 # Notification is best effort; it must never cost the call.
                 log.exception("emergency notification failed for %s", ctx.call_id)
@@ -253,8 +257,10 @@ class CallRouter:
             decision.call_class.value,
             decision.reason,
         )
+        if decision.action is Action.ANSWER_TEST:
+            return _test_call_answer(event.request, decision)
         if decision.action is Action.REJECT:
-            return Reject(status=decision.reject_status or 403, annotations=annotations)
+            return Reject(status=decision.reject_status or 403, facts=facts)
         if decision.action is Action.ANNOUNCE_AND_END:
             # The warning is played, then the call ends (no B leg); without a media
             # stage the caller still learns why from the reason phrase.
@@ -267,7 +273,7 @@ class CallRouter:
                     kind="nomadic-warning",
                 ),
                 emergency=True,
-                annotations=annotations,
+                facts=facts,
             )
         announcement = None
         if decision.action is Action.ANNOUNCE_THEN_ROUTE and decision.announcement:
@@ -280,54 +286,47 @@ class CallRouter:
             # The privacy policy's notice, never on emergency calls, and decided
             # before any shortcut below so no route to staff can skip it.
             announcement = self.recorded_line(event.request.uri, decision.language.value)
+            if announcement is not None:
+                facts = replace(facts, recording_notice_language=announcement.language)
         if not emergency and self.lookup_binding is not None:
             registered = await self.lookup_binding(event.request.uri)
             if registered is not None:
-                return Route(
-                    targets=registered.targets,
-                    request_uri=registered.request_uri,
+                return replace(
+                    registered,
                     headers=decision.headers,
                     announcement=announcement,
-                    annotations={**annotations, "routed": "registered-binding"},
+                    facts=replace(
+                        facts,
+                        routed_by=RoutedBy.REGISTERED_BINDING,
+                        registered_contact=registered.facts.registered_contact,
+                    ),
                 )
-        identity = _identity(ctx) if not emergency else None
-        return await self._route(
-            event.request, decision, annotations, emergency, announcement, identity
-        )
+        identity = _identity(ctx.subscriber) if not emergency else None
+        return await self._route(event.request, decision, facts, announcement, identity)
 
-    async def _inbound_route(self, event: RouteNeeded) -> RouteResult | None:
-        """A call from the PBX or a trunk (a trusted peer) to a device behind the
-        gateway: routed to the callee's registration, never classified as a caller's
-        call (the caller is outside; emergency dial strings still route as such)."""
-        source = ipaddress.ip_address(event.source.host)
-        if not any(source in network for network in self.trusted_peers):
-            return None
-        if recognise_emergency(event.request.uri, self.config.emergency) is not None:
-            return None
+    async def _route_inbound(self, event: RouteNeeded, decision: RoutingDecision) -> RouteResult:
+        """A call from the PBX or a trunk to a device registered here, or 404."""
+        facts = decision.facts
+        known = "a subscriber" if facts.callee is not None else "not a subscriber"
         call_id = event.request.headers.get("Call-ID") or ""
-        # The callee is the subscriber here: the call is billed to, and the CDR names,
-        # her customer and number (itemization; the privacy policy's right of access).
-        callee = _called_subscriber(event.request.uri, self.directory())
-        annotations = {"class": "unknown", "direction": "inbound"}
-        if callee is not None:
-            annotations["customer"] = callee.customer_id
-            annotations["callee"] = callee.e164
-        known = "a subscriber" if callee is not None else "not a subscriber"
         if self.lookup_binding is not None:
             registered = await self.lookup_binding(event.request.uri)
             if registered is not None:
                 log.info("call %s: inbound route (registered binding, %s)", call_id, known)
-                return Route(
-                    targets=registered.targets,
-                    request_uri=registered.request_uri,
-                    annotations={**annotations, "routed": "inbound-to-registered"},
+                return replace(
+                    registered,
+                    facts=replace(
+                        facts,
+                        routed_by=RoutedBy.INBOUND_TO_REGISTERED,
+                        registered_contact=registered.facts.registered_contact,
+                    ),
                 )
         log.info("call %s: inbound reject 404 (no registered binding, %s)", call_id, known)
-        return Reject(status=404, annotations={**annotations, "routed": "inbound"})
+        return Reject(status=decision.reject_status or 404, facts=facts)
 
     def call_ended(self, event: CallEnded) -> None:
         """Starts the 30-minute callback window when an emergency call ends."""
-        number = event.annotations.get("subscriber")
+        number = event.facts.subscriber
         if event.emergency and number:
             entry = self.callbacks.get(_digits(number))
             if entry is not None:
@@ -339,7 +338,7 @@ class CallRouter:
         emergency call directly, bypassing the PBX's forwarding and do-not-disturb.
 
         A centre is recognised by its transport address, never by a host it may share
-        with the PBX (routing/peers.py says why)."""
+        with the PBX (gateway/edge/peers.py says why)."""
         if not self.callbacks:
             return None
         now = self.clock()
@@ -353,7 +352,7 @@ class CallRouter:
             targets=(entry.endpoint,),
             request_uri=entry.contact,
             headers=(("X-Voipgw-Class", "emergency-callback"),),
-            annotations={"class": "unknown", "routed": "emergency-callback"},
+            facts=CallFacts(routed_by=RoutedBy.EMERGENCY_CALLBACK),
         )
 
     async def _from_centre(self, source: Endpoint, directory: Directory) -> bool:
@@ -374,14 +373,14 @@ class CallRouter:
         self,
         request: Request,
         decision: RoutingDecision,
-        annotations: dict[str, str],
-        emergency: bool,
+        facts: CallFacts,
         announcement: Announcement | None = None,
         identity: tuple[tuple[tuple[str, str], ...], str | None] | None = None,
     ) -> RouteResult:
+        emergency = facts.is_emergency
         targets: list[Endpoint] = []
         uris: list[str] = []
-        centres: list[str] = []
+        centres: list[str | None] = []
         for target in decision.targets:
             try:
                 endpoints = await self.resolve(target.next_hop)
@@ -394,9 +393,9 @@ class CallRouter:
             for endpoint in endpoints:
                 targets.append(endpoint)
                 uris.append(target.request_uri)
-                centres.append(target.centre_id or "")
+                centres.append(target.centre_id)
         if not targets:
-            return Reject(status=502 if decision.targets else 404, annotations=annotations)
+            return Reject(status=502 if decision.targets else 404, facts=facts)
         headers = list(decision.headers)
         from_value = None
         if identity is not None:
@@ -422,11 +421,13 @@ class CallRouter:
             announcement=announcement,
             failover_timeout=self.emergency_timers.failover_timeout if emergency else None,
             no_answer_timeout=self.emergency_timers.no_answer_timeout if emergency else None,
-            annotations={**annotations, "centres": ",".join(centres)},
+            facts=replace(facts, centres=tuple(centres)),
         )
 
 
-def _identity(ctx: CallContext) -> tuple[tuple[tuple[str, str], ...], str | None] | None:
+def _identity(
+    subscriber: Subscriber | None,
+) -> tuple[tuple[tuple[str, str], ...], str | None] | None:
     """The caller's identity on the B leg (RFC 3325, RFC 3323).
 
     Inside the trust domain (the PBX and trunks behind the gateway) the subscriber's
@@ -439,7 +440,6 @@ def _identity(ctx: CallContext) -> tuple[tuple[tuple[str, str], ...], str | None
         (headers to add, From name-addr or None to keep the caller's), or None for an
         unknown caller.
     """
-    subscriber = ctx.subscriber
     if subscriber is None:
         return None
     name = (subscriber.display_name or "").replace('"', "").replace("\\", "")
@@ -491,90 +491,31 @@ def _with_location(
     return wrap_sdp, geolocation_headers(content_id)
 
 
-def _annotations(
-    decision: RoutingDecision, classification: Classification, ctx: CallContext
-) -> dict[str, str]:
-    """Facts for the CDR, metrics and logs (bounded values, no free text in labels)."""
-    annotations = {
-        "class": decision.call_class.value,
-        "reason": decision.reason[:300],
-        "action": decision.action.value,
-        "device": classification.device_kind.value,
-    }
-    if classification.site is not None:
-        annotations["site"] = classification.site.id
-    if ctx.subscriber is not None:
-        annotations["customer"] = ctx.subscriber.customer_id
-        annotations["subscriber"] = ctx.subscriber.e164
-    if decision.emergency is not None:
-        annotations["emergency"] = decision.emergency.kind.value
-        annotations["policy"] = (
-            decision.action.value if decision.call_class.value == "nomadic" else "office"
-        )
-    return annotations
-
-
-def _test_call_answer(
-    request: Request, ctx: CallContext, classification: Classification, directory: Directory
-) -> RouteResult:
+def _test_call_answer(request: Request, decision: RoutingDecision) -> RouteResult:
     """The emergency test call (RFC 6881 SP-44, ``urn:service:test.sos``) answered by
-    the gateway: 200 OK whose body reports, as text, what a real emergency call from
-    here would carry (class, site, address, callback, centres), beside an SDP answer
-    that declines the media (RFC 3264 6: port 0), and BYE a few seconds later."""
-    site = classification.site
-    address = (
-        site.address if site is not None and classification.call_class.value == "office" else None
-    )
-    centres = lookup_psap(address, directory.psap)
-    lines = [
-        "voipgw emergency test call",
-        f"class: {classification.call_class.value}",
-        f"site: {site.id if site is not None and address is not None else 'none (nomadic)'}",
-        f"reason: {classification.reason}",
-        f"callback: {'tel:' + ctx.subscriber.e164 if ctx.subscriber else 'none (unknown caller)'}",
-        f"centres: {' > '.join(c.id for c in centres.targets) or 'none'}",
-    ]
-    if address is not None:
-        fields = {k: v for k, v in vars_of(address).items() if v}
-        lines.append("address: " + "; ".join(f"{k}={v}" for k, v in fields.items()))
-    else:
-        lines.append("address: not sent (location not verified)")
-    report = ("\r\n".join(lines) + "\r\n").encode()
+    the gateway: 200 OK whose body carries the decision's report of what a real
+    emergency call from here would carry, beside an SDP answer that declines the
+    media (RFC 3264 6: port 0), and BYE a few seconds later."""
+    facts = replace(decision.facts, routed_by=RoutedBy.LOCAL)
     try:
         offer = parse_sdp(request.body)
     except SipError:
-        return Reject(status=488, annotations={"class": classification.call_class.value})
+        return Reject(status=488, facts=facts)
     declined = replace(offer, media=tuple(replace(m, port=0) for m in offer.media))
     boundary = f"voipgw-test-{os.urandom(6).hex()}"
     body = (
         f"--{boundary}\r\nContent-Type: application/sdp\r\n\r\n".encode()
         + declined.serialize()
         + f"\r\n--{boundary}\r\nContent-Type: text/plain;charset=utf-8\r\n\r\n".encode()
-        + report
+        + decision.test_report.encode()
         + f"\r\n--{boundary}--\r\n".encode()
     )
-    return LocalAnswer(
-        body=body,
-        content_type=f"multipart/mixed;boundary={boundary}",
-        annotations={"class": classification.call_class.value, "emergency": "test"},
-    )
-
-
-def vars_of(value: object) -> dict[str, object]:
-    """The fields of a slots dataclass (civic address) by name."""
-    from dataclasses import fields
-
-    return {f.name: getattr(value, f.name) for f in fields(value)}  # type: ignore[arg-type]
+    return LocalAnswer(body=body, content_type=f"multipart/mixed;boundary={boundary}", facts=facts)
 
 
 #: Headers of the registrar's answer that the caller gets: the challenges, and the
 #: Retry-After of a 503 while the credentials database is unavailable.
 _AUTH_RESPONSE_HEADERS = frozenset({"Proxy-Authenticate", "WWW-Authenticate", "Retry-After"})
-
-
-def _is_emergency(request: Request, config: RoutingConfig) -> bool:
-    match = recognise_emergency(request.uri, config.emergency)
-    return match is not None and match.kind.value == "emergency"
 
 
 def _digits(number: str) -> str:
@@ -584,15 +525,6 @@ def _digits(number: str) -> str:
 def _called_number(request_uri: str) -> str | None:
     user = telephone_user(request_uri)
     return (_digits(user) or None) if user is not None else None
-
-
-def _called_subscriber(request_uri: str, directory: Directory) -> Subscriber | None:
-    """The subscriber a Request-URI names: by SIP user (the AoR a phone registers) or
-    by number (a SIP user part or tel URI in E.164, RFC 3966)."""
-    user = telephone_user(request_uri)
-    if user is None:
-        return None
-    return directory.subscribers.get(user) or directory.subscribers_by_e164.get(user)
 
 
 def _contact_uri(request: Request) -> str | None:

@@ -15,7 +15,7 @@ rate limited, and consume no tokens:
 * responses: they only match transactions the gateway itself started (RFC 3261
   17.1.3); anything else is discarded by the transaction layer;
 * requests whose Request-URI is an emergency or test-emergency number or service URN
-  (:func:`routing.emergency.recognise_emergency`): nothing may stand between a caller
+  (:meth:`routing.emergency.DialPlan.match`): nothing may stand between a caller
   and help, so a phone behind a banned NAT address, a source that announces a
   scanner's User-Agent or one that exceeds its rate can still call 112;
 * in-dialog requests (To carries a tag, RFC 3261 12.2), ACK and CANCEL: they belong
@@ -61,7 +61,7 @@ from gateway.sip.events import Endpoint
 from gateway.sip.headers import parse_via
 from gateway.sip.message import Headers, Response, split_list_value
 from routing.config import EmergencyConfig
-from routing.emergency import recognise_emergency
+from routing.emergency import DialPlan
 
 __all__ = [
     "Guard",
@@ -234,8 +234,9 @@ class Guard:
 
     Args:
         config: the ``[guard]`` settings.
-        emergency: what counts as an emergency Request-URI (the routing section's
-            ``emergency`` settings, so that the guard and routing agree).
+        dial_plan: what counts as an emergency Request-URI: the routing adapter's
+            own (:class:`routing.emergency.DialPlan`), so that the guard and routing
+            agree; the default emergency settings when None.
         metrics: drop counters (``voipgw_dropped_messages_total{reason}``), if any.
         overload: RFC 7339 feedback to feed with new INVITEs, if any.
     """
@@ -244,12 +245,12 @@ class Guard:
         self,
         config: GuardConfig,
         *,
-        emergency: EmergencyConfig | None = None,
+        dial_plan: DialPlan | None = None,
         metrics: DropCounter | None = None,
         overload: LossController | None = None,
     ) -> None:
         self.config = config
-        self.emergency = emergency or EmergencyConfig()
+        self.dial_plan = dial_plan if dial_plan is not None else DialPlan(EmergencyConfig())
         self.metrics = metrics
         self.overload = overload
         self.stats = GuardStats()
@@ -338,7 +339,7 @@ class Guard:
         if request.method in _ALWAYS_ADMITTED_METHODS or request.to_tagged:
             return True
         uri = request.uri.decode("latin-1")
-        return recognise_emergency(uri, self.emergency) is not None
+        return self.dial_plan.match(uri) is not None
 
     def _count_arrival(self, request: Peek | None, now: float) -> None:
         # RFC 7339 measures the load the clients offer: new INVITEs, admitted ones.

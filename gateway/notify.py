@@ -53,7 +53,8 @@ from types import TracebackType
 
 from routing.config import RoutingConfig
 from routing.configfields import ConfigError, Table
-from routing.model import CallClass, CallContext, Classification, RoutingDecision
+from routing.decision import RoutingDecision
+from routing.model import CallClass, CallContext
 
 log = logging.getLogger("voipgw.notify")
 
@@ -232,27 +233,20 @@ def _check_url(table: Table, key: str, url: str) -> None:
         raise ConfigError(table.field(key), str(exc)) from None
 
 
-def notification_body(
-    decision: RoutingDecision,
-    ctx: CallContext,
-    classification: Classification,
-    *,
-    now: dt.datetime,
-) -> bytes:
+def notification_body(decision: RoutingDecision, ctx: CallContext, *, now: dt.datetime) -> bytes:
     """The JSON document describing one emergency call (see the module docstring).
 
     Args:
         decision: the routing decision.
         ctx: the call.
-        classification: office or nomadic, with the site.
         now: when the call was routed (aware datetime).
 
     Returns:
         UTF-8 JSON.
     """
     address = decision.location.address if decision.location is not None else None
-    site = classification.site
-    office = classification.call_class is CallClass.OFFICE and site is not None
+    site = decision.facts.site_id
+    office = decision.call_class is CallClass.OFFICE and site is not None
     centres = [t.centre_id for t in decision.targets if t.centre_id]
     subscriber = ctx.subscriber
     document = {
@@ -261,7 +255,7 @@ def notification_body(
         "caller": subscriber.e164 if subscriber is not None else None,
         "customer": subscriber.customer_id if subscriber is not None else None,
         "class": decision.call_class.value,
-        "site": site.id if office and site is not None else "nomadic",
+        "site": site if office and site is not None else "nomadic",
         # RFC 5139 element names, as in the PIDF-LO the centre received.
         "civic_address": dict(address.elements()) if address is not None else None,
         "location_verified": bool(decision.location and decision.location.verified),
@@ -400,21 +394,18 @@ class EmergencyNotifier:
             log.warning("emergency notifications not delivered at shutdown: %d", left)
             self.failed += left
 
-    def __call__(
-        self, decision: RoutingDecision, ctx: CallContext, classification: Classification
-    ) -> None:
+    def __call__(self, decision: RoutingDecision, ctx: CallContext) -> None:
         """Queues the notification of one emergency call; returns at once.
 
         Args:
             decision: the routing decision.
             ctx: the call.
-            classification: office or nomadic.
         """
         customer = ctx.subscriber.customer_id if ctx.subscriber is not None else None
         urls = self.config.urls_for(customer)
         if not urls:
             return
-        body = notification_body(decision, ctx, classification, now=self._clock())
+        body = notification_body(decision, ctx, now=self._clock())
         for url in urls:
             try:
                 self._queue.put_nowait((WebhookUrl.parse(url), body))

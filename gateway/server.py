@@ -29,6 +29,7 @@ from gateway.sip.events import Endpoint
 from gateway.sip.message import Request, Response
 from gateway.sip.transaction_layer import TransactionLayer
 from gateway.transport.manager import ListenSpec, TransportManager
+from routing.decision import CallFacts, Shed
 
 log = logging.getLogger("voipgw.server")
 
@@ -67,6 +68,9 @@ class MediaStage(Protocol):
 #: Answers an out-of-dialog service request (REGISTER ...); may be async.
 ServiceHandler = Callable[[ServiceRequest], Response | Awaitable[Response]]
 
+
+#: The facts of a call refused while the gateway drains (SIGTERM).
+DRAINING_FACTS = CallFacts(shed=Shed.DRAINING)
 
 _TOKEN_BYTES = 12
 _random_pool = bytearray()
@@ -301,7 +305,7 @@ class Gateway:
             retry = (("Retry-After", str(self.config.overload.retry_after)),)
             self.b2bua.route_decided(
                 event.call_uuid,
-                Reject(status=503, headers=retry, annotations={"shed": "draining"}),
+                Reject(status=503, headers=retry, facts=DRAINING_FACTS),
                 now,
             )
             return
@@ -443,7 +447,7 @@ def is_auth_challenge(event: CallEnded) -> bool:
     call of its own, neither in the CDRs nor in ``voipgw_calls_total``. A 403 for
     wrong credentials is a refused call and stays one.
     """
-    return event.annotations.get("auth") == "challenged" and event.final_status in (401, 407)
+    return event.facts.auth_challenged and event.final_status in (401, 407)
 
 
 def observe_call(metrics: Metrics, event: CallEnded) -> None:
@@ -452,11 +456,12 @@ def observe_call(metrics: Metrics, event: CallEnded) -> None:
     if is_auth_challenge(event):
         metrics.call_challenged()
         return
-    call_class = event.annotations.get("class", "unknown")
+    facts = event.facts
+    call_class = facts.call_class.value
     outcome = event.disposition.replace("-", "_")
-    if event.annotations.get("shed"):
+    if facts.shed is not None:
         metrics.active_calls.dec()
-        metrics.call_shed(call_class, event.annotations["shed"])
+        metrics.call_shed(call_class, facts.shed.value)
     else:
         metrics.call_ended(call_class, outcome)
     if event.ringing_at is not None:
@@ -465,8 +470,8 @@ def observe_call(metrics: Metrics, event: CallEnded) -> None:
     if event.emergency:
         metrics.emergency_call(
             call_class,
-            event.annotations.get("policy", "none"),
-            event.annotations.get("centre", "none"),
+            facts.emergency_policy or "none",
+            facts.centre_of(event.attempt) or "none",
             outcome,
         )
 

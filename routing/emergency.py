@@ -61,6 +61,41 @@ _VISUAL_SEPARATORS = str.maketrans("", "", "-.()")
 _DIGITS_RE = re.compile(r"[0-9]+")
 
 
+class DialPlan:
+    """The one place a dialled string is recognised as an emergency (or test) call.
+
+    The admission guard asks before a request is parsed (an emergency call passes
+    every limit), the routing adapter when it builds the call's context, the last
+    resort route when the routing hook failed: each asks this object, so they cannot
+    disagree, and a dial string is recognised once. The answers are kept per dial
+    string (calls to 112 arrive with a handful of Request-URIs); the memory is bounded
+    and a flood of distinct strings only costs recomputing them.
+
+    Args:
+        config: the emergency numbers, outside-line prefixes, country codes and
+            test numbers.
+    """
+
+    #: Dial strings remembered; beyond it the memory starts afresh.
+    MEMORY = 4096
+
+    def __init__(self, config: EmergencyConfig) -> None:
+        self.config = config
+        self._known: dict[str, EmergencyMatch | None] = {}
+
+    def match(self, dialled: str) -> EmergencyMatch | None:
+        """What ``dialled`` is: an emergency or test call (a match), or None."""
+        try:
+            return self._known[dialled]
+        except KeyError:
+            pass
+        found = recognise_emergency(dialled, self.config)
+        if len(self._known) >= self.MEMORY:
+            self._known.clear()
+        self._known[dialled] = found
+        return found
+
+
 def recognise_emergency(dialled: str, config: EmergencyConfig) -> EmergencyMatch | None:
     """Tells whether a dialled Request-URI or dial string is an emergency or test call.
 

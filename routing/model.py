@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -89,10 +89,16 @@ FIXED_DEVICE_KINDS = frozenset({DeviceKind.DESK_PHONE, DeviceKind.ATA})
 
 
 class CallClass(StrEnum):
-    """Where the call comes from, as far as the gateway can vouch for it."""
+    """Where the call comes from, as far as the gateway can vouch for it (PostgreSQL
+    enum ``cdr_call_class``: the one class of a call, from routing to its CDR).
+
+    ``unknown`` is for calls the classifier never saw (inbound calls from a trusted
+    peer, calls refused before routing): their record must still be written.
+    """
 
     OFFICE = "office"
     NOMADIC = "nomadic"
+    UNKNOWN = "unknown"
 
 
 class CentreUriStyle(StrEnum):
@@ -341,6 +347,12 @@ class CallContext:
     geolocation: tuple[str, ...] = ()
     """Geolocation header values the device sent (RFC 6442), recorded only."""
     call_id: str = ""
+    dialled_user: str | None = None
+    """The user ``dialled`` names (a SIP URI's user part, a tel URI's number), as the
+    SIP parser read it; None when it names none."""
+    emergency: EmergencyMatch | None = None
+    """What ``dialled`` is as an emergency or test dial string, recognised once when
+    the context is built (:meth:`routing.emergency.DialPlan.match`), or None."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -494,27 +506,6 @@ class EmergencyMatch:
     """How it was dialled: "digits", "sip", "tel" or "urn" (for logs)."""
 
 
-class Action(StrEnum):
-    """What the gateway does with the call."""
-
-    ROUTE = "route"
-    ANNOUNCE_THEN_ROUTE = "announce-then-route"
-    ANNOUNCE_AND_END = "announce-and-end"
-    REJECT = "reject"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Target:
-    """One place to send the B leg; a decision lists them in failover order."""
-
-    request_uri: str
-    """Request-URI of the INVITE (a service URN for URN-style centres, RFC 6881 SP-24)."""
-    next_hop: str
-    """SIP URI the INVITE is sent to (Route / outbound proxy)."""
-    centre_id: str | None = None
-    """The emergency centre this target reaches, or None for an ordinary next hop."""
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Location:
     """The location the gateway conveys with an emergency call (input to PIDF-LO)."""
@@ -526,32 +517,3 @@ class Location:
     method: str = "Manual"
     """IANA method token (RFC 4119 section 9): "Manual" = provisioned by the operator."""
     note: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RoutingDecision:
-    """The routing layer's answer for one call."""
-
-    action: Action
-    call_class: CallClass
-    reason: str
-    """Why, in one line (logs, ``X-Voipgw-Reason``)."""
-    targets: tuple[Target, ...] = ()
-    """Where to send the B leg, tried in order: the next on timeout or any failure
-    final response except 487 (the caller hung up). Empty when not routed."""
-    emergency: EmergencyMatch | None = None
-    announcement: str | None = None
-    """Prompt name to play before routing or ending ("nomadic-emergency-warning")."""
-    language: Language = Language.FI
-    location: Location | None = None
-    """Location to convey as PIDF-LO (RFC 6442) for emergency calls."""
-    resource_priority: str | None = None
-    """Resource-Priority header value (RFC 7135 "esnet" namespace) or None."""
-    callback: str | None = None
-    """Callback identity for P-Asserted-Identity (tel URI), shown to the PSAP even if
-    the subscriber restricts presentation."""
-    reject_status: int | None = None
-    notify_url: str | None = None
-    """Webhook to notify (emergency calls) or None."""
-    headers: tuple[tuple[str, str], ...] = field(default=())
-    """Extra headers for the B leg and logs (X-Voipgw-Class, X-Voipgw-Reason)."""

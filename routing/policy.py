@@ -29,14 +29,25 @@ or subscriber is not active are rejected with 403.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 
 from routing.classify import classify_call
 from routing.config import NomadicPolicy, RoutingConfig
-from routing.directory import Directory
-from routing.emergency import recognise_emergency
-from routing.model import (
+from routing.decision import (
     Action,
+    CallFacts,
+    Direction,
+    LocationSource,
+    RoutedBy,
+    RoutingDecision,
+    Shed,
+    Target,
+)
+from routing.directory import Directory
+from routing.model import (
     CallClass,
     CallContext,
     CentreUriStyle,
@@ -47,9 +58,8 @@ from routing.model import (
     Language,
     Location,
     Presentation,
-    RoutingDecision,
+    Subscriber,
     SubscriberState,
-    Target,
 )
 from routing.psap import lookup_psap
 
@@ -60,20 +70,83 @@ _UNSAFE_RE = re.compile(r"[^ -~]")
 
 #: Longest X-Voipgw-Reason value sent; the full reason stays in the decision and logs.
 MAX_REASON_HEADER = 300
+#: Longest reason kept in a call's facts (CDR, logs).
+MAX_FACTS_REASON = 300
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def decide(ctx: CallContext, directory: Directory, config: RoutingConfig) -> RoutingDecision:
-    """Classifies a call and decides its route (the one entry point the B2BUA needs).
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Load:
+    """How busy the gateway is when a call arrives (overload control's input).
+
+    Attributes:
+        active_calls: calls in progress.
+        max_calls: above this, new ordinary calls are refused (emergency calls never).
+        retry_after: seconds for the refusal's Retry-After (RFC 3261 21.5.4).
+    """
+
+    active_calls: int
+    max_calls: int
+    retry_after: int
+
+
+def decide(
+    ctx: CallContext,
+    directory: Directory,
+    config: RoutingConfig,
+    *,
+    trusted_peers: Sequence[Network] = (),
+    load: Load | None = None,
+) -> RoutingDecision:
+    """Decides a call: the one entry point of routing (a pure function).
+
+    In order: a call from a trusted peer (the PBX, a trunk) that is not an emergency
+    call goes to the callee's registration; an emergency test call without a test
+    route is answered by the gateway; every other call is classified and decided by
+    the policy (emergency, test or ordinary); last, an ordinary call is shed with 503
+    when the gateway is at capacity (emergency calls never are).
 
     Args:
-        ctx: what the gateway knows of the call.
+        ctx: what the gateway knows of the call, with its emergency match.
         directory: the routing data.
         config: routing settings.
+        trusted_peers: the PBX's and trunks' networks ([upstream] trusted_peers).
+        load: the gateway's load, or None to never shed.
 
     Returns:
-        The decision.
+        The decision, with the call's facts.
     """
-    return route_call(ctx, classify_call(ctx, directory), directory, config)
+    if is_inbound(ctx, trusted_peers):
+        return _route_inbound(ctx, directory)
+    classification = classify_call(ctx, directory)
+    decision = route_call(ctx, classification, directory, config)
+    if load is not None and not decision.facts.is_emergency and load.active_calls > load.max_calls:
+        # RFC 3261 21.5.4 / RFC 7339: shed ordinary calls with a short Retry-After.
+        return RoutingDecision(
+            action=Action.REJECT,
+            facts=replace(decision.facts, shed=Shed.CAPACITY),
+            reject_status=503,
+            retry_after=load.retry_after,
+            language=decision.language,
+        )
+    return decision
+
+
+def is_inbound(ctx: CallContext, trusted_peers: Sequence[Network]) -> bool:
+    """Whether a call comes in from a trusted peer (the PBX, a trunk) for a device
+    behind the gateway: any call from there but an emergency or test dial string,
+    which routes as such wherever it comes from."""
+    return ctx.emergency is None and any(ctx.source in net for net in trusted_peers)
+
+
+def needs_authentication(ctx: CallContext, trusted_peers: Sequence[Network]) -> bool:
+    """Whether a call must prove who places it (digest, when the registrar asks for
+    it): every call from a device but an emergency call, which is never challenged
+    (RFC 6881 SP-39); inbound calls come from trusted peers."""
+    if ctx.emergency is not None and ctx.emergency.kind is EmergencyKind.EMERGENCY:
+        return False
+    return not is_inbound(ctx, trusted_peers)
 
 
 def route_call(
@@ -82,10 +155,10 @@ def route_call(
     directory: Directory,
     config: RoutingConfig,
 ) -> RoutingDecision:
-    """Decides the B leg of any call: emergency, emergency test or ordinary.
+    """Decides the B leg of a call from a device: emergency, emergency test or ordinary.
 
     Args:
-        ctx: the call.
+        ctx: the call (``ctx.emergency``: its dial string recognised).
         classification: the answer of :func:`routing.classify.classify_call`.
         directory: the routing data.
         config: routing settings.
@@ -93,31 +166,33 @@ def route_call(
     Returns:
         The decision.
     """
-    match = recognise_emergency(ctx.dialled, config.emergency)
+    match = ctx.emergency
     if match is not None and match.kind is EmergencyKind.EMERGENCY:
         return route_emergency(ctx, classification, directory, config, match=match)
     if match is not None:
         return _route_test(ctx, classification, directory, config, match)
     sub = ctx.subscriber
     if sub is None:
-        return _reject(classification, 403, "unknown caller may not place ordinary calls")
+        return _reject(ctx, classification, 403, "unknown caller may not place ordinary calls")
     customer = directory.customers.get(sub.customer_id)
     if customer is None:
-        return _reject(classification, 403, f"customer {sub.customer_id} is not provisioned")
+        return _reject(ctx, classification, 403, f"customer {sub.customer_id} is not provisioned")
     if customer.state is not CustomerState.ACTIVE:
-        return _reject(classification, 403, f"customer {customer.id} is {customer.state.value}")
+        why = f"customer {customer.id} is {customer.state.value}"
+        return _reject(ctx, classification, 403, why)
     if sub.state is not SubscriberState.ACTIVE:
-        return _reject(classification, 403, f"subscriber {sub.sip_user} is {sub.state.value}")
+        why = f"subscriber {sub.sip_user} is {sub.state.value}"
+        return _reject(ctx, classification, 403, why)
     reason = f"ordinary call; {classification.reason}"
     extra: tuple[tuple[str, str], ...] = ()
-    if sub.presentation is Presentation.RESTRICTED:
+    restricted = sub.presentation is Presentation.RESTRICTED
+    if restricted:
         # RFC 3323 section 4.2 / RFC 3325 section 9.3: ask the next hop to withhold
         # the asserted identity from the called party.
         extra = (("Privacy", "id"),)
     return RoutingDecision(
         action=Action.ROUTE,
-        call_class=classification.call_class,
-        reason=reason,
+        facts=replace(_facts(ctx, classification, reason), privacy=restricted),
         targets=(Target(request_uri=ctx.dialled, next_hop=config.default_next_hop),),
         language=customer.language,
         headers=_headers(classification, reason) + extra,
@@ -139,15 +214,15 @@ def route_emergency(
         classification: office or nomadic, with the site for office calls.
         directory: the routing data (emergency centres in ``directory.psap``).
         config: routing settings (nomadic policy, Resource-Priority, webhook).
-        match: the recognised dial string; recognised from ``ctx.dialled`` when None
-            (and treated as ``urn:service:sos`` if the string is not recognised,
-            because the caller asked for an emergency route).
+        match: the recognised dial string; ``ctx.emergency`` when None (and
+            ``urn:service:sos`` if the call has none, because the caller asked for
+            an emergency route).
 
     Returns:
         The decision.
     """
     if match is None:
-        match = recognise_emergency(ctx.dialled, config.emergency) or EmergencyMatch(
+        match = ctx.emergency or EmergencyMatch(
             kind=EmergencyKind.EMERGENCY, service_urn="urn:service:sos", form="forced"
         )
     language = _language(ctx, directory)
@@ -166,6 +241,7 @@ def route_emergency(
         reason = f"emergency {_what(match)} from office; {classification.reason}; {route.reason}"
         action = Action.ROUTE
         announcement = None
+        policy = "office"
     else:
         route = lookup_psap(None, directory.psap)
         location = Location(
@@ -173,25 +249,30 @@ def route_emergency(
             verified=False,
             note="Nomadic call: the caller is not at a registered office address.",
         )
-        policy = config.nomadic_policy
+        nomadic = config.nomadic_policy
         reason = (
-            f"emergency {_what(match)} in nomadic use, policy {policy.value};"
+            f"emergency {_what(match)} in nomadic use, policy {nomadic.value};"
             f" {classification.reason}; {route.reason}"
         )
-        if policy is NomadicPolicy.ANNOUNCE_AND_END:
+        if nomadic is NomadicPolicy.ANNOUNCE_AND_END:
             return RoutingDecision(
                 action=Action.ANNOUNCE_AND_END,
-                call_class=classification.call_class,
-                reason=reason + notes,
-                emergency=match,
+                facts=_facts(
+                    ctx,
+                    classification,
+                    reason + notes,
+                    emergency=match,
+                    emergency_policy=Action.ANNOUNCE_AND_END.value,
+                    callback=callback,
+                ),
                 announcement=NOMADIC_WARNING,
                 language=language,
-                callback=callback,
                 notify_url=config.notification_webhook,
                 headers=_headers(classification, reason + notes),
             )
-        action = Action.ROUTE if policy is NomadicPolicy.ROUTE else Action.ANNOUNCE_THEN_ROUTE
-        announcement = None if policy is NomadicPolicy.ROUTE else NOMADIC_WARNING
+        action = Action.ROUTE if nomadic is NomadicPolicy.ROUTE else Action.ANNOUNCE_THEN_ROUTE
+        announcement = None if nomadic is NomadicPolicy.ROUTE else NOMADIC_WARNING
+        policy = action.value
     targets = tuple(
         Target(
             request_uri=match.service_urn if c.uri_style is CentreUriStyle.URN else c.sip_uri,
@@ -208,15 +289,19 @@ def route_emergency(
     reason += notes
     return RoutingDecision(
         action=action,
-        call_class=classification.call_class,
-        reason=reason,
+        facts=_facts(
+            ctx,
+            classification,
+            reason,
+            emergency=match,
+            emergency_policy=policy,
+            callback=callback,
+            location=location,
+        ),
         targets=targets,
-        emergency=match,
         announcement=announcement,
         language=language,
-        location=location,
         resource_priority=config.resource_priority or None,
-        callback=callback,
         notify_url=config.notification_webhook,
         headers=_headers(classification, reason),
     )
@@ -236,27 +321,118 @@ def _route_test(
         )
     else:
         location = Location(address=None, verified=False, note="Test call in nomadic use.")
-    if config.test_route is None:
-        return _reject(classification, 404, f"emergency test {_what(match)}: no test route")
     reason = f"emergency test {_what(match)}; {classification.reason}"
+    if config.test_route is None:
+        # RFC 6881 SP-44: without a test service to route to, the gateway answers.
+        return RoutingDecision(
+            action=Action.ANSWER_TEST,
+            facts=_facts(ctx, classification, reason, emergency=match, location=location),
+            language=_language(ctx, directory),
+            test_report=test_call_report(ctx, classification, directory),
+        )
     return RoutingDecision(
         action=Action.ROUTE,
-        call_class=classification.call_class,
-        reason=reason,
+        facts=_facts(ctx, classification, reason, emergency=match, location=location),
         targets=(Target(request_uri=config.test_route, next_hop=config.test_route),),
-        emergency=match,
         language=_language(ctx, directory),
-        location=location,
         headers=_headers(classification, reason),
     )
 
 
-def _reject(classification: Classification, status: int, why: str) -> RoutingDecision:
+def _route_inbound(ctx: CallContext, directory: Directory) -> RoutingDecision:
+    """A call from the PBX or a trunk (a trusted peer) to a device behind the gateway:
+    routed to the callee's registration, never classified as a caller's call (the
+    caller is outside). The callee is the subscriber here: the call is billed to, and
+    the CDR names, her customer and number (itemization; the privacy policy's right
+    of access)."""
+    callee = called_subscriber(ctx.dialled_user, directory)
+    known = "a subscriber" if callee is not None else "not a subscriber"
+    return RoutingDecision(
+        action=Action.ROUTE_INBOUND,
+        facts=CallFacts(
+            reason=f"inbound call from a trusted peer to {known}",
+            direction=Direction.INBOUND,
+            routed_by=RoutedBy.INBOUND_UNREACHABLE,
+            customer_id=callee.customer_id if callee is not None else "",
+            callee=callee.e164 if callee is not None else None,
+        ),
+        reject_status=404,
+    )
+
+
+def called_subscriber(user: str | None, directory: Directory) -> Subscriber | None:
+    """The subscriber a Request-URI's user names: by SIP user (the AoR a phone
+    registers) or by number (a SIP user part or tel URI in E.164, RFC 3966)."""
+    if user is None:
+        return None
+    return directory.subscribers.get(user) or directory.subscribers_by_e164.get(user)
+
+
+def test_call_report(ctx: CallContext, classification: Classification, directory: Directory) -> str:
+    """What a real emergency call from here would carry (class, site, address,
+    callback, centres), as the text of the emergency test call's answer (RFC 6881
+    SP-44)."""
+    site = classification.site
+    address = (
+        site.address if site is not None and classification.call_class is CallClass.OFFICE else None
+    )
+    centres = lookup_psap(address, directory.psap)
+    callback = "tel:" + ctx.subscriber.e164 if ctx.subscriber else "none (unknown caller)"
+    lines = [
+        "voipgw emergency test call",
+        f"class: {classification.call_class.value}",
+        f"site: {site.id if site is not None and address is not None else 'none (nomadic)'}",
+        f"reason: {classification.reason}",
+        f"callback: {callback}",
+        f"centres: {' > '.join(c.id for c in centres.targets) or 'none'}",
+    ]
+    if address is not None:
+        given = {f.name: getattr(address, f.name) for f in fields(address)}
+        lines.append("address: " + "; ".join(f"{k}={v}" for k, v in given.items() if v))
+    else:
+        lines.append("address: not sent (location not verified)")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _facts(
+    ctx: CallContext,
+    classification: Classification,
+    reason: str,
+    *,
+    emergency: EmergencyMatch | None = None,
+    emergency_policy: str | None = None,
+    callback: str | None = None,
+    location: Location | None = None,
+) -> CallFacts:
+    """The facts of a call from a device (bounded values: no free text but the reason)."""
+    sub = ctx.subscriber
+    site = classification.site
+    return CallFacts(
+        call_class=classification.call_class,
+        reason=reason[:MAX_FACTS_REASON],
+        device_kind=classification.device_kind,
+        site_id=site.id if site is not None else None,
+        customer_id=sub.customer_id if sub is not None else "",
+        subscriber=sub.e164 if sub is not None else None,
+        emergency=emergency,
+        emergency_policy=emergency_policy,
+        callback=callback,
+        location=location,
+        location_source=(
+            LocationSource.SITE_ADDRESS
+            if location is not None and location.address is not None
+            else LocationSource.NONE
+        ),
+    )
+
+
+def _reject(
+    ctx: CallContext, classification: Classification, status: int, why: str
+) -> RoutingDecision:
     reason = f"{why}; {classification.reason}"
     return RoutingDecision(
         action=Action.REJECT,
-        call_class=classification.call_class,
-        reason=reason,
+        facts=_facts(ctx, classification, reason),
         reject_status=status,
         headers=_headers(classification, reason),
     )

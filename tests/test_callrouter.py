@@ -14,6 +14,7 @@ from gateway.config import OverloadConfig
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Headers, Request
 from routing.config import RoutingConfig
+from routing.decision import RecordingNotice
 from routing.sites_file import parse_sites
 
 DEMO = Path(__file__).resolve().parents[1] / "deploy" / "demo" / "sites.toml"
@@ -89,7 +90,10 @@ def ended(route_event: RouteNeeded, router_route: Route) -> CallEnded:
         disposition="answered",
         hangup_side="caller",
         emergency=True,
-        annotations=router_route.annotations,
+        facts=router_route.facts,
+        attempt=0,
+        recording_notice=RecordingNotice.NONE,
+        recording_started_at=None,
     )
 
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 
+from cdr.call_record import record_of
 from cdr.record import CallClass, Disposition, RecordingNotice
-from gateway.app import record_of
 from gateway.b2bua.events import CallEnded
 from gateway.sip.events import Endpoint
+from routing.decision import NO_FACTS, CallFacts
 
 WALL_OFFSET = 1_790_000_000.0  # loop clock 0 = this Unix time
 
 
-def ended(**annotations: str) -> CallEnded:
+def ended(
+    facts: CallFacts = NO_FACTS,
+    *,
+    recording_notice: RecordingNotice = RecordingNotice.NONE,
+    recording_started_at: float | None = None,
+) -> CallEnded:
     return CallEnded(
         call_uuid="0f8d2c1e6a4b4f4e9a3c2b1d0e9f8a7b",
         call_id="abc@192.0.2.10",
@@ -32,7 +38,10 @@ def ended(**annotations: str) -> CallEnded:
         disposition="answered",
         hangup_side="caller",
         emergency=False,
-        annotations=annotations,
+        facts=facts,
+        attempt=0,
+        recording_notice=recording_notice,
+        recording_started_at=recording_started_at,
     )
 
 
@@ -42,14 +51,14 @@ def at(loop_seconds: float) -> dt.datetime:
 
 def test_answered_call_after_the_recording_notice() -> None:
     event = ended(
-        **{
-            "class": "office",
-            "customer": "setera",
-            "site": "espoo-hq",
-            "recording_notice": "played",
-            "recording_language": "fi",
-            "recording_started": repr(100.7),
-        }
+        CallFacts(
+            call_class=CallClass.OFFICE,
+            customer_id="setera",
+            site_id="espoo-hq",
+            recording_notice_language="fi",
+        ),
+        recording_notice=RecordingNotice.PLAYED,
+        recording_started_at=100.7,
     )
     record = record_of(event, wall_offset=WALL_OFFSET, instance="gw-1")
     assert record.recording_notice is RecordingNotice.PLAYED
@@ -67,12 +76,12 @@ def test_answered_call_after_the_recording_notice() -> None:
 
 def test_no_notice_time_without_a_recording_notice() -> None:
     # A nomadic warning also starts a prompt: it is not the recording notice.
-    warned = ended(**{"recording_started": repr(100.7)})
+    warned = ended(recording_started_at=100.7)
     record = record_of(warned, wall_offset=WALL_OFFSET, instance="gw-1")
     assert record.recording_notice is RecordingNotice.NONE
     assert record.recording_notice_played_at is None
     # G.729-only caller: the notice could not be played and never started.
-    unplayable = ended(recording_notice="not-played")
+    unplayable = ended(recording_notice=RecordingNotice.NOT_PLAYED)
     record = record_of(unplayable, wall_offset=WALL_OFFSET, instance="gw-1")
     assert record.recording_notice is RecordingNotice.NOT_PLAYED
     assert record.recording_notice_played_at is None

@@ -11,8 +11,6 @@ emergency test call).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from mypy_extensions import trait
 
 from gateway.b2bua.call import Call, CallState, Side
@@ -21,9 +19,7 @@ from gateway.b2bua.host import B2buaHost
 from gateway.sip.builders import build_response
 from gateway.sip.events import TransactionKey
 from gateway.sip.message import Request, Response
-
-if TYPE_CHECKING:
-    pass
+from routing.decision import RecordingNotice
 
 
 @trait
@@ -53,7 +49,7 @@ class AnnouncementStage(B2buaHost):
         assert announcement is not None
         if answer is None:
             if announcement.kind == "recording":
-                call.annotations["recording_notice"] = "not-played"
+                call.recording_notice = RecordingNotice.NOT_PLAYED
             if announcement.end_after:
                 self._fail_a(call, 480, None, now)
             else:
@@ -74,7 +70,9 @@ class AnnouncementStage(B2buaHost):
             call.a_answered_locally = True
             call.a_dialog.confirmed = True
         self._send_a(call, out, now)
-        call.annotations["recording_started"] = repr(now)
+        if announcement.kind == "recording":
+            # The privacy promise's "told before the call": a nomadic warning is not it.
+            call.recording_started_at = now
         return True
 
     def announcement_done(self, call_uuid: str, played: bool, now: float) -> None:
@@ -85,8 +83,7 @@ class AnnouncementStage(B2buaHost):
         announcement = call.route.announcement
         assert announcement is not None
         if announcement.kind == "recording":
-            call.annotations["recording_notice"] = "played" if played else "not-played"
-            call.annotations["recording_language"] = announcement.language
+            call.recording_notice = RecordingNotice.PLAYED if played else RecordingNotice.NOT_PLAYED
         if announcement.end_after:
             call.hangup_side = "gateway"
             self._fail_a(call, 480, "Not routed: use a mobile phone", now)

@@ -11,6 +11,7 @@ from gateway.sip.dialog import Dialog
 from gateway.sip.events import Endpoint, TransactionKey
 from gateway.sip.headers import parse_name_address
 from gateway.sip.message import Headers, Request, Response
+from routing.decision import NO_FACTS, CallFacts, RecordingNotice
 
 
 class Side(enum.Enum):
@@ -135,7 +136,13 @@ class Call:
     final_reason: str
     hangup_side: str
     cancelled: bool
-    annotations: dict[str, str]
+    #: what routing decided and why, carried untouched to CallEnded
+    facts: CallFacts
+    #: the B-leg target last tried (0-based), None before the first
+    attempt: int | None
+    #: whether the recording notice played, and when it started
+    recording_notice: RecordingNotice
+    recording_started_at: float | None
     #: the gateway's SDP answer to the caller when it anchors the media
     media_answer: bytes | None
     #: the relay's SDP offer for the B leg
@@ -185,7 +192,10 @@ class Call:
         final_reason: str = "",
         hangup_side: str = "gateway",
         cancelled: bool = False,
-        annotations: dict[str, str] | None = None,
+        facts: CallFacts = NO_FACTS,
+        attempt: int | None = None,
+        recording_notice: RecordingNotice = RecordingNotice.NONE,
+        recording_started_at: float | None = None,
         media_answer: bytes | None = None,
         b_offer: bytes | None = None,
         a_answered_locally: bool = False,
@@ -225,7 +235,10 @@ class Call:
         self.final_reason = final_reason
         self.hangup_side = hangup_side
         self.cancelled = cancelled
-        self.annotations = {} if annotations is None else annotations
+        self.facts = facts
+        self.attempt = attempt
+        self.recording_notice = recording_notice
+        self.recording_started_at = recording_started_at
         self.media_answer = media_answer
         self.b_offer = b_offer
         self.a_answered_locally = a_answered_locally
@@ -297,10 +310,9 @@ def build_b_invite(
         # Anchored media: the callee talks to the relay, not to the caller.
         body = call.b_offer
         headers.set("Content-Type", "application/sdp")
-    notice = call.annotations.get("recording_notice")
-    if notice in ("played", "not-played"):
+    if call.recording_notice is not RecordingNotice.NONE:
         # Documented in README: tells the PBX whether it may record the call.
-        headers.add("X-Voipgw-Recording-Notice", notice)
+        headers.add("X-Voipgw-Recording-Notice", call.recording_notice.value)
     uri = route.request_uri or a.uri
     if attempt < len(route.request_uris):
         uri = route.request_uris[attempt]

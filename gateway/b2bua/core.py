@@ -193,7 +193,7 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
         call = self.calls.get(call_uuid)
         if call is None or call.state is not CallState.ROUTING:
             return  # cancelled while routing
-        call.annotations.update(decision.annotations)
+        call.facts = decision.facts
         if isinstance(decision, Reject):
             self._fail_a(call, decision.status, decision.reason, now, headers=decision.headers)
             return
@@ -577,7 +577,7 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
         target = call.targets.pop(0)
         attempt = len(route.targets) - len(call.targets) - 1
         # Which target this attempt is: the CDR names the centre that answered.
-        call.annotations["attempt"] = str(attempt)
+        call.attempt = attempt
         call.b_target = target
         call.b_provisional = False
         call.b_dialog = None
@@ -736,7 +736,10 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
             disposition=call.disposition(),
             hangup_side=call.hangup_side,
             emergency=bool(call.route and call.route.emergency),
-            annotations=dict(call.annotations),
+            facts=call.facts,
+            attempt=call.attempt,
+            recording_notice=call.recording_notice,
+            recording_started_at=call.recording_started_at,
         )
 
     # ------------------------------------------------------------------ helpers

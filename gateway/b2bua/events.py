@@ -9,11 +9,12 @@ the adapter runs the routing layer (which may look things up) and calls
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from gateway.sip.events import Endpoint, TransactionKey
 from gateway.sip.message import Request
+from routing.decision import NO_FACTS, CallFacts, RecordingNotice
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,7 +66,8 @@ class Route:
             for Timer B.
         emergency: the call is an emergency call (never shed, failover eager).
         announcement: a prompt to play to the caller first (media stage).
-        annotations: free-form facts for the CDR and logs (class, site, reason...).
+        facts: what routing decided and why (routing.decision): carried untouched to
+            :class:`CallEnded`, for the CDR, metrics and logs.
     """
 
     targets: tuple[Endpoint, ...]
@@ -79,17 +81,17 @@ class Route:
     failover_timeout: float | None = None
     emergency: bool = False
     announcement: Announcement | None = None
-    annotations: dict[str, str] = field(default_factory=dict)
+    facts: CallFacts = NO_FACTS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reject:
-    """Answer the A leg with a final response instead of routing it."""
+    """Answer the A leg with a final response instead of routing it (``facts``: why)."""
 
     status: int
     reason: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
-    annotations: dict[str, str] = field(default_factory=dict)
+    facts: CallFacts = NO_FACTS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,13 +103,13 @@ class LocalAnswer:
         body: the 200's body (SDP answer, possibly in a multipart with a report).
         content_type: its Content-Type.
         hangup_after: seconds until the gateway ends the call.
-        annotations: facts for the CDR and logs.
+        facts: what routing decided and why.
     """
 
     body: bytes
     content_type: str
     hangup_after: float = 5.0
-    annotations: dict[str, str] = field(default_factory=dict)
+    facts: CallFacts = NO_FACTS
 
 
 # __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
@@ -152,7 +154,11 @@ class CallEnded:
         disposition: answered, busy, no-answer, cancelled, failed or rejected.
         hangup_side: caller, callee or gateway.
         emergency: whether the route was an emergency route.
-        annotations: the route's and the core's annotations.
+        facts: the routing decision's facts, as routing handed them over.
+        attempt: the B-leg target last tried (0-based; the one that answered for an
+            answered call), None when no B leg was tried.
+        recording_notice: whether the recording notice played.
+        recording_started_at: when the recording notice started (loop clock).
     """
 
     call_uuid: Final[str]
@@ -172,7 +178,10 @@ class CallEnded:
     disposition: Final[str]
     hangup_side: Final[str]
     emergency: Final[bool]
-    annotations: Final[dict[str, str]]
+    facts: Final[CallFacts]
+    attempt: Final[int | None]
+    recording_notice: Final[RecordingNotice]
+    recording_started_at: Final[float | None]
 
     def __init__(
         self,
@@ -194,7 +203,10 @@ class CallEnded:
         disposition: str,
         hangup_side: str,
         emergency: bool,
-        annotations: dict[str, str],
+        facts: CallFacts,
+        attempt: int | None,
+        recording_notice: RecordingNotice,
+        recording_started_at: float | None,
     ) -> None:
         self.call_uuid = call_uuid
         self.call_id = call_id
@@ -213,7 +225,10 @@ class CallEnded:
         self.disposition = disposition
         self.hangup_side = hangup_side
         self.emergency = emergency
-        self.annotations = annotations
+        self.facts = facts
+        self.attempt = attempt
+        self.recording_notice = recording_notice
+        self.recording_started_at = recording_started_at
 
 
 # __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)

@@ -9,8 +9,6 @@ answer (late offer, RFC 3264).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from mypy_extensions import trait
 
 from gateway.b2bua.call import (
@@ -26,9 +24,6 @@ from gateway.b2bua.host import B2buaHost
 from gateway.sip.builders import build_response
 from gateway.sip.events import TransactionKey
 from gateway.sip.message import Request, Response
-
-if TYPE_CHECKING:
-    pass
 
 
 @trait

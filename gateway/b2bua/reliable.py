@@ -10,17 +10,12 @@ never asks for reliability: the gateway provides it on the A leg itself.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from mypy_extensions import trait
 
 from gateway.b2bua.call import Call
 from gateway.b2bua.host import B2buaHost
 from gateway.sip.events import TransactionKey
 from gateway.sip.message import Request, Response
-
-if TYPE_CHECKING:
-    pass
 
 
 @trait

@@ -17,6 +17,7 @@ from gateway.registrar.bindings import Binding
 from gateway.sip.errors import ParseError
 from gateway.sip.events import Endpoint
 from gateway.sip.uri import SipUri, parse_uri
+from routing.decision import CallFacts, RoutedBy
 
 
 def binding_target(binding: Binding) -> Endpoint:
@@ -52,14 +53,14 @@ def request_uri_for(binding: Binding) -> str:
 def route_to_binding(binding: Binding) -> Route:
     """Builds a :class:`~gateway.b2bua.events.Route` that calls one binding.
 
-    Add headers, timeouts or annotations with :func:`dataclasses.replace`.
+    Add headers, timeouts or facts with :func:`dataclasses.replace`.
 
     Args:
         binding: the binding to call.
 
     Returns:
         A route with the binding's received address as the only target, its contact
-        as Request-URI, and the contact in the ``registered_contact`` annotation.
+        as Request-URI, and the contact in its facts' ``registered_contact``.
 
     Raises:
         ValueError: the contact is not a SIP URI.
@@ -67,7 +68,7 @@ def route_to_binding(binding: Binding) -> Route:
     return Route(
         targets=(binding_target(binding),),
         request_uri=request_uri_for(binding),
-        annotations={"registered_contact": binding.contact},
+        facts=CallFacts(routed_by=RoutedBy.REGISTERED_BINDING, registered_contact=binding.contact),
     )
 
 

@@ -83,7 +83,7 @@ async def _run(dsn: str, spool: Path, rate: int, seconds: float, connections: in
 
     committed_rows = 0
 
-    def committed(rows: int, batch: Sequence[CallDetailRecord]) -> None:
+    def committed(rows: int, batch: Sequence[CallDetailRecord], _seconds: float) -> None:
         # ``batch`` lacks the records the writer had to re-read from its spool (beyond
         # ``memory_rows``): their latency is not sampled, their rows are counted.
         nonlocal last_commit, committed_rows

@@ -11,7 +11,7 @@ calls in progress (``[overload] max_calls``) held ``hold`` seconds each sustain
 ``max_calls / hold`` calls per second, and the flood offers ``factor`` (5) times that.
 The router sheds ordinary calls above ``max_calls`` with 503 + Retry-After exactly as
 ``gateway.callrouter.CallRouter`` does (RFC 3261 21.5.4), and never sheds a call whose
-Request-URI ``routing.emergency.recognise_emergency`` recognises. The emergency
+Request-URI ``routing.emergency.DialPlan`` recognises. The emergency
 caller shares the flood's source address, the worst case for per-source limits.
 
 Two guard modes:
@@ -48,7 +48,8 @@ from gateway.guard import Guard
 from gateway.guard_config import GuardConfig, RateLimit
 from gateway.sip.events import Endpoint
 from routing.config import EmergencyConfig
-from routing.emergency import recognise_emergency
+from routing.decision import CallFacts, Shed
+from routing.emergency import DialPlan
 from tests.interop.gateway import gateway_config, running_gateway, sip_target
 from tests.interop.sipp import SippResult, SippUas, run_uac
 
@@ -72,7 +73,7 @@ def _ms(value: float | None) -> str:
 class ShedRouter:
     """Routes every call to one next hop; sheds ordinary calls above ``max_calls``.
 
-    The overload rule is CallRouter's (gateway/callrouter.py), without the directory
+    The overload rule is routing.policy.decide's, without the directory
     and classification that need a sites file: ``active_calls > max_calls`` gives an
     ordinary call 503 with Retry-After; an emergency call is always routed.
     """
@@ -83,16 +84,16 @@ class ShedRouter:
         self.target = target
         self.max_calls = max_calls
         self.retry_after = retry_after
-        self.emergency = emergency
+        self.dial_plan = DialPlan(emergency)
         self.active_calls: Callable[[], int] = _no_calls
 
     def __call__(self, event: RouteNeeded) -> Route | Reject:
-        emergency = recognise_emergency(event.request.uri, self.emergency) is not None
+        emergency = self.dial_plan.match(event.request.uri) is not None
         if not emergency and self.active_calls() > self.max_calls:
             return Reject(
                 status=503,
                 headers=(("Retry-After", str(self.retry_after)),),
-                annotations={"shed": "capacity"},
+                facts=CallFacts(shed=Shed.CAPACITY),
             )
         return Route(targets=(self.target,), emergency=emergency)
 
@@ -166,7 +167,7 @@ class FloodResult:
 
     @property
     def shed(self) -> list[CallEnded]:
-        return [e for e in self.ended if e.annotations.get("shed") == "capacity"]
+        return [e for e in self.ended if e.facts.shed is Shed.CAPACITY]
 
     @property
     def shed_latencies(self) -> list[float]:

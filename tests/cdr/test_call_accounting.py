@@ -1,19 +1,20 @@
 """What counts as a call: a digest challenge is part of the call that follows it (RFC
 3261 22.2), a 403 for wrong credentials is a refused call; an inbound call's CDR names
-the subscriber it reached (the router's ``callee`` annotation)."""
+the subscriber it reached (the ``callee`` of the routing decision's facts)."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from gateway.app import record_of
+from cdr.call_record import record_of
 from gateway.b2bua.events import CallEnded
 from gateway.metrics import Metrics
 from gateway.server import is_auth_challenge, observe_call
 from gateway.sip.events import Endpoint
+from routing.decision import CallFacts, Direction, RecordingNotice
 
 
-def ended(status: int, annotations: dict[str, str]) -> CallEnded:
+def ended(status: int, facts: CallFacts) -> CallEnded:
     return CallEnded(
         call_uuid="0f8d2c1e6a4b4f4e9a3c2b1d0e9f8a7b",
         call_id="abc@192.0.2.10",
@@ -32,7 +33,10 @@ def ended(status: int, annotations: dict[str, str]) -> CallEnded:
         disposition="failed" if status != 200 else "answered",
         hangup_side="gateway",
         emergency=False,
-        annotations=annotations,
+        facts=facts,
+        attempt=None,
+        recording_notice=RecordingNotice.NONE,
+        recording_started_at=None,
     )
 
 
@@ -45,7 +49,7 @@ def calls_total(metrics: Metrics) -> float:
 def test_a_407_challenge_is_not_a_call() -> None:
     metrics = Metrics(CollectorRegistry())
     metrics.call_started()
-    event = ended(407, {"class": "unknown", "auth": "challenged"})
+    event = ended(407, CallFacts(auth_challenged=True))
     assert is_auth_challenge(event)
     observe_call(metrics, event)
     assert calls_total(metrics) == 0
@@ -56,7 +60,7 @@ def test_a_407_challenge_is_not_a_call() -> None:
 def test_a_403_for_wrong_credentials_is_a_refused_call() -> None:
     metrics = Metrics(CollectorRegistry())
     metrics.call_started()
-    event = ended(403, {"class": "unknown", "auth": "challenged"})
+    event = ended(403, CallFacts(auth_challenged=True))
     assert not is_auth_challenge(event)
     observe_call(metrics, event)
     assert calls_total(metrics) == 1
@@ -66,7 +70,7 @@ def test_a_403_for_wrong_credentials_is_a_refused_call() -> None:
 def test_inbound_cdr_names_the_subscriber_reached() -> None:
     event = ended(
         200,
-        {"class": "unknown", "customer": "setera", "callee": "+358401000001"},
+        CallFacts(direction=Direction.INBOUND, customer_id="setera", callee="+358401000001"),
     )
     record = record_of(event, wall_offset=0.0, instance="gw1")
     assert record.customer == "setera"
@@ -75,6 +79,8 @@ def test_inbound_cdr_names_the_subscriber_reached() -> None:
 
 
 def test_a_call_without_a_callee_keeps_the_dialled_uri() -> None:
-    record = record_of(ended(404, {"class": "unknown"}), wall_offset=0.0, instance="gw1")
+    record = record_of(
+        ended(404, CallFacts(direction=Direction.INBOUND)), wall_offset=0.0, instance="gw1"
+    )
     assert record.customer == ""
     assert record.callee_dialled == "sip:alice@voipgw.demo"

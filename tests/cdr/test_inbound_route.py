@@ -75,9 +75,9 @@ async def test_inbound_call_to_a_registered_subscriber(
         result = await router({uri: phone}).route(invite(uri))
     assert isinstance(result, Route)
     assert result.targets == (PHONE,)
-    assert result.annotations["customer"] == "setera"
-    assert result.annotations["callee"] == "+358401000001"
-    assert "subscriber" not in result.annotations  # that names the caller
+    assert result.facts.customer_id == "setera"
+    assert result.facts.callee == "+358401000001"
+    assert result.facts.subscriber is None  # that names the caller
     (line,) = [r.getMessage() for r in caplog.records if r.name == "voipgw.router"]
     assert line.startswith("call inbound-1@pbx.example: inbound route")
     assert "+358401000001" not in line  # no numbers in logs
@@ -92,12 +92,12 @@ async def test_inbound_call_nobody_registered_is_logged_too(
     assert line.startswith("call inbound-1@pbx.example: inbound reject 404")
     assert isinstance(result, Reject)
     assert result.status == 404
-    assert result.annotations["customer"] == "setera"
-    assert result.annotations["callee"] == "+358401000002"
+    assert result.facts.customer_id == "setera"
+    assert result.facts.callee == "+358401000002"
 
 
 async def test_inbound_call_to_a_stranger_names_no_customer() -> None:
     result = await router({}).route(invite("sip:+358409999999@voipgw.demo"))
     assert isinstance(result, Reject)
-    assert "customer" not in result.annotations
-    assert "callee" not in result.annotations
+    assert result.facts.customer_id == ""
+    assert result.facts.callee is None

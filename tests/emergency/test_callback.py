@@ -18,6 +18,7 @@ from gateway.callrouter import CallRouter
 from gateway.config import OverloadConfig
 from gateway.sip.events import Endpoint
 from routing.config import RoutingConfig
+from routing.decision import RoutedBy
 from routing.sites_file import parse_sites
 from tests.emergency.rig import CENTRE_HOST, DEMO_CENTRE_PORTS, DEMO_SITES
 from tests.test_callrouter import invite, resolve
@@ -46,7 +47,7 @@ def shared_host_sites() -> str:
 
 
 def is_callback(result: object) -> bool:
-    return isinstance(result, Route) and result.annotations.get("routed") == "emergency-callback"
+    return isinstance(result, Route) and result.facts.routed_by is RoutedBy.EMERGENCY_CALLBACK
 
 
 @pytest.mark.asyncio

@@ -34,4 +34,4 @@ async def test_ordinary_call_carries_its_class(
     assert "tel:+35840100000" in (invite.get("p-asserted-identity") or "")
     assert not any(peer.invites for peer in rig.centres.values())
     (ended,) = rig.ended
-    assert ended.annotations["class"] == expected_class
+    assert ended.facts.call_class == expected_class

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from gateway.notify import EmergencyNotifier, NotifyConfig, WebhookUrl, notification_body
-from routing.classify import classify_call
 from routing.config import NomadicPolicy, RoutingConfig
 from routing.configfields import ConfigError, Table
-from routing.policy import route_call
+from routing.decision import RoutingDecision
+from routing.model import CallContext
+from routing.policy import decide
 from tests.interop.sipp import free_port
 from tests.routing.data import ctx, demo_directory
 
@@ -71,19 +72,17 @@ async def http_server(statuses: list[int | None]) -> AsyncIterator[HttpServer]:
         server.close()
 
 
-def office_call() -> tuple[object, object, object]:
+def office_call() -> tuple[RoutingDecision, CallContext]:
     directory = demo_directory()
     call = ctx(directory, "127.0.10.5", "alice", dialled="sip:112@gw;user=phone")
-    classification = classify_call(call, directory)
-    return route_call(call, classification, directory, RoutingConfig()), call, classification
+    return decide(call, directory, RoutingConfig()), call
 
 
-def nomadic_call(policy: NomadicPolicy) -> tuple[object, object, object]:
+def nomadic_call(policy: NomadicPolicy) -> tuple[RoutingDecision, CallContext]:
     directory = demo_directory()
     call = ctx(directory, "127.0.30.7", "bob", dialled="tel:112")
-    classification = classify_call(call, directory)
     config = RoutingConfig(nomadic_policy=policy)
-    return route_call(call, classification, directory, config), call, classification
+    return decide(call, directory, config), call
 
 
 class Sleeps:
@@ -97,8 +96,8 @@ class Sleeps:
 
 
 def test_office_body_carries_the_pidf_address_and_centre() -> None:
-    decision, call, classification = office_call()
-    doc = json.loads(notification_body(decision, call, classification, now=NOW))  # type: ignore[arg-type]
+    decision, call = office_call()
+    doc = json.loads(notification_body(decision, call, now=NOW))
     assert doc["event"] == "emergency-call"
     assert doc["time"] == "2026-11-22T14:56:30.123Z"
     assert doc["caller"] == "+358401000001"
@@ -124,8 +123,8 @@ def test_office_body_carries_the_pidf_address_and_centre() -> None:
     ],
 )
 def test_nomadic_body_sends_no_address(policy: NomadicPolicy, action: str, centre: str) -> None:
-    decision, call, classification = nomadic_call(policy)
-    doc = json.loads(notification_body(decision, call, classification, now=NOW))  # type: ignore[arg-type]
+    decision, call = nomadic_call(policy)
+    doc = json.loads(notification_body(decision, call, now=NOW))
     assert doc["class"] == "nomadic"
     assert doc["site"] == "nomadic"
     assert doc["civic_address"] is None
@@ -140,7 +139,7 @@ async def test_posts_json_to_the_webhook() -> None:
     async with http_server([204]) as server:
         config = NotifyConfig(urls=(server.url,))
         async with EmergencyNotifier(config, clock=lambda: NOW) as notifier:
-            notifier(*office_call())  # type: ignore[arg-type]
+            notifier(*office_call())
             await asyncio.wait_for(server.arrived.wait(), 5)
         assert notifier.delivered == 1
         assert notifier.failed == 0
@@ -162,7 +161,7 @@ async def test_retries_5xx_with_doubling_backoff_then_delivers() -> None:
     async with http_server([503, 500, 200]) as server:
         config = NotifyConfig(urls=(server.url,), attempts=5, backoff=0.25, backoff_max=10)
         async with EmergencyNotifier(config, sleep=sleeps) as notifier:
-            notifier(*office_call())  # type: ignore[arg-type]
+            notifier(*office_call())
         assert len(server.requests) == 3
         assert {r[2] for r in server.requests} == {server.requests[0][2]}
     assert sleeps.waits == [0.25, 0.5]
@@ -175,7 +174,7 @@ async def test_gives_up_after_the_configured_attempts() -> None:
     async with http_server([502]) as server:
         config = NotifyConfig(urls=(server.url,), attempts=4, backoff=1.0, backoff_max=3.0)
         async with EmergencyNotifier(config, sleep=sleeps) as notifier:
-            notifier(*office_call())  # type: ignore[arg-type]
+            notifier(*office_call())
         assert len(server.requests) == 4
     assert sleeps.waits == [1.0, 2.0, 3.0]
     assert (notifier.delivered, notifier.failed) == (0, 1)
@@ -187,7 +186,7 @@ async def test_client_error_is_not_retried() -> None:
     async with http_server([404, 200]) as server:
         config = NotifyConfig(urls=(server.url,), attempts=4)
         async with EmergencyNotifier(config, sleep=sleeps) as notifier:
-            notifier(*office_call())  # type: ignore[arg-type]
+            notifier(*office_call())
         assert len(server.requests) == 1
     assert sleeps.waits == []
     assert (notifier.delivered, notifier.failed) == (0, 1)
@@ -199,7 +198,7 @@ async def test_connection_refused_is_retried() -> None:
     port = free_port("127.0.0.1")  # nothing listens there
     config = NotifyConfig(urls=(f"http://127.0.0.1:{port}/x",), attempts=3, backoff=0.1)
     async with EmergencyNotifier(config, sleep=sleeps) as notifier:
-        notifier(*office_call())  # type: ignore[arg-type]
+        notifier(*office_call())
     assert sleeps.waits == [0.1, 0.2]
     assert (notifier.delivered, notifier.failed) == (0, 1)
 
@@ -211,7 +210,7 @@ async def test_silent_server_is_timed_out_and_retried() -> None:
         config = NotifyConfig(urls=(server.url,), attempts=3, timeout=0.2)
         async with EmergencyNotifier(config, sleep=sleeps) as notifier:
             started = time.monotonic()
-            notifier(*office_call())  # type: ignore[arg-type]
+            notifier(*office_call())
             while notifier.delivered + notifier.failed == 0:
                 assert time.monotonic() - started < 5, "delivery did not finish"
                 await asyncio.sleep(0.01)
@@ -232,7 +231,7 @@ async def test_hook_never_waits_and_drops_beyond_the_queue() -> None:
             durations = []
             for _ in range(50):
                 started = time.perf_counter()
-                notifier(*args)  # type: ignore[arg-type]
+                notifier(*args)
                 durations.append(time.perf_counter() - started)
             await asyncio.wait_for(server.arrived.wait(), 5)
         finally:
@@ -250,7 +249,7 @@ async def test_customer_urls_add_to_the_global_one() -> None:
             customer_urls={"setera": (reception.url, noc.url), "esimerkki": ("http://x/",)},
         )
         async with EmergencyNotifier(config) as notifier:
-            notifier(*office_call())  # type: ignore[arg-type]
+            notifier(*office_call())
         assert len(noc.requests) == 1
         assert len(reception.requests) == 1
     assert notifier.delivered == 2

@@ -49,7 +49,7 @@ async def test_nomadic_call_announce_and_end_rejects(pg_dsn: str, tmp_path: Path
     assert reached(rig) == {}
     [ended] = rig.ended
     assert ended.final_status == 480
-    assert ended.annotations["policy"] == "announce-and-end"
+    assert ended.facts.emergency_policy == "announce-and-end"
 
 
 async def test_barred_customer_reaches_centre_but_not_others(pg_dsn: str, tmp_path: Path) -> None:

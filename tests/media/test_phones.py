@@ -22,6 +22,7 @@ from gateway.b2bua.events import Announcement
 from gateway.metrics import Metrics
 from gateway.rtp.config import RecordedLine
 from gateway.sip.events import Endpoint
+from routing.decision import RecordingNotice
 from tests.interop.gateway import sip_target
 from tests.interop.sipp import SippResult, SippUas, run_uac
 from tests.media.harness import (
@@ -121,7 +122,7 @@ async def test_baresip_hears_notice_as_early_media_then_talks_to_staff(tmp_path:
             log = phone.log_text()
             phone.cleanup()
             assert ended.disposition == "answered", log
-            assert ended.annotations["recording_notice"] == "played"
+            assert ended.recording_notice is RecordingNotice.PLAYED
             assert notices(notice_file) == ["played"]
             assert rate == 8000, log
             # Two audio streams: the 183's early media, then the call after the 200.
@@ -242,7 +243,7 @@ async def test_cancel_during_notice_calls_nobody_and_frees_everything(tmp_path: 
             assert result.ok, result.describe()
             (ended,) = await rig.wait_ended(1)
             assert ended.disposition == "cancelled"
-            assert ended.annotations.get("recording_notice") != "played"
+            assert ended.recording_notice is not RecordingNotice.PLAYED
             await rig.assert_clean()
     assert uas.result is not None
     assert uas.result.incoming_calls == 0, uas.result.describe()
@@ -277,7 +278,7 @@ async def test_caller_without_g711_connects_marked_not_played(tmp_path: Path) ->
             assert result.ok, result.describe()
             (ended,) = await rig.wait_ended(1)
             assert ended.disposition == "answered"
-            assert ended.annotations["recording_notice"] == "not-played"
+            assert ended.recording_notice is RecordingNotice.NOT_PLAYED
             await rig.assert_clean()
     assert notices(notice_file) == ["not-played"]
     assert (
@@ -343,7 +344,7 @@ async def test_emergency_call_to_the_same_pbx_gets_no_prompt(tmp_path: Path) -> 
             await rig.assert_clean()
     emergency, recorded = rig.ended
     assert emergency.emergency
-    assert "recording_notice" not in emergency.annotations
+    assert emergency.recording_notice is RecordingNotice.NONE
     assert heard["112"][0] == 0, heard
     # The same caller, router and PBX on the recorded line: the notice arrives first.
     assert not recorded.emergency

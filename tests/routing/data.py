@@ -5,7 +5,10 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+from gateway.sip.uri import telephone_user
+from routing.config import EmergencyConfig
 from routing.directory import Directory
+from routing.emergency import DialPlan
 from routing.model import CallContext, Subscriber
 from routing.sites_file import SitesData, parse_sites
 
@@ -13,6 +16,10 @@ DEMO_SITES = Path(__file__).parents[2] / "deploy" / "demo" / "sites.toml"
 
 ALICE_DESK = "<urn:uuid:00000000-0000-1000-8000-A11CE0000001>"
 DAVE_ATA = "urn:uuid:00000000-0000-1000-8000-da7e00000004"
+
+#: The default emergency numbers, as the gateway recognises them when it builds a
+#: call's context (gateway.callrouter.call_context).
+DIAL_PLAN = DialPlan(EmergencyConfig())
 
 
 def demo_data() -> SitesData:
@@ -45,4 +52,6 @@ def ctx(
         instance_id=instance,
         subscriber=subscriber,
         geolocation=geolocation,
+        dialled_user=telephone_user(dialled),
+        emergency=DIAL_PLAN.match(dialled),
     )

@@ -8,15 +8,14 @@ import pytest
 
 from routing.classify import classify_call
 from routing.config import NomadicPolicy, RoutingConfig
+from routing.decision import Action, RoutingDecision
 from routing.directory import Directory
 from routing.model import (
-    Action,
     CallClass,
     CallContext,
     CentreUriStyle,
     CustomerState,
     EmergencyKind,
-    RoutingDecision,
 )
 from routing.policy import NOMADIC_WARNING, decide, header_safe, route_emergency
 from routing.sites_file import SitesData
@@ -138,7 +137,7 @@ def test_no_centres_hands_emergency_to_default_next_hop() -> None:
     assert decision.targets[0].request_uri == "urn:service:sos"
 
 
-def test_test_calls_go_to_test_route_or_are_rejected() -> None:
+def test_test_calls_go_to_test_route_or_are_answered_by_the_gateway() -> None:
     call = ctx(DIRECTORY, "127.0.10.20", "alice", dialled="urn:service:test.sos")
     decision = decide(call, DIRECTORY, CONFIG)
     assert decision.action is Action.ROUTE
@@ -146,9 +145,13 @@ def test_test_calls_go_to_test_route_or_are_rejected() -> None:
     assert decision.targets[0].next_hop == "sip:echo@127.0.0.1:5099"
     assert decision.resource_priority is None
     assert decision.location is not None and decision.location.verified
-    rejected = decide(call, DIRECTORY, dataclasses.replace(CONFIG, test_route=None))
-    assert rejected.action is Action.REJECT
-    assert rejected.reject_status == 404
+    # Without a test route the gateway answers the test call itself (RFC 6881 SP-44)
+    # with a report of what a real call would carry; decide() once answered 404 here,
+    # which production (the router's own shortcut) never did.
+    answered = decide(call, DIRECTORY, dataclasses.replace(CONFIG, test_route=None))
+    assert answered.action is Action.ANSWER_TEST
+    assert "class: office" in answered.test_report
+    assert "centres: " in answered.test_report
 
 
 def test_ordinary_calls() -> None:

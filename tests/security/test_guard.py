@@ -17,6 +17,7 @@ from gateway.guard import Guard, TokenBucket, is_response, peek
 from gateway.guard_config import GuardConfig, RateLimit
 from gateway.sip.events import Endpoint
 from routing.config import EmergencyConfig
+from routing.emergency import DialPlan
 from tests.security.messages import request, response
 
 ATTACKER = Endpoint("UDP", "203.0.113.66", 5070)
@@ -273,7 +274,7 @@ def test_emergency_invite_passes_ban_scanner_and_rate_limit(uri: str) -> None:
 def test_configured_emergency_numbers_are_honoured() -> None:
     config = dataclasses.replace(GuardConfig(), max_auth_failures=1)
     plain = Guard(config)
-    extended = Guard(config, emergency=EmergencyConfig(numbers=("112", "911")))
+    extended = Guard(config, dial_plan=DialPlan(EmergencyConfig(numbers=("112", "911"))))
     for g in (plain, extended):
         ban(g, ATTACKER)
     assert not plain.admit(request("INVITE", "sip:911@gw"), ATTACKER, T0)

@@ -1,0 +1,166 @@
+"""A finished call as its CDR: the one mapping from a call's typed facts to a record.
+
+The B2BUA's ``CallEnded`` (``gateway.b2bua.events``) satisfies :class:`EndedCall`;
+cdr/ reads it through this protocol so that it never imports the gateway (the CDR
+tools run without it). The routing decision's :class:`routing.decision.CallFacts`
+arrive as routing made them: no field is parsed back from a string here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import uuid
+from typing import Protocol
+
+from cdr.numbers import number_of
+from cdr.record import CallDetailRecord, Disposition, HangupSide
+from routing.decision import CallFacts, RecordingNotice
+
+__all__ = ["EndedCall", "record_of"]
+
+
+class Address(Protocol):
+    """A transport address (``gateway.sip.events.Endpoint``)."""
+
+    @property
+    def host(self) -> str: ...
+
+
+class EndedCall(Protocol):
+    """What the CDR needs of a finished call, times on the loop clock."""
+
+    @property
+    def call_uuid(self) -> str: ...
+    @property
+    def call_id(self) -> str: ...
+    @property
+    def caller(self) -> str: ...
+    @property
+    def callee_dialled(self) -> str: ...
+    @property
+    def callee_routed(self) -> str: ...
+    @property
+    def p_asserted_identity(self) -> str | None: ...
+    @property
+    def source(self) -> Address: ...
+    @property
+    def user_agent(self) -> str | None: ...
+    @property
+    def setup_at(self) -> float: ...
+    @property
+    def ringing_at(self) -> float | None: ...
+    @property
+    def answered_at(self) -> float | None: ...
+    @property
+    def ended_at(self) -> float: ...
+    @property
+    def final_status(self) -> int: ...
+    @property
+    def final_reason(self) -> str: ...
+    @property
+    def disposition(self) -> str: ...
+    @property
+    def hangup_side(self) -> str: ...
+    @property
+    def emergency(self) -> bool: ...
+    @property
+    def facts(self) -> CallFacts: ...
+    @property
+    def attempt(self) -> int | None: ...
+    @property
+    def recording_notice(self) -> RecordingNotice: ...
+    @property
+    def recording_started_at(self) -> float | None: ...
+
+
+def record_of(event: EndedCall, *, wall_offset: float, instance: str) -> CallDetailRecord:
+    """The CDR of a finished call.
+
+    Args:
+        event: the B2BUA's summary (times on the loop clock).
+        wall_offset: ``time.time() - loop.time()``, to turn loop times into wall time.
+        instance: this gateway instance's name.
+    """
+
+    def wall(t: float | None) -> dt.datetime | None:
+        if t is None:
+            return None
+        return dt.datetime.fromtimestamp(t + wall_offset, dt.UTC)
+
+    facts = event.facts
+    started = wall(event.setup_at)
+    ended = wall(event.ended_at)
+    assert started is not None
+    assert ended is not None
+    duration = max(0.0, event.ended_at - event.setup_at)
+    billable = 0
+    if event.answered_at is not None:
+        # Billable time starts when the callee answers (not at the recording notice).
+        billable = max(0, round(event.ended_at - event.answered_at))
+    post_dial = None if event.ringing_at is None else event.ringing_at - event.setup_at
+    notice = event.recording_notice
+    return CallDetailRecord(
+        call_uuid=_call_uuid(event.call_uuid),
+        started_at=started,
+        call_id=event.call_id,
+        customer=facts.customer_id,
+        # Unless the caller is our subscriber, the From URI's number (the PBX's
+        # outside party): subject access looks numbers up, not URIs.
+        caller=facts.subscriber or number_of(event.caller),
+        # An inbound call names the subscriber it reached by number, whatever URI the
+        # PBX used (sip:alice@...): itemization and subject access look numbers up.
+        # Parties as numbers where they are ones (cdr/numbers.py): a subject-access
+        # request names a number, not the URI a device or the PBX happened to write.
+        callee_dialled=facts.callee or number_of(event.callee_dialled),
+        callee_routed=event.callee_routed or None,
+        p_asserted_identity=_asserted_number(event.p_asserted_identity),
+        call_class=facts.call_class,
+        device_kind=facts.device_kind.value if facts.device_kind is not None else None,
+        site=facts.site_id,
+        source_address=ipaddress.ip_address(event.source.host),
+        user_agent=event.user_agent,
+        emergency=event.emergency,
+        emergency_centre=facts.centre_of(event.attempt) if event.emergency else None,
+        emergency_policy=facts.emergency_policy if event.emergency else None,
+        recording_notice=notice,
+        recording_notice_language=(
+            facts.recording_notice_language if notice is not RecordingNotice.NONE else None
+        ),
+        # The privacy promise's "told before the call": when the notice started (a
+        # nomadic warning is a prompt too, but not this one).
+        recording_notice_played_at=(
+            wall(event.recording_started_at) if notice is not RecordingNotice.NONE else None
+        ),
+        ringing_at=wall(event.ringing_at),
+        answered_at=wall(event.answered_at),
+        ended_at=ended,
+        post_dial_delay_seconds=post_dial,
+        duration_seconds=duration,
+        billable_seconds=billable,
+        final_status=event.final_status if 100 <= event.final_status <= 699 else 500,
+        final_reason=event.final_reason or None,
+        disposition=Disposition(event.disposition),
+        hangup_side=HangupSide(event.hangup_side),
+        gateway_instance=instance,
+    )
+
+
+def _call_uuid(text: str) -> uuid.UUID:
+    """The B2BUA's call id as a UUID (uuid4 hex in the running gateway)."""
+    try:
+        return uuid.UUID(hex=text)
+    except ValueError:
+        return uuid.uuid5(uuid.NAMESPACE_OID, text)
+
+
+def _asserted_number(value: str | None) -> str | None:
+    """A P-Asserted-Identity (name-addr or bare URI) as its number, or as written when
+    it names no number. The gateway wrote it (``<tel:+358...>``, RFC 3325 9.1), so the
+    URI is what the angle brackets hold, or the whole value."""
+    if not value:
+        return value
+    opening, closing = value.find("<"), value.rfind(">")
+    uri = value[opening + 1 : closing] if 0 <= opening < closing else value.strip()
+    number = number_of(uri)
+    return number if number != uri else value

@@ -1,0 +1,227 @@
+"""The routing contract: a call's :class:`RoutingDecision` and its typed :class:`CallFacts`.
+
+Routing decides a call once, as a pure function (:func:`routing.policy.decide`), and
+the decision carries the call's facts; the routing adapter (``gateway.service.router``) adds
+what only it learns from its lookups (the centre behind each resolved next hop, a
+registered binding, a shed); the B2BUA carries the facts untouched beside what it alone
+knows (which attempt answered, when the recording notice played); ``CallEnded`` hands
+both to ``cdr.call_record.record_of``. Nothing on the way goes through a string: a fact
+that would not fit its type fails where it is made, not inside the CDR sink.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from routing.model import (
+    CallClass,
+    DeviceKind,
+    EmergencyKind,
+    EmergencyMatch,
+    Language,
+    Location,
+)
+
+
+class Direction(StrEnum):
+    """Which way a call goes through the gateway."""
+
+    OUTBOUND = "outbound"
+    """From a device (a subscriber's phone, or an unknown caller) to the PBX, a trunk
+    or an emergency centre: the call the routing policy decides."""
+    INBOUND = "inbound"
+    """From the PBX or a trunk (a trusted peer) to a device registered here."""
+
+
+class RoutedBy(StrEnum):
+    """How the B leg's destination was found."""
+
+    POLICY = "policy"
+    """The routing decision's next hops (default next hop, emergency centres)."""
+    REGISTERED_BINDING = "registered-binding"
+    """A device's registration (the callee registered here)."""
+    INBOUND_TO_REGISTERED = "inbound-to-registered"
+    """A call from a trusted peer to a device's registration."""
+    INBOUND_UNREACHABLE = "inbound"
+    """A call from a trusted peer for which no device is registered (404)."""
+    EMERGENCY_CALLBACK = "emergency-callback"
+    """A centre's call back to an emergency caller (RFC 6881 SP-35)."""
+    FALLBACK = "fallback"
+    """The national default centres, after the routing hook itself failed."""
+    LOCAL = "local"
+    """Answered by the gateway itself (the emergency test call, RFC 6881 SP-44)."""
+
+
+class Shed(StrEnum):
+    """Why a new call was refused with 503 before any routing."""
+
+    CAPACITY = "capacity"
+    DRAINING = "draining"
+
+
+class RecordingNotice(StrEnum):
+    """Whether the recording announcement was played (enum ``cdr_recording_notice``)."""
+
+    PLAYED = "played"
+    NOT_PLAYED = "not-played"
+    NONE = "none"
+
+
+class LocationSource(StrEnum):
+    """Where the location sent with an emergency call comes from."""
+
+    SITE_ADDRESS = "site-address"
+    """The registered address of the site whose network the call came from."""
+    NONE = "none"
+    """No location known: the centre is told the location is not verified."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallFacts:
+    """Everything known of a call when it was decided, typed (the CDR's source).
+
+    A fresh ``CallFacts()`` is the call nothing was learnt of (the default upstream
+    route of a gateway without routing data, a call refused while draining).
+
+    Attributes:
+        call_class: office, nomadic, or unknown (inbound calls, refused calls).
+        reason: why, in one line (logs, ``X-Voipgw-Reason``).
+        direction: outbound (from a device) or inbound (from a trusted peer).
+        routed_by: how the B leg's destination was found.
+        device_kind: the kind of device the classification saw.
+        site_id: the site whose network the call came from (office calls).
+        customer_id: the customer the call is billed to ("" when unknown).
+        subscriber: the caller's E.164 number when a subscriber placed the call.
+        callee: the subscriber an inbound call is for (E.164).
+        emergency: the recognised emergency or test dial string, or None: the one
+            recognition of the call (:func:`routing.emergency.DialPlan.match`).
+        emergency_policy: for emergency calls, "office" or the nomadic action taken.
+        centres: per B-leg target, in the order the B2BUA tries them, the emergency
+            centre it reaches (None for an ordinary next hop).
+        callback: the callback identity sent to the centre (tel URI), or None.
+        privacy: the caller restricted presentation (RFC 3323 ``Privacy: id`` sent).
+        recording_notice_language: the language of the recording notice decided for
+            the call, or None when none is to be played.
+        location: the location sent with an emergency call.
+        location_source: where that location comes from.
+        shed: why the call was refused before routing, or None.
+        auth_challenged: the call was answered with a digest challenge (401/407);
+            it is part of the call that follows, not a call of its own.
+        registered_contact: the Contact of the registration the call was sent to.
+    """
+
+    call_class: CallClass = CallClass.UNKNOWN
+    reason: str = ""
+    direction: Direction = Direction.OUTBOUND
+    routed_by: RoutedBy = RoutedBy.POLICY
+    device_kind: DeviceKind | None = None
+    site_id: str | None = None
+    customer_id: str = ""
+    subscriber: str | None = None
+    callee: str | None = None
+    emergency: EmergencyMatch | None = None
+    emergency_policy: str | None = None
+    centres: tuple[str | None, ...] = ()
+    callback: str | None = None
+    privacy: bool = False
+    recording_notice_language: str | None = None
+    location: Location | None = None
+    location_source: LocationSource = LocationSource.NONE
+    shed: Shed | None = None
+    auth_challenged: bool = False
+    registered_contact: str | None = None
+
+    @property
+    def is_emergency(self) -> bool:
+        """A real emergency call (not a test call): never shed, never challenged."""
+        return self.emergency is not None and self.emergency.kind is EmergencyKind.EMERGENCY
+
+    def centre_of(self, attempt: int | None) -> str | None:
+        """The emergency centre of the B-leg attempt ``attempt`` (0-based), if any."""
+        if attempt is None or not 0 <= attempt < len(self.centres):
+            return None
+        return self.centres[attempt]
+
+
+#: The facts of a call nothing was learnt of.
+NO_FACTS = CallFacts()
+
+
+class Action(StrEnum):
+    """What the gateway does with the call."""
+
+    ROUTE = "route"
+    ANNOUNCE_THEN_ROUTE = "announce-then-route"
+    ANNOUNCE_AND_END = "announce-and-end"
+    REJECT = "reject"
+    ANSWER_TEST = "answer-test"
+    """The gateway answers an emergency test call itself (RFC 6881 SP-44) with the
+    decision's ``test_report``: no test route is configured."""
+    ROUTE_INBOUND = "route-inbound"
+    """A call from a trusted peer (PBX, trunk) to the callee's registration."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """One place to send the B leg; a decision lists them in failover order."""
+
+    request_uri: str
+    """Request-URI of the INVITE (a service URN for URN-style centres, RFC 6881 SP-24)."""
+    next_hop: str
+    """SIP URI the INVITE is sent to (Route / outbound proxy)."""
+    centre_id: str | None = None
+    """The emergency centre this target reaches, or None for an ordinary next hop."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutingDecision:
+    """The routing layer's answer for one call: what to do, and the call's facts.
+
+    The instructions (action, targets, prompt, headers ...) are for the adapter that
+    carries them out; :attr:`facts` is what the call is and why, carried to the CDR.
+    """
+
+    action: Action
+    facts: CallFacts
+    targets: tuple[Target, ...] = ()
+    """Where to send the B leg, tried in order: the next on timeout or any failure
+    final response except 487 (the caller hung up). Empty when not routed."""
+    announcement: str | None = None
+    """Prompt name to play before routing or ending ("nomadic-emergency-warning")."""
+    language: Language = Language.FI
+    resource_priority: str | None = None
+    """Resource-Priority header value (RFC 7135 "esnet" namespace) or None."""
+    reject_status: int | None = None
+    retry_after: int | None = None
+    """Seconds for the Retry-After of a shed call's 503 (RFC 3261 21.5.4)."""
+    notify_url: str | None = None
+    """Webhook to notify (emergency calls) or None."""
+    test_report: str = ""
+    """What a real emergency call from here would carry (ANSWER_TEST), as text."""
+    headers: tuple[tuple[str, str], ...] = field(default=())
+    """Extra headers for the B leg and logs (X-Voipgw-Class, X-Voipgw-Reason)."""
+
+    @property
+    def call_class(self) -> CallClass:
+        return self.facts.call_class
+
+    @property
+    def reason(self) -> str:
+        """Why, in one line (logs, ``X-Voipgw-Reason``)."""
+        return self.facts.reason
+
+    @property
+    def emergency(self) -> EmergencyMatch | None:
+        return self.facts.emergency
+
+    @property
+    def location(self) -> Location | None:
+        """Location to convey as PIDF-LO (RFC 6442) for emergency calls."""
+        return self.facts.location
+
+    @property
+    def callback(self) -> str | None:
+        """Callback identity for P-Asserted-Identity (tel URI), shown to the PSAP even
+        if the subscriber restricts presentation."""
+        return self.facts.callback
