@@ -1,6 +1,13 @@
 """voipgw: the SIP call-handling and emergency-routing gateway.
 
-This module only makes the compiled SIP core importable however voipgw was installed.
+This module only picks the build of the SIP core and makes the compiled one
+importable however voipgw was installed.
+
+First, before anything below ``gateway`` is imported, :func:`gateway.native.choose_core_build`
+decides between the compiled core and its sources: a source edited since the
+in-place build (or ``VOIPGW_PURE_PYTHON=1``) has the whole compiled group imported
+from source, so that an edit is what runs (gateway/native.py says why all of it).
+
 mypyc (setup.py) builds the shared library of the compiled modules as a *top-level*
 module, ``voipgw_core__mypyc``, and every compiled module's shim imports it by that
 name. A wheel puts it beside ``gateway/`` in site-packages, on ``sys.path``. An
@@ -20,6 +27,8 @@ import importlib.machinery
 import importlib.util
 import sys
 from pathlib import Path
+
+from gateway import native
 
 #: The module name mypyc gives the shared library (``group_name`` in setup.py).
 CORE_LIBRARY = "voipgw_core__mypyc"
@@ -42,4 +51,5 @@ def _load_core_library_beside_package() -> None:
         return
 
 
-_load_core_library_beside_package()
+if native.choose_core_build():
+    _load_core_library_beside_package()
