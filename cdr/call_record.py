@@ -1,9 +1,10 @@
 """A finished call as its CDR: the one mapping from a call's typed facts to a record.
 
 The B2BUA's ``CallEnded`` (``gateway.b2bua.events``) satisfies :class:`EndedCall`;
-cdr/ reads it through this protocol so that it never imports the gateway (the CDR
-tools run without it). The routing decision's :class:`routing.decision.CallFacts`
-arrive as routing made them: no field is parsed back from a string here.
+cdr/ reads it through this protocol so that it never depends on the SIP gateway's
+packages (the CDR tools run without them). The routing decision's
+:class:`routing.decision.CallFacts` arrive as routing made them: no field is parsed
+back from a string here.
 """
 
 from __future__ import annotations
