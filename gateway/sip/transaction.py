@@ -456,6 +456,9 @@ class InviteServerTransaction(ServerTransaction):
         (S.CONFIRMED, I.REQUEST): ("_absorb", S.CONFIRMED),
         (S.CONFIRMED, I.ACK): ("_absorb", S.CONFIRMED),
         (S.CONFIRMED, I.TIMER_I): (None, S.TERMINATED),
+        # 17.2.4: on a transport failure the server transaction "SHOULD transition to
+        # the "Terminated" state"; in Confirmed it has nothing left to send anyway.
+        (S.CONFIRMED, I.TRANSPORT_ERROR): (None, S.TERMINATED),
         # RFC 6026 7.1: in Accepted, retransmitted INVITEs are absorbed, the TU may
         # send its 2xx again, and ACKs are handed to the TU by the layer. The 2xx
         # retransmissions that RFC 3261 13.3.1.4 asks of the UAS core run here on
