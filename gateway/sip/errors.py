@@ -8,13 +8,15 @@ The tree::
     │                             513 for oversized messages, 505 for a bad version
     ├── LocalProtocolError        we were asked to send something illegal
     ├── RemoteProtocolError       the peer sent a well-formed but unacceptable message
-    ├── TransactionTimeout        Timer B / F / H fired
     └── TransportError            a message could not be handed to the transport
 
 Every protocol error carries ``status_hint``: the SIP status a UAS should answer with
 when the error was caused by a request (h11's ``error_status_hint``). Layers raise
 inside and catch once at their boundary, where the error becomes an event, a response
 or a dropped datagram.
+
+A timeout is not an error here: timers are inputs of the sans-IO core, and Timer B, F,
+H or L expiring comes out as a :class:`~gateway.sip.events.TransactionTimedOut` event.
 """
 
 from __future__ import annotations
@@ -66,13 +68,6 @@ class LocalProtocolError(SipError):
 
 class RemoteProtocolError(SipError):
     """The peer sent a parsable message that violates the protocol."""
-
-
-class TransactionTimeout(SipError):
-    """A client transaction's Timer B/F or a server transaction's Timer H expired."""
-
-    def __init__(self, msg: str) -> None:
-        super().__init__(msg, status_hint=408)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
