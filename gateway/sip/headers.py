@@ -35,7 +35,10 @@ from gateway.sip.uri import (
     PORT,
     Params,
     Uri,
+    find_param,
+    format_params,
     parse_uri,
+    set_param,
 )
 
 #: RFC 3261 8.1.1.7: a branch starting with this cookie was made by an RFC 3261
@@ -154,25 +157,6 @@ def _split_via_params(text: str) -> Params:
     return params
 
 
-def _format_params(params: Params) -> str:
-    return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
-
-
-def _find_param(params: Params, name: str) -> str | None:
-    lower = name.lower()
-    for n, v in params:
-        if n.lower() == lower:
-            return "" if v is None else v
-    return None
-
-
-def _set_param(params: Params, name: str, value: str | None) -> Params:
-    lower = name.lower()
-    if any(n.lower() == lower for n, _ in params):
-        return tuple((n, value) if n.lower() == lower else (n, v) for n, v in params)
-    return (*params, (name, value))
-
-
 def unquote_string(text: str) -> str:
     """Removes the quotes and quoted-pair escapes of a quoted-string (RFC 3261 25.1).
 
@@ -231,13 +215,13 @@ class Via:
     @property
     def branch(self) -> str | None:
         """The ``branch`` parameter (transaction id, RFC 3261 8.1.1.7), or None."""
-        return _find_param(self.params, "branch")
+        return find_param(self.params, "branch")
 
     @property
     def received(self) -> str | None:
         """The ``received`` address (RFC 3261 18.2.1), or None; an IPv6 address is
         returned without the brackets RFC 5118 4.5 allows around it."""
-        value = _find_param(self.params, "received")
+        value = find_param(self.params, "received")
         if value is not None and value.startswith("[") and value.endswith("]"):
             return value[1:-1]
         return value
@@ -245,12 +229,12 @@ class Via:
     @property
     def rport(self) -> str | None:
         """RFC 3581 ``rport``: None when absent, "" when a bare flag, else the port."""
-        return _find_param(self.params, "rport")
+        return find_param(self.params, "rport")
 
     @property
     def maddr(self) -> str | None:
         """The ``maddr`` parameter, or None."""
-        return _find_param(self.params, "maddr")
+        return find_param(self.params, "maddr")
 
     @property
     def sent_by(self) -> tuple[str, int | None]:
@@ -259,16 +243,16 @@ class Via:
 
     def param(self, name: str) -> str | None:
         """Returns a parameter (case-insensitive name): None when absent, "" for a flag."""
-        return _find_param(self.params, name)
+        return find_param(self.params, name)
 
     def with_param(self, name: str, value: str | None) -> Via:
         """Returns a copy with a parameter set in place, or appended (None: a flag)."""
-        return replace(self, params=_set_param(self.params, name, value))
+        return replace(self, params=set_param(self.params, name, value))
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         port = "" if self.port is None else f":{self.port}"
-        return f"{self.protocol}/{self.transport} {host}{port}{_format_params(self.params)}"
+        return f"{self.protocol}/{self.transport} {host}{port}{format_params(self.params)}"
 
 
 def _port(text: str | None, value: str) -> int | None:
@@ -408,19 +392,19 @@ class NameAddress:
     @property
     def tag(self) -> str | None:
         """The ``tag`` parameter (RFC 3261 19.3), or None."""
-        return _find_param(self.params, "tag")
+        return find_param(self.params, "tag")
 
     def param(self, name: str) -> str | None:
         """Returns a parameter (case-insensitive name): None when absent, "" for a flag."""
-        return _find_param(self.params, name)
+        return find_param(self.params, name)
 
     def with_tag(self, tag: str) -> NameAddress:
         """Returns a copy with the ``tag`` parameter set."""
-        return replace(self, params=_set_param(self.params, "tag", tag))
+        return replace(self, params=set_param(self.params, "tag", tag))
 
     def with_param(self, name: str, value: str | None) -> NameAddress:
         """Returns a copy with a parameter set in place, or appended (None: a flag)."""
-        return replace(self, params=_set_param(self.params, name, value))
+        return replace(self, params=set_param(self.params, name, value))
 
     def parsed_uri(self) -> Uri:
         """Parses :attr:`uri`.
@@ -434,7 +418,7 @@ class NameAddress:
         # Always the name-addr form: it is unambiguous whatever the URI holds
         # (RFC 3261 20.10).
         display = "" if self.display_name is None else quote_string(self.display_name) + " "
-        return f"{display}<{self.uri}>{_format_params(self.params)}"
+        return f"{display}<{self.uri}>{format_params(self.params)}"
 
 
 def _name_address(m: re.Match[str]) -> NameAddress:

@@ -122,11 +122,17 @@ def _split_params(text: str) -> Params:
     return tuple(result)
 
 
-def _format_params(params: Params) -> str:
+# The parameter helpers below serve the URIs here and the header values of
+# gateway.sip.headers (Via, name-addr), which share the Params shape.
+
+
+def format_params(params: Params) -> str:
+    """Returns the wire form ``;a=1;b`` of parameters (``(("a", "1"), ("b", None))``)."""
     return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
 
 
-def _find_param(params: Params, name: str) -> str | None:
+def find_param(params: Params, name: str) -> str | None:
+    """Returns a parameter's value (case-insensitive name): None when absent, "" for a flag."""
     lower = name.lower()
     for n, v in params:
         if n.lower() == lower:
@@ -134,11 +140,22 @@ def _find_param(params: Params, name: str) -> str | None:
     return None
 
 
-def _set_param(params: Params, name: str, value: str | None) -> Params:
+def set_param(params: Params, name: str, value: str | None) -> Params:
+    """Returns the parameters with one set: replaced where it stands, else appended.
+
+    A replaced parameter keeps its place and its name's spelling, so rewriting one
+    (``received``/``rport`` on a Via, RFC 3581 section 4; ``transport`` on a URI)
+    leaves the rest of the value as the peer wrote it.
+
+    Args:
+        params: the parameters in order.
+        name: parameter name, matched case-insensitively (RFC 3261 7.3.1).
+        value: the new value; None for a flag parameter (``;lr``).
+    """
     lower = name.lower()
-    out = [(n, v) for n, v in params if n.lower() != lower]
-    out.append((name, value))
-    return tuple(out)
+    if any(n.lower() == lower for n, _ in params):
+        return tuple((n, value) if n.lower() == lower else (n, v) for n, v in params)
+    return (*params, (name, value))
 
 
 def _unescape(text: str) -> str:
@@ -199,7 +216,7 @@ class SipUri:
     @property
     def transport(self) -> str | None:
         """The ``transport`` parameter, lower-cased, or None."""
-        value = _find_param(self.params, "transport")
+        value = find_param(self.params, "transport")
         return value.lower() if value else None
 
     @property
@@ -210,17 +227,17 @@ class SipUri:
 
     def param(self, name: str) -> str | None:
         """Returns a uri-parameter (case-insensitive name): None when absent, "" for a flag."""
-        return _find_param(self.params, name)
+        return find_param(self.params, name)
 
     def with_param(self, name: str, value: str | None = None) -> SipUri:
-        """Returns a copy with one parameter set (replaced if present, else appended)."""
-        return replace(self, params=_set_param(self.params, name, value))
+        """Returns a copy with one parameter set (replaced in place, else appended)."""
+        return replace(self, params=set_param(self.params, name, value))
 
     def with_params(self, **params: str | None) -> SipUri:
         """Returns a copy with several parameters set (``lr=None`` gives ``;lr``)."""
         result = self.params
         for name, value in params.items():
-            result = _set_param(result, name, value)
+            result = set_param(result, name, value)
         return replace(self, params=result)
 
     def without_param(self, name: str) -> SipUri:
@@ -235,7 +252,7 @@ class SipUri:
             if self.password is not None:
                 userinfo += f":{self.password}"
             userinfo += "@"
-        text = f"{self.scheme}:{userinfo}{self.host_port}{_format_params(self.params)}"
+        text = f"{self.scheme}:{userinfo}{self.host_port}{format_params(self.params)}"
         if self.headers:
             text += "?" + "&".join(f"{n}={v}" for n, v in self.headers)
         return text
@@ -261,14 +278,14 @@ class TelUri:
     @property
     def phone_context(self) -> str | None:
         """The ``phone-context`` parameter a local number must carry, or None."""
-        return _find_param(self.params, "phone-context")
+        return find_param(self.params, "phone-context")
 
     def param(self, name: str) -> str | None:
         """Returns a parameter (case-insensitive name): None when absent, "" for a flag."""
-        return _find_param(self.params, name)
+        return find_param(self.params, name)
 
     def __str__(self) -> str:
-        return f"tel:{self.number}{_format_params(self.params)}"
+        return f"tel:{self.number}{format_params(self.params)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,12 @@ def test_via_with_param_replaces_in_place() -> None:
     assert via.rport == ""
 
 
+def test_name_address_with_tag_replaces_in_place() -> None:
+    to = parse_name_address("<sip:b@example.com>;tag=old;x=1")
+    assert str(to.with_tag("new")) == "<sip:b@example.com>;tag=new;x=1"
+    assert str(to.with_param("X", "2")) == "<sip:b@example.com>;tag=old;x=2"
+
+
 def test_via_ipv6_and_several_values_with_lws() -> None:
     vias = parse_via("SIP / 2.0 / TLS [2001:DB8::9]:5061 ; branch = z9hG4bKa ,SIP/2.0/WS x.invalid")
     assert [v.transport for v in vias] == ["TLS", "WS"]

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from gateway.sip.errors import ParseError
-from gateway.sip.uri import AbsoluteUri, SipUri, TelUri, parse_uri, uri_equal, validate_uri
+from gateway.sip.uri import (
+    AbsoluteUri,
+    SipUri,
+    TelUri,
+    find_param,
+    format_params,
+    parse_uri,
+    set_param,
+    uri_equal,
+    validate_uri,
+)
 
 
 def test_sip_uri_components() -> None:
@@ -48,6 +58,35 @@ def test_param_editing() -> None:
     assert str(uri.with_param("transport", "tcp")) == "sip:a@example.com;transport=tcp"
     assert str(uri.with_params(lr=None, ttl="5")) == "sip:a@example.com;transport=udp;lr;ttl=5"
     assert str(uri.without_param("TRANSPORT")) == "sip:a@example.com"
+
+
+def test_set_param_replaces_in_place() -> None:
+    # The one helper behind SipUri, TelUri, Via and name-addr parameters.
+    params = (("Transport", "udp"), ("lr", None), ("ttl", "5"))
+    assert set_param(params, "TRANSPORT", "tcp") == (
+        ("Transport", "tcp"),
+        ("lr", None),
+        ("ttl", "5"),
+    )
+    assert set_param(params, "lr", "x") == (("Transport", "udp"), ("lr", "x"), ("ttl", "5"))
+    assert set_param(params, "maddr", None) == (*params, ("maddr", None))
+    assert set_param((), "lr", None) == (("lr", None),)
+    assert find_param(params, "transport") == "udp"
+    assert find_param(params, "LR") == ""
+    assert find_param(params, "maddr") is None
+    assert format_params(set_param(params, "transport", "tls")) == ";Transport=tls;lr;ttl=5"
+
+
+def test_with_param_keeps_a_replaced_parameter_in_place() -> None:
+    uri = parse_uri("sip:a@example.com;transport=udp;lr;maddr=192.0.2.9")
+    assert isinstance(uri, SipUri)
+    assert (
+        str(uri.with_param("transport", "tcp"))
+        == "sip:a@example.com;transport=tcp;lr;maddr=192.0.2.9"
+    )
+    assert str(uri.with_params(lr="on", ttl="1")) == (
+        "sip:a@example.com;transport=udp;lr=on;maddr=192.0.2.9;ttl=1"
+    )
 
 
 def test_user_unescaped() -> None:
