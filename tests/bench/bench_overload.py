@@ -214,7 +214,7 @@ def flood_guard(mode: str, emergency: EmergencyConfig) -> Guard:
             requests=RateLimit(rate=100_000, burst=100_000),
             invites=RateLimit(rate=100_000, burst=100_000),
         )
-    return Guard(config, emergency=emergency)
+    return Guard(config, dial_plan=DialPlan(emergency))
 
 
 async def run_flood(
