@@ -16,21 +16,25 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
 import asyncpg
 
 from cdr.call_record import record_of
 from cdr.config import CdrConfig
-from cdr.db import DatabaseConfig, database, migrate
+from cdr.db import database, migrate
 from cdr.maintenance import existing_partitions, maintain
 from cdr.partitions import Month, month_of_partition
 from cdr.writer import CdrWriter
 from gateway.b2bua import CallEnded, Route
 from gateway.callrouter import CallRouter
 from gateway.config import GatewayConfig
-from gateway.guard import stamp_overload_feedback
+from gateway.guard import Guard, LossController, stamp_overload_feedback
+from gateway.media_stage import recorded_line_lookup
 from gateway.metrics import Metrics
+from gateway.notify import EmergencyNotifier
+from gateway.registrar import BindingStore, Registrar, route_to_binding
+from gateway.registrar.routing import best_binding
 from gateway.server import (
     Gateway,
     ServiceHandler,
@@ -39,10 +43,14 @@ from gateway.server import (
     resolve_endpoints,
 )
 from gateway.sip.events import Endpoint
-from gateway.sip.message import Request
+from gateway.sip.message import Request, Response
+from gateway.sitestore import export_sites, import_sites, load_directory
 from routing.config import EmergencyConfig
 from routing.decision import CallFacts, RoutedBy
+from routing.directory import Directory
 from routing.emergency import DialPlan
+from routing.psap import lookup_psap
+from routing.sites_file import parse_sites
 
 log = logging.getLogger("voipgw.app")
 
@@ -58,7 +66,7 @@ class App:
     writer: CdrWriter
     config: GatewayConfig
     directory_holder: DirectoryHolder | None = None
-    registrar: Any = None
+    registrar: Registrar | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -66,14 +74,14 @@ class App:
 class DirectoryHolder:
     """The current routing data; replaced whole on reload (readers never see half)."""
 
-    directory: Any
-    load: Callable[[], Awaitable[Any]]
+    directory: Directory
+    load: Callable[[], Awaitable[Directory]]
 
     async def reload(self) -> None:
         self.directory = await self.load()
         log.info("routing data reloaded")
 
-    def get(self) -> Any:
+    def get(self) -> Directory:
         return self.directory
 
 
@@ -88,11 +96,15 @@ def _without_password(url: str) -> str:
 
 @contextlib.asynccontextmanager
 async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> AsyncIterator[App]:
-    """Starts every part of the service; stops them in reverse order on exit."""
-    db_config: DatabaseConfig = config.sections.get("database") or DatabaseConfig(
-        state_dir=str(config.state_dir)
-    )
-    cdr_config: CdrConfig = config.sections.get("cdr") or CdrConfig()
+    """Starts every part of the service; stops them in reverse order on exit.
+
+    Each part is built with what it needs, in dependency order: the database, the
+    routing data, the guard and registrar, the CDR writer, the emergency notifier, the
+    router, and last the gateway that carries them (nothing is attached afterwards).
+    """
+    db_config = config.database
+    cdr_config = config.cdr
+    routing_config = config.routing
     async with database(db_config) as db:
         async with db.pool.acquire() as con:
             applied = await migrate(con)
@@ -103,35 +115,23 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             else "PostgreSQL at " + _without_password(db_config.url or ""),
             f"; applied migrations {', '.join(applied)}" if applied else "",
         )
-        holder: DirectoryHolder | None = None
-        routing_config = config.sections.get("routing")
-        if routing_config is not None:
-            from gateway.sitestore import load_directory
-
-            if config.seed_sites is not None:
-                await _seed_sites(db.pool, config.seed_sites)
-
-            async def load() -> Any:
-                async with db.pool.acquire() as con:
-                    return await load_directory(con, routing_config.devices)
-
-            holder = DirectoryHolder(directory=await load(), load=load)
+        holder = await _routing_data(db.pool, config) if routing_config is not None else None
         # The one recogniser of emergency dial strings: the guard, the router and the
         # last-resort route ask it, so they cannot disagree.
         dial_plan = DialPlan(
             routing_config.emergency if routing_config is not None else EmergencyConfig()
         )
-        guard, overload_control = _guard(config, dial_plan, metrics)
-        registrar = None
-        services: dict[str, ServiceHandler] = {}
-        registrar_config = config.sections.get("registrar")
-        if registrar_config is not None:
-            from gateway.registrar import BindingStore, Registrar
-
-            registrar = Registrar(
-                registrar_config, BindingStore(db.pool), on_auth_failure=guard.auth_failed
-            )
-            services["REGISTER"] = registrar.handle
+        loop = asyncio.get_running_loop()
+        control = LossController.from_config(config.guard, seq_offset=time.time() - loop.time())
+        guard = Guard(config.guard, dial_plan=dial_plan, metrics=metrics, overload=control)
+        registrar = (
+            Registrar(config.registrar, BindingStore(db.pool), on_auth_failure=guard.auth_failed)
+            if config.registrar is not None
+            else None
+        )
+        services: dict[str, ServiceHandler] = (
+            {"REGISTER": registrar.handle} if registrar is not None else {}
+        )
         async with (
             contextlib.AsyncExitStack() as stack,
             CdrWriter(
@@ -144,23 +144,6 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 ),
             ) as writer,
         ):
-            media_config = config.sections.get("media")
-            stage = None
-            if media_config is not None:
-                from gateway.media_stage import MediaStage
-
-                stage = MediaStage(None, media_config, metrics=metrics)
-                stage.warm()  # encode every prompt once, before the first call
-            gateway = Gateway(config, metrics=metrics, services=services, media=stage, guard=guard)
-            if overload_control is not None:
-                # RFC 7339: loss-based overload feedback to upstreams that ask for it.
-                control = overload_control
-                gateway.on_response = lambda response, now: stamp_overload_feedback(
-                    response, control.feedback(now)
-                )
-            if stage is not None:
-                stage.attach(gateway)
-            loop = asyncio.get_running_loop()
             wall_offset = time.time() - loop.time()
 
             def write_cdr(event: CallEnded) -> None:
@@ -168,22 +151,22 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                     return  # part of the call that follows, not a call (RFC 3261 22.2)
                 writer.submit(record_of(event, wall_offset=wall_offset, instance=config.instance))
 
-            gateway.call_sinks.append(write_cdr)
-            notifier = None
-            if config.sections.get("notify") is not None:
-                from gateway.notify import EmergencyNotifier
-
-                notifier = await stack.enter_async_context(
-                    EmergencyNotifier(config.sections["notify"])
-                )
+            sinks: list[Callable[[CallEnded], None]] = [write_cdr]
+            router = None
             if holder is not None and routing_config is not None:
+                notifier = (
+                    await stack.enter_async_context(EmergencyNotifier(config.notify))
+                    if config.notify is not None
+                    else None
+                )
                 router = CallRouter(
                     notify=notifier,
-                    recorded_line=_recorded_lines(media_config),
+                    recorded_line=(
+                        recorded_line_lookup(config.media) if config.media is not None else None
+                    ),
                     config=routing_config,
                     directory=holder.get,
                     overload=config.overload,
-                    active_calls=lambda: gateway.active_calls,
                     resolve=resolve_endpoints,
                     dial_plan=dial_plan,
                     lookup_binding=_binding_lookup(registrar) if registrar else None,
@@ -191,16 +174,29 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                     authenticate=(
                         registrar.authenticate_call
                         if registrar is not None
-                        and registrar_config is not None
-                        and registrar_config.authenticate_calls
+                        and config.registrar is not None
+                        and config.registrar.authenticate_calls
                         else None
                     ),
                 )
-                gateway.router = router
                 # The RFC 6881 callback window starts when the emergency call ends.
-                gateway.call_sinks.append(router.call_ended)
-            if holder is not None:
-                gateway.emergency_fallback = _emergency_fallback(dial_plan, holder)
+                sinks.append(router.call_ended)
+            gateway = Gateway(
+                config,
+                router=router,
+                call_sinks=sinks,
+                services=services,
+                metrics=metrics,
+                guard=guard,
+                media=config.media,
+                # RFC 7339: loss-based overload feedback to upstreams that ask for it.
+                on_response=_overload_feedback(control) if control is not None else None,
+                emergency_fallback=(
+                    _emergency_fallback(dial_plan, holder) if holder is not None else None
+                ),
+            )
+            if gateway.media is not None:
+                gateway.media.warm()  # encode every prompt once, before the first call
             app = App(
                 gateway=gateway,
                 writer=writer,
@@ -219,51 +215,53 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             try:
                 yield app
             finally:
-                if stage is not None:
-                    await stage.close()
+                if gateway.media is not None:
+                    await gateway.media.close()
                 await gateway.close()
                 for task in app.tasks:
                     task.cancel()
                 await asyncio.gather(*app.tasks, return_exceptions=True)
 
 
-async def _seed_sites(pool: Any, path: Any) -> None:
+def _overload_feedback(control: LossController) -> Callable[[Response, float], None]:
+    """Stamps RFC 7339 loss-based overload feedback on the responses the B2BUA sends."""
+
+    def stamp(response: Response, now: float) -> None:
+        stamp_overload_feedback(response, control.feedback(now))
+
+    return stamp
+
+
+async def _routing_data(pool: asyncpg.Pool, config: GatewayConfig) -> DirectoryHolder:
+    """The routing data, read from the database (a seed sites file imported first when
+    the database has none): a holder that reloads it on SIGHUP."""
+    assert config.routing is not None
+    devices = config.routing.devices
+    if config.seed_sites is not None:
+        await _seed_sites(pool, config.seed_sites)
+
+    async def load() -> Directory:
+        async with pool.acquire() as con:
+            return await load_directory(con, devices)
+
+    return DirectoryHolder(directory=await load(), load=load)
+
+
+async def _seed_sites(pool: asyncpg.Pool, path: Path) -> None:
     """Imports a sites file when the database has no customers yet (first start)."""
-    from gateway.sitestore import export_sites, import_sites
-    from routing.sites_file import parse_sites
 
     async with pool.acquire() as con:
         existing = await export_sites(con)
         if existing.customers:
             return
         fmt = "csv" if str(path).endswith(".csv") else "toml"
-        data = parse_sites(path.read_text(encoding="utf-8"), fmt)
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+        data = parse_sites(text, fmt)
         await import_sites(con, data)
         log.info("imported seed sites from %s", path)
 
 
-def _guard(config: GatewayConfig, dial_plan: DialPlan, metrics: Metrics | None) -> Any:
-    """The ingress guard (rate limits, bans, scanners) and RFC 7339 loss control."""
-    from gateway.guard import Guard, LossController
-
-    guard_config = config.sections["guard"]
-    loop = asyncio.get_running_loop()
-    control = LossController.from_config(guard_config, seq_offset=time.time() - loop.time())
-    guard = Guard(guard_config, dial_plan=dial_plan, metrics=metrics, overload=control)
-    return guard, control
-
-
-def _recorded_lines(media_config: Any) -> Any:
-    if media_config is None:
-        return None
-    from gateway.media_stage import recorded_line_lookup
-
-    return recorded_line_lookup(media_config)
-
-
-def _binding_lookup(registrar: Any) -> Callable[[str], Awaitable[Route | None]]:
-    from gateway.registrar import route_to_binding
-    from gateway.registrar.routing import best_binding
+def _binding_lookup(registrar: Registrar) -> Callable[[str], Awaitable[Route | None]]:
 
     async def lookup(request_uri: str) -> Route | None:
         try:
@@ -287,7 +285,6 @@ def _emergency_fallback(
 ) -> Callable[[Request], Route | None]:
     """A last-resort route for emergency calls when the routing hook fails: straight
     to the national default centres (IP-literal next hops only: no lookups here)."""
-    from routing.psap import lookup_psap
 
     def fallback(request: Request) -> Route | None:
         facts = CallFacts(
@@ -316,7 +313,7 @@ def _emergency_fallback(
     return fallback
 
 
-async def _maintenance(pool: Any, config: CdrConfig, metrics: Metrics | None) -> None:
+async def _maintenance(pool: asyncpg.Pool, config: CdrConfig, metrics: Metrics | None) -> None:
     """Partition maintenance on a timer (safe from several instances: advisory lock)."""
     while True:
         try:
@@ -339,7 +336,7 @@ async def _maintenance(pool: Any, config: CdrConfig, metrics: Metrics | None) ->
         await asyncio.sleep(config.maintenance_interval)
 
 
-async def _partitions_ahead(pool: Any) -> int:
+async def _partitions_ahead(pool: asyncpg.Pool) -> int:
     """Monthly partitions that exist after the current month (the alert's input)."""
     current = Month.of(dt.datetime.now(dt.UTC))
     async with pool.acquire() as con:
@@ -348,7 +345,7 @@ async def _partitions_ahead(pool: Any) -> int:
     return sum(1 for month in months if month is not None and month > current)
 
 
-async def _binding_gauge(registrar: Any, metrics: Metrics) -> None:
+async def _binding_gauge(registrar: Registrar, metrics: Metrics) -> None:
     """Keeps ``voipgw_registered_bindings`` at the registrar's count (all instances')."""
     while True:
         try:

@@ -150,8 +150,7 @@ class CallRouter:
     Args:
         config: routing settings.
         directory: returns the current routing data (reloaded on SIGHUP).
-        overload: capacity bounds.
-        active_calls: returns the calls in progress.
+        overload: capacity bounds (weighed against each call's ``active_calls``).
         resolve: next-hop SIP URI -> transport addresses in failover order.
         dial_plan: recognises emergency dial strings (shared with the guard).
         lookup_binding: AoR -> route to a registered device, or None.
@@ -172,7 +171,6 @@ class CallRouter:
         config: RoutingConfig,
         directory: Callable[[], Directory],
         overload: OverloadConfig,
-        active_calls: Callable[[], int],
         resolve: Resolve,
         dial_plan: DialPlan | None = None,
         lookup_binding: BindingLookup | None = None,
@@ -197,7 +195,6 @@ class CallRouter:
         self.config = config
         self.directory = directory
         self.overload = overload
-        self.active_calls = active_calls
         self.resolve = resolve
         self.lookup_binding = lookup_binding
         self.emergency_timers = emergency_timers or EmergencyTimers()
@@ -226,7 +223,7 @@ class CallRouter:
                 )
             ctx = replace(ctx, subscriber=directory.subscribers.get(outcome))
         load = Load(
-            active_calls=self.active_calls(),
+            active_calls=event.active_calls,
             max_calls=self.overload.max_calls,
             retry_after=self.overload.retry_after,
         )

@@ -116,10 +116,10 @@ async def run_gateway(config: GatewayConfig, *, drain_seconds: float = 30.0) -> 
     may end for up to ``drain_seconds``, then the gateway stops and flushes.
     """
     from gateway.app import running_app
-    from gateway.logs import LoggingConfig, configure_logging
+    from gateway.logs import configure_logging
     from gateway.metrics import default_metrics
 
-    configure_logging(config.sections.get("logging") or LoggingConfig())
+    configure_logging(config.logging)
     log_core_build()
     metrics = default_metrics()
     async with running_app(config, metrics) as app:
@@ -136,17 +136,10 @@ def listeners_text(config: GatewayConfig) -> str:
 
 
 def log_core_build() -> None:
-    """Says whether the SIP core runs compiled (setup.py) and warns of a stale build."""
-    from gateway.native import core_build, stale_extensions
+    """Says which build of the SIP core runs and why (gateway/native.py)."""
+    from gateway.native import describe_core_build
 
-    log.info("SIP core: %s", core_build())
-    stale = stale_extensions()
-    if stale:
-        log.warning(
-            "compiled modules older than their source, the old build runs: %s "
-            "(rebuild with `make native`)",
-            ", ".join(stale),
-        )
+    log.info("SIP core: %s", describe_core_build())
 
 
 #: Allocations between young-generation collections (CPython's default is 700).
@@ -172,8 +165,8 @@ def tune_garbage_collector() -> None:
 
 async def _serve(app: Any, config: GatewayConfig, metrics: Any, drain_seconds: float) -> int:
     from gateway.http_status import ReadinessChecks, StatusServer
-    from gateway.logs import LoggingConfig, configure_logging
-    from gateway.metrics import MetricsConfig, run_event_loop_lag_monitor
+    from gateway.logs import configure_logging
+    from gateway.metrics import run_event_loop_lag_monitor
 
     gateway = app.gateway
     checks = ReadinessChecks()
@@ -183,7 +176,7 @@ async def _serve(app: Any, config: GatewayConfig, metrics: Any, drain_seconds: f
     checks.register("cdr", lambda: app.writer.database_available or app.writer.spool_writable())
     status: StatusServer | None = None
     lag_task: asyncio.Task[None] | None = None
-    metrics_config = config.sections.get("metrics") or MetricsConfig()
+    metrics_config = config.metrics
     if metrics_config.enabled:
         status = StatusServer(metrics, checks, metrics_config.address, metrics_config.port)
         await status.start()
@@ -204,7 +197,7 @@ async def _serve(app: Any, config: GatewayConfig, metrics: Any, drain_seconds: f
             # A bad file on reload keeps the running configuration.
             log.error("reload refused: %s", exc)
             return
-        configure_logging(fresh.sections.get("logging") or LoggingConfig())
+        configure_logging(fresh.logging)
         if app.directory_holder is not None:
             # Routing data reloads without a restart (sites, subscribers, centres).
             reload_tasks.add(asyncio.ensure_future(app.directory_holder.reload()))

@@ -5,21 +5,34 @@ seconds everywhere. ``load_config(path)`` reads the file with :mod:`tomllib` and
 raises :class:`ConfigError` naming the first bad field (``sip.listen[1].port: must
 be <= 65535, got 70000``); the CLI prints it and exits non-zero.
 
-Sections owned by other packages (database, cdr, routing, media, metrics, logging)
-are parsed by their own ``from_table`` so each package keeps its settings next to
-its code.
+Sections owned by other packages (database, cdr, routing, media, metrics, logging,
+guard, registrar, notify) are parsed by their own ``from_table`` so each package keeps
+its settings next to its code; :class:`GatewayConfig` holds each as a typed field.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cdr.config import CdrConfig
+from cdr.db import DatabaseConfig
+from gateway.guard_config import GuardConfig
+from gateway.logs import LoggingConfig
+from gateway.metrics import MetricsConfig
+from gateway.notify import NotifyConfig
+from gateway.registrar.config import RegistrarConfig
+from gateway.rtp.config import MediaConfig
 from gateway.sip.timers import SipTimers
+from routing.config import RoutingConfig
 from routing.configfields import ConfigError, Table
+
+log = logging.getLogger("voipgw.config")
 
 TRANSPORTS = ("UDP", "TCP", "TLS")
 
@@ -171,20 +184,27 @@ class OverloadConfig:
     """Bounds on work (RFC 7339 loss-based overload control comes on top).
 
     Attributes:
-        max_calls: calls in progress beyond which new ordinary calls get 503.
-        emergency_reserve: extra calls above ``max_calls`` kept for emergency calls.
+        max_calls: calls in progress beyond which new ordinary calls get 503;
+            emergency calls are never refused, whatever the count (so there is no
+            "reserve" for them to draw on: the former ``emergency_reserve`` setting
+            was never read, and is now accepted with a warning and ignored).
         retry_after: Retry-After of the 503, in seconds.
     """
 
     max_calls: int = 5000
-    emergency_reserve: int = 500
     retry_after: int = 5
 
     @classmethod
     def from_table(cls, table: Table) -> OverloadConfig:
+        if "emergency_reserve" in table.data:
+            table.int("emergency_reserve", 0, min=0)  # still checked: a typo stays an error
+            log.warning(
+                "%s is ignored: emergency calls are never refused by overload control;"
+                " remove it",
+                table.field("emergency_reserve"),
+            )
         config = cls(
             max_calls=table.int("max_calls", 5000, min=1),
-            emergency_reserve=table.int("emergency_reserve", 500, min=0),
             retry_after=table.int("retry_after", 5, min=0, max=3600),
         )
         table.reject_unknown()
@@ -201,7 +221,10 @@ class GatewayConfig:
         sip: SIP stack settings.
         upstream: default next hop.
         overload: capacity bounds.
-        sections: other packages' sections, parsed by them (name -> object).
+        metrics, logging, database, cdr, guard: the other packages' sections,
+            parsed by their own ``from_table`` (defaults when absent from the file).
+        routing, registrar, media, notify: optional features, None when their
+            section is absent (``[notify]`` exists whenever ``[routing]`` does).
         source: path of the file it was read from.
         seed_sites: a sites file imported at start when the database has no sites
             (demo and first installs).
@@ -212,25 +235,33 @@ class GatewayConfig:
     sip: SipConfig
     upstream: UpstreamConfig
     overload: OverloadConfig
-    sections: dict[str, Any] = field(default_factory=dict)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    cdr: CdrConfig = field(default_factory=CdrConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    routing: RoutingConfig | None = None
+    registrar: RegistrarConfig | None = None
+    media: MediaConfig | None = None
+    notify: NotifyConfig | None = None
     source: Path | None = None
     seed_sites: Path | None = None
 
-
-#: Sections parsed by other packages: name -> "module:Class" with a from_table.
-EXTERNAL_SECTIONS: dict[str, str] = {
-    "metrics": "gateway.metrics:MetricsConfig",
-    "logging": "gateway.logs:LoggingConfig",
-    "database": "cdr.db:DatabaseConfig",
-    "cdr": "cdr.config:CdrConfig",
-    "routing": "routing.config:RoutingConfig",
-    "registrar": "gateway.registrar.config:RegistrarConfig",
-    "media": "gateway.rtp.config:MediaConfig",
-    "guard": "gateway.guard_config:GuardConfig",
-}
-
-#: Sections whose absence switches their feature off (the others take defaults).
-OPTIONAL_SECTIONS = frozenset({"routing", "registrar", "media"})
+    @property
+    def sections(self) -> Mapping[str, object]:
+        """The sections present, by name (the status view and tests list them)."""
+        named = {
+            "metrics": self.metrics,
+            "logging": self.logging,
+            "database": self.database,
+            "cdr": self.cdr,
+            "guard": self.guard,
+            "routing": self.routing,
+            "registrar": self.registrar,
+            "media": self.media,
+            "notify": self.notify,
+        }
+        return {name: value for name, value in named.items() if value is not None}
 
 
 def parse_config(data: dict[str, Any]) -> GatewayConfig:
@@ -245,37 +276,45 @@ def parse_config(data: dict[str, Any]) -> GatewayConfig:
     state_dir = Path(gateway.str("state_dir", "state"))
     seed = gateway.opt_str("seed_sites")
     gateway.reject_unknown()
+
     sip = SipConfig.from_table(top.table("sip"))
     upstream = UpstreamConfig.from_table(top.table("upstream"))
     overload = OverloadConfig.from_table(top.table("overload"))
-    sections: dict[str, Any] = {}
-    for name, target in EXTERNAL_SECTIONS.items():
-        if name in OPTIONAL_SECTIONS and name not in data:
-            top.table(name)  # marks the key as known
-            continue
-        module_name, class_name = target.split(":")
-        module = __import__(module_name, fromlist=[class_name])
-        sections[name] = getattr(module, class_name).from_table(top.table(name))
-    if "routing" in sections:
-        # The emergency notification webhooks; the routing section's
-        # notification_webhook is their default, so they are read after it.
-        from gateway.notify import NotifyConfig
-
-        sections["notify"] = NotifyConfig.from_table(
-            top.table("notify"), routing=sections["routing"]
-        )
-    else:
-        top.table("notify")
-    top.reject_unknown()
-    return GatewayConfig(
+    metrics = MetricsConfig.from_table(top.table("metrics"))
+    logging = LoggingConfig.from_table(top.table("logging"))
+    database = DatabaseConfig.from_table(top.table("database"))
+    cdr = CdrConfig.from_table(top.table("cdr"))
+    # Optional features: their key is marked known, their table read when present.
+    routing_table, registrar_table, media_table = (
+        top.table(name) for name in ("routing", "registrar", "media")
+    )
+    routing = RoutingConfig.from_table(routing_table) if "routing" in data else None
+    registrar = RegistrarConfig.from_table(registrar_table) if "registrar" in data else None
+    media = MediaConfig.from_table(media_table) if "media" in data else None
+    guard = GuardConfig.from_table(top.table("guard"))
+    notify_table = top.table("notify")
+    # The emergency notification webhooks; the routing section's
+    # notification_webhook is their default, so they are read after it.
+    notify = NotifyConfig.from_table(notify_table, routing=routing) if routing else None
+    config = GatewayConfig(
         instance=instance,
         state_dir=state_dir,
         seed_sites=Path(seed) if seed else None,
         sip=sip,
         upstream=upstream,
         overload=overload,
-        sections=sections,
+        metrics=metrics,
+        logging=logging,
+        database=database,
+        cdr=cdr,
+        guard=guard,
+        routing=routing,
+        registrar=registrar,
+        media=media,
+        notify=notify,
     )
+    top.reject_unknown()
+    return config
 
 
 def load_config(path: str | Path) -> GatewayConfig:

@@ -113,8 +113,8 @@ class MediaStage:
     """Announcements and RTP relay of every anchored call (the gateway's ``media=``).
 
     Args:
-        gateway: the gateway, or a zero-argument callable returning it (so the stage
-            can be built before the gateway), or None and :meth:`attach` later.
+        gateway: the gateway whose calls it serves, which owns it and builds it
+            (``gateway.server.Gateway``): the stage calls it back.
         config: the ``[media]`` section.
         metrics: counts announcements and RTP send lateness when given.
         allocator: the RTP port allocator (default: one over the configured range).
@@ -123,14 +123,14 @@ class MediaStage:
 
     def __init__(
         self,
-        gateway: GatewayCallbacks | Callable[[], GatewayCallbacks] | None,
+        gateway: GatewayCallbacks,
         config: MediaConfig,
         *,
         metrics: Metrics | None = None,
         allocator: PortAllocator | None = None,
         prompts: PromptCache | None = None,
     ) -> None:
-        self._gateway: GatewayCallbacks | Callable[[], GatewayCallbacks] | None = gateway
+        self.gateway = gateway
         self.config = config
         self.metrics = metrics
         self.allocator = allocator or PortAllocator(config.rtp_port_min, config.rtp_port_max)
@@ -138,24 +138,6 @@ class MediaStage:
         #: Calls with open media, by call uuid.
         self.calls: dict[str, CallMedia] = {}
         self._closing: set[asyncio.Task[None]] = set()
-
-    def attach(self, gateway: GatewayCallbacks) -> None:
-        """Sets the gateway to call back (when it was built after the stage)."""
-        self._gateway = gateway
-
-    @property
-    def gateway(self) -> GatewayCallbacks:
-        """The gateway to call back.
-
-        Raises:
-            RuntimeError: no gateway attached.
-        """
-        target = self._gateway
-        if target is None:
-            raise RuntimeError("MediaStage has no gateway: call attach(gateway)")
-        if callable(target) and not hasattr(target, "media_ready"):
-            return target()
-        return target  # type: ignore[return-value]
 
     @property
     def tasks(self) -> set[asyncio.Task[None]]:
@@ -170,7 +152,7 @@ class MediaStage:
                 for law in ("PCMU", "PCMA"):
                     self.prompts.get(path, law)
 
-    # ------------------------------------------------------------------ MediaStage
+    # ------------------------------------------------------------------ the calls' media
 
     def prepare(self, event: MediaNeeded) -> None:
         """Starts the call's media task (see the module docstring)."""

@@ -34,7 +34,7 @@ import platform
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -411,26 +411,26 @@ class Metrics:
 
     # Calls -------------------------------------------------------------------------
 
-    def call_started(self) -> None:
-        """A call was accepted for routing; pair with :meth:`call_ended`."""
-        self.active_calls.inc()
+    def track_active_calls(self, count: Callable[[], int]) -> None:
+        """``voipgw_active_calls`` reads ``count`` at each scrape: the B2BUA's own
+        table of calls, the number overload control weighs, rather than a second
+        count kept beside it."""
+        self.active_calls.set_function(count)
 
     def call_ended(self, call_class: str, outcome: str) -> None:
-        """A call counted by :meth:`call_started` reached its final outcome."""
-        self.active_calls.dec()
+        """A call reached its final outcome."""
         self._count_call(call_class, outcome)
 
     def call_refused(self, call_class: str, outcome: str) -> None:
-        """A call was answered with a final error before :meth:`call_started`."""
+        """A call was answered with a final error before it was routed."""
         self._count_call(call_class, outcome)
 
     def call_challenged(self) -> None:
-        """A call counted by :meth:`call_started` was answered with a digest challenge.
+        """A call was answered with a digest challenge.
 
         RFC 3261 22.2: the caller retries with credentials in a new INVITE, and that
         INVITE is the call; the challenged one only ends its own transaction.
         """
-        self.active_calls.dec()
         self.call_auth_challenges.inc()
 
     def call_shed(self, call_class: str, reason: str) -> None:

@@ -16,14 +16,16 @@ import logging
 import math
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from gateway.b2bua import B2bua, CallEnded, Reject, Route, RouteNeeded, ServiceRequest
 from gateway.b2bua.events import LocalAnswer, MediaAnswered, MediaNeeded
 from gateway.config import GatewayConfig
 from gateway.logs import bound_call_id
+from gateway.media_stage import MediaStage
 from gateway.metrics import Metrics
+from gateway.rtp.config import MediaConfig
 from gateway.sip.builders import build_response
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Request, Response
@@ -49,20 +51,6 @@ class IngressGuard(Protocol):
     calls and in-dialog traffic of calls in progress."""
 
     def admit(self, data: bytes, source: Endpoint, now: float) -> bool: ...
-
-
-class MediaStage(Protocol):
-    """The gateway's own media (announcements and the RTP relay): gateway.media_stage.
-
-    ``prepare`` opens the call's media and, from a task, calls back
-    :meth:`Gateway.media_ready` then :meth:`Gateway.announcement_done`;
-    ``answered`` gives it the callee's SDP for the relay; ``ended`` frees the call's
-    ports and tasks (called for every finished call, anchored or not).
-    """
-
-    def prepare(self, event: MediaNeeded) -> None: ...
-    def answered(self, event: MediaAnswered) -> None: ...
-    def ended(self, call_uuid: str) -> None: ...
 
 
 #: Answers an out-of-dialog service request (REGISTER ...); may be async.
@@ -108,16 +96,23 @@ def new_call_uuid() -> str:
 
 
 class Gateway:
-    """One gateway instance.
+    """One gateway instance: the SIP core (transaction layer and B2BUA) under asyncio.
+
+    Every part is given at construction: nothing is attached or set afterwards.
 
     Args:
         config: validated configuration.
         router: the routing hook (default: everything to the configured upstream).
-        call_sinks: consumers of finished calls.
+        call_sinks: consumers of finished calls (the CDR writer, the router's
+            callback window).
         services: handlers of out-of-dialog methods by method name (the registrar).
         metrics: Prometheus metrics to feed (None: no metrics).
         guard: admission control in front of the parser (None: admit everything).
-        media: the announcement / relay stage (None: no announcements).
+        media: the ``[media]`` section: the gateway then runs its own media stage
+            (announcements and the RTP relay); None: no announcements.
+        on_response: sees every response the B2BUA sends (RFC 7339 overload feedback).
+        emergency_fallback: request -> a last-resort route for an emergency call when
+            the routing hook fails (the national default centres), or None.
     """
 
     def __init__(
@@ -125,24 +120,24 @@ class Gateway:
         config: GatewayConfig,
         *,
         router: Router | None = None,
-        call_sinks: list[CallSink] | None = None,
+        call_sinks: Sequence[CallSink] = (),
         services: dict[str, ServiceHandler] | None = None,
         metrics: Metrics | None = None,
         guard: IngressGuard | None = None,
-        media: MediaStage | None = None,
+        media: MediaConfig | None = None,
+        on_response: Callable[[Response, float], object] | None = None,
+        emergency_fallback: Callable[[Request], Route | None] | None = None,
     ) -> None:
-        self.media = media
-        #: sees every response the B2BUA sends (RFC 7339 overload feedback)
-        self.on_response: Callable[[Response, float], object] | None = None
-        #: request -> a last-resort route for an emergency call when the routing hook
-        #: fails (set by the app from the national default centre), or None
-        self.emergency_fallback: Callable[[Request], Route | None] | None = None
+        self.on_response = on_response
+        self.emergency_fallback = emergency_fallback
         self.config = config
         self.metrics = metrics
         self.guard = guard
         self.router: Router = router or UpstreamRouter(config)
-        self.call_sinks = list(call_sinks or [])
+        self.call_sinks = list(call_sinks)
         self.services = dict(services or {})
+        #: the gateway's own media: it calls back media_ready / announcement_done
+        self.media = MediaStage(self, media, metrics=metrics) if media is not None else None
         self.transports = TransportManager(
             self._on_messages,
             self._on_transport_error,
@@ -160,6 +155,8 @@ class Gateway:
         #: set on SIGTERM: new calls are refused with 503 while calls in progress end
         self.draining = False
         self._idle = asyncio.Event()
+        if metrics is not None:
+            metrics.track_active_calls(lambda: self.active_calls)
 
     async def start(self) -> list[Endpoint]:
         """Binds every listener and starts the core; returns the bound endpoints."""
@@ -273,8 +270,6 @@ class Gateway:
             if call_event is None:
                 break
             if isinstance(call_event, RouteNeeded):
-                if self.metrics is not None:
-                    self.metrics.call_started()
                 self._route(call_event, now)
             elif isinstance(call_event, ServiceRequest):
                 self._serve(call_event, now)
@@ -460,7 +455,6 @@ def observe_call(metrics: Metrics, event: CallEnded) -> None:
     call_class = facts.call_class.value
     outcome = event.disposition.replace("-", "_")
     if facts.shed is not None:
-        metrics.active_calls.dec()
         metrics.call_shed(call_class, facts.shed.value)
     else:
         metrics.call_ended(call_class, outcome)

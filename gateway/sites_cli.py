@@ -156,7 +156,7 @@ def centre_address_warnings(data: SitesData, config: GatewayConfig | None) -> li
     trusted: list[tuple[str, Any]] = []
     if config is not None:
         upstream.append((f"upstream {config.upstream.uri}", config.upstream.uri))
-        routing = config.sections.get("routing")
+        routing = config.routing
         next_hop = getattr(routing, "default_next_hop", None)
         if isinstance(next_hop, str) and next_hop != config.upstream.uri:
             upstream.append((f"default next hop {next_hop}", next_hop))

@@ -31,7 +31,7 @@ class Clock:
         return self.now
 
 
-def invite(uri: str, from_user: str, source: Endpoint) -> RouteNeeded:
+def invite(uri: str, from_user: str, source: Endpoint, *, active_calls: int = 1) -> RouteNeeded:
     headers = Headers(
         [
             ("Via", f"SIP/2.0/UDP {source.host_port};branch=z9hG4bK1"),
@@ -43,7 +43,7 @@ def invite(uri: str, from_user: str, source: Endpoint) -> RouteNeeded:
         ]
     )
     request = Request(method="INVITE", uri=uri, headers=headers, body=b"v=0\r\n")
-    return RouteNeeded(call_uuid="u1", request=request, source=source)
+    return RouteNeeded(call_uuid="u1", request=request, source=source, active_calls=active_calls)
 
 
 async def resolve(uri: str) -> tuple[Endpoint, ...]:
@@ -54,16 +54,13 @@ async def resolve(uri: str) -> tuple[Endpoint, ...]:
     return (endpoint,)
 
 
-def make_router(
-    *, active: int = 0, max_calls: int = 100, recorded=None
-) -> tuple[CallRouter, Clock]:
+def make_router(*, max_calls: int = 100, recorded=None) -> tuple[CallRouter, Clock]:
     directory = parse_sites(DEMO.read_text(), "toml").directory()
     clock = Clock()
     router = CallRouter(
         config=RoutingConfig(default_next_hop="sip:127.0.0.1:5080"),
         directory=lambda: directory,
         overload=OverloadConfig(max_calls=max_calls),
-        active_calls=lambda: active,
         resolve=resolve,
         recorded_line=recorded,
         clock=clock,
@@ -129,12 +126,16 @@ async def test_callback_bypass_only_for_calls_from_a_centre() -> None:
 
 @pytest.mark.asyncio
 async def test_overload_sheds_ordinary_calls_never_emergency() -> None:
-    router, _ = make_router(active=500, max_calls=10)
-    ordinary = await router.route(invite("sip:+358401000002@voipgw", "alice", OFFICE_PHONE))
+    router, _ = make_router(max_calls=10)
+    ordinary = await router.route(
+        invite("sip:+358401000002@voipgw", "alice", OFFICE_PHONE, active_calls=500)
+    )
     assert isinstance(ordinary, Reject)
     assert ordinary.status == 503
     assert ("Retry-After", "5") in ordinary.headers
-    emergency = await router.route(invite("sip:112@voipgw", "alice", OFFICE_PHONE))
+    emergency = await router.route(
+        invite("sip:112@voipgw", "alice", OFFICE_PHONE, active_calls=500)
+    )
     assert isinstance(emergency, Route)
     assert emergency.emergency
 

@@ -95,3 +95,26 @@ def test_not_toml_is_reported(tmp_path: Path) -> None:
     bad.write_text("[sip\nlisten = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_the_unused_emergency_reserve_is_accepted_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # It was documented and never read: emergency calls are never shed, so there is
+    # nothing to reserve. Old files keep starting; the log says to remove it.
+    with caplog.at_level("WARNING", logger="voipgw.config"):
+        config = parse_config(minimal(overload={"max_calls": 10, "emergency_reserve": 5}))
+    assert config.overload.max_calls == 10
+    assert any("overload.emergency_reserve is ignored" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ConfigError, match=r"overload\.emergency_reserve"):
+        parse_config(minimal(overload={"emergency_reserve": "many"}))
+
+
+def test_sections_are_typed_fields() -> None:
+    config = load_config(DEMO)
+    assert config.routing is not None and config.routing.default_next_hop
+    assert config.notify is not None  # read whenever [routing] is
+    bare = parse_config(minimal())
+    assert bare.routing is None and bare.registrar is None and bare.media is None
+    assert bare.notify is None
+    assert bare.guard == config.guard.__class__()  # defaults when absent

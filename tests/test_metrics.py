@@ -105,8 +105,9 @@ def test_names_follow_the_naming_guide(metrics: Metrics) -> None:
 
 
 def test_call_lifecycle(metrics: Metrics) -> None:
-    metrics.call_started()
-    metrics.call_started()
+    in_progress = [object(), object()]
+    metrics.track_active_calls(lambda: len(in_progress))
+    in_progress.pop()
     metrics.call_ended("office", "answered")
     metrics.call_refused("nomadic", "rejected")
     metrics.call_shed("unknown", "call_limit")
@@ -118,7 +119,7 @@ def test_call_lifecycle(metrics: Metrics) -> None:
 
 
 def test_a_challenge_is_not_a_call(metrics: Metrics) -> None:
-    metrics.call_started()
+    metrics.track_active_calls(lambda: 0)
     metrics.call_challenged()
     assert value(metrics, "voipgw_active_calls") == 0
     assert value(metrics, "voipgw_call_auth_challenges_total") == 1

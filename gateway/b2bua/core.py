@@ -291,7 +291,14 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
         self.calls[uuid] = call
         self._by_a_invite[key] = call
         self._dialogs[(call.call_id, a_tag)] = (call, Side.A)
-        self._events.append(RouteNeeded(call_uuid=uuid, request=request, source=event.source))
+        self._events.append(
+            RouteNeeded(
+                call_uuid=uuid,
+                request=request,
+                source=event.source,
+                active_calls=len(self.calls),
+            )
+        )
 
     def _is_loop(self, request: Request) -> bool:
         """RFC 3261 16.3 item 4 adapted to a B2BUA: the request carries a Via of ours

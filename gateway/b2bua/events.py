@@ -121,16 +121,23 @@ class RouteNeeded:
         call_uuid: handle to pass back to ``route_decided``.
         request: the A-leg INVITE (do not modify).
         source: where the INVITE came from (the packet's address, not the Via's).
+        active_calls: calls in progress when it arrived, this one included: the load
+            that overload control weighs (the core's own count, so routing needs no
+            handle on the gateway to learn it).
     """
 
     call_uuid: Final[str]
     request: Final[Request]
     source: Final[Endpoint]
+    active_calls: Final[int]
 
-    def __init__(self, *, call_uuid: str, request: Request, source: Endpoint) -> None:
+    def __init__(
+        self, *, call_uuid: str, request: Request, source: Endpoint, active_calls: int = 0
+    ) -> None:
         self.call_uuid = call_uuid
         self.request = request
         self.source = source
+        self.active_calls = active_calls
 
 
 # __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)

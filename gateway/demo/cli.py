@@ -95,12 +95,12 @@ async def prepare_database(
     so centres that have moved in the sites file since are named in a warning: the
     demo's centres listen at the file's addresses.
     """
-    from cdr.db import DatabaseConfig, database, migrate
+    from cdr.db import database, migrate
     from gateway.registrar import BindingStore
     from gateway.sitestore import export_sites
 
-    registrar = config.sections.get("registrar")
-    db_config = config.sections.get("database") or DatabaseConfig(state_dir=str(config.state_dir))
+    registrar = config.registrar
+    db_config = config.database
     async with database(db_config) as db:
         async with db.pool.acquire() as con:
             await migrate(con)

@@ -3,7 +3,7 @@
 Wiring::
 
     async with asyncpg.create_pool(dsn) as pool:
-        registrar = Registrar(config.sections["registrar"], BindingStore(pool))
+        registrar = Registrar(config.registrar, BindingStore(pool))
         gateway = Gateway(config, router=..., services={"REGISTER": registrar.handle})
         async with registrar.purging():
             ...

@@ -39,7 +39,6 @@ import math
 import socket
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,10 +61,6 @@ EMERGENCY_HOLD = 0.5
 OPTIONS_INTERVAL = 0.5
 
 
-def _no_calls() -> int:
-    return 0
-
-
 def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 1000:.1f} ms"
 
@@ -85,11 +80,10 @@ class ShedRouter:
         self.max_calls = max_calls
         self.retry_after = retry_after
         self.dial_plan = DialPlan(emergency)
-        self.active_calls: Callable[[], int] = _no_calls
 
     def __call__(self, event: RouteNeeded) -> Route | Reject:
         emergency = self.dial_plan.match(event.request.uri) is not None
-        if not emergency and self.active_calls() > self.max_calls:
+        if not emergency and event.active_calls > self.max_calls:
             return Reject(
                 status=503,
                 headers=(("Retry-After", str(self.retry_after)),),
@@ -250,7 +244,6 @@ async def run_flood(
             sip={"max_transactions": 200_000},
         )
         async with running_gateway(doc, router=router, guard=guard) as (gateway, ended):
-            router.active_calls = lambda: gateway.active_calls
             target = sip_target(gateway)
             port = int(target.rsplit(":", 1)[1])
             monitor = OptionsMonitor((HOST, port))

@@ -48,7 +48,6 @@ def calls_total(metrics: Metrics) -> float:
 
 def test_a_407_challenge_is_not_a_call() -> None:
     metrics = Metrics(CollectorRegistry())
-    metrics.call_started()
     event = ended(407, CallFacts(auth_challenged=True))
     assert is_auth_challenge(event)
     observe_call(metrics, event)
@@ -59,7 +58,6 @@ def test_a_407_challenge_is_not_a_call() -> None:
 
 def test_a_403_for_wrong_credentials_is_a_refused_call() -> None:
     metrics = Metrics(CollectorRegistry())
-    metrics.call_started()
     event = ended(403, CallFacts(auth_challenged=True))
     assert not is_auth_challenge(event)
     observe_call(metrics, event)

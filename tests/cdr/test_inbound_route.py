@@ -53,7 +53,6 @@ def router(registered: dict[str, Route]) -> CallRouter:
         config=RoutingConfig(default_next_hop="sip:127.0.0.1:5080"),
         directory=lambda: directory,
         overload=OverloadConfig(),
-        active_calls=lambda: 0,
         resolve=resolve,
         lookup_binding=lookup,
         trusted_peers=(ipaddress.ip_network("127.0.0.1/32"),),

@@ -33,7 +33,6 @@ def router_for(sites_text: str) -> CallRouter:
         config=RoutingConfig(default_next_hop=f"sip:{PBX.host_port}"),
         directory=lambda: directory,
         overload=OverloadConfig(max_calls=100),
-        active_calls=lambda: 0,
         resolve=resolve,
         trusted_peers=(ipaddress.ip_network("127.0.0.1/32"),),
     )

@@ -102,7 +102,8 @@ async def test_office_call_notifies_the_webhook(pg_dsn: str, tmp_path: Path) -> 
         emergency_rig(pg_dsn, tmp_path, routing={"notification_webhook": url}) as rig,
     ):
         # The global URL comes from [routing] notification_webhook.
-        routing = rig.app.config.sections["routing"]
+        routing = rig.app.config.routing
+        assert routing is not None
         notifier_config = NotifyConfig.from_table(Table({}, "notify"), routing=routing)
         async with EmergencyNotifier(notifier_config) as notifier:
             # gateway/app.py does not wire the notifier yet; the router's hook is public.

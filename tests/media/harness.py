@@ -109,14 +109,17 @@ async def stage_rig(
     services: dict[str, Any] | None = None,
     metrics: Any = None,
 ) -> AsyncIterator[StageRig]:
-    """A gateway on 127.0.0.1 (UDP) whose ``media=`` is a MediaStage attached after
-    construction (the order app.py will use)."""
-    stage = MediaStage(None, config or media_config(), metrics=metrics)
+    """A gateway on 127.0.0.1 (UDP) running its own media stage (``media=``)."""
     doc = gateway_config(host=HOST, upstream="sip:127.0.0.1:9", transports=("UDP",))
     async with running_gateway(
-        doc, router=router, media=stage, services=services or {}, metrics=metrics
+        doc,
+        router=router,
+        media=config or media_config(),
+        services=services or {},
+        metrics=metrics,
     ) as (gateway, ended):
-        stage.attach(gateway)
+        stage = gateway.media
+        assert stage is not None
         try:
             yield StageRig(gateway=gateway, stage=stage, ended=ended)
         finally:

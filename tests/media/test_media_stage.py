@@ -86,7 +86,7 @@ def test_narrowed_offer_keeps_the_answered_codec_only() -> None:
 
 
 def test_prompt_names_from_router_and_config_resolve() -> None:
-    stage = MediaStage(None, media_config())
+    stage = MediaStage(NoCalls(), media_config())
     for prompt, kind, stem in [
         ("recording-notice", "recording", "recording-notice.sv"),
         ("recording_notice", "recording", "recording-notice.sv"),
@@ -97,14 +97,14 @@ def test_prompt_names_from_router_and_config_resolve() -> None:
         assert path.name == f"{stem}.wav"
 
 
-def test_stage_without_gateway_says_so() -> None:
-    stage = MediaStage(None, media_config())
-    with pytest.raises(RuntimeError, match="attach"):
-        _ = stage.gateway
-    sentinel = object()
-    stage.attach(sentinel)  # type: ignore[arg-type]
-    assert stage.gateway is sentinel
-    assert MediaStage(lambda: sentinel, media_config()).gateway is sentinel
+class NoCalls:
+    """A gateway that is never called back (prompt names need none)."""
+
+    def media_ready(self, call_uuid: str, answer: bytes | None, b_offer: bytes | None) -> bool:
+        raise AssertionError("not expected")
+
+    def announcement_done(self, call_uuid: str, played: bool) -> None:
+        raise AssertionError("not expected")
 
 
 @pytest.mark.asyncio
@@ -129,7 +129,6 @@ async def test_callrouter_asks_recorded_line_for_a_known_subscriber() -> None:
         config=RoutingConfig(),
         directory=lambda: directory,
         overload=OverloadConfig(),
-        active_calls=lambda: 0,
         resolve=resolve,
         recorded_line=recorded_line_lookup(media),
     )

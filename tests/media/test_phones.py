@@ -317,7 +317,6 @@ async def test_emergency_call_to_the_same_pbx_gets_no_prompt(tmp_path: Path) -> 
                 config=RoutingConfig(default_next_hop=f"sip:{HOST}:{uas.port}"),
                 directory=lambda: directory,
                 overload=rig.gateway.config.overload,
-                active_calls=lambda: rig.gateway.active_calls,
                 resolve=resolve,
                 recorded_line=recorded_line_lookup(config),
             )

@@ -172,7 +172,6 @@ trusted_peers = ["127.0.0.1/32"]
 
 [overload]
 max_calls = 5000
-emergency_reserve = 500
 retry_after = 5
 
 [metrics]

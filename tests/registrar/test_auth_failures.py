@@ -82,7 +82,6 @@ async def rig(pg_pool: asyncpg.Pool) -> AsyncIterator[Rig]:
         config=RoutingConfig(),
         directory=lambda: directory,
         overload=OverloadConfig(),
-        active_calls=lambda: 0,
         resolve=resolve,
         authenticate=registrar.authenticate_call,
     )

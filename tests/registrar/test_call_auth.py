@@ -45,7 +45,6 @@ async def router(pg_pool: asyncpg.Pool) -> AsyncIterator[CallRouter]:
         config=RoutingConfig(),
         directory=lambda: directory,
         overload=OverloadConfig(),
-        active_calls=lambda: 0,
         resolve=resolve,
         authenticate=registrar.authenticate_call,
     )
