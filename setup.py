@@ -60,7 +60,7 @@ class OptionalBuildExt(build_ext):
             return
         # An extension whose generated C did not change is not rebuilt and keeps its
         # old time; it is nevertheless the build of the current source, and
-        # gateway.native judges staleness by comparing those times.
+        # gateway.ops.native judges staleness by comparing those times.
         for ext in self.extensions:
             Path(self.get_ext_fullpath(ext.name)).touch()
 

@@ -1,6 +1,6 @@
 """``voipgw db ...`` and ``voipgw cdr ...`` subcommands.
 
-Contract with ``gateway/cli.py``: call :func:`register` with the top-level
+Contract with ``gateway/cli/main.py``: call :func:`register` with the top-level
 ``add_subparsers()`` result. It adds ``db`` (``migrate``, ``maintain``) and ``cdr``
 (``itemize``, ``subject-access``). Every leaf parser sets ``func``; dispatch with
 ``sys.exit(args.func(args))``. Handlers take the parsed ``argparse.Namespace`` and return

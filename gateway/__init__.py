@@ -3,10 +3,10 @@
 This module only picks the build of the SIP core and makes the compiled one
 importable however voipgw was installed.
 
-First, before anything below ``gateway`` is imported, :func:`gateway.native.choose_core_build`
+First, before anything below ``gateway`` is imported, :func:`gateway.ops.native.choose_core_build`
 decides between the compiled core and its sources: a source edited since the
 in-place build (or ``VOIPGW_PURE_PYTHON=1``) has the whole compiled group imported
-from source, so that an edit is what runs (gateway/native.py says why all of it).
+from source, so that an edit is what runs (gateway/ops/native.py says why all of it).
 
 mypyc (setup.py) builds the shared library of the compiled modules as a *top-level*
 module, ``voipgw_core__mypyc``, and every compiled module's shim imports it by that
@@ -28,7 +28,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from gateway import native
+from gateway.ops import native
 
 #: The module name mypyc gives the shared library (``group_name`` in setup.py).
 CORE_LIBRARY = "voipgw_core__mypyc"

@@ -22,12 +22,12 @@ from typing import Any
 
 from cdr.config import CdrConfig
 from cdr.db import DatabaseConfig
-from gateway.guard_config import GuardConfig
-from gateway.logs import LoggingConfig
-from gateway.metrics import MetricsConfig
-from gateway.notify import NotifyConfig
+from gateway.edge.guard_config import GuardConfig
+from gateway.ops.logs import LoggingConfig
+from gateway.ops.metrics import MetricsConfig
 from gateway.registrar.config import RegistrarConfig
 from gateway.rtp.config import MediaConfig
+from gateway.service.notify import NotifyConfig
 from gateway.sip.timers import SipTimers
 from routing.config import RoutingConfig
 from routing.configfields import ConfigError, Table
@@ -199,8 +199,7 @@ class OverloadConfig:
         if "emergency_reserve" in table.data:
             table.int("emergency_reserve", 0, min=0)  # still checked: a typo stays an error
             log.warning(
-                "%s is ignored: emergency calls are never refused by overload control;"
-                " remove it",
+                "%s is ignored: emergency calls are never refused by overload control; remove it",
                 table.field("emergency_reserve"),
             )
         config = cls(

@@ -81,14 +81,14 @@ class PgServer:
 
 def pytest_report_header(config: pytest.Config) -> str:
     """Names the build of the SIP core under test, and why when it is interpreted."""
-    from gateway.native import describe_core_build
+    from gateway.ops.native import describe_core_build
 
     return f"voipgw SIP core: {describe_core_build()}"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Repeats an interpreted build at the end, where ``pytest -q`` (no header) shows it."""
-    from gateway.native import core_build, describe_core_build
+    from gateway.ops.native import core_build, describe_core_build
 
     if core_build() != "compiled":
         terminalreporter.write_line(f"voipgw SIP core: {describe_core_build()}")
@@ -98,9 +98,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """In CI, refuses to test anything but the compiled core, built from this source.
 
     Elsewhere a source edited since the in-place build makes the core run interpreted
-    (gateway/native.py), which the header names; CI must measure the build the wheel
+    (gateway/ops/native.py), which the header names; CI must measure the build the wheel
     ships, so there that is an error (``make test`` builds the core first)."""
-    from gateway.native import (
+    from gateway.ops.native import (
         compiled_build_required,
         core_build,
         describe_core_build,

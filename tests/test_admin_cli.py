@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.admin_cli import metric_totals
-from gateway.http_status import ReadinessChecks, StatusServer
-from gateway.metrics import Metrics
+from gateway.cli.admin import metric_totals
+from gateway.ops.http_status import ReadinessChecks, StatusServer
+from gateway.ops.metrics import Metrics
 from tests.ops.harness import voipgw_command
 
 ROOT = Path(__file__).resolve().parents[1]

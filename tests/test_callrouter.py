@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.b2bua import Announcement, CallEnded, LocalAnswer, Reject, Route, RouteNeeded
-from gateway.callrouter import CALLBACK_WINDOW, CallRouter
 from gateway.config import OverloadConfig
+from gateway.service.router import CALLBACK_WINDOW, CallRouter
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Headers, Request
 from routing.config import RoutingConfig
@@ -47,7 +47,7 @@ def invite(uri: str, from_user: str, source: Endpoint, *, active_calls: int = 1)
 
 
 async def resolve(uri: str) -> tuple[Endpoint, ...]:
-    from gateway.server import ip_literal_endpoint
+    from gateway.service.server import ip_literal_endpoint
 
     endpoint = ip_literal_endpoint(uri)
     assert endpoint is not None

@@ -10,8 +10,8 @@ import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
-from gateway.http_status import MAX_HEAD_BYTES, ReadinessChecks, StatusServer
-from gateway.metrics import Metrics
+from gateway.ops.http_status import MAX_HEAD_BYTES, ReadinessChecks, StatusServer
+from gateway.ops.metrics import Metrics
 
 
 async def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.native import stale_extensions
+from gateway.ops.native import stale_extensions
 from tests.ops.harness import remove_state, state_directory, voipgw_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def test_check_config_works_from_the_root_directory() -> None:
 
 def expected_build() -> str:
     """The build the checkout's install runs: compiled, unless built or asked for
-    interpreted, or edited since the build (gateway/native.py)."""
+    interpreted, or edited since the build (gateway/ops/native.py)."""
     if os.environ.get("VOIPGW_PURE_PYTHON") == "1" or stale_extensions():
         return "interpreted"
     return "compiled"
@@ -74,7 +74,7 @@ def expected_build() -> str:
 def test_the_installed_command_runs_the_compiled_core_unless_built_interpreted() -> None:
     expected = expected_build()
     probe = subprocess.run(
-        [sys.executable, "-c", "from gateway.native import core_build; print(core_build())"],
+        [sys.executable, "-c", "from gateway.ops.native import core_build; print(core_build())"],
         cwd="/",
         capture_output=True,
         text=True,
@@ -226,7 +226,7 @@ def test_a_wheel_installed_into_a_new_venv_runs_compiled() -> None:
             [
                 str(venv / "bin" / "python"),
                 "-c",
-                "import gateway, gateway.native as n; print(gateway.__file__, n.core_build())",
+                "import gateway, gateway.ops.native as n; print(gateway.__file__, n.core_build())",
             ],
             cwd="/",
             capture_output=True,

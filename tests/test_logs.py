@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.logs import (
+from gateway.ops.logs import (
     CallLogger,
     JsonFormatter,
     LoggingConfig,

@@ -9,7 +9,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.metrics import (
+from gateway.ops.metrics import (
     CALL_CLASSES,
     CALL_OUTCOMES,
     MAX_TOKEN_VALUES,
@@ -334,7 +334,7 @@ def test_sip_traffic_exports_what_prometheus_client_would() -> None:
     Histogram fed the same events (samples and values; only _created differs)."""
     from prometheus_client import Counter, Histogram
 
-    from gateway.metrics import _TRANSACTION_BUCKETS
+    from gateway.ops.metrics import _TRANSACTION_BUCKETS
 
     ours = Metrics(CollectorRegistry())
     registry = CollectorRegistry()

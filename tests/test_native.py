@@ -10,7 +10,7 @@ import os
 import sysconfig
 from pathlib import Path
 
-from gateway import native
+from gateway.ops import native
 
 
 def test_the_core_runs_compiled_unless_interpreted_on_purpose_or_edited() -> None:

@@ -1,4 +1,4 @@
-"""Which build of the SIP core runs (gateway/native.py): compiled when its build is
+"""Which build of the SIP core runs (gateway/ops/native.py): compiled when its build is
 current, the whole group from source after an edit or with ``VOIPGW_PURE_PYTHON=1``.
 
 The edited cases run on a copy of ``gateway/`` (mtimes kept) with the root's shared
@@ -22,14 +22,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway import CORE_LIBRARY, native
+from gateway import CORE_LIBRARY
+from gateway.ops import native
 
 ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = f"""
 import json, sys
 sys.path.append({str(ROOT)!r})
-import gateway, gateway.native as native
+import gateway, gateway.ops.native as native
 from tests.bench import bench_core
 bench_core.run(3)
 print(json.dumps({{

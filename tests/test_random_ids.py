@@ -6,7 +6,7 @@ import os
 import re
 import uuid
 
-from gateway import server
+from gateway.service import server
 
 
 def test_call_uuids_are_distinct_version_4_uuids() -> None:

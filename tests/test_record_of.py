@@ -88,7 +88,7 @@ def test_no_notice_time_without_a_recording_notice() -> None:
 
 
 def test_database_url_in_the_log_line_hides_the_password() -> None:
-    from gateway.app import _without_password
+    from gateway.service.app import _without_password
 
     assert _without_password("postgresql://voipgw:s3cret@db.example:5432/voipgw") == (
         "postgresql://voipgw:***@db.example:5432/voipgw"

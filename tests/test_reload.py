@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from gateway.app import DirectoryHolder
-from gateway.sitestore import import_sites, load_directory
+from gateway.service.app import DirectoryHolder
+from gateway.service.sitestore import import_sites, load_directory
 from routing.sites_file import parse_sites
 from tests.test_callrouter import DEMO
 

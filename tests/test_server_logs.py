@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from gateway.b2bua import Reject, RouteNeeded
-from gateway.logs import LoggingConfig, configure_logging
+from gateway.ops.logs import LoggingConfig, configure_logging
 from tests.interop.gateway import gateway_config, running_gateway
 
 INVITE = (

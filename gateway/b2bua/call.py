@@ -72,7 +72,7 @@ RELAYED_RESPONSE_HEADERS = (
 )
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, eq=False, kw_only=True)
 class Relay:
     """An in-dialog request relayed from one leg to the other.
@@ -98,7 +98,7 @@ class Relay:
         self.request = request
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, eq=False, kw_only=True)
 class Call:
     """State of one call through the gateway.

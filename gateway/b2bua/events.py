@@ -112,7 +112,7 @@ class LocalAnswer:
     facts: CallFacts = NO_FACTS
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class RouteNeeded:
     """A new call waits for the routing decision.
@@ -140,7 +140,7 @@ class RouteNeeded:
         self.active_calls = active_calls
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class CallEnded:
     """A call is over; everything the CDR needs, with times on the adapter's clock.
@@ -238,7 +238,7 @@ class CallEnded:
         self.recording_started_at = recording_started_at
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class ServiceRequest:
     """An out-of-dialog request for a service attached to the gateway (REGISTER for
@@ -261,7 +261,7 @@ class ServiceRequest:
         self.transaction = transaction
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class MediaNeeded:
     """A call needs the gateway's media (an announcement, then an RTP relay).
@@ -292,7 +292,7 @@ class MediaNeeded:
         self.source = source
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class MediaAnswered:
     """The B leg answered a call whose media the gateway anchors: its SDP is for the

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gateway.server import ip_literal_endpoint
+from gateway.service.server import ip_literal_endpoint
 from gateway.sip.builders import build_response
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import SipError

@@ -3,7 +3,7 @@
 Starts, in one process: the demo users' passwords (so a softphone can register at
 once), a PBX stand-in at ``[upstream] uri``, an answering emergency centre at each
 ``[[centres]] sip_uri`` of the sites file the config seeds from, then the gateway
-itself through :func:`gateway.cli.run_gateway`, the same path as ``voipgw run``.
+itself through :func:`gateway.cli.main.run_gateway`, the same path as ``voipgw run``.
 The centres are read from the sites file at start-up: move one there and the demo
 follows.
 """
@@ -16,13 +16,13 @@ import contextlib
 import sys
 from typing import Any
 
-from gateway.cli import DEFAULT_CONFIG, listeners_text, run_gateway
+from gateway.cli.main import DEFAULT_CONFIG, listeners_text, run_gateway
+from gateway.cli.sites import read_sites_file
 from gateway.config import GatewayConfig, load_config
 from gateway.demo.agent import CallOffered
 from gateway.demo.peer import DemoPeer, Tone, start_peers
 from gateway.demo.report import emergency_line, pbx_line
-from gateway.server import ip_literal_endpoint
-from gateway.sites_cli import read_sites_file
+from gateway.service.server import ip_literal_endpoint
 from routing.configfields import ConfigError
 from routing.model import EmergencyCentre
 from routing.sites_file import SitesData, SitesFileError
@@ -97,7 +97,7 @@ async def prepare_database(
     """
     from cdr.db import database, migrate
     from gateway.registrar import BindingStore
-    from gateway.sitestore import export_sites
+    from gateway.service.sitestore import export_sites
 
     registrar = config.registrar
     db_config = config.database

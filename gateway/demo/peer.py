@@ -1,6 +1,6 @@
 """The demo peers' asyncio adapter: the gateway's transports, a transaction layer, the agent.
 
-Shape as in :mod:`gateway.server` (STYLE 6): every input (a batch of messages from
+Shape as in :mod:`gateway.service.server` (STYLE 6): every input (a batch of messages from
 the :class:`~gateway.transport.manager.TransportManager`, a transport error, a timer,
 an answer ready) goes into the sans-IO core with ``now = loop.time()``, then
 :meth:`DemoPeer._pump` hands the core's events to the agent, transmits what the

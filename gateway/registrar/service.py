@@ -80,7 +80,7 @@ class Registrar:
         random_bytes: source of nonce salts and To tags.
         on_auth_failure: told ``(source, username)`` of each rejected digest
             authentication (wrong password or unknown user), for the ingress
-            guard's fail2ban-style bans (``gateway.guard.Guard.auth_failed``).
+            guard's fail2ban-style bans (``gateway.edge.guard.Guard.auth_failed``).
     """
 
     def __init__(

@@ -16,7 +16,7 @@ from gateway.sip.message import Headers, Request, Response
 from gateway.sip.uri import SipUri, parse_uri
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True)
 class DialogId:
     """RFC 3261 12: "A dialog is identified [...] by a Call-ID, a local tag and a
@@ -32,7 +32,7 @@ class DialogId:
         self.remote_tag = remote_tag
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, kw_only=True)
 class Dialog:
     """One side's view of a dialog.

@@ -12,7 +12,7 @@ from typing import Final
 from gateway.sip.message import Request, Response
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True)
 class Endpoint:
     """A transport address of a peer or of ourselves.
@@ -43,7 +43,7 @@ class Endpoint:
         return f"{host}:{self.port}"
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True)
 class TransactionKey:
     """Identifies a transaction (RFC 3261 17.1.3 / 17.2.3).
@@ -67,7 +67,7 @@ class TransactionKey:
         self.server = server
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class RequestReceived:
     """A new request for the TU.
@@ -92,7 +92,7 @@ class RequestReceived:
         self.transaction = transaction
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class ResponseReceived:
     """A response for one of our client transactions, or a stray 2xx to an INVITE.
@@ -116,7 +116,7 @@ class ResponseReceived:
         self.transaction = transaction
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class CancelReceived:
     """A CANCEL matched a pending INVITE server transaction; 200 was already sent.
@@ -132,7 +132,7 @@ class CancelReceived:
         self.invite_transaction = invite_transaction
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class TransactionTimedOut:
     """Timer B, F (no final response) or H (no ACK) fired.
@@ -153,7 +153,7 @@ class TransactionTimedOut:
         self.timer = timer
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class TransportFailed:
     """The transport could not deliver a request of a client transaction."""
@@ -166,7 +166,7 @@ class TransportFailed:
         self.request = request
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class TransactionTerminated:
     """A transaction reached TERMINATED and was forgotten (for bookkeeping)."""

@@ -176,7 +176,7 @@ def quote_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class Via:
     """One via-parm of a Via header (RFC 3261 20.42).
@@ -326,7 +326,7 @@ def top_via(headers: Headers) -> Via:
     return parse_via(first)[0]
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True)
 class CSeq:
     """A CSeq value (RFC 3261 20.16).
@@ -369,7 +369,7 @@ def _parse_cseq(value: str) -> CSeq:
     return CSeq(seq, m[2])
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True)
 class NameAddress:
     """A name-addr or addr-spec with header parameters: From, To, Contact, Route ...

@@ -276,7 +276,7 @@ class Headers:
         return None
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, kw_only=True)
 class Request:
     """A SIP request (RFC 3261 section 7.1).
@@ -327,7 +327,7 @@ class Request:
         )
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, kw_only=True)
 class Response:
     """A SIP response (RFC 3261 section 7.2).

@@ -165,7 +165,7 @@ def _unescape(text: str) -> str:
     return unquote(text, errors="surrogateescape") if "%" in text else text
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.native)
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class SipUri:
     """A ``sip:`` or ``sips:`` URI (RFC 3261 19.1.1).

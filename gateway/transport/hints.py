@@ -37,7 +37,7 @@ from gateway.sip.uri import SipUri, parse_uri
 
 #: Seconds a TCP connection attempt to an emergency centre may take before the
 #: request goes over UDP: a round trip on any sane path is far shorter, and the
-#: emergency failover timer (3 s, gateway/callrouter.py) must not be reached first.
+#: emergency failover timer (3 s, gateway/service/router.py) must not be reached first.
 EMERGENCY_CONNECT_TIMEOUT = 0.5
 #: Most transport addresses remembered.
 MAX_HINTS = 4096

@@ -14,7 +14,7 @@ import re
 import time
 
 from gateway.b2bua import B2bua, Route, RouteNeeded
-from gateway.native import core_build
+from gateway.ops.native import core_build
 from gateway.sip.events import Endpoint
 from gateway.sip.transaction_layer import TransactionLayer
 

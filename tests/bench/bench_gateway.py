@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from gateway.native import core_build
+from gateway.ops.native import core_build
 from tests.bench.sipp_rate import direct_uas, find_max_rate_async, run_step, step_seconds
 from tests.interop.sipp import SippUas, free_port, run_uac
 

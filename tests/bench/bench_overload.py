@@ -10,7 +10,7 @@ The gateway's capacity is set small and known instead of measured: ``max_calls``
 calls in progress (``[overload] max_calls``) held ``hold`` seconds each sustain
 ``max_calls / hold`` calls per second, and the flood offers ``factor`` (5) times that.
 The router sheds ordinary calls above ``max_calls`` with 503 + Retry-After exactly as
-``gateway.callrouter.CallRouter`` does (RFC 3261 21.5.4), and never sheds a call whose
+``gateway.service.router.CallRouter`` does (RFC 3261 21.5.4), and never sheds a call whose
 Request-URI ``routing.emergency.DialPlan`` recognises. The emergency
 caller shares the flood's source address, the worst case for per-source limits.
 
@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.b2bua import CallEnded, Reject, Route, RouteNeeded
-from gateway.guard import Guard
-from gateway.guard_config import GuardConfig, RateLimit
+from gateway.edge.guard import Guard
+from gateway.edge.guard_config import GuardConfig, RateLimit
 from gateway.sip.events import Endpoint
 from routing.config import EmergencyConfig
 from routing.decision import CallFacts, Shed

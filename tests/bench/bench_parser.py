@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.native import core_build
+from gateway.ops.native import core_build
 from gateway.sip.parser import parse_message
 
 VALID = Path(__file__).parents[2] / "sip-fixtures" / "messages" / "valid"

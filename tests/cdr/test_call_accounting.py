@@ -8,8 +8,8 @@ from prometheus_client import CollectorRegistry
 
 from cdr.call_record import record_of
 from gateway.b2bua.events import CallEnded
-from gateway.metrics import Metrics
-from gateway.server import is_auth_challenge, observe_call
+from gateway.ops.metrics import Metrics
+from gateway.service.server import is_auth_challenge, observe_call
 from gateway.sip.events import Endpoint
 from routing.decision import CallFacts, Direction, RecordingNotice
 

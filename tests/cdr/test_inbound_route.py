@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gateway.b2bua import Reject, Route, RouteNeeded
-from gateway.callrouter import CallRouter
 from gateway.config import OverloadConfig
+from gateway.service.router import CallRouter
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Headers, Request
 from routing.config import RoutingConfig

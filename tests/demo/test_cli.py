@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import build_parser
+from gateway.cli.main import build_parser
 from gateway.config import load_config
 from gateway.demo.cli import demo_peers, stale_centres, what_to_try
 from routing.configfields import ConfigError

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from gateway.metrics import Metrics, exported_names
+from gateway.ops.metrics import Metrics, exported_names
 from tests.deploy.promql_names import metric_names
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

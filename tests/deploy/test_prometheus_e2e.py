@@ -17,8 +17,8 @@ import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
-from gateway.http_status import ReadinessChecks, StatusServer
-from gateway.metrics import Metrics
+from gateway.ops.http_status import ReadinessChecks, StatusServer
+from gateway.ops.metrics import Metrics
 from tests.deploy.prometheus import Prometheus, prometheus_server
 from tests.deploy.tools import PROMETHEUS_DIR
 

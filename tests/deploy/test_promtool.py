@@ -10,8 +10,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from gateway.http_status import ReadinessChecks, StatusServer
-from gateway.metrics import Metrics, exported_names
+from gateway.ops.http_status import ReadinessChecks, StatusServer
+from gateway.ops.metrics import Metrics, exported_names
 from tests.deploy.promql_names import metric_names
 from tests.deploy.tools import PROMETHEUS_DIR, require, scrape
 

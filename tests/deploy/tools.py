@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.http_status import StatusServer
+from gateway.ops.http_status import StatusServer
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"

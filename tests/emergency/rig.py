@@ -6,7 +6,7 @@
   ``silent`` (never answers: the gateway's failover timer must act).
 * :func:`emergency_rig`: imports the demo routing data (deploy/demo/sites.toml) with
   every centre's URI rewritten to a peer on a free port, then starts
-  :func:`gateway.app.running_app` on a free UDP port of 127.0.0.1 with
+  :func:`gateway.service.app.running_app` on a free UDP port of 127.0.0.1 with
   ``[database] url`` on the test's database.
 """
 
@@ -24,10 +24,10 @@ from typing import Any, cast
 
 import asyncpg
 
-from gateway.app import App, running_app
 from gateway.b2bua import CallEnded
 from gateway.config import parse_config
-from gateway.sitestore import import_sites
+from gateway.service.app import App, running_app
+from gateway.service.sitestore import import_sites
 from routing.sites_file import parse_sites
 from tests.emergency.pidf_check import check_pidf, split_multipart
 from tests.interop.gateway import gateway_config, sip_target

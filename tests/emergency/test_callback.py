@@ -14,8 +14,8 @@ import ipaddress
 import pytest
 
 from gateway.b2bua import Reject, Route
-from gateway.callrouter import CallRouter
 from gateway.config import OverloadConfig
+from gateway.service.router import CallRouter
 from gateway.sip.events import Endpoint
 from routing.config import RoutingConfig
 from routing.decision import RoutedBy

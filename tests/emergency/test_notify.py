@@ -1,4 +1,4 @@
-"""Tests of gateway.notify against a real HTTP server on loopback (asyncio streams)."""
+"""Tests of gateway.service.notify against a real HTTP server on loopback (asyncio streams)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gateway.notify import EmergencyNotifier, NotifyConfig, WebhookUrl, notification_body
+from gateway.service.notify import EmergencyNotifier, NotifyConfig, WebhookUrl, notification_body
 from routing.config import NomadicPolicy, RoutingConfig
 from routing.configfields import ConfigError, Table
 from routing.decision import RoutingDecision

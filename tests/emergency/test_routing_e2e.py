@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.notify import EmergencyNotifier, NotifyConfig
+from gateway.service.notify import EmergencyNotifier, NotifyConfig
 from routing.configfields import Table
 from tests.emergency.pidf_check import NS, split_multipart
 from tests.emergency.rig import assert_emergency_invite, call, emergency_rig, sip_ruri
@@ -45,7 +45,7 @@ async def test_office_call_reaches_espoo_centre_with_pidf_lo(pg_dsn: str, tmp_pa
 async def test_pidf_lo_names_the_provider(pg_dsn: str, tmp_path: Path) -> None:
     """RFC 4119 2.2.4 provided-by with RFC 7852 ProviderInfo: the operator as data provider.
 
-    FAILS today: gateway/callrouter.py ``_with_location`` calls ``build_pidf``
+    FAILS today: gateway/service/router.py ``_with_location`` calls ``build_pidf``
     without ``provider=self.config.provider``, so ``[routing.provider]`` is never sent.
     """
     async with emergency_rig(pg_dsn, tmp_path) as rig:
@@ -106,7 +106,7 @@ async def test_office_call_notifies_the_webhook(pg_dsn: str, tmp_path: Path) -> 
         assert routing is not None
         notifier_config = NotifyConfig.from_table(Table({}, "notify"), routing=routing)
         async with EmergencyNotifier(notifier_config) as notifier:
-            # gateway/app.py does not wire the notifier yet; the router's hook is public.
+            # gateway/service/app.py does not wire the notifier yet; the router's hook is public.
             rig.app.gateway.router.notify = notifier  # type: ignore[attr-defined]
             await call(rig, "alice", sip_ruri("112", rig))
             await call(rig, "alice", sip_ruri("0401234567", rig))

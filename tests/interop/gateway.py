@@ -1,4 +1,4 @@
-"""Runs a real :class:`gateway.server.Gateway` in the test's event loop."""
+"""Runs a real :class:`gateway.service.server.Gateway` in the test's event loop."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 from gateway.b2bua import CallEnded
 from gateway.config import parse_config
-from gateway.metrics import Metrics
-from gateway.server import Gateway
+from gateway.ops.metrics import Metrics
+from gateway.service.server import Gateway
 from tests.interop.sipp import free_port
 
 

@@ -23,10 +23,10 @@ import numpy as np
 
 from gateway.b2bua import CallEnded, Route, RouteNeeded
 from gateway.b2bua.events import Announcement
-from gateway.media_stage import MediaStage
 from gateway.rtp.config import MediaConfig
 from gateway.rtp.ports import PortAllocator
-from gateway.server import Gateway
+from gateway.rtp.stage import MediaStage
+from gateway.service.server import Gateway
 from gateway.sip.builders import build_response
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Response

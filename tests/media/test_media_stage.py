@@ -1,4 +1,4 @@
-"""Pure parts of gateway.media_stage: recorded-line lookup, the B-leg offer, prompt
+"""Pure parts of gateway.rtp.stage: recorded-line lookup, the B-leg offer, prompt
 names; and the CallRouter hand-off of the recording notice."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 
 from gateway.b2bua import RouteNeeded
 from gateway.b2bua.events import Announcement
-from gateway.media_stage import MediaStage, dialled_number, narrowed_offer, recorded_line_lookup
 from gateway.rtp.config import RecordedLine
+from gateway.rtp.stage import MediaStage, dialled_number, narrowed_offer, recorded_line_lookup
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Request
 from gateway.sip.parser import parse_message
@@ -109,11 +109,11 @@ class NoCalls:
 
 @pytest.mark.asyncio
 async def test_callrouter_asks_recorded_line_for_a_known_subscriber() -> None:
-    # Fails today: gateway/callrouter.py reads ctx.subscriber.customer, but
+    # Fails today: gateway/service/router.py reads ctx.subscriber.customer, but
     # routing.model.Subscriber has customer_id (AttributeError -> 500 for every call
     # from a known subscriber routed by CallRouter).
-    from gateway.callrouter import CallRouter
     from gateway.config import OverloadConfig
+    from gateway.service.router import CallRouter
     from routing.config import RoutingConfig
     from tests.routing.data import demo_directory
 

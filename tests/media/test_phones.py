@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.b2bua.events import Announcement
-from gateway.metrics import Metrics
+from gateway.ops.metrics import Metrics
 from gateway.rtp.config import RecordedLine
 from gateway.sip.events import Endpoint
 from routing.decision import RecordingNotice
@@ -291,8 +291,8 @@ async def test_caller_without_g711_connects_marked_not_played(tmp_path: Path) ->
 
 @pytest.mark.asyncio
 async def test_emergency_call_to_the_same_pbx_gets_no_prompt(tmp_path: Path) -> None:
-    from gateway.callrouter import CallRouter
-    from gateway.media_stage import recorded_line_lookup
+    from gateway.rtp.stage import recorded_line_lookup
+    from gateway.service.router import CallRouter
     from routing.config import RoutingConfig
     from tests.routing.data import demo_directory
 

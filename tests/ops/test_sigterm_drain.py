@@ -38,7 +38,7 @@ HOLD = 6.0
 #: Seconds after the first INVITE when SIGTERM is sent: about 8 calls are up then,
 #: and the last of the 20 is placed at 4.75 s, while those 8 still hold the drain.
 SIGTERM_AFTER = 2.0
-#: The drain bound (gateway.cli.run_gateway) plus time to flush CDRs and stop.
+#: The drain bound (gateway.cli.main.run_gateway) plus time to flush CDRs and stop.
 EXIT_BOUND = 30.0 + 15.0
 
 

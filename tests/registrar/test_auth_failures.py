@@ -28,10 +28,10 @@ from hypothesis import strategies as st
 
 from gateway.b2bua import Reject, Route, RouteNeeded
 from gateway.b2bua.events import ServiceRequest
-from gateway.callrouter import CallRouter
 from gateway.config import OverloadConfig
 from gateway.registrar import BindingStore, Registrar, RegistrarConfig
 from gateway.registrar.digest import Algorithm, compute_ha1, digest_response
+from gateway.service.router import CallRouter
 from gateway.sip.events import Endpoint, TransactionKey
 from gateway.sip.headers import format_auth, parse_auth
 from gateway.sip.message import Headers, Request, Response

@@ -14,10 +14,10 @@ import pytest
 import pytest_asyncio
 
 from gateway.b2bua import Reject, Route, RouteNeeded
-from gateway.callrouter import CallRouter
 from gateway.config import OverloadConfig
 from gateway.registrar import BindingStore, Registrar
 from gateway.registrar.digest import Algorithm, compute_ha1, digest_response
+from gateway.service.router import CallRouter
 from gateway.sip.events import Endpoint
 from gateway.sip.headers import format_auth, parse_auth
 from gateway.sip.message import Headers, Request

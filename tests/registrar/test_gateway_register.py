@@ -18,7 +18,7 @@ import pytest_asyncio
 
 from gateway.config import parse_config
 from gateway.registrar import Algorithm, BindingStore, Registrar
-from gateway.server import Gateway
+from gateway.service.server import Gateway
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Response
 from gateway.sip.parser import parse_message

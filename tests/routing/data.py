@@ -18,7 +18,7 @@ ALICE_DESK = "<urn:uuid:00000000-0000-1000-8000-A11CE0000001>"
 DAVE_ATA = "urn:uuid:00000000-0000-1000-8000-da7e00000004"
 
 #: The default emergency numbers, as the gateway recognises them when it builds a
-#: call's context (gateway.callrouter.call_context).
+#: call's context (gateway.service.router.call_context).
 DIAL_PLAN = DialPlan(EmergencyConfig())
 
 

@@ -3,7 +3,7 @@
 Each row is a call (source, caller, dial string) and the gateway's situation (trusted
 peers, load, nomadic policy, test route), and what ``decide`` must answer: the action,
 the class, the status of a refusal, and the facts the CDR will carry. The rows are the
-contract the routing adapter (gateway.callrouter) carries out without deciding again.
+contract the routing adapter (gateway.service.router) carries out without deciding again.
 """
 
 from __future__ import annotations

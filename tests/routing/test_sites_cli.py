@@ -11,9 +11,9 @@ import pytest
 from routing.sites_export import dump_sites
 from tests.routing.data import DEMO_SITES, demo_data
 
-# gateway/cli.py (the lead's) wires register(); this stands in for it.
+# gateway/cli/main.py (the lead's) wires register(); this stands in for it.
 CLI = (
-    "import argparse, sys; from gateway.sites_cli import register; "
+    "import argparse, sys; from gateway.cli.sites import register; "
     "p = argparse.ArgumentParser(); register(p.add_subparsers(dest='c', required=True)); "
     "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))"
 )

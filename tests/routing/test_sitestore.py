@@ -8,7 +8,7 @@ import ipaddress
 import asyncpg
 import pytest
 
-from gateway.sitestore import export_sites, import_sites, load_directory
+from gateway.service.sitestore import export_sites, import_sites, load_directory
 from routing.classify import classify_call
 from routing.model import CallClass, CallContext, Customer, Subscriber
 from routing.sites_export import dump_sites

@@ -1,4 +1,4 @@
-"""gateway.guard.Guard: pure tests with a hand-advanced clock.
+"""gateway.edge.guard.Guard: pure tests with a hand-advanced clock.
 
 Rule 1 (responses, emergency, in-dialog, ACK/CANCEL always pass), rule 2 (trusted
 peers), rule 3 (bans, scanners, token buckets), memory bounds and metrics.
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.guard import Guard, TokenBucket, is_response, peek
-from gateway.guard_config import GuardConfig, RateLimit
+from gateway.edge.guard import Guard, TokenBucket, is_response, peek
+from gateway.edge.guard_config import GuardConfig, RateLimit
 from gateway.sip.events import Endpoint
 from routing.config import EmergencyConfig
 from routing.emergency import DialPlan

@@ -7,8 +7,8 @@ import tomllib
 
 import pytest
 
-from gateway.guard import LossController
-from gateway.guard_config import DEFAULT_SCANNER_USER_AGENTS, GuardConfig, RateLimit
+from gateway.edge.guard import LossController
+from gateway.edge.guard_config import DEFAULT_SCANNER_USER_AGENTS, GuardConfig, RateLimit
 from routing.configfields import ConfigError, Table
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.guard import (
+from gateway.edge.guard import (
     Guard,
     GuardConfig,
     LossController,

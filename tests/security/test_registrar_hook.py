@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.guard import Guard, GuardConfig
+from gateway.edge.guard import Guard, GuardConfig
 from gateway.registrar import Registrar
 from gateway.registrar.digest import Algorithm, compute_ha1
 from gateway.sip.events import Endpoint

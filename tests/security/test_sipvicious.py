@@ -26,10 +26,10 @@ import asyncpg
 import pytest
 
 from gateway.config import parse_config
-from gateway.guard import Guard
-from gateway.guard_config import GuardConfig
+from gateway.edge.guard import Guard
+from gateway.edge.guard_config import GuardConfig
 from gateway.registrar import Algorithm, BindingStore, Registrar
-from gateway.server import Gateway
+from gateway.service.server import Gateway
 from gateway.sip.events import Endpoint
 from tests.interop.sipp import free_port
 from tests.registrar.helpers import REALM, config

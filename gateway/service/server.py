@@ -22,10 +22,10 @@ from typing import Any, Protocol
 from gateway.b2bua import B2bua, CallEnded, Reject, Route, RouteNeeded, ServiceRequest
 from gateway.b2bua.events import LocalAnswer, MediaAnswered, MediaNeeded
 from gateway.config import GatewayConfig
-from gateway.logs import bound_call_id
-from gateway.media_stage import MediaStage
-from gateway.metrics import Metrics
+from gateway.ops.logs import bound_call_id
+from gateway.ops.metrics import Metrics
 from gateway.rtp.config import MediaConfig
+from gateway.rtp.stage import MediaStage
 from gateway.sip.builders import build_response
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Request, Response
@@ -47,7 +47,7 @@ CallSink = Callable[[CallEnded], None]
 
 class IngressGuard(Protocol):
     """Decides, before parsing, whether a received message may enter the core
-    (rate limits, bans, scanner filtering: gateway.guard). It must admit emergency
+    (rate limits, bans, scanner filtering: gateway.edge.guard). It must admit emergency
     calls and in-dialog traffic of calls in progress."""
 
     def admit(self, data: bytes, source: Endpoint, now: float) -> bool: ...
@@ -313,7 +313,7 @@ class Gateway:
             return
         if inspect.isawaitable(result):
             # The task copies the context: every log line of the routing carries
-            # the call's Call-ID (JSON logs, gateway.logs).
+            # the call's Call-ID (JSON logs, gateway.ops.logs).
             with bound_call_id(event.request.headers.get("Call-ID") or ""):
                 task = asyncio.ensure_future(self._await_route(event.call_uuid, result))
             self._route_tasks.add(task)

@@ -4,7 +4,7 @@ The delivery terms route office emergency calls to the nearest centre and nomadi
 ones by policy; either way the customer's on-site contact (a reception desk, a
 security service) and the operator's NOC want to know at once that someone called
 112, from where, and which centre got the call. :class:`EmergencyNotifier` is the
-``notify`` hook of :class:`gateway.callrouter.CallRouter`:
+``notify`` hook of :class:`gateway.service.router.CallRouter`:
 
 * Rule 1: the hook never delays the call. It builds the JSON body (a few
   microseconds) and puts one delivery per URL on a bounded :class:`asyncio.Queue`
@@ -322,7 +322,7 @@ async def post_json(url: WebhookUrl, body: bytes, *, ssl_context: ssl.SSLContext
 
 
 class EmergencyNotifier:
-    """The ``notify`` hook of :class:`gateway.callrouter.CallRouter`.
+    """The ``notify`` hook of :class:`gateway.service.router.CallRouter`.
 
     Use as an async context manager (or :meth:`start`/:meth:`close`) so that the
     worker tasks live on the gateway's loop::

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Protocol
 
 from gateway.b2bua.events import Announcement, MediaAnswered, MediaNeeded
-from gateway.metrics import Metrics
+from gateway.ops.metrics import Metrics
 from gateway.rtp.codecs import PromptCache
 from gateway.rtp.config import ANNOUNCEMENTS, MediaConfig
 from gateway.rtp.endpoint import Addr
@@ -79,7 +79,7 @@ KIND_PROMPTS = {"recording": "recording_notice", "nomadic-warning": "nomadic_war
 
 
 class GatewayCallbacks(Protocol):
-    """What the stage calls back on :class:`gateway.server.Gateway`."""
+    """What the stage calls back on :class:`gateway.service.server.Gateway`."""
 
     def media_ready(
         self, call_uuid: str, answer: bytes | None, b_offer: bytes | None
@@ -114,7 +114,7 @@ class MediaStage:
 
     Args:
         gateway: the gateway whose calls it serves, which owns it and builds it
-            (``gateway.server.Gateway``): the stage calls it back.
+            (``gateway.service.server.Gateway``): the stage calls it back.
         config: the ``[media]`` section.
         metrics: counts announcements and RTP send lateness when given.
         allocator: the RTP port allocator (default: one over the configured range).

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 
 Every received message reaches :meth:`Guard.admit` before it is parsed
-(``gateway.server.Gateway``). The guard looks at a few bytes only (the start line and,
+(``gateway.service.server.Gateway``). The guard looks at a few bytes only (the start line and,
 when it needs them, the To and User-Agent header fields) and answers admit or drop.
 A dropped message is never answered: a scanner learns nothing, and a flood costs the
 gateway one regex per message.
@@ -55,7 +55,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.guard_config import GuardConfig, RateLimit
+from gateway.edge.guard_config import GuardConfig, RateLimit
 from gateway.sip.errors import ParseError
 from gateway.sip.events import Endpoint
 from gateway.sip.headers import parse_via
@@ -97,7 +97,7 @@ _ALWAYS_ADMITTED_METHODS = frozenset({b"ACK", b"CANCEL"})
 
 
 class DropCounter(Protocol):
-    """The part of :class:`gateway.metrics.Metrics` the guard feeds."""
+    """The part of :class:`gateway.ops.metrics.Metrics` the guard feeds."""
 
     def message_dropped(self, reason: str) -> None: ...
 
@@ -230,7 +230,7 @@ class GuardStats:
 
 
 class Guard:
-    """Admission control in front of the parser (``gateway.server.IngressGuard``).
+    """Admission control in front of the parser (``gateway.service.server.IngressGuard``).
 
     Args:
         config: the ``[guard]`` settings.

@@ -27,24 +27,24 @@ from cdr.maintenance import existing_partitions, maintain
 from cdr.partitions import Month, month_of_partition
 from cdr.writer import CdrWriter
 from gateway.b2bua import CallEnded, Route
-from gateway.callrouter import CallRouter
 from gateway.config import GatewayConfig
-from gateway.guard import Guard, LossController, stamp_overload_feedback
-from gateway.media_stage import recorded_line_lookup
-from gateway.metrics import Metrics
-from gateway.notify import EmergencyNotifier
+from gateway.edge.guard import Guard, LossController, stamp_overload_feedback
+from gateway.ops.metrics import Metrics
 from gateway.registrar import BindingStore, Registrar, route_to_binding
 from gateway.registrar.routing import best_binding
-from gateway.server import (
+from gateway.rtp.stage import recorded_line_lookup
+from gateway.service.notify import EmergencyNotifier
+from gateway.service.router import CallRouter
+from gateway.service.server import (
     Gateway,
     ServiceHandler,
     ip_literal_endpoint,
     is_auth_challenge,
     resolve_endpoints,
 )
+from gateway.service.sitestore import export_sites, import_sites, load_directory
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Request, Response
-from gateway.sitestore import export_sites, import_sites, load_directory
 from routing.config import EmergencyConfig
 from routing.decision import CallFacts, RoutedBy
 from routing.directory import Directory

@@ -39,7 +39,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Final
 
-_ROOT: Final = Path(__file__).resolve().parent.parent
+#: The tree holding ``gateway`` (this file is gateway/ops/native.py).
+_ROOT: Final = Path(__file__).resolve().parents[2]
 #: How many stale modules :func:`describe_core_build` names before "...".
 _NAMED_STALE: Final = 3
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from prometheus_client.exposition import choose_encoder
 
-from gateway.metrics import Metrics
+from gateway.ops.metrics import Metrics
 
 __all__ = ["MAX_HEAD_BYTES", "ReadinessChecks", "StatusServer"]
 

@@ -1,6 +1,6 @@
 """``voipgw sites ...``: import, export and check the routing data (sites file).
 
-Contract with ``gateway/cli.py`` (same as :mod:`cdr.cli`): call :func:`register` with
+Contract with ``gateway/cli/main.py`` (same as :mod:`cdr.cli`): call :func:`register` with
 the top-level ``add_subparsers()`` result. It adds::
 
     voipgw sites check FILE  [--format toml|csv] [--config PATH]
@@ -35,7 +35,7 @@ import asyncpg
 
 from cdr.db import DatabaseConfig, database
 from gateway.edge.peers import address_overlaps
-from gateway.sitestore import export_sites, import_sites
+from gateway.service.sitestore import export_sites, import_sites
 from routing.configfields import ConfigError, Table
 from routing.sites_export import dump_sites
 from routing.sites_file import SitesData, SitesFileError, parse_sites

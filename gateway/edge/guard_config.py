@@ -75,7 +75,7 @@ class RateLimit:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GuardConfig:
-    """Admission control in front of the parser (see :mod:`gateway.guard`).
+    """Admission control in front of the parser (see :mod:`gateway.edge.guard`).
 
     Attributes:
         enabled: False admits everything (the guard then only counts).

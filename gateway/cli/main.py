@@ -1,7 +1,7 @@
 """``voipgw``: the one command for every job (run, check-config, db, sites, cdr ...).
 
 Each package adds its own subcommands through a ``register(subparsers)`` function
-(cdr.cli, gateway.sites_cli); this module owns ``run`` and ``check-config``.
+(cdr.cli, gateway.cli.sites); this module owns ``run`` and ``check-config``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from routing.configfields import ConfigError
 DEFAULT_CONFIG = "deploy/demo/voipgw.toml"
 
 #: Modules contributing subcommands: each has register(subparsers).
-SUBCOMMAND_MODULES = ("cdr.cli", "gateway.sites_cli", "gateway.admin_cli", "gateway.demo.cli")
+SUBCOMMAND_MODULES = ("cdr.cli", "gateway.cli.sites", "gateway.cli.admin", "gateway.demo.cli")
 
 log = logging.getLogger("voipgw")
 
@@ -83,7 +83,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if config.seed_sites is not None:
         # A centre sharing the PBX's address would take the PBX's calls for its
         # callbacks (RFC 6881 SP-35/40): warn, naming both (gateway/edge/peers.py).
-        from gateway.sites_cli import centre_address_warnings, read_sites_file
+        from gateway.cli.sites import centre_address_warnings, read_sites_file
         from routing.sites_file import SitesFileError
 
         try:
@@ -115,9 +115,9 @@ async def run_gateway(config: GatewayConfig, *, drain_seconds: float = 30.0) -> 
     level and format). SIGTERM drains: new ordinary calls get 503, calls in progress
     may end for up to ``drain_seconds``, then the gateway stops and flushes.
     """
-    from gateway.app import running_app
-    from gateway.logs import configure_logging
-    from gateway.metrics import default_metrics
+    from gateway.ops.logs import configure_logging
+    from gateway.ops.metrics import default_metrics
+    from gateway.service.app import running_app
 
     configure_logging(config.logging)
     log_core_build()
@@ -136,8 +136,8 @@ def listeners_text(config: GatewayConfig) -> str:
 
 
 def log_core_build() -> None:
-    """Says which build of the SIP core runs and why (gateway/native.py)."""
-    from gateway.native import describe_core_build
+    """Says which build of the SIP core runs and why (gateway/ops/native.py)."""
+    from gateway.ops.native import describe_core_build
 
     log.info("SIP core: %s", describe_core_build())
 
@@ -164,9 +164,9 @@ def tune_garbage_collector() -> None:
 
 
 async def _serve(app: Any, config: GatewayConfig, metrics: Any, drain_seconds: float) -> int:
-    from gateway.http_status import ReadinessChecks, StatusServer
-    from gateway.logs import configure_logging
-    from gateway.metrics import run_event_loop_lag_monitor
+    from gateway.ops.http_status import ReadinessChecks, StatusServer
+    from gateway.ops.logs import configure_logging
+    from gateway.ops.metrics import run_event_loop_lag_monitor
 
     gateway = app.gateway
     checks = ReadinessChecks()

@@ -63,7 +63,7 @@ EmergencyNotifier = Callable[[RoutingDecision, CallContext], None]
 #: Digest authentication of a call: the user name, or the response to send instead.
 Authenticate = Callable[[Request, Endpoint], Awaitable["str | Response"]]
 #: Dialled Request-URI + caller's language -> the recording notice of a recorded
-#: staff line, or None (gateway.media_stage reads the lines from [media]).
+#: staff line, or None (gateway.rtp.stage reads the lines from [media]).
 RecordedLine = Callable[[str, str], Announcement | None]
 
 
