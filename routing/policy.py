@@ -21,10 +21,12 @@ Emergency calls (the delivery terms' IMPORTANT NOTICE):
 
 Test calls (``urn:service:test.sos``, test numbers) go to ``test_route`` with the same
 location the real call would carry, so a test shows what the centre would see; without
-a test route they are rejected with 404.
+a test route the gateway answers them itself with a report of what a real call would
+carry (RFC 6881 SP-44).
 
 Ordinary calls go to the default next hop; unknown callers and callers whose customer
-or subscriber is not active are rejected with 403.
+or subscriber is not active are rejected with 403; at capacity they are shed with 503.
+Calls from a trusted peer (the PBX, a trunk) go to the callee's registration.
 """
 
 from __future__ import annotations

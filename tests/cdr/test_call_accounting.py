@@ -12,6 +12,7 @@ from gateway.ops.metrics import Metrics
 from gateway.service.server import is_auth_challenge, observe_call
 from gateway.sip.events import Endpoint
 from routing.decision import CallFacts, Direction, RecordingNotice
+from routing.model import CallClass
 
 
 def ended(status: int, facts: CallFacts) -> CallEnded:
@@ -82,3 +83,26 @@ def test_a_call_without_a_callee_keeps_the_dialled_uri() -> None:
     )
     assert record.customer == ""
     assert record.callee_dialled == "sip:alice@voipgw.demo"
+
+
+def test_an_answered_emergency_call_is_counted_with_its_centre() -> None:
+    # The metric read the centre from an annotation nobody wrote: every emergency
+    # call was counted with centre="none". The facts say which centre each B-leg
+    # target is; the core says which attempt answered.
+    metrics = Metrics(CollectorRegistry())
+    facts = CallFacts(
+        call_class=CallClass.OFFICE,
+        emergency_policy="office",
+        centres=("kerava", "kerava", "turku"),
+    )
+    event = ended(200, facts)
+    event = CallEnded(
+        **{**{f: getattr(event, f) for f in event.__dataclass_fields__}, "emergency": True,
+           "attempt": 2}
+    )  # fmt: skip
+    observe_call(metrics, event)
+    sample = metrics.registry.get_sample_value(
+        "voipgw_emergency_calls_total",
+        {"call_class": "office", "policy": "office", "centre": "turku", "outcome": "answered"},
+    )
+    assert sample == 1

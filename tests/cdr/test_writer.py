@@ -56,6 +56,22 @@ async def test_rows_arrive_and_missing_partitions_are_created(
         writer.submit(records[0])
 
 
+async def test_the_commit_hook_gets_the_copy_time(pg_pool: asyncpg.Pool, tmp_path: Path) -> None:
+    # voipgw_cdr_copy_duration_seconds is graphed in Grafana: it was fed 0.0 for every
+    # batch. The hook now gets how long each transaction's COPYs and insert took.
+    seen: list[tuple[int, float]] = []
+    async with CdrWriter(
+        pg_pool,
+        FAST,
+        spool_dir=tmp_path,
+        on_committed=lambda rows, _records, seconds: seen.append((rows, seconds)),
+    ) as writer:
+        await writer.write(make_record())
+    assert sum(rows for rows, _ in seen) == 1
+    assert all(seconds > 0 for _, seconds in seen)
+    assert seen[-1][1] == writer.last_copy_seconds
+
+
 async def test_same_record_twice_is_one_row(pg_pool: asyncpg.Pool, tmp_path: Path) -> None:
     record = make_record()
     async with CdrWriter(pg_pool, FAST, spool_dir=tmp_path / "a") as writer:

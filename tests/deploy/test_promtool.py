@@ -87,7 +87,7 @@ def test_rules_name_only_existing_metrics() -> None:
 
 def populate(metrics: Metrics) -> None:
     """Touches every metric so the scrape has samples of each family."""
-    metrics.call_started()
+    metrics.track_active_calls(lambda: 1)
     metrics.call_ended("office", "answered")
     metrics.call_shed("nomadic", "call_limit")
     metrics.call_setup_observed("office", False, 0.4)
