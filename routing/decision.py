@@ -175,6 +175,21 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """Who the B leg says is calling (RFC 3325, RFC 3323); it replaces whatever
+    P-Asserted-Identity and Privacy the caller sent.
+
+    Attributes:
+        headers: P-Asserted-Identity (and ``Privacy: id``) to send; empty for an
+            emergency call from an unknown caller (nothing to assert, nothing passed on).
+        from_value: the B leg's From name-addr, or None to keep the caller's.
+    """
+
+    headers: tuple[tuple[str, str], ...] = ()
+    from_value: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoutingDecision:
     """The routing layer's answer for one call: what to do, and the call's facts.
 
@@ -198,6 +213,8 @@ class RoutingDecision:
     notify_url: str | None = None
     """Webhook to notify (emergency calls) or None."""
     test_report: str = ""
+    identity: Identity | None = None
+    """The caller's identity on the B leg, or None to pass the caller's own on."""
     """What a real emergency call from here would carry (ANSWER_TEST), as text."""
     headers: tuple[tuple[str, str], ...] = field(default=())
     """Extra headers for the B leg and logs (X-Voipgw-Class, X-Voipgw-Reason)."""

@@ -42,6 +42,7 @@ from routing.decision import (
     Action,
     CallFacts,
     Direction,
+    Identity,
     LocationSource,
     RoutedBy,
     RoutingDecision,
@@ -198,6 +199,7 @@ def route_call(
         targets=(Target(request_uri=ctx.dialled, next_hop=config.default_next_hop),),
         language=customer.language,
         headers=_headers(classification, reason) + extra,
+        identity=asserted_identity(sub),
     )
 
 
@@ -306,6 +308,9 @@ def route_emergency(
         resource_priority=config.resource_priority or None,
         notify_url=config.notification_webhook,
         headers=_headers(classification, reason),
+        # RFC 6881 SP-25 / RFC 3325: the centre gets the callback identity even when
+        # the caller restricted presentation.
+        identity=Identity(headers=(("P-Asserted-Identity", f"<{callback}>"),) if callback else ()),
     )
 
 
@@ -338,6 +343,7 @@ def _route_test(
         targets=(Target(request_uri=config.test_route, next_hop=config.test_route),),
         language=_language(ctx, directory),
         headers=_headers(classification, reason),
+        identity=asserted_identity(ctx.subscriber),
     )
 
 
@@ -394,6 +400,30 @@ def test_call_report(ctx: CallContext, classification: Classification, directory
     else:
         lines.append("address: not sent (location not verified)")
     return "\r\n".join(lines) + "\r\n"
+
+
+def asserted_identity(subscriber: Subscriber | None) -> Identity | None:
+    """The caller's identity on the B leg of an ordinary call (RFC 3325, RFC 3323).
+
+    Inside the trust domain (the PBX and trunks behind the gateway) the subscriber's
+    number and name go in P-Asserted-Identity. When the subscriber restricted
+    presentation, From becomes anonymous and ``Privacy: id`` asks the next hop to
+    withhold the asserted identity from the called party (RFC 3325 section 9.3); the
+    privacy policy lets the service show name and number otherwise.
+
+    Returns:
+        The identity, or None for an unknown caller (the caller's own passes on).
+    """
+    if subscriber is None:
+        return None
+    name = (subscriber.display_name or "").replace('"', "").replace("\\", "")
+    asserted = f'"{name}" <tel:{subscriber.e164}>' if name else f"<tel:{subscriber.e164}>"
+    if subscriber.presentation is Presentation.RESTRICTED:
+        return Identity(
+            headers=(("P-Asserted-Identity", asserted), ("Privacy", "id")),
+            from_value='"Anonymous" <sip:anonymous@anonymous.invalid>',
+        )
+    return Identity(headers=(("P-Asserted-Identity", asserted),))
 
 
 def _facts(

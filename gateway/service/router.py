@@ -39,7 +39,7 @@ from routing.config import RoutingConfig
 from routing.decision import Action, CallFacts, RoutedBy, RoutingDecision
 from routing.directory import Directory
 from routing.emergency import DialPlan
-from routing.model import CallContext, Subscriber
+from routing.model import CallContext
 from routing.pidf import build_multipart, build_pidf, geolocation_headers
 from routing.policy import Load, decide, needs_authentication
 
@@ -298,8 +298,7 @@ class CallRouter:
                         registered_contact=registered.facts.registered_contact,
                     ),
                 )
-        identity = _identity(ctx.subscriber) if not emergency else None
-        return await self._route(event.request, decision, facts, announcement, identity)
+        return await self._route(event.request, decision, facts, announcement)
 
     async def _route_inbound(self, event: RouteNeeded, decision: RoutingDecision) -> RouteResult:
         """A call from the PBX or a trunk to a device registered here, or 404."""
@@ -372,7 +371,6 @@ class CallRouter:
         decision: RoutingDecision,
         facts: CallFacts,
         announcement: Announcement | None = None,
-        identity: tuple[tuple[tuple[str, str], ...], str | None] | None = None,
     ) -> RouteResult:
         emergency = facts.is_emergency
         targets: list[Endpoint] = []
@@ -394,14 +392,14 @@ class CallRouter:
         if not targets:
             return Reject(status=502 if decision.targets else 404, facts=facts)
         headers = list(decision.headers)
-        from_value = None
+        identity = decision.identity
         if identity is not None:
-            identity_headers, from_value = identity
             # The routing layer's Privacy header is re-stated with the identity.
-            headers = [h for h in headers if h[0] != "Privacy"] + list(identity_headers)
+            headers = [h for h in headers if h[0] != "Privacy"] + list(identity.headers)
         wrap_sdp = None
         if emergency:
-            headers += _emergency_headers(decision)
+            if decision.resource_priority:
+                headers.append(("Resource-Priority", decision.resource_priority))
             if decision.location is not None:
                 wrap_sdp, geo = _with_location(request, decision, self.config)
                 headers += geo
@@ -410,54 +408,14 @@ class CallRouter:
             request_uris=tuple(uris),
             headers=tuple(headers),
             wrap_sdp=wrap_sdp,
-            remove_headers=("P-Asserted-Identity", "Privacy")
-            if emergency or identity is not None
-            else (),
-            from_value=from_value,
+            remove_headers=("P-Asserted-Identity", "Privacy") if identity is not None else (),
+            from_value=identity.from_value if identity is not None else None,
             emergency=emergency,
             announcement=announcement,
             failover_timeout=self.emergency_timers.failover_timeout if emergency else None,
             no_answer_timeout=self.emergency_timers.no_answer_timeout if emergency else None,
             facts=replace(facts, centres=tuple(centres)),
         )
-
-
-def _identity(
-    subscriber: Subscriber | None,
-) -> tuple[tuple[tuple[str, str], ...], str | None] | None:
-    """The caller's identity on the B leg (RFC 3325, RFC 3323).
-
-    Inside the trust domain (the PBX and trunks behind the gateway) the subscriber's
-    number and name go in P-Asserted-Identity. When the subscriber restricted
-    presentation, From becomes anonymous and ``Privacy: id`` asks the next hop to
-    withhold the asserted identity from the called party (RFC 3325 section 9.3); the
-    privacy policy lets the service show name and number otherwise.
-
-    Returns:
-        (headers to add, From name-addr or None to keep the caller's), or None for an
-        unknown caller.
-    """
-    if subscriber is None:
-        return None
-    name = (subscriber.display_name or "").replace('"', "").replace("\\", "")
-    asserted = f'"{name}" <tel:{subscriber.e164}>' if name else f"<tel:{subscriber.e164}>"
-    if subscriber.presentation.value == "restricted":
-        return (
-            (("P-Asserted-Identity", asserted), ("Privacy", "id")),
-            '"Anonymous" <sip:anonymous@anonymous.invalid>',
-        )
-    return ((("P-Asserted-Identity", asserted),), None)
-
-
-def _emergency_headers(decision: RoutingDecision) -> list[tuple[str, str]]:
-    headers: list[tuple[str, str]] = []
-    if decision.callback:
-        # RFC 6881 SP-25 / RFC 3325: the PSAP gets the callback identity even when
-        # the caller restricted presentation.
-        headers.append(("P-Asserted-Identity", f"<{decision.callback}>"))
-    if decision.resource_priority:
-        headers.append(("Resource-Priority", decision.resource_priority))
-    return headers
 
 
 def _with_location(

@@ -164,3 +164,33 @@ def test_the_dial_plan_remembers_a_bounded_number_of_dial_strings() -> None:
         assert plan.match(f"sip:05{n}@gw") is None
     assert len(plan._known) <= DialPlan.MEMORY
     assert plan.match("sip:112@gw") == first  # forgotten, recognised again alike
+
+
+IDENTITY_ROWS = {
+    # dialled, user, source -> PAI sent, Privacy sent, From replaced
+    "ordinary call asserts the subscriber": ("sip:0501234567@gw", "alice", OFFICE,
+                                             '"Alice (desk phone)" <tel:+358401000001>', False, False),
+    "restricted presentation hides her": ("sip:0501234567@gw", "erin", "127.0.10.9",
+                                          '"Erin (withheld number)" <tel:+358401000005>', True, True),
+    "emergency asserts the callback, even restricted": ("112", "erin", "127.0.10.9",
+                                                        "<tel:+358401000005>", False, False),
+    "emergency from an unknown caller asserts nothing": ("112", None, OUTSIDE, None, False, False),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("dialled", "user", "source", "asserted", "privacy", "anonymous"),
+    IDENTITY_ROWS.values(),
+    ids=IDENTITY_ROWS,
+)
+def test_identity_on_the_b_leg(
+    dialled: str, user: str | None, source: str, asserted: str | None, privacy: bool,
+    anonymous: bool,
+) -> None:  # fmt: skip
+    decision = decide(ctx(DIRECTORY, source, user, dialled=dialled), DIRECTORY, CONFIG)
+    identity = decision.identity
+    assert identity is not None  # the caller's own PAI never passes on from a device
+    headers = dict(identity.headers)
+    assert headers.get("P-Asserted-Identity") == asserted
+    assert ("Privacy" in headers) is privacy
+    assert (identity.from_value is not None) is anonymous
