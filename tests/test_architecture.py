@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,44 +54,47 @@ def test_routing_never_imports_cdr() -> None:
     assert offenders == []
 
 
+def nodes(*packages: str) -> Iterator[tuple[str, ast.AST]]:
+    """(module path, node) for every node of every module of ``packages``."""
+    for path in modules(*packages):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            yield str(path.relative_to(ROOT)), node
+
+
+def name_of(node: ast.AST) -> str | None:
+    """The identifier a node names, if it names one (attribute, variable, argument,
+    keyword, function)."""
+    match node:
+        case ast.Attribute(attr=name) | ast.Name(id=name) | ast.arg(arg=name):
+            return name
+        case ast.keyword(arg=name) | ast.FunctionDef(name=name):
+            return name
+    return None
+
+
 def test_no_annotations_dictionary_on_calls() -> None:
-    found = []
-    for path in modules(*PRODUCT):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            name = None
-            if isinstance(node, ast.Attribute):
-                name = node.attr
-            elif isinstance(node, ast.Name | ast.arg):
-                name = node.id if isinstance(node, ast.Name) else node.arg
-            elif isinstance(node, ast.keyword):
-                name = node.arg
-            if name == "annotations":
-                found.append(f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}")
+    found = [
+        f"{path}:{getattr(node, 'lineno', '?')}"
+        for path, node in nodes(*PRODUCT)
+        if name_of(node) == "annotations"
+    ]
     assert found == []
 
 
 def test_emergency_dial_strings_are_recognised_in_one_place() -> None:
-    callers = []
-    for path in modules(*PRODUCT):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call):
-                func = node.func
-                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-                if name == "recognise_emergency":
-                    callers.append(str(path.relative_to(ROOT)))
+    callers = [
+        path
+        for path, node in nodes(*PRODUCT)
+        if isinstance(node, ast.Call) and name_of(node.func) == "recognise_emergency"
+    ]
     assert callers == ["routing/emergency.py"]  # DialPlan.match, which the rest asks
 
 
 def test_record_of_lives_in_cdr() -> None:
     defined = [
-        str(path.relative_to(ROOT))
-        for path in modules(*PRODUCT)
-        if any(
-            isinstance(node, ast.FunctionDef) and node.name == "record_of"
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-        )
+        path
+        for path, node in nodes(*PRODUCT)
+        if isinstance(node, ast.FunctionDef) and node.name == "record_of"
     ]
     assert defined == ["cdr/call_record.py"]
 
