@@ -10,11 +10,12 @@ import pytest
 
 from gateway.b2bua import Announcement, CallEnded, LocalAnswer, Reject, Route, RouteNeeded
 from gateway.config import OverloadConfig
-from gateway.service.router import CALLBACK_WINDOW, CallRouter
+from gateway.service.router import CALLBACK_WINDOW, CallRouter, call_context
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Headers, Request
-from routing.config import RoutingConfig
+from routing.config import EmergencyConfig, RoutingConfig
 from routing.decision import RecordingNotice
+from routing.emergency import DialPlan
 from routing.sites_file import parse_sites
 
 DEMO = Path(__file__).resolve().parents[1] / "deploy" / "demo" / "sites.toml"
@@ -216,3 +217,24 @@ async def test_emergency_test_call_answered_by_the_gateway_with_a_report() -> No
     assert isinstance(nomadic, LocalAnswer)
     assert "class: nomadic" in nomadic.body.decode()
     assert "address: not sent" in nomadic.body.decode()
+
+
+def test_call_context_reads_every_via_sent_by_with_the_sip_parser() -> None:
+    # The device's Via hosts are claims the classifier reports; they were split by
+    # hand (an IPv6 sent-by kept its brackets and port, a second via-parm on the same
+    # line was lost).
+    event = invite("sip:112@voipgw", "alice", OFFICE_PHONE)
+    headers = Headers(
+        [
+            ("Via", "SIP/2.0/UDP [2001:db8::5]:5062;branch=z9hG4bK1, SIP/2.0/TCP 10.1.2.3"),
+            ("Via", "SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bK2;rport"),
+            *((n, v) for n, v in event.request.headers if n != "Via"),
+        ]
+    )
+    request = Request(method="INVITE", uri="sip:112@voipgw", headers=headers, body=b"")
+    directory = parse_sites(DEMO.read_text(), "toml").directory()
+    ctx = call_context(request, OFFICE_PHONE, directory, DialPlan(EmergencyConfig()))
+    assert ctx.via_sent_by == ("2001:db8::5", "10.1.2.3", "192.168.1.20")
+    assert ctx.emergency is not None and ctx.emergency.number == "112"
+    assert ctx.dialled_user == "112"
+    assert ctx.subscriber is not None and ctx.subscriber.sip_user == "alice"

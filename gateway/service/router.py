@@ -30,7 +30,7 @@ from gateway.config import OverloadConfig
 from gateway.edge.peers import same_transport_address
 from gateway.sip.errors import SipError
 from gateway.sip.events import Endpoint
-from gateway.sip.headers import parse_contacts, parse_name_address
+from gateway.sip.headers import parse_contacts, parse_name_address, parse_via
 from gateway.sip.message import Request, Response
 from gateway.sip.sdp import parse_sdp
 from gateway.sip.uri import SipUri, TelUri, parse_uri, telephone_user
@@ -103,8 +103,10 @@ def call_context(
     headers = request.headers
     sent_by: list[str] = []
     for value in headers.values("Via"):
-        host = value.split(None, 1)[-1].split(";", 1)[0]
-        sent_by.append(host.rsplit(":", 1)[0] if host.count(":") == 1 else host)
+        try:
+            sent_by.extend(via.host for via in parse_via(value))
+        except SipError:
+            continue  # the transaction layer already took the top Via; a claim is lost
     contact_host = None
     instance_id = None
     try:
