@@ -148,10 +148,11 @@ async def _gateway(upstream: str) -> AsyncIterator[tuple[str, int]]:
     """``voipgw run`` on the side's own bench config (``bench_gateway.gateway_toml``);
     yields (host:port, pid) once its /readyz answers 200.
 
-    Not ``bench_gateway.gateway_process``: that waits for a "voipgw ready" line, which
-    since 6c5bab1 is an info log line, and its config sets ``level = "warning"``, so it
-    waits for ever (at c5e168a as at HEAD). Polling /readyz keeps the bench's config,
-    logging level included, as it is.
+    Its own copy of ``bench_gateway.gateway_process``, not an import: this file runs
+    each side's measurement in that side's checkout, and the BASE side's
+    ``gateway_process`` may be one that waits for a "voipgw ready" line the bench's
+    ``level = "warning"`` never logs (so at c5e168a). One harness for both sides keeps
+    the comparison fair.
     """
     import asyncio
 

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -72,33 +73,47 @@ state_dir = "{state}"
 """
 
 
+def ready(url: str) -> bool:
+    """Whether the gateway's /readyz answers 200 (connection refused: not yet)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
 @contextlib.asynccontextmanager
 async def gateway_process(upstream: str) -> AsyncIterator[tuple[str, int]]:
-    """Starts ``voipgw run``; yields (host:port, pid)."""
+    """Starts ``voipgw run``; yields (host:port, pid) once its /readyz answers 200.
+
+    Readiness is polled, not read from the "voipgw ready" log line: that line is logged
+    at info and the bench runs at ``level = "warning"`` (an earlier version waited for
+    it and hung for ever). Output goes to a file in the state directory, quoted when
+    the gateway dies during start-up.
+    """
     with tempfile.TemporaryDirectory(prefix="voipgw-bench-") as tmp:
         state = Path(tmp)
-        port = free_port(HOST)
+        port, metrics_port = free_port(HOST), free_port(HOST)
         config = state / "voipgw.toml"
-        config.write_text(gateway_toml(state, port, upstream, free_port(HOST)))
-        # Popen, not asyncio's subprocess: its output is read line by line in a
-        # thread until "voipgw ready", then drained, which asyncio pipes make awkward.
-        proc = subprocess.Popen(  # noqa: ASYNC220
-            [sys.executable, "-m", "gateway", "run", "--config", str(config)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        config.write_text(gateway_toml(state, port, upstream, metrics_port))
+        log_path = state / "gateway.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(  # noqa: ASYNC220 (a plain child; nothing to stream)
+                [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         try:
-            assert proc.stdout is not None
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                line = await asyncio.to_thread(proc.stdout.readline)
-                if not line:
-                    raise RuntimeError("gateway exited during start-up")
-                if b"voipgw ready" in line:
-                    break
-            # Keep draining its output so a chatty gateway never blocks on a pipe.
-            drain = asyncio.ensure_future(asyncio.to_thread(proc.stdout.read))
+            deadline = time.monotonic() + 90
+            readyz = f"http://{HOST}:{metrics_port}/readyz"
+            while not await asyncio.to_thread(ready, readyz):
+                if proc.poll() is not None:
+                    tail = log_path.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"gateway exited during start-up:\n{tail}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("gateway not ready after 90 s")
+                await asyncio.sleep(0.2)
             yield f"{HOST}:{port}", proc.pid
         finally:
             proc.terminate()
@@ -106,8 +121,7 @@ async def gateway_process(upstream: str) -> AsyncIterator[tuple[str, int]]:
                 await asyncio.to_thread(proc.wait, 60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            with contextlib.suppress(Exception):
-                drain.cancel()
+                proc.wait()
 
 
 def gateway_target(uas_port: int) -> object:
