@@ -60,6 +60,18 @@ def test_demo_config_is_valid() -> None:
             "sip.listen[0].prot",
         ),
         (minimal(registrar={"realm": "r"}), "registrar.secret"),
+        (
+            minimal(
+                registrar={
+                    "realm": "r",
+                    "secret": "0123456789abcdef",
+                    "register_from_trusted_peers": "yes",
+                }
+            ),
+            "registrar.register_from_trusted_peers",
+        ),
+        (minimal(overload={"emergency_reserve": -1}), "overload.emergency_reserve"),
+        (minimal(overload={"emergency_reserve": "many"}), "overload.emergency_reserve"),
     ],
 )
 def test_bad_field_is_named(doc: dict, field: str) -> None:

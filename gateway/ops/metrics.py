@@ -91,6 +91,9 @@ DIRECTIONS = frozenset({"in", "out"})
 TRANSPORTS = frozenset({"udp", "tcp", "tls", "ws", "wss"})
 FAMILIES = frozenset({"ipv4", "ipv6"})
 ANNOUNCEMENT_RESULTS = frozenset({"played", "skipped", "not_played"})
+#: gateway.edge.guard.BanReason and UnbanReason values.
+GUARD_BAN_REASONS = frozenset({"auth_failures", "scanner"})
+GUARD_UNBAN_REASONS = frozenset({"expired", "operator", "evicted"})
 #: ParseError.status_hint -> parse error reason (gateway/sip/errors.py).
 _PARSE_REASON_BY_STATUS = {400: "malformed", 505: "bad_version", 513: "too_large"}
 
@@ -304,6 +307,25 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # Bans of the ingress guard (gateway/edge/guard.py): which sources is in the
+        # log lines, never in a label (an address is unbounded).
+        self.guard_bans = Counter(
+            "voipgw_guard_bans",
+            "Sources banned by the ingress guard, by reason (auth_failures, scanner).",
+            ["reason"],
+            registry=r,
+        )
+        self.guard_unbans = Counter(
+            "voipgw_guard_unbans",
+            "Bans of the ingress guard that ended, by reason (expired, operator, evicted).",
+            ["reason"],
+            registry=r,
+        )
+        self.guard_banned_sources = Gauge(
+            "voipgw_guard_banned_sources",
+            "Sources (IPv4 addresses, IPv6 prefixes) banned by the ingress guard now.",
+            registry=r,
+        )
         self.registrations = Counter(
             "voipgw_registrations",
             "REGISTER requests handled by the registrar, by outcome.",
@@ -408,6 +430,10 @@ class Metrics:
                 self.calls.labels(call_class=call_class, outcome=outcome)
             self.call_setup.labels(call_class=call_class, emergency="false")
             self.call_setup.labels(call_class=call_class, emergency="true")
+        for reason in GUARD_BAN_REASONS:
+            self.guard_bans.labels(reason=reason)
+        for reason in GUARD_UNBAN_REASONS:
+            self.guard_unbans.labels(reason=reason)
 
     # Calls -------------------------------------------------------------------------
 
@@ -512,6 +538,19 @@ class Metrics:
     def message_dropped(self, reason: str) -> None:
         """Counts a dropped message (oversize, malformed, queue_full, rate_limited...)."""
         self.dropped_messages.labels(reason=self._reason["drop"](reason)).inc()
+
+    def guard_ban(self, reason: str) -> None:
+        """Counts a source the ingress guard banned (auth_failures, scanner)."""
+        self.guard_bans.labels(reason=_closed(reason, GUARD_BAN_REASONS, "other")).inc()
+
+    def guard_unban(self, reason: str) -> None:
+        """Counts a ban that ended (expired, operator, evicted)."""
+        self.guard_unbans.labels(reason=_closed(reason, GUARD_UNBAN_REASONS, "other")).inc()
+
+    def track_guard_bans(self, count: Callable[[], int]) -> None:
+        """``voipgw_guard_banned_sources`` reads ``count`` (the guard's table) at each
+        scrape."""
+        self.guard_banned_sources.set_function(count)
 
     def overload_shed_event(self, reason: str) -> None:
         """Counts a request shed by overload control that is not a new call."""

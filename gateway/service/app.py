@@ -125,7 +125,14 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
         control = LossController.from_config(config.guard, seq_offset=time.time() - loop.time())
         guard = Guard(config.guard, dial_plan=dial_plan, metrics=metrics, overload=control)
         registrar = (
-            Registrar(config.registrar, BindingStore(db.pool), on_auth_failure=guard.auth_failed)
+            Registrar(
+                config.registrar,
+                BindingStore(db.pool),
+                on_auth_failure=guard.auth_failed,
+                # Both lists name the PBX and trunks: [upstream] for routing, [guard]
+                # for rate limits.
+                trusted_peers=config.upstream.trusted_peers + config.guard.trusted_peers,
+            )
             if config.registrar is not None
             else None
         )
