@@ -162,7 +162,13 @@ class Gateway:
         """Binds every listener and starts the core; returns the bound endpoints."""
         self._loop = asyncio.get_running_loop()
         for item in self.config.sip.listen:
-            await self.transports.listen(ListenSpec(item.transport, item.host, item.port))
+            try:
+                await self.transports.listen(ListenSpec(item.transport, item.host, item.port))
+            except OSError as exc:
+                # Name the listener: a config has several, and "address already in
+                # use" alone does not say which.
+                where = Endpoint(item.transport, item.host, item.port).host_port
+                raise OSError(exc.errno, f"{item.transport} {where}: {exc.strerror}") from exc
         self.layer = TransactionLayer(
             local=self.transports.local,
             new_token=new_token,
