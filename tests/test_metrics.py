@@ -35,6 +35,7 @@ REQUIRED_FAMILIES = {
     "voipgw_parse_errors": ("counter", {"reason"}),
     "voipgw_dropped_messages": ("counter", {"reason"}),
     "voipgw_guard_bans": ("counter", {"reason"}),
+    "voipgw_emergency_calls_beyond_reserve": ("counter", set()),
     "voipgw_guard_unbans": ("counter", {"reason"}),
     "voipgw_guard_banned_sources": ("gauge", set()),
     "voipgw_registrations": ("counter", {"outcome"}),

@@ -275,7 +275,15 @@ class Metrics:
             registry=r,
         )
         self.active_calls = Gauge(
-            "voipgw_active_calls", "Calls in progress on this instance.", registry=r
+            "voipgw_active_calls",
+            "Calls admitted and in progress on this instance (routed on, not yet ended).",
+            registry=r,
+        )
+        self.emergency_beyond_reserve = Counter(
+            "voipgw_emergency_calls_beyond_reserve",
+            "Emergency calls admitted beyond max_calls + emergency_reserve (never "
+            "refused for load; this says the gateway is too small).",
+            registry=r,
         )
         self.emergency_calls = Counter(
             "voipgw_emergency_calls",
@@ -438,10 +446,15 @@ class Metrics:
     # Calls -------------------------------------------------------------------------
 
     def track_active_calls(self, count: Callable[[], int]) -> None:
-        """``voipgw_active_calls`` reads ``count`` at each scrape: the B2BUA's own
-        table of calls, the number overload control weighs, rather than a second
-        count kept beside it."""
+        """``voipgw_active_calls`` reads ``count`` at each scrape: the calls admitted
+        (routed on) and not yet ended. It once read the B2BUA's whole table, calls
+        being routed or refused included, and so showed more than ``max_calls``
+        under load while no more were admitted."""
         self.active_calls.set_function(count)
+
+    def emergency_call_beyond_reserve(self) -> None:
+        """Counts an emergency call admitted beyond ``max_calls + emergency_reserve``."""
+        self.emergency_beyond_reserve.inc()
 
     def call_ended(self, call_class: str, outcome: str) -> None:
         """A call reached its final outcome."""
