@@ -16,7 +16,7 @@ import subprocess
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import asyncpg
@@ -367,18 +367,22 @@ def _emergency_fallback(
             return None
         targets: list[Endpoint] = []
         uris: list[str] = []
+        centres: list[str | None] = []
         for centre in lookup_psap(None, holder.get().psap).targets:
             endpoint = ip_literal_endpoint(centre.sip_uri)
             if endpoint is not None:
                 targets.append(endpoint)
                 uris.append(centre.sip_uri)
+                centres.append(centre.id)
         if not targets:
             return None
         return Route(
             targets=tuple(targets),
             request_uris=tuple(uris),
             emergency=True,
-            facts=facts,
+            # Per target, as the router's routes carry them: the metrics and the CDR
+            # name the centre that answered (it was "none" after a routing failure).
+            facts=replace(facts, centres=tuple(centres)),
         )
 
     return fallback
