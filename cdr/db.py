@@ -214,14 +214,21 @@ async def database(config: DatabaseConfig) -> AsyncIterator[Database]:
     """
     embedded: EmbeddedPostgres | None = None
     started = False
-    if config.url is None:
-        embedded = EmbeddedPostgres(config.pgdata)
-        started = await asyncio.to_thread(embedded.start)
-        await ensure_database(embedded.dsn(), config.embedded_database)
-        dsn = embedded.dsn(config.embedded_database)
-    else:
-        dsn = config.url
     try:
+        if config.url is None:
+            embedded = EmbeddedPostgres(config.pgdata)
+            # A cancelled start (SIGTERM while initdb or pg_ctl runs) cannot stop the
+            # thread: wait for it, so that a server it started is stopped below.
+            starting = asyncio.ensure_future(asyncio.to_thread(embedded.start))
+            try:
+                started = await asyncio.shield(starting)
+            except asyncio.CancelledError:
+                started = await starting
+                raise
+            await ensure_database(embedded.dsn(), config.embedded_database)
+            dsn = embedded.dsn(config.embedded_database)
+        else:
+            dsn = config.url
         async with asyncpg.create_pool(
             dsn, min_size=config.pool_min_size, max_size=config.pool_max_size
         ) as pool:

@@ -184,26 +184,26 @@ class OverloadConfig:
     """Bounds on work (RFC 7339 loss-based overload control comes on top).
 
     Attributes:
-        max_calls: calls in progress beyond which new ordinary calls get 503;
-            emergency calls are never refused, whatever the count (so there is no
-            "reserve" for them to draw on: the former ``emergency_reserve`` setting
-            was never read, and is now accepted with a warning and ignored).
+        max_calls: calls beyond which new ordinary calls get 503 (calls from the PBX
+            included). Every call the gateway holds counts, emergency calls and
+            calls still being routed included.
+        emergency_reserve: calls above ``max_calls`` that emergency calls draw on.
+            Emergency calls are never refused for load, even beyond the reserve;
+            one admitted beyond it is logged (warning) and counted
+            (``voipgw_emergency_calls_beyond_reserve_total``): size the gateway so
+            that it never happens.
         retry_after: Retry-After of the 503, in seconds.
     """
 
     max_calls: int = 5000
+    emergency_reserve: int = 100
     retry_after: int = 5
 
     @classmethod
     def from_table(cls, table: Table) -> OverloadConfig:
-        if "emergency_reserve" in table.data:
-            table.int("emergency_reserve", 0, min=0)  # still checked: a typo stays an error
-            log.warning(
-                "%s is ignored: emergency calls are never refused by overload control; remove it",
-                table.field("emergency_reserve"),
-            )
         config = cls(
             max_calls=table.int("max_calls", 5000, min=1),
+            emergency_reserve=table.int("emergency_reserve", 100, min=0),
             retry_after=table.int("retry_after", 5, min=0, max=3600),
         )
         table.reject_unknown()

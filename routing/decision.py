@@ -60,6 +60,24 @@ class Shed(StrEnum):
     DRAINING = "draining"
 
 
+class Admission(StrEnum):
+    """What the call limit (``[overload] max_calls``) made of a new call.
+
+    The count weighed is every call the B2BUA holds when the call arrived, this one
+    and those still being routed included (:func:`routing.policy.admission`).
+    """
+
+    WITHIN_CAPACITY = "within-capacity"
+    """At most ``max_calls``: admitted."""
+    EMERGENCY_RESERVE = "emergency-reserve"
+    """An emergency call above ``max_calls``, within ``emergency_reserve`` more."""
+    BEYOND_RESERVE = "beyond-reserve"
+    """An emergency call beyond the reserve too: admitted all the same (an emergency
+    call is never refused for load), logged and counted."""
+    SHED = "shed"
+    """An ordinary call above ``max_calls``: refused with 503."""
+
+
 class RecordingNotice(StrEnum):
     """Whether the recording announcement was played (enum ``cdr_recording_notice``)."""
 
@@ -106,6 +124,8 @@ class CallFacts:
         location: the location sent with an emergency call.
         location_source: where that location comes from.
         shed: why the call was refused before routing, or None.
+        admission: what the call limit made of it (None: not weighed, e.g. a call
+            refused while draining or a centre's callback).
         auth_challenged: the call was answered with a digest challenge (401/407);
             it is part of the call that follows, not a call of its own.
         registered_contact: the Contact of the registration the call was sent to.
@@ -129,6 +149,7 @@ class CallFacts:
     location: Location | None = None
     location_source: LocationSource = LocationSource.NONE
     shed: Shed | None = None
+    admission: Admission | None = None
     auth_challenged: bool = False
     registered_contact: str | None = None
 

@@ -40,6 +40,7 @@ from routing.classify import classify_call
 from routing.config import NomadicPolicy, RoutingConfig
 from routing.decision import (
     Action,
+    Admission,
     CallFacts,
     Direction,
     Identity,
@@ -84,14 +85,44 @@ class Load:
     """How busy the gateway is when a call arrives (overload control's input).
 
     Attributes:
-        active_calls: calls in progress.
+        active_calls: calls the B2BUA holds when the call arrived, this one and the
+            calls still being routed included, so that calls routed at the same
+            time cannot all pass the limit on one count.
         max_calls: above this, new ordinary calls are refused (emergency calls never).
         retry_after: seconds for the refusal's Retry-After (RFC 3261 21.5.4).
+        emergency_reserve: calls above ``max_calls`` kept for emergency calls.
     """
 
     active_calls: int
     max_calls: int
     retry_after: int
+    emergency_reserve: int = 0
+
+
+def admission(load: Load, *, emergency: bool) -> Admission:
+    """What the call limit makes of a new call (a table test pins the arithmetic).
+
+    Ordinary calls are admitted while ``active_calls <= max_calls``: every admitted
+    call is still counted when a later one arrives, so at no moment are more than
+    ``max_calls`` ordinary calls admitted. Emergency calls draw on the headroom above
+    it, ``emergency_reserve``; beyond that they are admitted all the same (the
+    product rule: an emergency call is never refused for load), and the result says
+    so for the log and the metric.
+
+    Args:
+        load: the count the call arrived to, and the bounds.
+        emergency: a real emergency call (not a test call).
+
+    Returns:
+        The admission.
+    """
+    if load.active_calls <= load.max_calls:
+        return Admission.WITHIN_CAPACITY
+    if not emergency:
+        return Admission.SHED
+    if load.active_calls <= load.max_calls + load.emergency_reserve:
+        return Admission.EMERGENCY_RESERVE
+    return Admission.BEYOND_RESERVE
 
 
 def decide(
@@ -121,19 +152,26 @@ def decide(
         The decision, with the call's facts.
     """
     if is_inbound(ctx, trusted_peers):
-        return _route_inbound(ctx, directory)
-    classification = classify_call(ctx, directory)
-    decision = route_call(ctx, classification, directory, config)
-    if load is not None and not decision.facts.is_emergency and load.active_calls > load.max_calls:
+        # Calls from the PBX count against max_calls like any ordinary call: they
+        # once skipped the limit, and a PBX's load took the gateway past it.
+        decision = _route_inbound(ctx, directory)
+    else:
+        classification = classify_call(ctx, directory)
+        decision = route_call(ctx, classification, directory, config)
+    if load is None:
+        return decision
+    admitted = admission(load, emergency=decision.facts.is_emergency)
+    facts = replace(decision.facts, admission=admitted)
+    if admitted is Admission.SHED:
         # RFC 3261 21.5.4 / RFC 7339: shed ordinary calls with a short Retry-After.
         return RoutingDecision(
             action=Action.REJECT,
-            facts=replace(decision.facts, shed=Shed.CAPACITY),
+            facts=replace(facts, shed=Shed.CAPACITY),
             reject_status=503,
             retry_after=load.retry_after,
             language=decision.language,
         )
-    return decision
+    return replace(decision, facts=facts)
 
 
 def is_inbound(ctx: CallContext, trusted_peers: Sequence[Network]) -> bool:

@@ -60,6 +60,18 @@ def test_demo_config_is_valid() -> None:
             "sip.listen[0].prot",
         ),
         (minimal(registrar={"realm": "r"}), "registrar.secret"),
+        (
+            minimal(
+                registrar={
+                    "realm": "r",
+                    "secret": "0123456789abcdef",
+                    "register_from_trusted_peers": "yes",
+                }
+            ),
+            "registrar.register_from_trusted_peers",
+        ),
+        (minimal(overload={"emergency_reserve": -1}), "overload.emergency_reserve"),
+        (minimal(overload={"emergency_reserve": "many"}), "overload.emergency_reserve"),
     ],
 )
 def test_bad_field_is_named(doc: dict, field: str) -> None:
@@ -97,17 +109,12 @@ def test_not_toml_is_reported(tmp_path: Path) -> None:
         load_config(bad)
 
 
-def test_the_unused_emergency_reserve_is_accepted_with_a_warning(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # It was documented and never read: emergency calls are never shed, so there is
-    # nothing to reserve. Old files keep starting; the log says to remove it.
-    with caplog.at_level("WARNING", logger="voipgw.config"):
-        config = parse_config(minimal(overload={"max_calls": 10, "emergency_reserve": 5}))
-    assert config.overload.max_calls == 10
-    assert any("overload.emergency_reserve is ignored" in r.getMessage() for r in caplog.records)
-    with pytest.raises(ConfigError, match=r"overload\.emergency_reserve"):
-        parse_config(minimal(overload={"emergency_reserve": "many"}))
+def test_emergency_reserve_is_read() -> None:
+    # Issue 19: it was accepted with a warning and ignored; now it is the headroom
+    # above max_calls that emergency calls draw on.
+    config = parse_config(minimal(overload={"max_calls": 10, "emergency_reserve": 5}))
+    assert (config.overload.max_calls, config.overload.emergency_reserve) == (10, 5)
+    assert parse_config(minimal()).overload.emergency_reserve == 100
 
 
 def test_sections_are_typed_fields() -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import importlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from gateway.config import GatewayConfig, load_config
@@ -37,11 +38,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
+    from gateway.service.app import StartupError
+
     try:
         result = handler(args)
     except ConfigError as exc:
         print(f"voipgw: configuration error: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        # Expected failures (a locked spool, a port in use, a database that cannot
+        # start) need one line naming what failed, not a traceback.
+        print(f"voipgw: cannot start: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return int(result or 0)
@@ -117,14 +125,44 @@ async def run_gateway(config: GatewayConfig, *, drain_seconds: float = 30.0) -> 
     """
     from gateway.ops.logs import configure_logging
     from gateway.ops.metrics import default_metrics
-    from gateway.service.app import running_app
+    from gateway.service.app import StartupError, running_app
 
     configure_logging(config.logging)
     log_core_build()
     metrics = default_metrics()
-    async with running_app(config, metrics) as app:
-        tune_garbage_collector()
-        return await _serve(app, config, metrics, drain_seconds)
+    with _interruptible_start() as interrupted:
+        try:
+            async with running_app(config, metrics) as app:
+                tune_garbage_collector()
+                return await _serve(app, config, metrics, drain_seconds)
+        except asyncio.CancelledError:
+            if interrupted:
+                raise StartupError("start-up", f"interrupted by {interrupted[0]}") from None
+            raise
+
+
+@contextlib.contextmanager
+def _interruptible_start() -> Iterator[list[str]]:
+    """SIGTERM and SIGINT during start-up cancel it, so that what was started is
+    released (the embedded PostgreSQL stopped, listeners closed) and the process
+    exits; :func:`_serve` replaces the handlers with the drain once the gateway is
+    up. Yields the list that receives the signal's name when one came."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    interrupted: list[str] = []
+
+    def interrupt(signum: signal.Signals) -> None:
+        interrupted.append(signum.name)
+        task.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, interrupt, signum)
+    try:
+        yield interrupted
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
 
 
 def listeners_text(config: GatewayConfig) -> str:
@@ -167,6 +205,7 @@ async def _serve(app: Any, config: GatewayConfig, metrics: Any, drain_seconds: f
     from gateway.ops.http_status import ReadinessChecks, StatusServer
     from gateway.ops.logs import configure_logging
     from gateway.ops.metrics import run_event_loop_lag_monitor
+    from gateway.service.app import starting
 
     gateway = app.gateway
     checks = ReadinessChecks()
@@ -179,7 +218,8 @@ async def _serve(app: Any, config: GatewayConfig, metrics: Any, drain_seconds: f
     metrics_config = config.metrics
     if metrics_config.enabled:
         status = StatusServer(metrics, checks, metrics_config.address, metrics_config.port)
-        await status.start()
+        with starting("status listener"):
+            await status.start()
         lag_task = asyncio.create_task(
             run_event_loop_lag_monitor(metrics, interval=metrics_config.lag_interval)
         )

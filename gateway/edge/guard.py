@@ -23,16 +23,30 @@ rate limited, and consume no tokens:
   dialog lookup and a 481 (RFC 3261 12.2.2), never routing, registrar or database
   work.
 
-Rule 2 (trusted peers). Sources in ``trusted_peers`` (PBXs, trunks) are admitted
-without limits: one address carries many users.
+Rule 2 (bans). A banned source is dropped, trusted or not.
 
-Rule 3 (everything else, in order). Dropped if the source is banned; dropped (and
-banned when ``ban_scanners``) if User-Agent matches a scanner pattern; dropped when
-the source's bucket for all requests, or for the method (INVITE, REGISTER), is empty.
+Rule 3 (trusted peers). Sources in ``trusted_peers`` (PBXs, trunks) are otherwise
+admitted without limits: one address carries many users.
+
+Rule 4 (everything else, in order). Dropped (and banned when ``ban_scanners``) if
+User-Agent matches a scanner pattern; dropped when the source's bucket for all
+requests, or for the method (INVITE, REGISTER), is empty.
 
 Bans come from the registrar: ``Registrar(on_auth_failure=guard.auth_failed)``
 reports each failed digest authentication; ``max_auth_failures`` of them within
 ``auth_failure_window`` seconds ban the source for ``ban_time`` seconds (fail2ban).
+Failures count for every source, trusted peers included: a trusted peer is exempt
+from rate limits, not from password guessing, and a UDP source address can be
+spoofed, so an exemption would hand an attacker who knows the PBX's address
+unlimited guesses. Rule 1 keeps a banned PBX's emergency and in-dialog requests
+flowing; its new ordinary calls wait out the ban.
+
+Every ban and unban is logged (one line: source, reason, duration or how long it
+lasted) and counted (``voipgw_guard_bans_total{reason}``,
+``voipgw_guard_unbans_total{reason}``, ``voipgw_guard_banned_sources``). A ban ends
+when it expires (noticed on the next message from anywhere: the bans table is in
+expiry order, so checking its head costs O(1)), when the operator lifts it, or when
+the table is full and it is the oldest.
 
 Memory is bounded: per-source state lives in an LRU of ``max_sources`` entries, and
 bans in a separate table of the same bound (so that an attacker rotating through
@@ -50,12 +64,16 @@ from __future__ import annotations
 
 import collections
 import ipaddress
+import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from gateway.edge.guard_config import GuardConfig, RateLimit
+from gateway.edge.peers import in_networks
 from gateway.sip.errors import ParseError
 from gateway.sip.events import Endpoint
 from gateway.sip.headers import parse_via
@@ -63,7 +81,10 @@ from gateway.sip.message import Headers, Response, split_list_value
 from routing.config import EmergencyConfig
 from routing.emergency import DialPlan
 
+log = logging.getLogger("voipgw.guard")
+
 __all__ = [
+    "BanReason",
     "Guard",
     "GuardConfig",
     "GuardStats",
@@ -71,6 +92,7 @@ __all__ = [
     "OverloadFeedback",
     "Peek",
     "TokenBucket",
+    "UnbanReason",
     "next_loss",
     "peek",
     "stamp_overload_feedback",
@@ -96,10 +118,32 @@ _TAG_PARAM_RE = re.compile(rb";[ \t]*tag[ \t]*=[ \t]*[^; \t,]", re.IGNORECASE)
 _ALWAYS_ADMITTED_METHODS = frozenset({b"ACK", b"CANCEL"})
 
 
-class DropCounter(Protocol):
+class GuardMetrics(Protocol):
     """The part of :class:`gateway.ops.metrics.Metrics` the guard feeds."""
 
     def message_dropped(self, reason: str) -> None: ...
+
+    def guard_ban(self, reason: BanReason) -> None: ...
+
+    def guard_unban(self, reason: UnbanReason) -> None: ...
+
+    def track_guard_bans(self, count: Callable[[], int]) -> None: ...
+
+
+class BanReason(StrEnum):
+    """Why a source was banned (the ``reason`` label of ``voipgw_guard_bans_total``)."""
+
+    AUTH_FAILURES = "auth_failures"
+    SCANNER = "scanner"
+
+
+class UnbanReason(StrEnum):
+    """Why a ban ended (the ``reason`` label of ``voipgw_guard_unbans_total``)."""
+
+    EXPIRED = "expired"
+    OPERATOR = "operator"
+    EVICTED = "evicted"
+    """The bans table was full (``max_sources``) and this was its oldest ban."""
 
 
 # ---------------------------------------------------------------------- peeking
@@ -229,6 +273,15 @@ class GuardStats:
 # ---------------------------------------------------------------------- the guard
 
 
+@dataclass(slots=True)
+class _Ban:
+    """One ban: when it started and ends (seconds, the guard's clock), and why."""
+
+    since: float
+    until: float
+    reason: BanReason
+
+
 class Guard:
     """Admission control in front of the parser (``gateway.service.server.IngressGuard``).
 
@@ -237,7 +290,7 @@ class Guard:
         dial_plan: what counts as an emergency Request-URI: the routing adapter's
             own (:class:`routing.emergency.DialPlan`), so that the guard and routing
             agree; the default emergency settings when None.
-        metrics: drop counters (``voipgw_dropped_messages_total{reason}``), if any.
+        metrics: drop, ban and unban counters and the banned-sources gauge, if any.
         overload: RFC 7339 feedback to feed with new INVITEs, if any.
     """
 
@@ -246,7 +299,7 @@ class Guard:
         config: GuardConfig,
         *,
         dial_plan: DialPlan | None = None,
-        metrics: DropCounter | None = None,
+        metrics: GuardMetrics | None = None,
         overload: LossController | None = None,
     ) -> None:
         self.config = config
@@ -255,8 +308,9 @@ class Guard:
         self.overload = overload
         self.stats = GuardStats()
         self._sources: collections.OrderedDict[str, _Source] = collections.OrderedDict()
-        #: source key -> end of its ban; insertion order is ban order
-        self._bans: dict[str, float] = {}
+        #: source key -> its ban; insertion order is ban order, and with one ban_time
+        #: for all also expiry order (a renewed ban is moved to the end)
+        self._bans: dict[str, _Ban] = {}
         self._scanner = (
             re.compile("|".join(f"(?:{p})" for p in config.scanner_user_agents).encode(), re.I)
             if config.scanner_user_agents
@@ -264,6 +318,8 @@ class Guard:
         )
         self._trusted = config.trusted_peers
         self._last_now = 0.0
+        if metrics is not None:
+            metrics.track_guard_bans(lambda: len(self._bans))
 
     # ------------------------------------------------------------------ admit
 
@@ -287,9 +343,6 @@ class Guard:
             return True
         key = self._key(source.host)
         state = self._state(key, source.host, now)
-        if state.trusted:
-            self._count_arrival(request, now)
-            return self._admitted()
         reason = self._refusal(key, state, request, now)
         if reason is None:
             self._count_arrival(request, now)
@@ -313,14 +366,16 @@ class Guard:
         return True
 
     def _refusal(self, key: str, state: _Source, request: Peek | None, now: float) -> str | None:
-        """Rule 3: the reason to drop a request from an untrusted source, or None."""
+        """Rules 2 to 4: the reason to drop a request, or None."""
         if self.banned(key, now):
             return "banned"
+        if state.trusted:
+            return None
         if request is not None and self._scanner is not None:
             agent = request.user_agent
             if agent is not None and self._scanner.search(agent):
                 if self.config.ban_scanners:
-                    self._ban(key, now)
+                    self._ban(key, BanReason.SCANNER, now)
                 return "scanner"
         # Every request costs a token of the general bucket, dropped ones included,
         # so a flood keeps its own bucket empty.
@@ -358,6 +413,8 @@ class Guard:
     ) -> bool:
         """Records a failed authentication (the registrar's ``on_auth_failure``).
 
+        Trusted peers count too (module docstring, "Failures count for every source").
+
         Args:
             source: where the failing request came from.
             username: the user name tried (unused for the decision: a scanner
@@ -371,41 +428,82 @@ class Guard:
         when = self._last_now if now is None else now
         self.stats.auth_failures += 1
         key = self._key(source.host)
-        state = self._state(key, source.host, when)
-        if state.trusted:
-            return False
-        failures = state.failures
+        failures = self._state(key, source.host, when).failures
         failures.append(when)
         window = self.config.auth_failure_window
         if len(failures) == failures.maxlen and when - failures[0] <= window:
             failures.clear()
-            self._ban(key, when)
+            self._ban(key, BanReason.AUTH_FAILURES, when)
             return True
         return False
 
     def banned(self, key: str, now: float) -> bool:
         """True if a source key (see :meth:`key_of`) is banned at ``now``."""
-        until = self._bans.get(key)
-        if until is None:
+        self._expire_bans(now)
+        ban = self._bans.get(key)
+        if ban is None:
             return False
-        if now < until:
+        if now < ban.until:
             return True
-        del self._bans[key]
+        # Behind the head of the table: bans given with an explicit ``now`` (tests,
+        # the registrar's clock) may be out of order by a little.
+        self._unban(key, UnbanReason.EXPIRED, now)
         return False
 
-    def _ban(self, key: str, now: float) -> None:
-        if self.config.ban_time <= 0:
+    def _ban(self, key: str, reason: BanReason, now: float) -> None:
+        config = self.config
+        if config.ban_time <= 0:
             return
-        if key not in self._bans:
+        renewed = self._bans.pop(key, None)
+        self._bans[key] = _Ban(
+            since=renewed.since if renewed is not None else now,
+            until=now + config.ban_time,
+            reason=reason,
+        )
+        if renewed is None:
             self.stats.bans += 1
-        self._bans.pop(key, None)
-        self._bans[key] = now + self.config.ban_time
-        while len(self._bans) > self.config.max_sources:
-            del self._bans[next(iter(self._bans))]
+            why = (
+                f"{config.max_auth_failures} authentication failures within"
+                f" {config.auth_failure_window:g} s"
+                if reason is BanReason.AUTH_FAILURES
+                else "scanner User-Agent"
+            )
+            # Not every ban: a renewal (a scanner still sending) would flood the log.
+            log.warning("guard: banned %s for %g s: %s", key, config.ban_time, why)
+            if self.metrics is not None:
+                self.metrics.guard_ban(reason)
+        while len(self._bans) > config.max_sources:
+            oldest = next(iter(self._bans))
+            self._unban(oldest, UnbanReason.EVICTED, now)
+
+    def _expire_bans(self, now: float) -> None:
+        # The table is in expiry order (see __init__): only its head can be due.
+        bans = self._bans
+        while bans:
+            key = next(iter(bans))
+            if now < bans[key].until:
+                return
+            self._unban(key, UnbanReason.EXPIRED, now)
+
+    def _unban(self, key: str, reason: UnbanReason, now: float) -> None:
+        ban = self._bans.pop(key)
+        log.warning(
+            "guard: unbanned %s (%s) after %.0f s (banned for %s)",
+            key,
+            reason.value,
+            max(0.0, now - ban.since),
+            "authentication failures" if ban.reason is BanReason.AUTH_FAILURES else "a scanner",
+        )
+        if self.metrics is not None:
+            self.metrics.guard_unban(reason)
 
     def unban(self, host: str) -> bool:
         """Lifts the ban of a source address (operator action); True if it was banned."""
-        return self._bans.pop(self.key_of(host), None) is not None
+        key = self.key_of(host)
+        if key not in self._bans:
+            return False
+        self._unban(key, UnbanReason.OPERATOR, self._last_now)
+        return True
 
     @property
     def tracked_sources(self) -> int:
@@ -436,20 +534,11 @@ class Guard:
         if state is not None:
             sources.move_to_end(key)
             return state
-        state = _Source(self.config, self._is_trusted(host), now)
+        state = _Source(self.config, in_networks(host, self._trusted), now)
         sources[key] = state
         if len(sources) > self.config.max_sources:
             sources.popitem(last=False)
         return state
-
-    def _is_trusted(self, host: str) -> bool:
-        if not self._trusted:
-            return False
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in network for network in self._trusted)
 
 
 # ---------------------------------------------------------------------- RFC 7339

@@ -90,9 +90,11 @@ class GuardConfig:
             that the scanner cannot continue under another User-Agent.
         scanner_user_agents: regular expressions (case-insensitive, searched) of
             scanner User-Agents, dropped silently.
-        trusted_peers: networks (PBXs, trunks) exempt from rate limits, bans and the
-            scanner filter: many users sit behind one such address, and one user's
-            mistyped password must not cut off the whole office.
+        trusted_peers: networks (PBXs, trunks) exempt from rate limits and the
+            scanner filter: many users sit behind one such address. Not from bans:
+            ``max_auth_failures`` failed authentications from a trusted peer ban it
+            too (password guessing, and UDP sources can be spoofed); its emergency
+            and in-dialog requests still pass.
         max_sources: most sources tracked at once (least recently seen forgotten
             first); also the most bans kept.
         ipv6_prefix: IPv6 sources are tracked per prefix of this length, because

@@ -89,6 +89,18 @@ def uri_address(peer: str, uri_text: str) -> PeerAddress | None:
     return PeerAddress(peer=peer, host=host, port=uri.port or default)
 
 
+def in_networks(host: str, networks: Sequence[Network]) -> bool:
+    """Whether an IP address (text, as a transport reports a source) lies in one of
+    ``networks``; a host name never does."""
+    if not networks:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
 def same_transport_address(a_host: str, a_port: int, b_host: str, b_port: int) -> bool:
     """Whether two (host, port) pairs are one transport address (IP text normalised)."""
     if a_port != b_port:

@@ -91,6 +91,9 @@ DIRECTIONS = frozenset({"in", "out"})
 TRANSPORTS = frozenset({"udp", "tcp", "tls", "ws", "wss"})
 FAMILIES = frozenset({"ipv4", "ipv6"})
 ANNOUNCEMENT_RESULTS = frozenset({"played", "skipped", "not_played"})
+#: gateway.edge.guard.BanReason and UnbanReason values.
+GUARD_BAN_REASONS = frozenset({"auth_failures", "scanner"})
+GUARD_UNBAN_REASONS = frozenset({"expired", "operator", "evicted"})
 #: ParseError.status_hint -> parse error reason (gateway/sip/errors.py).
 _PARSE_REASON_BY_STATUS = {400: "malformed", 505: "bad_version", 513: "too_large"}
 
@@ -272,7 +275,15 @@ class Metrics:
             registry=r,
         )
         self.active_calls = Gauge(
-            "voipgw_active_calls", "Calls in progress on this instance.", registry=r
+            "voipgw_active_calls",
+            "Calls admitted and in progress on this instance (routed on, not yet ended).",
+            registry=r,
+        )
+        self.emergency_beyond_reserve = Counter(
+            "voipgw_emergency_calls_beyond_reserve",
+            "Emergency calls admitted beyond max_calls + emergency_reserve (never "
+            "refused for load; this says the gateway is too small).",
+            registry=r,
         )
         self.emergency_calls = Counter(
             "voipgw_emergency_calls",
@@ -302,6 +313,25 @@ class Metrics:
             "voipgw_dropped_messages",
             "Received messages dropped without processing, by reason.",
             ["reason"],
+            registry=r,
+        )
+        # Bans of the ingress guard (gateway/edge/guard.py): which sources is in the
+        # log lines, never in a label (an address is unbounded).
+        self.guard_bans = Counter(
+            "voipgw_guard_bans",
+            "Sources banned by the ingress guard, by reason (auth_failures, scanner).",
+            ["reason"],
+            registry=r,
+        )
+        self.guard_unbans = Counter(
+            "voipgw_guard_unbans",
+            "Bans of the ingress guard that ended, by reason (expired, operator, evicted).",
+            ["reason"],
+            registry=r,
+        )
+        self.guard_banned_sources = Gauge(
+            "voipgw_guard_banned_sources",
+            "Sources (IPv4 addresses, IPv6 prefixes) banned by the ingress guard now.",
             registry=r,
         )
         self.registrations = Counter(
@@ -408,14 +438,23 @@ class Metrics:
                 self.calls.labels(call_class=call_class, outcome=outcome)
             self.call_setup.labels(call_class=call_class, emergency="false")
             self.call_setup.labels(call_class=call_class, emergency="true")
+        for reason in GUARD_BAN_REASONS:
+            self.guard_bans.labels(reason=reason)
+        for reason in GUARD_UNBAN_REASONS:
+            self.guard_unbans.labels(reason=reason)
 
     # Calls -------------------------------------------------------------------------
 
     def track_active_calls(self, count: Callable[[], int]) -> None:
-        """``voipgw_active_calls`` reads ``count`` at each scrape: the B2BUA's own
-        table of calls, the number overload control weighs, rather than a second
-        count kept beside it."""
+        """``voipgw_active_calls`` reads ``count`` at each scrape: the calls admitted
+        (routed on) and not yet ended. It once read the B2BUA's whole table, calls
+        being routed or refused included, and so showed more than ``max_calls``
+        under load while no more were admitted."""
         self.active_calls.set_function(count)
+
+    def emergency_call_beyond_reserve(self) -> None:
+        """Counts an emergency call admitted beyond ``max_calls + emergency_reserve``."""
+        self.emergency_beyond_reserve.inc()
 
     def call_ended(self, call_class: str, outcome: str) -> None:
         """A call reached its final outcome."""
@@ -512,6 +551,19 @@ class Metrics:
     def message_dropped(self, reason: str) -> None:
         """Counts a dropped message (oversize, malformed, queue_full, rate_limited...)."""
         self.dropped_messages.labels(reason=self._reason["drop"](reason)).inc()
+
+    def guard_ban(self, reason: str) -> None:
+        """Counts a source the ingress guard banned (auth_failures, scanner)."""
+        self.guard_bans.labels(reason=_closed(reason, GUARD_BAN_REASONS, "other")).inc()
+
+    def guard_unban(self, reason: str) -> None:
+        """Counts a ban that ended (expired, operator, evicted)."""
+        self.guard_unbans.labels(reason=_closed(reason, GUARD_UNBAN_REASONS, "other")).inc()
+
+    def track_guard_bans(self, count: Callable[[], int]) -> None:
+        """``voipgw_guard_banned_sources`` reads ``count`` (the guard's table) at each
+        scrape."""
+        self.guard_banned_sources.set_function(count)
 
     def overload_shed_event(self, reason: str) -> None:
         """Counts a request shed by overload control that is not a new call."""

@@ -14,6 +14,7 @@ Example::
     accept_rfc2069 = true                   # credentials without qop (RFC 3261 22.4)
     purge_interval = 60.0                   # seconds between expired-row purges
     authenticate_calls = true               # 407 for calls from untrusted sources
+    register_from_trusted_peers = false     # REGISTER from a PBX/trunk address: 403
 
 ``algorithms``: the trade-off
 -----------------------------
@@ -95,6 +96,14 @@ class RegistrarConfig:
     authenticate_calls: bool = True
     """Ordinary calls from sources that are not trusted peers must authenticate with
     digest (407 Proxy-Authenticate, RFC 3261 22.3); emergency calls never do."""
+    register_from_trusted_peers: bool = False
+    """Accept REGISTER from the addresses of trusted peers (``[upstream]`` and
+    ``[guard] trusted_peers``: the PBX and trunks). Off by default: a PBX or trunk
+    does not register phones here, so a REGISTER from its address is someone
+    guessing passwords from (or spoofing) the one address the gateway trusts most;
+    it is answered 403 (RFC 3261 21.4.4: "Authorization will not help"). Turn it on
+    only when phones really sit behind a trusted address (an office NAT listed as a
+    trusted peer)."""
 
     def __post_init__(self) -> None:
         if len(self.secret) < MIN_SECRET_BYTES:
@@ -157,6 +166,7 @@ class RegistrarConfig:
             accept_rfc2069=table.bool("accept_rfc2069", True),
             purge_interval=table.float("purge_interval", 60.0, min=1, max=86400),
             authenticate_calls=table.bool("authenticate_calls", True),
+            register_from_trusted_peers=table.bool("register_from_trusted_peers", False),
         )
         table.reject_unknown()
         return config

@@ -33,11 +33,12 @@ import email.utils
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import asyncpg
 
 from gateway.b2bua.events import ServiceRequest
+from gateway.edge.peers import Network, in_networks
 from gateway.registrar.bindings import (
     Binding,
     RegisterError,
@@ -81,6 +82,8 @@ class Registrar:
         on_auth_failure: told ``(source, username)`` of each rejected digest
             authentication (wrong password or unknown user), for the ingress
             guard's fail2ban-style bans (``gateway.edge.guard.Guard.auth_failed``).
+        trusted_peers: the PBX's and trunks' networks, whose REGISTERs are refused
+            unless ``config.register_from_trusted_peers``.
     """
 
     def __init__(
@@ -91,8 +94,10 @@ class Registrar:
         clock: Callable[[], float] = time.time,
         random_bytes: Callable[[int], bytes] = os.urandom,
         on_auth_failure: Callable[[Endpoint, str], object] | None = None,
+        trusted_peers: Sequence[Network] = (),
     ) -> None:
         self.config = config
+        self.trusted_peers = trusted_peers
         self.on_auth_failure = on_auth_failure
         self.store = store
         self.clock = clock
@@ -121,6 +126,18 @@ class Registrar:
         request = event.request
         if request.method != "REGISTER":
             return self._respond(request, 405, headers=(("Allow", "REGISTER"),))
+        if not self.config.register_from_trusted_peers and in_networks(
+            event.source.host, self.trusted_peers
+        ):
+            # RFC 3261 21.4.4 403: "Authorization will not help, and the request
+            # SHOULD NOT be repeated." Not 401: a challenge would invite exactly the
+            # password guessing this refuses (see RegistrarConfig).
+            log.info(
+                "REGISTER from %s refused: a trusted peer's address"
+                " ([registrar] register_from_trusted_peers = false)",
+                event.source.host_port,
+            )
+            return self._respond(request, 403, "Forbidden (trusted peer address)")
         try:
             update = parse_register(request, policy=self.policy)
             self._check_domain(request, update.aor_uri)

@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import subprocess
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import asyncpg
@@ -25,6 +26,7 @@ from cdr.config import CdrConfig
 from cdr.db import database, migrate
 from cdr.maintenance import existing_partitions, maintain
 from cdr.partitions import Month, month_of_partition
+from cdr.spool import SpoolError
 from cdr.writer import CdrWriter
 from gateway.b2bua import CallEnded, Route
 from gateway.config import GatewayConfig
@@ -94,6 +96,54 @@ def _without_password(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+class StartupError(Exception):
+    """The gateway could not start, for a reason the operator can fix without a
+    traceback (``voipgw run`` prints one line and exits non-zero).
+
+    Args:
+        what: the part that failed ("database", "CDR spool", "SIP listeners" ...).
+        detail: why, in one line.
+    """
+
+    def __init__(self, what: str, detail: str) -> None:
+        named = detail.lower().startswith(what.lower())
+        super().__init__(detail if named else f"{what}: {detail}")
+        self.what = what
+        self.detail = detail
+
+
+#: Errors a start-up step raises for reasons outside the program (a port in use, a
+#: locked or unwritable spool, a database that cannot be reached or started);
+#: anything else is a bug and keeps its traceback.
+EXPECTED_START_ERRORS = (
+    OSError,
+    SpoolError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    subprocess.CalledProcessError,
+    subprocess.TimeoutExpired,
+)
+
+
+@contextlib.contextmanager
+def starting(what: str) -> Iterator[None]:
+    """Maps the expected failures of one start-up step to :class:`StartupError`
+    naming ``what`` (httpcore's ``map_exceptions``)."""
+    try:
+        yield
+    except EXPECTED_START_ERRORS as exc:
+        raise StartupError(what, _one_line(exc)) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, subprocess.CalledProcessError):
+        return f"{Path(str(exc.cmd[0])).name} exited with status {exc.returncode}"
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is None:
+        return exc.strerror  # without "[Errno 98]"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
+
 @contextlib.asynccontextmanager
 async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> AsyncIterator[App]:
     """Starts every part of the service; stops them in reverse order on exit.
@@ -101,13 +151,21 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
     Each part is built with what it needs, in dependency order: the database, the
     routing data, the guard and registrar, the CDR writer, the emergency notifier, the
     router, and last the gateway that carries them (nothing is attached afterwards).
+    A part that fails to start releases every part started before it (the exit
+    stack), so a failed start leaves no listener bound and stops the embedded
+    PostgreSQL it started.
+
+    Raises:
+        StartupError: a part could not start for an expected reason (named).
     """
     db_config = config.database
     cdr_config = config.cdr
     routing_config = config.routing
-    async with database(db_config) as db:
-        async with db.pool.acquire() as con:
-            applied = await migrate(con)
+    async with contextlib.AsyncExitStack() as stack:
+        with starting("database"):
+            db = await stack.enter_async_context(database(db_config))
+            async with db.pool.acquire() as con:
+                applied = await migrate(con)
         log.info(
             "database: %s%s",
             f"embedded PostgreSQL in {db_config.pgdata}"
@@ -115,7 +173,10 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             else "PostgreSQL at " + _without_password(db_config.url or ""),
             f"; applied migrations {', '.join(applied)}" if applied else "",
         )
-        holder = await _routing_data(db.pool, config) if routing_config is not None else None
+        holder = None
+        if routing_config is not None:
+            with starting("routing data"):
+                holder = await _routing_data(db.pool, config)
         # The one recogniser of emergency dial strings: the guard, the router and the
         # last-resort route ask it, so they cannot disagree.
         dial_plan = DialPlan(
@@ -125,85 +186,95 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
         control = LossController.from_config(config.guard, seq_offset=time.time() - loop.time())
         guard = Guard(config.guard, dial_plan=dial_plan, metrics=metrics, overload=control)
         registrar = (
-            Registrar(config.registrar, BindingStore(db.pool), on_auth_failure=guard.auth_failed)
+            Registrar(
+                config.registrar,
+                BindingStore(db.pool),
+                on_auth_failure=guard.auth_failed,
+                # Both lists name the PBX and trunks: [upstream] for routing, [guard]
+                # for rate limits.
+                trusted_peers=config.upstream.trusted_peers + config.guard.trusted_peers,
+            )
             if config.registrar is not None
             else None
         )
         services: dict[str, ServiceHandler] = (
             {"REGISTER": registrar.handle} if registrar is not None else {}
         )
-        async with (
-            contextlib.AsyncExitStack() as stack,
-            CdrWriter(
-                db.pool,
-                cdr_config,
-                on_committed=(
-                    (lambda rows, _records, seconds: metrics.cdr_batch_committed(rows, seconds))
-                    if metrics is not None
-                    else None
-                ),
-            ) as writer,
-        ):
-            wall_offset = time.time() - loop.time()
-
-            def write_cdr(event: CallEnded) -> None:
-                if is_auth_challenge(event):
-                    return  # part of the call that follows, not a call (RFC 3261 22.2)
-                writer.submit(record_of(event, wall_offset=wall_offset, instance=config.instance))
-
-            sinks: list[Callable[[CallEnded], None]] = [write_cdr]
-            router = None
-            if holder is not None and routing_config is not None:
-                notifier = (
-                    await stack.enter_async_context(EmergencyNotifier(config.notify))
-                    if config.notify is not None
-                    else None
-                )
-                router = CallRouter(
-                    notify=notifier,
-                    recorded_line=(
-                        recorded_line_lookup(config.media) if config.media is not None else None
-                    ),
-                    config=routing_config,
-                    directory=holder.get,
-                    overload=config.overload,
-                    resolve=resolve_endpoints,
-                    dial_plan=dial_plan,
-                    lookup_binding=_binding_lookup(registrar) if registrar else None,
-                    trusted_peers=config.upstream.trusted_peers,
-                    authenticate=(
-                        registrar.authenticate_call
-                        if registrar is not None
-                        and config.registrar is not None
-                        and config.registrar.authenticate_calls
+        with starting("CDR spool"):
+            writer = await stack.enter_async_context(
+                CdrWriter(
+                    db.pool,
+                    cdr_config,
+                    on_committed=(
+                        (lambda rows, _records, seconds: metrics.cdr_batch_committed(rows, seconds))
+                        if metrics is not None
                         else None
                     ),
                 )
-                # The RFC 6881 callback window starts when the emergency call ends.
-                sinks.append(router.call_ended)
-            gateway = Gateway(
-                config,
-                router=router,
-                call_sinks=sinks,
-                services=services,
-                metrics=metrics,
-                guard=guard,
-                media=config.media,
-                # RFC 7339: loss-based overload feedback to upstreams that ask for it.
-                on_response=_overload_feedback(control) if control is not None else None,
-                emergency_fallback=(
-                    _emergency_fallback(dial_plan, holder) if holder is not None else None
+            )
+        wall_offset = time.time() - loop.time()
+
+        def write_cdr(event: CallEnded) -> None:
+            if is_auth_challenge(event):
+                return  # part of the call that follows, not a call (RFC 3261 22.2)
+            writer.submit(record_of(event, wall_offset=wall_offset, instance=config.instance))
+
+        sinks: list[Callable[[CallEnded], None]] = [write_cdr]
+        router = None
+        if holder is not None and routing_config is not None:
+            notifier = (
+                await stack.enter_async_context(EmergencyNotifier(config.notify))
+                if config.notify is not None
+                else None
+            )
+            router = CallRouter(
+                notify=notifier,
+                recorded_line=(
+                    recorded_line_lookup(config.media) if config.media is not None else None
+                ),
+                config=routing_config,
+                directory=holder.get,
+                overload=config.overload,
+                resolve=resolve_endpoints,
+                dial_plan=dial_plan,
+                lookup_binding=_binding_lookup(registrar) if registrar else None,
+                trusted_peers=config.upstream.trusted_peers,
+                authenticate=(
+                    registrar.authenticate_call
+                    if registrar is not None
+                    and config.registrar is not None
+                    and config.registrar.authenticate_calls
+                    else None
                 ),
             )
-            if gateway.media is not None:
-                gateway.media.warm()  # encode every prompt once, before the first call
-            app = App(
-                gateway=gateway,
-                writer=writer,
-                config=config,
-                directory_holder=holder,
-                registrar=registrar,
-            )
+            # The RFC 6881 callback window starts when the emergency call ends.
+            sinks.append(router.call_ended)
+        gateway = Gateway(
+            config,
+            router=router,
+            call_sinks=sinks,
+            services=services,
+            metrics=metrics,
+            guard=guard,
+            media=config.media,
+            # RFC 7339: loss-based overload feedback to upstreams that ask for it.
+            on_response=_overload_feedback(control) if control is not None else None,
+            emergency_fallback=(
+                _emergency_fallback(dial_plan, holder) if holder is not None else None
+            ),
+        )
+        if gateway.media is not None:
+            gateway.media.warm()  # encode every prompt once, before the first call
+        app = App(
+            gateway=gateway,
+            writer=writer,
+            config=config,
+            directory_holder=holder,
+            registrar=registrar,
+        )
+        try:
+            with starting("SIP listeners"):
+                await gateway.start()
             app.tasks.append(asyncio.create_task(_maintenance(db.pool, cdr_config, metrics)))
             if metrics is not None:
                 app.tasks.append(asyncio.create_task(_gauges(writer, metrics)))
@@ -211,16 +282,16 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 app.tasks.append(asyncio.create_task(registrar.purge_forever()))
                 if metrics is not None:
                     app.tasks.append(asyncio.create_task(_binding_gauge(registrar, metrics)))
-            await gateway.start()
-            try:
-                yield app
-            finally:
-                if gateway.media is not None:
-                    await gateway.media.close()
-                await gateway.close()
-                for task in app.tasks:
-                    task.cancel()
-                await asyncio.gather(*app.tasks, return_exceptions=True)
+            yield app
+        finally:
+            # Also after a failed start: the listeners bound before the one that
+            # failed are closed, and nothing uses the pool once it closes.
+            if gateway.media is not None:
+                await gateway.media.close()
+            await gateway.close()
+            for task in app.tasks:
+                task.cancel()
+            await asyncio.gather(*app.tasks, return_exceptions=True)
 
 
 def _overload_feedback(control: LossController) -> Callable[[Response, float], None]:
@@ -296,18 +367,22 @@ def _emergency_fallback(
             return None
         targets: list[Endpoint] = []
         uris: list[str] = []
+        centres: list[str | None] = []
         for centre in lookup_psap(None, holder.get().psap).targets:
             endpoint = ip_literal_endpoint(centre.sip_uri)
             if endpoint is not None:
                 targets.append(endpoint)
                 uris.append(centre.sip_uri)
+                centres.append(centre.id)
         if not targets:
             return None
         return Route(
             targets=tuple(targets),
             request_uris=tuple(uris),
             emergency=True,
-            facts=facts,
+            # Per target, as the router's routes carry them: the metrics and the CDR
+            # name the centre that answered (it was "none" after a routing failure).
+            facts=replace(facts, centres=tuple(centres)),
         )
 
     return fallback
@@ -368,4 +443,4 @@ async def _gauges(writer: CdrWriter, metrics: Metrics) -> None:
         await asyncio.sleep(GAUGE_INTERVAL)
 
 
-__all__ = ["App", "Endpoint", "record_of", "running_app"]
+__all__ = ["App", "Endpoint", "StartupError", "record_of", "running_app", "starting"]

@@ -36,7 +36,7 @@ from gateway.sip.sdp import parse_sdp
 from gateway.sip.uri import SipUri, TelUri, parse_uri, telephone_user
 from gateway.transport.hints import PEER_HINTS, PeerHints
 from routing.config import RoutingConfig
-from routing.decision import Action, CallFacts, RoutedBy, RoutingDecision
+from routing.decision import Action, Admission, CallFacts, RoutedBy, RoutingDecision
 from routing.directory import Directory
 from routing.emergency import DialPlan
 from routing.model import CallContext
@@ -228,9 +228,19 @@ class CallRouter:
             active_calls=event.active_calls,
             max_calls=self.overload.max_calls,
             retry_after=self.overload.retry_after,
+            emergency_reserve=self.overload.emergency_reserve,
         )
         decision = decide(ctx, directory, self.config, trusted_peers=self.trusted_peers, load=load)
         facts = decision.facts
+        if facts.admission is Admission.BEYOND_RESERVE:
+            log.warning(
+                "call %s: emergency call admitted beyond the emergency reserve"
+                " (%d calls; max_calls %d + emergency_reserve %d)",
+                ctx.call_id,
+                load.active_calls,
+                load.max_calls,
+                load.emergency_reserve,
+            )
         if decision.action is Action.ROUTE_INBOUND:
             return await self._route_inbound(event, decision)
         if facts.shed is not None:

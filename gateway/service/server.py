@@ -31,7 +31,7 @@ from gateway.sip.events import Endpoint
 from gateway.sip.message import Request, Response
 from gateway.sip.transaction_layer import TransactionLayer
 from gateway.transport.manager import ListenSpec, TransportManager
-from routing.decision import CallFacts, Shed
+from routing.decision import Admission, CallFacts, Shed
 
 log = logging.getLogger("voipgw.server")
 
@@ -155,14 +155,23 @@ class Gateway:
         #: set on SIGTERM: new calls are refused with 503 while calls in progress end
         self.draining = False
         self._idle = asyncio.Event()
+        #: calls routed on and not yet ended (``voipgw_active_calls``): the calls
+        #: admitted, not those still being routed or refused
+        self._admitted: set[str] = set()
         if metrics is not None:
-            metrics.track_active_calls(lambda: self.active_calls)
+            metrics.track_active_calls(lambda: len(self._admitted))
 
     async def start(self) -> list[Endpoint]:
         """Binds every listener and starts the core; returns the bound endpoints."""
         self._loop = asyncio.get_running_loop()
         for item in self.config.sip.listen:
-            await self.transports.listen(ListenSpec(item.transport, item.host, item.port))
+            try:
+                await self.transports.listen(ListenSpec(item.transport, item.host, item.port))
+            except OSError as exc:
+                # Name the listener: a config has several, and "address already in
+                # use" alone does not say which.
+                where = Endpoint(item.transport, item.host, item.port).host_port
+                raise OSError(exc.errno, f"{item.transport} {where}: {exc.strerror}") from exc
         self.layer = TransactionLayer(
             local=self.transports.local,
             new_token=new_token,
@@ -252,8 +261,18 @@ class Gateway:
         if self.b2bua is None:
             return
         now = self._now()
-        self.b2bua.route_decided(call_uuid, decision, now)
+        self._route_decided(call_uuid, decision, now)
         self._pump(now)
+
+    def _route_decided(self, call_uuid: str, decision: RouteResult, now: float) -> None:
+        """Hands a call's route to the B2BUA and keeps the count of admitted calls:
+        those routed on (B leg, announcement, local answer) and not yet ended."""
+        assert self.b2bua is not None
+        if not isinstance(decision, Reject) and call_uuid in self.b2bua.calls:
+            self._admitted.add(call_uuid)
+            if decision.facts.admission is Admission.BEYOND_RESERVE and self.metrics is not None:
+                self.metrics.emergency_call_beyond_reserve()
+        self.b2bua.route_decided(call_uuid, decision, now)
 
     # ------------------------------------------------------------------ pump
 
@@ -298,7 +317,7 @@ class Gateway:
         if self.draining:
             # RFC 3261 21.5.4: 503 with Retry-After sends callers to another instance.
             retry = (("Retry-After", str(self.config.overload.retry_after)),)
-            self.b2bua.route_decided(
+            self._route_decided(
                 event.call_uuid,
                 Reject(status=503, headers=retry, facts=DRAINING_FACTS),
                 now,
@@ -309,7 +328,7 @@ class Gateway:
         except Exception:
             # A bug in a routing hook must cost one call, never the gateway.
             log.exception("routing hook failed for call %s", event.call_uuid)
-            self.b2bua.route_decided(event.call_uuid, self._fallback(event.call_uuid), now)
+            self._route_decided(event.call_uuid, self._fallback(event.call_uuid), now)
             return
         if inspect.isawaitable(result):
             # The task copies the context: every log line of the routing carries
@@ -319,7 +338,7 @@ class Gateway:
             self._route_tasks.add(task)
             task.add_done_callback(self._route_tasks.discard)
         else:
-            self.b2bua.route_decided(event.call_uuid, result, now)
+            self._route_decided(event.call_uuid, result, now)
 
     def _serve(self, event: ServiceRequest, now: float) -> None:
         assert self.b2bua is not None
@@ -391,6 +410,7 @@ class Gateway:
         return Reject(status=500)
 
     def _call_ended(self, event: CallEnded) -> None:
+        self._admitted.discard(event.call_uuid)
         if self.active_calls == 0:
             self._idle.set()
         if self.metrics is not None:

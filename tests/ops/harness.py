@@ -137,6 +137,7 @@ def gateway_toml(
     registrar: bool = True,
     algorithms: tuple[str, ...] | None = None,
     authenticate_calls: bool = False,
+    max_calls: int = 5000,
 ) -> str:
     """The demo configuration moved onto this test's ports and directories."""
     rtp_min = random.randrange(21000, 39000, 1000)
@@ -171,7 +172,7 @@ uri = "{upstream}"
 trusted_peers = ["127.0.0.1/32"]
 
 [overload]
-max_calls = 5000
+max_calls = {max_calls}
 retry_after = 5
 
 [metrics]
@@ -229,6 +230,7 @@ def prepare(
     registrar: bool = True,
     algorithms: tuple[str, ...] | None = None,
     authenticate_calls: bool = False,
+    max_calls: int = 5000,
 ) -> GatewaySetup:
     """Writes the sites copy and the config into ``state``.
 
@@ -243,6 +245,7 @@ def prepare(
         algorithms: its digest algorithms, offered in this order; None leaves the
             key out, so the product's default applies (what real phones meet).
         authenticate_calls: its ``authenticate_calls`` (407 for calls from phones).
+        max_calls: ``[overload] max_calls``.
     """
     ports = {c: free_port(HOST) for c in DEMO_CENTRE_PORTS} | dict(centre_ports or {})
     sites = state / "sites.toml"
@@ -265,6 +268,7 @@ def prepare(
             registrar=registrar,
             algorithms=algorithms,
             authenticate_calls=authenticate_calls,
+            max_calls=max_calls,
         ),
         encoding="utf-8",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -369,3 +370,33 @@ async def test_database_failure_is_503(store: BindingStore, pg_pool: asyncpg.Poo
 async def test_lookup_rejects_non_sip(store: BindingStore) -> None:
     with pytest.raises(ValueError, match="not a SIP URI"):
         await _registrar(store).lookup("tel:+358401234567")
+
+
+TRUSTED = (ipaddress.ip_network("127.0.0.0/29"),)
+PBX = Endpoint("UDP", "127.0.0.2", 5060)
+
+
+@pytest.mark.asyncio
+async def test_register_from_a_trusted_peer_is_403_unless_configured(
+    store: BindingStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 19: a REGISTER from the PBX's address is password guessing (or a spoofed
+    # source), never a phone: 403, not a challenge, and no authentication failure.
+    failures: list[str] = []
+    refusing = Registrar(
+        config(),
+        store,
+        trusted_peers=TRUSTED,
+        on_auth_failure=lambda source, user: failures.append(source.host),
+    )
+    with caplog.at_level("INFO", logger="voipgw.registrar"):
+        refused = await refusing.handle(event(register(), PBX))
+    assert (refused.status, refused.reason) == (403, "Forbidden (trusted peer address)")
+    assert "WWW-Authenticate" not in refused.headers
+    assert "REGISTER from 127.0.0.2:5060 refused: a trusted peer's address" in caplog.text
+    # A phone outside the trusted networks is challenged as ever.
+    outside = Endpoint("UDP", "127.0.0.9", 5060)
+    assert (await refusing.handle(event(register(), outside))).status == 401
+    allowing = Registrar(config(register_from_trusted_peers=True), store, trusted_peers=TRUSTED)
+    assert (await _auth_register(allowing, register(), source=PBX)).status == 200
+    assert failures == []

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import random
 from typing import NamedTuple
 
 import pytest
 
 from routing.config import NomadicPolicy, RoutingConfig
-from routing.decision import Action, Direction, LocationSource, RoutedBy, Shed
+from routing.decision import Action, Admission, Direction, LocationSource, RoutedBy, Shed
 from routing.emergency import DialPlan
 from routing.model import CallClass, EmergencyKind
-from routing.policy import Load, decide, is_inbound, needs_authentication
+from routing.policy import Load, admission, decide, is_inbound, needs_authentication
 from tests.routing.data import ctx, demo_directory
 
 DIRECTORY = demo_directory()
@@ -95,8 +96,12 @@ ROWS = {
         OUTSIDE, None, "sip:0501234567@gw", FULL, Action.REJECT, CallClass.NOMADIC,
         status=503, shed=Shed.CAPACITY),
     "inbound from the PBX": Row(
-        "127.0.0.1", None, "sip:alice@gw", FULL, Action.ROUTE_INBOUND, CallClass.UNKNOWN,
+        "127.0.0.1", None, "sip:alice@gw", IDLE, Action.ROUTE_INBOUND, CallClass.UNKNOWN,
         status=404),
+    # Issue 19: calls from the PBX skipped the limit, and took the gateway past it.
+    "inbound from the PBX at capacity": Row(
+        "127.0.0.1", None, "sip:alice@gw", FULL, Action.REJECT, CallClass.UNKNOWN,
+        status=503, shed=Shed.CAPACITY),
 }  # fmt: skip
 
 
@@ -120,7 +125,7 @@ def test_decide(row: Row) -> None:
     assert facts.is_emergency is (row.emergency is EmergencyKind.EMERGENCY)
     if row.shed is not None:
         assert decision.retry_after == row.load.retry_after
-    if row.action is Action.ROUTE_INBOUND:
+    if is_inbound(call, PBX):
         assert facts.direction is Direction.INBOUND
         assert facts.callee == "+358401000001"  # alice, by her SIP user
         assert facts.customer_id == "setera"
@@ -194,3 +199,60 @@ def test_identity_on_the_b_leg(
     assert headers.get("P-Asserted-Identity") == asserted
     assert ("Privacy" in headers) is privacy
     assert (identity.from_value is not None) is anonymous
+
+
+# The call limit's arithmetic: max_calls 10, emergency_reserve 2. ``active`` is the
+# count the call arrived to, itself included.
+ADMISSION_ROWS = {
+    "ordinary, idle": (1, False, Admission.WITHIN_CAPACITY),
+    "ordinary, the 10th call": (10, False, Admission.WITHIN_CAPACITY),
+    "ordinary, the 11th call": (11, False, Admission.SHED),
+    "ordinary, far beyond": (500, False, Admission.SHED),
+    "emergency, the 10th call": (10, True, Admission.WITHIN_CAPACITY),
+    "emergency, the 11th call draws on the reserve": (11, True, Admission.EMERGENCY_RESERVE),
+    "emergency, the 12th call, the reserve's last": (12, True, Admission.EMERGENCY_RESERVE),
+    "emergency, the 13th call, beyond the reserve": (13, True, Admission.BEYOND_RESERVE),
+}
+
+
+@pytest.mark.parametrize(
+    ("active", "emergency", "expected"), ADMISSION_ROWS.values(), ids=ADMISSION_ROWS
+)
+def test_admission(active: int, emergency: bool, expected: Admission) -> None:
+    load = Load(active_calls=active, max_calls=10, retry_after=5, emergency_reserve=2)
+    assert admission(load, emergency=emergency) is expected
+
+
+def test_no_reserve_means_every_emergency_call_above_the_limit_is_beyond_it() -> None:
+    load = Load(active_calls=11, max_calls=10, retry_after=5)
+    assert admission(load, emergency=True) is Admission.BEYOND_RESERVE
+    assert admission(load, emergency=False) is Admission.SHED
+
+
+def test_never_more_ordinary_calls_admitted_than_max_calls() -> None:
+    # Calls arrive and end in a fixed pseudo-random order; each arrives to the count
+    # of calls held (admitted or still being routed), as RouteNeeded.active_calls is.
+    # However long the routing of each takes, the admitted ones never exceed 10.
+    rng = random.Random(19)
+    held: list[tuple[int, bool]] = []  # (call, admitted) in the B2BUA's table
+    routing: list[int] = []  # arrived, not yet decided
+    arrival_count: dict[int, int] = {}
+    most = 0
+    for call in range(5000):
+        if held and rng.random() < 0.45:
+            held.pop(rng.randrange(len(held)))  # a call ends (or a refusal completes)
+        held.append((call, False))
+        routing.append(call)
+        arrival_count[call] = len(held)
+        while routing and rng.random() < 0.5:  # routings finish in any order
+            decided = routing.pop(rng.randrange(len(routing)))
+            load = Load(active_calls=arrival_count[decided], max_calls=10, retry_after=5)
+            admitted = admission(load, emergency=False) is Admission.WITHIN_CAPACITY
+            for i, (other, _) in enumerate(held):
+                if other == decided:
+                    held[i] = (decided, admitted)
+                    if not admitted:
+                        held.pop(i)
+                    break
+            most = max(most, sum(1 for _, yes in held if yes))
+    assert most == 10

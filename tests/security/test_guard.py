@@ -1,13 +1,15 @@
 """gateway.edge.guard.Guard: pure tests with a hand-advanced clock.
 
-Rule 1 (responses, emergency, in-dialog, ACK/CANCEL always pass), rule 2 (trusted
-peers), rule 3 (bans, scanners, token buckets), memory bounds and metrics.
+Rule 1 (responses, emergency, in-dialog, ACK/CANCEL always pass), rule 2 (bans, for
+trusted peers too), rule 3 (trusted peers), rule 4 (scanners, token buckets), memory
+bounds, the ban and unban log lines and metrics.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -28,13 +30,25 @@ T0 = 1000.0
 
 
 class Drops:
-    """A fake metrics object recording drop reasons."""
+    """A fake metrics object recording drops, bans, unbans and the bans gauge."""
 
     def __init__(self) -> None:
         self.reasons: list[str] = []
+        self.bans: list[str] = []
+        self.unbans: list[str] = []
+        self.banned_sources: Callable[[], int] = lambda: -1
 
     def message_dropped(self, reason: str) -> None:
         self.reasons.append(reason)
+
+    def guard_ban(self, reason: str) -> None:
+        self.bans.append(reason)
+
+    def guard_unban(self, reason: str) -> None:
+        self.unbans.append(reason)
+
+    def track_guard_bans(self, count: Callable[[], int]) -> None:
+        self.banned_sources = count
 
 
 def guard(**overrides: object) -> Guard:
@@ -314,16 +328,80 @@ def test_in_dialog_requests_pass_the_rate_limit_without_using_tokens() -> None:
 # ---------------------------------------------------------------------- rule 2
 
 
-def test_trusted_peers_have_no_limits_and_are_never_banned() -> None:
+def test_trusted_peers_have_no_limits_and_pass_the_scanner_filter() -> None:
     g = guard(
         trusted_peers=(ipaddress.ip_network("10.20.0.0/16"),),
         requests=RateLimit(rate=1, burst=1),
-        max_auth_failures=1,
     )
     assert admitted(g, request("INVITE"), PBX, T0, 100) == 100
-    assert not g.auth_failed(PBX, "alice", now=T0)
     assert g.admit(request("REGISTER", "sip:gw", user_agent="friendly-scanner"), PBX, T0)
     assert admitted(g, request("INVITE"), ATTACKER, T0, 5) == 1
+
+
+def test_password_guessing_from_a_trusted_peer_is_banned() -> None:
+    # Issue 19: svcrack from the PBX's address found a password after 30 wrong
+    # tries, because failures from trusted peers were not counted.
+    g = guard(trusted_peers=(ipaddress.ip_network("10.20.0.0/16"),), max_auth_failures=3)
+    register = request("REGISTER", "sip:gw")
+    assert not g.auth_failed(PBX, "alice", now=T0)
+    assert not g.auth_failed(PBX, "alice", now=T0 + 1)
+    assert g.admit(register, PBX, T0 + 1)
+    assert g.auth_failed(PBX, "alice", now=T0 + 2)
+    assert g.banned(g.key_of(PBX.host), T0 + 2)
+    assert not g.admit(register, PBX, T0 + 3)
+    assert not g.admit(request("INVITE"), PBX, T0 + 3)
+    # Rule 1 still holds for the banned PBX: emergency calls and calls in progress.
+    assert g.admit(request("INVITE", "sip:112@gw"), PBX, T0 + 3)
+    assert g.admit(request("BYE", to="<sip:bob@gw>;tag=b1"), PBX, T0 + 3)
+    assert g.admit(request("ACK"), PBX, T0 + 3)
+    # The ban ends and the PBX is unlimited again.
+    assert admitted(g, request("INVITE"), PBX, T0 + 2 + g.config.ban_time, 50) == 50
+
+
+def test_every_ban_and_unban_is_logged_once_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    counters = Drops()
+    config = dataclasses.replace(
+        GuardConfig(), max_auth_failures=2, ban_time=100.0, auth_failure_window=60.0
+    )
+    g = Guard(config, metrics=counters)
+    invite = request("INVITE")
+    scan = request("OPTIONS", "sip:gw", user_agent="friendly-scanner")
+    with caplog.at_level("INFO", logger="voipgw.guard"):
+        g.auth_failed(ATTACKER, "100", now=T0)
+        g.auth_failed(ATTACKER, "101", now=T0 + 1)
+        assert counters.banned_sources() == 1
+        assert admitted(g, invite, ATTACKER, T0 + 2, 500) == 0  # 500 drops, no lines
+        assert not g.admit(scan, PHONE, T0 + 10)
+        assert not g.admit(scan, PHONE, T0 + 11)  # dropped as banned: no second line
+        assert counters.banned_sources() == 2
+        assert g.admit(invite, Endpoint("UDP", "192.0.2.1", 5060), T0 + 101)  # any traffic
+        assert counters.banned_sources() == 1
+        assert g.unban(PHONE.host)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "guard: banned 203.0.113.66 for 100 s: 2 authentication failures within 60 s",
+        "guard: banned 198.51.100.20 for 100 s: scanner User-Agent",
+        "guard: unbanned 203.0.113.66 (expired) after 100 s (banned for authentication failures)",
+        "guard: unbanned 198.51.100.20 (operator) after 91 s (banned for a scanner)",
+    ]
+    assert counters.bans == ["auth_failures", "scanner"]
+    assert counters.unbans == ["expired", "operator"]
+    assert counters.banned_sources() == 0
+    assert counters.reasons.count("banned") == 501
+
+
+def test_an_evicted_ban_is_logged_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    counters = Drops()
+    g = Guard(
+        dataclasses.replace(GuardConfig(), max_sources=2, max_auth_failures=1), metrics=counters
+    )
+    with caplog.at_level("WARNING", logger="voipgw.guard"):
+        for i in range(3):
+            g.auth_failed(Endpoint("UDP", f"10.9.0.{i}", 5060), "x", now=T0 + i)
+    assert counters.unbans == ["evicted"]
+    assert "guard: unbanned 10.9.0.0 (evicted) after 2 s" in caplog.records[-1].getMessage()
 
 
 # ---------------------------------------------------------------------- bounds

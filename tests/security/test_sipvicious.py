@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import re
 import shutil
 import time
@@ -295,3 +296,24 @@ async def test_svcrack_is_stopped_before_the_password(
         assert g.stats.bans == 1
         assert admitted <= 2 * g.config.max_auth_failures + 1
     assert len(registers) > admitted  # it kept trying, and was refused
+
+
+@pytest.mark.asyncio
+async def test_svcrack_from_a_trusted_peers_address_is_banned(
+    pg_pool: asyncpg.Pool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 19: svcrack from the PBX's address found the password after 30 tries,
+    # because failures from trusted peers were not counted. svcrack sends from
+    # 127.0.0.1, here the PBX: exempt from rate limits and the scanner filter (its
+    # "friendly-scanner" passes), not from the ban.
+    g = guard(trusted_peers=(ipaddress.ip_network(f"{HOST}/32"),), max_auth_failures=5)
+    with caplog.at_level("WARNING", logger="voipgw.guard"):
+        result, counting = await crack(pg_pool, tmp_path, g)
+    print(figures("trusted source", result, counting, g))
+    assert not cracked(result), result.describe()
+    assert g.stats.auth_failures == g.config.max_auth_failures
+    assert g.stats.bans == 1
+    assert g.stats.dropped_banned > 0
+    assert [r.getMessage() for r in caplog.records] == [
+        f"guard: banned {HOST} for 600 s: 5 authentication failures within 60 s"
+    ]
