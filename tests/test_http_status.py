@@ -188,3 +188,31 @@ async def test_close_ends_open_connections() -> None:
     writer.close()
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", srv.port)
+
+
+@pytest.mark.asyncio
+async def test_readyz_reports_a_dependency_without_gating_on_it(checks: ReadinessChecks) -> None:
+    # PostgreSQL away: calls go on, so the instance stays in its pool (200) and the
+    # body says what is degraded.
+    database = {"up": False}
+    checks.register("transports", lambda: True)
+    checks.register_dependency("database", lambda: database["up"])
+    srv = StatusServer(
+        Metrics(CollectorRegistry()), checks, "127.0.0.1", 0, dependencies=checks.dependencies
+    )
+    await srv.start()
+    try:
+        status, _, body = await exchange(srv.port, get("/readyz"))
+        assert status == 200
+        assert json.loads(body) == {
+            "ready": True,
+            "checks": {"transports": True},
+            "not_ready": [],
+            "dependencies": {"database": False},
+            "degraded": ["database"],
+        }
+        database["up"] = True
+        status, _, body = await exchange(srv.port, get("/readyz"))
+        assert (status, json.loads(body)["degraded"]) == (200, [])
+    finally:
+        await srv.close()

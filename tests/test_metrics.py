@@ -48,6 +48,7 @@ REQUIRED_FAMILIES = {
     "voipgw_cdr_spool_oldest_age_seconds": ("gauge", set()),
     "voipgw_cdr_copy_duration_seconds": ("histogram", set()),
     "voipgw_cdr_rows_committed": ("counter", set()),
+    "voipgw_database_restarts": ("counter", set()),
     "voipgw_cdr_partitions_ahead": ("gauge", set()),
     "voipgw_event_loop_lag_seconds": ("histogram", set()),
     "voipgw_overload_shed": ("counter", {"reason"}),

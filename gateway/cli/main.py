@@ -213,11 +213,19 @@ async def _serve(app: Any, config: GatewayConfig, metrics: Any, drain_seconds: f
     # Ready when CDRs can be kept: committed to PostgreSQL, or spooled to a
     # writable local directory while the database is away.
     checks.register("cdr", lambda: app.writer.database_available or app.writer.spool_writable())
+    # Reported, not gating: calls go on while PostgreSQL is away (deploy/OPERATIONS.md).
+    checks.register_dependency("database", lambda: app.database.available)
     status: StatusServer | None = None
     lag_task: asyncio.Task[None] | None = None
     metrics_config = config.metrics
     if metrics_config.enabled:
-        status = StatusServer(metrics, checks, metrics_config.address, metrics_config.port)
+        status = StatusServer(
+            metrics,
+            checks,
+            metrics_config.address,
+            metrics_config.port,
+            dependencies=checks.dependencies,
+        )
         with starting("status listener"):
             await status.start()
         lag_task = asyncio.create_task(

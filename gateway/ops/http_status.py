@@ -14,7 +14,11 @@ Endpoints:
   ``Accept`` header asks for ``application/openmetrics-text``.
 * ``/healthz``: 200 while the process runs its event loop (liveness).
 * ``/readyz``: 200 when every readiness check is true, else 503; both with a JSON
-  body naming each check, so an operator sees what is not ready.
+  body naming each check, so an operator sees what is not ready. Dependencies the
+  gateway works without for a while (PostgreSQL: calls go on, CDRs spool) are
+  reported in the body (``dependencies``, ``degraded``) without failing readiness:
+  an outage of the database every instance shares must not take every instance out
+  of its pool at once.
 """
 
 from __future__ import annotations
@@ -62,14 +66,27 @@ class ReadinessChecks:
 
     def __init__(self) -> None:
         self._checks: dict[str, Callable[[], bool]] = {}
+        self._dependencies: dict[str, Callable[[], bool]] = {}
 
     def register(self, name: str, check: Callable[[], bool]) -> None:
         """Adds or replaces the check called ``name`` ("transports", "cdr")."""
         self._checks[name] = check
 
+    def register_dependency(self, name: str, check: Callable[[], bool]) -> None:
+        """Adds or replaces a dependency reported on ``/readyz`` ("database") whose
+        being down degrades the gateway without making it unready."""
+        self._dependencies[name] = check
+
     def __call__(self) -> dict[str, bool]:
+        return self._run(self._checks)
+
+    def dependencies(self) -> dict[str, bool]:
+        """Runs every dependency check: ``{name: up}``."""
+        return self._run(self._dependencies)
+
+    def _run(self, checks: dict[str, Callable[[], bool]]) -> dict[str, bool]:
         result = {}
-        for name, check in self._checks.items():
+        for name, check in checks.items():
             try:
                 result[name] = bool(check())
             except Exception:
@@ -98,6 +115,8 @@ class StatusServer:
         port: port to bind; 0 picks a free one, readable from :attr:`port`.
         request_timeout: seconds a client has to send its request head.
         max_head_bytes: longest request head accepted (431 beyond).
+        dependencies: returns ``{dependency: up}``, reported by ``/readyz`` without
+            deciding its status.
     """
 
     def __init__(
@@ -109,9 +128,11 @@ class StatusServer:
         *,
         request_timeout: float = REQUEST_TIMEOUT,
         max_head_bytes: int = MAX_HEAD_BYTES,
+        dependencies: Callable[[], dict[str, bool]] | None = None,
     ) -> None:
         self.metrics = metrics
         self.readiness = readiness
+        self.dependencies = dependencies
         self.host = host
         self._port = port
         self.request_timeout = request_timeout
@@ -203,7 +224,16 @@ class StatusServer:
         if not checks:
             not_ready = ["no readiness checks registered"]
         ready = not not_ready
-        document = {"ready": ready, "checks": checks, "not_ready": not_ready}
+        document: dict[str, object] = {"ready": ready, "checks": checks, "not_ready": not_ready}
+        if self.dependencies is not None:
+            try:
+                dependencies = {str(k): bool(v) for k, v in self.dependencies().items()}
+            except Exception:
+                # The probe must answer even when the gateway's callback is broken.
+                logger.exception("dependencies callback failed")
+                dependencies = {"dependencies_callback": False}
+            document["dependencies"] = dependencies
+            document["degraded"] = sorted(name for name, up in dependencies.items() if not up)
         body = (json.dumps(document, sort_keys=True) + "\n").encode()
         return (200 if ready else 503), "application/json", body
 

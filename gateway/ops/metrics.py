@@ -398,6 +398,11 @@ class Metrics:
         # Unknown until the CDR maintenance has looked: NaN compares false, so the
         # "no future partition" alert cannot fire on a gateway that never checked.
         self.cdr_partitions_ahead.set(float("nan"))
+        self.database_restarts = Counter(
+            "voipgw_database_restarts",
+            "Restarts of the embedded PostgreSQL this gateway started, after it died.",
+            registry=r,
+        )
         self.event_loop_lag = Histogram(
             "voipgw_event_loop_lag_seconds",
             "How late the asyncio event loop ran a timer: time the loop was blocked.",
@@ -614,6 +619,9 @@ class Metrics:
         """Records one successful COPY of ``rows`` CDRs that took ``copy_seconds``."""
         self.cdr_rows_committed.inc(rows)
         self.cdr_copy_duration.observe(copy_seconds)
+
+    def database_restarted(self) -> None:
+        self.database_restarts.inc()
 
     def set_cdr_queue_depth(self, depth: int) -> None:
         self.cdr_queue_depth.set(depth)

@@ -23,6 +23,11 @@ saying why (:class:`~gateway.registrar.digest.AuthFailure`): "REGISTER from
 unknown user read the same. No credentials, however malformed, raise out of
 :meth:`Registrar.handle` or :meth:`Registrar.authenticate_call`: they end in 400, 401,
 403 or 407 (503 when the database is down).
+
+While PostgreSQL is unreachable, the :class:`~gateway.registrar.location.LocationService`
+answers from what this instance remembers (:mod:`.location`): REGISTERs of users it has
+authenticated before are accepted into memory and written through later, lookups
+return remembered bindings; only what it cannot decide gets 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from gateway.registrar.digest import (
     DigestError,
     plausible_username,
 )
+from gateway.registrar.location import LocationService, LocationUnavailable
 from gateway.registrar.store import BindingStore
 from gateway.sip.builders import build_response
 from gateway.sip.errors import ParseError
@@ -67,8 +73,14 @@ log = logging.getLogger("voipgw.registrar")
 #: Seconds a client should wait before retrying when the database is unavailable.
 RETRY_AFTER_DB_DOWN = 5
 
-#: Errors that mean "the database is unreachable or failing", answered 503.
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+#: Errors that mean "the database is failing and memory cannot stand in", answered 503.
+_DB_ERRORS = (
+    LocationUnavailable,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
 
 
 class Registrar:
@@ -101,6 +113,8 @@ class Registrar:
         self.on_auth_failure = on_auth_failure
         self.store = store
         self.clock = clock
+        #: bindings and credentials, answered from memory while the database is away
+        self.location = LocationService(store, clock=clock)
         self.random_bytes = random_bytes
         self.policy = config.expires_policy
         self.authenticator = DigestAuthenticator(
@@ -150,7 +164,7 @@ class Registrar:
             if update.aor_uri.user_unescaped != username:
                 return self._respond(request, 403)
             check_min_expires(update, self.policy)
-            bindings = await self.store.apply(update, event.source)
+            bindings = await self.location.apply(update, event.source)
         except RegisterError as exc:
             return self._respond(request, exc.status, exc.reason, headers=exc.headers)
         except _DB_ERRORS:
@@ -203,7 +217,7 @@ class Registrar:
             # dummy HA1 for an unknown user): see DigestAuthenticator.verify.
             ha1 = None
             if plausible_username(credentials.username):
-                ha1 = await self.store.get_ha1(
+                ha1 = await self.location.get_ha1(
                     credentials.username, self.config.realm, credentials.algorithm
                 )
             result = authenticator.verify(
@@ -292,6 +306,8 @@ class Registrar:
 
         Raises:
             ValueError: ``aor`` is not a sip/sips URI.
+            LocationUnavailable: the database is away and this instance remembers no
+                current binding of the AoR: nobody can tell whether it is registered.
         """
         try:
             uri = parse_uri(aor)
@@ -299,7 +315,7 @@ class Registrar:
             raise ValueError(f"not a SIP URI: {aor!r}") from exc
         if not isinstance(uri, SipUri):
             raise ValueError(f"not a SIP URI: {aor!r}")
-        return await self.store.lookup(canonical_aor(uri))
+        return await self.location.lookup(canonical_aor(uri))
 
     async def count_bindings(self) -> int:
         """Counts the unexpired bindings of every AoR, whichever instance took them.
@@ -332,6 +348,7 @@ class Registrar:
             else:
                 if purged:
                     log.debug("purged %d expired binding(s)", purged)
+            self.location.cache.forget_expired(self.clock())
             await asyncio.sleep(self.config.purge_interval)
 
     @contextlib.asynccontextmanager

@@ -148,6 +148,22 @@ class BindingStore:
         rows = await self.pool.fetch(_SELECT_CURRENT, aor)
         return [_binding(r) for r in rows]
 
+    async def lookup_many(self, aors: Sequence[str]) -> dict[str, list[Binding]]:
+        """Returns the unexpired bindings of several AoRs in one query (AoRs without
+        any are absent), each list in :meth:`lookup`'s order."""
+        rows = await self.pool.fetch(
+            f"""
+            SELECT {_COLUMNS} FROM registrar_bindings
+            WHERE aor = ANY($1::text[]) AND expires_at > now()
+            ORDER BY aor, COALESCE(q, 1.0) DESC, registered_at DESC, id DESC
+            """,
+            list(aors),
+        )
+        found: dict[str, list[Binding]] = {}
+        for row in rows:
+            found.setdefault(row["aor"], []).append(_binding(row))
+        return found
+
     async def apply(self, update: RegisterUpdate, received: Endpoint) -> list[Binding]:
         """Applies an authenticated REGISTER and returns the AoR's bindings after it.
 

@@ -23,7 +23,7 @@ import asyncpg
 
 from cdr.call_record import record_of
 from cdr.config import CdrConfig
-from cdr.db import database, migrate
+from cdr.db import DatabaseHealth, database, migrate
 from cdr.maintenance import existing_partitions, maintain
 from cdr.partitions import Month, month_of_partition
 from cdr.spool import SpoolError
@@ -33,10 +33,12 @@ from gateway.config import GatewayConfig
 from gateway.edge.guard import Guard, LossController, stamp_overload_feedback
 from gateway.ops.metrics import Metrics
 from gateway.registrar import BindingStore, Registrar, route_to_binding
+from gateway.registrar.location import LocationUnavailable
 from gateway.registrar.routing import best_binding
+from gateway.registrar.service import RETRY_AFTER_DB_DOWN
 from gateway.rtp.stage import recorded_line_lookup
 from gateway.service.notify import EmergencyNotifier
-from gateway.service.router import CallRouter
+from gateway.service.router import BindingLookup, CallRouter, LocationUnknown
 from gateway.service.server import (
     Gateway,
     ServiceHandler,
@@ -69,6 +71,7 @@ class App:
     config: GatewayConfig
     directory_holder: DirectoryHolder | None = None
     registrar: Registrar | None = None
+    database: DatabaseHealth = field(default_factory=DatabaseHealth)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -163,7 +166,13 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
     routing_config = config.routing
     async with contextlib.AsyncExitStack() as stack:
         with starting("database"):
-            db = await stack.enter_async_context(database(db_config))
+            db = await stack.enter_async_context(
+                database(
+                    db_config,
+                    supervise=True,
+                    on_restart=metrics.database_restarted if metrics is not None else None,
+                )
+            )
             async with db.pool.acquire() as con:
                 applied = await migrate(con)
         log.info(
@@ -271,6 +280,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             config=config,
             directory_holder=holder,
             registrar=registrar,
+            database=db.health,
         )
         try:
             with starting("SIP listeners"):
@@ -280,6 +290,8 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 app.tasks.append(asyncio.create_task(_gauges(writer, metrics)))
             if registrar is not None:
                 app.tasks.append(asyncio.create_task(registrar.purge_forever()))
+                # Writes REGISTERs taken during an outage through, refreshes memory.
+                app.tasks.append(asyncio.create_task(registrar.location.sync_forever()))
                 if metrics is not None:
                     app.tasks.append(asyncio.create_task(_binding_gauge(registrar, metrics)))
             yield app
@@ -332,17 +344,20 @@ async def _seed_sites(pool: asyncpg.Pool, path: Path) -> None:
         log.info("imported seed sites from %s", path)
 
 
-def _binding_lookup(registrar: Registrar) -> Callable[[str], Awaitable[Route | None]]:
+def _binding_lookup(registrar: Registrar) -> BindingLookup:
 
-    async def lookup(request_uri: str) -> Route | None:
+    async def lookup(request_uri: str) -> Route | LocationUnknown | None:
         try:
             bindings = await registrar.lookup(request_uri)
         except ValueError:
             return None
+        except LocationUnavailable:
+            # The database is away and this instance remembers no binding of the
+            # callee (remembered ones are answered from memory): nobody can tell.
+            return LocationUnknown(retry_after=RETRY_AFTER_DB_DOWN)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            # PostgreSQL is away: calls go on by their default route rather than
-            # fail (CDRs spool meanwhile); registered devices are unreachable until
-            # it returns, which the readiness and the logs say.
+            # The database answered with an error that is not an outage (a broken
+            # schema): the call goes on by its default route, the log says why.
             log.warning("registration lookup failed (%s): default route", exc)
             return None
         binding = best_binding(bindings)

@@ -56,7 +56,22 @@ CALLBACK_WINDOW = 30 * 60.0
 
 RouteResult = Route | Reject | LocalAnswer
 Resolve = Callable[[str], Awaitable[tuple[Endpoint, ...]]]
-BindingLookup = Callable[[str], Awaitable[Route | None]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocationUnknown:
+    """A binding lookup that could not decide: the location service's database is
+    away and this instance remembers nothing current of the callee.
+
+    Attributes:
+        retry_after: seconds the caller should wait before trying again.
+    """
+
+    retry_after: int
+
+
+#: AoR -> route to a registered device, None (not registered), or LocationUnknown.
+BindingLookup = Callable[[str], Awaitable[Route | LocationUnknown | None]]
 #: Told of every emergency call as soon as it is routed (webhook / SIP MESSAGE to the
 #: customer's on-site contact); must return at once and never delay the call.
 EmergencyNotifier = Callable[[RoutingDecision, CallContext], None]
@@ -155,7 +170,8 @@ class CallRouter:
         overload: capacity bounds (weighed against each call's ``active_calls``).
         resolve: next-hop SIP URI -> transport addresses in failover order.
         dial_plan: recognises emergency dial strings (shared with the guard).
-        lookup_binding: AoR -> route to a registered device, or None.
+        lookup_binding: AoR -> route to a registered device, None when nobody is
+            registered, or :class:`LocationUnknown` when that cannot be told.
         emergency_timers: failover timing of emergency routes.
         notify: told of each emergency call (fire and forget).
         recorded_line: the announcement of a recorded staff line, if the call is to one.
@@ -299,7 +315,8 @@ class CallRouter:
                 facts = replace(facts, recording_notice_language=announcement.language)
         if not emergency and self.lookup_binding is not None:
             registered = await self.lookup_binding(event.request.uri)
-            if registered is not None:
+            # Not known to be registered here: the default route (the PBX) decides.
+            if isinstance(registered, Route):
                 return replace(
                     registered,
                     headers=decision.headers,
@@ -313,12 +330,25 @@ class CallRouter:
         return await self._route(event.request, decision, facts, announcement)
 
     async def _route_inbound(self, event: RouteNeeded, decision: RoutingDecision) -> RouteResult:
-        """A call from the PBX or a trunk to a device registered here, or 404."""
+        """A call from the PBX or a trunk to a device registered here; 404 when
+        none is, 503 with Retry-After when that cannot be told."""
         facts = decision.facts
         known = "a subscriber" if facts.callee is not None else "not a subscriber"
         call_id = event.request.headers.get("Call-ID") or ""
         if self.lookup_binding is not None:
             registered = await self.lookup_binding(event.request.uri)
+            if isinstance(registered, LocationUnknown):
+                # 404 is permanent (RFC 3261 21.4.5): a PBX would stop trying a phone
+                # that may well be registered. RFC 3261 21.5.4: 503 "MAY indicate
+                # when the client should retry the request in a Retry-After header".
+                log.warning(
+                    "call %s: inbound reject 503 (registration unknown while the "
+                    "database is away, %s)",
+                    call_id,
+                    known,
+                )
+                retry = (("Retry-After", str(registered.retry_after)),)
+                return Reject(status=503, headers=retry, facts=facts)
             if registered is not None:
                 log.info("call %s: inbound route (registered binding, %s)", call_id, known)
                 return replace(

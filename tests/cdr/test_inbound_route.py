@@ -12,7 +12,7 @@ import pytest
 
 from gateway.b2bua import Reject, Route, RouteNeeded
 from gateway.config import OverloadConfig
-from gateway.service.router import CallRouter
+from gateway.service.router import CallRouter, LocationUnknown
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Headers, Request
 from routing.config import RoutingConfig
@@ -40,13 +40,13 @@ def invite(uri: str) -> RouteNeeded:
     return RouteNeeded(call_uuid="u1", request=request, source=PBX)
 
 
-def router(registered: dict[str, Route]) -> CallRouter:
+def router(registered: dict[str, Route | LocationUnknown]) -> CallRouter:
     directory = parse_sites(DEMO.read_text(), "toml").directory()
 
     async def resolve(uri: str) -> tuple[Endpoint, ...]:
         return (PBX,)
 
-    async def lookup(uri: str) -> Route | None:
+    async def lookup(uri: str) -> Route | LocationUnknown | None:
         return registered.get(uri)
 
     return CallRouter(
@@ -100,3 +100,14 @@ async def test_inbound_call_to_a_stranger_names_no_customer() -> None:
     assert isinstance(result, Reject)
     assert result.facts.customer_id == ""
     assert result.facts.callee is None
+
+
+async def test_inbound_call_while_the_registration_cannot_be_told_is_503_not_404() -> None:
+    # PostgreSQL away and no memory of bob: 404 would tell the PBX, permanently, that
+    # a phone which may well be registered does not exist (RFC 3261 21.4.5).
+    uri = "sip:bob@voipgw.demo"
+    result = await router({uri: LocationUnknown(retry_after=5)}).route(invite(uri))
+    assert isinstance(result, Reject)
+    assert result.status == 503
+    assert dict(result.headers)["Retry-After"] == "5"
+    assert result.facts.callee == "+358401000002"

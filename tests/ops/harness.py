@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -29,6 +30,7 @@ import signal
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ from cdr.db import EmbeddedPostgres
 from cdr.record import decode_spool_payload
 from cdr.spool import Spool
 from tests.emergency.rig import DEMO_CENTRE_PORTS, demo_sites_with
-from tests.interop.sipp import SippUas, free_port
+from tests.interop.sipp import SippUas, free_port, run_uac
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -89,6 +91,25 @@ async def set_password(config: Path, user: str, password: str, realm: str = "") 
         *("--password", password, "--config", str(config)),
         cwd=config.parent,
     )
+
+
+async def register_phone(setup: GatewaySetup, user: str, password: str) -> int:
+    """Registers ``user`` (SIPp with digest, 600 s) from a free port of 127.0.0.1, the
+    port its phone (a SIPp UAS) is to listen on; returns that port."""
+    port = free_port(HOST)
+    registered = await run_uac(
+        "uac-register",
+        setup.target,
+        service=user,
+        timeout=10,
+        extra_args=[
+            *("-au", user, "-ap", password, "-auth_uri", REALM),
+            *("-set", "domain", REALM, "-set", "expires", "600"),
+            *("-p", str(port)),
+        ],
+    )
+    assert registered.ok, registered.describe()
+    return port
 
 
 #: Seconds ``voipgw run`` may take to print "voipgw ready" (initdb on first start).
@@ -361,6 +382,17 @@ class GatewayProcess:
         url = f"http://{HOST}:{self.setup.metrics_port}{path}"
         with urllib.request.urlopen(url, timeout=5) as response:
             return str(response.read().decode())
+
+    async def readyz(self) -> tuple[int, dict[str, Any]]:
+        """GET /readyz: (HTTP status, the JSON body)."""
+
+        def get() -> tuple[int, dict[str, Any]]:
+            try:
+                return 200, json.loads(self._get("/readyz"))
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.loads(exc.read())
+
+        return await asyncio.to_thread(get)
 
     async def scrape(self) -> str:
         """GET /metrics (the text exposition format)."""

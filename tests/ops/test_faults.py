@@ -17,11 +17,12 @@ import asyncio
 import signal
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
 from cdr.db import EmbeddedPostgres, ensure_database
-from tests.interop.sipp import SippUas, free_port, run_uac
+from tests.interop.sipp import SippUas, run_uac
 from tests.ops.harness import (
     HOST,
     OFFICE_IP,
@@ -31,6 +32,7 @@ from tests.ops.harness import (
     KillableUas,
     cdr_rows,
     prepare,
+    register_phone,
     remove_state,
     running_gateway,
     set_password,
@@ -157,10 +159,19 @@ async def postgres_outage(*, registrar: bool, calls: int, down_for: float) -> No
                 await asyncio.to_thread(pg.stop, "fast")
                 down_at = time.monotonic()
                 spool_peak = 0.0
+                readiness_down: list[tuple[int, dict[str, Any]]] = []
                 while time.monotonic() - down_at < down_for:
                     spool_peak = max(spool_peak, await gateway.metric("voipgw_cdr_spool_bytes"))
+                    readiness_down.append(await gateway.readyz())
                     await asyncio.sleep(1.0)
                 await asyncio.to_thread(pg.start)
+                # A database the gateway does not own is reported, not restarted.
+                ready_back = await wait_until(
+                    "/readyz to report the database up",
+                    gateway.readyz,
+                    lambda r: r[1].get("dependencies", {}).get("database") is True,
+                    limit=15,
+                )
                 result = await uac
                 # Calls went on while the database was away.
                 assert result.ok, result.describe()[:3000] + gateway.tail(3000)
@@ -177,6 +188,10 @@ async def postgres_outage(*, registrar: bool, calls: int, down_for: float) -> No
                     limit=15,
                 )
         assert committed_before >= 1
+        # Reported down while away, without taking the instance out of its pool.
+        assert any(body["degraded"] == ["database"] for _, body in readiness_down)
+        assert all(status == 200 for status, _ in readiness_down), readiness_down
+        assert ready_back[0] == 200 and ready_back[1]["degraded"] == []
         assert spool_peak > 0, "voipgw_cdr_spool_bytes never grew while PostgreSQL was down"
         assert pbx.result is not None
         assert pbx.result.successful_calls == calls, pbx.result.describe()
@@ -229,19 +244,7 @@ async def test_sigkill_and_restart_keep_registrations_and_cdrs() -> None:
             try:
                 await set_password(setup.config, "alice", PASSWORD)
                 # The phone registers from the port its UAS will listen on later.
-                phone_port = free_port(HOST)
-                registered = await run_uac(
-                    "uac-register",
-                    setup.target,
-                    service="alice",
-                    timeout=10,
-                    extra_args=[
-                        *("-au", "alice", "-ap", PASSWORD, "-auth_uri", REALM),
-                        *("-set", "domain", REALM, "-set", "expires", "600"),
-                        *("-p", str(phone_port)),
-                    ],
-                )
-                assert registered.ok, registered.describe()
+                phone_port = await register_phone(setup, "alice", PASSWORD)
                 calls = await run_uac(
                     "uac-emergency",
                     setup.target,

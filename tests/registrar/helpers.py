@@ -21,6 +21,16 @@ SOURCE = Endpoint("UDP", "127.0.0.1", 40000)
 _branches = itertools.count(1)
 
 
+class Clock:
+    """A wall clock the test advances by hand (``clock.now += 31``)."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def config(**overrides: object) -> RegistrarConfig:
     """A registrar config; these tests offer SHA-256 first and refuse RFC 2069
     credentials unless they say otherwise (the product's defaults, MD5 alone and RFC

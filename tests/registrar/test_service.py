@@ -18,6 +18,7 @@ from gateway.sip.message import Request, Response
 from tests.registrar.helpers import (
     REALM,
     SOURCE,
+    Clock,
     authorize,
     config,
     event,
@@ -27,14 +28,6 @@ from tests.registrar.helpers import (
 )
 
 pytestmark = pytest.mark.postgres
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest_asyncio.fixture
