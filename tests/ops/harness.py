@@ -172,6 +172,8 @@ secret = "ops-test-secret-0123456789abcdef"
 # These tests are about operations; their SIPp callers do not answer 407 challenges
 # (call authentication is tested in tests/registrar/test_call_auth.py).
 authenticate_calls = {"true" if authenticate_calls else "false"}
+# The phones these tests register share 127.0.0.1 with the PBX (a trusted peer).
+register_from_trusted_peers = true
 """
     return f"""
 [gateway]
