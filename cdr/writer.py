@@ -109,7 +109,7 @@ _STAGING_SQL = (
 )
 _COLUMN_LIST = ", ".join(COLUMNS)
 _SELECT_LIST = ", ".join(
-    f"timestamptz 'epoch' + {name} * interval '1 microsecond'"
+    f"timestamptz 'epoch' + {name} * interval '1 microsecond' AS {name}"
     if name in TIMESTAMP_COLUMNS
     else name
     for name in COLUMNS
@@ -385,10 +385,6 @@ class CdrWriter:
             WriterClosedError: the writer is closed.
             OSError: the buffer was full and the spool disk failed.
         """
-        key = record.call_uuid
-        if self._open.pop(key, None) is not None:
-            # Not yet cut into a batch: this record replaces it (Rule 5).
-            self._answered.pop(key, None)
         self._enqueue((record, None))
 
     def answered(self, record: CallDetailRecord) -> None:
@@ -434,6 +430,11 @@ class CdrWriter:
     def _enqueue(self, item: _Item) -> None:
         if self._closed:
             raise WriterClosedError("CDR writer is closed")
+        key = item[0].call_uuid
+        if self._open.pop(key, None) is not None:
+            # The call's in-progress record, if not yet cut into a batch, is replaced
+            # by this one (Rule 5).
+            self._answered.pop(key, None)
         buffer = self._buffer
         buffer.append(item)
         held = len(buffer)
