@@ -1,6 +1,7 @@
 """A finished call as its CDR: the one mapping from a call's typed facts to a record.
 
-The B2BUA's ``CallEnded`` (``gateway.b2bua.events``) satisfies :class:`EndedCall`;
+The B2BUA's ``CallEnded`` (``gateway.b2bua.events``) satisfies :class:`EndedCall`, and
+so does the snapshot its ``CallAnswered`` carries (:func:`in_progress_record_of`);
 cdr/ reads it through this protocol so that it never depends on the SIP gateway's
 packages (the CDR tools run without them). The routing decision's
 :class:`routing.decision.CallFacts` arrive as routing made them: no field is parsed
@@ -15,10 +16,10 @@ import uuid
 from typing import Protocol
 
 from cdr.numbers import number_of
-from cdr.record import CallDetailRecord, Disposition, HangupSide
+from cdr.record import CallDetailRecord, Disposition, EndedBy, HangupSide, billable_seconds
 from routing.decision import CallFacts, RecordingNotice
 
-__all__ = ["EndedCall", "record_of"]
+__all__ = ["EndedCall", "in_progress_record_of", "record_of"]
 
 
 class Address(Protocol):
@@ -64,6 +65,8 @@ class EndedCall(Protocol):
     @property
     def hangup_side(self) -> str: ...
     @property
+    def ended_by(self) -> str: ...
+    @property
     def emergency(self) -> bool: ...
     @property
     def facts(self) -> CallFacts: ...
@@ -98,7 +101,7 @@ def record_of(event: EndedCall, *, wall_offset: float, instance: str) -> CallDet
     billable = 0
     if event.answered_at is not None:
         # Billable time starts when the callee answers (not at the recording notice).
-        billable = max(0, round(event.ended_at - event.answered_at))
+        billable = billable_seconds(event.ended_at - event.answered_at)
     post_dial = None if event.ringing_at is None else event.ringing_at - event.setup_at
     notice = event.recording_notice
     return CallDetailRecord(
@@ -144,7 +147,25 @@ def record_of(event: EndedCall, *, wall_offset: float, instance: str) -> CallDet
         disposition=Disposition(event.disposition),
         hangup_side=HangupSide(event.hangup_side),
         gateway_instance=instance,
+        ended_by=EndedBy(event.ended_by),
     )
+
+
+def in_progress_record_of(
+    answered: EndedCall, *, wall_offset: float, instance: str
+) -> CallDetailRecord:
+    """The in-progress record of a call just answered.
+
+    Args:
+        answered: the B2BUA's snapshot at the answer (``ended_at`` is the answer time).
+        wall_offset: ``time.time() - loop.time()``.
+        instance: this gateway instance's name.
+
+    Returns:
+        The record with ``ended_by`` None: in progress, ending (so far) at the answer.
+    """
+    record = record_of(answered, wall_offset=wall_offset, instance=instance)
+    return record.extended_to(record.ended_at, None)
 
 
 def _call_uuid(text: str) -> uuid.UUID:

@@ -30,7 +30,7 @@ from typing import Any
 
 from cdr.config import CdrConfig
 from cdr.db import DatabaseConfig, database, migrate
-from cdr.export import itemize, subject_access
+from cdr.export import in_progress, itemize, subject_access
 from cdr.maintenance import maintain
 from cdr.partitions import Month
 from routing.configfields import ConfigError, Table
@@ -54,7 +54,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     cdr = subparsers.add_parser("cdr", help="call detail record exports")
     cdr_sub = cdr.add_subparsers(dest="cdr_command", required=True)
-    p = cdr_sub.add_parser("itemize", help="one customer's calls of one month as CSV")
+    p = cdr_sub.add_parser(
+        "itemize",
+        help="one customer's finished calls of one month as CSV (with why each ended)",
+    )
     _common(p)
     p.add_argument("--customer", required=True)
     p.add_argument("--month", required=True, type=_month, help="YYYY-MM (UTC)")
@@ -152,12 +155,14 @@ def _cmd_maintain(args: argparse.Namespace) -> int:
 def _cmd_itemize(args: argparse.Namespace) -> int:
     db_config, _ = load_config(args)
 
-    async def run() -> int:
+    async def run() -> tuple[int, int]:
         async with database(db_config) as db, db.pool.acquire() as con:
-            return await itemize(con, args.customer, args.month, sys.stdout)
+            count = await itemize(con, args.customer, args.month, sys.stdout)
+            return count, await in_progress(con, args.customer, args.month)
 
-    count = asyncio.run(run())
-    print(f"{count} calls", file=sys.stderr)
+    count, up = asyncio.run(run())
+    note = f"; {up} still in progress, not itemized" if up else ""
+    print(f"{count} calls{note}", file=sys.stderr)
     return 0
 
 

@@ -41,6 +41,17 @@ class CdrConfig:
     """Monthly partitions kept ready beyond the current month."""
     maintenance_interval: float = 3600.0
     """Seconds between partition maintenance rounds."""
+    in_progress_records: bool = True
+    """Write an in-progress record when a call is answered (completed under the same key
+    when it ends), so that a call cut short by a crash of the gateway keeps its row.
+    False writes records only when calls end (a crash then loses the calls up)."""
+    interim_interval: float = 300.0
+    """Seconds between updates of an in-progress record's duration: a crash loses at
+    most this much of a call's duration if the heartbeat is lost too."""
+    heartbeat_interval: float = 1.0
+    """Seconds between fsyncs of the liveness file (``alive`` in the spool directory).
+    After a crash, the calls left in progress are closed at the last heartbeat: their
+    end is at most this (plus the event loop's lag) before the crash."""
 
     def __post_init__(self) -> None:
         if self.queue_size < 1 or self.batch_size < 1 or self.memory_rows < 0:
@@ -85,6 +96,11 @@ class CdrConfig:
             partitions_ahead=table.int("partitions_ahead", d.partitions_ahead, min=3, max=120),
             maintenance_interval=table.float(
                 "maintenance_interval", d.maintenance_interval, min=1.0
+            ),
+            in_progress_records=table.bool("in_progress_records", d.in_progress_records),
+            interim_interval=table.float("interim_interval", d.interim_interval, min=1.0),
+            heartbeat_interval=table.float(
+                "heartbeat_interval", d.heartbeat_interval, min=0.05, max=3600.0
             ),
         )
         table.reject_unknown()

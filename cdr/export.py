@@ -7,6 +7,12 @@ binary floating-point noise (``6.168999999999869``); billing uses the separate w
 ``billable_seconds``. Itemization shows the caller and callee as numbers: the user part
 of a SIP URI or the number of a tel URI (RFC 3966) when it is one; subject access
 returns the records as held.
+
+A call still in progress has a row whose ``ended_by`` is NULL (``cdr.record``): its
+durations run only to its last interim update. Itemization bills finished calls only
+(the call is itemized once it ends, in the month it started); :func:`in_progress` counts
+the others, which ``voipgw cdr itemize`` reports. Subject access returns every row held,
+in-progress ones with an empty ``ended_by``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ ITEMIZE_COLUMNS: tuple[str, ...] = (
     "site",
     "emergency",
     "disposition",
+    "ended_by",
     "duration_seconds",
     "billable_seconds",
 )
@@ -67,7 +74,7 @@ async def itemize(con: asyncpg.Connection, customer: str, month: Month, out: Tex
         out: text stream for the CSV.
 
     Returns:
-        Number of calls written.
+        Number of calls written (finished calls only).
     """
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(ITEMIZE_COLUMNS)
@@ -76,12 +83,34 @@ async def itemize(con: asyncpg.Connection, customer: str, month: Month, out: Tex
     query = (
         f"SELECT {', '.join(ITEMIZE_COLUMNS)} FROM cdr "
         "WHERE customer = $1 AND started_at >= $2 AND started_at < $3 "
+        "AND ended_by IS NOT NULL "
         "ORDER BY started_at, call_uuid"
     )
     async with con.transaction():
         async for row in con.cursor(query, customer, month.start, month.end):
             writer.writerow([_itemized_cell(c, row[c]) for c in ITEMIZE_COLUMNS])
             count += 1
+    return count
+
+
+async def in_progress(con: asyncpg.Connection, customer: str, month: Month) -> int:
+    """Counts one customer's calls of one month still in progress (not itemized).
+
+    Args:
+        con: a connection.
+        customer: customer id.
+        month: billing month (UTC).
+
+    Returns:
+        Number of in-progress rows.
+    """
+    count: int = await con.fetchval(
+        "SELECT count(*) FROM cdr WHERE customer = $1 AND started_at >= $2 "
+        "AND started_at < $3 AND ended_by IS NULL",
+        customer,
+        month.start,
+        month.end,
+    )
     return count
 
 

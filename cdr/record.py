@@ -42,7 +42,7 @@ import ipaddress
 import json
 import math
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from routing.decision import RecordingNotice
@@ -71,6 +71,30 @@ class HangupSide(enum.StrEnum):
     CALLER = "caller"
     CALLEE = "callee"
     GATEWAY = "gateway"
+
+
+class EndedBy(enum.StrEnum):
+    """Why the call ended (enum ``cdr_ended_by``); NULL while the call is in progress."""
+
+    CALLER = "caller"
+    CALLEE = "callee"
+    GATEWAY = "gateway"
+    SESSION_TIMER = "session-timer"
+    MEDIA_TIMEOUT = "media-timeout"
+    MAX_DURATION = "max-duration"
+    GATEWAY_RESTART = "gateway-restart"
+    """The gateway stopped without ending the call (crash, kill -9, power cut): the
+    next start closed the record at the last moment the gateway was known alive."""
+    SHUTDOWN = "shutdown"
+
+
+def billable_seconds(answered_for: float) -> int:
+    """Seconds billed for ``answered_for`` seconds of answered call (whole, rounded).
+
+    The one formula for a finished call, an interim update and a record closed after a
+    restart.
+    """
+    return max(0, round(answered_for))
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +164,46 @@ class CallDetailRecord:
     """Which side ended the call."""
     gateway_instance: str
     """Name of the gateway instance that handled the call."""
+    ended_by: EndedBy | None
+    """Why the call ended; ``None`` (NULL) while it is in progress.
+
+    An in-progress record is written when the call is answered and rewritten every
+    interim interval: its ``ended_at`` is then the last moment the call was known up,
+    its durations run to that moment, and its ``hangup_side`` is a placeholder
+    (``gateway``). The state is this column rather than a column of its own or a
+    disposition: the disposition (answered) is already true at the answer, and what
+    is unknown while the call is up is exactly who or what ends it. Exports bill only
+    rows whose ``ended_by`` is set.
+    """
+
+    @property
+    def in_progress(self) -> bool:
+        """Whether this is an in-progress record (the call had not ended)."""
+        return self.ended_by is None
+
+    def extended_to(self, ended_at: dt.datetime, ended_by: EndedBy | None) -> CallDetailRecord:
+        """This in-progress record, run on to ``ended_at``: an interim update
+        (``ended_by`` None) or its closure (after a restart).
+
+        Args:
+            ended_at: the new end (never earlier than the record's own).
+            ended_by: why it ended, or None while it is still in progress.
+
+        Returns:
+            The record with its end, durations and end reason replaced.
+        """
+        ended_at = max(ended_at, self.ended_at)
+        answered = self.answered_at
+        return dataclasses.replace(
+            self,
+            ended_at=ended_at,
+            duration_seconds=(ended_at - self.started_at).total_seconds(),
+            billable_seconds=(
+                0 if answered is None else billable_seconds((ended_at - answered).total_seconds())
+            ),
+            ended_by=ended_by,
+            hangup_side=HangupSide.GATEWAY,
+        )
 
     def __post_init__(self) -> None:
         for name in TIMESTAMP_COLUMNS:
@@ -203,6 +267,7 @@ class CallDetailRecord:
             self.disposition.value,
             self.hangup_side.value,
             self.gateway_instance,
+            None if self.ended_by is None else self.ended_by.value,
         )
 
     def as_csv_line(self) -> str:
@@ -230,7 +295,8 @@ class CallDetailRecord:
             f"{micros(self.answered_at)},{(self.ended_at - _EPOCH) // _MICROSECOND},"
             f"{_csv_number(self.post_dial_delay_seconds)},{self.duration_seconds!r},"
             f"{self.billable_seconds},{self.final_status},{text(self.final_reason)},"
-            f'"{self.disposition}","{self.hangup_side}",{text(self.gateway_instance)}\n'
+            f'"{self.disposition}","{self.hangup_side}",{text(self.gateway_instance)},'
+            f"{text(self.ended_by)}\n"
         )
 
     def to_json(self) -> bytes:
@@ -270,11 +336,30 @@ class CallDetailRecord:
         if not isinstance(obj, dict) or obj.get("v") != JSON_VERSION:
             raise ValueError("CDR JSON has no known version")
         try:
-            kwargs = {name: _DECODERS.get(name, _identity)(obj[name]) for name in COLUMNS}
+            kwargs = {
+                name: _DECODERS.get(name, _identity)(obj[name])
+                for name in COLUMNS
+                if name in obj or name not in DERIVED_COLUMNS
+            }
         except KeyError as exc:
             raise ValueError(f"CDR JSON is missing field {exc}") from None
-        except (TypeError, AttributeError) as exc:
+        except (TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"CDR JSON has an invalid field: {exc}") from None
+        return cls(**_derive_missing(kwargs))
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> CallDetailRecord:
+        """Decodes a row of the ``cdr`` table as asyncpg returns it.
+
+        Args:
+            row: a record with every column of :data:`COLUMNS`.
+
+        Returns:
+            The record.
+        """
+        kwargs = {name: row[name] for name in COLUMNS}
+        for name, decode in _ROW_DECODERS.items():
+            kwargs[name] = decode(kwargs[name])
         return cls(**kwargs)
 
 
@@ -300,6 +385,19 @@ TIMESTAMP_COLUMNS = (
     "answered_at",
     "ended_at",
 )
+
+DERIVED_COLUMNS = frozenset({"ended_by"})
+"""Columns a record spooled by an older gateway may lack: derived on reading it
+(:func:`_derive_missing`; the writer does the same in SQL for such a batch)."""
+
+
+def _derive_missing(fields: dict[str, Any]) -> dict[str, Any]:
+    """Fills the columns an older spool record lacks: ``ended_by`` from ``hangup_side``
+    (an older gateway wrote only finished calls, and knew only those three ends)."""
+    if "ended_by" not in fields:
+        fields["ended_by"] = EndedBy(fields["hangup_side"])
+    return fields
+
 
 CSV_NULL = "nan"
 """NULL in a CSV batch (PostgreSQL's ``NULL`` option): the bare text a NaN float writes as."""
@@ -389,11 +487,14 @@ def decode_csv_batch(payload: bytes) -> list[CallDetailRecord]:
         fields = dict(zip(columns, row, strict=True))
         try:
             kwargs = {
-                name: _CSV_DECODERS.get(name, _csv_nullable)(fields[name]) for name in COLUMNS
+                name: _CSV_DECODERS.get(name, _csv_nullable)(fields[name])
+                for name in COLUMNS
+                if name in fields or name not in DERIVED_COLUMNS
             }
+            kwargs = _derive_missing(kwargs)
         except KeyError as exc:
             raise ValueError(f"CDR CSV batch is missing column {exc}") from None
-        except (TypeError, AttributeError) as exc:
+        except (TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"CDR CSV batch has an invalid field: {exc}") from None
         records.append(CallDetailRecord(**kwargs))
     return records
@@ -430,6 +531,7 @@ _CSV_DECODERS: dict[str, Any] = {
     "recording_notice": RecordingNotice,
     "disposition": Disposition,
     "hangup_side": HangupSide,
+    "ended_by": lambda value: None if _is_null(value) else EndedBy(value),
     "billable_seconds": int,  # the reader gives every bare number as a float
     "final_status": int,
     **{name: _csv_timestamp for name in TIMESTAMP_COLUMNS},
@@ -442,5 +544,16 @@ _DECODERS: dict[str, Any] = {
     "recording_notice": RecordingNotice,
     "disposition": Disposition,
     "hangup_side": HangupSide,
+    "ended_by": lambda value: None if value is None else EndedBy(value),
     **{name: _opt_datetime for name in TIMESTAMP_COLUMNS},
+}
+
+_ROW_DECODERS: dict[str, Any] = {
+    "call_class": CallClass,
+    "recording_notice": RecordingNotice,
+    "disposition": Disposition,
+    "hangup_side": HangupSide,
+    "ended_by": lambda value: None if value is None else EndedBy(value),
+    # inet comes back as an address, or as an interface when it has a prefix
+    "source_address": lambda value: getattr(value, "ip", value),
 }

@@ -25,6 +25,24 @@ Rule 3: replays are harmless. The table's key is ``(call_uuid, started_at)`` and
 insert is ``ON CONFLICT DO NOTHING``, so a record committed just before a crash and
 replayed afterwards stays one row.
 
+Rule 5, calls in progress (issue 19): ``answered`` hands over a call's *in-progress*
+record (``ended_by`` NULL) when it is answered, and ``submit`` its final record when it
+ends, under the same key. The in-progress record waits beside the buffer, keyed by
+call, until the batch is cut (``batch_age``, 20 ms by default): a call that ends before
+then (a short call) has its in-progress record dropped, and costs one row, one COPY
+line and one CSV encoding as before. A call still up at the cut has its in-progress
+record spooled with the batch, with the durability of a finished record (the same
+fsync; a kill -9 loses only what the buffer held, ``batch_age``'s worth, as it always
+has). Its final record then supersedes the row: the insert is ``ON CONFLICT DO UPDATE``
+where the new row ranks higher (a real end > a ``gateway-restart`` closure > an
+in-progress record, and among in-progress records the later one), so replays in any
+order stay one row holding the latest truth. A call up longer than
+``interim_interval`` gets a fresh in-progress record each interval (its duration so
+far). On start, once the spool's replay is committed, the in-progress rows the
+previous run of this instance left behind are closed as ``gateway-restart`` at the
+last heartbeat (``cdr/heartbeat.py``, fsynced every ``heartbeat_interval``): such a
+row's end is at most one heartbeat interval (plus loop lag) before the crash.
+
 Rule 4: a row for a month without a partition fails with SQLSTATE 23514 ("no partition
 of relation ... found for row"); the writer creates the missing months' partitions and
 retries, so an early or late record is never rejected. Any other failure (PostgreSQL
@@ -41,9 +59,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import datetime as dt
 import logging
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -51,6 +71,7 @@ from types import TracebackType
 import asyncpg
 
 from cdr.config import CdrConfig
+from cdr.heartbeat import Heartbeat
 from cdr.maintenance import ensure_partitions
 from cdr.partitions import Month
 from cdr.record import (
@@ -58,6 +79,7 @@ from cdr.record import (
     CSV_NULL,
     TIMESTAMP_COLUMNS,
     CallDetailRecord,
+    EndedBy,
     csv_batch_columns,
     decode_spool_payload,
     encode_csv_batch,
@@ -87,14 +109,59 @@ _STAGING_SQL = (
 )
 _COLUMN_LIST = ", ".join(COLUMNS)
 _SELECT_LIST = ", ".join(
-    f"timestamptz 'epoch' + {name} * interval '1 microsecond'"
+    f"timestamptz 'epoch' + {name} * interval '1 microsecond' AS {name}"
     if name in TIMESTAMP_COLUMNS
     else name
     for name in COLUMNS
 )
-_INSERT_SQL = (
-    f"INSERT INTO cdr ({_COLUMN_LIST}) SELECT {_SELECT_LIST} FROM {_STAGING} "
-    "ON CONFLICT (call_uuid, started_at) DO NOTHING"
+_KEY = "call_uuid, started_at"
+
+
+def _rank(table: str) -> str:
+    """How final a row is: a real end (2) > a ``gateway-restart`` closure (1) > in
+    progress (0)."""
+    return (
+        f"CASE WHEN {table}.ended_by IS NULL THEN 0 "
+        f"WHEN {table}.ended_by = '{EndedBy.GATEWAY_RESTART}' THEN 1 ELSE 2 END"
+    )
+
+
+def _insert_sql(*, distinct: bool) -> str:
+    """The insert from the staging table (Rule 3 and Rule 5).
+
+    ``DO UPDATE`` costs nothing over ``DO NOTHING`` when the key is new (the common
+    case: one row per call); it only updates an in-progress row that a later record
+    supersedes. PostgreSQL refuses to update one row twice in one command (21000), so
+    a batch holding two records of one call (an in-progress record and its end
+    replayed together) is inserted again with ``distinct``: one record per key, the
+    most final first. Not by default: the sort costs every batch, the retry only those.
+    """
+    source = f"SELECT {_SELECT_LIST} FROM {_STAGING}"
+    if distinct:
+        source = (
+            f"SELECT DISTINCT ON ({_KEY}) * FROM ({source}) AS s "
+            f"ORDER BY {_KEY}, {_rank('s')} DESC, ended_at DESC"
+        )
+    updated = [name for name in COLUMNS if name not in ("call_uuid", "started_at")]
+    return (
+        f"INSERT INTO cdr ({_COLUMN_LIST}) {source} "
+        f"ON CONFLICT ({_KEY}) DO UPDATE SET "
+        + ", ".join(f"{name} = EXCLUDED.{name}" for name in updated)
+        + f" WHERE {_rank('EXCLUDED')} > {_rank('cdr')} OR ("
+        "cdr.ended_by IS NULL AND EXCLUDED.ended_by IS NULL AND EXCLUDED.ended_at > cdr.ended_at)"
+    )
+
+
+_INSERT_SQL = _insert_sql(distinct=False)
+_INSERT_DISTINCT_SQL = _insert_sql(distinct=True)
+# A batch spooled before the column existed names no ended_by: every such record was a
+# finished call, ended by its hangup side (cdr.record.DERIVED_COLUMNS).
+_DERIVE_ENDED_BY_SQL = (
+    f"UPDATE {_STAGING} SET ended_by = hangup_side::text::cdr_ended_by WHERE ended_by IS NULL"
+)
+_LEFT_BEHIND_SQL = (
+    f"SELECT {_COLUMN_LIST} FROM cdr "
+    "WHERE ended_by IS NULL AND gateway_instance = $1 AND started_at < $2"
 )
 
 # Failures after which the batch stays spooled and is retried: the server is down or
@@ -155,6 +222,8 @@ class CdrWriter:
         config: the ``[cdr]`` config.
         spool_dir: overrides ``config.spool_dir``.
         on_committed: called after each commit (metrics, benchmarks); must be quick.
+        instance: this gateway instance's name: on start, its in-progress records left
+            by a previous run are closed (None: no closing, as for tools and tests).
 
     Attributes (for metrics; read-only):
         rows_committed: rows inserted since start.
@@ -162,6 +231,7 @@ class CdrWriter:
         records_spooled: records appended to the spool since start.
         records_overflowed: records spooled from the call path because the buffer was full.
         partitions_created: partitions the writer created for rows without one.
+        closed_left_behind: in-progress records of the previous run closed at start.
         last_copy_seconds: duration of the last successful COPY + INSERT, in seconds.
         database_available: False while inserts fail.
         last_error: text of the last insert failure.
@@ -174,11 +244,21 @@ class CdrWriter:
         *,
         spool_dir: Path | None = None,
         on_committed: CommittedHook | None = None,
+        instance: str | None = None,
     ) -> None:
         self._pool = pool
         self._config = config
         self._spool = Spool(Path(spool_dir or config.spool_dir), config.segment_bytes)
+        self._heartbeat = Heartbeat(self._spool.directory)
         self._on_committed = on_committed
+        self._instance = instance
+        # In-progress records waiting for the batch cut (Rule 5), and the last record
+        # written for each call still up, oldest first (interim updates).
+        self._answered: dict[uuid.UUID, CallDetailRecord] = {}
+        self._open: dict[uuid.UUID, CallDetailRecord] = {}
+        # Closing the previous run's in-progress rows waits for the replay (Rule 5).
+        self._left_behind: tuple[Position, float | None, dt.datetime] | None = None
+        self._tickers: list[asyncio.Task[None]] = []
         # A plain list, not an asyncio.Queue: the spooler takes whole batches by
         # slicing, where a queue costs a get_nowait() call per record.
         self._buffer: list[_Item] = []
@@ -203,6 +283,7 @@ class CdrWriter:
         self.records_spooled = 0
         self.records_overflowed = 0
         self.partitions_created = 0
+        self.closed_left_behind = 0
         self.last_copy_seconds: float | None = None
         self.database_available = True
         self.last_error: str | None = None
@@ -230,6 +311,11 @@ class CdrWriter:
         """
         checkpoint = await asyncio.to_thread(self._spool.open)
         end = self._spool.end()
+        if self._instance is not None:
+            # Read before this run's first heartbeat overwrites it.
+            last_alive = await asyncio.to_thread(self._heartbeat.last)
+            self._left_behind = (end, last_alive, dt.datetime.now(dt.UTC))
+        await asyncio.to_thread(self._heartbeat.beat, time.time())
         if checkpoint < end:
             first, _ = await asyncio.to_thread(self._spool.read, checkpoint, end, 1)
             spooled_at = time.time()
@@ -245,6 +331,10 @@ class CdrWriter:
             asyncio.create_task(self._drain_loop(), name=f"cdr-drainer-{n}")
             for n in range(self._config.insert_connections)
         ]
+        self._tickers = [
+            asyncio.create_task(self._heartbeat_loop(), name="cdr-heartbeat"),
+            asyncio.create_task(self._interim_loop(), name="cdr-interim"),
+        ]
 
     async def close(self) -> None:
         """Flushes and stops: spools everything buffered, commits what it can in time.
@@ -254,6 +344,9 @@ class CdrWriter:
         if self._closed or self._spooler is None:
             return
         loop = asyncio.get_running_loop()
+        for ticker in self._tickers:
+            ticker.cancel()
+        await asyncio.gather(*self._tickers, return_exceptions=True)
         self._closing = True
         self._stop_at = loop.time() + self._config.shutdown_timeout
         self._wake.set()
@@ -269,11 +362,15 @@ class CdrWriter:
         finally:
             # Whatever the task had not spooled yet (cancelled mid-batch) is spooled now;
             # spooling a batch twice is harmless (replay is idempotent).
-            leftovers = [*self._inflight, *self._buffer]
+            leftovers = [*self._inflight, *self._buffer, *self._take_answered()]
             self._buffer = []
             if leftovers:
                 self._spool_items(leftovers)
             self._closed = True
+            with contextlib.suppress(OSError):
+                # Calls still up stop being known alive now, not at the last beat.
+                self._heartbeat.beat(time.time())
+            self._heartbeat.close()
             self._spool.close()
 
     # -- call path ---------------------------------------------------------------
@@ -289,6 +386,32 @@ class CdrWriter:
             OSError: the buffer was full and the spool disk failed.
         """
         self._enqueue((record, None))
+
+    def answered(self, record: CallDetailRecord) -> None:
+        """Hands over the in-progress record of a call just answered (Rule 5).
+
+        Args:
+            record: the call's record with ``ended_by`` None.
+
+        Raises:
+            WriterClosedError: the writer is closed.
+        """
+        if self._closed:
+            raise WriterClosedError("CDR writer is closed")
+        key = record.call_uuid
+        self._open[key] = record
+        self._answered[key] = record
+        if len(self._answered) == 1 and not self._buffer:
+            self._first_at = time.monotonic()
+            self._arrived.set()
+
+    def _take_answered(self) -> list[_Item]:
+        """The in-progress records waiting for the cut, now part of a batch."""
+        if not self._answered:
+            return []
+        items: list[_Item] = [(record, None) for record in self._answered.values()]
+        self._answered.clear()
+        return items
 
     async def write(self, record: CallDetailRecord) -> None:
         """Hands a record over and waits until it is durable in the spool (acknowledged).
@@ -307,6 +430,11 @@ class CdrWriter:
     def _enqueue(self, item: _Item) -> None:
         if self._closed:
             raise WriterClosedError("CDR writer is closed")
+        key = item[0].call_uuid
+        if self._open.pop(key, None) is not None:
+            # The call's in-progress record, if not yet cut into a batch, is replaced
+            # by this one (Rule 5).
+            self._answered.pop(key, None)
         buffer = self._buffer
         buffer.append(item)
         held = len(buffer)
@@ -432,13 +560,13 @@ class CdrWriter:
     async def _collect(self) -> list[_Item]:
         """Waits for the next batch: ``batch_size`` records, or what ``batch_age`` brought."""
         config = self._config
-        if not self._buffer:
+        if not self._buffer and not self._answered:
             if self._closing:
                 return []
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), 0.2)
-            if not self._buffer:
+            if not self._buffer and not self._answered:
                 return []
         if len(self._buffer) < config.batch_size and not self._closing:
             delay = self._first_at + config.batch_age - time.monotonic()
@@ -448,9 +576,54 @@ class CdrWriter:
                     await asyncio.wait_for(self._filled.wait(), delay)
         batch = self._buffer[: config.batch_size]
         del self._buffer[: config.batch_size]
+        batch += self._take_answered()
         if self._buffer:
             self._first_at = time.monotonic()
         return batch
+
+    async def _heartbeat_loop(self) -> None:
+        """Fsyncs the liveness file every ``heartbeat_interval`` (Rule 5)."""
+        interval = self._config.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self._heartbeat.beat, time.time())
+            except OSError as exc:
+                # The calls' records are still safe; only a crash's closure time
+                # becomes less precise (the last beat that made it, or the last
+                # interim update).
+                _log.error("cannot write the liveness file: %s", exc)
+
+    async def _interim_loop(self) -> None:
+        """Rewrites each call's in-progress record once per ``interim_interval``."""
+        interval = self._config.interim_interval
+        while True:
+            # A tenth of the interval: each call is updated at most that late.
+            await asyncio.sleep(interval / 10)
+            now = dt.datetime.now(dt.UTC)
+            self.interim_updates(now)
+
+    def interim_updates(self, now: dt.datetime) -> int:
+        """Queues a fresh in-progress record for every call whose last one is at least
+        ``interim_interval`` old.
+
+        Args:
+            now: wall-clock time.
+
+        Returns:
+            How many records were queued.
+        """
+        due = now - dt.timedelta(seconds=self._config.interim_interval)
+        updated = []
+        # Oldest first: stop at the first call updated recently enough.
+        for record in self._open.values():
+            if record.ended_at > due:
+                break
+            updated.append(record.extended_to(now, None))
+        for record in updated:
+            del self._open[record.call_uuid]
+            self.answered(record)
+        return len(updated)
 
     async def _drain_loop(self) -> None:
         """Claims spooled chunks and inserts them, backing off while PostgreSQL fails."""
@@ -460,18 +633,29 @@ class CdrWriter:
         while True:
             if self._closing and loop.time() >= self._stop_at:
                 return
-            claimed = await self._claim()
-            if claimed is None:
-                spooler_done = self._spooler is None or self._spooler.done()
-                if self._closing and spooler_done and not self._pending:
-                    return
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 0.2)
-                continue
+            left_behind = self._left_behind
+            if left_behind is not None and self._spool.checkpoint() >= left_behind[0]:
+                # The replay is committed: the previous run's in-progress rows are
+                # all in the table now.
+                self._left_behind = None
+                work = self._close_left_behind(*left_behind[1:])
+            else:
+                left_behind = None
+                claimed = await self._claim()
+                if claimed is None:
+                    spooler_done = self._spooler is None or self._spooler.done()
+                    if self._closing and spooler_done and not self._pending:
+                        return
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 0.2)
+                    continue
+                work = self._drain(claimed)
             try:
-                await self._drain(claimed)
+                await work
             except _RETRYABLE as exc:
+                if left_behind is not None:
+                    self._left_behind = left_behind
                 self.database_available = False
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 _log.warning("CDR insert failed, retrying in %.1fs: %s", backoff, self.last_error)
@@ -485,6 +669,36 @@ class CdrWriter:
                     _log.info("CDR inserts work again")
                 self.database_available = True
                 backoff = config.retry_initial
+
+    async def _close_left_behind(self, last_alive: float | None, started: dt.datetime) -> None:
+        """Closes the in-progress rows a previous run of this instance left behind.
+
+        Each ends as ``gateway-restart`` at the last heartbeat, or at its own last
+        interim update if that is later (or if there is no heartbeat). The closed
+        records go through the spool like any record. Only rows of calls that started
+        before this run are looked at: this run's own calls may already have rows.
+        """
+        assert self._instance is not None
+        timeout = self._config.command_timeout
+        async with self._pool.acquire(timeout=timeout) as con:
+            rows = await con.fetch(_LEFT_BEHIND_SQL, self._instance, started, timeout=timeout)
+        alive = (
+            dt.datetime.fromtimestamp(last_alive, dt.UTC)
+            if last_alive is not None
+            else dt.datetime.min.replace(tzinfo=dt.UTC)
+        )
+        for row in rows:
+            record = CallDetailRecord.from_row(row)
+            self._enqueue((record.extended_to(alive, EndedBy.GATEWAY_RESTART), None))
+        self.closed_left_behind += len(rows)
+        if rows:
+            _log.warning(
+                "closed %d call records left in progress by the previous run as %s"
+                " (last heartbeat %s)",
+                len(rows),
+                EndedBy.GATEWAY_RESTART,
+                alive.isoformat() if last_alive is not None else "unknown",
+            )
 
     async def _claim(self) -> list[_Chunk] | None:
         """Takes the next waiting chunks (up to ``batch_size`` rows) for one transaction.
@@ -603,7 +817,9 @@ class CdrWriter:
         """COPYs the batches and inserts them in one transaction; returns their rows."""
         sources = self._copy_sources(payloads)
         timeout = self._config.command_timeout
-        for attempt in range(_PARTITION_ATTEMPTS):
+        distinct = False
+        partition_attempts = 0
+        while True:
             rows = 0
             try:
                 async with self._pool.acquire(timeout=timeout) as con:
@@ -620,12 +836,26 @@ class CdrWriter:
                                 timeout=timeout,
                             )
                             rows += int(copied.rsplit(" ", 1)[-1])
-                        status = await con.execute(_INSERT_SQL, timeout=timeout)
+                            if "ended_by" not in columns:
+                                await con.execute(_DERIVE_ENDED_BY_SQL, timeout=timeout)
+                        status = await con.execute(
+                            _INSERT_DISTINCT_SQL if distinct else _INSERT_SQL, timeout=timeout
+                        )
                     self.last_copy_seconds = time.perf_counter() - started
+            except asyncpg.CardinalityViolationError:
+                # Two records of one call in this batch (see _insert_sql).
+                if distinct:
+                    raise
+                distinct = True
+                continue
             except asyncpg.CheckViolationError as exc:
                 # 23514 is also a failed CHECK constraint; only a missing partition is
                 # ours to repair.
-                if "no partition of relation" not in str(exc) or attempt + 1 == _PARTITION_ATTEMPTS:
+                partition_attempts += 1
+                if (
+                    "no partition of relation" not in str(exc)
+                    or partition_attempts == _PARTITION_ATTEMPTS
+                ):
                     raise
                 months = await asyncio.to_thread(self._months, payloads, records)
                 async with self._partition_lock, self._pool.acquire(timeout=timeout) as con:
@@ -636,7 +866,6 @@ class CdrWriter:
             self.rows_committed += inserted
             self.rows_duplicate += rows - inserted
             return rows
-        return 0  # unreachable: the last attempt returns or raises
 
     @staticmethod
     def _months(payloads: list[bytes], records: list[CallDetailRecord]) -> list[Month]:

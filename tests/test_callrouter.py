@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.b2bua import Announcement, CallEnded, LocalAnswer, Reject, Route, RouteNeeded
+from gateway.b2bua import Announcement, CallEnded, EndedBy, LocalAnswer, Reject, Route, RouteNeeded
 from gateway.config import OverloadConfig
 from gateway.service.router import CALLBACK_WINDOW, CallRouter, call_context
 from gateway.sip.events import Endpoint
@@ -87,6 +87,7 @@ def ended(route_event: RouteNeeded, router_route: Route) -> CallEnded:
         final_reason="OK",
         disposition="answered",
         hangup_side="caller",
+        ended_by=EndedBy.CALLER,
         emergency=True,
         facts=router_route.facts,
         attempt=0,

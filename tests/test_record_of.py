@@ -7,7 +7,7 @@ import ipaddress
 
 from cdr.call_record import record_of
 from cdr.record import CallClass, Disposition, RecordingNotice
-from gateway.b2bua.events import CallEnded
+from gateway.b2bua.events import CallEnded, EndedBy
 from gateway.sip.events import Endpoint
 from routing.decision import NO_FACTS, CallFacts
 
@@ -37,6 +37,7 @@ def ended(
         final_reason="OK",
         disposition="answered",
         hangup_side="caller",
+        ended_by=EndedBy.CALLER,
         emergency=False,
         facts=facts,
         attempt=0,

@@ -5,7 +5,9 @@ from __future__ import annotations
 from gateway.b2bua.core import B2bua
 from gateway.b2bua.events import (
     Announcement,
+    CallAnswered,
     CallEnded,
+    EndedBy,
     LocalAnswer,
     MediaAnswered,
     MediaNeeded,
@@ -18,7 +20,9 @@ from gateway.b2bua.events import (
 __all__ = [
     "Announcement",
     "B2bua",
+    "CallAnswered",
     "CallEnded",
+    "EndedBy",
     "LocalAnswer",
     "MediaAnswered",
     "MediaNeeded",

@@ -106,6 +106,7 @@ class AnnouncementStage(B2buaHost):
         call.final_status = 200
         call.final_reason = "OK"
         self._send_a(call, out, now)
+        self._answered(call, now)
         self._arm(call, "hangup", decision.hangup_after, now, "local")
 
     def _answer_anchored(self, call: Call, response: Response, now: float) -> None:

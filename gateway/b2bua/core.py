@@ -43,7 +43,9 @@ from gateway.b2bua.call import (
 from gateway.b2bua.checks import ALLOW, check_new_request
 from gateway.b2bua.events import (
     B2buaEvent,
+    CallAnswered,
     CallEnded,
+    EndedBy,
     LocalAnswer,
     MediaNeeded,
     Reject,
@@ -489,6 +491,7 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
         else:
             call.ack_owed[Side.B] = 1  # late offer: the answer comes in A's ACK
         self._answer_a(call, response, now)
+        self._answered(call, now)
         if call.cancelled:  # CANCEL crossed the 2xx: keep nothing up
             self._end_call(call, now)
 
@@ -718,6 +721,10 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
         for key in [k for k, relay in self._relays.items() if relay.call is call]:
             del self._relays[key]
 
+    def _answered(self, call: Call, now: float) -> None:
+        """Reports that the caller has a 2xx (the CDR's in-progress record)."""
+        self._events.append(CallAnswered(call_uuid=call.uuid, summary=self._summary(call, now)))
+
     def _summary(self, call: Call, now: float) -> CallEnded:
         a = call.a_request
         pai = None
@@ -742,6 +749,7 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
             final_reason=call.final_reason,
             disposition=call.disposition(),
             hangup_side=call.hangup_side,
+            ended_by=EndedBy(call.hangup_side),
             emergency=bool(call.route and call.route.emergency),
             facts=call.facts,
             attempt=call.attempt,

@@ -8,6 +8,7 @@ the adapter runs the routing layer (which may look things up) and calls
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -15,6 +16,19 @@ from typing import Final
 from gateway.sip.events import Endpoint, TransactionKey
 from gateway.sip.message import Request
 from routing.decision import NO_FACTS, CallFacts, RecordingNotice
+
+
+class EndedBy(enum.StrEnum):
+    """Why a call ended, as the CDR's ``ended_by`` records it (``cdr.record.EndedBy``
+    adds ``gateway-restart``, which only the CDR side can know)."""
+
+    CALLER = "caller"
+    CALLEE = "callee"
+    GATEWAY = "gateway"
+    SESSION_TIMER = "session-timer"
+    MEDIA_TIMEOUT = "media-timeout"
+    MAX_DURATION = "max-duration"
+    SHUTDOWN = "shutdown"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +174,7 @@ class CallEnded:
         final_reason: its reason phrase.
         disposition: answered, busy, no-answer, cancelled, failed or rejected.
         hangup_side: caller, callee or gateway.
+        ended_by: why the call ended (:class:`EndedBy`).
         emergency: whether the route was an emergency route.
         facts: the routing decision's facts, as routing handed them over.
         attempt: the B-leg target last tried (0-based; the one that answered for an
@@ -184,6 +199,7 @@ class CallEnded:
     final_reason: Final[str]
     disposition: Final[str]
     hangup_side: Final[str]
+    ended_by: Final[EndedBy]
     emergency: Final[bool]
     facts: Final[CallFacts]
     attempt: Final[int | None]
@@ -209,6 +225,7 @@ class CallEnded:
         final_reason: str,
         disposition: str,
         hangup_side: str,
+        ended_by: EndedBy,
         emergency: bool,
         facts: CallFacts,
         attempt: int | None,
@@ -231,11 +248,34 @@ class CallEnded:
         self.final_reason = final_reason
         self.disposition = disposition
         self.hangup_side = hangup_side
+        self.ended_by = ended_by
         self.emergency = emergency
         self.facts = facts
         self.attempt = attempt
         self.recording_notice = recording_notice
         self.recording_started_at = recording_started_at
+
+
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
+class CallAnswered:
+    """The caller has a 2xx: the call is up (the CDR makes its in-progress record, so
+    a call cut short by a crash still leaves one).
+
+    Attributes:
+        call_uuid: unique id of the call.
+        summary: the call as :class:`CallEnded` would describe it if it ended at its
+            answer (``ended_at`` is the answer time): the same snapshot the end
+            builds, so the in-progress record and the final one cannot disagree on
+            what was known at the answer.
+    """
+
+    call_uuid: Final[str]
+    summary: Final[CallEnded]
+
+    def __init__(self, *, call_uuid: str, summary: CallEnded) -> None:
+        self.call_uuid = call_uuid
+        self.summary = summary
 
 
 # __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
@@ -306,4 +346,4 @@ class MediaAnswered:
         self.sdp = sdp
 
 
-B2buaEvent = RouteNeeded | CallEnded | ServiceRequest | MediaNeeded | MediaAnswered
+B2buaEvent = RouteNeeded | CallAnswered | CallEnded | ServiceRequest | MediaNeeded | MediaAnswered

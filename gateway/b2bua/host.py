@@ -69,5 +69,8 @@ class B2buaHost:
     def _send_a(self, call: Call, out: Response, now: float) -> None:
         raise NotImplementedError
 
+    def _answered(self, call: Call, now: float) -> None:
+        raise NotImplementedError
+
     def _leg_endpoint(self, call: Call, side: Side) -> Endpoint:
         raise NotImplementedError

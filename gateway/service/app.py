@@ -21,14 +21,14 @@ from pathlib import Path
 
 import asyncpg
 
-from cdr.call_record import record_of
+from cdr.call_record import in_progress_record_of, record_of
 from cdr.config import CdrConfig
 from cdr.db import DatabaseHealth, database, migrate
 from cdr.maintenance import existing_partitions, maintain
 from cdr.partitions import Month, month_of_partition
 from cdr.spool import SpoolError
 from cdr.writer import CdrWriter
-from gateway.b2bua import CallEnded, Route
+from gateway.b2bua import CallAnswered, CallEnded, Route
 from gateway.config import GatewayConfig
 from gateway.edge.guard import Guard, LossController, stamp_overload_feedback
 from gateway.ops.metrics import Metrics
@@ -219,6 +219,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                         if metrics is not None
                         else None
                     ),
+                    instance=config.instance,
                 )
             )
         wall_offset = time.time() - loop.time()
@@ -227,6 +228,14 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             if is_auth_challenge(event):
                 return  # part of the call that follows, not a call (RFC 3261 22.2)
             writer.submit(record_of(event, wall_offset=wall_offset, instance=config.instance))
+
+        def write_in_progress_cdr(event: CallAnswered) -> None:
+            # The same snapshot and mapping as the final record (issue 19).
+            writer.answered(
+                in_progress_record_of(
+                    event.summary, wall_offset=wall_offset, instance=config.instance
+                )
+            )
 
         sinks: list[Callable[[CallEnded], None]] = [write_cdr]
         router = None
@@ -262,6 +271,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             config,
             router=router,
             call_sinks=sinks,
+            answer_sinks=[write_in_progress_cdr] if cdr_config.in_progress_records else [],
             services=services,
             metrics=metrics,
             guard=guard,

@@ -19,7 +19,15 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from gateway.b2bua import B2bua, CallEnded, Reject, Route, RouteNeeded, ServiceRequest
+from gateway.b2bua import (
+    B2bua,
+    CallAnswered,
+    CallEnded,
+    Reject,
+    Route,
+    RouteNeeded,
+    ServiceRequest,
+)
 from gateway.b2bua.events import LocalAnswer, MediaAnswered, MediaNeeded
 from gateway.config import GatewayConfig
 from gateway.ops.logs import bound_call_id
@@ -43,6 +51,7 @@ TIMER_GRANULARITY = 0.01
 Router = Callable[[RouteNeeded], RouteResult | Awaitable[RouteResult]]
 #: Receives every finished call (the CDR writer, metrics).
 CallSink = Callable[[CallEnded], None]
+AnswerSink = Callable[[CallAnswered], None]
 
 
 class IngressGuard(Protocol):
@@ -105,6 +114,7 @@ class Gateway:
         router: the routing hook (default: everything to the configured upstream).
         call_sinks: consumers of finished calls (the CDR writer, the router's
             callback window).
+        answer_sinks: consumers of answered calls (the CDR's in-progress records).
         services: handlers of out-of-dialog methods by method name (the registrar).
         metrics: Prometheus metrics to feed (None: no metrics).
         guard: admission control in front of the parser (None: admit everything).
@@ -121,6 +131,7 @@ class Gateway:
         *,
         router: Router | None = None,
         call_sinks: Sequence[CallSink] = (),
+        answer_sinks: Sequence[AnswerSink] = (),
         services: dict[str, ServiceHandler] | None = None,
         metrics: Metrics | None = None,
         guard: IngressGuard | None = None,
@@ -135,6 +146,7 @@ class Gateway:
         self.guard = guard
         self.router: Router = router or UpstreamRouter(config)
         self.call_sinks = list(call_sinks)
+        self.answer_sinks = list(answer_sinks)
         self.services = dict(services or {})
         #: the gateway's own media: it calls back media_ready / announcement_done
         self.media = MediaStage(self, media, metrics=metrics) if media is not None else None
@@ -303,6 +315,8 @@ class Gateway:
             elif isinstance(call_event, MediaAnswered):
                 if self.media is not None:
                     self.media.answered(call_event)
+            elif isinstance(call_event, CallAnswered):
+                self._call_answered(call_event)
             else:
                 if self.media is not None:
                     self.media.ended(call_event.call_uuid)
@@ -408,6 +422,14 @@ class Gateway:
             if fallback is not None:
                 return fallback
         return Reject(status=500)
+
+    def _call_answered(self, event: CallAnswered) -> None:
+        for sink in self.answer_sinks:
+            try:
+                sink(event)
+            except Exception:
+                # As for ended calls: a failing consumer must not break call handling.
+                log.exception("answer sink failed for call %s", event.call_uuid)
 
     def _call_ended(self, event: CallEnded) -> None:
         self._admitted.discard(event.call_uuid)

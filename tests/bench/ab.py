@@ -17,6 +17,8 @@ measurement runs with that side's ``.venv/bin/python``)::
 
     python3 tests/bench/ab.py                    # BASE=/work/bench-base, HEAD=here, 3 rounds
     python3 tests/bench/ab.py --base DIR --head DIR --rounds 5
+    # one checkout against itself, a [cdr] switch off (BASE) and on (HEAD):
+    python3 tests/bench/ab.py --base . --head . --base-cdr in_progress_records=false
 
 One measurement is one ``voipgw run`` process on the gateway bench's own config
 (``tests.bench.bench_gateway.gateway_toml`` of that side: uvloop, embedded
@@ -163,7 +165,10 @@ async def _gateway(upstream: str) -> AsyncIterator[tuple[str, int]]:
         state = Path(tmp)
         port, metrics = free_port(HOST), free_port(HOST)
         config = state / "voipgw.toml"
-        config.write_text(gateway_toml(state, port, upstream, metrics))
+        # --base-cdr / --head-cdr: one checkout against itself with a [cdr] switch.
+        extra = os.environ.get(CDR_ENV, "")
+        cdr = "\n[cdr]\n" + extra.replace(";", "\n") + "\n" if extra else ""
+        config.write_text(gateway_toml(state, port, upstream, metrics) + cdr)
         with (state / "gateway.log").open("wb") as log:
             proc = subprocess.Popen(  # noqa: ASYNC220 (as bench_gateway does)
                 [sys.executable, "-m", "gateway", "run", "--config", str(config)],
@@ -328,7 +333,13 @@ def _loadavg() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
 
-def _run_side(name: str, root: Path, opts: dict[str, float], log: Path) -> Result | None:
+CDR_ENV = "VOIPGW_AB_CDR"
+"""Extra ``[cdr]`` keys for one side's gateway config (set by the driver per side)."""
+
+
+def _run_side(
+    name: str, root: Path, opts: dict[str, float], log: Path, cdr: str = ""
+) -> Result | None:
     argv = [
         str(root / "deploy" / "loopback-only.sh"),
         str(root / ".venv" / "bin" / "python"),
@@ -342,7 +353,12 @@ def _run_side(name: str, root: Path, opts: dict[str, float], log: Path) -> Resul
         out.flush()
         # A session of its own: on a timeout the whole group goes (worker, gateway).
         proc = subprocess.Popen(
-            argv, cwd=root, stdout=subprocess.PIPE, stderr=out, start_new_session=True
+            argv,
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=out,
+            start_new_session=True,
+            env={**os.environ, CDR_ENV: cdr},
         )
         try:
             stdout, _ = proc.communicate(timeout=400)
@@ -386,6 +402,7 @@ METRICS: tuple[tuple[str, Callable[[Result], float], str], ...] = (
 def driver(args: argparse.Namespace) -> int:
     base, head = args.base.resolve(), args.head.resolve()
     sides = (("BASE", base), ("HEAD", head))
+    cdr = {"BASE": args.base_cdr, "HEAD": args.head_cdr}
     for name, root in sides:
         if not (root / ".venv" / "bin" / "python").exists() and args.no_setup:
             print(f"{name} {root}: no .venv (run make setup-test there)", file=sys.stderr)
@@ -416,7 +433,7 @@ def driver(args: argparse.Namespace) -> int:
         print(f"round {i + 1}", flush=True)
         for name, root in sides:
             load, version = _loadavg(), _describe(root)
-            r = _run_side(name, root, opts, args.log)
+            r = _run_side(name, root, opts, args.log, cdr[name])
             if r is not None:
                 r["load"], r["version"] = load, version
                 print(_row(name, r), flush=True)
@@ -463,6 +480,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sat-calls", type=int, default=30000, help="calls at saturation")
     parser.add_argument("--sat-limit", type=int, default=60, help="calls in flight at saturation")
     parser.add_argument("--no-setup", action="store_true", help="skip make setup-test")
+    parser.add_argument(
+        "--base-cdr",
+        default="",
+        help="[cdr] keys for BASE's config, ';'-separated (e.g. in_progress_records=false)",
+    )
+    parser.add_argument("--head-cdr", default="", help="[cdr] keys for HEAD's config")
     parser.add_argument("--log", type=Path, default=Path("/tmp/voipgw-bench-ab.log"))
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.rate <= 0 or args.seconds <= 0 or args.sat_calls < 1:

@@ -10,6 +10,7 @@ from cdr.record import (
     CallClass,
     CallDetailRecord,
     Disposition,
+    EndedBy,
     HangupSide,
     RecordingNotice,
 )
@@ -64,4 +65,5 @@ def make_record(
         disposition=Disposition.ANSWERED if answered else Disposition.BUSY,
         hangup_side=HangupSide.CALLER,
         gateway_instance="gw-test",
+        ended_by=EndedBy.CALLER,
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from cdr.call_record import record_of
-from gateway.b2bua.events import CallEnded
+from gateway.b2bua.events import CallEnded, EndedBy
 from gateway.ops.metrics import Metrics
 from gateway.service.server import is_auth_challenge, observe_call
 from gateway.sip.events import Endpoint
@@ -33,6 +33,7 @@ def ended(status: int, facts: CallFacts) -> CallEnded:
         final_reason="",
         disposition="failed" if status != 200 else "answered",
         hangup_side="gateway",
+        ended_by=EndedBy.GATEWAY,
         emergency=False,
         facts=facts,
         attempt=None,
