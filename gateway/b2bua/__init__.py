@@ -6,6 +6,7 @@ from gateway.b2bua.core import B2bua
 from gateway.b2bua.events import (
     Announcement,
     CallEnded,
+    EndedBy,
     LocalAnswer,
     MediaAnswered,
     MediaNeeded,
@@ -19,6 +20,7 @@ __all__ = [
     "Announcement",
     "B2bua",
     "CallEnded",
+    "EndedBy",
     "LocalAnswer",
     "MediaAnswered",
     "MediaNeeded",

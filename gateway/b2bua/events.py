@@ -8,6 +8,7 @@ the adapter runs the routing layer (which may look things up) and calls
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -15,6 +16,27 @@ from typing import Final
 from gateway.sip.events import Endpoint, TransactionKey
 from gateway.sip.message import Request
 from routing.decision import NO_FACTS, CallFacts, RecordingNotice
+
+
+class EndedBy(enum.StrEnum):
+    """What ended a call (the CDR reads it as a string).
+
+    ``hangup_side`` says which leg's side hung up; this says why the call ended, and
+    tells the gateway's own ends apart.
+    """
+
+    CALLER = "caller"
+    CALLEE = "callee"
+    #: the gateway for any other reason: no ACK, a failure, a routing refusal
+    GATEWAY = "gateway"
+    #: a session refresh (RFC 4028) missing or failed on a leg
+    SESSION_TIMER = "session-timer"
+    #: no RTP from a side of an anchored call for ``[media] media_timeout``
+    MEDIA_TIMEOUT = "media-timeout"
+    #: the route's maximum duration was reached
+    MAX_DURATION = "max-duration"
+    #: the gateway stopped while the call was up
+    SHUTDOWN = "shutdown"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +88,8 @@ class Route:
             for Timer B.
         emergency: the call is an emergency call (never shed, failover eager).
         announcement: a prompt to play to the caller first (media stage).
+        max_duration: seconds after the answer when the gateway ends the call (BYE on
+            both legs); None for no limit. Never applied to an emergency call.
         facts: what routing decided and why (routing.decision): carried untouched to
             :class:`CallEnded`, for the CDR, metrics and logs.
     """
@@ -81,6 +105,7 @@ class Route:
     failover_timeout: float | None = None
     emergency: bool = False
     announcement: Announcement | None = None
+    max_duration: float | None = None
     facts: CallFacts = NO_FACTS
 
 
@@ -160,6 +185,7 @@ class CallEnded:
         final_reason: its reason phrase.
         disposition: answered, busy, no-answer, cancelled, failed or rejected.
         hangup_side: caller, callee or gateway.
+        ended_by: what ended the call (:class:`EndedBy`).
         emergency: whether the route was an emergency route.
         facts: the routing decision's facts, as routing handed them over.
         attempt: the B-leg target last tried (0-based; the one that answered for an
@@ -184,6 +210,7 @@ class CallEnded:
     final_reason: Final[str]
     disposition: Final[str]
     hangup_side: Final[str]
+    ended_by: Final[EndedBy]
     emergency: Final[bool]
     facts: Final[CallFacts]
     attempt: Final[int | None]
@@ -214,6 +241,9 @@ class CallEnded:
         attempt: int | None,
         recording_notice: RecordingNotice,
         recording_started_at: float | None,
+        # A default, so that events built outside the core (tests, replays) need not
+        # name it; the core always does (_summary).
+        ended_by: EndedBy = EndedBy.GATEWAY,
     ) -> None:
         self.call_uuid = call_uuid
         self.call_id = call_id
@@ -231,6 +261,7 @@ class CallEnded:
         self.final_reason = final_reason
         self.disposition = disposition
         self.hangup_side = hangup_side
+        self.ended_by = ended_by
         self.emergency = emergency
         self.facts = facts
         self.attempt = attempt
