@@ -4,6 +4,8 @@ minimum of 90 s is the default)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from gateway.b2bua import EndedBy
@@ -55,3 +57,23 @@ async def test_caller_interval_below_min_se_gets_422() -> None:
         assert result.ok, result.describe()
         (call,) = ended
         assert call.final_status == 422
+
+
+@pytest.mark.asyncio
+async def test_calls_still_up_when_the_gateway_stops_end_with_bye() -> None:
+    async with SippUas("uas-answer", calls=1, timeout=30) as uas:
+        doc = gateway_config(host="127.0.0.1", upstream=uas.uri)
+        async with running_gateway(doc) as (gateway, ended):
+            caller = asyncio.ensure_future(
+                run_uac("uac-expect-shutdown-bye", sip_target(gateway), timeout=20)
+            )
+            async with asyncio.timeout(10):
+                while not any(c.answered_at for c in gateway.b2bua.calls.values()):  # type: ignore[union-attr]  # noqa: ASYNC110 (state changed by the gateway)
+                    await asyncio.sleep(0.05)
+        # running_gateway closed the gateway with the call up.
+        (call,) = ended
+        assert call.ended_by is EndedBy.SHUTDOWN
+        result = await caller
+        assert result.ok, result.describe()
+        await uas.wait(20)
+    assert uas.result is not None and uas.result.successful_calls == 1, uas.result.describe()
