@@ -367,3 +367,19 @@ def test_shutdown_ends_calls_in_progress():
     assert len(gateway.ended) == 2
     assert 503 in alice.statuses("INVITE")
     assert gateway.b2bua.calls == {}
+
+
+def test_timer_heap_stays_bounded_by_live_calls():
+    """Each call arms a session expiry half an hour ahead; ended calls' entries must
+    not pile up in the heap until then."""
+    net, gateway, alice, bob = make()
+    for _ in range(1500):
+        a_dialog, _, _, _ = establish(net, alice, bob)
+        alice.layer.send_request(a_dialog.create_request("BYE"), GW, net.now)
+        net.transfer()
+        alice.events.clear()
+        bob.events.clear()
+        net.now += 0.001
+    assert gateway.b2bua.calls == {}
+    assert len(gateway.ended) == 1500
+    assert len(gateway.b2bua._timers) <= 4096 + 1

@@ -75,6 +75,11 @@ from gateway.sip.transaction_layer import TransactionLayer
 
 log = logging.getLogger("voipgw.b2bua")
 
+#: Timers one call may have armed at once, with room to spare (no_answer or failover,
+#: reliable, hangup, and per leg a session refresh and expiry, plus max_duration):
+#: the heap is compacted when it holds many more entries than that.
+TIMERS_PER_CALL = 8
+
 #: B-leg statuses after which the next target of the route is tried.
 FAILOVER_STATUSES = frozenset({408, 500, 502, 503, 504})
 
@@ -162,6 +167,24 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay, SessionTimer
     def _arm(self, call: Call, name: str, delay: float, now: float, token: object) -> None:
         call.timer_tokens[name] = str(token)
         heapq.heappush(self._timers, (now + delay, next(self._seq), call.uuid, name, token))
+        if len(self._timers) > TIMERS_PER_CALL * len(self.calls) + 4096:
+            self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Drops the heap's stale entries (disarmed, re-armed, or of ended calls).
+
+        Stale entries are otherwise only dropped when they reach the top: a session
+        timer's expiry lies half an hour ahead, so at 1,000 calls/s the heap would
+        hold millions of them. Rebuilt only when it outgrows the live calls several
+        times over, the cost per arming stays constant.
+        """
+        live = []
+        for entry in self._timers:
+            call = self.calls.get(entry[2])
+            if call is not None and call.timer_tokens.get(entry[3]) == str(entry[4]):
+                live.append(entry)
+        heapq.heapify(live)
+        self._timers = live
 
     def _disarm(self, call: Call, name: str) -> None:
         call.timer_tokens.pop(name, None)
