@@ -224,7 +224,8 @@ def test_422_from_callee_is_retried_once_with_its_min_se():
     respond(bob, bob.requests("INVITE")[1], 422, net.now, ("Min-SE", "600"))
     net.transfer()
     assert len(bob.requests("INVITE")) == 2  # once only
-    assert alice.statuses("INVITE")[-1] == 422
+    # The caller's interval was never the problem: not a 422 for her.
+    assert alice.statuses("INVITE")[-1] == 500
 
 
 # ---------------------------------------------------------------- maximum duration
@@ -383,3 +384,18 @@ def test_timer_heap_stays_bounded_by_live_calls():
     assert gateway.b2bua.calls == {}
     assert len(gateway.ended) == 1500
     assert len(gateway.b2bua._timers) <= 4096 + 1
+
+
+def test_422_twice_from_a_centre_fails_over_to_the_next():
+    carol = Peer(Endpoint("UDP", "127.0.0.4", 5090))
+    net, gateway, alice, bob = make(lambda e: Route(targets=(BOB, carol.endpoint), emergency=True))
+    net.peers.append(carol)
+    invite(alice, net.now, ("Supported", "timer"))
+    net.transfer()
+    for attempt in range(2):
+        respond(bob, bob.requests("INVITE")[attempt], 422, net.now, ("Min-SE", "3600"))
+        net.transfer()
+    (second,) = carol.requests("INVITE")
+    respond(carol, second, 200, net.now, body=SDP_ANSWER)
+    net.transfer()
+    assert alice.statuses("INVITE")[-1] == 200

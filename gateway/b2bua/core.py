@@ -564,7 +564,16 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay, SessionTimer
             )
             self._try_next_target(call, now)
             return
-        if status == 422 and self._retry_b_after_422(call, response, now):
+        if status == 422 and self.session_timers is not None:
+            # The interval is the gateway's own offer on the B leg, never the caller's
+            # (RFC 4028 7.3: retried once); what the callee still refuses is the
+            # gateway's failure, not the caller's: the next target, else 500.
+            if self._retry_b_after_422(call, response, now):
+                return
+            if call.targets:
+                self._try_next_target(call, now)
+            else:
+                self._fail_a(call, 500, None, now)
             return
         call.ended_by = EndedBy.CALLEE
         # RFC 3261 16.7 step 6: a 503 from downstream becomes 500 upstream.
