@@ -31,7 +31,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from gateway.ops.native import core_build
-from tests.bench.sipp_rate import direct_uas, find_max_rate_async, run_step, step_seconds
+from tests.bench.sipp_rate import (
+    RateResult,
+    direct_uas,
+    find_max_rate_async,
+    run_step,
+    step_seconds,
+)
 from tests.interop.sipp import SippUas, free_port, run_uac
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -197,19 +203,18 @@ async def memory_per_dialog(calls: int, rate: float) -> float:
     return (after - before) / calls * 1000
 
 
-async def max_rate(seconds: float, *, session_timers: bool) -> float | None:
+async def gateway_search(seconds: float, *, session_timers: bool) -> RateResult:
     """The max 0-failure rate through the gateway, with or without session timers."""
-    search = await find_max_rate_async(
+    return await find_max_rate_async(
         gateway_target(free_port(HOST), session_timers=session_timers),
         start=200,
         factor=2,
-        max_steps=7,
+        max_steps=7,  # 200, 400, 800, 1,600, then three bisections: 100 calls/s apart
         duration_per_step=seconds,
         on_step=lambda s: print(
             f"  {s.rate:7.0f}/s {'pass' if s.passed else 'FAIL ' + s.reason}", flush=True
         ),
     )
-    return search.max_rate
 
 
 async def run(*, session_timers: str = "both") -> None:
@@ -233,16 +238,7 @@ async def run(*, session_timers: str = "both") -> None:
 
     timers_on = session_timers != "off"
     print(f"\n-- SIPp uac -> voipgw -> uas (session timers {'on' if timers_on else 'off'})")
-    through = await find_max_rate_async(
-        gateway_target(free_port(HOST), session_timers=timers_on),
-        start=200,
-        factor=2,
-        max_steps=7,  # 200, 400, 800, 1,600, then three bisections: 100 calls/s apart
-        duration_per_step=seconds,
-        on_step=lambda s: print(
-            f"  {s.rate:7.0f}/s {'pass' if s.passed else 'FAIL ' + s.reason}", flush=True
-        ),
-    )
+    through = await gateway_search(seconds, session_timers=timers_on)
     print(through.table())
 
     # A rate found once at the edge of saturation may pass by luck: the best rate is
@@ -266,7 +262,7 @@ async def run(*, session_timers: str = "both") -> None:
         # RFC 4028 on both legs costs headers and four timer arms per call (their
         # refreshes, 15 min later, never come within a step).
         print("\n-- SIPp uac -> voipgw -> uas (session timers off)")
-        without = await max_rate(seconds, session_timers=False)
+        without = (await gateway_search(seconds, session_timers=False)).max_rate
 
     print("\n-- set-up delay at 100 calls/s for 20 s (INVITE -> 200 at the caller)")
     async with SippUas("uas-answer", host=HOST, timeout=300) as uas:
@@ -311,9 +307,9 @@ def session_timer_figure() -> None:
         seconds = step_seconds()
         print(f"steps of {seconds:g} s; SIP core {core_build()}")
         print("\n-- session timers on")
-        on = await max_rate(seconds, session_timers=True)
+        on = (await gateway_search(seconds, session_timers=True)).max_rate
         print("\n-- session timers off")
-        off = await max_rate(seconds, session_timers=False)
+        off = (await gateway_search(seconds, session_timers=False)).max_rate
         print(f"\nmax 0-failure rate, session timers on:  {on or 0:.0f} calls/s")
         print(f"max 0-failure rate, session timers off: {off or 0:.0f} calls/s")
         if on and off:
