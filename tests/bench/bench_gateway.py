@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from gateway.ops.native import core_build
+from tests.bench.ab import _gateway_cpu
 from tests.bench.sipp_rate import (
     RateResult,
     direct_uas,
@@ -300,12 +302,44 @@ async def run(*, session_timers: str = "both") -> None:
             print(f"ratio session timers on / off:     {g / without:.2f}")
 
 
+async def cpu_ms_per_call(*, session_timers: bool, rate: float = 200, seconds: float = 10) -> float:
+    """The gateway's CPU per call at a fixed rate well below capacity: steadier than a
+    rate search on a shared machine (CPU time is the gateway's own, whatever the
+    load around it)."""
+    async with (
+        SippUas("uas-answer", host=HOST, timeout=300) as uas,
+        gateway_process(uas.uri, session_timers=session_timers) as (address, pid),
+    ):
+        calls = int(rate * seconds)
+        before = _gateway_cpu(pid)
+        result = await run_uac(
+            "uac-basic-call", address, calls=calls, rate=rate, timeout=seconds + 60
+        )
+        spent = _gateway_cpu(pid) - before
+        assert result.failed_calls == 0, result.describe()
+        return 1000 * spent / calls
+
+
+async def session_timer_cost() -> tuple[float, float]:
+    """Median CPU ms per call with session timers on and off, measured alternately
+    (on, off, on, off) so that a change in the machine's load hits both alike."""
+    on: list[float] = []
+    off: list[float] = []
+    for _ in range(2):
+        for timers, into in ((True, on), (False, off)):
+            into.append(await cpu_ms_per_call(session_timers=timers))
+            print(f"  timers {'on ' if timers else 'off'}: {into[-1]:.3f} ms CPU/call", flush=True)
+    return statistics.median(on), statistics.median(off)
+
+
 def session_timer_figure() -> None:
-    """Only the session-timer figure: the max rate with timers on, then off."""
+    """Only the session-timer figures: CPU per call and the max rate, on and off."""
 
     async def both() -> None:
         seconds = step_seconds()
         print(f"steps of {seconds:g} s; SIP core {core_build()}")
+        print("\n-- CPU per call at 200 calls/s, session timers on and off alternately")
+        cpu_on, cpu_off = await session_timer_cost()
         print("\n-- session timers on")
         on = (await gateway_search(seconds, session_timers=True)).max_rate
         print("\n-- session timers off")
@@ -314,6 +348,11 @@ def session_timer_figure() -> None:
         print(f"max 0-failure rate, session timers off: {off or 0:.0f} calls/s")
         if on and off:
             print(f"ratio on / off:                         {on / off:.2f}")
+        print(f"CPU per call, timers on / off:          {cpu_on:.3f} / {cpu_off:.3f} ms")
+        print(
+            f"calls/s per core, on / off (1/CPU):     {cpu_off / cpu_on:.2f}"
+            "  (steadier than the rate searches on a shared machine)"
+        )
 
     asyncio.run(both())
 
