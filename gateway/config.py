@@ -28,6 +28,7 @@ from gateway.ops.metrics import MetricsConfig
 from gateway.registrar.config import RegistrarConfig
 from gateway.rtp.config import MediaConfig
 from gateway.service.notify import NotifyConfig
+from gateway.sip.session_timer import RFC_MIN_SE, SessionTimerPolicy
 from gateway.sip.timers import SipTimers
 from routing.config import RoutingConfig
 from routing.configfields import ConfigError, Table
@@ -105,6 +106,12 @@ class SipConfig:
         max_transactions: memory bound on live transactions.
         ingress_queue: most received messages waiting for the core.
         tls: TLS certificates.
+        session_timers: run RFC 4028 session timers on both legs of every call (a
+            vanished phone or PBX then ends its call).
+        session_expires: the session interval the gateway offers and prefers, in
+            seconds (RFC 4028 recommends 1800).
+        min_se: the smallest interval accepted from a peer, in seconds (RFC 4028:
+            at least 90; lower values are accepted with a warning, for tests).
     """
 
     listen: tuple[ListenConfig, ...]
@@ -115,6 +122,16 @@ class SipConfig:
     max_transactions: int = 200_000
     ingress_queue: int = 10_000
     tls: TlsConfig = field(default_factory=TlsConfig)
+    session_timers: bool = True
+    session_expires: int = 1800
+    min_se: int = RFC_MIN_SE
+
+    @property
+    def session_timer_policy(self) -> SessionTimerPolicy | None:
+        """What the B2BUA runs on each leg; None when session timers are off."""
+        if not self.session_timers:
+            return None
+        return SessionTimerPolicy(interval=self.session_expires, min_se=self.min_se)
 
     @property
     def timers(self) -> SipTimers:
@@ -127,6 +144,13 @@ class SipConfig:
             raise ConfigError(table.field("listen"), "at least one listener is required")
         t1 = table.float("t1", 0.5, min=0.01, max=10)
         t2 = table.float("t2", 4.0, min=t1, max=60)
+        min_se = table.int("min_se", RFC_MIN_SE, min=1, max=86_400)
+        if min_se < RFC_MIN_SE:
+            log.warning(
+                "%s = %d is below RFC 4028's minimum of 90 s: for tests only",
+                table.field("min_se"),
+                min_se,
+            )
         config = cls(
             listen=listen,
             t1=t1,
@@ -136,6 +160,9 @@ class SipConfig:
             max_transactions=table.int("max_transactions", 200_000, min=100),
             ingress_queue=table.int("ingress_queue", 10_000, min=10),
             tls=TlsConfig.from_table(table.table("tls")),
+            session_timers=table.bool("session_timers", True),
+            session_expires=table.int("session_expires", 1800, min=min_se, max=86_400),
+            min_se=min_se,
         )
         if any(item.transport == "TLS" for item in listen) and not (
             config.tls.certificate and config.tls.private_key

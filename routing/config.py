@@ -8,6 +8,10 @@ Example (every key optional; these are the defaults unless marked)::
     resource_priority = "esnet.1"                # RFC 7135; "" sends none
     notification_webhook = "https://..."         # optional, told of every emergency call
     test_route = "sip:echo@127.0.0.1:5099"       # where emergency TEST calls go; optional
+    max_call_duration = 14400                    # seconds from answer; default: no limit
+
+    [routing.max_call_duration_by_customer]      # per-customer override (0: no limit)
+    acme = 3600
 
     [routing.emergency]
     numbers = ["112"]                            # add "911", "999" where wanted
@@ -182,6 +186,17 @@ class RoutingConfig:
     emergency: EmergencyConfig = EmergencyConfig()
     devices: DevicePatterns = DevicePatterns()
     provider: ProviderInfo = ProviderInfo()
+    max_call_duration: float | None = None
+    """Seconds after the answer when the gateway ends an ordinary call; None: no
+    limit. Never applied to emergency calls."""
+    max_call_duration_by_customer: dict[str, float] = field(default_factory=dict)
+    """Per-customer override of ``max_call_duration`` (customer id -> seconds; 0 for
+    no limit)."""
+
+    def max_call_duration_for(self, customer_id: str) -> float | None:
+        """The maximum duration of an ordinary call billed to ``customer_id``."""
+        limit = self.max_call_duration_by_customer.get(customer_id, self.max_call_duration)
+        return limit or None
 
     @classmethod
     def from_table(cls, table: Table) -> RoutingConfig:
@@ -226,8 +241,17 @@ class RoutingConfig:
             contact=ptable.str("contact", default.provider.contact),
         )
         ptable.reject_unknown()
+        max_duration = table.float("max_call_duration", 0, min=0)
+        by_customer_table = table.table("max_call_duration_by_customer")
+        by_customer = {
+            customer: by_customer_table.float(customer, min=0)
+            for customer in by_customer_table.data
+        }
+        by_customer_table.reject_unknown()
         table.reject_unknown()
         return cls(
+            max_call_duration=max_duration or None,
+            max_call_duration_by_customer=by_customer,
             default_next_hop=next_hop,
             nomadic_policy=policy,
             resource_priority=rp,

@@ -239,6 +239,9 @@ class RoutingDecision:
     """What a real emergency call from here would carry (ANSWER_TEST), as text."""
     headers: tuple[tuple[str, str], ...] = field(default=())
     """Extra headers for the B leg and logs (X-Voipgw-Class, X-Voipgw-Reason)."""
+    max_duration: float | None = None
+    """Seconds after the answer when the gateway ends the call; None: no limit
+    (always None for emergency calls)."""
 
     @property
     def call_class(self) -> CallClass:

@@ -238,6 +238,7 @@ def route_call(
         language=customer.language,
         headers=_headers(classification, reason) + extra,
         identity=asserted_identity(sub),
+        max_duration=config.max_call_duration_for(customer.id),
     )
 
 

@@ -72,6 +72,20 @@ def test_demo_config_is_valid() -> None:
         ),
         (minimal(overload={"emergency_reserve": -1}), "overload.emergency_reserve"),
         (minimal(overload={"emergency_reserve": "many"}), "overload.emergency_reserve"),
+        (
+            minimal(sip={"listen": [{"transport": "UDP", "host": "127.0.0.1"}], "min_se": 0}),
+            "sip.min_se",
+        ),
+        (
+            minimal(
+                sip={
+                    "listen": [{"transport": "UDP", "host": "127.0.0.1"}],
+                    "session_expires": 60,
+                }
+            ),
+            "sip.session_expires",
+        ),
+        (minimal(media={"media_timeout": 1}), "media.media_timeout"),
     ],
 )
 def test_bad_field_is_named(doc: dict, field: str) -> None:
@@ -125,3 +139,12 @@ def test_sections_are_typed_fields() -> None:
     assert bare.routing is None and bare.registrar is None and bare.media is None
     assert bare.notify is None
     assert bare.guard == config.guard.__class__()  # defaults when absent
+
+
+def test_session_timer_defaults_and_switch() -> None:
+    policy = parse_config(minimal()).sip.session_timer_policy
+    assert policy is not None and (policy.interval, policy.min_se) == (1800, 90)
+    off = minimal(
+        sip={"listen": [{"transport": "UDP", "host": "127.0.0.1"}], "session_timers": False}
+    )
+    assert parse_config(off).sip.session_timer_policy is None

@@ -19,6 +19,7 @@ from gateway.b2bua.host import B2buaHost
 from gateway.sip.builders import build_response
 from gateway.sip.events import TransactionKey
 from gateway.sip.message import Request, Response
+from gateway.sip.session_timer import SessionTimer
 from routing.decision import RecordingNotice
 
 
@@ -115,6 +116,7 @@ class AnnouncementStage(B2buaHost):
         already given in the 183); the callee's SDP goes to the relay."""
         if response.status >= 200 and response.body:
             self._events.append(MediaAnswered(call_uuid=call.uuid, sdp=response.body))
+            self._note_offer(call, response.body)
         if call.a_answered_locally:
             if response.status >= 200:
                 call.final_status = response.status
@@ -137,12 +139,19 @@ class AnnouncementStage(B2buaHost):
         self._send_a(call, out, now)
 
     def _refresh_anchored(
-        self, call: Call, side: Side, key: TransactionKey, request: Request, now: float
+        self,
+        call: Call,
+        side: Side,
+        key: TransactionKey,
+        request: Request,
+        now: float,
+        timer: SessionTimer | None = None,
     ) -> None:
         """A re-INVITE or UPDATE in a call whose media the gateway anchors is answered
         by the gateway with its own SDP for that leg: relayed, it would carry the far
         side's address and move the caller's media off the relay. (A session refresh
-        keeps its media; a hold's direction change is not passed on.)"""
+        keeps its media; a hold's direction change is not passed on.) The 2xx refreshes
+        that leg's session timer (``timer``, session.py)."""
         sdp = call.media_answer if side is Side.A else call.b_offer
         dialog = call.dialog(side)
         headers = [("Contact", dialog.local_contact)] if dialog is not None else []
@@ -154,4 +163,6 @@ class AnnouncementStage(B2buaHost):
             body=body,
             content_type="application/sdp" if body else None,
         )
+        if request.method in ("INVITE", "UPDATE"):
+            self._peer_refreshed(call, side, timer, out, now)
         self._send(key, out, now)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from gateway.b2bua.events import Route
+from gateway.b2bua.events import EndedBy, Route
 from gateway.sip.dialog import Dialog
 from gateway.sip.events import Endpoint, TransactionKey
 from gateway.sip.headers import parse_name_address
 from gateway.sip.message import Headers, Request, Response
+from gateway.sip.session_timer import SessionTimer
 from routing.decision import NO_FACTS, CallFacts, RecordingNotice
 
 
@@ -82,20 +83,52 @@ class Relay:
         origin: the side that sent the request.
         server_tx: its server transaction, to answer when the other leg does.
         request: the request as received.
+        timer: the session timer agreed with the origin for this refresh (RFC 4028 9),
+            put in the 2xx relayed back; None when the leg runs none.
     """
 
     call: Call
     origin: Side
     server_tx: TransactionKey
     request: Request
+    timer: SessionTimer | None
 
     def __init__(
-        self, *, call: Call, origin: Side, server_tx: TransactionKey, request: Request
+        self,
+        *,
+        call: Call,
+        origin: Side,
+        server_tx: TransactionKey,
+        request: Request,
+        timer: SessionTimer | None = None,
     ) -> None:
         self.call = call
         self.origin = origin
         self.server_tx = server_tx
         self.request = request
+        self.timer = timer
+
+
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
+@dataclass(init=False, slots=True, eq=False, kw_only=True)
+class LegSession:
+    """The session timer (RFC 4028) running on one leg.
+
+    Attributes:
+        interval: the session interval, in seconds.
+        gateway_refreshes: the gateway is the leg's refresher (else the peer is).
+        by_update: the peer allows UPDATE, so the gateway refreshes with a bodiless
+            UPDATE rather than a re-INVITE (RFC 4028 9 recommends UPDATE).
+    """
+
+    interval: int
+    gateway_refreshes: bool
+    by_update: bool
+
+    def __init__(self, *, interval: int, gateway_refreshes: bool, by_update: bool) -> None:
+        self.interval = interval
+        self.gateway_refreshes = gateway_refreshes
+        self.by_update = by_update
 
 
 # __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
@@ -160,6 +193,21 @@ class Call:
     rel_interval: float
     #: armed B2BUA timers: name -> token of the arming (a stale heap entry differs)
     timer_tokens: dict[str, str]
+    #: what ended the call
+    ended_by: EndedBy
+    #: the caller's session timer as agreed in route_decided, put in the A leg's 2xx
+    a_timer: SessionTimer | None
+    #: (Session-Expires, Min-SE) offered on the B leg; raised after a 422
+    b_timer_offer: tuple[int, int]
+    #: the B-leg INVITE was already retried after a 422 (RFC 4028 7.3: once)
+    b_retried_422: bool
+    #: the session timer running on each leg
+    sessions: dict[Side, LegSession]
+    #: the last SDP the gateway sent on each leg (Content-Type, body): the body of a
+    #: refreshing re-INVITE, which must not change the session (RFC 3264 8)
+    local_sdp: dict[Side, tuple[str, bytes]]
+    #: the last offer put the media on hold (dead-media checks are off)
+    on_hold: bool
 
     def __init__(
         self,
@@ -206,6 +254,13 @@ class Call:
         rel_started: float = 0.0,
         rel_interval: float = 0.0,
         timer_tokens: dict[str, str] | None = None,
+        ended_by: EndedBy = EndedBy.GATEWAY,
+        a_timer: SessionTimer | None = None,
+        b_timer_offer: tuple[int, int] = (0, 0),
+        b_retried_422: bool = False,
+        sessions: dict[Side, LegSession] | None = None,
+        local_sdp: dict[Side, tuple[str, bytes]] | None = None,
+        on_hold: bool = False,
     ) -> None:
         self.uuid = uuid
         self.a_request = a_request
@@ -249,6 +304,13 @@ class Call:
         self.rel_started = rel_started
         self.rel_interval = rel_interval
         self.timer_tokens = {} if timer_tokens is None else timer_tokens
+        self.ended_by = ended_by
+        self.a_timer = a_timer
+        self.b_timer_offer = b_timer_offer
+        self.b_retried_422 = b_retried_422
+        self.sessions = {} if sessions is None else sessions
+        self.local_sdp = {} if local_sdp is None else local_sdp
+        self.on_hold = on_hold
 
     @property
     def call_id(self) -> str:

@@ -55,6 +55,7 @@ from gateway.b2bua.events import (
 )
 from gateway.b2bua.relay import InDialogRelay
 from gateway.b2bua.reliable import ReliableProvisionals
+from gateway.b2bua.session import SESSION_TIMERS, SessionTimers
 from gateway.sip.builders import build_cancel, build_response
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import SipError
@@ -70,15 +71,21 @@ from gateway.sip.events import (
 )
 from gateway.sip.headers import parse_name_address, parse_option_tags, parse_via
 from gateway.sip.message import Request, Response
+from gateway.sip.session_timer import SessionTimerPolicy
 from gateway.sip.transaction_layer import TransactionLayer
 
 log = logging.getLogger("voipgw.b2bua")
+
+#: Timers one call may have armed at once, with room to spare (no_answer or failover,
+#: reliable, hangup, and per leg a session refresh and expiry, plus max_duration):
+#: the heap is compacted when it holds many more entries than that.
+TIMERS_PER_CALL = 8
 
 #: B-leg statuses after which the next target of the route is tried.
 FAILOVER_STATUSES = frozenset({408, 500, 502, 503, 504})
 
 
-class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
+class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay, SessionTimers):
     """Back-to-back user agent over one transaction layer.
 
     Args:
@@ -91,6 +98,8 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
         new_call_uuid: unique id of a call (the CDR key); ``new_token`` by default.
         on_response: sees every response the B2BUA sends, just before it goes out
             (RFC 7339 overload feedback in the top Via).
+        session_timers: session timers (RFC 4028) on both legs (session.py); None
+            turns them off (Session-Expires then passes end to end).
     """
 
     def __init__(
@@ -103,8 +112,10 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
         services: frozenset[str] = frozenset(),
         new_call_uuid: Callable[[], str] | None = None,
         on_response: Callable[[Response, float], object] | None = None,
+        session_timers: SessionTimerPolicy | None = None,
     ) -> None:
         self.layer = layer
+        self.session_timers = session_timers
         self.on_response = on_response
         self.new_call_uuid = new_call_uuid or new_token
         self.services = services
@@ -116,6 +127,7 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
         self._by_b_invite: dict[TransactionKey, Call] = {}
         self._dialogs: dict[tuple[str, str], tuple[Call, Side]] = {}
         self._relays: dict[TransactionKey, Relay] = {}
+        self._refreshes: dict[TransactionKey, tuple[Call, Side]] = {}
         self._events: deque[B2buaEvent] = deque()
         self._timers: list[tuple[float, int, str, str, object]] = []
         self._seq = itertools.count()
@@ -150,10 +162,30 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
             elif name == "hangup":
                 call.hangup_side = "gateway"
                 self._end_call(call, now)
+            elif name in SESSION_TIMERS:
+                self._on_session_timer(call, name, now)
 
     def _arm(self, call: Call, name: str, delay: float, now: float, token: object) -> None:
         call.timer_tokens[name] = str(token)
         heapq.heappush(self._timers, (now + delay, next(self._seq), call.uuid, name, token))
+        if len(self._timers) > TIMERS_PER_CALL * len(self.calls) + 4096:
+            self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Drops the heap's stale entries (disarmed, re-armed, or of ended calls).
+
+        Stale entries are otherwise only dropped when they reach the top: a session
+        timer's expiry lies half an hour ahead, so at 1,000 calls/s the heap would
+        hold millions of them. Rebuilt only when it outgrows the live calls several
+        times over, the cost per arming stays constant.
+        """
+        live = []
+        for entry in self._timers:
+            call = self.calls.get(entry[2])
+            if call is not None and call.timer_tokens.get(entry[3]) == str(entry[4]):
+                live.append(entry)
+        heapq.heapify(live)
+        self._timers = live
 
     def _disarm(self, call: Call, name: str) -> None:
         call.timer_tokens.pop(name, None)
@@ -207,6 +239,8 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
             self._fail_a(call, 404, None, now)
             return
         call.route = decision
+        if not self._agree_a_timer(call, now):
+            return
         call.targets = list(decision.targets)
         call.b_call_id = self.new_token() + "@voipgw"
         call.b_tag = self.new_token()
@@ -346,6 +380,7 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
         if request.method == "BYE":
             self._respond(key, request, 200, now)
             call.hangup_side = side.value
+            call.ended_by = EndedBy.CALLER if side is Side.A else EndedBy.CALLEE
             self._end_call(call, now, skip=side)
             return
         if request.method == "OPTIONS":
@@ -354,8 +389,14 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
         if request.method == "PRACK" and side is Side.A:
             self._on_prack(call, key, request, now)
             return
-        if request.method in ("INVITE", "UPDATE") and call.media_answer is not None:
-            self._refresh_anchored(call, side, key, request, now)
+        if request.method in ("INVITE", "UPDATE"):
+            accepted, timer = self._peer_refresh(call, side, key, request, now)
+            if not accepted:
+                return
+            if call.media_answer is not None:
+                self._refresh_anchored(call, side, key, request, now, timer)
+            else:
+                self._relay_request(call, side, key, request, now, timer)
             return
         self._relay_request(call, side, key, request, now)
 
@@ -376,6 +417,8 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
         if content_type:
             out.headers.add("Content-Type", content_type)
         self.layer.send_ack(out, self._leg_endpoint(call, other))
+        if out.body:
+            call.local_sdp[other] = (content_type or "", out.body)
         if other is Side.B:
             call.b_ack = out
 
@@ -392,6 +435,7 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
             return  # already answered: the caller must send BYE, not CANCEL
         call.cancelled = True
         call.hangup_side = Side.A.value
+        call.ended_by = EndedBy.CALLER
         # RFC 3261 9.2: the UAS answers the INVITE with 487.
         self._fail_a(call, 487, None, now)
 
@@ -408,8 +452,11 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
             self._on_b_invite_response(call, key, response, now)
             return
         relay = self._relays.get(key)
+        refresh = self._refreshes.get(key)
         if relay is not None:
             self._on_relayed_response(relay, key, response, now)
+        elif refresh is not None:
+            self._on_refresh_response(refresh[0], refresh[1], key, response, now)
         elif 200 <= response.status < 300 and key.method == "INVITE":
             # A 2xx retransmission for a call whose set-up index was dropped (_slim):
             # found through its dialog instead, and ACKed again.
@@ -481,6 +528,7 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
         else:
             call.b_dialog = Dialog.as_uac(call.b_request, response)
         call.answered_at = now
+        self._b_answered(call, response, now)
         if call.ringing_at is None:
             call.ringing_at = now
         call.state = CallState.CONFIRMED if call.a_answered_locally else CallState.ANSWERED
@@ -518,6 +566,18 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
             )
             self._try_next_target(call, now)
             return
+        if status == 422 and self.session_timers is not None:
+            # The interval is the gateway's own offer on the B leg, never the caller's
+            # (RFC 4028 7.3: retried once); what the callee still refuses is the
+            # gateway's failure, not the caller's: the next target, else 500.
+            if self._retry_b_after_422(call, response, now):
+                return
+            if call.targets:
+                self._try_next_target(call, now)
+            else:
+                self._fail_a(call, 500, None, now)
+            return
+        call.ended_by = EndedBy.CALLEE
         # RFC 3261 16.7 step 6: a 503 from downstream becomes 500 upstream.
         if status == 503:
             self._fail_a(call, 500, None, now)
@@ -552,6 +612,10 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
         relay = self._relays.pop(key, None)
         if relay is not None:
             self._respond(relay.server_tx, relay.request, _failure_status(event), now)
+        refresh = self._refreshes.pop(key, None)
+        if refresh is not None:
+            # RFC 4028 10: a refresh that times out ends the session.
+            self._session_failed(refresh[0], refresh[1], now)
 
     def _on_no_answer(self, call: Call, now: float) -> None:
         if call.state is not CallState.EARLY:
@@ -601,6 +665,7 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
         )
         # Each attempt is a new transaction with a fresh CSeq of the same dialog-less
         # request; keep a copy without our Via to build ACK/CANCEL from.
+        self._offer_b_timer(call, request)
         key = self.layer.send_request(request, target, now)
         call.b_request = request
         call.b_tx = key
@@ -677,8 +742,11 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
         self._send_a(call, out, now)
         self._end_call(call, now, skip=Side.A)
 
-    def _end_call(self, call: Call, now: float, *, skip: Side | None = None) -> None:
-        """Ends both legs (except ``skip``, already ended by the peer) and reports."""
+    def _end_call(
+        self, call: Call, now: float, *, skip: Side | None = None, reason: str | None = None
+    ) -> None:
+        """Ends both legs (except ``skip``, already ended by the peer) and reports;
+        ``reason``: the RFC 3326 Reason of the BYEs when the gateway ends the call."""
         if call.state is CallState.ENDED:
             return
         previous = call.state
@@ -688,10 +756,10 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
         self._disarm(call, "failover")
         a_up = previous in (CallState.ANSWERED, CallState.CONFIRMED) or call.a_answered_locally
         if skip is not Side.A and a_up:
-            self.layer.send_request(call.a_dialog.create_request("BYE"), call.a_source, now)
+            self.layer.send_request(_bye(call.a_dialog, reason), call.a_source, now)
         if skip is not Side.B:
             if call.b_dialog is not None and call.b_dialog.confirmed and call.b_target:
-                self.layer.send_request(call.b_dialog.create_request("BYE"), call.b_target, now)
+                self.layer.send_request(_bye(call.b_dialog, reason), call.b_target, now)
             elif previous in (CallState.CALLING, CallState.EARLY):
                 self._cancel_b(call, now)
         if call.final_status == 0:
@@ -720,6 +788,8 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
                 self._by_b_invite.pop(key, None)
         for key in [k for k, relay in self._relays.items() if relay.call is call]:
             del self._relays[key]
+        for key in [k for k, (refreshed, _) in self._refreshes.items() if refreshed is call]:
+            del self._refreshes[key]
 
     def _answered(self, call: Call, now: float) -> None:
         """Reports that the caller has a 2xx (the CDR's in-progress record)."""
@@ -749,7 +819,7 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
             final_reason=call.final_reason,
             disposition=call.disposition(),
             hangup_side=call.hangup_side,
-            ended_by=EndedBy(call.hangup_side),
+            ended_by=call.ended_by,
             emergency=bool(call.route and call.route.emergency),
             facts=call.facts,
             attempt=call.attempt,
@@ -796,6 +866,13 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay):
         local = self.layer._local_for(peer)
         transport = "" if local.transport == "UDP" else f";transport={local.transport.lower()}"
         return f"<sip:{self.contact_user}@{local.host_port}{transport}>"
+
+
+def _bye(dialog: Dialog, reason: str | None) -> Request:
+    bye = dialog.create_request("BYE")
+    if reason is not None:
+        bye.headers.add("Reason", reason)
+    return bye
 
 
 def _failure_status(event: TransactionTimedOut | TransportFailed) -> int:

@@ -19,15 +19,23 @@ from routing.decision import NO_FACTS, CallFacts, RecordingNotice
 
 
 class EndedBy(enum.StrEnum):
-    """Why a call ended, as the CDR's ``ended_by`` records it (``cdr.record.EndedBy``
-    adds ``gateway-restart``, which only the CDR side can know)."""
+    """What ended a call (the CDR reads it as a string).
+
+    ``hangup_side`` says which leg's side hung up; this says why the call ended, and
+    tells the gateway's own ends apart.
+    """
 
     CALLER = "caller"
     CALLEE = "callee"
+    #: the gateway for any other reason: no ACK, a failure, a routing refusal
     GATEWAY = "gateway"
+    #: a session refresh (RFC 4028) missing or failed on a leg
     SESSION_TIMER = "session-timer"
+    #: no RTP from a side of an anchored call for ``[media] media_timeout``
     MEDIA_TIMEOUT = "media-timeout"
+    #: the route's maximum duration was reached
     MAX_DURATION = "max-duration"
+    #: the gateway stopped while the call was up
     SHUTDOWN = "shutdown"
 
 
@@ -80,6 +88,8 @@ class Route:
             for Timer B.
         emergency: the call is an emergency call (never shed, failover eager).
         announcement: a prompt to play to the caller first (media stage).
+        max_duration: seconds after the answer when the gateway ends the call (BYE on
+            both legs); None for no limit. Never applied to an emergency call.
         facts: what routing decided and why (routing.decision): carried untouched to
             :class:`CallEnded`, for the CDR, metrics and logs.
     """
@@ -95,6 +105,7 @@ class Route:
     failover_timeout: float | None = None
     emergency: bool = False
     announcement: Announcement | None = None
+    max_duration: float | None = None
     facts: CallFacts = NO_FACTS
 
 
@@ -174,7 +185,7 @@ class CallEnded:
         final_reason: its reason phrase.
         disposition: answered, busy, no-answer, cancelled, failed or rejected.
         hangup_side: caller, callee or gateway.
-        ended_by: why the call ended (:class:`EndedBy`).
+        ended_by: what ended the call (:class:`EndedBy`).
         emergency: whether the route was an emergency route.
         facts: the routing decision's facts, as routing handed them over.
         attempt: the B-leg target last tried (0-based; the one that answered for an

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from gateway.b2bua.events import B2buaEvent
     from gateway.sip.events import Endpoint, TransactionKey
     from gateway.sip.message import Request, Response
+    from gateway.sip.session_timer import SessionTimer, SessionTimerPolicy
     from gateway.sip.transaction_layer import TransactionLayer
 
 
@@ -30,6 +31,9 @@ class B2buaHost:
     calls: dict[str, Call]
     _events: deque[B2buaEvent]
     _relays: dict[TransactionKey, Relay]
+    #: session refreshes the gateway sent itself, by transaction
+    _refreshes: dict[TransactionKey, tuple[Call, Side]]
+    session_timers: SessionTimerPolicy | None
 
     def _send(self, key: TransactionKey, response: Response, now: float) -> None:
         raise NotImplementedError
@@ -60,6 +64,11 @@ class B2buaHost:
     def _try_next_target(self, call: Call, now: float) -> None:
         raise NotImplementedError
 
+    def _end_call(
+        self, call: Call, now: float, *, skip: Side | None = None, reason: str | None = None
+    ) -> None:
+        raise NotImplementedError
+
     def _arm(self, call: Call, name: str, delay: float, now: float, token: object) -> None:
         raise NotImplementedError
 
@@ -70,6 +79,23 @@ class B2buaHost:
         raise NotImplementedError
 
     def _answered(self, call: Call, now: float) -> None:
+        raise NotImplementedError
+
+    def _a_answered(self, call: Call, out: Response, now: float) -> None:
+        raise NotImplementedError
+
+    def _peer_refreshed(
+        self, call: Call, side: Side, timer: SessionTimer | None, out: Response, now: float
+    ) -> None:
+        raise NotImplementedError
+
+    def _refreshed_by_gateway(self, call: Call, side: Side, response: Response, now: float) -> None:
+        raise NotImplementedError
+
+    def _timer_request_headers(self, call: Call, side: Side, request: Request) -> None:
+        raise NotImplementedError
+
+    def _note_offer(self, call: Call, body: bytes) -> None:
         raise NotImplementedError
 
     def _leg_endpoint(self, call: Call, side: Side) -> Endpoint:

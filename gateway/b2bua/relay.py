@@ -24,6 +24,7 @@ from gateway.b2bua.host import B2buaHost
 from gateway.sip.builders import build_response
 from gateway.sip.events import TransactionKey
 from gateway.sip.message import Request, Response
+from gateway.sip.session_timer import SessionTimer
 
 
 @trait
@@ -31,8 +32,16 @@ class InDialogRelay(B2buaHost):
     """Mixed into :class:`gateway.b2bua.core.B2bua`."""
 
     def _relay_request(
-        self, call: Call, origin: Side, key: TransactionKey, request: Request, now: float
+        self,
+        call: Call,
+        origin: Side,
+        key: TransactionKey,
+        request: Request,
+        now: float,
+        timer: SessionTimer | None = None,
     ) -> None:
+        """Sends ``request`` on the other leg; ``timer``: the session timer agreed
+        with the origin for a refresh, said in the 2xx relayed back (session.py)."""
         target_side = origin.other
         dialog = call.dialog(target_side)
         if dialog is None or call.state is CallState.ENDED:
@@ -42,8 +51,14 @@ class InDialogRelay(B2buaHost):
         for name, value in relayed_headers(request.headers, RELAYED_REQUEST_HEADERS):
             out.headers.add(name, value)
         out.body = request.body
+        if request.method in ("INVITE", "UPDATE"):
+            self._timer_request_headers(call, target_side, out)
+            if out.body:
+                call.local_sdp[target_side] = (out.headers.get("Content-Type") or "", out.body)
         b_key = self.layer.send_request(out, self._leg_endpoint(call, target_side), now)
-        self._relays[b_key] = Relay(call=call, origin=origin, server_tx=key, request=request)
+        self._relays[b_key] = Relay(
+            call=call, origin=origin, server_tx=key, request=request, timer=timer
+        )
 
     def _on_relayed_response(
         self, relay: Relay, key: TransactionKey, response: Response, now: float
@@ -64,6 +79,9 @@ class InDialogRelay(B2buaHost):
                     self.layer.send_ack(ack, self._leg_endpoint(call, target_side))
                 else:
                     call.ack_owed[target_side] = cseq
+        refresh = relay.request.method in ("INVITE", "UPDATE") and 200 <= response.status < 300
+        if refresh:
+            self._refreshed_by_gateway(call, target_side, response, now)
         headers = relayed_headers(response.headers, RELAYED_RESPONSE_HEADERS)
         origin_dialog = call.dialog(relay.origin)
         if relay.request.method in ("INVITE", "UPDATE") and origin_dialog is not None:
@@ -75,4 +93,6 @@ class InDialogRelay(B2buaHost):
             headers=headers,
             body=response.body,
         )
+        if refresh:
+            self._peer_refreshed(call, relay.origin, relay.timer, out, now)
         self._send(relay.server_tx, out, now)

@@ -27,6 +27,8 @@ class ReliableProvisionals(B2buaHost):
         100rel: one reliable provisional outstanding at a time, later ones queued;
         a 2xx waits for the PRACK of a provisional that carried SDP (RFC 3262 3)."""
         if not call.reliable or out.status == 100:
+            if 200 <= out.status < 300:
+                self._a_answered(call, out, now)
             self._send(call.a_tx, out, now)
             return
         if call.rel_pending is not None:
@@ -35,6 +37,8 @@ class ReliableProvisionals(B2buaHost):
                 return
             self._clear_reliable(call)  # a final response ends the retransmissions
         if out.status >= 200:
+            if out.status < 300:
+                self._a_answered(call, out, now)
             self._send(call.a_tx, out, now)
             return
         call.rseq += 1

@@ -8,6 +8,7 @@ Example (every key optional except where noted)::
     rtp_port_min = 20000
     rtp_port_max = 29999
     default_language = "fi"
+    media_timeout = 60.0               # no RTP from a side this long ends the call; 0: off
 
     [media.prompts.fi]                 # bundled fi/sv/en prompts are the defaults
     recording_notice = "/etc/voipgw/prompts/recording-notice.fi.wav"
@@ -77,6 +78,9 @@ class MediaConfig:
         default_language: language used when a call has none.
         prompts: language -> announcement name -> WAV path.
         recorded_lines: recorded numbers, by number.
+        media_timeout: seconds without RTP from a side of an anchored call after
+            which the B2BUA is told (it ends the call unless on hold or an emergency
+            call); 0 turns the check off.
     """
 
     bind_address: str = "0.0.0.0"
@@ -86,6 +90,7 @@ class MediaConfig:
     default_language: str = "fi"
     prompts: dict[str, dict[str, Path]] = field(default_factory=_bundled)
     recorded_lines: dict[str, RecordedLine] = field(default_factory=dict)
+    media_timeout: float = 60.0
 
     def prompt_path(self, announcement: str, language: str | None = None) -> Path:
         """The WAV for an announcement, falling back to the default language.
@@ -151,8 +156,12 @@ class MediaConfig:
                 raise ConfigError(item.field("number"), f"duplicate number {line.number!r}")
             item.reject_unknown()
             lines[line.number] = line
+        media_timeout = table.float("media_timeout", 60.0, min=0, max=86_400)
+        if 0 < media_timeout < 5:
+            raise ConfigError(table.field("media_timeout"), "must be 0 (off) or at least 5 seconds")
         table.reject_unknown()
         return cls(
+            media_timeout=media_timeout,
             bind_address=bind,
             staff_bind_address=staff_bind,
             rtp_port_min=port_min,

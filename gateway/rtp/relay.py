@@ -138,9 +138,14 @@ class RtpRelay:
         self.a_to_b = RelayCounters()
         self.b_to_a = RelayCounters()
         self.running = False
+        #: when the last RTP packet came from each leg ("a", "b"), on the loop's
+        #: clock: the media stage's dead-media check reads it (RTCP does not count)
+        self.last_rtp: dict[str, float] = {}
 
-    def start(self) -> None:
-        """Starts relaying: installs the handlers on the four sockets."""
+    def start(self, now: float = 0.0) -> None:
+        """Starts relaying: installs the handlers on the four sockets (``now``: the
+        start counts as the last packet of each leg, for the dead-media check)."""
+        self.last_rtp = {"a": now, "b": now}
         self.a.rtp.on_datagram = self._rtp_from_a
         self.b.rtp.on_datagram = self._rtp_from_b
         self.a.rtcp.on_datagram = self._rtcp_from_a
@@ -154,6 +159,7 @@ class RtpRelay:
         self.running = False
 
     def _rtp_from_a(self, data: bytes, source: Addr, now: float) -> None:
+        self.last_rtp["a"] = now
         if len(data) < 12 or data[0] >> 6 != 2:
             self.a_to_b.drops += 1
         elif self.b.rtp.send(data):
@@ -163,6 +169,7 @@ class RtpRelay:
             self.a_to_b.drops += 1
 
     def _rtp_from_b(self, data: bytes, source: Addr, now: float) -> None:
+        self.last_rtp["b"] = now
         counters = self.b_to_a
         if self.to_a is not None:
             try:

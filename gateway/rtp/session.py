@@ -183,7 +183,7 @@ class MediaSession:
         self.relay = RtpRelay(
             self.legs[a].sockets, self.legs[b].sockets, continue_to_a=continue_to_a
         )
-        self.relay.start()
+        self.relay.start(asyncio.get_running_loop().time())
         return self.relay
 
     async def close(self) -> None:

@@ -26,6 +26,10 @@ gateway hands it to :meth:`MediaStage.prepare`, which starts one task per call:
 5. :meth:`MediaStage.answered` gives the callee's SDP: the B leg is aimed at it and
    the relay starts, continuing the prompt's RTP stream towards the caller (same
    SSRC, sequence and timestamp continue, RFC 3550 section 7.2).
+6. while the relay runs, a side that sends no RTP for ``media_timeout`` is reported
+   with ``gateway.media_inactive(uuid, leg)``, again each ``media_timeout`` while it
+   stays silent: the B2BUA core decides (it ignores calls on hold and emergency
+   calls). One loop timer per call, at the next moment a side could time out.
 
 :meth:`MediaStage.ended` (every finished call) cancels the task and closes the
 session: ports go back to the allocator and no task is left behind.
@@ -87,6 +91,8 @@ class GatewayCallbacks(Protocol):
 
     def announcement_done(self, call_uuid: str, played: bool) -> None: ...  # pragma: no cover
 
+    def media_inactive(self, call_uuid: str, leg: str) -> None: ...  # pragma: no cover
+
 
 @dataclass(slots=True, eq=False)
 class CallMedia:
@@ -99,6 +105,7 @@ class CallMedia:
         playback: the prompt's outcome, once over.
         callee: the callee's RTP address (from its SDP), once answered.
         media_index: index of the caller's m= line carrying the prompt.
+        inactivity: the next dead-media check, while the relay runs.
     """
 
     call_uuid: str
@@ -107,6 +114,7 @@ class CallMedia:
     playback: PlaybackResult | None = None
     callee: Addr | None = None
     media_index: int = 0
+    inactivity: asyncio.TimerHandle | None = None
 
 
 class MediaStage:
@@ -200,6 +208,8 @@ class MediaStage:
             return
         if media.task is not None:
             media.task.cancel()
+        if media.inactivity is not None:
+            media.inactivity.cancel()
         task = asyncio.get_running_loop().create_task(self._close(media))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -301,6 +311,29 @@ class MediaStage:
     def _start_relay(self, media: CallMedia) -> None:
         playback = media.playback
         media.session.start_relay(continue_to_a=playback.stream if playback else None)
+        if self.config.media_timeout > 0 and media.inactivity is None:
+            loop = asyncio.get_running_loop()
+            media.inactivity = loop.call_later(self.config.media_timeout, self._check_media, media)
+
+    def _check_media(self, media: CallMedia) -> None:
+        """Reports each side silent for ``media_timeout`` and sets the next check."""
+        media.inactivity = None
+        relay = media.session.relay
+        if relay is None or not relay.running or media.call_uuid not in self.calls:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        timeout = self.config.media_timeout
+        due = now + timeout
+        for leg, last in list(relay.last_rtp.items()):
+            if now - last >= timeout:
+                log.info("call %s: no RTP from leg %s for %.0f s", media.call_uuid, leg, now - last)
+                self.gateway.media_inactive(media.call_uuid, leg)
+                if media.call_uuid not in self.calls:
+                    return  # the core ended the call
+            else:
+                due = min(due, last + timeout)
+        media.inactivity = loop.call_at(due, self._check_media, media)
 
     def _count(self, announcement: Announcement, result: str) -> None:
         if self.metrics is not None:

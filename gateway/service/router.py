@@ -321,6 +321,7 @@ class CallRouter:
                     registered,
                     headers=decision.headers,
                     announcement=announcement,
+                    max_duration=decision.max_duration,
                     facts=replace(
                         facts,
                         routed_by=RoutedBy.REGISTERED_BINDING,
@@ -454,6 +455,7 @@ class CallRouter:
             from_value=identity.from_value if identity is not None else None,
             emergency=emergency,
             announcement=announcement,
+            max_duration=None if emergency else decision.max_duration,
             failover_timeout=self.emergency_timers.failover_timeout if emergency else None,
             no_answer_timeout=self.emergency_timers.no_answer_timeout if emergency else None,
             facts=replace(facts, centres=tuple(centres)),

@@ -28,6 +28,7 @@ from gateway.b2bua import (
     RouteNeeded,
     ServiceRequest,
 )
+from gateway.b2bua.call import Side
 from gateway.b2bua.events import LocalAnswer, MediaAnswered, MediaNeeded
 from gateway.config import GatewayConfig
 from gateway.ops.logs import bound_call_id
@@ -198,6 +199,7 @@ class Gateway:
             no_answer_timeout=self.config.sip.no_answer_timeout,
             services=frozenset(self.services),
             on_response=self.on_response,
+            session_timers=self.config.sip.session_timer_policy,
         )
         self.ready = True
         for endpoint in self.transports.local:
@@ -207,6 +209,13 @@ class Gateway:
         return list(self.transports.local)
 
     async def close(self) -> None:
+        if self.b2bua is not None and self.layer is not None and self.b2bua.calls:
+            # Calls still up after the drain end here, BYE on both legs, so every one
+            # gets its CallEnded (and CDR) rather than vanishing with the process.
+            now = self._now()
+            log.info("ending %d calls still in progress", len(self.b2bua.calls))
+            self.b2bua.shutdown(now)
+            self._pump(now)
         self.ready = False
         if self._timer is not None:
             self._timer.cancel()
@@ -378,6 +387,15 @@ class Gateway:
         play = self.b2bua.media_ready(call_uuid, answer, b_offer, now)
         self._pump(now)
         return play
+
+    def media_inactive(self, call_uuid: str, leg: str) -> None:
+        """The media stage heard no RTP from ``leg`` ("a": the caller, "b": the
+        callee) for its media timeout; the core decides (``B2bua.media_inactive``)."""
+        if self.b2bua is None:
+            return
+        now = self._now()
+        self.b2bua.media_inactive(call_uuid, Side.A if leg == "a" else Side.B, now)
+        self._pump(now)
 
     def announcement_done(self, call_uuid: str, played: bool) -> None:
         """The prompt is over; see ``B2bua.announcement_done``."""

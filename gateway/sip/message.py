@@ -50,6 +50,7 @@ _SPECIAL_SPELLINGS = {
     "mime-version": "MIME-Version",
     "p-asserted-identity": "P-Asserted-Identity",
     "p-preferred-identity": "P-Preferred-Identity",
+    "min-se": "Min-SE",
     "rack": "RAck",
     "rseq": "RSeq",
     "sip-etag": "SIP-ETag",
@@ -419,6 +420,7 @@ REASON_PHRASES: dict[int, str] = {
     416: "Unsupported URI Scheme",
     420: "Bad Extension",
     421: "Extension Required",
+    422: "Session Interval Too Small",  # RFC 4028 6
     423: "Interval Too Brief",
     480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist",

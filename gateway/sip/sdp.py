@@ -326,6 +326,26 @@ class SessionDescription:
         return self.serialize()
 
 
+def is_on_hold(description: SessionDescription) -> bool:
+    """Whether an offer puts its audio on hold: a direction other than sendrecv (at
+    session or media level) or the RFC 2543 hold address 0.0.0.0 (RFC 3264 8.4).
+    Either way one side stops sending, so its silence is expected."""
+    session_level = next(
+        (a.name for a in description.attributes if a.value is None and a.name in _DIRECTIONS),
+        Direction.SENDRECV.value,
+    )
+    for media in description.media:
+        if media.media != "audio" or media.port == 0:
+            continue
+        # A media-level direction overrides the session's (RFC 4566 6).
+        if media.direction is not Direction.SENDRECV or session_level != "sendrecv":
+            return True
+        connection = description.connection_for(media)
+        if connection is not None and connection.address in ("0.0.0.0", "::"):
+            return True
+    return False
+
+
 def parse_sdp(data: bytes) -> SessionDescription:
     """Parses an SDP body.
 

@@ -18,9 +18,11 @@ writer) on its own config in a temporary state directory.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,14 +32,23 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from gateway.ops.native import core_build
-from tests.bench.sipp_rate import direct_uas, find_max_rate_async, run_step, step_seconds
+from tests.bench.ab import _gateway_cpu
+from tests.bench.sipp_rate import (
+    RateResult,
+    direct_uas,
+    find_max_rate_async,
+    run_step,
+    step_seconds,
+)
 from tests.interop.sipp import SippUas, free_port, run_uac
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 
 
-def gateway_toml(state: Path, port: int, upstream: str, metrics_port: int) -> str:
+def gateway_toml(
+    state: Path, port: int, upstream: str, metrics_port: int, *, session_timers: bool = True
+) -> str:
     return f"""
 [gateway]
 instance = "bench"
@@ -45,6 +56,7 @@ state_dir = "{state}"
 
 [sip]
 max_transactions = 400000
+session_timers = {"true" if session_timers else "false"}
 
 [[sip.listen]]
 transport = "UDP"
@@ -83,7 +95,9 @@ def ready(url: str) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def gateway_process(upstream: str) -> AsyncIterator[tuple[str, int]]:
+async def gateway_process(
+    upstream: str, *, session_timers: bool = True
+) -> AsyncIterator[tuple[str, int]]:
     """Starts ``voipgw run``; yields (host:port, pid) once its /readyz answers 200.
 
     Readiness is polled, not read from the "voipgw ready" log line: that line is logged
@@ -95,7 +109,9 @@ async def gateway_process(upstream: str) -> AsyncIterator[tuple[str, int]]:
         state = Path(tmp)
         port, metrics_port = free_port(HOST), free_port(HOST)
         config = state / "voipgw.toml"
-        config.write_text(gateway_toml(state, port, upstream, metrics_port))
+        config.write_text(
+            gateway_toml(state, port, upstream, metrics_port, session_timers=session_timers)
+        )
         log_path = state / "gateway.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(  # noqa: ASYNC220 (a plain child; nothing to stream)
@@ -124,14 +140,14 @@ async def gateway_process(upstream: str) -> AsyncIterator[tuple[str, int]]:
                 proc.wait()
 
 
-def gateway_target(uas_port: int) -> object:
+def gateway_target(uas_port: int, *, session_timers: bool = True) -> object:
     """A make_target for the rate search: a fresh SIPp UAS and gateway per step."""
 
     @contextlib.asynccontextmanager
     async def target() -> AsyncIterator[str]:
         async with (
             SippUas("uas-answer", host=HOST, port=uas_port, timeout=900) as uas,
-            gateway_process(uas.uri) as (address, _),
+            gateway_process(uas.uri, session_timers=session_timers) as (address, _),
         ):
             yield address
 
@@ -189,7 +205,23 @@ async def memory_per_dialog(calls: int, rate: float) -> float:
     return (after - before) / calls * 1000
 
 
-async def run() -> None:
+async def gateway_search(seconds: float, *, session_timers: bool) -> RateResult:
+    """The max 0-failure rate through the gateway, with or without session timers."""
+    return await find_max_rate_async(
+        gateway_target(free_port(HOST), session_timers=session_timers),
+        start=200,
+        factor=2,
+        max_steps=7,  # 200, 400, 800, 1,600, then three bisections: 100 calls/s apart
+        duration_per_step=seconds,
+        on_step=lambda s: print(
+            f"  {s.rate:7.0f}/s {'pass' if s.passed else 'FAIL ' + s.reason}", flush=True
+        ),
+    )
+
+
+async def run(*, session_timers: str = "both") -> None:
+    """The benchmark; ``session_timers``: "on" or "off" for the main search, "both"
+    (default) adds a search with them off and prints the on/off ratio."""
     seconds = step_seconds()
     print(f"steps of {seconds:g} s (VOIPGW_BENCH_STEP_SECONDS); SIP core {core_build()}")
 
@@ -206,17 +238,9 @@ async def run() -> None:
     )
     print(direct.table())
 
-    print("\n-- SIPp uac -> voipgw -> uas")
-    through = await find_max_rate_async(
-        gateway_target(free_port(HOST)),
-        start=200,
-        factor=2,
-        max_steps=7,  # 200, 400, 800, 1,600, then three bisections: 100 calls/s apart
-        duration_per_step=seconds,
-        on_step=lambda s: print(
-            f"  {s.rate:7.0f}/s {'pass' if s.passed else 'FAIL ' + s.reason}", flush=True
-        ),
-    )
+    timers_on = session_timers != "off"
+    print(f"\n-- SIPp uac -> voipgw -> uas (session timers {'on' if timers_on else 'off'})")
+    through = await gateway_search(seconds, session_timers=timers_on)
     print(through.table())
 
     # A rate found once at the edge of saturation may pass by luck: the best rate is
@@ -234,6 +258,13 @@ async def run() -> None:
                 f"  {again.rate:7.0f}/s {'pass' if again.passed else 'FAIL ' + again.reason}",
                 flush=True,
             )
+
+    without: float | None = None
+    if session_timers == "both":
+        # RFC 4028 on both legs costs headers and four timer arms per call (their
+        # refreshes, 15 min later, never come within a step).
+        print("\n-- SIPp uac -> voipgw -> uas (session timers off)")
+        without = (await gateway_search(seconds, session_timers=False)).max_rate
 
     print("\n-- set-up delay at 100 calls/s for 20 s (INVITE -> 200 at the caller)")
     async with SippUas("uas-answer", host=HOST, timeout=300) as uas:
@@ -265,10 +296,77 @@ async def run() -> None:
         f"{(gateway_delay[1] - direct_delay[1]) * 1000:.1f} ms (SIPp measures whole ms)"
     )
     print(f"RSS per 1,000 idle dialogs:        {per_thousand:.0f} KiB  (target <= 10,000 KiB)")
+    if session_timers == "both":
+        print(f"max 0-failure rate, timers off:    {without or 0:.0f} calls/s")
+        if g and without:
+            print(f"ratio session timers on / off:     {g / without:.2f}")
 
 
-def main() -> None:
-    asyncio.run(run())
+async def cpu_ms_per_call(*, session_timers: bool, rate: float = 200, seconds: float = 10) -> float:
+    """The gateway's CPU per call at a fixed rate well below capacity: steadier than a
+    rate search on a shared machine (CPU time is the gateway's own, whatever the
+    load around it)."""
+    async with (
+        SippUas("uas-answer", host=HOST, timeout=300) as uas,
+        gateway_process(uas.uri, session_timers=session_timers) as (address, pid),
+    ):
+        calls = int(rate * seconds)
+        before = _gateway_cpu(pid)
+        result = await run_uac(
+            "uac-basic-call", address, calls=calls, rate=rate, timeout=seconds + 60
+        )
+        spent = _gateway_cpu(pid) - before
+        assert result.failed_calls == 0, result.describe()
+        return 1000 * spent / calls
+
+
+async def session_timer_cost() -> tuple[float, float]:
+    """Median CPU ms per call with session timers on and off, measured alternately
+    (on, off, on, off) so that a change in the machine's load hits both alike."""
+    on: list[float] = []
+    off: list[float] = []
+    for _ in range(2):
+        for timers, into in ((True, on), (False, off)):
+            into.append(await cpu_ms_per_call(session_timers=timers))
+            print(f"  timers {'on ' if timers else 'off'}: {into[-1]:.3f} ms CPU/call", flush=True)
+    return statistics.median(on), statistics.median(off)
+
+
+def session_timer_figure() -> None:
+    """Only the session-timer figures: CPU per call and the max rate, on and off."""
+
+    async def both() -> None:
+        seconds = step_seconds()
+        print(f"steps of {seconds:g} s; SIP core {core_build()}")
+        print("\n-- CPU per call at 200 calls/s, session timers on and off alternately")
+        cpu_on, cpu_off = await session_timer_cost()
+        print("\n-- session timers on")
+        on = (await gateway_search(seconds, session_timers=True)).max_rate
+        print("\n-- session timers off")
+        off = (await gateway_search(seconds, session_timers=False)).max_rate
+        print(f"\nmax 0-failure rate, session timers on:  {on or 0:.0f} calls/s")
+        print(f"max 0-failure rate, session timers off: {off or 0:.0f} calls/s")
+        if on and off:
+            print(f"ratio on / off:                         {on / off:.2f}")
+        print(f"CPU per call, timers on / off:          {cpu_on:.3f} / {cpu_off:.3f} ms")
+        print(
+            f"calls/s per core, on / off (1/CPU):     {cpu_off / cpu_on:.2f}"
+            "  (steadier than the rate searches on a shared machine)"
+        )
+
+    asyncio.run(both())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.bench.bench_gateway [--session-timers on|off|both|only]``:
+    "only" measures the session-timer ratio alone (two rate searches)."""
+    parser = argparse.ArgumentParser(prog="bench_gateway")
+    parser.add_argument("--session-timers", choices=("on", "off", "both", "only"), default="both")
+    args = parser.parse_args(argv)
+    if args.session_timers == "only":
+        session_timer_figure()
+        return
+    asyncio.run(run(session_timers=args.session_timers))
 
 
 if __name__ == "__main__":

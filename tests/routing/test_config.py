@@ -86,3 +86,19 @@ def test_civic_field_tables_agree() -> None:
     names = tuple(f.name for f in dataclasses.fields(CivicAddress) if f.name != "lang")
     assert names == CIVIC_FIELDS
     assert len({n for _, n in CIVIC_ELEMENTS}) == len(CIVIC_ELEMENTS)
+
+
+def test_max_call_duration() -> None:
+    config = _load(
+        """
+        [routing]
+        max_call_duration = 7200
+        [routing.max_call_duration_by_customer]
+        acme = 600
+        """
+    )
+    assert config.max_call_duration_for("acme") == 600.0
+    assert config.max_call_duration_for("other") == 7200.0
+    assert _load("").max_call_duration_for("acme") is None
+    with pytest.raises(ConfigError, match=r"routing\.max_call_duration_by_customer\.acme"):
+        _load("[routing.max_call_duration_by_customer]\nacme = -1")

@@ -218,3 +218,17 @@ def test_empty_directory_classifies_everyone_nomadic() -> None:
     call = ctx(DIRECTORY, "127.0.10.20", "alice", dialled="112")
     decision = decide(call, directory, CONFIG)
     assert decision.call_class is CallClass.NOMADIC
+
+
+def test_max_call_duration_per_customer_never_for_emergency_calls() -> None:
+    bob = ctx(DIRECTORY, "127.0.0.1", "bob", dialled="sip:+358501234567@gw")
+    assert decide(bob, DIRECTORY, CONFIG).max_duration is None  # default: no limit
+    customer = decide(bob, DIRECTORY, CONFIG).facts.customer_id
+    limited = dataclasses.replace(CONFIG, max_call_duration=14400.0)
+    assert decide(bob, DIRECTORY, limited).max_duration == 14400.0
+    override = dataclasses.replace(limited, max_call_duration_by_customer={customer: 600.0})
+    assert decide(bob, DIRECTORY, override).max_duration == 600.0
+    unlimited = dataclasses.replace(limited, max_call_duration_by_customer={customer: 0.0})
+    assert decide(bob, DIRECTORY, unlimited).max_duration is None
+    emergency = ctx(DIRECTORY, "127.0.10.20", "alice", dialled="112", instance=ALICE_DESK)
+    assert decide(emergency, DIRECTORY, limited).max_duration is None

@@ -224,3 +224,30 @@ async def test_relay_without_destination_counts_drops(
         assert relay.a_to_b.drops == 2
         relay.stop()
         assert a.rtp.on_datagram is None
+
+
+@pytest.mark.asyncio
+async def test_last_rtp_of_each_leg_is_noted_for_the_dead_media_check(
+    allocator: PortAllocator, sinks: list[Sink]
+) -> None:
+    caller, caller_rtcp, staff, staff_rtcp = await phones()
+    sinks.extend([caller, caller_rtcp, staff, staff_rtcp])
+    async with MediaSession(allocator) as session:
+        a = await session.open_leg("a", "127.0.0.1", expected=caller.address)
+        b = await session.open_leg("b", "127.0.0.1", expected=staff.address)
+        relay = session.start_relay()
+        started = dict(relay.last_rtp)
+        assert started["a"] == started["b"]  # the start counts as the last packet
+        await asyncio.sleep(0.05)
+        caller.send(rtp(1, 0, 5), ("127.0.0.1", a.port))
+        await staff.wait_for(1)
+        assert relay.last_rtp["a"] > started["a"]
+        assert relay.last_rtp["b"] == started["b"]  # staff has said nothing yet
+        staff.send(rtp(1, 0, 6), ("127.0.0.1", b.port))
+        await caller.wait_for(1)
+        assert relay.last_rtp["b"] > started["b"]
+        # RTCP is not media: it does not count.
+        before = dict(relay.last_rtp)
+        caller_rtcp.send(b"\x80\xc8" + b"\x00" * 26, ("127.0.0.1", a.port + 1))
+        await asyncio.sleep(0.02)
+        assert relay.last_rtp == before

@@ -18,6 +18,7 @@ from gateway.sip.sdp import (
     Origin,
     anchor_media,
     answer_for_announcement,
+    is_on_hold,
     parse_sdp,
 )
 
@@ -319,3 +320,24 @@ def test_anchor_media_drops_rtcp_attribute_and_checks_port_count() -> None:
     assert anchored.connection == Connection(addrtype="IP6", address="::1")
     with pytest.raises(ValueError, match="needs 1 ports"):
         anchor_media(parsed, "::1", [])
+
+
+@pytest.mark.parametrize(
+    ("session_lines", "media_lines", "held"),
+    [
+        ("c=IN IP4 192.0.2.1\r\n", "m=audio 4000 RTP/AVP 0\r\n", False),
+        ("c=IN IP4 192.0.2.1\r\n", "m=audio 4000 RTP/AVP 0\r\na=sendrecv\r\n", False),
+        ("c=IN IP4 192.0.2.1\r\n", "m=audio 4000 RTP/AVP 0\r\na=sendonly\r\n", True),
+        ("c=IN IP4 192.0.2.1\r\n", "m=audio 4000 RTP/AVP 0\r\na=recvonly\r\n", True),
+        ("c=IN IP4 192.0.2.1\r\n", "m=audio 4000 RTP/AVP 0\r\na=inactive\r\n", True),
+        ("c=IN IP4 192.0.2.1\r\n", "a=sendonly\r\nm=audio 4000 RTP/AVP 0\r\n", True),
+        ("c=IN IP4 0.0.0.0\r\n", "m=audio 4000 RTP/AVP 0\r\n", True),  # RFC 2543 hold
+        ("", "m=audio 4000 RTP/AVP 0\r\nc=IN IP6 ::\r\n", True),
+        # A disabled audio stream or a held video stream is not the call on hold.
+        ("c=IN IP4 192.0.2.1\r\n", "m=audio 0 RTP/AVP 0\r\na=inactive\r\n", False),
+        ("c=IN IP4 192.0.2.1\r\n", "m=video 5000 RTP/AVP 96\r\na=inactive\r\n", False),
+    ],
+)
+def test_is_on_hold(session_lines: str, media_lines: str, held: bool) -> None:
+    text = f"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\n{session_lines}t=0 0\r\n{media_lines}"
+    assert is_on_hold(parse_sdp(text.encode())) is held
