@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-ORDER = ("parser", "routing", "cdr", "media", "gateway", "emergency", "overload")
+ORDER = ("parser", "routing", "cdr", "media", "gateway", "emergency", "overload", "vanish")
 
 
 def main(argv: list[str]) -> int:

@@ -17,8 +17,9 @@ measurement runs with that side's ``.venv/bin/python``)::
 
     python3 tests/bench/ab.py                    # BASE=/work/bench-base, HEAD=here, 3 rounds
     python3 tests/bench/ab.py --base DIR --head DIR --rounds 5
-    # one checkout against itself, a [cdr] switch off (BASE) and on (HEAD):
-    python3 tests/bench/ab.py --base . --head . --base-cdr in_progress_records=false
+    # one checkout against itself, settings off (BASE) and on (HEAD):
+    python3 tests/bench/ab.py --base . --head . \
+        --base-set 'cdr.in_progress_records=false;sip.session_timers=false'
 
 One measurement is one ``voipgw run`` process on the gateway bench's own config
 (``tests.bench.bench_gateway.gateway_toml`` of that side: uvloop, embedded
@@ -165,10 +166,11 @@ async def _gateway(upstream: str) -> AsyncIterator[tuple[str, int]]:
         state = Path(tmp)
         port, metrics = free_port(HOST), free_port(HOST)
         config = state / "voipgw.toml"
-        # --base-cdr / --head-cdr: one checkout against itself with a [cdr] switch.
-        extra = os.environ.get(CDR_ENV, "")
-        cdr = "\n[cdr]\n" + extra.replace(";", "\n") + "\n" if extra else ""
-        config.write_text(gateway_toml(state, port, upstream, metrics) + cdr)
+        # --base-set / --head-set: one checkout against itself with settings changed.
+        text = gateway_toml(state, port, upstream, metrics)
+        for setting in filter(None, os.environ.get(SETTINGS_ENV, "").split(";")):
+            text = with_setting(text, setting)
+        config.write_text(text)
         with (state / "gateway.log").open("wb") as log:
             proc = subprocess.Popen(  # noqa: ASYNC220 (as bench_gateway does)
                 [sys.executable, "-m", "gateway", "run", "--config", str(config)],
@@ -333,12 +335,42 @@ def _loadavg() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
 
-CDR_ENV = "VOIPGW_AB_CDR"
-"""Extra ``[cdr]`` keys for one side's gateway config (set by the driver per side)."""
+SETTINGS_ENV = "VOIPGW_AB_SETTINGS"
+"""``table.key=value`` settings for one side's gateway config, ';'-separated (set by
+the driver per side)."""
+
+
+def with_setting(toml_text: str, setting: str) -> str:
+    """``toml_text`` with ``table.key = value`` set: the key's line replaced in its
+    table, or added under the table's header, or the table appended.
+
+    Text edits rather than parse-and-dump: tomllib only reads, and the bench configs
+    are flat tables written by :func:`tests.bench.bench_gateway.gateway_toml`.
+    """
+    name, _, value = setting.partition("=")
+    table, _, key = name.strip().rpartition(".")
+    if not table or not key or not value:
+        raise ValueError(f"setting {setting!r} is not table.key=value")
+    line = f"{key} = {value.strip()}"
+    lines = toml_text.split("\n")
+    header = f"[{table}]"
+    if header not in (entry.strip() for entry in lines):
+        return toml_text.rstrip("\n") + f"\n\n{header}\n{line}\n"
+    start = next(i for i, entry in enumerate(lines) if entry.strip() == header)
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")),
+        len(lines),
+    )
+    for i in range(start + 1, end):
+        if lines[i].split("=", 1)[0].strip() == key:
+            lines[i] = line
+            return "\n".join(lines)
+    lines.insert(start + 1, line)
+    return "\n".join(lines)
 
 
 def _run_side(
-    name: str, root: Path, opts: dict[str, float], log: Path, cdr: str = ""
+    name: str, root: Path, opts: dict[str, float], log: Path, settings: str = ""
 ) -> Result | None:
     argv = [
         str(root / "deploy" / "loopback-only.sh"),
@@ -358,7 +390,7 @@ def _run_side(
             stdout=subprocess.PIPE,
             stderr=out,
             start_new_session=True,
-            env={**os.environ, CDR_ENV: cdr},
+            env={**os.environ, SETTINGS_ENV: settings},
         )
         try:
             stdout, _ = proc.communicate(timeout=400)
@@ -402,7 +434,7 @@ METRICS: tuple[tuple[str, Callable[[Result], float], str], ...] = (
 def driver(args: argparse.Namespace) -> int:
     base, head = args.base.resolve(), args.head.resolve()
     sides = (("BASE", base), ("HEAD", head))
-    cdr = {"BASE": args.base_cdr, "HEAD": args.head_cdr}
+    settings = {"BASE": args.base_set, "HEAD": args.head_set}
     for name, root in sides:
         if not (root / ".venv" / "bin" / "python").exists() and args.no_setup:
             print(f"{name} {root}: no .venv (run make setup-test there)", file=sys.stderr)
@@ -433,7 +465,7 @@ def driver(args: argparse.Namespace) -> int:
         print(f"round {i + 1}", flush=True)
         for name, root in sides:
             load, version = _loadavg(), _describe(root)
-            r = _run_side(name, root, opts, args.log, cdr[name])
+            r = _run_side(name, root, opts, args.log, settings[name])
             if r is not None:
                 r["load"], r["version"] = load, version
                 print(_row(name, r), flush=True)
@@ -481,11 +513,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sat-limit", type=int, default=60, help="calls in flight at saturation")
     parser.add_argument("--no-setup", action="store_true", help="skip make setup-test")
     parser.add_argument(
-        "--base-cdr",
+        "--base-set",
         default="",
-        help="[cdr] keys for BASE's config, ';'-separated (e.g. in_progress_records=false)",
+        help="settings for BASE's config, table.key=value ';'-separated "
+        "(e.g. 'cdr.in_progress_records=false;sip.session_timers=false')",
     )
-    parser.add_argument("--head-cdr", default="", help="[cdr] keys for HEAD's config")
+    parser.add_argument("--head-set", default="", help="settings for HEAD's config")
     parser.add_argument("--log", type=Path, default=Path("/tmp/voipgw-bench-ab.log"))
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.rate <= 0 or args.seconds <= 0 or args.sat_calls < 1:
