@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from gateway.b2bua import CallEnded
+from gateway.b2bua import CallEnded, EndedBy
 from gateway.ops.metrics import Metrics
 from gateway.service.app import DirectoryHolder, _emergency_fallback
 from gateway.service.server import observe_call
@@ -53,6 +53,7 @@ def test_the_fallback_route_names_the_centre_of_each_target() -> None:
         final_reason="OK",
         disposition="answered",
         hangup_side="caller",
+        ended_by=EndedBy.CALLER,
         emergency=True,
         facts=route.facts,
         attempt=0,
