@@ -19,10 +19,15 @@ Example (every key optional; these are the defaults unless marked)::
     country_codes = ["358"]                      # tel:+358112 is 112 (see emergency.py)
     test_numbers = []                            # e.g. ["10112"]: a TEST call, not 112
 
-    [routing.provider]                           # RFC 7852 ProviderInfo in PIDF-LO
+    [routing.provider]                           # RFC 7852 ProviderInfo (PIDF-LO, Call-Info)
     name = "Setera Communications Oy"
-    id = "setera.fi"
-    contact = "tel:+358201500800"
+    id = "setera.fi"                             # a domain name
+    contact = "tel:+358201500800"                # sip:, sips: or tel:
+    languages = ["fi"]                           # ISO 639-1: what the operator's staff speak
+
+    [routing.additional_data]                    # RFC 7852 blocks on emergency INVITEs
+    enabled = true
+    subscriber_info = "send"                     # or "unless-restricted", "never"
 
     [routing.devices]                            # User-Agent regexes, case-insensitive
     desk_phone = "Yealink|Polycom|Cisco|snom|Grandstream GXP|Fanvil|Gigaset"
@@ -36,9 +41,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, TypeVar
 
 from routing.configfields import ConfigError, Table
 from routing.model import DeviceKind
+
+_T = TypeVar("_T")
 
 
 class NomadicPolicy(StrEnum):
@@ -162,13 +170,105 @@ class DevicePatterns:
         return cls(patterns=tuple(result))
 
 
+#: RFC 7852 4.1.7 ContactURI: "a SIP URI, tel URI, or sips URI" the centre can call.
+_CONTACT_URI_RE = re.compile(r"(?i)(sips?:\S+@?\S*|tel:\+?[0-9][0-9().-]*)")
+#: RFC 7852 4.1.4 ProviderIDSeries "domain": the ID is a fully qualified domain name.
+_DOMAIN_RE = re.compile(r"(?i)(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+#: RFC 7852 4.1.8 Language: "alpha 2-letter language codes from ISO 639-1".
+_LANGUAGE_RE = re.compile(r"[a-z]{2}")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProviderInfo:
-    """The operator as data provider (RFC 7852 section 4.1, in PIDF-LO provided-by)."""
+    """The operator as data provider (RFC 7852 section 4.1): in the PIDF-LO's
+    provided-by and in the ProviderInfo block of every emergency INVITE."""
 
     name: str = "Setera Communications Oy"
+    """DataProviderString: the operator's name as a centre reads it."""
     id: str = "setera.fi"
+    """ProviderID, a domain name (ProviderIDSeries "domain")."""
     contact: str = "tel:+358201500800"
+    """ContactURI: where the centre reaches the operator (sip:, sips: or tel:)."""
+    languages: tuple[str, ...] = ("fi",)
+    """Language: the languages the operator's own staff speak (ISO 639-1)."""
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise ValueError("name: must not be empty")
+        if not _DOMAIN_RE.fullmatch(self.id):
+            raise ValueError(f"id: expected a domain name, got {self.id!r}")
+        if not _CONTACT_URI_RE.fullmatch(self.contact):
+            raise ValueError(f"contact: expected a sip:, sips: or tel: URI, got {self.contact!r}")
+        if not self.languages:
+            raise ValueError("languages: at least one language is required")
+        for language in self.languages:
+            if not _LANGUAGE_RE.fullmatch(language):
+                raise ValueError(f"languages: expected ISO 639-1 codes, got {language!r}")
+
+    @classmethod
+    def from_table(cls, table: Table) -> ProviderInfo:
+        """Reads ``[routing.provider]``.
+
+        Raises:
+            ConfigError: naming the bad field.
+        """
+        default = cls()
+        values = {
+            "name": table.str("name", default.name),
+            "id": table.str("id", default.id),
+            "contact": table.str("contact", default.contact),
+            "languages": table.str_list("languages", default.languages),
+        }
+        table.reject_unknown()
+        return _construct(cls, table, values)
+
+
+class SubscriberInfoPolicy(StrEnum):
+    """When the RFC 7852 SubscriberInfo block (who the caller is) goes to the centre."""
+
+    SEND = "send"
+    """Always for a known subscriber; ``privacyRequested`` says whether she restricts
+    presentation (the centre still gets her identity, as with P-Asserted-Identity)."""
+    UNLESS_RESTRICTED = "unless-restricted"
+    """Only for subscribers who do not restrict presentation."""
+    NEVER = "never"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdditionalDataConfig:
+    """RFC 7852 Additional Data on emergency INVITEs (``[routing.additional_data]``)."""
+
+    enabled: bool = True
+    """Send ProviderInfo, ServiceInfo, DeviceInfo (and SubscriberInfo) by value."""
+    subscriber_info: SubscriberInfoPolicy = SubscriberInfoPolicy.SEND
+
+    @classmethod
+    def from_table(cls, table: Table) -> AdditionalDataConfig:
+        """Reads ``[routing.additional_data]``.
+
+        Raises:
+            ConfigError: naming the bad field.
+        """
+        default = cls()
+        enabled = table.bool("enabled", default.enabled)
+        policy = SubscriberInfoPolicy(
+            table.choice(
+                "subscriber_info",
+                tuple(p.value for p in SubscriberInfoPolicy),
+                default.subscriber_info,
+            )
+        )
+        table.reject_unknown()
+        return cls(enabled=enabled, subscriber_info=policy)
+
+
+def _construct(cls: type[_T], table: Table, values: dict[str, Any]) -> _T:
+    """``cls(**values)``, its ``"field: problem"`` ValueError named in the table."""
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        name, _, problem = str(exc).partition(": ")
+        raise ConfigError(table.field(name), problem) from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,6 +297,7 @@ class RoutingConfig:
         """The maximum duration of an ordinary call billed to ``customer_id``."""
         limit = self.max_call_duration_by_customer.get(customer_id, self.max_call_duration)
         return limit or None
+    additional_data: AdditionalDataConfig = AdditionalDataConfig()
 
     @classmethod
     def from_table(cls, table: Table) -> RoutingConfig:
@@ -234,13 +335,8 @@ class RoutingConfig:
             _check_uri(table, "test_route", test_route)
         emergency = EmergencyConfig.from_table(table.table("emergency"))
         devices = DevicePatterns.from_table(table.table("devices"))
-        ptable = table.table("provider")
-        provider = ProviderInfo(
-            name=ptable.str("name", default.provider.name),
-            id=ptable.str("id", default.provider.id),
-            contact=ptable.str("contact", default.provider.contact),
-        )
-        ptable.reject_unknown()
+        provider = ProviderInfo.from_table(table.table("provider"))
+        additional_data = AdditionalDataConfig.from_table(table.table("additional_data"))
         max_duration = table.float("max_call_duration", 0, min=0)
         by_customer_table = table.table("max_call_duration_by_customer")
         by_customer = {
@@ -260,6 +356,7 @@ class RoutingConfig:
             emergency=emergency,
             devices=devices,
             provider=provider,
+            additional_data=additional_data,
         )
 
 

@@ -35,12 +35,14 @@ from gateway.sip.message import Request, Response
 from gateway.sip.sdp import parse_sdp
 from gateway.sip.uri import SipUri, TelUri, parse_uri, telephone_user
 from gateway.transport.hints import PEER_HINTS, PeerHints
+from routing.additional_data import additional_data
 from routing.config import RoutingConfig
 from routing.decision import Action, Admission, CallFacts, RoutedBy, RoutingDecision
 from routing.directory import Directory
 from routing.emergency import DialPlan
 from routing.model import CallContext
-from routing.pidf import build_multipart, build_pidf, geolocation_headers
+from routing.multipart import BY_REFERENCE, BodyPart, build_mixed
+from routing.pidf import PIDF_CONTENT_TYPE, build_pidf, geolocation_headers
 from routing.policy import Load, decide, needs_authentication
 
 log = logging.getLogger("voipgw.router")
@@ -443,9 +445,8 @@ class CallRouter:
         if emergency:
             if decision.resource_priority:
                 headers.append(("Resource-Priority", decision.resource_priority))
-            if decision.location is not None:
-                wrap_sdp, geo = _with_location(request, decision, self.config)
-                headers += geo
+            wrap_sdp, extra = _emergency_body(request, decision, self.config, self.directory())
+            headers += extra
         return Route(
             targets=tuple(targets),
             request_uris=tuple(uris),
@@ -462,32 +463,72 @@ class CallRouter:
         )
 
 
-def _with_location(
-    request: Request, decision: RoutingDecision, config: RoutingConfig
-) -> tuple[Callable[[bytes], tuple[str, bytes]], tuple[tuple[str, str], ...]]:
-    """The PIDF-LO and the Geolocation headers that name it (RFC 6442 section 3).
+def _emergency_body(
+    request: Request, decision: RoutingDecision, config: RoutingConfig, directory: Directory
+) -> tuple[Callable[[bytes], tuple[str, bytes]] | None, tuple[tuple[str, str], ...]]:
+    """An emergency INVITE's body parts beside the SDP and the headers naming them:
+    the PIDF-LO with Geolocation (RFC 6442 section 3), and the RFC 7852 Additional
+    Data blocks with Call-Info (routing/additional_data.py).
 
     Returns:
-        (what packs a given SDP and the PIDF-LO into one multipart/mixed body, for
-        Route.wrap_sdp; the Geolocation and Geolocation-Routing headers).
+        (what packs a given SDP and those parts into one multipart/mixed body, for
+        Route.wrap_sdp, or None when there is nothing to add; the headers).
     """
-    assert decision.location is not None
     token = os.urandom(6).hex()
-    content_id = f"loc-{token}@voipgw"
+    parts: list[BodyPart] = []
+    headers: list[tuple[str, str]] = []
+    if decision.location is not None:
+        content_id = f"loc-{token}@voipgw"
+        parts.append(
+            BodyPart(
+                content_type=PIDF_CONTENT_TYPE,
+                body=_pidf(request, decision, config, token),
+                content_id=content_id,
+            )
+        )
+        headers += geolocation_headers(content_id)
+    facts = decision.facts
+    subscriber = directory.subscribers_by_e164.get(facts.subscriber) if facts.subscriber else None
+    blocks = additional_data(
+        facts,
+        provider=config.provider,
+        config=config.additional_data,
+        subscriber=subscriber,
+        customer=directory.customers.get(facts.customer_id),
+        token=token,
+    )
+    for block in blocks:
+        parts.append(
+            BodyPart(
+                content_type=block.content_type,
+                body=block.document,
+                content_id=block.content_id,
+                disposition=BY_REFERENCE,
+            )
+        )
+        headers.append(block.call_info)
+    if not parts:
+        return None, ()
+
+    def wrap_sdp(sdp: bytes) -> tuple[str, bytes]:
+        sdp_part = BodyPart(content_type="application/sdp", body=sdp)
+        return build_mixed((sdp_part, *parts), f"voipgw-{token}")
+
+    return wrap_sdp, tuple(headers)
+
+
+def _pidf(request: Request, decision: RoutingDecision, config: RoutingConfig, token: str) -> bytes:
+    """The PIDF-LO of the decided location (routing/pidf.py)."""
+    assert decision.location is not None
     caller = parse_name_address(request.headers.get("From") or "").uri
     entity = "pres:" + caller.split(":", 1)[1] if ":" in caller else "pres:unknown@voipgw"
-    pidf = build_pidf(
+    return build_pidf(
         decision.location,
         entity=entity.split(";", 1)[0],
         tuple_id=f"t{token}",
         timestamp=dt.datetime.now(dt.UTC),
         provider=config.provider,  # RFC 7852 provider-info: who supplied the location
     )
-
-    def wrap_sdp(sdp: bytes) -> tuple[str, bytes]:
-        return build_multipart(sdp, pidf, f"voipgw-{token}", content_id)
-
-    return wrap_sdp, geolocation_headers(content_id)
 
 
 def _test_call_answer(request: Request, decision: RoutingDecision) -> RouteResult:

@@ -29,6 +29,7 @@ from gateway.config import parse_config
 from gateway.service.app import App, running_app
 from gateway.service.sitestore import import_sites
 from routing.sites_file import parse_sites
+from tests.emergency.additional_data_check import ADDITIONAL_DATA_TYPES, additional_data_blocks
 from tests.emergency.pidf_check import check_pidf, split_multipart
 from tests.interop.gateway import gateway_config, sip_target
 from tests.interop.sipp import SippResult, free_port, run_uac
@@ -357,7 +358,13 @@ def assert_emergency_invite(invite: SipMessage, *, e164: str, civic: bool) -> di
     content_type = invite.get("content-type") or ""
     assert content_type.startswith("multipart/mixed"), content_type
     parts = split_multipart(content_type, invite.body)
-    assert set(parts) == {"application/sdp", "application/pidf+xml"}, list(parts)
+    # Beside the SDP and the PIDF-LO only the RFC 7852 blocks (issue 14 item 4),
+    # each referenced from a Call-Info and valid XML.
+    extra = set(parts) - {"application/sdp", "application/pidf+xml"}
+    assert {"application/sdp", "application/pidf+xml"} <= set(parts), list(parts)
+    assert extra <= ADDITIONAL_DATA_TYPES, list(parts)
+    blocks = additional_data_blocks(content_type, invite.body, invite.all("call-info"))
+    assert len(blocks) == len(extra), list(parts)
     headers, pidf = parts["application/pidf+xml"]
     # RFC 6442 4.1 / RFC 2392: the cid: URI names the part's Content-ID.
     assert headers["content-id"] == "<" + geolocation[len("<cid:") : -1] + ">"
