@@ -297,6 +297,7 @@ class RoutingConfig:
         """The maximum duration of an ordinary call billed to ``customer_id``."""
         limit = self.max_call_duration_by_customer.get(customer_id, self.max_call_duration)
         return limit or None
+
     additional_data: AdditionalDataConfig = AdditionalDataConfig()
 
     @classmethod
