@@ -20,6 +20,13 @@ Example (every key optional; these are the defaults unless marked)::
     id = "setera.fi"
     contact = "tel:+358201500800"
 
+    [routing.location]                           # the device's own location (RFC 6442)
+    office = "network-first"                     # which goes first to the centre
+    nomadic = "device-first"
+    max_device_pidf_bytes = 8192                 # larger device PIDF-LOs are ignored
+    [routing.location.customers.setera]          # per customer, either key
+    office = "device-first"
+
     [routing.devices]                            # User-Agent regexes, case-insensitive
     desk_phone = "Yealink|Polycom|Cisco|snom|Grandstream GXP|Fanvil|Gigaset"
     softphone = "Zoiper|Linphone|MicroSIP|baresip|Bria|X-Lite|Jitsi|PhonerLite"
@@ -34,6 +41,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from routing.configfields import ConfigError, Table
+from routing.decision import LocationPrecedence
+from routing.device_location import DEFAULT_MAX_PIDF_BYTES, MAX_BODY_BYTES
 from routing.model import DeviceKind
 
 
@@ -168,6 +177,65 @@ class ProviderInfo:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LocationPrecedences:
+    """Which location goes first for a customer's office and nomadic calls."""
+
+    office: LocationPrecedence = LocationPrecedence.NETWORK_FIRST
+    """Office calls (site or declared address): the network's, which the operator
+    vouches for, first by default."""
+    nomadic: LocationPrecedence = LocationPrecedence.DEVICE_FIRST
+    """Nomadic calls: the network knows nothing, so the device's own first by default."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocationConfig:
+    """The ``[routing.location]`` table: device-provided locations (RFC 6442)."""
+
+    default: LocationPrecedences = LocationPrecedences()
+    customers: tuple[tuple[str, LocationPrecedences], ...] = ()
+    """Customer id -> its own precedences (a tuple of pairs: hashable, frozen)."""
+    max_device_pidf_bytes: int = DEFAULT_MAX_PIDF_BYTES
+    """Largest device PIDF-LO forwarded, in bytes; larger ones are ignored, counted."""
+
+    def precedence(self, customer_id: str, *, office: bool) -> LocationPrecedence:
+        """The precedence for a call of ``customer_id`` ("" for an unknown caller)."""
+        chosen = dict(self.customers).get(customer_id, self.default)
+        return chosen.office if office else chosen.nomadic
+
+    @classmethod
+    def from_table(cls, table: Table) -> LocationConfig:
+        """Reads ``[routing.location]``.
+
+        Raises:
+            ConfigError: naming the bad field.
+        """
+        choices = tuple(p.value for p in LocationPrecedence)
+        default = _precedences(table, LocationPrecedences(), choices, whole_table=False)
+        limit = table.int("max_device_pidf_bytes", DEFAULT_MAX_PIDF_BYTES, min=256,
+                          max=MAX_BODY_BYTES)  # fmt: skip
+        ctable = table.table("customers")
+        customers = tuple(
+            (customer, _precedences(ctable.table(customer), default, choices, whole_table=True))
+            for customer in sorted(ctable.data)
+        )
+        ctable.reject_unknown()
+        table.reject_unknown()
+        return cls(default=default, customers=customers, max_device_pidf_bytes=limit)
+
+
+def _precedences(
+    table: Table, base: LocationPrecedences, choices: tuple[str, ...], *, whole_table: bool
+) -> LocationPrecedences:
+    office = table.choice("office", choices, base.office.value)
+    nomadic = table.choice("nomadic", choices, base.nomadic.value)
+    if whole_table:
+        table.reject_unknown()
+    return LocationPrecedences(
+        office=LocationPrecedence(office), nomadic=LocationPrecedence(nomadic)
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoutingConfig:
     """Settings of the routing layer (the ``[routing]`` table)."""
 
@@ -182,6 +250,7 @@ class RoutingConfig:
     emergency: EmergencyConfig = EmergencyConfig()
     devices: DevicePatterns = DevicePatterns()
     provider: ProviderInfo = ProviderInfo()
+    location: LocationConfig = LocationConfig()
 
     @classmethod
     def from_table(cls, table: Table) -> RoutingConfig:
@@ -219,6 +288,7 @@ class RoutingConfig:
             _check_uri(table, "test_route", test_route)
         emergency = EmergencyConfig.from_table(table.table("emergency"))
         devices = DevicePatterns.from_table(table.table("devices"))
+        location = LocationConfig.from_table(table.table("location"))
         ptable = table.table("provider")
         provider = ProviderInfo(
             name=ptable.str("name", default.provider.name),
@@ -236,6 +306,7 @@ class RoutingConfig:
             emergency=emergency,
             devices=devices,
             provider=provider,
+            location=location,
         )
 
 
