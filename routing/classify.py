@@ -9,7 +9,12 @@ Rules, in the order they are applied (decisions marked *):
    change the class.
 2. The source is looked up in every registered site network, longest prefix first
    (:mod:`routing.netindex`).
-3. Unknown caller (no authenticated subscriber): NOMADIC, no site.
+3. * Unknown caller (no authenticated subscriber): OFFICE at the site whose
+   ``office-lan`` or ``trusted-nat`` network the packet came from (a visitor's phone,
+   a reset desk phone: the network says where it is, whoever it is; issue 14 item 1),
+   else NOMADIC. Where several sites register that network, :func:`routing.netindex.tie_key`
+   decides (a VPN pool first, the cautious reading). The call has no callback identity;
+   the policy says so.
 4. * The call is OFFICE only when the matched network is an ``office-lan`` or
    ``trusted-nat`` network of a site that belongs to the caller's own customer. A
    network of another customer does not make the call OFFICE: network ranges are
@@ -22,7 +27,11 @@ Rules, in the order they are applied (decisions marked *):
    the Helsinki office in Espoo) is OFFICE at the site whose network the call came
    from: that is where the caller is.
 6. A ``vpn-pool`` network is never on-site: the VPN client can be anywhere.
-7. Off-site (no network, a VPN pool, or another customer's network): NOMADIC; a desk
+7. * Off-site, but in a network of one of the caller's declared locations (a home
+   office, :class:`routing.model.DeclaredLocation`): OFFICE use of that declared
+   address, ``basis`` DECLARED. A site network of the caller's own customer is
+   tried first (being at the office beats being at home on the same address).
+8. Off-site (no network, a VPN pool, or another customer's network): NOMADIC; a desk
    phone or ATA there is ``misplaced`` (it was carried away from its registered
    address, which the operator should hear about); softphones, mobile apps and
    unknown devices are plain nomadic use.
@@ -42,6 +51,7 @@ from routing.model import (
     CallClass,
     CallContext,
     Classification,
+    DeclaredLocation,
     DeviceKind,
     NetworkEntry,
     NetworkKind,
@@ -64,9 +74,11 @@ def classify_call(ctx: CallContext, directory: Directory) -> Classification:
     entries = directory.networks.lookup(ctx.source)
     subscriber = ctx.subscriber
     if subscriber is None:
+        entry = entries[0] if entries else None
+        on_site = entry is not None and entry.kind is not NetworkKind.VPN_POOL
         return Classification(
-            call_class=CallClass.NOMADIC,
-            site=None,
+            call_class=CallClass.OFFICE if on_site else CallClass.NOMADIC,
+            site=entry.site if on_site and entry is not None else None,
             device_kind=kind,
             basis=Basis.UNKNOWN_CALLER,
             network=entries[0] if entries else None,
@@ -92,6 +104,19 @@ def classify_call(ctx: CallContext, directory: Directory) -> Classification:
             device_id=device_id,
             ctx=ctx,
         )
+    declared = declared_location(ctx, directory)
+    if declared is not None:
+        return Classification(
+            call_class=CallClass.OFFICE,
+            site=None,
+            device_kind=kind,
+            basis=Basis.DECLARED,
+            declared=declared,
+            network=entry,
+            device_source=source,
+            device_id=device_id,
+            ctx=ctx,
+        )
     return Classification(
         call_class=CallClass.NOMADIC,
         site=None,
@@ -103,6 +128,33 @@ def classify_call(ctx: CallContext, directory: Directory) -> Classification:
         device_id=device_id,
         ctx=ctx,
     )
+
+
+def declared_location(ctx: CallContext, directory: Directory) -> DeclaredLocation | None:
+    """The caller's declared location whose network holds the source, longest prefix
+    first (ties: location id), or None.
+
+    Args:
+        ctx: the call (its authenticated subscriber and source).
+        directory: the declared locations by SIP user.
+
+    Returns:
+        The declared location, or None.
+    """
+    if ctx.subscriber is None:
+        return None
+    best: tuple[int, str] | None = None
+    found: DeclaredLocation | None = None
+    source = ctx.source
+    if source.version == 6 and source.ipv4_mapped is not None:
+        source = source.ipv4_mapped
+    for declared in directory.declared.get(ctx.subscriber.sip_user, ()):
+        for network in declared.networks:
+            if source.version == network.version and source in network:
+                key = (-network.prefixlen, declared.id)
+                if best is None or key < best:
+                    best, found = key, declared
+    return found
 
 
 def device_kind(ctx: CallContext, directory: Directory) -> tuple[DeviceKind, str, str | None]:

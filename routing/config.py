@@ -29,6 +29,13 @@ Example (every key optional; these are the defaults unless marked)::
     enabled = true
     subscriber_info = "send"                     # or "unless-restricted", "never"
 
+    [routing.location]                           # the device's own location (RFC 6442)
+    office = "network-first"                     # which goes first to the centre
+    nomadic = "device-first"
+    max_device_pidf_bytes = 8192                 # larger device PIDF-LOs are ignored
+    [routing.location.customers.setera]          # per customer, either key
+    office = "device-first"
+
     [routing.devices]                            # User-Agent regexes, case-insensitive
     desk_phone = "Yealink|Polycom|Cisco|snom|Grandstream GXP|Fanvil|Gigaset"
     softphone = "Zoiper|Linphone|MicroSIP|baresip|Bria|X-Lite|Jitsi|PhonerLite"
@@ -44,6 +51,8 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from routing.configfields import ConfigError, Table
+from routing.decision import LocationPrecedence
+from routing.device_location import DEFAULT_MAX_PIDF_BYTES, MAX_BODY_BYTES
 from routing.model import DeviceKind
 
 _T = TypeVar("_T")
@@ -272,6 +281,65 @@ def _construct(cls: type[_T], table: Table, values: dict[str, Any]) -> _T:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LocationPrecedences:
+    """Which location goes first for a customer's office and nomadic calls."""
+
+    office: LocationPrecedence = LocationPrecedence.NETWORK_FIRST
+    """Office calls (site or declared address): the network's, which the operator
+    vouches for, first by default."""
+    nomadic: LocationPrecedence = LocationPrecedence.DEVICE_FIRST
+    """Nomadic calls: the network knows nothing, so the device's own first by default."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocationConfig:
+    """The ``[routing.location]`` table: device-provided locations (RFC 6442)."""
+
+    default: LocationPrecedences = LocationPrecedences()
+    customers: tuple[tuple[str, LocationPrecedences], ...] = ()
+    """Customer id -> its own precedences (a tuple of pairs: hashable, frozen)."""
+    max_device_pidf_bytes: int = DEFAULT_MAX_PIDF_BYTES
+    """Largest device PIDF-LO forwarded, in bytes; larger ones are ignored, counted."""
+
+    def precedence(self, customer_id: str, *, office: bool) -> LocationPrecedence:
+        """The precedence for a call of ``customer_id`` ("" for an unknown caller)."""
+        chosen = dict(self.customers).get(customer_id, self.default)
+        return chosen.office if office else chosen.nomadic
+
+    @classmethod
+    def from_table(cls, table: Table) -> LocationConfig:
+        """Reads ``[routing.location]``.
+
+        Raises:
+            ConfigError: naming the bad field.
+        """
+        choices = tuple(p.value for p in LocationPrecedence)
+        default = _precedences(table, LocationPrecedences(), choices, whole_table=False)
+        limit = table.int("max_device_pidf_bytes", DEFAULT_MAX_PIDF_BYTES, min=256,
+                          max=MAX_BODY_BYTES)  # fmt: skip
+        ctable = table.table("customers")
+        customers = tuple(
+            (customer, _precedences(ctable.table(customer), default, choices, whole_table=True))
+            for customer in sorted(ctable.data)
+        )
+        ctable.reject_unknown()
+        table.reject_unknown()
+        return cls(default=default, customers=customers, max_device_pidf_bytes=limit)
+
+
+def _precedences(
+    table: Table, base: LocationPrecedences, choices: tuple[str, ...], *, whole_table: bool
+) -> LocationPrecedences:
+    office = table.choice("office", choices, base.office.value)
+    nomadic = table.choice("nomadic", choices, base.nomadic.value)
+    if whole_table:
+        table.reject_unknown()
+    return LocationPrecedences(
+        office=LocationPrecedence(office), nomadic=LocationPrecedence(nomadic)
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoutingConfig:
     """Settings of the routing layer (the ``[routing]`` table)."""
 
@@ -299,6 +367,7 @@ class RoutingConfig:
         return limit or None
 
     additional_data: AdditionalDataConfig = AdditionalDataConfig()
+    location: LocationConfig = LocationConfig()
 
     @classmethod
     def from_table(cls, table: Table) -> RoutingConfig:
@@ -336,6 +405,7 @@ class RoutingConfig:
             _check_uri(table, "test_route", test_route)
         emergency = EmergencyConfig.from_table(table.table("emergency"))
         devices = DevicePatterns.from_table(table.table("devices"))
+        location = LocationConfig.from_table(table.table("location"))
         provider = ProviderInfo.from_table(table.table("provider"))
         additional_data = AdditionalDataConfig.from_table(table.table("additional_data"))
         max_duration = table.float("max_call_duration", 0, min=0)
@@ -358,6 +428,7 @@ class RoutingConfig:
             devices=devices,
             provider=provider,
             additional_data=additional_data,
+            location=location,
         )
 
 

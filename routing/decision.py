@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from routing.device_location import DeviceLocation, DeviceLocationProblem
 from routing.model import (
     CallClass,
     DeviceKind,
@@ -91,8 +92,33 @@ class LocationSource(StrEnum):
 
     SITE_ADDRESS = "site-address"
     """The registered address of the site whose network the call came from."""
+    DECLARED_ADDRESS = "declared-address"
+    """An address the caller declared for remote work, whose network the call came
+    from (a home office): office use, the address marked as declared."""
     NONE = "none"
     """No location known: the centre is told the location is not verified."""
+
+
+class LocationPrecedence(StrEnum):
+    """Which of two locations goes first to the centre when the device sent its own
+    (RFC 6442: the order of the Geolocation locationValues and of the body parts)."""
+
+    NETWORK_FIRST = "network-first"
+    """The network-derived location (site or declared address, or "not verified")."""
+    DEVICE_FIRST = "device-first"
+    """The device's own PIDF-LO."""
+
+
+class UnverifiedLocation(StrEnum):
+    """Why an emergency call was routed without a verified location (label of
+    ``voipgw_emergency_calls_unverified_location_total``)."""
+
+    OUTSIDE = "outside"
+    """Source outside every registered network, no declared location matched."""
+    VPN_POOL = "vpn-pool"
+    OTHER_CUSTOMER = "other-customer"
+    UNKNOWN_CALLER = "unknown-caller"
+    """An unknown caller outside every site's office network."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +149,13 @@ class CallFacts:
             the call, or None when none is to be played.
         location: the location sent with an emergency call.
         location_source: where that location comes from.
+        unverified_location: for an emergency call sent without a verified location,
+            why (None otherwise).
+        device_location: the location the device sent by value, checked and
+            forwarded beside the network's (RFC 6442), or None.
+        device_location_ignored: why the device's own location was not forwarded,
+            or None (it sent none, or it was forwarded).
+        location_precedence: which location went first, when the device sent one.
         shed: why the call was refused before routing, or None.
         admission: what the call limit made of it (None: not weighed, e.g. a call
             refused while draining or a centre's callback).
@@ -148,6 +181,10 @@ class CallFacts:
     recording_notice_language: str | None = None
     location: Location | None = None
     location_source: LocationSource = LocationSource.NONE
+    unverified_location: UnverifiedLocation | None = None
+    device_location: DeviceLocation | None = None
+    device_location_ignored: DeviceLocationProblem | None = None
+    location_precedence: LocationPrecedence | None = None
     shed: Shed | None = None
     admission: Admission | None = None
     auth_challenged: bool = False

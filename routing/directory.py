@@ -16,6 +16,7 @@ from typing import TypeVar
 from routing.config import DevicePatterns
 from routing.model import (
     Customer,
+    DeclaredLocation,
     Device,
     DeviceKind,
     EmergencyCentre,
@@ -45,6 +46,8 @@ class Directory:
     networks: NetworkIndex
     psap: InMemoryPsapDirectory
     device_patterns: DevicePatterns
+    declared: Mapping[str, tuple[DeclaredLocation, ...]] = field(default_factory=dict)
+    """Declared locations (home offices) by the SIP user who declared them."""
     ua_cache: dict[tuple[str | None, str], tuple[DeviceKind, str]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -60,6 +63,7 @@ class Directory:
         devices: Iterable[Device] = (),
         centres: Iterable[EmergencyCentre] = (),
         device_patterns: DevicePatterns | None = None,
+        declared: Iterable[DeclaredLocation] = (),
     ) -> Directory:
         """Indexes the data.
 
@@ -70,6 +74,7 @@ class Directory:
             devices: known devices.
             centres: emergency centres.
             device_patterns: User-Agent patterns from the config (defaults if None).
+            declared: subscribers' declared locations.
 
         Returns:
             The directory.
@@ -96,7 +101,11 @@ class Directory:
             if device.user_agent_pattern is not None and device.instance_id is None:
                 regex = re.compile(device.user_agent_pattern, re.IGNORECASE)
                 ua.setdefault(device.sip_user, []).append((regex, device.kind))
+        by_declarer: dict[str, list[DeclaredLocation]] = {}
+        for location in sorted(declared, key=lambda d: d.id):
+            by_declarer.setdefault(location.sip_user, []).append(location)
         return cls(
+            declared={user: tuple(items) for user, items in by_declarer.items()},
             customers=customer_map,
             sites=site_map,
             subscribers=by_user,

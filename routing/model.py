@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from routing.device_location import DeviceLocationReading
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -241,6 +243,25 @@ class Site:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeclaredLocation:
+    """An address a subscriber declared for remote work (a home office), tied to the
+    networks a call from there comes from (issue 14, item 3).
+
+    A call of that subscriber from one of ``networks`` is office use of this
+    address: routed to the centre serving it, the address sent marked as declared.
+    The networks are the subscriber's own (a home connection's public address),
+    never shared: a declared location applies to its subscriber only.
+    """
+
+    id: str
+    sip_user: str
+    """The subscriber who declared it."""
+    name: str
+    address: CivicAddress
+    networks: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Subscriber:
     """A number and SIP user of a customer, with its home site (if any)."""
 
@@ -345,7 +366,10 @@ class CallContext:
     subscriber: Subscriber | None = None
     """The authenticated caller, or None when the caller is unknown."""
     geolocation: tuple[str, ...] = ()
-    """Geolocation header values the device sent (RFC 6442), recorded only."""
+    """Geolocation header values the device sent (RFC 6442); never decide the class."""
+    device_location: DeviceLocationReading | None = None
+    """The location the device sent by value, checked (emergency calls only), or None
+    when it sent none (:func:`routing.device_location.read_device_location`)."""
     call_id: str = ""
     dialled_user: str | None = None
     """The user ``dialled`` names (a SIP URI's user part, a tel URI's number), as the
@@ -375,6 +399,8 @@ class Basis(StrEnum):
     VPN_POOL = "vpn-pool"
     OTHER_CUSTOMER = "other-customer"
     """Source in a network registered by another customer."""
+    DECLARED = "declared"
+    """Source in a network of one of the caller's declared locations (a home office)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -392,6 +418,8 @@ class Classification:
     misplaced: bool = False
     """A desk phone or ATA seen outside every site of its customer."""
     basis: Basis = Basis.OUTSIDE
+    declared: DeclaredLocation | None = None
+    """The caller's declared location the call comes from (OFFICE by declaration)."""
     network: NetworkEntry | None = None
     """The longest registered network containing the source, if any."""
     device_source: str = ""
@@ -431,6 +459,11 @@ def render_reason(c: Classification) -> str:
         where = f"source {source} outside every registered site network"
     if c.basis is Basis.UNKNOWN_CALLER:
         head = f"unknown caller; {where}"
+    elif c.basis is Basis.DECLARED and c.declared is not None:
+        head = (
+            f"source {source} in a network of declared location {c.declared.id}"
+            f" ({c.declared.name}) of {c.declared.sip_user}"
+        )
     elif c.basis is Basis.OFFICE:
         sub = ctx.subscriber if ctx is not None else None
         visiting = ""
@@ -467,7 +500,7 @@ def _claims(ctx: CallContext) -> str:
     if claimed:
         notes.append(f"private Via/Contact {', '.join(sorted(set(claimed)))} ignored")
     if ctx.geolocation:
-        notes.append(f"device sent Geolocation {_show(ctx.geolocation[0])} (not used)")
+        notes.append(f"device sent Geolocation {_show(ctx.geolocation[0])} (not used to classify)")
     return "".join(f"; {n}" for n in notes)
 
 

@@ -47,6 +47,7 @@ the namespace prefixes are stable (no global ``ElementTree.register_namespace``)
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from xml.sax.saxutils import escape, quoteattr
 
@@ -148,16 +149,27 @@ def build_pidf(
 
 
 def build_multipart(sdp: bytes, pidf: bytes, boundary: str, content_id: str) -> tuple[str, bytes]:
+    """Packs the SDP offer and one PIDF-LO (see :func:`build_multipart_parts`)."""
+    return build_multipart_parts(sdp, ((content_id, pidf),), boundary)
+
+
+def build_multipart_parts(
+    sdp: bytes, pidfs: Sequence[tuple[str, bytes]], boundary: str
+) -> tuple[str, bytes]:
     """Packs the SDP offer and a PIDF-LO into one multipart/mixed body (RFC 6442 section 3.1).
 
     The PIDF-LO part carries ``Content-ID: <content_id>`` so the Geolocation header
     can point at it with a ``cid:`` URI (RFC 6442 section 4.1, RFC 2392).
 
+    Several PIDF-LOs (the network's and the device's own, RFC 6442 section 3.2 allows
+    more than one location) follow the SDP in the given order, the order of the
+    Geolocation header's locationValues.
+
     Args:
         sdp: the SDP body.
-        pidf: the PIDF-LO document.
-        boundary: the MIME boundary; must not occur in either part.
-        content_id: the Content-ID without angle brackets ("loc1@gw.example").
+        pidfs: (Content-ID without angle brackets, "loc1@gw.example"; the PIDF-LO
+            document) pairs, in order.
+        boundary: the MIME boundary; must not occur in any part.
 
     Returns:
         (Content-Type header value, body bytes).
@@ -168,47 +180,29 @@ def build_multipart(sdp: bytes, pidf: bytes, boundary: str, content_id: str) -> 
     """
     if not _BOUNDARY_RE.fullmatch(boundary) or boundary.endswith(" "):
         raise ValueError(f"invalid MIME boundary {boundary!r}")
-    if not _CONTENT_ID_RE.fullmatch(content_id):
-        raise ValueError(f"invalid Content-ID {content_id!r}")
     delimiter = b"--" + boundary.encode("ascii")
     # RFC 2046 section 5.1.1: the boundary "must not appear inside any of the
     # encapsulated parts".
-    if delimiter in sdp or delimiter in pidf:
+    if delimiter in sdp:
         raise ValueError(f"boundary {boundary!r} occurs in a body part")
     crlf = b"\r\n"
-    body = b"".join(
-        [
-            delimiter,
-            crlf,
-            b"Content-Type: application/sdp",
-            crlf,
-            crlf,
-            # RFC 2046 section 5.1.1: the CRLF before a boundary delimiter belongs to
-            # the delimiter, so a part that ends in CRLF needs one more.
-            sdp,
-            crlf,
-            delimiter,
-            crlf,
-            b"Content-Type: ",
-            PIDF_CONTENT_TYPE.encode("ascii"),
-            crlf,
-            b"Content-ID: <",
-            content_id.encode("ascii"),
-            b">",
-            crlf,
-            crlf,
-            pidf,
-            crlf,
-            delimiter,
-            b"--",
-            crlf,
-        ]
-    )
-    return f"multipart/mixed;boundary={boundary}", body
+    # RFC 2046 section 5.1.1: the CRLF before a boundary delimiter belongs to the
+    # delimiter, so a part that ends in CRLF needs one more.
+    out = [delimiter, crlf, b"Content-Type: application/sdp", crlf, crlf, sdp, crlf]
+    for content_id, pidf in pidfs:
+        if not _CONTENT_ID_RE.fullmatch(content_id):
+            raise ValueError(f"invalid Content-ID {content_id!r}")
+        if delimiter in pidf:
+            raise ValueError(f"boundary {boundary!r} occurs in a body part")
+        out += [delimiter, crlf, b"Content-Type: ", PIDF_CONTENT_TYPE.encode("ascii"), crlf]
+        out += [b"Content-ID: <", content_id.encode("ascii"), b">", crlf, crlf, pidf, crlf]
+    out += [delimiter, b"--", crlf]
+    return f"multipart/mixed;boundary={boundary}", b"".join(out)
 
 
-def geolocation_headers(content_id: str) -> tuple[tuple[str, str], ...]:
-    """Returns the RFC 6442 headers that go with :func:`build_multipart`.
+def geolocation_headers(content_id: str, *more: str) -> tuple[tuple[str, str], ...]:
+    """Returns the RFC 6442 headers that go with :func:`build_multipart` (or with
+    :func:`build_multipart_parts`: one locationValue per part, in its order).
 
     ``Geolocation-Routing: yes`` lets the emergency network route on the location
     (RFC 6442 section 4.2).
@@ -219,9 +213,13 @@ def geolocation_headers(content_id: str) -> tuple[tuple[str, str], ...]:
     Returns:
         (name, value) pairs: Geolocation and Geolocation-Routing.
     """
-    if not _CONTENT_ID_RE.fullmatch(content_id):
-        raise ValueError(f"invalid Content-ID {content_id!r}")
-    return (("Geolocation", f"<cid:{content_id}>"), ("Geolocation-Routing", "yes"))
+    for cid in (content_id, *more):
+        if not _CONTENT_ID_RE.fullmatch(cid):
+            raise ValueError(f"invalid Content-ID {cid!r}")
+    # RFC 6442 section 4.1: Geolocation = "Geolocation" HCOLON locationValue
+    # *( COMMA locationValue )
+    value = ", ".join(f"<cid:{cid}>" for cid in (content_id, *more))
+    return (("Geolocation", value), ("Geolocation-Routing", "yes"))
 
 
 def _text(value: str) -> str:

@@ -18,6 +18,14 @@ Emergency calls (the delivery terms' IMPORTANT NOTICE):
   is written into the reason so the operator sees it.
 - * The callback number is shown to the centre even when the subscriber restricts
   presentation: the centre must be able to call back.
+- * An unknown caller in a site's office network is an office call of that site (its
+  centre, its civic address), without a callback identity; the call's customer is
+  the site's (who is told, whose security desk should know).
+- * A call from a subscriber's declared location (home office) is office use of the
+  declared address; the PIDF-LO and the facts say the address is declared.
+- * The device's own location (RFC 6442, by value) is forwarded beside the
+  network-derived one, in the customer's precedence (``[routing.location]``); it never
+  changes the route or the class: a claim decides nothing.
 
 Test calls (``urn:service:test.sos``, test numbers) go to ``test_route`` with the same
 location the real call would carry, so a test shows what the centre would see; without
@@ -49,9 +57,11 @@ from routing.decision import (
     RoutingDecision,
     Shed,
     Target,
+    UnverifiedLocation,
 )
 from routing.directory import Directory
 from routing.model import (
+    Basis,
     CallClass,
     CallContext,
     CentreUriStyle,
@@ -273,14 +283,10 @@ def route_emergency(
     notes = _state_notes(ctx, directory)
     if callback is None:
         notes += "; no callback identity (unknown caller)"
-    site = classification.site
-    if classification.call_class is CallClass.OFFICE and site is not None:
-        route = lookup_psap(site.address, directory.psap)
-        location = Location(
-            address=site.address,
-            verified=True,
-            note=f"Registered address of site {site.name}",
-        )
+    network = network_location(classification)
+    if network is not None:
+        location, source = network
+        route = lookup_psap(location.address, directory.psap)
         reason = f"emergency {_what(match)} from office; {classification.reason}; {route.reason}"
         action = Action.ROUTE
         announcement = None
@@ -292,6 +298,7 @@ def route_emergency(
             verified=False,
             note="Nomadic call: the caller is not at a registered office address.",
         )
+        source = LocationSource.NONE
         nomadic = config.nomadic_policy
         reason = (
             f"emergency {_what(match)} in nomadic use, policy {nomadic.value};"
@@ -300,13 +307,19 @@ def route_emergency(
         if nomadic is NomadicPolicy.ANNOUNCE_AND_END:
             return RoutingDecision(
                 action=Action.ANNOUNCE_AND_END,
-                facts=_facts(
+                facts=_location_facts(
+                    _facts(
+                        ctx,
+                        classification,
+                        reason + notes,
+                        emergency=match,
+                        emergency_policy=Action.ANNOUNCE_AND_END.value,
+                        callback=callback,
+                    ),
                     ctx,
                     classification,
-                    reason + notes,
-                    emergency=match,
-                    emergency_policy=Action.ANNOUNCE_AND_END.value,
-                    callback=callback,
+                    config,
+                    source,
                 ),
                 announcement=NOMADIC_WARNING,
                 language=language,
@@ -332,14 +345,20 @@ def route_emergency(
     reason += notes
     return RoutingDecision(
         action=action,
-        facts=_facts(
+        facts=_location_facts(
+            _facts(
+                ctx,
+                classification,
+                reason,
+                emergency=match,
+                emergency_policy=policy,
+                callback=callback,
+                location=location,
+            ),
             ctx,
             classification,
-            reason,
-            emergency=match,
-            emergency_policy=policy,
-            callback=callback,
-            location=location,
+            config,
+            source,
         ),
         targets=targets,
         announcement=announcement,
@@ -360,11 +379,9 @@ def _route_test(
     config: RoutingConfig,
     match: EmergencyMatch,
 ) -> RoutingDecision:
-    site = classification.site
-    if classification.call_class is CallClass.OFFICE and site is not None:
-        location = Location(
-            address=site.address, verified=True, note=f"Test call, site {site.name}"
-        )
+    network = network_location(classification)
+    if network is not None:
+        location = replace(network[0], note=f"Test call. {network[0].note}")
     else:
         location = Location(address=None, verified=False, note="Test call in nomadic use.")
     reason = f"emergency test {_what(match)}; {classification.reason}"
@@ -383,6 +400,79 @@ def _route_test(
         language=_language(ctx, directory),
         headers=_headers(classification, reason),
         identity=asserted_identity(ctx.subscriber),
+    )
+
+
+def network_location(classification: Classification) -> tuple[Location, LocationSource] | None:
+    """The location the network vouches for: an office call's site address, or the
+    caller's declared address (marked declared); None for a nomadic call.
+
+    Args:
+        classification: the call's classification.
+
+    Returns:
+        (the location, its source), or None.
+    """
+    if classification.call_class is not CallClass.OFFICE:
+        return None
+    site = classification.site
+    if site is not None:
+        note = f"Registered address of site {site.name}"
+        if classification.basis is Basis.UNKNOWN_CALLER:
+            note += " (unknown caller on the site's network: no callback identity)"
+        return Location(address=site.address, verified=True, note=note), LocationSource.SITE_ADDRESS
+    declared = classification.declared
+    if declared is not None:
+        # "Manual": typed in, as a site address is; the note says who declared it.
+        note = (
+            f"Declared address {declared.name!r} (remote work) of subscriber"
+            f" {declared.sip_user}: declared by the subscriber, not a registered site"
+        )
+        return (
+            Location(address=declared.address, verified=True, note=note),
+            LocationSource.DECLARED_ADDRESS,
+        )
+    return None
+
+
+#: Classification basis of a nomadic call -> why its location is not verified.
+_UNVERIFIED_BY_BASIS = {
+    Basis.VPN_POOL: UnverifiedLocation.VPN_POOL,
+    Basis.OTHER_CUSTOMER: UnverifiedLocation.OTHER_CUSTOMER,
+    Basis.UNKNOWN_CALLER: UnverifiedLocation.UNKNOWN_CALLER,
+}
+
+
+def _location_facts(
+    facts: CallFacts,
+    ctx: CallContext,
+    classification: Classification,
+    config: RoutingConfig,
+    source: LocationSource,
+) -> CallFacts:
+    """An emergency call's location facts: the network's source, why it is not
+    verified, the device's own location and which goes first."""
+    customer = facts.customer_id
+    if ctx.subscriber is None and classification.site is not None:
+        # An unknown caller on a site's network: the site's customer is the one to
+        # tell (notification) and to find the call under (CDR).
+        customer = classification.site.customer_id
+    office = source is not LocationSource.NONE
+    unverified = None
+    if not office:
+        unverified = _UNVERIFIED_BY_BASIS.get(classification.basis, UnverifiedLocation.OUTSIDE)
+    reading = ctx.device_location
+    device = reading.location if reading is not None else None
+    return replace(
+        facts,
+        customer_id=customer,
+        location_source=source,
+        unverified_location=unverified,
+        device_location=device,
+        device_location_ignored=reading.problem if reading is not None else None,
+        location_precedence=(
+            config.location.precedence(customer, office=office) if device is not None else None
+        ),
     )
 
 
@@ -420,9 +510,8 @@ def test_call_report(ctx: CallContext, classification: Classification, directory
     callback, centres), as the text of the emergency test call's answer (RFC 6881
     SP-44)."""
     site = classification.site
-    address = (
-        site.address if site is not None and classification.call_class is CallClass.OFFICE else None
-    )
+    network = network_location(classification)
+    address = network[0].address if network is not None else None
     centres = lookup_psap(address, directory.psap)
     callback = "tel:" + ctx.subscriber.e164 if ctx.subscriber else "none (unknown caller)"
     lines = [

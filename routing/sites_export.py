@@ -71,6 +71,14 @@ def _dump_toml(data: SitesData) -> str:
         if e.secondary_id is not None:
             out.append(f"secondary = {_q(e.secondary_id)}\n")
         out.append(f"national_default = {'true' if e.national_default else 'false'}\n")
+    for loc in data.declared:
+        out.append(f"\n[[declared_locations]]\nid = {_q(loc.id)}\nsip_user = {_q(loc.sip_user)}\n")
+        out.append(f"name = {_q(loc.name)}\n")
+        out.append(f"networks = [{', '.join(_q(str(n)) for n in loc.networks)}]\n")
+        out.append("[declared_locations.address]\n")
+        for name, value in loc.address.elements():
+            out.append(f"{name} = {_q(value)}\n")
+        out.append(f"lang = {_q(loc.address.lang)}\n")
     return "".join(out)
 
 
@@ -105,4 +113,11 @@ def _dump_csv(data: SitesData) -> str:
                          "postal_prefixes": "|".join(e.postal_prefixes),
                          "secondary": e.secondary_id or "",
                          "national_default": str(e.national_default).lower()})  # fmt: skip
+    for loc in data.declared:
+        row = {"record": "declared", "id": loc.id, "sip_user": loc.sip_user, "name": loc.name}
+        row.update(dict(loc.address.elements()))
+        row["lang"] = loc.address.lang
+        writer.writerow(row)
+        for cidr in loc.networks:
+            writer.writerow({"record": "declared-network", "declared": loc.id, "cidr": str(cidr)})
     return buffer.getvalue()

@@ -50,10 +50,23 @@ TOML (``deploy/demo/sites.toml`` is a complete example)::
     secondary = "turku"
     national_default = false
 
+    [[declared_locations]]              # remote work: a subscriber's home office
+    id = "alice-home"
+    sip_user = "alice"                  # the subscriber who declared it
+    name = "Alice, home office"
+    networks = ["198.51.100.7/32"]      # where her calls from there come from
+    [declared_locations.address]        # as a site's address
+    country = "FI"
+    A3 = "Vantaa"
+    RD = "Kielotie"
+    HNO = "5"
+    PC = "01300"
+
 CSV: one header row naming the columns (``record`` first), then one row per record.
-``record`` is customer, site, network, subscriber, device or centre; each record uses
-the columns named as in TOML (a network row has ``site``, ``cidr``, ``kind``; a site
-row has the address columns ``country``, ``A1`` ... ``ADDCODE``, ``lang``); columns
+``record`` is customer, site, network, subscriber, device, centre, declared or
+declared-network; each record uses the columns named as in TOML (a network row has
+``site``, ``cidr``, ``kind``; a declared-network row ``declared``, ``cidr``; site and
+declared rows have the address columns ``country``, ``A1`` ... ``ADDCODE``, ``lang``); columns
 that do not belong to the record must be empty. Lists are ``|``-separated and
 booleans ``true``/``false``. Lines starting with ``#`` are comments.
 """
@@ -79,6 +92,7 @@ from routing.model import (
     CivicAddress,
     Customer,
     CustomerState,
+    DeclaredLocation,
     Device,
     DeviceKind,
     EmergencyCentre,
@@ -97,7 +111,8 @@ E = TypeVar("E", bound=StrEnum)
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ADDRESS_KEYS = (*(name for _, name in CIVIC_ELEMENTS), "lang")
-_SECTIONS = ("customers", "sites", "subscribers", "devices", "centres")
+_SECTIONS = ("customers", "sites", "subscribers", "devices", "centres", "declared_locations")
+_SECTION_RECORDS = ("customer", "site", "subscriber", "device", "centre", "declared")
 _RECORD_COLUMNS: dict[str, tuple[str, ...]] = {
     "customer": ("id", "company", "state", "language"),
     "site": ("id", "customer", "name", *_ADDRESS_KEYS),
@@ -110,6 +125,8 @@ _RECORD_COLUMNS: dict[str, tuple[str, ...]] = {
         "id", "name", "sip_uri", "uri_style", "municipalities", "postal_prefixes",
         "secondary", "national_default",
     ),
+    "declared": ("id", "sip_user", "name", *_ADDRESS_KEYS),
+    "declared-network": ("declared", "cidr"),
 }  # fmt: skip
 CSV_COLUMNS: tuple[str, ...] = (
     "record",
@@ -126,6 +143,7 @@ class SitesData:
     subscribers: tuple[Subscriber, ...] = ()
     devices: tuple[Device, ...] = ()
     centres: tuple[EmergencyCentre, ...] = ()
+    declared: tuple[DeclaredLocation, ...] = ()
 
     def directory(self, device_patterns: DevicePatterns | None = None) -> Directory:
         """Builds the classifier's :class:`Directory` from this data."""
@@ -136,6 +154,7 @@ class SitesData:
             devices=self.devices,
             centres=self.centres,
             device_patterns=device_patterns,
+            declared=self.declared,
         )
 
     def sorted(self) -> SitesData:
@@ -155,11 +174,25 @@ class SitesData:
             subscribers=tuple(sorted(self.subscribers, key=lambda s: s.sip_user)),
             devices=tuple(sorted(self.devices, key=lambda d: d.id)),
             centres=tuple(sorted(self.centres, key=lambda c: c.id)),
+            declared=tuple(
+                DeclaredLocation(
+                    id=d.id,
+                    sip_user=d.sip_user,
+                    name=d.name,
+                    address=d.address,
+                    networks=tuple(sorted(d.networks, key=_cidr_key)),
+                )
+                for d in sorted(self.declared, key=lambda d: d.id)
+            ),
         )
 
 
 def _network_key(n: SiteNetwork) -> tuple[int, int, int, str]:
-    return (n.cidr.version, int(n.cidr.network_address), n.cidr.prefixlen, n.kind.value)
+    return (*_cidr_key(n.cidr), n.kind.value)
+
+
+def _cidr_key(cidr: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int, int, int]:
+    return (cidr.version, int(cidr.network_address), cidr.prefixlen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +360,7 @@ def _toml_records(text: str) -> Iterator[_Record]:
     for key in doc:
         if key not in _SECTIONS:
             yield ("unknown", key, headers.get(key, [None])[0], {}, None)
-    for section, record in zip(_SECTIONS, ("customer", "site", "subscriber", "device", "centre")):
+    for section, record in zip(_SECTIONS, _SECTION_RECORDS, strict=True):
         items = doc.get(section, [])
         if not isinstance(items, list):
             yield ("not-a-list", section, None, {}, None)
@@ -338,6 +371,9 @@ def _toml_records(text: str) -> Iterator[_Record]:
             locate = _locator(lines, line, end)
             if not isinstance(item, dict):
                 yield ("not-a-table", path, line, {}, None)
+                continue
+            if record == "declared":
+                yield from _toml_declared(item, path, line, locate)
                 continue
             if record != "site":
                 yield (record, path, line, item, locate)
@@ -365,6 +401,31 @@ def _toml_records(text: str) -> Iterator[_Record]:
                     {**net, "site": site.get("id", "")},
                     None,
                 )
+
+
+def _toml_declared(
+    item: dict[str, Any], path: str, line: int | None, locate: Callable[[str], int | None]
+) -> Iterator[_Record]:
+    """A ``[[declared_locations]]`` table as a declared record and its network records."""
+    fields = dict(item)
+    networks = fields.pop("networks", [])
+    address = fields.pop("address", {})
+    if not isinstance(address, dict):
+        yield ("not-a-table", f"{path}.address", line, {}, None)
+        address = {}
+    yield ("declared", path, line, {**fields, **{f"address.{k}": v for k, v in address.items()}},
+           locate)  # fmt: skip
+    if not isinstance(networks, list):
+        yield ("not-a-list", f"{path}.networks", locate("networks"), {}, None)
+        return
+    for j, cidr in enumerate(networks):
+        yield (
+            "declared-network",
+            f"{path}.networks[{j}]",
+            locate("networks"),
+            {"declared": fields.get("id", ""), "cidr": cidr},
+            None,
+        )
 
 
 def _locator(
@@ -410,7 +471,7 @@ def _csv_records(text: str) -> Iterator[_Record]:
             continue
         cells = {name: cell.strip() for name, cell in zip(header, row)}
         record = cells.pop("record", "")
-        if record == "site":
+        if record in ("site", "declared"):
             for key in _ADDRESS_KEYS:
                 if key in cells:
                     cells[f"address.{key}"] = cells.pop(key)
@@ -425,6 +486,9 @@ def _validate(records: Iterator[_Record]) -> SitesData:
     subscribers: list[tuple[Subscriber, _Row]] = []
     devices: list[tuple[Device, _Row]] = []
     centres: list[tuple[EmergencyCentre, _Row]] = []
+    declared: list[tuple[DeclaredLocation, _Row]] = []
+    declared_networks: dict[str, list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, _Row]]]
+    declared_networks = {}
     for record, path, line, data, locate in records:
         row = _Row(data, path, line, errors, locate)
         handler = _HANDLERS.get(record)
@@ -437,8 +501,12 @@ def _validate(records: Iterator[_Record]) -> SitesData:
             }.get(record, f"unknown record type {record!r}")
             row.error("", problem)
             continue
-        handler(row, customers, sites, networks, subscribers, devices, centres)
+        handler(
+            row, customers, sites, networks, subscribers, devices, centres, declared,
+            declared_networks,
+        )  # fmt: skip
     result = _cross_check(errors, customers, sites, networks, subscribers, devices, centres)
+    result = _check_declared(result, declared, declared_networks)
     if errors:
         raise SitesFileError(errors)
     return result
@@ -581,7 +649,100 @@ def _centre(row: _Row, *args: Any) -> None:
         centres.append((centre, row))
 
 
+def _address(row: _Row) -> CivicAddress | None:
+    """The ``address.*`` fields of a site or declared row (RFC 5139 names)."""
+    address: dict[str, str] = {}
+    for attr, name in CIVIC_ELEMENTS:
+        address[attr] = row.text(f"address.{name}", required=name == "country")
+    address["lang"] = row.text("address.lang", default="fi")
+    try:
+        return CivicAddress(**address)
+    except ValueError as exc:
+        row.error("address.country", str(exc))
+        return None
+
+
+def _declared(row: _Row, *args: Any) -> None:
+    declared: list[tuple[DeclaredLocation, _Row]] = args[6]
+    did = row.ident("id")
+    sip_user = row.text("sip_user", required=True)
+    name = row.text("name")
+    address = _address(row)
+    row.reject_unknown()
+    if did and sip_user and address is not None:
+        location = DeclaredLocation(id=did, sip_user=sip_user, name=name, address=address)
+        declared.append((location, row))
+
+
+def _declared_network(row: _Row, *args: Any) -> None:
+    networks: dict[str, list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, _Row]]]
+    networks = args[7]
+    did = row.ident("declared")
+    text = row.text("cidr", required=True)
+    row.reject_unknown()
+    if not text:
+        return
+    try:
+        cidr = ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        row.error("cidr", f"not an IP network: {exc}")
+        return
+    networks.setdefault(did, []).append((cidr, row))
+
+
+def _check_declared(
+    data: SitesData,
+    declared: list[tuple[DeclaredLocation, _Row]],
+    networks: dict[str, list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, _Row]]],
+) -> SitesData:
+    """Declared locations: unique ids, a known subscriber, at least one network each,
+    and no network declared twice (two addresses for one network: which is true?)."""
+    users = {s.sip_user for s in data.subscribers}
+    result: list[DeclaredLocation] = []
+    seen_ids: set[str] = set()
+    owner: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, str] = {}
+    for location, row in declared:
+        if location.id in seen_ids:
+            row.error("id", f"duplicate declared location id {location.id!r}")
+            continue
+        seen_ids.add(location.id)
+        if location.sip_user not in users:
+            row.error("sip_user", f"unknown sip_user {location.sip_user!r}")
+        nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for cidr, nrow in networks.get(location.id, []):
+            other = owner.setdefault(cidr, location.id)
+            if other != location.id or cidr in nets:
+                nrow.error("cidr", f"network {cidr} is already declared for {other!r}")
+            else:
+                nets.append(cidr)
+        if not nets:
+            row.error("networks", "a declared location needs at least one network")
+        result.append(
+            DeclaredLocation(
+                id=location.id,
+                sip_user=location.sip_user,
+                name=location.name,
+                address=location.address,
+                networks=tuple(nets),
+            )
+        )
+    for did, rows in networks.items():
+        if did not in seen_ids:
+            for _, nrow in rows:
+                nrow.error("declared", f"unknown declared location {did!r}")
+    return SitesData(
+        customers=data.customers,
+        sites=data.sites,
+        subscribers=data.subscribers,
+        devices=data.devices,
+        centres=data.centres,
+        declared=tuple(result),
+    )
+
+
 _HANDLERS: dict[str, Callable[..., None]] = {
+    "declared": _declared,
+    "declared-network": _declared_network,
     "customer": _customer,
     "site": _site,
     "network": _network,

@@ -14,7 +14,9 @@ sites file (every error printed to stderr as ``FILE:LINE: field: problem``) or a
 database failure, 2 a bad config.
 
 ``--format`` defaults to the file extension (``.csv`` is CSV, anything else TOML).
-``sites check --config`` also compares the centres' addresses with the gateway's PBX
+``sites check`` warns of every site and declared location whose civic address lacks
+what a centre needs (:mod:`routing.address_check`). ``sites check --config`` also
+compares the centres' addresses with the gateway's PBX
 side (``[upstream]``, ``[routing] default_next_hop``) and prints a warning to stderr,
 naming both peers, for each centre whose address is not its own
 (:func:`gateway.edge.peers.address_overlaps`); warnings do not change the exit status.
@@ -36,7 +38,9 @@ import asyncpg
 from cdr.db import DatabaseConfig, database
 from gateway.edge.peers import address_overlaps
 from gateway.service.sitestore import export_sites, import_sites
+from routing.address_check import PlaceProblems, sites_address_problems
 from routing.configfields import ConfigError, Table
+from routing.psap import InMemoryPsapDirectory
 from routing.sites_export import dump_sites
 from routing.sites_file import SitesData, SitesFileError, parse_sites
 
@@ -137,7 +141,7 @@ def _summary(data: SitesData) -> str:
     return (
         f"{len(data.customers)} customers, {len(data.sites)} sites, {networks} networks,"
         f" {len(data.subscribers)} subscribers, {len(data.devices)} devices,"
-        f" {len(data.centres)} emergency centres"
+        f" {len(data.centres)} emergency centres, {len(data.declared)} declared locations"
     )
 
 
@@ -164,6 +168,13 @@ def centre_address_warnings(data: SitesData, config: GatewayConfig | None) -> li
     return address_overlaps(data.centres, upstream=upstream, trusted=trusted)
 
 
+def address_warnings(data: SitesData) -> list[PlaceProblems]:
+    """Sites and declared locations whose address lacks what a centre needs (street,
+    house number, postal code, municipality) or names a municipality no centre serves."""
+    psap = InMemoryPsapDirectory.build(data.centres)
+    return sites_address_problems(data.sites, data.declared, psap.municipalities)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     data = _load(args)
     if data is None:
@@ -175,6 +186,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     for warning in centre_address_warnings(data, config):
         print(f"{args.file}: warning: {warning}", file=sys.stderr)
+    for place in address_warnings(data):
+        print(f"{args.file}: warning: {place.describe()}", file=sys.stderr)
     print(f"{args.file}: ok: {_summary(data)}")
     return 0
 

@@ -34,7 +34,7 @@ import platform
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -42,7 +42,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from routing.address_check import AddressProblem
 from routing.configfields import ConfigError, Table
+from routing.decision import UnverifiedLocation
+from routing.device_location import DeviceLocationProblem
 
 __all__ = [
     "CALL_CLASSES",
@@ -291,6 +294,27 @@ class Metrics:
             ["call_class", "policy", "centre", "outcome"],
             registry=r,
         )
+        self.emergency_unverified_location = Counter(
+            "voipgw_emergency_calls_unverified_location",
+            "Emergency calls routed without a verified location, by why (outside every "
+            "network, a VPN pool, another customer's network, an unknown caller).",
+            ["reason"],
+            registry=r,
+        )
+        self.device_location_ignored = Counter(
+            "voipgw_device_location_ignored",
+            "Locations sent by calling devices (RFC 6442) that were not forwarded to the "
+            "centre, by reason; the call went on with the network's location.",
+            ["reason"],
+            registry=r,
+        )
+        self.site_address_problems = Gauge(
+            "voipgw_site_address_problems",
+            "Sites and declared locations whose civic address lacks what a centre needs, "
+            "by problem (voipgw sites check lists them).",
+            ["problem"],
+            registry=r,
+        )
         # The per-message series (requests, responses, retransmissions, transaction
         # durations) are counted in plain dicts and exported by a collector: see
         # SipTrafficCollector.
@@ -443,6 +467,12 @@ class Metrics:
                 self.calls.labels(call_class=call_class, outcome=outcome)
             self.call_setup.labels(call_class=call_class, emergency="false")
             self.call_setup.labels(call_class=call_class, emergency="true")
+        for unverified in UnverifiedLocation:
+            self.emergency_unverified_location.labels(reason=unverified.value)
+        for ignored in DeviceLocationProblem:
+            self.device_location_ignored.labels(reason=ignored.value)
+        for problem in AddressProblem:
+            self.site_address_problems.labels(problem=problem.value)
         for reason in GUARD_BAN_REASONS:
             self.guard_bans.labels(reason=reason)
         for reason in GUARD_UNBAN_REASONS:
@@ -460,6 +490,21 @@ class Metrics:
     def emergency_call_beyond_reserve(self) -> None:
         """Counts an emergency call admitted beyond ``max_calls + emergency_reserve``."""
         self.emergency_beyond_reserve.inc()
+
+    def emergency_location(
+        self, unverified: UnverifiedLocation | None, ignored: DeviceLocationProblem | None
+    ) -> None:
+        """Counts an emergency call's location safeguards: routed without a verified
+        location (why), and a device location not forwarded (why)."""
+        if unverified is not None:
+            self.emergency_unverified_location.labels(reason=unverified.value).inc()
+        if ignored is not None:
+            self.device_location_ignored.labels(reason=ignored.value).inc()
+
+    def set_site_address_problems(self, counts: Mapping[AddressProblem, int]) -> None:
+        """Sets how many sites (and declared locations) have each address problem."""
+        for problem, count in counts.items():
+            self.site_address_problems.labels(problem=problem.value).set(count)
 
     def call_ended(self, call_class: str, outcome: str) -> None:
         """A call reached its final outcome."""

@@ -49,6 +49,7 @@ from gateway.service.server import (
 from gateway.service.sitestore import export_sites, import_sites, load_directory
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Request, Response
+from routing.address_check import AddressProblem, problem_counts, sites_address_problems
 from routing.config import EmergencyConfig
 from routing.decision import CallFacts, RoutedBy
 from routing.directory import Directory
@@ -297,7 +298,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 await gateway.start()
             app.tasks.append(asyncio.create_task(_maintenance(db.pool, cdr_config, metrics)))
             if metrics is not None:
-                app.tasks.append(asyncio.create_task(_gauges(writer, metrics)))
+                app.tasks.append(asyncio.create_task(_gauges(writer, metrics, holder)))
             if registrar is not None:
                 app.tasks.append(asyncio.create_task(registrar.purge_forever()))
                 # Writes REGISTERs taken during an outage through, refreshes memory.
@@ -461,11 +462,25 @@ async def _binding_gauge(registrar: Registrar, metrics: Metrics) -> None:
         await asyncio.sleep(GAUGE_INTERVAL)
 
 
-async def _gauges(writer: CdrWriter, metrics: Metrics) -> None:
+async def _gauges(writer: CdrWriter, metrics: Metrics, holder: DirectoryHolder | None) -> None:
+    checked: Directory | None = None
     while True:
         metrics.set_cdr_queue_depth(writer.queue_depth())
         metrics.set_cdr_spool(writer.spool_bytes(), writer.oldest_spooled_age() or 0.0)
+        if holder is not None and holder.directory is not checked:
+            # Once per routing data (start, SIGHUP reload), not per tick.
+            checked = holder.directory
+            metrics.set_site_address_problems(directory_address_problems(checked))
         await asyncio.sleep(GAUGE_INTERVAL)
+
+
+def directory_address_problems(directory: Directory) -> dict[AddressProblem, int]:
+    """How many sites and declared locations have each address problem (the gauge)."""
+    declared = [d for items in directory.declared.values() for d in items]
+    found = sites_address_problems(
+        directory.sites.values(), declared, directory.psap.municipalities
+    )
+    return problem_counts(found)
 
 
 __all__ = ["App", "Endpoint", "StartupError", "record_of", "running_app", "starting"]

@@ -22,10 +22,14 @@ security service) and the operator's NOC want to know at once that someone calle
 The body (``application/json``)::
 
     {"event": "emergency-call", "time": "2026-11-22T14:56:30.123Z",
-     "caller": "+358401000001", "customer": "setera", "class": "office",
+     "caller": "+358401000001", "callback": "tel:+358401000001",   # null: none
+     "customer": "setera", "class": "office",
      "site": "setera-espoo",            # or "nomadic"
      "civic_address": {"country": "FI", "A1": "Uusimaa", "A3": "Espoo", ...},  # or null
-     "location_verified": true, "centre": "kerava", "centres": ["kerava", "turku", ...],
+     "location_verified": true, "location_source": "site-address",  # declared-address, none
+     "device_location": "circle 60.17 24.94 r=15 m",   # or null; the device's own (RFC 6442)
+     "device_location_ignored": null,                   # or why it was not forwarded
+     "centre": "kerava", "centres": ["kerava", "turku", ...],
      "action": "route", "dialled": "112", "call_id": "..."}
 
 ``civic_address`` is exactly what the PIDF-LO carries (RFC 5139 element names), or
@@ -249,16 +253,26 @@ def notification_body(decision: RoutingDecision, ctx: CallContext, *, now: dt.da
     office = decision.call_class is CallClass.OFFICE and site is not None
     centres = [t.centre_id for t in decision.targets if t.centre_id]
     subscriber = ctx.subscriber
+    facts = decision.facts
+    device = facts.device_location
     document = {
         "event": "emergency-call",
         "time": now.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "caller": subscriber.e164 if subscriber is not None else None,
-        "customer": subscriber.customer_id if subscriber is not None else None,
+        # The callback identity the centre got; null: none (an unknown caller).
+        "callback": facts.callback,
+        # An unknown caller on a site's network is the site's customer's call.
+        "customer": facts.customer_id or None,
         "class": decision.call_class.value,
         "site": site if office and site is not None else "nomadic",
         # RFC 5139 element names, as in the PIDF-LO the centre received.
         "civic_address": dict(address.elements()) if address is not None else None,
         "location_verified": bool(decision.location and decision.location.verified),
+        "location_source": facts.location_source.value,
+        "device_location": device.summary if device is not None else None,
+        "device_location_ignored": (
+            facts.device_location_ignored.value if facts.device_location_ignored else None
+        ),
         "centre": centres[0] if centres else None,
         "centres": centres,
         "action": decision.action.value,
@@ -401,8 +415,8 @@ class EmergencyNotifier:
             decision: the routing decision.
             ctx: the call.
         """
-        customer = ctx.subscriber.customer_id if ctx.subscriber is not None else None
-        urls = self.config.urls_for(customer)
+        # The facts' customer: the caller's, or the site's for an unknown caller there.
+        urls = self.config.urls_for(decision.facts.customer_id or None)
         if not urls:
             return
         body = notification_body(decision, ctx, now=self._clock())

@@ -37,10 +37,18 @@ from gateway.sip.uri import SipUri, TelUri, parse_uri, telephone_user
 from gateway.transport.hints import PEER_HINTS, PeerHints
 from routing.additional_data import additional_data
 from routing.config import RoutingConfig
-from routing.decision import Action, Admission, CallFacts, RoutedBy, RoutingDecision
+from routing.decision import (
+    Action,
+    Admission,
+    CallFacts,
+    LocationPrecedence,
+    RoutedBy,
+    RoutingDecision,
+)
+from routing.device_location import DEFAULT_MAX_PIDF_BYTES, read_device_location, sdp_part
 from routing.directory import Directory
 from routing.emergency import DialPlan
-from routing.model import CallContext
+from routing.model import CallContext, EmergencyKind
 from routing.multipart import BY_REFERENCE, BodyPart, build_mixed
 from routing.pidf import PIDF_CONTENT_TYPE, build_pidf, geolocation_headers
 from routing.policy import Load, decide, needs_authentication
@@ -109,13 +117,20 @@ class EmergencyTimers:
 
 
 def call_context(
-    request: Request, source: Endpoint, directory: Directory, dial_plan: DialPlan
+    request: Request,
+    source: Endpoint,
+    directory: Directory,
+    dial_plan: DialPlan,
+    *,
+    max_device_pidf_bytes: int = DEFAULT_MAX_PIDF_BYTES,
 ) -> CallContext:
     """What the gateway knows of a call, for routing.
 
     The caller is identified by the user part of From; Via, Contact and Geolocation
     are recorded as the device's claims (the classifier never trusts them). The
-    Request-URI is recognised as an emergency or test call here, once per call.
+    Request-URI is recognised as an emergency or test call here, once per call; an
+    emergency call's own location (RFC 6442, by value) is read and checked here too,
+    so that routing decides over typed data.
     """
     headers = request.headers
     sent_by: list[str] = []
@@ -135,6 +150,16 @@ def call_context(
                 contact_host = uri.host
     except SipError:
         pass
+    emergency = dial_plan.match(request.uri)
+    geolocation = tuple(headers.values("Geolocation"))
+    device_location = None
+    if geolocation and emergency is not None and emergency.kind is EmergencyKind.EMERGENCY:
+        device_location = read_device_location(
+            geolocation,
+            headers.get("Content-Type"),
+            request.body,
+            max_pidf_bytes=max_device_pidf_bytes,
+        )
     return CallContext(
         dialled=request.uri,
         source=ipaddress.ip_address(source.host),
@@ -144,10 +169,11 @@ def call_context(
         user_agent=headers.get("User-Agent"),
         instance_id=instance_id,
         subscriber=directory.subscribers.get(_caller_user(request) or ""),
-        geolocation=tuple(headers.values("Geolocation")),
+        geolocation=geolocation,
+        device_location=device_location,
         call_id=headers.get("Call-ID") or "",
         dialled_user=telephone_user(request.uri),
-        emergency=dial_plan.match(request.uri),
+        emergency=emergency,
     )
 
 
@@ -227,7 +253,13 @@ class CallRouter:
         callback = await self._callback_route(event, directory)
         if callback is not None:
             return callback
-        ctx = call_context(event.request, event.source, directory, self.dial_plan)
+        ctx = call_context(
+            event.request,
+            event.source,
+            directory,
+            self.dial_plan,
+            max_device_pidf_bytes=self.config.location.max_device_pidf_bytes,
+        )
         if self.authenticate is not None and needs_authentication(ctx, self.trusted_peers):
             # Emergency calls are never challenged (RFC 6881 SP-39): only ordinary
             # calls must prove who they are.
@@ -284,6 +316,12 @@ class CallRouter:
             decision.call_class.value,
             decision.reason,
         )
+        if facts.device_location_ignored is not None:
+            log.info(
+                "call %s: the device's own location is ignored: %s",
+                ctx.call_id,
+                facts.device_location_ignored.value,
+            )
         if decision.action is Action.ANSWER_TEST:
             return _test_call_answer(event.request, decision)
         if decision.action is Action.REJECT:
@@ -476,7 +514,8 @@ def _emergency_body(
     """
     token = os.urandom(6).hex()
     parts: list[BodyPart] = []
-    headers: list[tuple[str, str]] = []
+    location_ids: list[str] = []
+    facts = decision.facts
     if decision.location is not None:
         content_id = f"loc-{token}@voipgw"
         parts.append(
@@ -486,8 +525,25 @@ def _emergency_body(
                 content_id=content_id,
             )
         )
-        headers += geolocation_headers(content_id)
-    facts = decision.facts
+        location_ids.append(content_id)
+    device = facts.device_location
+    if device is not None:
+        # The device's PIDF-LO as it sent it (checked, RFC 6442 3.2: more than one
+        # location may go), under a Content-ID of the gateway's own: the device's
+        # could clash with ours or be unsafe to copy into a header.
+        device_id = f"dev-{token}@voipgw"
+        device_part = BodyPart(
+            content_type=PIDF_CONTENT_TYPE, body=device.pidf, content_id=device_id
+        )
+        if facts.location_precedence is LocationPrecedence.DEVICE_FIRST:
+            parts.insert(0, device_part)
+            location_ids.insert(0, device_id)
+        else:
+            parts.append(device_part)
+            location_ids.append(device_id)
+    headers: list[tuple[str, str]] = (
+        list(geolocation_headers(*location_ids)) if location_ids else []
+    )
     subscriber = directory.subscribers_by_e164.get(facts.subscriber) if facts.subscriber else None
     blocks = additional_data(
         facts,
@@ -509,10 +565,16 @@ def _emergency_body(
         headers.append(block.call_info)
     if not parts:
         return None, ()
+    a_body = request.body
+    a_type = request.headers.get("Content-Type") or ""
 
     def wrap_sdp(sdp: bytes) -> tuple[str, bytes]:
-        sdp_part = BodyPart(content_type="application/sdp", body=sdp)
-        return build_mixed((sdp_part, *parts), f"voipgw-{token}")
+        if sdp == a_body:
+            # The caller's own body: a device sending its location sends SDP and
+            # PIDF-LO in one multipart; only its SDP is the offer to pass on.
+            sdp = sdp_part(a_type, sdp) or sdp
+        offer = BodyPart(content_type="application/sdp", body=sdp)
+        return build_mixed((offer, *parts), f"voipgw-{token}")
 
     return wrap_sdp, tuple(headers)
 

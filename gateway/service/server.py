@@ -528,6 +528,7 @@ def observe_call(metrics: Metrics, event: CallEnded) -> None:
             facts.centre_of(event.attempt) or "none",
             outcome,
         )
+        metrics.emergency_location(facts.unverified_location, facts.device_location_ignored)
 
 
 class UpstreamRouter:

@@ -23,6 +23,7 @@ from routing.model import (
     CivicAddress,
     Customer,
     CustomerState,
+    DeclaredLocation,
     Device,
     DeviceKind,
     EmergencyCentre,
@@ -41,6 +42,8 @@ IMPORT_LOCK_KEY = 0x766F6970_6777_0100
 
 # Children first, so the deletes never trip a foreign key.
 _TABLES = (
+    "routing_declared_location_networks",
+    "routing_declared_locations",
     "routing_devices",
     "routing_subscribers",
     "routing_site_networks",
@@ -51,6 +54,7 @@ _TABLES = (
     "routing_emergency_centres",
 )
 _SITE_COLUMNS = ("id", "customer_id", "name", *CIVIC_FIELDS, "lang")
+_DECLARED_COLUMNS = ("id", "sip_user", "name", *CIVIC_FIELDS, "lang")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,6 +149,20 @@ async def import_sites(conn: asyncpg.Connection, data: SitesData) -> ImportSumma
             columns=("centre_id", "prefix", "position"),
             records=[(e.id, p, i) for e in data.centres for i, p in enumerate(e.postal_prefixes)],
         )
+        await conn.copy_records_to_table(
+            "routing_declared_locations",
+            columns=_DECLARED_COLUMNS,
+            records=[
+                (d.id, d.sip_user, d.name, *(getattr(d.address, f) for f in CIVIC_FIELDS),
+                 d.address.lang)
+                for d in data.declared
+            ],
+        )  # fmt: skip
+        await conn.copy_records_to_table(
+            "routing_declared_location_networks",
+            columns=("location_id", "network"),
+            records=[(d.id, n) for d in data.declared for n in d.networks],
+        )
         # Deferred foreign keys (centre secondaries) are checked here, inside the
         # transaction, so a failure still rolls everything back.
         await conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -184,6 +202,14 @@ async def export_sites(conn: asyncpg.Connection) -> SitesData:
             "SELECT centre_id, prefix FROM routing_centre_postal_prefixes"
             " ORDER BY centre_id, position"
         )
+        declared = await conn.fetch("SELECT * FROM routing_declared_locations ORDER BY id")
+        declared_networks = await conn.fetch(
+            "SELECT location_id, network FROM routing_declared_location_networks"
+            " ORDER BY location_id, network"
+        )
+    nets_by_declared: dict[str, list[ipaddress.IPv4Network | ipaddress.IPv6Network]] = {}
+    for r in declared_networks:
+        nets_by_declared.setdefault(r["location_id"], []).append(_network(r["network"]))
     nets_by_site: dict[str, list[SiteNetwork]] = {}
     for r in networks:
         nets_by_site.setdefault(r["site_id"], []).append(
@@ -249,6 +275,16 @@ async def export_sites(conn: asyncpg.Connection) -> SitesData:
                 national_default=r["national_default"],
             )
             for r in centres
+        ),
+        declared=tuple(
+            DeclaredLocation(
+                id=r["id"],
+                sip_user=r["sip_user"],
+                name=r["name"],
+                address=CivicAddress(**{f: r[f] for f in CIVIC_FIELDS}, lang=r["lang"]),
+                networks=tuple(nets_by_declared.get(r["id"], ())),
+            )
+            for r in declared
         ),
     ).sorted()
 

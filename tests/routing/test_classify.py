@@ -72,7 +72,10 @@ CASES = [
      CallClass.NOMADIC, None, DeviceKind.DESK_PHONE, True),
     ("own-customer-network", "127.0.40.9", "frank", "Yealink SIP-T54W", None,
      CallClass.OFFICE, "esimerkki-turku", DeviceKind.DESK_PHONE, False),
+    # Issue 14 item 1: the site network places any caller, known or not (was NOMADIC).
     ("unknown-caller-office-lan", "127.0.10.70", None, ZOIPER, None,
+     CallClass.OFFICE, "setera-espoo", DeviceKind.SOFTPHONE, False),
+    ("unknown-caller-vpn-pool", "127.0.30.70", None, ZOIPER, None,
      CallClass.NOMADIC, None, DeviceKind.SOFTPHONE, False),
     ("unknown-caller-outside", "127.0.0.1", None, None, None,
      CallClass.NOMADIC, None, DeviceKind.UNKNOWN, False),

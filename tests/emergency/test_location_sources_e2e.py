@@ -1,0 +1,181 @@
+"""Issue 14, location sources end to end: SIPp callers through the running gateway to
+answering centres (the rig's Python peers record every INVITE they receive).
+
+* an unknown caller on an office LAN reaches the site's centre with its civic PIDF-LO
+  and no callback identity;
+* a softphone's own geodetic PIDF-LO (RFC 6442 by value) reaches the centre beside
+  the network's location, in the configured precedence;
+* a malformed or oversized device PIDF-LO is ignored: the call still connects, and
+  ``voipgw_device_location_ignored_total`` counts why;
+* a call from a subscriber's declared home-office network routes as office use of
+  that address (the Tampere centre), the address marked declared.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.b2bua import CallEnded
+from gateway.ops.metrics import Metrics
+from gateway.service.server import observe_call
+from tests.emergency.pidf_check import check_pidf
+from tests.emergency.rig import OFFICE_IP, VPN_IP, SipMessage, call, emergency_rig, sip_ruri
+from tests.interop.sipp import run_uac
+
+pytestmark = [pytest.mark.sipp, pytest.mark.postgres, pytest.mark.asyncio]
+
+HOME_IP = "127.0.60.9"
+"""In alice's declared home office network (deploy/demo/sites.toml)."""
+
+CIRCLE = (
+    '<?xml version="1.0" encoding="UTF-8"?>'
+    '<presence xmlns="urn:ietf:params:xml:ns:pidf"'
+    ' xmlns:gp="urn:ietf:params:xml:ns:pidf:geopriv10"'
+    ' xmlns:gml="http://www.opengis.net/gml" xmlns:gs="http://www.opengis.net/pidflo/1.0"'
+    ' entity="pres:bob@example.com"><tuple id="dev1"><status><gp:geopriv>'
+    '<gp:location-info><gs:Circle srsName="urn:ogc:def:crs:EPSG::4326">'
+    "<gml:pos>60.16952 24.93545</gml:pos>"
+    '<gs:radius uom="urn:ogc:def:uom:EPSG::9001">15</gs:radius></gs:Circle>'
+    "</gp:location-info><gp:usage-rules/><gp:method>GPS</gp:method></gp:geopriv></status>"
+    "<timestamp>2026-01-01T12:00:00Z</timestamp></tuple></presence>"
+)
+
+
+def pidf_parts(invite: SipMessage) -> tuple[list[str], list[bytes]]:
+    """The Geolocation cid: references in order, and the PIDF-LO parts in body order,
+    each checked to be the part its reference names."""
+    geolocation = ",".join(invite.all("geolocation"))
+    cids = [v.strip().removeprefix("<cid:").removesuffix(">") for v in geolocation.split(",")]
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {invite.get('content-type')}\r\n\r\n".encode() + invite.body
+    )
+    parts = [p for p in message.iter_parts() if p.get_content_type() == "application/pidf+xml"]
+    ids = [str(p["Content-ID"]).strip("<>") for p in parts]
+    assert ids == cids, (ids, cids)  # RFC 6442 4.1: each reference names its part, in order
+    bodies = [p.get_payload(decode=True) for p in parts]
+    return cids, [b for b in bodies if isinstance(b, bytes)]
+
+
+async def device_call(rig: object, caller: str, source: str, pidf: str) -> None:
+    result = await run_uac(
+        "uac-emergency-device-pidf",
+        rig.target,  # type: ignore[attr-defined]
+        local_ip=source,
+        timeout=15,
+        extra_args=["-key", "caller", caller, "-key", "ruri", sip_ruri("112", rig),  # type: ignore[arg-type]
+                    "-key", "pidf", pidf],
+    )  # fmt: skip
+    assert result.ok, result.describe()
+
+
+def ignored_count(ended: list[CallEnded], reason: str) -> float:
+    """``voipgw_device_location_ignored_total{reason}`` after the gateway's own
+    ``observe_call`` counted these calls (the rig runs without a metrics listener)."""
+    metrics = Metrics(CollectorRegistry())
+    for event in ended:
+        observe_call(metrics, event)
+    value = metrics.registry.get_sample_value(
+        "voipgw_device_location_ignored_total", {"reason": reason}
+    )
+    return value or 0.0
+
+
+async def test_unknown_caller_on_office_lan_reaches_the_sites_centre_with_its_address(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    async with emergency_rig(pg_dsn, tmp_path) as rig:
+        await call(rig, "visitor", sip_ruri("112", rig), source=OFFICE_IP)
+    [invite] = rig.centres["kerava"].invites
+    assert not rig.centres["national"].invites
+    assert invite.get("p-asserted-identity") is None  # no callback identity to assert
+    cids, [pidf] = pidf_parts(invite)
+    assert check_pidf(pidf, civic=True)["A3"] == "Espoo"
+    assert b"no callback identity" in pidf
+    [ended] = rig.ended
+    assert ended.facts.call_class == "office" and ended.facts.site_id == "setera-espoo"
+    assert ended.facts.callback is None and ended.facts.customer_id == "setera"
+
+
+@pytest.mark.parametrize(
+    ("source", "centre", "routing", "device_first"),
+    [
+        (OFFICE_IP, "kerava", {}, False),  # office default: network first
+        (VPN_IP, "national", {}, True),  # nomadic default: device first
+        (OFFICE_IP, "kerava", {"location": {"customers": {"setera": {"office": "device-first"}}}},
+         True),
+    ],
+    ids=["office-network-first", "nomadic-device-first", "office-device-first-by-customer"],
+)  # fmt: skip
+async def test_device_geodetic_location_reaches_the_centre_beside_the_networks(
+    pg_dsn: str,
+    tmp_path: Path,
+    source: str,
+    centre: str,
+    routing: dict[str, object],
+    device_first: bool,
+) -> None:
+    async with emergency_rig(pg_dsn, tmp_path, routing=routing) as rig:
+        await device_call(rig, "bob", source, CIRCLE)
+    [invite] = rig.centres[centre].invites
+    cids, pidfs = pidf_parts(invite)
+    assert len(pidfs) == 2, invite.raw[:3000]
+    device, network = (pidfs[0], pidfs[1]) if device_first else (pidfs[1], pidfs[0])
+    assert device == CIRCLE.encode()  # forwarded as the device sent it
+    check_pidf(network, civic=centre != "national")
+    assert cids[0].startswith("dev-" if device_first else "loc-")
+    [ended] = rig.ended
+    assert ended.facts.device_location is not None
+    assert ended.facts.device_location.summary == "circle 60.16952 24.93545 r=15 m"
+
+
+@pytest.mark.parametrize(
+    ("pidf", "reason"),
+    [
+        ("<presence xmlns='urn:ietf:params:xml:ns:pidf'><tuple", "not-xml"),
+        (CIRCLE.replace("60.16952", "160.16952"), "bad-coordinates"),
+        (CIRCLE.replace("<timestamp>", "<note>" + "x" * 3000 + "</note><timestamp>"), "too-large"),
+    ],
+    ids=["malformed", "latitude-out-of-range", "oversized"],
+)
+async def test_bad_device_location_is_ignored_and_counted_and_the_call_connects(
+    pg_dsn: str, tmp_path: Path, pidf: str, reason: str
+) -> None:
+    routing = {"location": {"max_device_pidf_bytes": 2048}}
+    async with emergency_rig(pg_dsn, tmp_path, routing=routing) as rig:
+        await device_call(rig, "alice", OFFICE_IP, pidf)
+    [invite] = rig.centres["kerava"].invites
+    _, [pidf_sent] = pidf_parts(invite)  # only the network's
+    assert check_pidf(pidf_sent, civic=True)["A3"] == "Espoo"
+    assert ignored_count(rig.ended, reason) == 1
+    [ended] = rig.ended
+    assert ended.facts.device_location_ignored == reason
+
+
+async def test_declared_home_office_routes_as_office_use_of_that_address(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    async with emergency_rig(pg_dsn, tmp_path, policy="announce-then-route") as rig:
+        await call(rig, "alice", sip_ruri("112", rig), source=HOME_IP)
+    [invite] = rig.centres["pori"].invites  # Tampere's centre, not Espoo's (Kerava)
+    assert invite.get("p-asserted-identity") == "<tel:+358401000001>"
+    assert (invite.get("x-voipgw-class") or "") == "office"
+    _, [pidf] = pidf_parts(invite)
+    assert check_pidf(pidf, civic=True)["A3"] == "Tampere"
+    assert b"Declared address" in pidf
+    [ended] = rig.ended
+    assert ended.facts.location_source == "declared-address"
+
+
+async def test_declared_network_is_not_office_for_another_subscriber(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    async with emergency_rig(pg_dsn, tmp_path) as rig:
+        await call(rig, "bob", sip_ruri("112", rig), source=HOME_IP)
+    assert rig.centres["national"].invites and not rig.centres["pori"].invites
+    [ended] = rig.ended
+    assert ended.facts.unverified_location == "outside"
