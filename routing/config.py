@@ -20,6 +20,12 @@ Example (every key optional; these are the defaults unless marked)::
     id = "setera.fi"
     contact = "tel:+358201500800"
 
+    [routing.caller_id]                          # routing/callerid.py; OPERATIONS.md
+    outbound = "replace"                         # or "reject": a number the customer does not hold
+    outbound_reject_status = 403
+    international_finnish = "remove"             # or "block": +358 from an international peer
+    international_block_status = 403
+
     [routing.devices]                            # User-Agent regexes, case-insensitive
     desk_phone = "Yealink|Polycom|Cisco|snom|Grandstream GXP|Fanvil|Gigaset"
     softphone = "Zoiper|Linphone|MicroSIP|baresip|Bria|X-Lite|Jitsi|PhonerLite"
@@ -158,6 +164,63 @@ class DevicePatterns:
         return cls(patterns=tuple(result))
 
 
+class OutboundCallerId(StrEnum):
+    """What to do with a call from a device presenting a number its customer does not hold."""
+
+    REPLACE = "replace"
+    """Assert the subscriber's own number instead, and say so (header, CDR)."""
+    REJECT = "reject"
+    """Refuse the call with ``outbound_reject_status``."""
+
+
+class InternationalFinnish(StrEnum):
+    """Regulation 28's two options for a call from abroad presenting a Finnish number."""
+
+    REMOVE = "remove"
+    """Deliver the call with the number removed and presentation marked."""
+    BLOCK = "block"
+    """Refuse the call with ``international_block_status``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallerIdConfig:
+    """The caller-ID policy (``[routing.caller_id]``; routing/callerid.py applies it)."""
+
+    outbound: OutboundCallerId = OutboundCallerId.REPLACE
+    outbound_reject_status: int = 403
+    """SIP status for a refused number (RFC 3261 21.4.4 403: authorization will not help)."""
+    international_finnish: InternationalFinnish = InternationalFinnish.REMOVE
+    international_block_status: int = 403
+
+    @classmethod
+    def from_table(cls, table: Table) -> CallerIdConfig:
+        """Reads ``[routing.caller_id]``.
+
+        Raises:
+            ConfigError: naming the bad field.
+        """
+        default = cls()
+        outbound = table.choice(
+            "outbound", tuple(p.value for p in OutboundCallerId), default.outbound
+        )
+        international = table.choice(
+            "international_finnish",
+            tuple(p.value for p in InternationalFinnish),
+            default.international_finnish,
+        )
+        # RFC 3261 7.2: a final failure is 4xx, 5xx or 6xx.
+        statuses = {
+            key: table.int(key, getattr(default, key), min=400, max=699)
+            for key in ("outbound_reject_status", "international_block_status")
+        }
+        table.reject_unknown()
+        return cls(
+            outbound=OutboundCallerId(outbound),
+            international_finnish=InternationalFinnish(international),
+            **statuses,
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProviderInfo:
     """The operator as data provider (RFC 7852 section 4.1, in PIDF-LO provided-by)."""
@@ -182,6 +245,7 @@ class RoutingConfig:
     emergency: EmergencyConfig = EmergencyConfig()
     devices: DevicePatterns = DevicePatterns()
     provider: ProviderInfo = ProviderInfo()
+    caller_id: CallerIdConfig = CallerIdConfig()
 
     @classmethod
     def from_table(cls, table: Table) -> RoutingConfig:
@@ -226,6 +290,7 @@ class RoutingConfig:
             contact=ptable.str("contact", default.provider.contact),
         )
         ptable.reject_unknown()
+        caller_id = CallerIdConfig.from_table(table.table("caller_id"))
         table.reject_unknown()
         return cls(
             default_next_hop=next_hop,
@@ -236,6 +301,7 @@ class RoutingConfig:
             emergency=emergency,
             devices=devices,
             provider=provider,
+            caller_id=caller_id,
         )
 
 

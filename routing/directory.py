@@ -24,6 +24,7 @@ from routing.model import (
     normalise_instance_id,
 )
 from routing.netindex import NetworkIndex
+from routing.numbers import EMPTY_NUMBER_INDEX, NumberIndex, NumberRange
 from routing.psap import InMemoryPsapDirectory
 
 T = TypeVar("T")
@@ -45,6 +46,8 @@ class Directory:
     networks: NetworkIndex
     psap: InMemoryPsapDirectory
     device_patterns: DevicePatterns
+    numbers: NumberIndex = EMPTY_NUMBER_INDEX
+    """The customers' number ranges (routing/callerid.py)."""
     ua_cache: dict[tuple[str | None, str], tuple[DeviceKind, str]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -60,6 +63,7 @@ class Directory:
         devices: Iterable[Device] = (),
         centres: Iterable[EmergencyCentre] = (),
         device_patterns: DevicePatterns | None = None,
+        number_ranges: Iterable[NumberRange] = (),
     ) -> Directory:
         """Indexes the data.
 
@@ -70,6 +74,7 @@ class Directory:
             devices: known devices.
             centres: emergency centres.
             device_patterns: User-Agent patterns from the config (defaults if None).
+            number_ranges: the customers' number ranges.
 
         Returns:
             The directory.
@@ -106,6 +111,7 @@ class Directory:
             networks=NetworkIndex.build(site_list),
             psap=InMemoryPsapDirectory.build(centres),
             device_patterns=device_patterns if device_patterns is not None else DevicePatterns(),
+            numbers=NumberIndex.build(number_ranges),
         )
 
 

@@ -71,6 +71,9 @@ def _dump_toml(data: SitesData) -> str:
         if e.secondary_id is not None:
             out.append(f"secondary = {_q(e.secondary_id)}\n")
         out.append(f"national_default = {'true' if e.national_default else 'false'}\n")
+    for r in data.number_ranges:
+        out.append(f"\n[[numbers]]\ncustomer = {_q(r.customer_id)}\nrange = {_q(r.text)}\n")
+        out.append(f"roaming = {'true' if r.roaming else 'false'}\n")
     return "".join(out)
 
 
@@ -105,4 +108,7 @@ def _dump_csv(data: SitesData) -> str:
                          "postal_prefixes": "|".join(e.postal_prefixes),
                          "secondary": e.secondary_id or "",
                          "national_default": str(e.national_default).lower()})  # fmt: skip
+    for r in data.number_ranges:
+        writer.writerow({"record": "number", "customer": r.customer_id, "range": r.text,
+                         "roaming": str(r.roaming).lower()})  # fmt: skip
     return buffer.getvalue()
