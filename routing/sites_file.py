@@ -750,7 +750,8 @@ def _check_ranges(
         clash = next(((r, o) for r, o in accepted if r.overlaps(number_range)), None)
         if clash is not None:
             other, other_row = clash
-            where = f" (line {other_row.line})" if other_row.line is not None else ""
+            other_line = other_row.locate("range") if other_row.locate else other_row.line
+            where = f" (line {other_line})" if other_line is not None else ""
             row.error(
                 "range",
                 f"{number_range.text} overlaps {other.text} of customer"
