@@ -148,6 +148,10 @@ def record_of(event: EndedCall, *, wall_offset: float, instance: str) -> CallDet
         hangup_side=HangupSide(event.hangup_side),
         gateway_instance=instance,
         ended_by=EndedBy(event.ended_by),
+        presented_number=facts.presented_number,
+        asserted_number=facts.asserted_number,
+        caller_id=facts.caller_id,
+        caller_id_reason=facts.caller_id_reason.value if facts.caller_id_reason else None,
     )
 
 

@@ -4,7 +4,9 @@ Both write CSV (RFC 4180, header row, UTC ISO 8601 timestamps) to a text stream.
 Durations are written in seconds with three decimals: the gateway times calls to the
 millisecond at best (loop clock, 10 ms timer granularity), so further digits are only
 binary floating-point noise (``6.168999999999869``); billing uses the separate whole
-``billable_seconds``. Itemization shows the caller and callee as numbers: the user part
+``billable_seconds``. Itemization shows the caller, the number the call presented
+(``presented_number``, delivery terms 12.7: the customer sees which caller ID each
+call used) and the callee as numbers: the user part
 of a SIP URI or the number of a tel URI (RFC 3966) when it is one; subject access
 returns the records as held.
 
@@ -33,6 +35,7 @@ ITEMIZE_COLUMNS: tuple[str, ...] = (
     "answered_at",
     "ended_at",
     "caller",
+    "presented_number",
     "callee_dialled",
     "call_class",
     "site",

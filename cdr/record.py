@@ -45,7 +45,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from routing.decision import RecordingNotice
+from routing.decision import CallerId, RecordingNotice
 from routing.model import CallClass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -175,6 +175,14 @@ class CallDetailRecord:
     is unknown while the call is up is exactly who or what ends it. Exports bill only
     rows whose ``ended_by`` is set.
     """
+    presented_number: str | None = None
+    """Number the call presented (E.164 where it reads as one; delivery terms 12.7)."""
+    asserted_number: str | None = None
+    """Number asserted on the B leg (P-Asserted-Identity), or None."""
+    caller_id: CallerId | None = None
+    """What the caller-ID policy did (kept, replaced, removed, rejected); None before it existed."""
+    caller_id_reason: str | None = None
+    """Why (a ``routing.decision.CallerIdReason`` token)."""
 
     @property
     def in_progress(self) -> bool:
@@ -268,6 +276,10 @@ class CallDetailRecord:
             self.hangup_side.value,
             self.gateway_instance,
             None if self.ended_by is None else self.ended_by.value,
+            self.presented_number,
+            self.asserted_number,
+            None if self.caller_id is None else self.caller_id.value,
+            self.caller_id_reason,
         )
 
     def as_csv_line(self) -> str:
@@ -296,7 +308,8 @@ class CallDetailRecord:
             f"{_csv_number(self.post_dial_delay_seconds)},{self.duration_seconds!r},"
             f"{self.billable_seconds},{self.final_status},{text(self.final_reason)},"
             f'"{self.disposition}","{self.hangup_side}",{text(self.gateway_instance)},'
-            f"{text(self.ended_by)}\n"
+            f"{text(self.ended_by)},{text(self.presented_number)},"
+            f"{text(self.asserted_number)},{text(self.caller_id)},{text(self.caller_id_reason)}\n"
         )
 
     def to_json(self) -> bytes:
@@ -339,7 +352,7 @@ class CallDetailRecord:
             kwargs = {
                 name: _DECODERS.get(name, _identity)(obj[name])
                 for name in COLUMNS
-                if name in obj or name not in DERIVED_COLUMNS
+                if name in obj or name not in _MAY_LACK
             }
         except KeyError as exc:
             raise ValueError(f"CDR JSON is missing field {exc}") from None
@@ -390,6 +403,12 @@ DERIVED_COLUMNS = frozenset({"ended_by"})
 """Columns a record spooled by an older gateway may lack: derived on reading it
 (:func:`_derive_missing`; the writer does the same in SQL for such a batch)."""
 
+OPTIONAL_COLUMNS = frozenset(
+    {"presented_number", "asserted_number", "caller_id", "caller_id_reason"}
+)
+"""Columns a record spooled by an older gateway may lack and that stay NULL (the
+caller-ID policy did not exist: nothing was decided)."""
+
 
 def _derive_missing(fields: dict[str, Any]) -> dict[str, Any]:
     """Fills the columns an older spool record lacks: ``ended_by`` from ``hangup_side``
@@ -398,6 +417,8 @@ def _derive_missing(fields: dict[str, Any]) -> dict[str, Any]:
         fields["ended_by"] = EndedBy(fields["hangup_side"])
     return fields
 
+
+_MAY_LACK = DERIVED_COLUMNS | OPTIONAL_COLUMNS
 
 CSV_NULL = "nan"
 """NULL in a CSV batch (PostgreSQL's ``NULL`` option): the bare text a NaN float writes as."""
@@ -489,7 +510,7 @@ def decode_csv_batch(payload: bytes) -> list[CallDetailRecord]:
             kwargs = {
                 name: _CSV_DECODERS.get(name, _csv_nullable)(fields[name])
                 for name in COLUMNS
-                if name in fields or name not in DERIVED_COLUMNS
+                if name in fields or name not in _MAY_LACK
             }
             kwargs = _derive_missing(kwargs)
         except KeyError as exc:
@@ -532,6 +553,7 @@ _CSV_DECODERS: dict[str, Any] = {
     "disposition": Disposition,
     "hangup_side": HangupSide,
     "ended_by": lambda value: None if _is_null(value) else EndedBy(value),
+    "caller_id": lambda value: None if _is_null(value) else CallerId(value),
     "billable_seconds": int,  # the reader gives every bare number as a float
     "final_status": int,
     **{name: _csv_timestamp for name in TIMESTAMP_COLUMNS},
@@ -545,6 +567,7 @@ _DECODERS: dict[str, Any] = {
     "disposition": Disposition,
     "hangup_side": HangupSide,
     "ended_by": lambda value: None if value is None else EndedBy(value),
+    "caller_id": lambda value: None if value is None else CallerId(value),
     **{name: _opt_datetime for name in TIMESTAMP_COLUMNS},
 }
 
@@ -554,6 +577,7 @@ _ROW_DECODERS: dict[str, Any] = {
     "disposition": Disposition,
     "hangup_side": HangupSide,
     "ended_by": lambda value: None if value is None else EndedBy(value),
+    "caller_id": lambda value: None if value is None else CallerId(value),
     # inet comes back as an address, or as an interface when it has a prefix
     "source_address": lambda value: getattr(value, "ip", value),
 }

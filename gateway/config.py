@@ -33,6 +33,8 @@ from gateway.sip.timers import SipTimers
 from routing.config import RoutingConfig
 from routing.configfields import ConfigError, Table
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 log = logging.getLogger("voipgw.config")
 
 TRANSPORTS = ("UDP", "TCP", "TLS")
@@ -183,11 +185,17 @@ class UpstreamConfig:
         uri: SIP URI of the next hop, resolved per RFC 3263 (``sip:pbx.example.com``,
             ``sip:127.0.0.1:5080;transport=tcp``).
         trusted_peers: addresses of the PBX and trunks (CIDRs). Calls from them are
-            inbound calls towards registered devices, not calls by subscribers.
+            inbound calls towards registered devices, not calls by subscribers. Each
+            entry is a CIDR (a domestic peer) or a table ``{ cidr = "...", scope =
+            "domestic" | "international" }``.
+        international_peers: those of them marked ``scope = "international"``: a
+            Finnish caller ID from there is blocked or removed (Traficom regulation
+            28, ``[routing.caller_id] international_finnish``).
     """
 
     uri: str
     trusted_peers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    international_peers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @classmethod
     def from_table(cls, table: Table) -> UpstreamConfig:
@@ -201,9 +209,46 @@ class UpstreamConfig:
             raise ConfigError(table.field("uri"), str(exc)) from None
         if not isinstance(parsed, SipUri):
             raise ConfigError(table.field("uri"), f"expected a sip: or sips: URI, got {uri!r}")
-        peers = table.network_list("trusted_peers")
+        peers, international = _trusted_peers(table)
         table.reject_unknown()
-        return cls(uri=uri, trusted_peers=peers)
+        return cls(uri=uri, trusted_peers=peers, international_peers=international)
+
+
+#: ``scope`` of a trusted peer: where its calls come from (the caller-ID policy).
+PEER_SCOPES = ("domestic", "international")
+
+
+def _trusted_peers(table: Table) -> tuple[tuple[Network, ...], tuple[Network, ...]]:
+    """Reads ``trusted_peers``: CIDR strings (domestic, the list form that came first)
+    and ``{ cidr, scope }`` tables, in one list.
+
+    Returns:
+        (every trusted peer, the international ones).
+    """
+    items = table.raw("trusted_peers", [])
+    where = table.field("trusted_peers")
+    if not isinstance(items, list):
+        raise ConfigError(where, f"expected a list, got {type(items).__name__}")
+    peers: list[Network] = []
+    international: list[Network] = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            entry = Table({"cidr": item}, f"{where}[{i}]")
+        elif isinstance(item, dict):
+            entry = Table(item, f"{where}[{i}]")
+        else:
+            raise ConfigError(f"{where}[{i}]", f"expected a CIDR or a table, got {item!r}")
+        cidr = entry.str("cidr", required=True)
+        scope = entry.choice("scope", PEER_SCOPES, "domestic")
+        entry.reject_unknown()
+        try:
+            network = ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            raise ConfigError(entry.field("cidr"), f"not an IP network: {exc}") from None
+        peers.append(network)
+        if scope == "international":
+            international.append(network)
+    return tuple(peers), tuple(international)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

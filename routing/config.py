@@ -36,6 +36,12 @@ Example (every key optional; these are the defaults unless marked)::
     [routing.location.customers.setera]          # per customer, either key
     office = "device-first"
 
+    [routing.caller_id]                          # routing/callerid.py; OPERATIONS.md
+    outbound = "replace"                         # or "reject": a number the customer does not hold
+    outbound_reject_status = 403
+    international_finnish = "remove"             # or "block": +358 from an international peer
+    international_block_status = 403
+
     [routing.devices]                            # User-Agent regexes, case-insensitive
     desk_phone = "Yealink|Polycom|Cisco|snom|Grandstream GXP|Fanvil|Gigaset"
     softphone = "Zoiper|Linphone|MicroSIP|baresip|Bria|X-Lite|Jitsi|PhonerLite"
@@ -185,6 +191,63 @@ _CONTACT_URI_RE = re.compile(r"(?i)(sips?:\S+@?\S*|tel:\+?[0-9][0-9().-]*)")
 _DOMAIN_RE = re.compile(r"(?i)(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 #: RFC 7852 4.1.8 Language: "alpha 2-letter language codes from ISO 639-1".
 _LANGUAGE_RE = re.compile(r"[a-z]{2}")
+
+
+class OutboundCallerId(StrEnum):
+    """What to do with a call from a device presenting a number its customer does not hold."""
+
+    REPLACE = "replace"
+    """Assert the subscriber's own number instead, and say so (header, CDR)."""
+    REJECT = "reject"
+    """Refuse the call with ``outbound_reject_status``."""
+
+
+class InternationalFinnish(StrEnum):
+    """Regulation 28's two options for a call from abroad presenting a Finnish number."""
+
+    REMOVE = "remove"
+    """Deliver the call with the number removed and presentation marked."""
+    BLOCK = "block"
+    """Refuse the call with ``international_block_status``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallerIdConfig:
+    """The caller-ID policy (``[routing.caller_id]``; routing/callerid.py applies it)."""
+
+    outbound: OutboundCallerId = OutboundCallerId.REPLACE
+    outbound_reject_status: int = 403
+    """SIP status for a refused number (RFC 3261 21.4.4 403: authorization will not help)."""
+    international_finnish: InternationalFinnish = InternationalFinnish.REMOVE
+    international_block_status: int = 403
+
+    @classmethod
+    def from_table(cls, table: Table) -> CallerIdConfig:
+        """Reads ``[routing.caller_id]``.
+
+        Raises:
+            ConfigError: naming the bad field.
+        """
+        default = cls()
+        outbound = table.choice(
+            "outbound", tuple(p.value for p in OutboundCallerId), default.outbound
+        )
+        international = table.choice(
+            "international_finnish",
+            tuple(p.value for p in InternationalFinnish),
+            default.international_finnish,
+        )
+        # RFC 3261 7.2: a final failure is 4xx, 5xx or 6xx.
+        statuses = {
+            key: table.int(key, getattr(default, key), min=400, max=699)
+            for key in ("outbound_reject_status", "international_block_status")
+        }
+        table.reject_unknown()
+        return cls(
+            outbound=OutboundCallerId(outbound),
+            international_finnish=InternationalFinnish(international),
+            **statuses,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -368,6 +431,7 @@ class RoutingConfig:
 
     additional_data: AdditionalDataConfig = AdditionalDataConfig()
     location: LocationConfig = LocationConfig()
+    caller_id: CallerIdConfig = CallerIdConfig()
 
     @classmethod
     def from_table(cls, table: Table) -> RoutingConfig:
@@ -415,6 +479,7 @@ class RoutingConfig:
             for customer in by_customer_table.data
         }
         by_customer_table.reject_unknown()
+        caller_id = CallerIdConfig.from_table(table.table("caller_id"))
         table.reject_unknown()
         return cls(
             max_call_duration=max_duration or None,
@@ -429,6 +494,7 @@ class RoutingConfig:
             provider=provider,
             additional_data=additional_data,
             location=location,
+            caller_id=caller_id,
         )
 
 

@@ -121,6 +121,45 @@ class UnverifiedLocation(StrEnum):
     """An unknown caller outside every site's office network."""
 
 
+class CallerId(StrEnum):
+    """What the caller-ID policy did with the number a call presented (enum
+    ``cdr_caller_id``; routing/callerid.py decides it)."""
+
+    KEPT = "kept"
+    """The presented number is one the caller may use, and is asserted."""
+    REPLACED = "replaced"
+    """Another number (the subscriber's own, or an emergency callback) is asserted."""
+    REMOVED = "removed"
+    """No number is passed on: the call is delivered anonymous."""
+    REJECTED = "rejected"
+    """The call was refused for the number it presented."""
+
+
+class CallerIdReason(StrEnum):
+    """Why the caller-ID policy decided as it did (bounded: a metric label)."""
+
+    OWN_NUMBER = "own-number"
+    """A device presented its subscriber's own number (or no number: its SIP user)."""
+    CUSTOMER_RANGE = "customer-range"
+    """A device presented a number in its customer's ranges (a switchboard number)."""
+    NOT_HELD = "not-held"
+    """A device presented a number its customer does not hold."""
+    EMERGENCY_CALLBACK = "emergency-callback"
+    """An emergency call carries the subscriber's callback number, whatever it presented."""
+    UNKNOWN_CALLER = "unknown-caller"
+    """No subscriber: nothing to assert (an emergency call from an unknown caller)."""
+    DOMESTIC_PEER = "domestic-peer"
+    """From a domestic trunk: the originating operator vouches for the number."""
+    INTERNATIONAL_FOREIGN = "international-foreign-number"
+    """From an international trunk, a number outside +358."""
+    INTERNATIONAL_FINNISH = "international-finnish-number"
+    """From an international trunk, a Finnish number (regulation 28: block or remove)."""
+    ROAMING_RANGE = "roaming-range"
+    """From an international trunk, a Finnish number of a roaming-capable range."""
+    NO_NUMBER = "no-number"
+    """From a trunk, no number presented."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallFacts:
     """Everything known of a call when it was decided, typed (the CDR's source).
@@ -162,6 +201,12 @@ class CallFacts:
         auth_challenged: the call was answered with a digest challenge (401/407);
             it is part of the call that follows, not a call of its own.
         registered_contact: the Contact of the registration the call was sent to.
+        presented_number: the number the call presented (P-Preferred-Identity or
+            From from a device, P-Asserted-Identity or From from a trunk), in E.164
+            where it reads as one, else as written (bounded), or None.
+        asserted_number: the number the B leg asserts (E.164), or None.
+        caller_id: what the caller-ID policy did (None: not decided, e.g. a shed call).
+        caller_id_reason: why.
     """
 
     call_class: CallClass = CallClass.UNKNOWN
@@ -189,6 +234,10 @@ class CallFacts:
     admission: Admission | None = None
     auth_challenged: bool = False
     registered_contact: str | None = None
+    presented_number: str | None = None
+    asserted_number: str | None = None
+    caller_id: CallerId | None = None
+    caller_id_reason: CallerIdReason | None = None
 
     @property
     def is_emergency(self) -> bool:

@@ -25,6 +25,7 @@ from routing.model import (
     normalise_instance_id,
 )
 from routing.netindex import NetworkIndex
+from routing.numbers import EMPTY_NUMBER_INDEX, NumberIndex, NumberRange
 from routing.psap import InMemoryPsapDirectory
 
 T = TypeVar("T")
@@ -48,6 +49,8 @@ class Directory:
     device_patterns: DevicePatterns
     declared: Mapping[str, tuple[DeclaredLocation, ...]] = field(default_factory=dict)
     """Declared locations (home offices) by the SIP user who declared them."""
+    numbers: NumberIndex = EMPTY_NUMBER_INDEX
+    """The customers' number ranges (routing/callerid.py)."""
     ua_cache: dict[tuple[str | None, str], tuple[DeviceKind, str]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -64,6 +67,7 @@ class Directory:
         centres: Iterable[EmergencyCentre] = (),
         device_patterns: DevicePatterns | None = None,
         declared: Iterable[DeclaredLocation] = (),
+        number_ranges: Iterable[NumberRange] = (),
     ) -> Directory:
         """Indexes the data.
 
@@ -75,6 +79,7 @@ class Directory:
             centres: emergency centres.
             device_patterns: User-Agent patterns from the config (defaults if None).
             declared: subscribers' declared locations.
+            number_ranges: the customers' number ranges.
 
         Returns:
             The directory.
@@ -115,6 +120,7 @@ class Directory:
             networks=NetworkIndex.build(site_list),
             psap=InMemoryPsapDirectory.build(centres),
             device_patterns=device_patterns if device_patterns is not None else DevicePatterns(),
+            numbers=NumberIndex.build(number_ranges),
         )
 
 

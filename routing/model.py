@@ -342,6 +342,27 @@ class EmergencyCentre:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PresentedIdentity:
+    """The identity a call arrived with: claims, until routing/callerid.py checks them.
+
+    Numbers are as the sender wrote them (a SIP user part or tel number); the display
+    name is kept apart and never read as a number (a device could otherwise smuggle
+    one in front of its own URI).
+    """
+
+    from_user: str | None = None
+    """The From URI's user part (SIP) or number (tel)."""
+    from_host: str | None = None
+    """The From SIP URI's host, kept when the gateway rewrites the From's user."""
+    display_name: str = ""
+    """The From display name."""
+    preferred: str | None = None
+    """The P-Preferred-Identity's user or number (RFC 3325 9.2), from devices."""
+    asserted: str | None = None
+    """The P-Asserted-Identity's user or number (RFC 3325 9.1), from trusted peers."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CallContext:
     """What the gateway knows about an incoming call when it asks for a decision.
 
@@ -377,6 +398,8 @@ class CallContext:
     emergency: EmergencyMatch | None = None
     """What ``dialled`` is as an emergency or test dial string, recognised once when
     the context is built (:meth:`routing.emergency.DialPlan.match`), or None."""
+    presented: PresentedIdentity = PresentedIdentity()
+    """Who the call says is calling (From, P-Preferred-Identity, P-Asserted-Identity)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

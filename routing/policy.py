@@ -44,11 +44,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
+from routing import callerid
 from routing.classify import classify_call
-from routing.config import NomadicPolicy, RoutingConfig
+from routing.config import NomadicPolicy, OutboundCallerId, RoutingConfig
 from routing.decision import (
     Action,
     Admission,
+    CallerId,
     CallFacts,
     Direction,
     Identity,
@@ -141,6 +143,7 @@ def decide(
     config: RoutingConfig,
     *,
     trusted_peers: Sequence[Network] = (),
+    international_peers: Sequence[Network] = (),
     load: Load | None = None,
 ) -> RoutingDecision:
     """Decides a call: the one entry point of routing (a pure function).
@@ -156,6 +159,7 @@ def decide(
         directory: the routing data.
         config: routing settings.
         trusted_peers: the PBX's and trunks' networks ([upstream] trusted_peers).
+        international_peers: those of them marked international (caller-ID policy).
         load: the gateway's load, or None to never shed.
 
     Returns:
@@ -164,7 +168,8 @@ def decide(
     if is_inbound(ctx, trusted_peers):
         # Calls from the PBX count against max_calls like any ordinary call: they
         # once skipped the limit, and a PBX's load took the gateway past it.
-        decision = _route_inbound(ctx, directory)
+        international = any(ctx.source in net for net in international_peers)
+        decision = _route_inbound(ctx, directory, config, international=international)
     else:
         classification = classify_call(ctx, directory)
         decision = route_call(ctx, classification, directory, config)
@@ -234,20 +239,24 @@ def route_call(
     if sub.state is not SubscriberState.ACTIVE:
         why = f"subscriber {sub.sip_user} is {sub.state.value}"
         return _reject(ctx, classification, 403, why)
+    # Traficom regulation 28: the asserted number is one the customer holds.
+    outcome = callerid.outbound(ctx.presented, sub, directory, config.caller_id)
+    if outcome.decision is CallerId.REJECTED:
+        why = f"caller ID {outcome.presented} is not a number customer {customer.id} holds"
+        rejected = _reject(ctx, classification, outcome.reject_status or 403, why)
+        return replace(rejected, facts=outcome.apply(rejected.facts))
     reason = f"ordinary call; {classification.reason}"
-    extra: tuple[tuple[str, str], ...] = ()
     restricted = sub.presentation is Presentation.RESTRICTED
-    if restricted:
-        # RFC 3323 section 4.2 / RFC 3325 section 9.3: ask the next hop to withhold
-        # the asserted identity from the called party.
-        extra = (("Privacy", "id"),)
+    # RFC 3323 section 4.2 / RFC 3325 section 9.3: ask the next hop to withhold the
+    # asserted identity from the called party (the identity states it again).
+    privacy: tuple[tuple[str, str], ...] = (("Privacy", "id"),) if restricted else ()
     return RoutingDecision(
         action=Action.ROUTE,
-        facts=replace(_facts(ctx, classification, reason), privacy=restricted),
+        facts=outcome.apply(replace(_facts(ctx, classification, reason), privacy=restricted)),
         targets=(Target(request_uri=ctx.dialled, next_hop=config.default_next_hop),),
         language=customer.language,
-        headers=_headers(classification, reason) + extra,
-        identity=asserted_identity(sub),
+        headers=_headers(classification, reason) + privacy + outcome.headers,
+        identity=outcome.identity,
         max_duration=config.max_call_duration_for(customer.id),
     )
 
@@ -281,6 +290,8 @@ def route_emergency(
     language = _language(ctx, directory)
     callback = f"tel:{ctx.subscriber.e164}" if ctx.subscriber is not None else None
     notes = _state_notes(ctx, directory)
+    # The callback number, whatever the device presented (recorded, never refused).
+    caller_id = callerid.emergency(ctx.presented, ctx.subscriber)
     if callback is None:
         notes += "; no callback identity (unknown caller)"
     network = network_location(classification)
@@ -307,19 +318,21 @@ def route_emergency(
         if nomadic is NomadicPolicy.ANNOUNCE_AND_END:
             return RoutingDecision(
                 action=Action.ANNOUNCE_AND_END,
-                facts=_location_facts(
-                    _facts(
+                facts=caller_id.apply(
+                    _location_facts(
+                        _facts(
+                            ctx,
+                            classification,
+                            reason + notes,
+                            emergency=match,
+                            emergency_policy=Action.ANNOUNCE_AND_END.value,
+                            callback=callback,
+                        ),
                         ctx,
                         classification,
-                        reason + notes,
-                        emergency=match,
-                        emergency_policy=Action.ANNOUNCE_AND_END.value,
-                        callback=callback,
-                    ),
-                    ctx,
-                    classification,
-                    config,
-                    source,
+                        config,
+                        source,
+                    )
                 ),
                 announcement=NOMADIC_WARNING,
                 language=language,
@@ -345,20 +358,22 @@ def route_emergency(
     reason += notes
     return RoutingDecision(
         action=action,
-        facts=_location_facts(
-            _facts(
+        facts=caller_id.apply(
+            _location_facts(
+                _facts(
+                    ctx,
+                    classification,
+                    reason,
+                    emergency=match,
+                    emergency_policy=policy,
+                    callback=callback,
+                    location=location,
+                ),
                 ctx,
                 classification,
-                reason,
-                emergency=match,
-                emergency_policy=policy,
-                callback=callback,
-                location=location,
-            ),
-            ctx,
-            classification,
-            config,
-            source,
+                config,
+                source,
+            )
         ),
         targets=targets,
         announcement=announcement,
@@ -367,8 +382,9 @@ def route_emergency(
         notify_url=config.notification_webhook,
         headers=_headers(classification, reason),
         # RFC 6881 SP-25 / RFC 3325: the centre gets the callback identity even when
-        # the caller restricted presentation.
-        identity=Identity(headers=(("P-Asserted-Identity", f"<{callback}>"),) if callback else ()),
+        # the caller restricted presentation (routing/callerid.py); an unknown caller
+        # has nothing to assert, and nothing it sent is passed on as asserted.
+        identity=caller_id.identity or Identity(),
     )
 
 
@@ -393,13 +409,21 @@ def _route_test(
             language=_language(ctx, directory),
             test_report=test_call_report(ctx, classification, directory),
         )
+    facts = _facts(ctx, classification, reason, emergency=match, location=location)
+    identity = None
+    headers = _headers(classification, reason)
+    if ctx.subscriber is not None:
+        # A test shows what a real call would carry: never refused for its number.
+        policy = replace(config.caller_id, outbound=OutboundCallerId.REPLACE)
+        outcome = callerid.outbound(ctx.presented, ctx.subscriber, directory, policy)
+        facts, identity, headers = outcome.apply(facts), outcome.identity, headers + outcome.headers
     return RoutingDecision(
         action=Action.ROUTE,
-        facts=_facts(ctx, classification, reason, emergency=match, location=location),
+        facts=facts,
         targets=(Target(request_uri=config.test_route, next_hop=config.test_route),),
         language=_language(ctx, directory),
-        headers=_headers(classification, reason),
-        identity=asserted_identity(ctx.subscriber),
+        headers=headers,
+        identity=identity,
     )
 
 
@@ -476,24 +500,44 @@ def _location_facts(
     )
 
 
-def _route_inbound(ctx: CallContext, directory: Directory) -> RoutingDecision:
+def _route_inbound(
+    ctx: CallContext, directory: Directory, config: RoutingConfig, *, international: bool
+) -> RoutingDecision:
     """A call from the PBX or a trunk (a trusted peer) to a device behind the gateway:
     routed to the callee's registration, never classified as a caller's call (the
     caller is outside). The callee is the subscriber here: the call is billed to, and
     the CDR names, her customer and number (itemization; the privacy policy's right
-    of access)."""
+    of access). From an international peer, a Finnish number is blocked or removed
+    (Traficom regulation 28, :func:`routing.callerid.inbound`)."""
     callee = called_subscriber(ctx.dialled_user, directory)
     known = "a subscriber" if callee is not None else "not a subscriber"
-    return RoutingDecision(
-        action=Action.ROUTE_INBOUND,
-        facts=CallFacts(
-            reason=f"inbound call from a trusted peer to {known}",
+    peer = "an international" if international else "a trusted"
+    outcome = callerid.inbound(
+        ctx.presented, directory, config.caller_id, international=international
+    )
+    facts = outcome.apply(
+        CallFacts(
+            reason=f"inbound call from {peer} peer to {known}",
             direction=Direction.INBOUND,
             routed_by=RoutedBy.INBOUND_UNREACHABLE,
             customer_id=callee.customer_id if callee is not None else "",
             callee=callee.e164 if callee is not None else None,
-        ),
+        )
+    )
+    if outcome.decision is CallerId.REJECTED:
+        return RoutingDecision(
+            action=Action.REJECT,
+            facts=replace(
+                facts, reason=f"{facts.reason}; Finnish caller ID from an international peer"
+            ),
+            reject_status=outcome.reject_status,
+        )
+    return RoutingDecision(
+        action=Action.ROUTE_INBOUND,
+        facts=facts,
         reject_status=404,
+        identity=outcome.identity,
+        headers=outcome.headers,
     )
 
 
@@ -528,30 +572,6 @@ def test_call_report(ctx: CallContext, classification: Classification, directory
     else:
         lines.append("address: not sent (location not verified)")
     return "\r\n".join(lines) + "\r\n"
-
-
-def asserted_identity(subscriber: Subscriber | None) -> Identity | None:
-    """The caller's identity on the B leg of an ordinary call (RFC 3325, RFC 3323).
-
-    Inside the trust domain (the PBX and trunks behind the gateway) the subscriber's
-    number and name go in P-Asserted-Identity. When the subscriber restricted
-    presentation, From becomes anonymous and ``Privacy: id`` asks the next hop to
-    withhold the asserted identity from the called party (RFC 3325 section 9.3); the
-    privacy policy lets the service show name and number otherwise.
-
-    Returns:
-        The identity, or None for an unknown caller (the caller's own passes on).
-    """
-    if subscriber is None:
-        return None
-    name = (subscriber.display_name or "").replace('"', "").replace("\\", "")
-    asserted = f'"{name}" <tel:{subscriber.e164}>' if name else f"<tel:{subscriber.e164}>"
-    if subscriber.presentation is Presentation.RESTRICTED:
-        return Identity(
-            headers=(("P-Asserted-Identity", asserted), ("Privacy", "id")),
-            from_value='"Anonymous" <sip:anonymous@anonymous.invalid>',
-        )
-    return Identity(headers=(("P-Asserted-Identity", asserted),))
 
 
 def _facts(

@@ -79,6 +79,9 @@ def _dump_toml(data: SitesData) -> str:
         for name, value in loc.address.elements():
             out.append(f"{name} = {_q(value)}\n")
         out.append(f"lang = {_q(loc.address.lang)}\n")
+    for r in data.number_ranges:
+        out.append(f"\n[[numbers]]\ncustomer = {_q(r.customer_id)}\nrange = {_q(r.text)}\n")
+        out.append(f"roaming = {'true' if r.roaming else 'false'}\n")
     return "".join(out)
 
 
@@ -120,4 +123,7 @@ def _dump_csv(data: SitesData) -> str:
         writer.writerow(row)
         for cidr in loc.networks:
             writer.writerow({"record": "declared-network", "declared": loc.id, "cidr": str(cidr)})
+    for r in data.number_ranges:
+        writer.writerow({"record": "number", "customer": r.customer_id, "range": r.text,
+                         "roaming": str(r.roaming).lower()})  # fmt: skip
     return buffer.getvalue()

@@ -62,9 +62,17 @@ TOML (``deploy/demo/sites.toml`` is a complete example)::
     HNO = "5"
     PC = "01300"
 
+    [[numbers]]                         # number ranges a customer holds (caller ID)
+    customer = "setera"
+    range = "+358 9 1234 xxxx"          # a block (trailing x digits) or one number
+    roaming = false                     # mobile numbers that may call from abroad
+
+A customer with number ranges must hold every one of its subscribers' numbers in
+them; ranges of different customers never overlap (routing/callerid.py relies on it).
+
 CSV: one header row naming the columns (``record`` first), then one row per record.
-``record`` is customer, site, network, subscriber, device, centre, declared or
-declared-network; each record uses the columns named as in TOML (a network row has
+``record`` is customer, site, network, subscriber, device, centre, declared,
+declared-network or number; each record uses the columns named as in TOML (a network row has
 ``site``, ``cidr``, ``kind``; a declared-network row ``declared``, ``cidr``; site and
 declared rows have the address columns ``country``, ``A1`` ... ``ADDCODE``, ``lang``); columns
 that do not belong to the record must be empty. Lists are ``|``-separated and
@@ -74,6 +82,7 @@ booleans ``true``/``false``. Lines starting with ``#`` are comments.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import ipaddress
 import re
@@ -105,14 +114,23 @@ from routing.model import (
     SubscriberState,
     normalise_instance_id,
 )
+from routing.numbers import NumberIndex, NumberRange, parse_range
 from routing.psap import normalise_municipality, normalise_postal_code
 
 E = TypeVar("E", bound=StrEnum)
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ADDRESS_KEYS = (*(name for _, name in CIVIC_ELEMENTS), "lang")
-_SECTIONS = ("customers", "sites", "subscribers", "devices", "centres", "declared_locations")
-_SECTION_RECORDS = ("customer", "site", "subscriber", "device", "centre", "declared")
+_SECTIONS = (
+    "customers",
+    "sites",
+    "subscribers",
+    "devices",
+    "centres",
+    "declared_locations",
+    "numbers",
+)
+_SECTION_RECORDS = ("customer", "site", "subscriber", "device", "centre", "declared", "number")
 _RECORD_COLUMNS: dict[str, tuple[str, ...]] = {
     "customer": ("id", "company", "state", "language"),
     "site": ("id", "customer", "name", *_ADDRESS_KEYS),
@@ -127,6 +145,7 @@ _RECORD_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "declared": ("id", "sip_user", "name", *_ADDRESS_KEYS),
     "declared-network": ("declared", "cidr"),
+    "number": ("customer", "range", "roaming"),
 }  # fmt: skip
 CSV_COLUMNS: tuple[str, ...] = (
     "record",
@@ -144,6 +163,8 @@ class SitesData:
     devices: tuple[Device, ...] = ()
     centres: tuple[EmergencyCentre, ...] = ()
     declared: tuple[DeclaredLocation, ...] = ()
+    number_ranges: tuple[NumberRange, ...] = ()
+    """The numbers each customer holds (single numbers and blocks)."""
 
     def directory(self, device_patterns: DevicePatterns | None = None) -> Directory:
         """Builds the classifier's :class:`Directory` from this data."""
@@ -155,6 +176,7 @@ class SitesData:
             centres=self.centres,
             device_patterns=device_patterns,
             declared=self.declared,
+            number_ranges=self.number_ranges,
         )
 
     def sorted(self) -> SitesData:
@@ -183,6 +205,9 @@ class SitesData:
                     networks=tuple(sorted(d.networks, key=_cidr_key)),
                 )
                 for d in sorted(self.declared, key=lambda d: d.id)
+            ),
+            number_ranges=tuple(
+                sorted(self.number_ranges, key=lambda r: (r.customer_id, r.prefix, r.wildcards))
             ),
         )
 
@@ -489,8 +514,12 @@ def _validate(records: Iterator[_Record]) -> SitesData:
     declared: list[tuple[DeclaredLocation, _Row]] = []
     declared_networks: dict[str, list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, _Row]]]
     declared_networks = {}
+    ranges: list[tuple[NumberRange, _Row]] = []
     for record, path, line, data, locate in records:
         row = _Row(data, path, line, errors, locate)
+        if record == "number":
+            _number(row, ranges)
+            continue
         handler = _HANDLERS.get(record)
         if handler is None:
             problem = {
@@ -507,6 +536,9 @@ def _validate(records: Iterator[_Record]) -> SitesData:
         )  # fmt: skip
     result = _cross_check(errors, customers, sites, networks, subscribers, devices, centres)
     result = _check_declared(result, declared, declared_networks)
+    result = dataclasses.replace(
+        result, number_ranges=_check_ranges(customers, subscribers, ranges)
+    )
     if errors:
         raise SitesFileError(errors)
     return result
@@ -851,3 +883,62 @@ def _check_centres(centres: list[tuple[EmergencyCentre, _Row]]) -> None:
     if centres and not defaults:
         _, row = centres[0]
         row.error("national_default", "one centre must be the national default")
+
+
+def _number(row: _Row, ranges: list[tuple[NumberRange, _Row]]) -> None:
+    customer_id = row.ident("customer")
+    text = row.text("range", required=True)
+    roaming = row.flag("roaming")
+    row.reject_unknown()
+    if not text:
+        return
+    try:
+        prefix, wildcards = parse_range(text)
+        number_range = NumberRange(
+            customer_id=customer_id, prefix=prefix, wildcards=wildcards, roaming=roaming
+        )
+    except ValueError as exc:
+        row.error("range", str(exc))
+        return
+    ranges.append((number_range, row))
+
+
+def _check_ranges(
+    customers: dict[str, Customer],
+    subscribers: list[tuple[Subscriber, _Row]],
+    ranges: list[tuple[NumberRange, _Row]],
+) -> tuple[NumberRange, ...]:
+    """Ranges name known customers and never overlap; a customer with ranges holds
+    its subscribers' numbers in them, and no subscriber's number lies in another
+    customer's range (the caller-ID policy asserts numbers by these ranges)."""
+    accepted: list[tuple[NumberRange, _Row]] = []
+    for number_range, row in ranges:
+        if number_range.customer_id not in customers:
+            row.error("customer", f"unknown customer {number_range.customer_id!r}")
+        clash = next(((r, o) for r, o in accepted if r.overlaps(number_range)), None)
+        if clash is not None:
+            other, other_row = clash
+            other_line = other_row.locate("range") if other_row.locate else other_row.line
+            where = f" (line {other_line})" if other_line is not None else ""
+            row.error(
+                "range",
+                f"{number_range.text} overlaps {other.text} of customer"
+                f" {other.customer_id!r}{where}",
+            )
+            continue
+        accepted.append((number_range, row))
+    index = NumberIndex.build(r for r, _ in accepted)
+    holding = {r.customer_id for r, _ in accepted}
+    for sub, row in subscribers:
+        holder = index.range_of(sub.e164)
+        if holder is not None and holder.customer_id != sub.customer_id:
+            row.error(
+                "e164",
+                f"{sub.e164} is in range {holder.text} of customer {holder.customer_id!r},"
+                f" not of {sub.customer_id!r}",
+            )
+        elif holder is None and sub.customer_id in holding:
+            row.error(
+                "e164", f"{sub.e164} is outside the number ranges of customer {sub.customer_id!r}"
+            )
+    return tuple(r for r, _ in accepted)

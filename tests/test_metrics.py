@@ -30,6 +30,8 @@ REQUIRED_FAMILIES = {
     "voipgw_emergency_calls_unverified_location": ("counter", {"reason"}),
     "voipgw_device_location_ignored": ("counter", {"reason"}),
     "voipgw_site_address_problems": ("gauge", {"problem"}),
+    "voipgw_caller_id_decisions": ("counter", {"direction", "decision", "reason"}),
+    "voipgw_caller_id_changed": ("counter", {"customer", "direction"}),
     "voipgw_sip_requests": ("counter", {"method", "direction"}),
     "voipgw_sip_responses": ("counter", {"code", "method", "direction"}),
     "voipgw_sip_retransmissions": ("counter", {"method"}),
@@ -89,6 +91,7 @@ def test_every_required_metric_exists_with_its_labels(metrics: Metrics) -> None:
     metrics.registration("registered")
     metrics.announcement("recording_notice", "played")
     metrics.overload_shed_event("cps_limit")
+    metrics.caller_id_decided("outbound", "replaced", "not-held", "setera")
     metrics.set_transport_listening("udp", "127.0.0.1", True)
     families = {f.name: f for f in metrics.registry.collect()}
     assert set(families) == set(REQUIRED_FAMILIES)
@@ -419,3 +422,30 @@ def test_sip_traffic_exports_what_prometheus_client_would() -> None:
     expected = samples(registry)
     assert len(expected) == 4
     assert samples(ours.registry) == expected
+
+
+def test_caller_id_labels_are_bounded() -> None:
+    """Unknown tokens fold into fixed values (a number never becomes a label); the
+    customer label admits ids up to MAX_CUSTOMER_LABELS, and kept calls never create a
+    customer series."""
+    from gateway.ops import metrics as metrics_module
+
+    m = Metrics(CollectorRegistry())
+    m.caller_id_decided("outbound", "kept", "own-number", "setera")
+    m.caller_id_decided("sideways", "bogus", "+358401234567", "acme")
+    for i in range(metrics_module.MAX_CUSTOMER_LABELS + 5):
+        m.caller_id_decided("outbound", "replaced", "not-held", f"c{i}")
+    assert (
+        value(
+            m,
+            "voipgw_caller_id_decisions_total",
+            direction="outbound",
+            decision="kept",
+            reason="other",
+        )
+        == 1
+    )
+    customers = label_values(m, "voipgw_caller_id_changed_total", "customer")
+    assert "setera" not in customers
+    assert "other" in customers
+    assert len(customers) == metrics_module.MAX_CUSTOMER_LABELS + 1

@@ -142,6 +142,7 @@ def _summary(data: SitesData) -> str:
         f"{len(data.customers)} customers, {len(data.sites)} sites, {networks} networks,"
         f" {len(data.subscribers)} subscribers, {len(data.devices)} devices,"
         f" {len(data.centres)} emergency centres, {len(data.declared)} declared locations"
+        + (f", {len(data.number_ranges)} number ranges" if data.number_ranges else "")
     )
 
 

@@ -44,7 +44,7 @@ from prometheus_client.utils import floatToGoString
 
 from routing.address_check import AddressProblem
 from routing.configfields import ConfigError, Table
-from routing.decision import UnverifiedLocation
+from routing.decision import CallerId, CallerIdReason, Direction, UnverifiedLocation
 from routing.device_location import DeviceLocationProblem
 
 __all__ = [
@@ -121,11 +121,22 @@ def _closed(value: str, allowed: frozenset[str], fallback: str) -> str:
     return value if value in allowed else fallback
 
 
+#: Distinct customers the caller-ID label admits. Customer ids come from the routing
+#: data the operator provisions, never from the wire, so the set is the customer
+#: base; the cap keeps a very large base (or a bug) from growing the series further.
+MAX_CUSTOMER_LABELS = 1000
+_CUSTOMER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+CALLER_ID_DECISIONS = frozenset(d.value for d in CallerId)
+CALLER_ID_REASONS = frozenset(r.value for r in CallerIdReason)
+DIRECTIONS = frozenset(d.value for d in Direction)
+
+
 class _TokenLabel:
     """Admits the first MAX_TOKEN_VALUES distinct well-formed tokens of one label."""
 
-    def __init__(self, limit: int = MAX_TOKEN_VALUES) -> None:
+    def __init__(self, limit: int = MAX_TOKEN_VALUES, pattern: re.Pattern[str] = _TOKEN_RE) -> None:
         self._limit = limit
+        self._pattern = pattern
         self._seen: set[str] = set()
         # Helpers may be called from the RTP or CDR threads as well as the loop.
         self._lock = threading.Lock()
@@ -133,7 +144,7 @@ class _TokenLabel:
     def __call__(self, value: str) -> str:
         if value in self._seen:
             return value
-        if not _TOKEN_RE.fullmatch(value):
+        if not self._pattern.fullmatch(value):
             return "other"
         with self._lock:
             if len(self._seen) >= self._limit:
@@ -286,6 +297,20 @@ class Metrics:
             "voipgw_emergency_calls_beyond_reserve",
             "Emergency calls admitted beyond max_calls + emergency_reserve (never "
             "refused for load; this says the gateway is too small).",
+            registry=r,
+        )
+        self.caller_id = Counter(
+            "voipgw_caller_id_decisions",
+            "Calls by what the caller-ID policy did with the presented number"
+            " (direction, decision, reason; Traficom regulation 28).",
+            ["direction", "decision", "reason"],
+            registry=r,
+        )
+        self.caller_id_changed = Counter(
+            "voipgw_caller_id_changed",
+            "Calls whose presented number was replaced, removed or rejected, by the"
+            " customer billed (a compromised account or a misconfigured PBX).",
+            ["customer", "direction"],
             registry=r,
         )
         self.emergency_calls = Counter(
@@ -458,6 +483,7 @@ class Metrics:
         self._reason = {name: _TokenLabel() for name in ("parse", "drop", "shed", "registration")}
         self._policy = _TokenLabel()
         self._centre = _TokenLabel()
+        self._customer = _TokenLabel(MAX_CUSTOMER_LABELS, _CUSTOMER_RE)
         self._kind = _TokenLabel()
 
         # Counters of closed label sets start at 0 so that increase() sees the first
@@ -539,6 +565,28 @@ class Metrics:
             call_class=_closed(call_class, CALL_CLASSES, "unknown"),
             emergency="true" if emergency else "false",
         ).observe(seconds)
+
+    def caller_id_decided(self, direction: str, decision: str, reason: str, customer: str) -> None:
+        """Counts what the caller-ID policy did with one call's number.
+
+        Args:
+            direction: inbound or outbound.
+            decision: kept, replaced, removed or rejected.
+            reason: a ``CallerIdReason`` token.
+            customer: the customer billed ("" when none): a label only of the changed
+                calls, bounded by the provisioned customers (:data:`MAX_CUSTOMER_LABELS`).
+        """
+        direction = _closed(direction, DIRECTIONS, "outbound")
+        decision = _closed(decision, CALLER_ID_DECISIONS, "kept")
+        self.caller_id.labels(
+            direction=direction,
+            decision=decision,
+            reason=_closed(reason, CALLER_ID_REASONS, "other"),
+        ).inc()
+        if decision != "kept":
+            self.caller_id_changed.labels(
+                customer=self._customer(customer or "none"), direction=direction
+            ).inc()
 
     def emergency_call(self, call_class: str, policy: str, centre: str, outcome: str) -> None:
         """Counts one emergency call's outcome.

@@ -258,6 +258,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 dial_plan=dial_plan,
                 lookup_binding=_binding_lookup(registrar) if registrar else None,
                 trusted_peers=config.upstream.trusted_peers,
+                international_peers=config.upstream.international_peers,
                 authenticate=(
                     registrar.authenticate_call
                     if registrar is not None

@@ -36,10 +36,12 @@ from gateway.sip.sdp import parse_sdp
 from gateway.sip.uri import SipUri, TelUri, parse_uri, telephone_user
 from gateway.transport.hints import PEER_HINTS, PeerHints
 from routing.additional_data import additional_data
+from routing.callerid import IDENTITY_HEADERS
 from routing.config import RoutingConfig
 from routing.decision import (
     Action,
     Admission,
+    CallerId,
     CallFacts,
     LocationPrecedence,
     RoutedBy,
@@ -48,7 +50,7 @@ from routing.decision import (
 from routing.device_location import DEFAULT_MAX_PIDF_BYTES, read_device_location, sdp_part
 from routing.directory import Directory
 from routing.emergency import DialPlan
-from routing.model import CallContext, EmergencyKind
+from routing.model import CallContext, EmergencyKind, PresentedIdentity
 from routing.multipart import BY_REFERENCE, BodyPart, build_mixed
 from routing.pidf import PIDF_CONTENT_TYPE, build_pidf, geolocation_headers
 from routing.policy import Load, decide, needs_authentication
@@ -133,6 +135,7 @@ def call_context(
     so that routing decides over typed data.
     """
     headers = request.headers
+    presented = presented_identity(request)
     sent_by: list[str] = []
     for value in headers.values("Via"):
         try:
@@ -168,25 +171,50 @@ def call_context(
         contact_host=contact_host,
         user_agent=headers.get("User-Agent"),
         instance_id=instance_id,
-        subscriber=directory.subscribers.get(_caller_user(request) or ""),
+        subscriber=directory.subscribers.get(presented.from_user or ""),
         geolocation=geolocation,
         device_location=device_location,
         call_id=headers.get("Call-ID") or "",
         dialled_user=telephone_user(request.uri),
         emergency=emergency,
+        presented=presented,
     )
 
 
-def _caller_user(request: Request) -> str | None:
+def presented_identity(request: Request) -> PresentedIdentity:
+    """Who a request says is calling: the From (user, host and display name apart),
+    the first P-Preferred-Identity and P-Asserted-Identity users (RFC 3325 9.1, 9.2:
+    a name-addr each; a tel URI's number or a SIP URI's user). Claims only: the
+    caller-ID policy (routing/callerid.py) decides which may pass."""
+    from_user = from_host = None
+    display = ""
     try:
-        uri = parse_uri(parse_name_address(request.headers.get("From") or "").uri)
+        from_addr = parse_name_address(request.headers.get("From") or "")
+        display = from_addr.display_name or ""
+        uri = parse_uri(from_addr.uri)
+        if isinstance(uri, SipUri):
+            from_user, from_host = uri.user_unescaped, uri.host
+        elif isinstance(uri, TelUri):
+            from_user = uri.number
+    except SipError:
+        pass
+    return PresentedIdentity(
+        from_user=from_user,
+        from_host=from_host,
+        display_name=display,
+        preferred=_identity_user(request.headers.get("P-Preferred-Identity")),
+        asserted=_identity_user(request.headers.get("P-Asserted-Identity")),
+    )
+
+
+def _identity_user(value: str | None) -> str | None:
+    """The user of a P-Preferred/Asserted-Identity value's first name-addr."""
+    if not value:
+        return None
+    try:
+        return telephone_user(parse_name_address(value.split(",", 1)[0]).uri)
     except SipError:
         return None
-    if isinstance(uri, SipUri):
-        return uri.user_unescaped
-    if isinstance(uri, TelUri):
-        return uri.number
-    return None
 
 
 class CallRouter:
@@ -205,6 +233,7 @@ class CallRouter:
         recorded_line: the announcement of a recorded staff line, if the call is to one.
         clock: monotonic seconds (the callback window).
         trusted_peers: the PBX and trunks: their calls go to registered devices.
+        international_peers: those of them marked international (caller-ID policy).
         authenticate: digest authentication of ordinary calls from anywhere else;
             the authenticated user, not the From header, is then the caller.
         peer_hints: where the router records what each next hop's URI says of its
@@ -225,6 +254,7 @@ class CallRouter:
         recorded_line: RecordedLine | None = None,
         clock: Callable[[], float] = time.monotonic,
         trusted_peers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
+        international_peers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
         authenticate: Authenticate | None = None,
         peer_hints: PeerHints | None = None,
     ) -> None:
@@ -234,6 +264,7 @@ class CallRouter:
         self.authenticate = authenticate
         self.clock = clock
         self.trusted_peers = trusted_peers
+        self.international_peers = international_peers
         #: callback number (E.164 digits) -> the device to reach (RFC 6881 SP-35)
         self.callbacks: dict[str, Callback] = {}
         self.notify = notify
@@ -280,7 +311,14 @@ class CallRouter:
             retry_after=self.overload.retry_after,
             emergency_reserve=self.overload.emergency_reserve,
         )
-        decision = decide(ctx, directory, self.config, trusted_peers=self.trusted_peers, load=load)
+        decision = decide(
+            ctx,
+            directory,
+            self.config,
+            trusted_peers=self.trusted_peers,
+            international_peers=self.international_peers,
+            load=load,
+        )
         facts = decision.facts
         if facts.admission is Admission.BEYOND_RESERVE:
             log.warning(
@@ -325,6 +363,13 @@ class CallRouter:
         if decision.action is Action.ANSWER_TEST:
             return _test_call_answer(event.request, decision)
         if decision.action is Action.REJECT:
+            if facts.caller_id is CallerId.REJECTED:
+                log.warning(
+                    "call %s: caller ID %s rejected (%s)",
+                    ctx.call_id,
+                    facts.presented_number,
+                    facts.caller_id_reason,
+                )
             return Reject(status=decision.reject_status or 403, facts=facts)
         if decision.action is Action.ANNOUNCE_AND_END:
             # The warning is played, then the call ends (no B leg); without a media
@@ -392,6 +437,16 @@ class CallRouter:
                 return Reject(status=503, headers=retry, facts=facts)
             if registered is not None:
                 log.info("call %s: inbound route (registered binding, %s)", call_id, known)
+                identity = decision.identity
+                if identity is not None:
+                    # Regulation 28: the number removed; the device sees an anonymous
+                    # caller and no identity header of the trunk's.
+                    registered = replace(
+                        registered,
+                        from_value=identity.from_value,
+                        remove_headers=(*registered.remove_headers, *IDENTITY_HEADERS),
+                        headers=(*registered.headers, *identity.headers, *decision.headers),
+                    )
                 return replace(
                     registered,
                     facts=replace(

@@ -518,6 +518,13 @@ def observe_call(metrics: Metrics, event: CallEnded) -> None:
         metrics.call_shed(call_class, facts.shed.value)
     else:
         metrics.call_ended(call_class, outcome)
+    if facts.caller_id is not None and facts.caller_id_reason is not None:
+        metrics.caller_id_decided(
+            facts.direction.value,
+            facts.caller_id.value,
+            facts.caller_id_reason.value,
+            facts.customer_id,
+        )
     if event.ringing_at is not None:
         # RFC 6076 session request delay: INVITE received -> first ringing/answer.
         metrics.call_setup_observed(call_class, event.emergency, event.ringing_at - event.setup_at)

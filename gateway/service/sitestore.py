@@ -35,6 +35,7 @@ from routing.model import (
     Subscriber,
     SubscriberState,
 )
+from routing.numbers import NumberRange
 from routing.sites_file import SitesData
 
 #: Advisory lock taken by an import so two imports do not interleave their deletes.
@@ -44,6 +45,7 @@ IMPORT_LOCK_KEY = 0x766F6970_6777_0100
 _TABLES = (
     "routing_declared_location_networks",
     "routing_declared_locations",
+    "routing_number_ranges",
     "routing_devices",
     "routing_subscribers",
     "routing_site_networks",
@@ -67,6 +69,7 @@ class ImportSummary:
     subscribers: int
     devices: int
     centres: int
+    number_ranges: int = 0
 
 
 async def import_sites(conn: asyncpg.Connection, data: SitesData) -> ImportSummary:
@@ -163,6 +166,11 @@ async def import_sites(conn: asyncpg.Connection, data: SitesData) -> ImportSumma
             columns=("location_id", "network"),
             records=[(d.id, n) for d in data.declared for n in d.networks],
         )
+        await conn.copy_records_to_table(
+            "routing_number_ranges",
+            columns=("customer_id", "prefix", "wildcards", "roaming"),
+            records=[(r.customer_id, r.prefix, r.wildcards, r.roaming) for r in data.number_ranges],
+        )
         # Deferred foreign keys (centre secondaries) are checked here, inside the
         # transaction, so a failure still rolls everything back.
         await conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -173,6 +181,7 @@ async def import_sites(conn: asyncpg.Connection, data: SitesData) -> ImportSumma
         subscribers=len(data.subscribers),
         devices=len(data.devices),
         centres=len(data.centres),
+        number_ranges=len(data.number_ranges),
     )
 
 
@@ -194,6 +203,9 @@ async def export_sites(conn: asyncpg.Connection) -> SitesData:
         subscribers = await conn.fetch("SELECT * FROM routing_subscribers ORDER BY sip_user")
         devices = await conn.fetch("SELECT * FROM routing_devices ORDER BY id")
         centres = await conn.fetch("SELECT * FROM routing_emergency_centres ORDER BY id")
+        ranges = await conn.fetch(
+            "SELECT * FROM routing_number_ranges ORDER BY customer_id, prefix, wildcards"
+        )
         municipalities = await conn.fetch(
             "SELECT centre_id, municipality FROM routing_centre_municipalities"
             " ORDER BY centre_id, position"
@@ -285,6 +297,15 @@ async def export_sites(conn: asyncpg.Connection) -> SitesData:
                 networks=tuple(nets_by_declared.get(r["id"], ())),
             )
             for r in declared
+        ),
+        number_ranges=tuple(
+            NumberRange(
+                customer_id=r["customer_id"],
+                prefix=r["prefix"],
+                wildcards=r["wildcards"],
+                roaming=r["roaming"],
+            )
+            for r in ranges
         ),
     ).sorted()
 

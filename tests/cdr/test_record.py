@@ -171,3 +171,42 @@ async def test_columns_match_table_order(pg_pool: asyncpg.Pool) -> None:
             "AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
         )
     assert tuple(r["attname"] for r in names) == COLUMNS
+
+
+def test_caller_id_columns_round_trip_and_older_spools_replay() -> None:
+    """The caller-ID columns (issue 15) travel through both spool encodings; a batch
+    or JSON record spooled before they existed replays with them NULL."""
+    from cdr.record import (
+        COLUMNS,
+        CallDetailRecord,
+        decode_csv_batch,
+        decode_spool_payload,
+        encode_csv_batch,
+    )
+    from routing.decision import CallerId
+
+    record = dataclasses.replace(
+        make_record(),
+        presented_number="+358402000001",
+        asserted_number="+358401000001",
+        caller_id=CallerId.REPLACED,
+        caller_id_reason="not-held",
+    )
+    assert decode_csv_batch(encode_csv_batch([record])) == [record]
+    assert CallDetailRecord.from_json(record.to_json()) == record
+    new = ("presented_number", "asserted_number", "caller_id", "caller_id_reason")
+    assert COLUMNS[-4:] == new
+    old_columns = COLUMNS[:-4]
+    line = record.as_csv_line().rsplit(",", 4)[0] + "\n"
+    old_batch = (",".join(f'"{c}"' for c in old_columns) + "\n" + line).encode()
+    (replayed,) = decode_spool_payload(old_batch)
+    assert replayed == dataclasses.replace(
+        record, presented_number=None, asserted_number=None, caller_id=None, caller_id_reason=None
+    )
+    import json
+
+    obj = json.loads(record.to_json())
+    for name in new:
+        del obj[name]
+    (from_json,) = decode_spool_payload(json.dumps(obj).encode())
+    assert from_json == replayed

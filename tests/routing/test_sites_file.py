@@ -186,3 +186,76 @@ def test_unknown_format() -> None:
         parse_sites("", "yaml")
     with pytest.raises(ValueError, match="format"):
         dump_sites(demo_data(), "yaml")
+
+
+NUMBERS_TOML = """\
+[[customers]]
+id = "a"
+company = "A Oy"
+
+[[customers]]
+id = "b"
+company = "B Oy"
+
+[[subscribers]]
+e164 = "+358912340001"
+sip_user = "a1"
+customer = "a"
+
+[[subscribers]]
+e164 = "+358401234567"
+sip_user = "b1"
+customer = "b"
+
+[[numbers]]
+customer = "a"
+range = "+358 9 1234 xxxx"
+
+[[numbers]]
+customer = "b"
+range = "+358 9 1234 5xxx"
+
+[[numbers]]
+customer = "b"
+range = "+358 40 999 xxxx"
+"""
+
+
+def test_number_ranges_overlap_and_subscriber_outside_name_line_and_field() -> None:
+    with pytest.raises(SitesFileError) as err:
+        parse_sites(NUMBERS_TOML, "toml")
+    messages = [str(e) for e in err.value.errors]
+    assert messages == [
+        "line 25: numbers[1].range: +358912345xxx overlaps +35891234xxxx of customer 'a' (line 21)",
+        "line 15: subscribers[1].e164: +358401234567 is outside the number ranges of customer 'b'",
+    ]
+
+
+def test_number_ranges_csv_and_a_number_in_another_customers_range() -> None:
+    csv_text = (
+        "record,id,company,e164,sip_user,customer,range,roaming\n"
+        "customer,a,A Oy,,,,,\n"
+        "customer,b,B Oy,,,,,\n"
+        "subscriber,,,+358912340001,b1,b,,\n"
+        "number,,,,,a,+358 9 1234 xxxx,false\n"
+        "number,,,,,a,+358 9 1234 0001,true\n"
+        "number,,,,,a,+358 9 12x4,\n"
+    )
+    with pytest.raises(SitesFileError) as err:
+        parse_sites(csv_text, "csv")
+    messages = [str(e) for e in err.value.errors]
+    assert messages[0].startswith("line 7: number.range: expected an E.164 number or block")
+    assert messages[1] == (
+        "line 6: number.range: +358912340001 overlaps +35891234xxxx of customer 'a' (line 5)"
+    )
+    assert messages[2] == (
+        "line 4: subscriber.e164: +358912340001 is in range +35891234xxxx of customer 'a',"
+        " not of 'b'"
+    )
+
+
+def test_demo_number_ranges_round_trip() -> None:
+    data = demo_data()
+    assert len(data.number_ranges) == 4
+    for fmt in ("toml", "csv"):
+        assert parse_sites(dump_sites(data, fmt), fmt).sorted() == data.sorted()
