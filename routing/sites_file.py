@@ -11,6 +11,7 @@ TOML (``deploy/demo/sites.toml`` is a complete example)::
     company = "Setera Communications Oy"
     state = "active"                    # active|closed|suspended|barred|fraud-locked
     language = "fi"                     # fi|sv|en
+    security_desk = "sip:desk@reception.setera.example"   # optional: SIP MESSAGE per 112 call
 
     [[sites]]
     id = "setera-espoo"
@@ -89,6 +90,7 @@ from routing.model import (
     SiteNetwork,
     Subscriber,
     SubscriberState,
+    desk_uri_problem,
     normalise_instance_id,
 )
 from routing.psap import normalise_municipality, normalise_postal_code
@@ -99,7 +101,7 @@ _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ADDRESS_KEYS = (*(name for _, name in CIVIC_ELEMENTS), "lang")
 _SECTIONS = ("customers", "sites", "subscribers", "devices", "centres")
 _RECORD_COLUMNS: dict[str, tuple[str, ...]] = {
-    "customer": ("id", "company", "state", "language"),
+    "customer": ("id", "company", "state", "language", "security_desk"),
     "site": ("id", "customer", "name", *_ADDRESS_KEYS),
     "network": ("site", "cidr", "kind"),
     "subscriber": (
@@ -449,11 +451,17 @@ def _customer(row: _Row, customers: dict[str, Customer], *_: Any) -> None:
     company = row.text("company", required=True)
     state = row.choice("state", CustomerState, CustomerState.ACTIVE)
     language = row.choice("language", Language, Language.FI)
+    desk = row.opt("security_desk")
+    if desk is not None and (problem := desk_uri_problem(desk)) is not None:
+        row.error("security_desk", problem)
+        desk = None
     row.reject_unknown()
     if cid in customers:
         row.error("id", f"duplicate customer id {cid!r}")
     elif cid:
-        customers[cid] = Customer(id=cid, company=company, state=state, language=language)
+        customers[cid] = Customer(
+            id=cid, company=company, state=state, language=language, security_desk=desk
+        )
 
 
 def _site(row: _Row, _c: Any, sites: dict[str, tuple[_Row, dict[str, Any]]], *_: Any) -> None:
