@@ -213,6 +213,39 @@ class CivicAddress:
 CIVIC_FIELDS: tuple[str, ...] = tuple(a for a, _ in CIVIC_ELEMENTS)
 
 
+# RFC 3261 25.1, narrowed to what a configured desk URI needs:
+#   SIP-URI = "sip:" [ userinfo ] hostport uri-parameters [ headers ]
+#   hostport = host [ ":" port ];  host = hostname / IPv4address / IPv6reference
+# Headers ("?...") are refused: a URI from data must not add fields to a request.
+_DESK_URI_RE = re.compile(
+    r"(?i)sips?:"
+    r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+@)?"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?"
+    r"|\[[0-9A-Fa-f:.]+\])"
+    r"(?::[0-9]{1,5})?"
+    r"(?:;[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]+(?:=[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]*)?)*"
+)
+
+
+def desk_uri_problem(uri: str) -> str | None:
+    """Why ``uri`` cannot be a security desk's address, or None when it can.
+
+    Args:
+        uri: a ``sip:`` or ``sips:`` URI (RFC 3261 19.1), without URI headers.
+
+    Returns:
+        The problem in a few words (for an error naming the field), or None.
+    """
+    if not re.match(r"(?i)sips?:", uri):
+        return f"expected a sip: or sips: URI, got {uri!r}"
+    if not _DESK_URI_RE.fullmatch(uri):
+        return f"not a SIP URI (user@host[:port][;params], no headers): {uri!r}"
+    port = re.search(r"(?<=[\]A-Za-z0-9.]):([0-9]+)(?=;|$)", uri.split("@")[-1])
+    if port is not None and not 0 < int(port.group(1)) < 65536:
+        return f"port out of range in {uri!r}"
+    return None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Customer:
     """A business customer (one contract)."""
@@ -221,6 +254,15 @@ class Customer:
     company: str
     state: CustomerState = CustomerState.ACTIVE
     language: Language = Language.FI
+    security_desk: str | None = None
+    """SIP URI told of each emergency call of the customer by a SIP MESSAGE (RFC 3428):
+    the reception or security desk on site; None for none."""
+
+    def __post_init__(self) -> None:
+        if self.security_desk is not None:
+            problem = desk_uri_problem(self.security_desk)
+            if problem is not None:
+                raise ValueError(f"security_desk: {problem}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

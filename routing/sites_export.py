@@ -41,6 +41,8 @@ def _dump_toml(data: SitesData) -> str:
     for c in data.customers:
         out.append(f"\n[[customers]]\nid = {_q(c.id)}\ncompany = {_q(c.company)}\n")
         out.append(f"state = {_q(c.state.value)}\nlanguage = {_q(c.language.value)}\n")
+        if c.security_desk is not None:
+            out.append(f"security_desk = {_q(c.security_desk)}\n")
     for s in data.sites:
         out.append(f"\n[[sites]]\nid = {_q(s.id)}\ncustomer = {_q(s.customer_id)}\n")
         out.append(f"name = {_q(s.name)}\nnetworks = [\n")
@@ -91,7 +93,8 @@ def _dump_csv(data: SitesData) -> str:
     writer.writeheader()
     for c in data.customers:
         writer.writerow({"record": "customer", "id": c.id, "company": c.company,
-                         "state": c.state.value, "language": c.language.value})  # fmt: skip
+                         "state": c.state.value, "language": c.language.value,
+                         "security_desk": c.security_desk or ""})  # fmt: skip
     for s in data.sites:
         row = {"record": "site", "id": s.id, "customer": s.customer_id, "name": s.name}
         row.update(dict(s.address.elements()))

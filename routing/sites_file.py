@@ -11,6 +11,7 @@ TOML (``deploy/demo/sites.toml`` is a complete example)::
     company = "Setera Communications Oy"
     state = "active"                    # active|closed|suspended|barred|fraud-locked
     language = "fi"                     # fi|sv|en
+    security_desk = "sip:desk@reception.setera.example"   # optional: SIP MESSAGE per 112 call
 
     [[sites]]
     id = "setera-espoo"
@@ -112,6 +113,7 @@ from routing.model import (
     SiteNetwork,
     Subscriber,
     SubscriberState,
+    desk_uri_problem,
     normalise_instance_id,
 )
 from routing.numbers import NumberIndex, NumberRange, parse_range
@@ -132,7 +134,7 @@ _SECTIONS = (
 )
 _SECTION_RECORDS = ("customer", "site", "subscriber", "device", "centre", "declared", "number")
 _RECORD_COLUMNS: dict[str, tuple[str, ...]] = {
-    "customer": ("id", "company", "state", "language"),
+    "customer": ("id", "company", "state", "language", "security_desk"),
     "site": ("id", "customer", "name", *_ADDRESS_KEYS),
     "network": ("site", "cidr", "kind"),
     "subscriber": (
@@ -549,11 +551,17 @@ def _customer(row: _Row, customers: dict[str, Customer], *_: Any) -> None:
     company = row.text("company", required=True)
     state = row.choice("state", CustomerState, CustomerState.ACTIVE)
     language = row.choice("language", Language, Language.FI)
+    desk = row.opt("security_desk")
+    if desk is not None and (problem := desk_uri_problem(desk)) is not None:
+        row.error("security_desk", problem)
+        desk = None
     row.reject_unknown()
     if cid in customers:
         row.error("id", f"duplicate customer id {cid!r}")
     elif cid:
-        customers[cid] = Customer(id=cid, company=company, state=state, language=language)
+        customers[cid] = Customer(
+            id=cid, company=company, state=state, language=language, security_desk=desk
+        )
 
 
 def _site(row: _Row, _c: Any, sites: dict[str, tuple[_Row, dict[str, Any]]], *_: Any) -> None:

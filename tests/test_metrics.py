@@ -41,6 +41,7 @@ REQUIRED_FAMILIES = {
     "voipgw_dropped_messages": ("counter", {"reason"}),
     "voipgw_guard_bans": ("counter", {"reason"}),
     "voipgw_emergency_calls_beyond_reserve": ("counter", set()),
+    "voipgw_emergency_desk_messages": ("counter", {"outcome"}),
     "voipgw_guard_unbans": ("counter", {"reason"}),
     "voipgw_guard_banned_sources": ("gauge", set()),
     "voipgw_registrations": ("counter", {"outcome"}),
@@ -262,6 +263,20 @@ def test_emergency_series(metrics: Metrics) -> None:
         == 1
     )
     assert "other" in label_values(metrics, "voipgw_emergency_calls_total", "centre")
+
+
+def test_emergency_desk_messages_by_outcome(metrics: Metrics) -> None:
+    metrics.emergency_desk_message("delivered")
+    metrics.emergency_desk_message("timeout")
+    metrics.emergency_desk_message("timeout")
+    metrics.emergency_desk_message("sip:desk@example")  # never a URI as a label
+    total = "voipgw_emergency_desk_messages_total"
+    assert value(metrics, total, outcome="delivered") == 1
+    assert value(metrics, total, outcome="timeout") == 2
+    assert value(metrics, total, outcome="unreachable") == 1
+    assert label_values(metrics, total, "outcome") <= {
+        "delivered", "rejected", "timeout", "unreachable", "dropped"
+    }  # fmt: skip
 
 
 def test_cdr_media_transport_and_build(metrics: Metrics) -> None:

@@ -53,6 +53,7 @@ from gateway.b2bua.events import (
     RouteNeeded,
     ServiceRequest,
 )
+from gateway.b2bua.message import OutOfDialogMessages
 from gateway.b2bua.relay import InDialogRelay
 from gateway.b2bua.reliable import ReliableProvisionals
 from gateway.b2bua.session import SESSION_TIMERS, SessionTimers
@@ -85,7 +86,9 @@ TIMERS_PER_CALL = 8
 FAILOVER_STATUSES = frozenset({408, 500, 502, 503, 504})
 
 
-class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay, SessionTimers):
+class B2bua(
+    AnnouncementStage, ReliableProvisionals, InDialogRelay, SessionTimers, OutOfDialogMessages
+):
     """Back-to-back user agent over one transaction layer.
 
     Args:
@@ -128,6 +131,7 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay, SessionTimer
         self._dialogs: dict[tuple[str, str], tuple[Call, Side]] = {}
         self._relays: dict[TransactionKey, Relay] = {}
         self._refreshes: dict[TransactionKey, tuple[Call, Side]] = {}
+        self._messages: set[TransactionKey] = set()
         self._events: deque[B2buaEvent] = deque()
         self._timers: list[tuple[float, int, str, str, object]] = []
         self._seq = itertools.count()
@@ -457,6 +461,8 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay, SessionTimer
             self._on_relayed_response(relay, key, response, now)
         elif refresh is not None:
             self._on_refresh_response(refresh[0], refresh[1], key, response, now)
+        elif key.method == "MESSAGE":
+            self._message_response(key, response)  # message.py: the gateway's own
         elif 200 <= response.status < 300 and key.method == "INVITE":
             # A 2xx retransmission for a call whose set-up index was dropped (_slim):
             # found through its dialog instead, and ACKed again.
@@ -616,6 +622,8 @@ class B2bua(AnnouncementStage, ReliableProvisionals, InDialogRelay, SessionTimer
         if refresh is not None:
             # RFC 4028 10: a refresh that times out ends the session.
             self._session_failed(refresh[0], refresh[1], now)
+        elif key.method == "MESSAGE":
+            self._message_failed(event)  # message.py: the gateway's own
 
     def _on_no_answer(self, call: Call, now: float) -> None:
         if call.state is not CallState.EARLY:

@@ -357,4 +357,34 @@ class MediaAnswered:
         self.sdp = sdp
 
 
-B2buaEvent = RouteNeeded | CallAnswered | CallEnded | ServiceRequest | MediaNeeded | MediaAnswered
+# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
+class MessageDone:
+    """An out-of-dialog MESSAGE sent with ``B2bua.send_message`` has its outcome.
+
+    Attributes:
+        transaction: the key ``send_message`` returned (the client transaction).
+        status: the final response's status, or None when none came.
+        reason: its reason phrase; without a response, why ("timeout" when Timer F
+            fired, RFC 3261 17.1.2.2; "transport error" when the next hop failed).
+    """
+
+    transaction: Final[TransactionKey]
+    status: Final[int | None]
+    reason: Final[str]
+
+    def __init__(self, *, transaction: TransactionKey, status: int | None, reason: str) -> None:
+        self.transaction = transaction
+        self.status = status
+        self.reason = reason
+
+
+B2buaEvent = (
+    RouteNeeded
+    | CallAnswered
+    | CallEnded
+    | ServiceRequest
+    | MediaNeeded
+    | MediaAnswered
+    | MessageDone
+)

@@ -10,6 +10,7 @@ methods by ``B2bua``; the bodies here are never run.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mypy_extensions import trait
@@ -34,6 +35,10 @@ class B2buaHost:
     #: session refreshes the gateway sent itself, by transaction
     _refreshes: dict[TransactionKey, tuple[Call, Side]]
     session_timers: SessionTimerPolicy | None
+    new_token: Callable[[], str]
+    contact_user: str
+    #: MESSAGEs the gateway sent itself (message.py), by client transaction
+    _messages: set[TransactionKey]
 
     def _send(self, key: TransactionKey, response: Response, now: float) -> None:
         raise NotImplementedError

@@ -94,6 +94,8 @@ DIRECTIONS = frozenset({"in", "out"})
 TRANSPORTS = frozenset({"udp", "tcp", "tls", "ws", "wss"})
 FAMILIES = frozenset({"ipv4", "ipv6"})
 ANNOUNCEMENT_RESULTS = frozenset({"played", "skipped", "not_played"})
+#: Outcomes of a security desk's SIP MESSAGE (gateway/service/desk.py DeskOutcome).
+DESK_OUTCOMES = frozenset({"delivered", "rejected", "timeout", "unreachable", "dropped"})
 #: gateway.edge.guard.BanReason and UnbanReason values.
 GUARD_BAN_REASONS = frozenset({"auth_failures", "scanner"})
 GUARD_UNBAN_REASONS = frozenset({"expired", "operator", "evicted"})
@@ -340,6 +342,17 @@ class Metrics:
             ["problem"],
             registry=r,
         )
+        self.emergency_desk_messages = Counter(
+            "voipgw_emergency_desk_messages",
+            "SIP MESSAGEs to customers' security desks about emergency calls, by outcome "
+            "(delivered: 2xx; rejected: an error status; timeout; unreachable: no next "
+            "hop or a transport error; dropped: too many pending).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in sorted(DESK_OUTCOMES):
+            # At zero from the start, so an alert on increase() sees the first one.
+            self.emergency_desk_messages.labels(outcome=outcome)
         # The per-message series (requests, responses, retransmissions, transaction
         # durations) are counted in plain dicts and exported by a collector: see
         # SipTrafficCollector.
@@ -694,6 +707,12 @@ class Metrics:
         self.transport_listening.labels(
             transport=_closed(transport.lower(), TRANSPORTS, "other"), family=family
         ).set(1 if listening else 0)
+
+    def emergency_desk_message(self, outcome: str) -> None:
+        """Counts a security desk's MESSAGE by outcome (:data:`DESK_OUTCOMES`)."""
+        self.emergency_desk_messages.labels(
+            outcome=_closed(outcome, DESK_OUTCOMES, "unreachable")
+        ).inc()
 
     # Media -------------------------------------------------------------------------
 

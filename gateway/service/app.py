@@ -37,6 +37,7 @@ from gateway.registrar.location import LocationUnavailable
 from gateway.registrar.routing import best_binding
 from gateway.registrar.service import RETRY_AFTER_DB_DOWN
 from gateway.rtp.stage import recorded_line_lookup
+from gateway.service.desk import SecurityDesk, notify_all
 from gateway.service.notify import EmergencyNotifier
 from gateway.service.router import BindingLookup, CallRouter, LocationUnknown
 from gateway.service.server import (
@@ -72,6 +73,8 @@ class App:
     config: GatewayConfig
     directory_holder: DirectoryHolder | None = None
     registrar: Registrar | None = None
+    desk: SecurityDesk | None = None
+    """Sends the security desks' notices (None without routing data)."""
     database: DatabaseHealth = field(default_factory=DatabaseHealth)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -240,14 +243,17 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
 
         sinks: list[Callable[[CallEnded], None]] = [write_cdr]
         router = None
+        desk = None
         if holder is not None and routing_config is not None:
             notifier = (
                 await stack.enter_async_context(EmergencyNotifier(config.notify))
                 if config.notify is not None
                 else None
             )
+            # The customers' security desks, told by SIP MESSAGE (desk.py).
+            desk = SecurityDesk(directory=holder.get, resolve=resolve_endpoints, metrics=metrics)
             router = CallRouter(
-                notify=notifier,
+                notify=notify_all(notifier, desk),
                 recorded_line=(
                     recorded_line_lookup(config.media) if config.media is not None else None
                 ),
@@ -292,11 +298,14 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             config=config,
             directory_holder=holder,
             registrar=registrar,
+            desk=desk,
             database=db.health,
         )
         try:
             with starting("SIP listeners"):
                 await gateway.start()
+            if desk is not None:
+                app.tasks.append(asyncio.create_task(desk.deliver_forever(gateway.send_message)))
             app.tasks.append(asyncio.create_task(_maintenance(db.pool, cdr_config, metrics)))
             if metrics is not None:
                 app.tasks.append(asyncio.create_task(_gauges(writer, metrics, holder)))

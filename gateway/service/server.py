@@ -29,14 +29,14 @@ from gateway.b2bua import (
     ServiceRequest,
 )
 from gateway.b2bua.call import Side
-from gateway.b2bua.events import LocalAnswer, MediaAnswered, MediaNeeded
+from gateway.b2bua.events import LocalAnswer, MediaAnswered, MediaNeeded, MessageDone
 from gateway.config import GatewayConfig
 from gateway.ops.logs import bound_call_id
 from gateway.ops.metrics import Metrics
 from gateway.rtp.config import MediaConfig
 from gateway.rtp.stage import MediaStage
 from gateway.sip.builders import build_response
-from gateway.sip.events import Endpoint
+from gateway.sip.events import Endpoint, TransactionKey
 from gateway.sip.message import Request, Response
 from gateway.sip.transaction_layer import TransactionLayer
 from gateway.transport.manager import ListenSpec, TransportManager
@@ -164,6 +164,8 @@ class Gateway:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._route_tasks: set[asyncio.Task[None]] = set()
+        #: MESSAGEs sent with send_message, waiting for their outcome
+        self._messages: dict[TransactionKey, asyncio.Future[MessageDone]] = {}
         self.ready = False
         #: set on SIGTERM: new calls are refused with 503 while calls in progress end
         self.draining = False
@@ -221,6 +223,8 @@ class Gateway:
             self._timer.cancel()
         for task in list(self._route_tasks):
             task.cancel()
+        for future in self._messages.values():
+            future.cancel()
         await self.transports.close()
 
     async def wait_idle(self, limit: float) -> bool:
@@ -326,6 +330,10 @@ class Gateway:
                     self.media.answered(call_event)
             elif isinstance(call_event, CallAnswered):
                 self._call_answered(call_event)
+            elif isinstance(call_event, MessageDone):
+                future = self._messages.pop(call_event.transaction, None)
+                if future is not None and not future.done():
+                    future.set_result(call_event)
             else:
                 if self.media is not None:
                     self.media.ended(call_event.call_uuid)
@@ -378,6 +386,32 @@ class Gateway:
             task.add_done_callback(self._route_tasks.discard)
         else:
             self.b2bua.answer(event.transaction, result, now)
+
+    def send_message(
+        self, request_uri: str, destination: Endpoint, body: bytes
+    ) -> asyncio.Future[MessageDone]:
+        """Sends a MESSAGE outside any dialog now (``B2bua.send_message``, RFC 3428);
+        nothing waits for it unless the caller awaits the result.
+
+        Args:
+            request_uri: the recipient's SIP URI.
+            destination: its next hop.
+            body: ``text/plain;charset=UTF-8`` content.
+
+        Returns:
+            A future of its :class:`MessageDone` (final status, timeout or transport
+            error); cancelled if the gateway closes first.
+
+        Raises:
+            RuntimeError: the gateway is not started.
+        """
+        if self.b2bua is None or self._loop is None:
+            raise RuntimeError("gateway not started")
+        now = self._now()
+        future: asyncio.Future[MessageDone] = self._loop.create_future()
+        self._messages[self.b2bua.send_message(request_uri, destination, body, now)] = future
+        self._pump(now)
+        return future
 
     def media_ready(self, call_uuid: str, answer: bytes | None, b_offer: bytes | None) -> bool:
         """The media stage has the caller's answer SDP; see ``B2bua.media_ready``."""

@@ -93,8 +93,11 @@ async def import_sites(conn: asyncpg.Connection, data: SitesData) -> ImportSumma
             await conn.execute(f"DELETE FROM {table}")
         await conn.copy_records_to_table(
             "routing_customers",
-            columns=("id", "company", "state", "language"),
-            records=[(c.id, c.company, c.state.value, c.language.value) for c in data.customers],
+            columns=("id", "company", "state", "language", "security_desk"),
+            records=[
+                (c.id, c.company, c.state.value, c.language.value, c.security_desk)
+                for c in data.customers
+            ],
         )
         await conn.copy_records_to_table(
             "routing_sites",
@@ -240,6 +243,7 @@ async def export_sites(conn: asyncpg.Connection) -> SitesData:
                 company=r["company"],
                 state=CustomerState(r["state"]),
                 language=Language(r["language"]),
+                security_desk=r["security_desk"],
             )
             for r in customers
         ),

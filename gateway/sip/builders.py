@@ -107,3 +107,39 @@ def build_cancel(invite: Request) -> Request:
     for route in invite.headers.get_lines("Route"):
         headers.add("Route", route)
     return Request(method="CANCEL", uri=invite.uri, headers=headers)
+
+
+def build_message(
+    request_uri: str,
+    *,
+    from_value: str,
+    call_id: str,
+    body: bytes,
+    content_type: str,
+) -> Request:
+    """Builds an out-of-dialog MESSAGE (RFC 3428 section 4), without its Via (the
+    transaction layer adds it).
+
+    RFC 3261 8.1.1: To, From, CSeq, Call-ID, Max-Forwards and Via are the minimum of
+    every request; the To is the Request-URI without a tag (8.1.1.2). RFC 3428 section
+    4: "A MESSAGE request MAY be sent outside of a dialog", and a MESSAGE establishes
+    no dialog, so it has no Contact (RFC 3428 section 10, Contact is not applicable).
+
+    Args:
+        request_uri: the recipient's SIP URI.
+        from_value: the From name-addr, with its tag.
+        call_id: a new Call-ID (each MESSAGE outside a dialog is its own, 8.1.1.4).
+        body: the message (a MESSAGE carries its content in the body, RFC 3428 5).
+        content_type: its media type, e.g. ``text/plain;charset=UTF-8``.
+
+    Returns:
+        The request.
+    """
+    headers = Headers()
+    headers.add("Max-Forwards", "70")
+    headers.add("From", from_value)
+    headers.add("To", f"<{request_uri}>")
+    headers.add("Call-ID", call_id)
+    headers.add("CSeq", "1 MESSAGE")
+    headers.add("Content-Type", content_type)
+    return Request(method="MESSAGE", uri=request_uri, headers=headers, body=body)

@@ -248,6 +248,8 @@ async def emergency_rig(
     media: Mapping[str, Any] | None = None,
     transports: tuple[str, ...] = ("UDP",),
     centre_params: Mapping[str, str] | None = None,
+    security_desk: str | None = None,
+    sip: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Rig]:
     """Starts the app with routing data whose centres are Python peers.
 
@@ -270,6 +272,9 @@ async def emergency_rig(
             with TCP a large INVITE to a UDP centre switches, RFC 3261 18.1.1).
         centre_params: centre id -> URI parameters appended to its SIP URI
             (";transport=udp").
+        security_desk: Setera's security desk URI (a peer the test runs); the demo's
+            127.0.70.1:5070, where nobody listens, when None.
+        sip: more ``[sip]`` keys (``t1``: shorter transaction timers).
     """
     modes = dict(modes or {})
     external = dict(centre_ports or {})
@@ -287,6 +292,10 @@ async def emergency_rig(
         uri = f'"sip:112@{host}:{port}"'
         assert text.count(uri) == 1, uri
         text = text.replace(uri, f'"sip:112@{host}:{port}{params}"')
+    if security_desk is not None:
+        demo_desk = 'security_desk = "sip:desk@127.0.70.1:5070"'
+        assert text.count(demo_desk) == 1, demo_desk
+        text = text.replace(demo_desk, f'security_desk = "{security_desk}"')
     data = parse_sites(text, "toml")
     con = await asyncpg.connect(pg_dsn)
     try:
@@ -303,6 +312,7 @@ async def emergency_rig(
         cdr={"spool_dir": str(state_dir / "cdr-spool"), "batch_age": 0.05},
         routing={"default_next_hop": pbx_uri, "nomadic_policy": policy, **(routing or {})},
         overload={"max_calls": max_calls},
+        sip=dict(sip or {}),
         guard=dict(guard or {}),
         **({"media": dict(media)} if media is not None else {}),
     )

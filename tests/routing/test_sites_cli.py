@@ -38,6 +38,19 @@ def test_cli_check_reports_line_and_field(tmp_path: Path) -> None:
     assert "7 emergency centres" in ok.stdout
 
 
+def test_cli_check_names_a_bad_security_desk(tmp_path: Path) -> None:
+    text = DEMO_SITES.read_text(encoding="utf-8")
+    good = 'security_desk = "sip:desk@127.0.70.1:5070"'
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if t == good)
+    bad = tmp_path / "sites.toml"
+    bad.write_text(text.replace(good, 'security_desk = "desk@127.0.70.1"'), encoding="utf-8")
+    run = _run("sites", "check", str(bad))
+    assert run.returncode == 1
+    assert (
+        f"sites.toml:{line}: customers[0].security_desk: expected a sip: or sips: URI" in run.stderr
+    ), run.stderr
+
+
 @pytest.mark.postgres
 def test_cli_import_export(pg_dsn: str, tmp_path: Path) -> None:
     imported = _run("sites", "import", str(DEMO_SITES), "--database-url", pg_dsn)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from routing.model import Customer
 from routing.sites_export import dump_sites
 from routing.sites_file import CSV_COLUMNS, SitesFileError, parse_sites
 from tests.routing.data import DEMO_SITES, demo_data
@@ -82,6 +83,10 @@ def test_all_errors_are_collected() -> None:
         (('sip_uri = "sip:112@127.0.0.1:5090"', 'sip_uri = "tel:112"'), "centres[0].sip_uri"),
         (('id = "acme"\n', 'id = "acme corp"\n'), "customers[0].id"),
         (("[[customers]]", "[[customer]]"), "customer"),
+        (
+            ('company = "Acme Oy"', 'company = "Acme Oy"\nsecurity_desk = "tel:+358401"'),
+            "customers[0].security_desk",
+        ),
     ],
 )
 def test_bad_values_are_named(change: tuple[str, str], field: str) -> None:
@@ -120,6 +125,39 @@ national_default = true
     assert "devices[0].sip_user" in fields
     assert "centres[1].national_default" in fields
     assert "centres[1].secondary" in fields
+
+
+def test_security_desk_is_read_and_validated() -> None:
+    good = GOOD_TOML.replace(
+        'company = "Acme Oy"', 'company = "Acme Oy"\nsecurity_desk = "sip:desk@10.0.0.9:5070"'
+    )
+    (customer,) = parse_sites(good, "toml").customers
+    assert customer.security_desk == "sip:desk@10.0.0.9:5070"
+    assert parse_sites(GOOD_TOML, "toml").customers[0].security_desk is None
+    for bad_uri in (
+        "https://desk.example/112",
+        "sip:desk@host?Subject=spoofed",
+        "sip:desk@bad host",
+        "sip:desk@10.0.0.9:70000",
+        "sip:",
+    ):
+        bad = GOOD_TOML.replace(
+            'company = "Acme Oy"', f'company = "Acme Oy"\nsecurity_desk = "{bad_uri}"'
+        )
+        with pytest.raises(SitesFileError) as info:
+            parse_sites(bad, "toml")
+        (error,) = info.value.errors
+        assert (error.line, error.field) == (4, "customers[0].security_desk"), bad_uri
+        assert bad_uri in error.problem
+    csv_text = CSV_GOOD + _csv_row(
+        record="customer", id="acme", company="Acme Oy", security_desk="mailto:desk@x"
+    )
+    assert _errors(csv_text, "csv") == [(2, "customer.security_desk")]
+
+
+def test_customer_refuses_a_bad_desk_uri() -> None:
+    with pytest.raises(ValueError, match="security_desk"):
+        Customer(id="acme", company="Acme Oy", security_desk="desk@example")
 
 
 def test_toml_syntax_error_names_line() -> None:
@@ -179,6 +217,8 @@ def test_demo_file_contents() -> None:
     }
     assert sum(c.national_default for c in data.centres) == 1
     assert DEMO_SITES.suffix == ".toml"
+    desks = {c.id: c.security_desk for c in data.customers}
+    assert desks == {"setera": "sip:desk@127.0.70.1:5070", "esimerkki": None, "suljettu": None}
 
 
 def test_unknown_format() -> None:

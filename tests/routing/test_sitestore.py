@@ -91,3 +91,18 @@ async def test_load_directory_classifies(pg_pool: asyncpg.Pool) -> None:
 async def test_empty_database_exports_empty(pg_pool: asyncpg.Pool) -> None:
     async with pg_pool.acquire() as con:
         assert await export_sites(con) == SitesData()
+
+
+@pytest.mark.asyncio
+async def test_security_desk_column(pg_pool: asyncpg.Pool) -> None:
+    """cdr/migrations/0500_security_desk.sql: nullable, loaded into the directory, and
+    what is plainly no SIP URI refused by the database itself."""
+    async with pg_pool.acquire() as con:
+        await import_sites(con, demo_data())
+        directory = await load_directory(con)
+        assert directory.customers["setera"].security_desk == "sip:desk@127.0.70.1:5070"
+        assert directory.customers["esimerkki"].security_desk is None
+        with pytest.raises(asyncpg.CheckViolationError):
+            await con.execute(
+                "UPDATE routing_customers SET security_desk = 'https://x' WHERE id = 'setera'"
+            )
