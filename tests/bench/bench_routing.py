@@ -9,7 +9,9 @@ drawn so that about 70% fall in a registered network (half of those on a VPN poo
 another customer's network) and 30% outside every network, IPv4 and IPv6 mixed, with a
 mix of device User-Agents and instance-ids. Targets: >= 100,000 classifications/s.
 The human-readable reason is rendered on demand (logs, headers), so it is timed
-separately, as is the whole decision (classification, recognition, PSAP route).
+separately, as is the whole decision (classification, recognition, PSAP route), and
+the caller-ID policy (issue 15: ranges of every customer, devices presenting their own,
+their switchboard's, another customer's or a foreign number) as a share of a call's CPU.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import random
 import time
 from collections.abc import Callable
 
+from routing import callerid
 from routing.classify import classify_call
 from routing.config import RoutingConfig
 from routing.directory import Directory
@@ -30,10 +33,12 @@ from routing.model import (
     Device,
     DeviceKind,
     NetworkKind,
+    PresentedIdentity,
     Site,
     SiteNetwork,
     Subscriber,
 )
+from routing.numbers import NumberRange
 from routing.policy import decide
 from tests.routing.data import demo_data
 
@@ -99,12 +104,19 @@ def build(rng: random.Random) -> tuple[Directory, list[CallContext]]:
         for n, s in enumerate(subscribers[: SUBSCRIBERS // 4])
     ]  # fmt: skip
     demo = demo_data()
+    # Caller ID (issue 15): each customer holds its 8 subscribers' numbers one by one
+    # and a switchboard block +358 91 cccc xxx.
+    ranges = [NumberRange(customer_id=s.customer_id, prefix=s.e164) for s in subscribers] + [
+        NumberRange(customer_id=f"cust{c:04d}", prefix=f"+35891{c:04d}", wildcards=3)
+        for c in range(CUSTOMERS)
+    ]
     directory = Directory.build(
         customers=[Customer(id=f"cust{c:04d}", company=f"C{c}") for c in range(CUSTOMERS)],
         sites=sites,
         subscribers=subscribers,
         devices=devices,
         centres=demo.centres,
+        number_ranges=ranges,
     )
     calls = []
     for _ in range(CALLS):
@@ -135,9 +147,30 @@ def build(rng: random.Random) -> tuple[Directory, list[CallContext]]:
                 instance_id=instance,
                 subscriber=sub,
                 contact_host="192.168.1.10",
+                presented=presented_identity(rng, sub),
             )
         )
     return directory, calls
+
+
+def presented_identity(rng: random.Random, sub: Subscriber) -> PresentedIdentity:
+    """What a device presents: its own number (40 %), its customer's switchboard
+    (30 %), another customer's number (20 %) or a foreign one (10 %); a display name
+    holding digits one time in ten."""
+    customer = int(sub.customer_id[4:])
+    roll = rng.random()
+    if roll < 0.4:
+        preferred = sub.e164
+    elif roll < 0.7:
+        preferred = f"+35891{customer:04d}{rng.randrange(1000):03d}"
+    elif roll < 0.9:
+        preferred = f"+35891{(customer + 1) % CUSTOMERS:04d}000"
+    else:
+        preferred = "+442079460000"
+    display = "+358401234567" if rng.random() < 0.1 else "Reception"
+    return PresentedIdentity(
+        from_user=sub.sip_user, from_host="gw", display_name=display, preferred=preferred
+    )
 
 
 def _rate(label: str, count: int, fn: Callable[[], None]) -> float:
@@ -199,7 +232,25 @@ def main() -> None:
         for call in subset:
             decide(call, directory, config)
 
-    _rate("decide (classify + recognise + route)", len(subset), decide_all)
+    decide_rate = _rate("decide (classify + recognise + route)", len(subset), decide_all)
+
+    # Issue 15's goal is the caller-ID policy's share of a call's cost: its own time
+    # per call against the gateway's CPU per call (tests/bench/ab.py prints it, about
+    # 2 ms on this machine).
+    ordinary = [c for c in calls if "0501234567" in c.dialled][: CALLS // 4]
+    caller_id = config.caller_id
+
+    def outbound_all() -> None:
+        for call in ordinary:
+            assert call.subscriber is not None
+            callerid.outbound(call.presented, call.subscriber, directory, caller_id)
+
+    policy_rate = _rate("caller-ID policy (callerid.outbound)", len(ordinary), outbound_all)
+    print(
+        f"caller-ID policy: {1e6 / policy_rate:.2f} us per ordinary call"
+        f" ({100 * decide_rate / policy_rate:.1f} % of a decide);"
+        f" {100 * (1e6 / policy_rate) / 2000:.2f} % of 2 ms CPU per call through the gateway"
+    )
     verdict = "meets" if rate >= TARGET_PER_SECOND else "MISSES"
     print(f"classification {verdict} the target of {TARGET_PER_SECOND:,}/s")
 
