@@ -235,8 +235,9 @@ def main() -> None:
     decide_rate = _rate("decide (classify + recognise + route)", len(subset), decide_all)
 
     # Issue 15's goal is the caller-ID policy's share of a call's cost: its own time
-    # per call against the gateway's CPU per call (tests/bench/ab.py prints it, about
-    # 2 ms on this machine).
+    # per call, to set against the gateway's CPU per call that tests/bench/ab.py
+    # measures (the gateway bench routes no call through routing/, so it cannot
+    # show this cost itself).
     ordinary = [c for c in calls if "0501234567" in c.dialled][: CALLS // 4]
     caller_id = config.caller_id
 
@@ -248,8 +249,7 @@ def main() -> None:
     policy_rate = _rate("caller-ID policy (callerid.outbound)", len(ordinary), outbound_all)
     print(
         f"caller-ID policy: {1e6 / policy_rate:.2f} us per ordinary call"
-        f" ({100 * decide_rate / policy_rate:.1f} % of a decide);"
-        f" {100 * (1e6 / policy_rate) / 2000:.2f} % of 2 ms CPU per call through the gateway"
+        f" ({100 * decide_rate / policy_rate:.1f} % of a decide, {1e6 / decide_rate:.1f} us)"
     )
     verdict = "meets" if rate >= TARGET_PER_SECOND else "MISSES"
     print(f"classification {verdict} the target of {TARGET_PER_SECOND:,}/s")
