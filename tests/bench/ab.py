@@ -170,6 +170,11 @@ async def _gateway(upstream: str) -> AsyncIterator[tuple[str, int]]:
         text = gateway_toml(state, port, upstream, metrics)
         for setting in filter(None, os.environ.get(SETTINGS_ENV, "").split(";")):
             text = with_setting(text, setting)
+        if os.environ.get(ROUTED_ENV):
+            # --routed: the demo routing data (this side's), calls routed to the UAS.
+            sites = Path.cwd() / "deploy" / "demo" / "sites.toml"
+            text = with_setting(text, f'gateway.seed_sites = "{sites}"')
+            text = with_setting(text, f'routing.default_next_hop = "{upstream}"')
         config.write_text(text)
         with (state / "gateway.log").open("wb") as log:
             proc = subprocess.Popen(  # noqa: ASYNC220 (as bench_gateway does)
@@ -220,7 +225,23 @@ async def _measure(opts: dict[str, float]) -> dict[str, object]:
         pg = _postgres_roots(state_dir)
         result["postgres_processes"] = len(pg)
 
-        warm = await run_uac("uac-basic-call", address, calls=200, rate=200, timeout=30)
+        scenario, caller = "uac-basic-call", {}
+        if os.environ.get(ROUTED_ENV):
+            # bob (Setera) from the Espoo office LAN of the demo data: an ordinary call
+            # that routing classifies, decides (caller ID included) and routes.
+            scenario = "uac-emergency"
+            caller = {
+                "local_ip": "127.0.10.5",
+                "extra_args": ["-key", "caller", "bob", "-key", "ruri",
+                               f"sip:0401234567@{address}"],
+            }  # fmt: skip
+
+        def call_args(*more: str) -> dict[str, Any]:
+            args = dict(caller)
+            args["extra_args"] = [*args.get("extra_args", []), *more]
+            return args
+
+        warm = await run_uac(scenario, address, calls=200, rate=200, timeout=30, **call_args())
         assert warm.failed_calls == 0, warm.describe()
         await asyncio.sleep(1)
         # What the gateway burns with no call at all (timers, metrics, CDR flushes).
@@ -230,12 +251,12 @@ async def _measure(opts: dict[str, float]) -> dict[str, object]:
 
         gw0, pg0 = _gateway_cpu(pid), _tree_cpu(pg)
         fixed = await run_uac(
-            "uac-basic-call",
+            scenario,
             address,
             calls=fixed_calls,
             rate=rate,
             timeout=seconds + 30,
-            extra_args=["-recv_timeout", "5000ms"],
+            **call_args("-recv_timeout", "5000ms"),
         )
         gw1, pg1 = _gateway_cpu(pid), _tree_cpu(pg)
         done = max(1, fixed.successful_calls)
@@ -256,13 +277,13 @@ async def _measure(opts: dict[str, float]) -> dict[str, object]:
 
         gw0, pg0 = _gateway_cpu(pid), _tree_cpu(pg)
         sat = await run_uac(
-            "uac-basic-call",
+            scenario,
             address,
             calls=sat_calls,
             rate=5000,
             timeout=120,
             # Appended after run_uac's own -l (SIPp keeps the last): a closed loop.
-            extra_args=["-l", str(sat_limit), "-recv_timeout", "5000ms"],
+            **call_args("-l", str(sat_limit), "-recv_timeout", "5000ms"),
         )
         gw1, pg1 = _gateway_cpu(pid), _tree_cpu(pg)
         done = max(1, sat.successful_calls)
@@ -335,6 +356,9 @@ def _loadavg() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
 
+ROUTED_ENV = "VOIPGW_AB_ROUTED"
+"""Set (by ``--routed``): calls go through routing/ on the demo data."""
+
 SETTINGS_ENV = "VOIPGW_AB_SETTINGS"
 """``table.key=value`` settings for one side's gateway config, ';'-separated (set by
 the driver per side)."""
@@ -370,7 +394,13 @@ def with_setting(toml_text: str, setting: str) -> str:
 
 
 def _run_side(
-    name: str, root: Path, opts: dict[str, float], log: Path, settings: str = ""
+    name: str,
+    root: Path,
+    opts: dict[str, float],
+    log: Path,
+    settings: str = "",
+    *,
+    routed: bool = False,
 ) -> Result | None:
     argv = [
         str(root / "deploy" / "loopback-only.sh"),
@@ -390,7 +420,7 @@ def _run_side(
             stdout=subprocess.PIPE,
             stderr=out,
             start_new_session=True,
-            env={**os.environ, SETTINGS_ENV: settings},
+            env={**os.environ, SETTINGS_ENV: settings, ROUTED_ENV: "1" if routed else ""},
         )
         try:
             stdout, _ = proc.communicate(timeout=400)
@@ -465,7 +495,7 @@ def driver(args: argparse.Namespace) -> int:
         print(f"round {i + 1}", flush=True)
         for name, root in sides:
             load, version = _loadavg(), _describe(root)
-            r = _run_side(name, root, opts, args.log, settings[name])
+            r = _run_side(name, root, opts, args.log, settings[name], routed=args.routed)
             if r is not None:
                 r["load"], r["version"] = load, version
                 print(_row(name, r), flush=True)
@@ -519,6 +549,11 @@ def main(argv: list[str]) -> int:
         "(e.g. 'cdr.in_progress_records=false;sip.session_timers=false')",
     )
     parser.add_argument("--head-set", default="", help="settings for HEAD's config")
+    parser.add_argument(
+        "--routed",
+        action="store_true",
+        help="calls through routing/ on the demo data (bob from the office LAN)",
+    )
     parser.add_argument("--log", type=Path, default=Path("/tmp/voipgw-bench-ab.log"))
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.rate <= 0 or args.seconds <= 0 or args.sat_calls < 1:
