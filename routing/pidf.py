@@ -47,12 +47,12 @@ the namespace prefixes are stable (no global ``ElementTree.register_namespace``)
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from xml.sax.saxutils import escape, quoteattr
 
 from routing.config import ProviderInfo
 from routing.model import Location
+from routing.multipart import BodyPart, build_mixed
 
 NS_PIDF = "urn:ietf:params:xml:ns:pidf"
 NS_GP = "urn:ietf:params:xml:ns:pidf:geopriv10"
@@ -62,8 +62,6 @@ NS_PI = "urn:ietf:params:xml:ns:EmergencyCallData:ProviderInfo"
 
 PIDF_CONTENT_TYPE = "application/pidf+xml"
 
-#: RFC 2046 section 5.1.1: boundary := 0*69<bchars> bcharsnospace
-_BOUNDARY_RE = re.compile(r"[0-9A-Za-z'()+_,./:=?-]{1,70}")
 #: RFC 2392 content-id = addr-spec; a conservative subset ("local@domain").
 _CONTENT_ID_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
 #: XML 1.0 section 2.2 Char excludes most C0 controls; strip them from text values.
@@ -149,27 +147,17 @@ def build_pidf(
 
 
 def build_multipart(sdp: bytes, pidf: bytes, boundary: str, content_id: str) -> tuple[str, bytes]:
-    """Packs the SDP offer and one PIDF-LO (see :func:`build_multipart_parts`)."""
-    return build_multipart_parts(sdp, ((content_id, pidf),), boundary)
-
-
-def build_multipart_parts(
-    sdp: bytes, pidfs: Sequence[tuple[str, bytes]], boundary: str
-) -> tuple[str, bytes]:
-    """Packs the SDP offer and a PIDF-LO into one multipart/mixed body (RFC 6442 section 3.1).
+    """Packs the SDP offer and one PIDF-LO into one multipart/mixed body (RFC 6442
+    section 3.1) with :func:`routing.multipart.build_mixed`.
 
     The PIDF-LO part carries ``Content-ID: <content_id>`` so the Geolocation header
     can point at it with a ``cid:`` URI (RFC 6442 section 4.1, RFC 2392).
 
-    Several PIDF-LOs (the network's and the device's own, RFC 6442 section 3.2 allows
-    more than one location) follow the SDP in the given order, the order of the
-    Geolocation header's locationValues.
-
     Args:
         sdp: the SDP body.
-        pidfs: (Content-ID without angle brackets, "loc1@gw.example"; the PIDF-LO
-            document) pairs, in order.
+        pidf: the PIDF-LO document.
         boundary: the MIME boundary; must not occur in any part.
+        content_id: without angle brackets, e.g. "loc1@gw.example".
 
     Returns:
         (Content-Type header value, body bytes).
@@ -178,31 +166,18 @@ def build_multipart_parts(
         ValueError: for an invalid boundary or content id, or a boundary that occurs
             in a part.
     """
-    if not _BOUNDARY_RE.fullmatch(boundary) or boundary.endswith(" "):
-        raise ValueError(f"invalid MIME boundary {boundary!r}")
-    delimiter = b"--" + boundary.encode("ascii")
-    # RFC 2046 section 5.1.1: the boundary "must not appear inside any of the
-    # encapsulated parts".
-    if delimiter in sdp:
-        raise ValueError(f"boundary {boundary!r} occurs in a body part")
-    crlf = b"\r\n"
-    # RFC 2046 section 5.1.1: the CRLF before a boundary delimiter belongs to the
-    # delimiter, so a part that ends in CRLF needs one more.
-    out = [delimiter, crlf, b"Content-Type: application/sdp", crlf, crlf, sdp, crlf]
-    for content_id, pidf in pidfs:
-        if not _CONTENT_ID_RE.fullmatch(content_id):
-            raise ValueError(f"invalid Content-ID {content_id!r}")
-        if delimiter in pidf:
-            raise ValueError(f"boundary {boundary!r} occurs in a body part")
-        out += [delimiter, crlf, b"Content-Type: ", PIDF_CONTENT_TYPE.encode("ascii"), crlf]
-        out += [b"Content-ID: <", content_id.encode("ascii"), b">", crlf, crlf, pidf, crlf]
-    out += [delimiter, b"--", crlf]
-    return f"multipart/mixed;boundary={boundary}", b"".join(out)
+    return build_mixed(
+        (
+            BodyPart(content_type="application/sdp", body=sdp),
+            BodyPart(content_type=PIDF_CONTENT_TYPE, body=pidf, content_id=content_id),
+        ),
+        boundary,
+    )
 
 
 def geolocation_headers(content_id: str, *more: str) -> tuple[tuple[str, str], ...]:
-    """Returns the RFC 6442 headers that go with :func:`build_multipart` (or with
-    :func:`build_multipart_parts`: one locationValue per part, in its order).
+    """Returns the RFC 6442 headers that go with :func:`build_multipart` (one
+    locationValue per PIDF-LO part, in the parts' order).
 
     ``Geolocation-Routing: yes`` lets the emergency network route on the location
     (RFC 6442 section 4.2).
