@@ -186,26 +186,14 @@ class SitesData:
         return SitesData(
             customers=tuple(sorted(self.customers, key=lambda c: c.id)),
             sites=tuple(
-                Site(
-                    id=s.id,
-                    customer_id=s.customer_id,
-                    name=s.name,
-                    address=s.address,
-                    networks=tuple(sorted(s.networks, key=_network_key)),
-                )
+                dataclasses.replace(s, networks=tuple(sorted(s.networks, key=_network_key)))
                 for s in sorted(self.sites, key=lambda s: s.id)
             ),
             subscribers=tuple(sorted(self.subscribers, key=lambda s: s.sip_user)),
             devices=tuple(sorted(self.devices, key=lambda d: d.id)),
             centres=tuple(sorted(self.centres, key=lambda c: c.id)),
             declared=tuple(
-                DeclaredLocation(
-                    id=d.id,
-                    sip_user=d.sip_user,
-                    name=d.name,
-                    address=d.address,
-                    networks=tuple(sorted(d.networks, key=_cidr_key)),
-                )
+                dataclasses.replace(d, networks=tuple(sorted(d.networks, key=_cidr_key)))
                 for d in sorted(self.declared, key=lambda d: d.id)
             ),
             number_ranges=tuple(
