@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.b2bua import Announcement, CallEnded, EndedBy, LocalAnswer, Reject, Route, RouteNeeded
+from gateway.b2bua import Announcement, CallEnded, LocalAnswer, Reject, Route, RouteNeeded
 from gateway.config import OverloadConfig
 from gateway.service.router import CALLBACK_WINDOW, CallRouter, call_context
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Headers, Request
 from routing.config import EmergencyConfig, RoutingConfig
-from routing.decision import RecordingNotice
 from routing.emergency import DialPlan
 from routing.sites_file import parse_sites
+from tests.call_events import call_ended
 
 DEMO = Path(__file__).resolve().parents[1] / "deploy" / "demo" / "sites.toml"
 OFFICE_PHONE = Endpoint("UDP", "127.0.10.5", 5062)
@@ -70,29 +70,17 @@ def make_router(*, max_calls: int = 100, recorded=None) -> tuple[CallRouter, Clo
 
 
 def ended(route_event: RouteNeeded, router_route: Route) -> CallEnded:
-    return CallEnded(
-        call_uuid="u1",
-        call_id="x",
+    return call_ended(
         caller="sip:alice@voipgw.example",
         callee_dialled="sip:112@voipgw",
         callee_routed="",
-        p_asserted_identity=None,
         source=route_event.source,
-        user_agent=None,
         setup_at=0,
         ringing_at=None,
         answered_at=1,
         ended_at=2,
-        final_status=200,
-        final_reason="OK",
-        disposition="answered",
-        hangup_side="caller",
-        ended_by=EndedBy.CALLER,
         emergency=True,
         facts=router_route.facts,
-        attempt=0,
-        recording_notice=RecordingNotice.NONE,
-        recording_started_at=None,
     )
 
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from gateway.b2bua import CallEnded, EndedBy
 from gateway.ops.metrics import Metrics
 from gateway.service.app import DirectoryHolder, _emergency_fallback
 from gateway.service.server import observe_call
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Headers, Request
 from routing.config import EmergencyConfig
-from routing.decision import RecordingNotice
 from routing.emergency import DialPlan
+from tests.call_events import call_ended
 from tests.routing.data import demo_directory
 
 
@@ -36,29 +35,17 @@ def test_the_fallback_route_names_the_centre_of_each_target() -> None:
     assert route.facts.centre_of(0) == national
 
     metrics = Metrics(CollectorRegistry())
-    ended = CallEnded(
-        call_uuid="u1",
-        call_id="c1",
+    ended = call_ended(
         caller="sip:alice@gw",
         callee_dialled="sip:112@gw",
         callee_routed=route.request_uris[0],
-        p_asserted_identity=None,
         source=Endpoint("UDP", "127.0.10.5", 5060),
-        user_agent=None,
         setup_at=0.0,
         ringing_at=0.5,
         answered_at=1.0,
         ended_at=5.0,
-        final_status=200,
-        final_reason="OK",
-        disposition="answered",
-        hangup_side="caller",
-        ended_by=EndedBy.CALLER,
         emergency=True,
         facts=route.facts,
-        attempt=0,
-        recording_notice=RecordingNotice.NONE,
-        recording_started_at=None,
     )
     observe_call(metrics, ended)
     labels = {"call_class": "unknown", "policy": "fallback", "outcome": "answered"}

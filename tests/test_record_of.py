@@ -7,9 +7,9 @@ import ipaddress
 
 from cdr.call_record import record_of
 from cdr.record import CallClass, Disposition, RecordingNotice
-from gateway.b2bua.events import CallEnded, EndedBy
-from gateway.sip.events import Endpoint
+from gateway.b2bua.events import CallEnded
 from routing.decision import NO_FACTS, CallFacts
+from tests.call_events import call_ended, replaced
 
 WALL_OFFSET = 1_790_000_000.0  # loop clock 0 = this Unix time
 
@@ -20,27 +20,11 @@ def ended(
     recording_notice: RecordingNotice = RecordingNotice.NONE,
     recording_started_at: float | None = None,
 ) -> CallEnded:
-    return CallEnded(
-        call_uuid="0f8d2c1e6a4b4f4e9a3c2b1d0e9f8a7b",
+    return call_ended(
         call_id="abc@192.0.2.10",
-        caller="+358401234567",
-        callee_dialled="+358501112222",
-        callee_routed="sip:+358501112222@pbx.example",
         p_asserted_identity="<sip:+358401234567@example.com>",
-        source=Endpoint("UDP", "192.0.2.10", 5060),
         user_agent="Yealink T46U",
-        setup_at=100.0,
-        ringing_at=100.5,
-        answered_at=108.0,
-        ended_at=169.4,
-        final_status=200,
-        final_reason="OK",
-        disposition="answered",
-        hangup_side="caller",
-        ended_by=EndedBy.CALLER,
-        emergency=False,
         facts=facts,
-        attempt=0,
         recording_notice=recording_notice,
         recording_started_at=recording_started_at,
     )
@@ -103,23 +87,19 @@ def test_parties_are_stored_as_numbers_for_subject_access() -> None:
     # The privacy policy's right of access: cdr subject-access looks a number up in
     # caller, callee and PAI; URIs as the devices wrote them would hide the call.
     event = ended()
-    event = CallEnded(
-        **{
-            **{f: getattr(event, f) for f in event.__dataclass_fields__},
-            "callee_dialled": "sip:+358501112222@gw.example;user=phone",
-            "p_asserted_identity": '"Alice" <tel:+358-40-1234567>',
-        }
+    event = replaced(
+        event,
+        callee_dialled="sip:+358501112222@gw.example;user=phone",
+        p_asserted_identity='"Alice" <tel:+358-40-1234567>',
     )
     record = record_of(event, wall_offset=WALL_OFFSET, instance="gw-1")
     assert record.callee_dialled == "+358501112222"
     assert record.p_asserted_identity == "+358401234567"
     # What names no number stays as written.
-    named = CallEnded(
-        **{
-            **{f: getattr(event, f) for f in event.__dataclass_fields__},
-            "callee_dialled": "sip:alice@voipgw.demo",
-            "p_asserted_identity": "<sip:alice@voipgw.demo>",
-        }
+    named = replaced(
+        event,
+        callee_dialled="sip:alice@voipgw.demo",
+        p_asserted_identity="<sip:alice@voipgw.demo>",
     )
     record = record_of(named, wall_offset=WALL_OFFSET, instance="gw-1")
     assert record.callee_dialled == "sip:alice@voipgw.demo"

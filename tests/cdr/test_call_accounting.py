@@ -10,22 +10,16 @@ from cdr.call_record import record_of
 from gateway.b2bua.events import CallEnded, EndedBy
 from gateway.ops.metrics import Metrics
 from gateway.service.server import is_auth_challenge, observe_call
-from gateway.sip.events import Endpoint
-from routing.decision import CallFacts, Direction, RecordingNotice
+from routing.decision import CallFacts, Direction
 from routing.model import CallClass
+from tests.call_events import call_ended, replaced
 
 
 def ended(status: int, facts: CallFacts) -> CallEnded:
-    return CallEnded(
-        call_uuid="0f8d2c1e6a4b4f4e9a3c2b1d0e9f8a7b",
-        call_id="abc@192.0.2.10",
+    return call_ended(
         caller="sip:+358501234567@pbx.example",
         callee_dialled="sip:alice@voipgw.demo",
         callee_routed="",
-        p_asserted_identity=None,
-        source=Endpoint("UDP", "192.0.2.10", 5060),
-        user_agent=None,
-        setup_at=100.0,
         ringing_at=None,
         answered_at=None,
         ended_at=100.01,
@@ -34,11 +28,8 @@ def ended(status: int, facts: CallFacts) -> CallEnded:
         disposition="failed" if status != 200 else "answered",
         hangup_side="gateway",
         ended_by=EndedBy.GATEWAY,
-        emergency=False,
         facts=facts,
         attempt=None,
-        recording_notice=RecordingNotice.NONE,
-        recording_started_at=None,
     )
 
 
@@ -97,10 +88,7 @@ def test_an_answered_emergency_call_is_counted_with_its_centre() -> None:
         centres=("kerava", "kerava", "turku"),
     )
     event = ended(200, facts)
-    event = CallEnded(
-        **{**{f: getattr(event, f) for f in event.__dataclass_fields__}, "emergency": True,
-           "attempt": 2}
-    )  # fmt: skip
+    event = replaced(event, emergency=True, attempt=2)
     observe_call(metrics, event)
     sample = metrics.registry.get_sample_value(
         "voipgw_emergency_calls_total",
