@@ -54,6 +54,10 @@ class ListenConfig:
     transport: str
     host: str
     port: int
+    shared: bool = False
+    """Bound with SO_REUSEPORT by every worker process (the public port the workers
+    share, never advertised); set by :func:`gateway.workers.plan.worker_config`, not
+    read from the file."""
 
     @classmethod
     def from_table(cls, table: Table) -> ListenConfig:
@@ -282,6 +286,90 @@ class OverloadConfig:
         return config
 
 
+#: Most worker processes: more than one machine's cores; a typo like 80 fails loudly.
+MAX_WORKERS = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    """``[server]``: how many processes serve the configured listeners
+    (deploy/OPERATIONS.md "Worker processes", :mod:`gateway.workers`).
+
+    Attributes:
+        workers: worker processes; 1 runs the gateway in the ``voipgw run``
+            process itself, as before workers existed.
+        worker_sip_port: the first worker's own SIP port; worker N (from 1) listens
+            on ``worker_sip_port + N - 1`` at each listener's host and transport and
+            advertises it in Via, Contact and Record-Route, so responses and
+            in-dialog requests come back to the process holding the transaction or
+            dialog. Default: the first listener's port + 1.
+        worker_metrics_port: the first worker's own status port (/metrics, /readyz);
+            worker N uses ``worker_metrics_port + N - 1``. The supervisor serves
+            ``[metrics] port`` with every worker's samples labelled ``worker``.
+            Default: ``[metrics] port`` + 1.
+        restart_delay: seconds before a worker that died is started again (doubled
+            after each death within a minute, up to 30 s).
+        worker_index: which worker this process is (1..workers); 0 in the supervisor
+            or a single-process gateway. Set by the supervisor, not in the file.
+    """
+
+    workers: int = 1
+    worker_sip_port: int = 0
+    worker_metrics_port: int = 0
+    restart_delay: float = 0.5
+    worker_index: int = 0
+
+    @classmethod
+    def from_table(
+        cls, table: Table, *, listen: tuple[ListenConfig, ...], metrics_port: int
+    ) -> ServerConfig:
+        """Reads ``[server]``.
+
+        Raises:
+            ConfigError: naming the bad field (a worker port range overlapping a
+                listener, a shared port of 0).
+        """
+        workers = table.int("workers", 1, min=1, max=MAX_WORKERS)
+        sip_port = table.int("worker_sip_port", min(listen[0].port + 1, 65535), min=1, max=65535)
+        metrics_port_first = table.int(
+            "worker_metrics_port", min(metrics_port + 1, 65535), min=1, max=65535
+        )
+        restart_delay = table.float("restart_delay", 0.5, min=0.0, max=60.0)
+        table.reject_unknown()
+        if workers > 1:
+            own = range(sip_port, sip_port + workers)
+            if own.stop - 1 > 65535:
+                raise ConfigError(
+                    table.field("worker_sip_port"),
+                    f"{sip_port} + {workers} workers goes past port 65535",
+                )
+            for i, item in enumerate(listen):
+                if item.port == 0:
+                    # Each worker would bind a different free port: nothing shared.
+                    raise ConfigError(
+                        f"sip.listen[{i}].port", "workers share this port: 0 is not allowed"
+                    )
+                if item.port in own:
+                    raise ConfigError(
+                        table.field("worker_sip_port"),
+                        f"workers' ports {own.start}-{own.stop - 1} include"
+                        f" sip.listen[{i}].port {item.port}",
+                    )
+            if metrics_port and metrics_port in range(
+                metrics_port_first, metrics_port_first + workers
+            ):
+                raise ConfigError(
+                    table.field("worker_metrics_port"),
+                    f"workers' status ports include metrics.port {metrics_port}",
+                )
+        return cls(
+            workers=workers,
+            worker_sip_port=sip_port,
+            worker_metrics_port=metrics_port_first,
+            restart_delay=restart_delay,
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatewayConfig:
     """The whole configuration.
@@ -292,6 +380,7 @@ class GatewayConfig:
         sip: SIP stack settings.
         upstream: default next hop.
         overload: capacity bounds.
+        server: worker processes (one by default).
         metrics, logging, database, cdr, guard: the other packages' sections,
             parsed by their own ``from_table`` (defaults when absent from the file).
         routing, registrar, media, notify: optional features, None when their
@@ -306,6 +395,7 @@ class GatewayConfig:
     sip: SipConfig
     upstream: UpstreamConfig
     overload: OverloadConfig
+    server: ServerConfig = field(default_factory=ServerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -352,6 +442,9 @@ def parse_config(data: dict[str, Any]) -> GatewayConfig:
     upstream = UpstreamConfig.from_table(top.table("upstream"))
     overload = OverloadConfig.from_table(top.table("overload"))
     metrics = MetricsConfig.from_table(top.table("metrics"))
+    server = ServerConfig.from_table(
+        top.table("server"), listen=sip.listen, metrics_port=metrics.port
+    )
     logging = LoggingConfig.from_table(top.table("logging"))
     database = DatabaseConfig.from_table(top.table("database"))
     cdr = CdrConfig.from_table(top.table("cdr"))
@@ -374,6 +467,7 @@ def parse_config(data: dict[str, Any]) -> GatewayConfig:
         sip=sip,
         upstream=upstream,
         overload=overload,
+        server=server,
         metrics=metrics,
         logging=logging,
         database=database,
@@ -388,8 +482,13 @@ def parse_config(data: dict[str, Any]) -> GatewayConfig:
     return config
 
 
-def load_config(path: str | Path) -> GatewayConfig:
+def load_config(path: str | Path, *, server: Mapping[str, Any] | None = None) -> GatewayConfig:
     """Reads and validates a config file.
+
+    Args:
+        path: the TOML file.
+        server: ``[server]`` keys that replace the file's (``voipgw run --workers``),
+            validated as if the file had them.
 
     Raises:
         ConfigError: the file is missing, not TOML, or a field is bad.
@@ -402,4 +501,6 @@ def load_config(path: str | Path) -> GatewayConfig:
         raise ConfigError(str(path), "file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    if server:
+        data["server"] = {**data.get("server", {}), **server}
     return replace(parse_config(data), source=path)

@@ -67,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--uvloop", action=argparse.BooleanOptionalAction, default=True, help="use uvloop"
     )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes sharing the SIP port (overrides [server] workers)",
+    )
+    # Set by the supervisor on the processes it starts (gateway.workers).
+    run.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     run.set_defaults(handler=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
@@ -105,7 +114,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    overrides = {} if args.workers is None else {"workers": args.workers}
+    config = load_config(args.config, server=overrides)
+    if args.worker:
+        from gateway.workers.plan import worker_config
+
+        config = worker_config(config, args.worker)
+    elif config.server.workers > 1:
+        from gateway.workers.supervisor import run_supervisor
+
+        return asyncio.run(run_supervisor(config, () if args.uvloop else ("--no-uvloop",)))
     if args.uvloop:
         try:
             import uvloop
@@ -255,12 +273,19 @@ async def _serve(app: Any, config: GatewayConfig, metrics: Any, drain_seconds: f
     # One line that says the gateway takes calls and where (tests and scripts wait for
     # "voipgw ready"; orchestrators poll /readyz).
     log.info(
-        "voipgw ready: SIP on %s; status on %s",
+        "%s: SIP on %s; status on %s",
+        f"worker {config.server.worker_index} ready"
+        if config.server.worker_index
+        else "voipgw ready",
         listeners_text(config),
         f"http://{Endpoint('TCP', metrics_config.address, metrics_config.port).host_port}/metrics"
         if metrics_config.enabled
         else "off",
     )
+    if config.server.worker_index:
+        from gateway.workers.supervisor import tell_ready
+
+        tell_ready()
     await stop.wait()
     log.info("draining: %d calls in progress", gateway.active_calls)
     gateway.draining = True

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from prometheus_client.exposition import choose_encoder
 
@@ -117,11 +117,14 @@ class StatusServer:
         max_head_bytes: longest request head accepted (431 beyond).
         dependencies: returns ``{dependency: up}``, reported by ``/readyz`` without
             deciding its status.
+        exposition: when given, ``/metrics`` answers with what it returns for the
+            request's Accept header, ``(content type, body)``, instead of
+            ``metrics``' registry (the worker supervisor merges its workers' scrapes).
     """
 
     def __init__(
         self,
-        metrics: Metrics,
+        metrics: Metrics | None,
         readiness: Callable[[], dict[str, bool]],
         host: str = "127.0.0.1",
         port: int = 9464,
@@ -129,8 +132,12 @@ class StatusServer:
         request_timeout: float = REQUEST_TIMEOUT,
         max_head_bytes: int = MAX_HEAD_BYTES,
         dependencies: Callable[[], dict[str, bool]] | None = None,
+        exposition: Callable[[str], Awaitable[tuple[str, bytes]]] | None = None,
     ) -> None:
+        if metrics is None and exposition is None:
+            raise ValueError("StatusServer needs metrics or an exposition")
         self.metrics = metrics
+        self.exposition = exposition
         self.readiness = readiness
         self.dependencies = dependencies
         self.host = host
@@ -194,6 +201,8 @@ class StatusServer:
             method, path, headers = _parse_head(head)
             head_only = method == "HEAD"
             status, content_type, body = self._route(method, path, headers)
+            if path == "/metrics" and self.exposition is not None:
+                content_type, body = await self.exposition(headers.get("accept", ""))
         except _HttpError as exc:
             status, content_type, body = exc.status, "text/plain; charset=utf-8", exc.text.encode()
             body += b"\n"
@@ -205,6 +214,8 @@ class StatusServer:
         if method not in ("GET", "HEAD"):
             raise _HttpError(405, "only GET and HEAD")
         if path == "/metrics":
+            if self.metrics is None:
+                return 200, "", b""  # answered by self.exposition
             encoder, content_type = choose_encoder(headers.get("accept", ""))
             # Collecting is a few hundred microseconds of CPU for our ~25 families:
             # cheaper inline than a hop to a thread pool.

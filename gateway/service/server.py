@@ -181,7 +181,9 @@ class Gateway:
         self._loop = asyncio.get_running_loop()
         for item in self.config.sip.listen:
             try:
-                await self.transports.listen(ListenSpec(item.transport, item.host, item.port))
+                await self.transports.listen(
+                    ListenSpec(item.transport, item.host, item.port, shared=item.shared)
+                )
             except OSError as exc:
                 # Name the listener: a config has several, and "address already in
                 # use" alone does not say which.

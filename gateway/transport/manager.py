@@ -47,13 +47,23 @@ OnMessages = Callable[[list[tuple[bytes, Endpoint]]], None]
 OnTransportError = Callable[[Endpoint], None]
 
 
+#: Sources remembered for replies from a shared socket; beyond it the oldest is
+#: forgotten (its reply then leaves from the worker's own port, still reaching it).
+REPLY_FLOWS_LIMIT = 65_536
+
+
 @dataclass(frozen=True, slots=True)
 class ListenSpec:
-    """One listening socket: transport, address and port (port 0 picks a free one)."""
+    """One listening socket: transport, address and port (port 0 picks a free one).
+
+    ``shared``: bound with SO_REUSEPORT, the public port every worker process binds
+    (gateway.workers); the kernel spreads UDP sources and TCP connections over them.
+    """
 
     transport: str
     host: str
     port: int
+    shared: bool = False
 
 
 def _peer(address: tuple[object, ...], transport: str) -> Endpoint:
@@ -137,6 +147,27 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             self.manager.on_transport_error(destination)
 
 
+class _SharedUdpProtocol(_UdpProtocol):
+    """A UDP socket on the port the worker processes share (SO_REUSEPORT).
+
+    Requests leave from the worker's own socket, the port its Via advertises, so
+    that their responses (sent to the source port when the peer honours ``rport``,
+    RFC 3581) come back to this worker and not to whichever worker the kernel
+    picks for that peer. A response, though, must leave from the socket its
+    request arrived on: a NATed phone's pinhole and a symmetric peer accept
+    answers only from the address and port they sent to (RFC 3581 4). So this
+    socket remembers who sent to it.
+    """
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        source = _peer(addr, "UDP")
+        flows = self.manager._reply_flows
+        if source not in flows and len(flows) >= REPLY_FLOWS_LIMIT:
+            del flows[next(iter(flows))]
+        flows[source] = self
+        self.manager._ingress(data, source)
+
+
 class _StreamProtocol(asyncio.Protocol):
     """One TCP or TLS connection, framed by the sans-IO StreamFramer."""
 
@@ -212,6 +243,8 @@ class TransportManager:
         self.local: list[Endpoint] = []
         self.stats: Counter[str] = Counter()
         self._udp: dict[bool, _UdpProtocol] = {}  # keyed by "is IPv6"
+        #: UDP sources seen on a shared socket -> that socket (its replies leave there)
+        self._reply_flows: dict[Endpoint, _UdpProtocol] = {}
         self._servers: list[asyncio.Server] = []
         self._connections: dict[Endpoint, _StreamProtocol] = {}
         self._pending: dict[Endpoint, list[bytes]] = {}
@@ -228,12 +261,15 @@ class TransportManager:
         if spec.transport == "UDP":
             sock = socket.socket(family, socket.SOCK_DGRAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+            if spec.shared:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((spec.host, spec.port))
             errors = sock if enable_icmp_errors(sock) else None
-            _, protocol = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self, errors), sock=sock
-            )
-            self._udp[family == socket.AF_INET6] = protocol
+            kind = _SharedUdpProtocol if spec.shared else _UdpProtocol
+            _, protocol = await loop.create_datagram_endpoint(lambda: kind(self, errors), sock=sock)
+            # Requests leave from the worker's own socket (see _SharedUdpProtocol).
+            if not spec.shared or (family == socket.AF_INET6) not in self._udp:
+                self._udp[family == socket.AF_INET6] = protocol
             port = sock.getsockname()[1]
         else:
             context = None
@@ -249,6 +285,7 @@ class TransportManager:
                 family=family,
                 ssl=context,
                 reuse_address=True,
+                reuse_port=spec.shared,
             )
             self._servers.append(server)
             port = server.sockets[0].getsockname()[1]
@@ -270,6 +307,7 @@ class TransportManager:
         for server in self._servers:
             await server.wait_closed()
         self._udp.clear()
+        self._reply_flows.clear()
         self._servers.clear()
 
     @property
@@ -304,6 +342,8 @@ class TransportManager:
         """Sends one message; stream connections are opened on demand."""
         if destination.transport == "UDP":
             protocol = self._udp.get(":" in destination.host)
+            if self._reply_flows and data.startswith(b"SIP/2.0 "):
+                protocol = self._reply_flows.get(destination, protocol)
             if protocol is None or protocol.transport is None:
                 self.stats["no_udp_socket"] += 1
                 self.on_transport_error(destination)

@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -49,6 +50,11 @@ from tests.interop.sipp import SippUas, free_port, run_uac
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 REALM = "voipgw.demo"
+#: ``VOIPGW_TEST_WORKERS=2`` runs every harness gateway as a supervisor with that many
+#: worker processes (deploy/OPERATIONS.md "Worker processes"): the functional suite
+#: with workers on. Unset or 1: a single process, as users run it by default.
+TEST_WORKERS = int(os.environ.get("VOIPGW_TEST_WORKERS", "1"))
+
 #: Setera's Espoo office LAN in the demo data: calls from here are office calls.
 OFFICE_IP = "127.0.10.5"
 #: Another phone in the same office (the guard limits INVITEs per source).
@@ -135,6 +141,12 @@ class GatewaySetup:
     """Port of /metrics, /healthz and /readyz on 127.0.0.1."""
     config: Path
     """The TOML file ``voipgw run --config`` reads."""
+    workers: int = 1
+    """Worker processes (``[server] workers``)."""
+    worker_sip_port: int = 0
+    """Worker N's own SIP port is this + N - 1 (when ``workers`` > 1)."""
+    worker_metrics_port: int = 0
+    """Worker N's own status port is this + N - 1 (when ``workers`` > 1)."""
 
     @property
     def target(self) -> str:
@@ -159,8 +171,21 @@ def gateway_toml(
     algorithms: tuple[str, ...] | None = None,
     authenticate_calls: bool = False,
     max_calls: int = 5000,
+    workers: int = 1,
+    worker_sip_port: int = 0,
+    worker_metrics_port: int = 0,
 ) -> str:
     """The demo configuration moved onto this test's ports and directories."""
+    server = (
+        f"""
+[server]
+workers = {workers}
+worker_sip_port = {worker_sip_port}
+worker_metrics_port = {worker_metrics_port}
+"""
+        if workers > 1
+        else ""
+    )
     rtp_min = random.randrange(21000, 39000, 1000)
     database = f'url = "{database_url}"' if database_url else f'state_dir = "{state}"'
     cdr_extra = "\n".join(f"{key} = {value}" for key, value in (cdr or {}).items())
@@ -197,7 +222,7 @@ trusted_peers = ["127.0.0.1/32"]
 [overload]
 max_calls = {max_calls}
 retry_after = 5
-
+{server}
 [metrics]
 address = "{HOST}"
 port = {metrics_port}
@@ -254,6 +279,7 @@ def prepare(
     algorithms: tuple[str, ...] | None = None,
     authenticate_calls: bool = False,
     max_calls: int = 5000,
+    workers: int | None = None,
 ) -> GatewaySetup:
     """Writes the sites copy and the config into ``state``.
 
@@ -269,7 +295,9 @@ def prepare(
             key out, so the product's default applies (what real phones meet).
         authenticate_calls: its ``authenticate_calls`` (407 for calls from phones).
         max_calls: ``[overload] max_calls``.
+        workers: ``[server] workers``; :data:`TEST_WORKERS` when None.
     """
+    workers = TEST_WORKERS if workers is None else workers
     ports = {c: free_port(HOST) for c in DEMO_CENTRE_PORTS} | dict(centre_ports or {})
     sites = state / "sites.toml"
     sites.write_text(demo_sites_with(ports), encoding="utf-8")
@@ -278,6 +306,9 @@ def prepare(
         sip_port=free_port(HOST),
         metrics_port=free_port(HOST),
         config=state / "voipgw.toml",
+        workers=workers,
+        worker_sip_port=free_port_run(workers) if workers > 1 else 0,
+        worker_metrics_port=free_port_run(workers) if workers > 1 else 0,
     )
     setup.config.write_text(
         gateway_toml(
@@ -292,10 +323,35 @@ def prepare(
             algorithms=algorithms,
             authenticate_calls=authenticate_calls,
             max_calls=max_calls,
+            workers=workers,
+            worker_sip_port=setup.worker_sip_port,
+            worker_metrics_port=setup.worker_metrics_port,
         ),
         encoding="utf-8",
     )
     return setup
+
+
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive ports free for UDP and TCP on :data:`HOST`
+    (the workers' own ports are ``base + N - 1``)."""
+    for _ in range(200):
+        base = free_port(HOST)
+        if base + count > 65535:
+            continue
+        if all(_free_both(base + i) for i in range(1, count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports on {HOST}")
+
+
+def _free_both(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                return False
+    return True
 
 
 class GatewayError(RuntimeError):

@@ -1,0 +1,81 @@
+"""What each worker process is: a pure function of the configuration.
+
+Design
+------
+
+Each worker is a whole gateway, an instance in the "More than one gateway" sense of
+deploy/OPERATIONS.md: its own name (``<instance>-w<N>``), its own CDR spool, its own
+SIP port and status port, and everything it shares with the other workers (bindings,
+credentials, CDRs, sites) in PostgreSQL, exactly as separate hosts share it. What
+makes the workers of one machine look like one gateway from outside is the public
+port: every worker binds each configured listener with SO_REUSEPORT, and the kernel
+spreads UDP sources (by their 4-tuple, so one source's retransmissions stay on one
+worker) and TCP connections (on accept) over them.
+
+A message that belongs to a transaction or dialog must reach the worker holding it,
+whatever the kernel's hash says. So each worker advertises its *own* port, not the
+shared one, wherever a peer takes an address from: the Via of the requests it sends
+(their responses), and the Contact it puts in dialogs (in-dialog requests: ACK, BYE,
+re-INVITE). The own listener comes first in the worker's listen list because the
+SIP core advertises the first listener of a transport and family. Only requests that
+start something new (an INVITE, REGISTER, OPTIONS out of dialog) arrive on the shared
+port, and any worker can take those. The alternative, one process receiving and
+handing messages to workers by Call-ID, would put every message through one more
+process and copy; the kernel's spreading costs nothing.
+
+When ``[cluster]`` (issue 16) lands, a worker's ``cluster.instance`` and
+``cluster.sip_uri`` are its name and its own port, so that a binding registered
+through one worker names the worker holding the device's flow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from gateway.config import GatewayConfig, ListenConfig
+
+
+def worker_name(instance: str, index: int) -> str:
+    """A worker's instance name: ``voipgw-1-w2``."""
+    return f"{instance}-w{index}"
+
+
+def own_listeners(config: GatewayConfig, index: int) -> tuple[ListenConfig, ...]:
+    """Worker ``index``'s own listeners: each configured listener's host and transport
+    on the worker's port (``[server] worker_sip_port + index - 1``)."""
+    port = config.server.worker_sip_port + index - 1
+    seen: set[tuple[str, str]] = set()
+    own: list[ListenConfig] = []
+    for item in config.sip.listen:
+        if (item.transport, item.host) not in seen:
+            seen.add((item.transport, item.host))
+            own.append(dataclasses.replace(item, port=port, shared=False))
+    return tuple(own)
+
+
+def worker_config(config: GatewayConfig, index: int) -> GatewayConfig:
+    """The configuration worker ``index`` (1..workers) runs with.
+
+    Args:
+        config: the file's configuration (``[server] workers`` > 1).
+        index: the worker, from 1.
+
+    Raises:
+        ValueError: ``index`` is not one of the configured workers.
+    """
+    server = config.server
+    if not 1 <= index <= server.workers:
+        raise ValueError(f"worker {index} of {server.workers}")
+    shared = tuple(dataclasses.replace(item, shared=True) for item in config.sip.listen)
+    return dataclasses.replace(
+        config,
+        instance=worker_name(config.instance, index),
+        sip=dataclasses.replace(config.sip, listen=own_listeners(config, index) + shared),
+        metrics=dataclasses.replace(config.metrics, port=server.worker_metrics_port + index - 1),
+        # The spool is locked by its writer: one per worker, under the configured one.
+        cdr=dataclasses.replace(
+            config.cdr, spool_dir=str(Path(config.cdr.spool_dir) / f"w{index}")
+        ),
+        server=dataclasses.replace(server, worker_index=index),
+    )

@@ -1,0 +1,372 @@
+"""The supervisor: ``voipgw run`` with ``[server] workers`` > 1.
+
+It starts the workers (``voipgw run --worker N``, each a whole gateway, see
+:mod:`.plan`), starts a worker that died again after ``restart_delay`` (doubled while
+it keeps dying, counted in ``voipgw_worker_restarts_total``), forwards SIGHUP (reload)
+and SIGTERM/SIGINT (drain: each worker refuses new calls, lets its calls end, exits),
+and serves ``[metrics] port`` for the machine: ``/metrics`` is every worker's samples
+labelled ``worker="N"`` plus its own; ``/readyz`` is ready when every worker is.
+
+Why merge metrics here and not prometheus_client's multiprocess mode: that mode has
+no callback gauges (``voipgw_active_calls`` and the queue gauges are read when
+scraped), needs a gauge mode per gauge and a shared directory cleaned on every
+restart; and separate per-worker scrape targets would make every operator configure
+N targets. Each worker still serves its own status port (``worker_metrics_port +
+N - 1``), which this reads; a scrape here costs one loopback request per worker.
+
+When the database is the embedded PostgreSQL, the supervisor starts it before the
+workers and stops it after the last one: the workers find it running and share it
+(cdr.db "start once, reuse if running"), and no worker's death takes it down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from gateway.config import GatewayConfig
+
+log = logging.getLogger("voipgw.workers")
+
+#: Environment variable naming the file descriptor a worker writes "ready" to.
+READY_FD_ENV = "VOIPGW_READY_FD"
+#: Longest back-off between restarts of a worker that keeps dying, in seconds.
+RESTART_DELAY_MAX = 30.0
+#: A worker that ran this long before dying restarts after the shortest delay again.
+STABLE_AFTER = 60.0
+#: Seconds a worker may take to get ready (initdb and migrations on a first start).
+READY_TIMEOUT = 120.0
+#: Seconds, beyond the drain, a worker has to exit after SIGTERM before SIGKILL.
+EXIT_GRACE = 15.0
+#: Seconds one worker's /metrics may take before the merged scrape goes without it.
+SCRAPE_TIMEOUT = 2.0
+
+
+@dataclass(slots=True)
+class Worker:
+    """One worker process slot (its process changes on restart)."""
+
+    index: int
+    metrics_port: int
+    proc: asyncio.subprocess.Process | None = None
+    ready: bool = False
+    started_at: float = 0.0
+    delay: float = 0.0
+    ready_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class WorkerSamples(Collector):
+    """The workers' last scrapes, each sample labelled with its worker."""
+
+    def __init__(self) -> None:
+        self.texts: dict[int, str] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for index, text in sorted(self.texts.items()):
+            for family in text_string_to_metric_families(text):
+                target = merged.get(family.name)
+                if target is None:
+                    target = merged[family.name] = Metric(
+                        family.name, family.documentation, family.type, family.unit
+                    )
+                for sample in family.samples:
+                    target.add_sample(
+                        sample.name, {**sample.labels, "worker": str(index)}, sample.value
+                    )
+        yield from merged.values()
+
+
+class Supervisor:
+    """Runs ``config.server.workers`` workers until :meth:`stop`.
+
+    Args:
+        config: the file's configuration; ``config.source`` is passed to the workers.
+        argv: extra ``voipgw run`` arguments for each worker (``--no-uvloop``).
+        drain_seconds: how long each worker lets its calls end after SIGTERM.
+    """
+
+    def __init__(
+        self, config: GatewayConfig, argv: tuple[str, ...] = (), drain_seconds: float = 30.0
+    ) -> None:
+        assert config.source is not None, "workers read the configuration file"
+        self.config = config
+        self.argv = argv
+        self.drain_seconds = drain_seconds
+        server = config.server
+        self.workers = [
+            Worker(index=i, metrics_port=server.worker_metrics_port + i - 1)
+            for i in range(1, server.workers + 1)
+        ]
+        self.stopping = False
+        self.registry = CollectorRegistry()
+        self.samples = WorkerSamples()
+        self.registry.register(self.samples)
+        self.restarts = Counter(
+            "voipgw_worker_restarts",
+            "Worker processes started again after they died",
+            ["worker"],
+            registry=self.registry,
+        )
+        self.running = Gauge(
+            "voipgw_workers_running",
+            "Worker processes running and ready",
+            registry=self.registry,
+        )
+        self.running.set_function(lambda: sum(w.ready for w in self.workers))
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ processes
+
+    def _command(self, worker: Worker) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "gateway",
+            "run",
+            "--config",
+            str(self.config.source),
+            "--workers",
+            str(self.config.server.workers),
+            "--worker",
+            str(worker.index),
+            *self.argv,
+        ]
+
+    async def _spawn(self, worker: Worker) -> None:
+        read_fd, write_fd = os.pipe()
+        worker.ready = False
+        worker.ready_event.clear()
+        try:
+            worker.proc = await asyncio.create_subprocess_exec(
+                *self._command(worker),
+                stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=(write_fd,),
+                env={**os.environ, READY_FD_ENV: str(write_fd)},
+            )
+        finally:
+            os.close(write_fd)
+        worker.started_at = time.monotonic()
+        log.info("worker %d started (pid %d)", worker.index, worker.proc.pid)
+        asyncio.get_running_loop().create_task(self._await_ready(worker, read_fd))
+
+    async def _await_ready(self, worker: Worker, read_fd: int) -> None:
+        # A pipe, not a log line: the worker writes one byte when it takes calls; a
+        # worker that dies first closes it unwritten.
+        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+            data = await asyncio.to_thread(pipe.read, 1)
+        if data:
+            worker.ready = True
+            worker.ready_event.set()
+            log.info("worker %d ready", worker.index)
+
+    async def _keep(self, worker: Worker) -> None:
+        """Waits on the worker and starts it again when it dies, until stopping."""
+        while True:
+            assert worker.proc is not None
+            status = await worker.proc.wait()
+            worker.ready = False
+            if self.stopping:
+                log.info("worker %d exited (%d)", worker.index, status)
+                return
+            ran = time.monotonic() - worker.started_at
+            worker.delay = (
+                self.config.server.restart_delay
+                if ran >= STABLE_AFTER or worker.delay == 0.0
+                else min(worker.delay * 2, RESTART_DELAY_MAX)
+            )
+            log.warning(
+                "worker %d died (exit status %d after %.1f s); restarting in %.1f s",
+                worker.index,
+                status,
+                ran,
+                worker.delay,
+            )
+            self.restarts.labels(worker=str(worker.index)).inc()
+            await asyncio.sleep(worker.delay)
+            if self.stopping:
+                return
+            await self._spawn(worker)
+
+    async def start(self) -> None:
+        """Starts every worker and waits until each is ready.
+
+        The first starts alone: it applies the database migrations and the sites
+        seed, which the others would otherwise wait on one another for.
+
+        Raises:
+            RuntimeError: a worker exited or was not ready within READY_TIMEOUT.
+        """
+        for n, worker in enumerate(self.workers):
+            await self._spawn(worker)
+            if n == 0:
+                await self._wait_ready([worker])
+        await self._wait_ready(self.workers)
+        self._tasks = [asyncio.create_task(self._keep(worker)) for worker in self.workers]
+
+    async def _wait_ready(self, workers: list[Worker]) -> None:
+        async def one(worker: Worker) -> None:
+            assert worker.proc is not None
+            exited = asyncio.ensure_future(worker.proc.wait())
+            ready = asyncio.ensure_future(worker.ready_event.wait())
+            done, _ = await asyncio.wait(
+                {exited, ready}, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
+            exited.cancel()
+            ready.cancel()
+            if ready not in done:
+                raise RuntimeError(
+                    f"worker {worker.index} "
+                    + ("exited" if exited in done else f"not ready in {READY_TIMEOUT:g} s")
+                )
+
+        await asyncio.gather(*(one(worker) for worker in workers))
+
+    def signal_all(self, signum: signal.Signals) -> None:
+        """Sends ``signum`` to every running worker."""
+        for worker in self.workers:
+            if worker.proc is not None and worker.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.proc.send_signal(signum)
+
+    async def stop(self) -> None:
+        """Drains: SIGTERM to every worker, SIGKILL to one still running after the
+        drain and :data:`EXIT_GRACE`; returns when all have exited."""
+        self.stopping = True
+        self.signal_all(signal.SIGTERM)
+        procs = [w.proc for w in self.workers if w.proc is not None]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.drain_seconds + EXIT_GRACE):
+                await asyncio.gather(*(proc.wait() for proc in procs))
+        for proc in procs:
+            if proc.returncode is None:
+                log.error("worker pid %d did not exit after the drain: SIGKILL", proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        for task in self._tasks:
+            task.cancel()
+
+    # ------------------------------------------------------------------ status
+
+    def readiness(self) -> dict[str, bool]:
+        return {f"worker {w.index}": w.ready for w in self.workers}
+
+    async def exposition(self, accept: str) -> tuple[str, bytes]:
+        """``/metrics``: every ready worker's scrape, labelled, and the supervisor's
+        own; always the text format (the workers' samples arrive in it)."""
+        host = self.config.metrics.address
+        ports = {w.index: w.metrics_port for w in self.workers if w.ready}
+        texts = await asyncio.gather(
+            *(asyncio.to_thread(_fetch, host, port) for port in ports.values())
+        )
+        self.samples.texts = {i: t for i, t in zip(ports, texts, strict=True) if t is not None}
+        return CONTENT_TYPE_LATEST, generate_latest(self.registry)
+
+
+def _fetch(host: str, port: int) -> str | None:
+    where = f"[{host}]" if ":" in host else host
+    try:
+        with urllib.request.urlopen(
+            f"http://{where}:{port}/metrics", timeout=SCRAPE_TIMEOUT
+        ) as response:
+            return str(response.read().decode())
+    except (OSError, urllib.error.URLError) as exc:
+        log.warning("worker status port %d not scraped: %s", port, exc)
+        return None
+
+
+@contextlib.asynccontextmanager
+async def running_workers(
+    config: GatewayConfig, argv: tuple[str, ...], drain_seconds: float
+) -> AsyncIterator[Supervisor]:
+    """Started workers (and the shared embedded database), stopped on exit."""
+    from cdr.db import database
+    from gateway.service.app import StartupError, starting
+
+    async with contextlib.AsyncExitStack() as stack:
+        if config.database.url is None:
+            with starting("database"):
+                await stack.enter_async_context(database(config.database, supervise=True))
+        supervisor = Supervisor(config, argv, drain_seconds)
+        try:
+            await supervisor.start()
+        except RuntimeError as exc:
+            await supervisor.stop()
+            raise StartupError("workers", str(exc)) from None
+        except BaseException:
+            await supervisor.stop()
+            raise
+        try:
+            yield supervisor
+        finally:
+            await supervisor.stop()
+
+
+def tell_ready() -> None:
+    """In a worker: tells the supervisor it takes calls (one byte on the ready pipe)."""
+    fd = os.environ.pop(READY_FD_ENV, None)
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.write(int(fd), b"1")
+        os.close(int(fd))
+
+
+async def run_supervisor(
+    config: GatewayConfig, argv: tuple[str, ...] = (), drain_seconds: float = 30.0
+) -> int:
+    """``voipgw run`` with several workers: runs them until SIGTERM/SIGINT; returns
+    the exit status."""
+    from gateway.cli.main import listeners_text
+    from gateway.ops.http_status import StatusServer
+    from gateway.ops.logs import configure_logging
+    from gateway.service.app import starting
+
+    configure_logging(config.logging)
+    loop = asyncio.get_running_loop()
+    async with running_workers(config, argv, drain_seconds) as supervisor:
+        status: StatusServer | None = None
+        if config.metrics.enabled:
+            status = StatusServer(
+                None,
+                supervisor.readiness,
+                config.metrics.address,
+                config.metrics.port,
+                exposition=supervisor.exposition,
+            )
+            with starting("status listener"):
+                await status.start()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, supervisor.signal_all, signal.SIGHUP)
+        log.info(
+            "voipgw ready: %d workers; SIP on %s; status on %s",
+            len(supervisor.workers),
+            listeners_text(config),
+            f"{config.metrics.address} port {config.metrics.port}"
+            if config.metrics.enabled
+            else "off",
+        )
+        await stop.wait()
+        log.info("draining %d workers", len(supervisor.workers))
+        await supervisor.stop()
+        if status is not None:
+            await status.close()
+    return 0
