@@ -243,6 +243,8 @@ class TransportManager:
         self.local: list[Endpoint] = []
         self.stats: Counter[str] = Counter()
         self._udp: dict[bool, _UdpProtocol] = {}  # keyed by "is IPv6"
+        #: every UDP listener, the shared ones included (close() closes them all)
+        self._udp_listeners: list[_UdpProtocol] = []
         #: UDP sources seen on a shared socket -> that socket (its replies leave there)
         self._reply_flows: dict[Endpoint, _UdpProtocol] = {}
         self._servers: list[asyncio.Server] = []
@@ -267,6 +269,7 @@ class TransportManager:
             errors = sock if enable_icmp_errors(sock) else None
             kind = _SharedUdpProtocol if spec.shared else _UdpProtocol
             _, protocol = await loop.create_datagram_endpoint(lambda: kind(self, errors), sock=sock)
+            self._udp_listeners.append(protocol)
             # Requests leave from the worker's own socket (see _SharedUdpProtocol).
             if not spec.shared or (family == socket.AF_INET6) not in self._udp:
                 self._udp[family == socket.AF_INET6] = protocol
@@ -294,7 +297,7 @@ class TransportManager:
         return endpoint
 
     async def close(self) -> None:
-        for protocol in self._udp.values():
+        for protocol in self._udp_listeners:
             if protocol.transport is not None:
                 protocol.transport.close()
         for server in self._servers:
@@ -307,6 +310,7 @@ class TransportManager:
         for server in self._servers:
             await server.wait_closed()
         self._udp.clear()
+        self._udp_listeners.clear()
         self._reply_flows.clear()
         self._servers.clear()
 

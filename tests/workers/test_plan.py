@@ -1,0 +1,80 @@
+"""``[server]`` and what each worker runs with (gateway.config, gateway.workers.plan)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import parse_config
+from gateway.workers.plan import worker_config
+from routing.configfields import ConfigError
+
+
+def doc(server: dict[str, object] | None = None, **sections: object) -> dict[str, object]:
+    document: dict[str, object] = {
+        "gateway": {"instance": "gw-a"},
+        "sip": {
+            "listen": [
+                {"transport": "UDP", "host": "192.0.2.10", "port": 5060},
+                {"transport": "TCP", "host": "192.0.2.10", "port": 5060},
+            ]
+        },
+        "upstream": {"uri": "sip:192.0.2.20"},
+        "metrics": {"port": 9464},
+        "cdr": {"spool_dir": "/var/lib/voipgw/spool"},
+    }
+    if server is not None:
+        document["server"] = server
+    document.update(sections)
+    return document
+
+
+def test_one_worker_by_default_with_ports_next_to_the_listener_and_metrics() -> None:
+    server = parse_config(doc()).server
+    assert server.workers == 1
+    assert server.worker_sip_port == 5061
+    assert server.worker_metrics_port == 9465
+    assert server.worker_index == 0
+
+
+def test_each_worker_is_an_instance_with_its_own_port_first_and_the_shared_after() -> None:
+    config = parse_config(doc({"workers": 3, "worker_sip_port": 5100}))
+    second = worker_config(config, 2)
+    assert second.instance == "gw-a-w2"
+    assert second.server.worker_index == 2
+    listen = [(i.transport, i.host, i.port, i.shared) for i in second.sip.listen]
+    # Own first: the SIP core advertises the first listener of a transport in Via
+    # and Contact, and that must be the port only this worker binds.
+    assert listen == [
+        ("UDP", "192.0.2.10", 5101, False),
+        ("TCP", "192.0.2.10", 5101, False),
+        ("UDP", "192.0.2.10", 5060, True),
+        ("TCP", "192.0.2.10", 5060, True),
+    ]
+    assert second.metrics.port == 9465 + 1
+    assert second.cdr.spool_dir == "/var/lib/voipgw/spool/w2"
+    assert worker_config(config, 3).metrics.port == 9467
+    with pytest.raises(ValueError, match="worker 4 of 3"):
+        worker_config(config, 4)
+
+
+@pytest.mark.parametrize(
+    ("server", "listen_port", "field", "text"),
+    [
+        ({"workers": 0}, 5060, "server.workers", ">= 1"),
+        ({"workers": 65}, 5060, "server.workers", "<= 64"),
+        ({"workers": 2, "worker_sip_port": 5059}, 5060, "server.worker_sip_port", "5059-5060"),
+        ({"workers": 2}, 0, "sip.listen[0].port", "0 is not allowed"),
+        ({"workers": 2, "worker_metrics_port": 9463}, 5060, "server.worker_metrics_port", "9464"),
+        ({"workers": 2, "worker_sip_port": 65535}, 5060, "server.worker_sip_port", "65535"),
+        ({"worker": 2}, 5060, "server.worker", "unknown"),
+    ],
+)
+def test_bad_server_fields_are_named(
+    server: dict[str, object], listen_port: int, field: str, text: str
+) -> None:
+    document = doc(server)
+    document["sip"] = {"listen": [{"transport": "UDP", "host": "192.0.2.10", "port": listen_port}]}
+    with pytest.raises(ConfigError) as info:
+        parse_config(document)
+    assert info.value.field == field, str(info.value)
+    assert text in str(info.value)
