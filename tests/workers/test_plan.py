@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from gateway.config import parse_config
+from gateway.config import load_config, parse_config
 from gateway.workers.plan import worker_config
 from routing.configfields import ConfigError
 
@@ -78,3 +80,15 @@ def test_bad_server_fields_are_named(
         parse_config(document)
     assert info.value.field == field, str(info.value)
     assert text in str(info.value)
+
+
+def test_the_command_line_override_is_validated_like_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "voipgw.toml"
+    path.write_text(
+        '[sip]\nlisten = [{ transport = "UDP", host = "127.0.0.1", port = 0 }]\n'
+        '[upstream]\nuri = "sip:127.0.0.1:5080"\n'
+    )
+    assert load_config(path).server.workers == 1
+    with pytest.raises(ConfigError) as info:
+        load_config(path, server={"workers": 2})
+    assert info.value.field == "sip.listen[0].port"
