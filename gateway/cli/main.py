@@ -118,7 +118,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, server=overrides)
     if args.worker:
         from gateway.workers.plan import worker_config
+        from gateway.workers.supervisor import die_with_supervisor
 
+        die_with_supervisor()
         config = worker_config(config, args.worker)
     elif config.server.workers > 1:
         from gateway.workers.supervisor import run_supervisor

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -45,6 +47,10 @@ log = logging.getLogger("voipgw.workers")
 
 #: Environment variable naming the file descriptor a worker writes "ready" to.
 READY_FD_ENV = "VOIPGW_READY_FD"
+#: Environment variable holding the supervisor's pid (see :func:`die_with_supervisor`).
+SUPERVISOR_PID_ENV = "VOIPGW_SUPERVISOR_PID"
+#: Linux prctl(2) option: the signal this process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
 #: Longest back-off between restarts of a worker that keeps dying, in seconds.
 RESTART_DELAY_MAX = 30.0
 #: A worker that ran this long before dying restarts after the shortest delay again.
@@ -55,6 +61,8 @@ READY_TIMEOUT = 120.0
 EXIT_GRACE = 15.0
 #: Seconds one worker's /metrics may take before the merged scrape goes without it.
 SCRAPE_TIMEOUT = 2.0
+#: Seconds between reads of every worker's /readyz (what the supervisor's reports).
+READYZ_INTERVAL = 1.0
 
 
 @dataclass(slots=True)
@@ -68,6 +76,8 @@ class Worker:
     started_at: float = 0.0
     delay: float = 0.0
     ready_event: asyncio.Event = field(default_factory=asyncio.Event)
+    status: dict[str, Any] = field(default_factory=dict)
+    """The worker's last /readyz document ({} until read, or when it did not answer)."""
 
 
 class WorkerSamples(Collector):
@@ -157,7 +167,11 @@ class Supervisor:
                 *self._command(worker),
                 stdin=asyncio.subprocess.DEVNULL,
                 pass_fds=(write_fd,),
-                env={**os.environ, READY_FD_ENV: str(write_fd)},
+                env={
+                    **os.environ,
+                    READY_FD_ENV: str(write_fd),
+                    SUPERVISOR_PID_ENV: str(os.getpid()),
+                },
             )
         finally:
             os.close(write_fd)
@@ -218,6 +232,21 @@ class Supervisor:
                 await self._wait_ready([worker])
         await self._wait_ready(self.workers)
         self._tasks = [asyncio.create_task(self._keep(worker)) for worker in self.workers]
+        if self.config.metrics.enabled:
+            self._tasks.append(asyncio.create_task(self._watch_readyz()))
+
+    async def _watch_readyz(self) -> None:
+        """Reads every worker's /readyz now and then: a worker that runs but is not
+        ready (its transports, its CDR spool) makes the machine not ready, and a
+        dependency down at any worker (PostgreSQL) is reported degraded."""
+        host = self.config.metrics.address
+        while True:
+            documents = await asyncio.gather(
+                *(asyncio.to_thread(_readyz, host, w.metrics_port) for w in self.workers)
+            )
+            for worker, document in zip(self.workers, documents, strict=True):
+                worker.status = document
+            await asyncio.sleep(READYZ_INTERVAL)
 
     async def _wait_ready(self, workers: list[Worker]) -> None:
         async def one(worker: Worker) -> None:
@@ -265,7 +294,21 @@ class Supervisor:
     # ------------------------------------------------------------------ status
 
     def readiness(self) -> dict[str, bool]:
-        return {f"worker {w.index}": w.ready for w in self.workers}
+        """``/readyz``: each worker running, ready, and (when its status port has
+        been read) ready by its own /readyz."""
+        return {
+            f"worker {w.index}": w.ready and w.status.get("ready", True) is True
+            for w in self.workers
+        }
+
+    def dependencies(self) -> dict[str, bool]:
+        """``/readyz`` dependencies: up only where every worker that reported one
+        says it is up."""
+        merged: dict[str, bool] = {}
+        for worker in self.workers:
+            for name, up in worker.status.get("dependencies", {}).items():
+                merged[name] = merged.get(name, True) and bool(up)
+        return merged
 
     async def exposition(self, accept: str) -> tuple[str, bytes]:
         """``/metrics``: every ready worker's scrape, labelled, and the supervisor's
@@ -277,6 +320,24 @@ class Supervisor:
         )
         self.samples.texts = {i: t for i, t in zip(ports, texts, strict=True) if t is not None}
         return CONTENT_TYPE_LATEST, generate_latest(self.registry)
+
+
+def _readyz(host: str, port: int) -> dict[str, Any]:
+    where = f"[{host}]" if ":" in host else host
+    try:
+        with urllib.request.urlopen(
+            f"http://{where}:{port}/readyz", timeout=SCRAPE_TIMEOUT
+        ) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        body = exc.read()  # 503 with the same JSON document
+    except OSError:
+        return {}
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return {}
+    return document if isinstance(document, dict) else {}
 
 
 def _fetch(host: str, port: int) -> str | None:
@@ -318,6 +379,29 @@ async def running_workers(
             await supervisor.stop()
 
 
+def die_with_supervisor() -> None:
+    """In a worker: be killed (SIGKILL) when the supervisor dies.
+
+    A supervisor that is SIGKILLed or crashes cannot stop its workers; orphans would
+    keep the shared port (SO_REUSEPORT lets the next supervisor's workers bind it
+    beside them, and the kernel would split calls between old and new) and their
+    own ports. So a supervisor's death is the whole gateway's crash, as it is for a
+    single process: calls in progress end, CDRs stay in the spools. prctl(2) through
+    ctypes, as the standard library has no binding for it; the parent check after it
+    closes the race with a supervisor that died before the call.
+    """
+    import ctypes
+
+    expected = os.environ.pop(SUPERVISOR_PID_ENV, None)
+    if expected is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    if os.getppid() != int(expected):
+        os._exit(1)  # the supervisor is already gone
+
+
 def tell_ready() -> None:
     """In a worker: tells the supervisor it takes calls (one byte on the ready pipe)."""
     fd = os.environ.pop(READY_FD_ENV, None)
@@ -348,6 +432,7 @@ async def run_supervisor(
                 supervisor.readiness,
                 config.metrics.address,
                 config.metrics.port,
+                dependencies=supervisor.dependencies,
                 exposition=supervisor.exposition,
             )
             with starting("status listener"):

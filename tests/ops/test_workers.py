@@ -35,6 +35,7 @@ from tests.ops.harness import (
     REALM,
     GatewayProcess,
     GatewaySetup,
+    pid_alive,
     prepare,
     remove_state,
     set_password,
@@ -253,3 +254,29 @@ async def register_through(target: str) -> int:
     )
     assert registered.ok, registered.describe()
     return port
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.asyncio
+async def test_workers_die_with_a_sigkilled_supervisor() -> None:
+    """A supervisor that crashes takes its workers with it (no orphans holding the
+    shared port beside the next supervisor's workers)."""
+    state = state_directory()
+    try:
+        setup = prepare(state, upstream=f"sip:{HOST}:5080", workers=2)
+        gateway = GatewayProcess(setup)
+        await gateway.start()
+        try:
+            pids = await worker_pids(gateway)
+            assert len(pids) == 2
+            gateway.signal(signal.SIGKILL)
+            await gateway.wait(10)
+
+            async def alive() -> list[int]:
+                return [pid for pid in pids.values() if pid_alive(pid)]
+
+            await wait_until("the workers to exit", alive, lambda left: left == [], limit=10)
+        finally:
+            await gateway.kill()
+    finally:
+        remove_state(state)
