@@ -83,13 +83,17 @@ class Worker:
 class WorkerSamples(Collector):
     """The workers' last scrapes, each sample labelled with its worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, own: frozenset[str]) -> None:
         self.texts: dict[int, str] = {}
+        #: families the supervisor exports itself (a worker's copy is dropped)
+        self.own = own
 
     def collect(self) -> Iterator[Metric]:
         merged: dict[str, Metric] = {}
         for index, text in sorted(self.texts.items()):
             for family in text_string_to_metric_families(text):
+                if family.name in self.own:
+                    continue
                 target = merged.get(family.name)
                 if target is None:
                     target = merged[family.name] = Metric(
@@ -125,7 +129,8 @@ class Supervisor:
         ]
         self.stopping = False
         self.registry = CollectorRegistry()
-        self.samples = WorkerSamples()
+        # A worker never owns the embedded PostgreSQL: its restart count is ours.
+        self.samples = WorkerSamples(own=frozenset({"voipgw_database_restarts"}))
         self.registry.register(self.samples)
         self.restarts = Counter(
             "voipgw_worker_restarts",
@@ -139,6 +144,13 @@ class Supervisor:
             registry=self.registry,
         )
         self.running.set_function(lambda: sum(w.ready for w in self.workers))
+        # The embedded PostgreSQL is the supervisor's (see running_workers): its
+        # restarts are counted here, under the name a single process uses.
+        self.database_restarts = Counter(
+            "voipgw_database_restarts",
+            "Restarts of the embedded PostgreSQL after its postmaster died",
+            registry=self.registry,
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ processes
@@ -361,10 +373,16 @@ async def running_workers(
     from gateway.service.app import StartupError, starting
 
     async with contextlib.AsyncExitStack() as stack:
+        supervisor = Supervisor(config, argv, drain_seconds)
         if config.database.url is None:
             with starting("database"):
-                await stack.enter_async_context(database(config.database, supervise=True))
-        supervisor = Supervisor(config, argv, drain_seconds)
+                await stack.enter_async_context(
+                    database(
+                        config.database,
+                        supervise=True,
+                        on_restart=supervisor.database_restarts.inc,
+                    )
+                )
         try:
             await supervisor.start()
         except RuntimeError as exc:

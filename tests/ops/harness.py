@@ -535,10 +535,16 @@ async def cdr_rows(dsn: str) -> list[CdrRow]:
 def spooled_records(spool_dir: Path) -> list[dict[str, Any]]:
     """Records in the spool after its checkpoint (acknowledged, not yet committed).
 
-    Only for a spool no running gateway holds (it takes the lock).
+    Only for a spool no running gateway holds (it takes the lock). With workers, each
+    has its own spool under ``spool_dir`` (``w1``, ``w2``, ...): those are read too.
     """
     if not spool_dir.is_dir():
         return []
+    workers = sorted(p for p in spool_dir.glob("w[0-9]*") if p.is_dir())
+    return _spool_records(spool_dir) + [r for w in workers for r in _spool_records(w)]
+
+
+def _spool_records(spool_dir: Path) -> list[dict[str, Any]]:
     spool = Spool(spool_dir)
     spool.open()
     try:
