@@ -434,42 +434,54 @@ async def run_supervisor(
     config: GatewayConfig, argv: tuple[str, ...] = (), drain_seconds: float = 30.0
 ) -> int:
     """``voipgw run`` with several workers: runs them until SIGTERM/SIGINT; returns
-    the exit status."""
-    from gateway.cli.main import listeners_text
-    from gateway.ops.http_status import StatusServer
+    the exit status. SIGTERM during start-up stops what was started, as
+    :func:`gateway.cli.main.run_gateway` does."""
+    from gateway.cli.main import _interruptible_start
     from gateway.ops.logs import configure_logging
-    from gateway.service.app import starting
+    from gateway.service.app import StartupError
 
     configure_logging(config.logging)
+    with _interruptible_start() as interrupted:
+        try:
+            async with running_workers(config, argv, drain_seconds) as supervisor:
+                return await _serve(supervisor, config)
+        except asyncio.CancelledError:
+            if interrupted:
+                raise StartupError("start-up", f"interrupted by {interrupted[0]}") from None
+            raise
+
+
+async def _serve(supervisor: Supervisor, config: GatewayConfig) -> int:
+    from gateway.cli.main import listeners_text
+    from gateway.ops.http_status import StatusServer
+    from gateway.service.app import starting
+
     loop = asyncio.get_running_loop()
-    async with running_workers(config, argv, drain_seconds) as supervisor:
-        status: StatusServer | None = None
-        if config.metrics.enabled:
-            status = StatusServer(
-                None,
-                supervisor.readiness,
-                config.metrics.address,
-                config.metrics.port,
-                dependencies=supervisor.dependencies,
-                exposition=supervisor.exposition,
-            )
-            with starting("status listener"):
-                await status.start()
-        stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, supervisor.signal_all, signal.SIGHUP)
-        log.info(
-            "voipgw ready: %d workers; SIP on %s; status on %s",
-            len(supervisor.workers),
-            listeners_text(config),
-            f"{config.metrics.address} port {config.metrics.port}"
-            if config.metrics.enabled
-            else "off",
+    status: StatusServer | None = None
+    if config.metrics.enabled:
+        status = StatusServer(
+            None,
+            supervisor.readiness,
+            config.metrics.address,
+            config.metrics.port,
+            dependencies=supervisor.dependencies,
+            exposition=supervisor.exposition,
         )
-        await stop.wait()
-        log.info("draining %d workers", len(supervisor.workers))
-        await supervisor.stop()
-        if status is not None:
-            await status.close()
+        with starting("status listener"):
+            await status.start()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, supervisor.signal_all, signal.SIGHUP)
+    log.info(
+        "voipgw ready: %d workers; SIP on %s; status on %s",
+        len(supervisor.workers),
+        listeners_text(config),
+        f"{config.metrics.address} port {config.metrics.port}" if config.metrics.enabled else "off",
+    )
+    await stop.wait()
+    log.info("draining %d workers", len(supervisor.workers))
+    await supervisor.stop()
+    if status is not None:
+        await status.close()
     return 0
