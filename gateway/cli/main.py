@@ -49,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Expected failures (a locked spool, a port in use, a database that cannot
         # start) need one line naming what failed, not a traceback.
         print(f"voipgw: cannot start: {exc}", file=sys.stderr)
+        if getattr(args, "worker", 0):
+            from gateway.workers.supervisor import tell_ready
+
+            tell_ready(failure=str(exc))
         return 1
     except KeyboardInterrupt:
         return 130

@@ -49,6 +49,10 @@ log = logging.getLogger("voipgw.workers")
 READY_FD_ENV = "VOIPGW_READY_FD"
 #: Environment variable holding the supervisor's pid (see :func:`die_with_supervisor`).
 SUPERVISOR_PID_ENV = "VOIPGW_SUPERVISOR_PID"
+#: What a worker writes on the ready pipe when it takes calls.
+READY = b"1"
+#: Longest start-up failure reason read from a worker's ready pipe, in bytes.
+MAX_FAILURE_BYTES = 4096
 #: Linux prctl(2) option: the signal this process gets when its parent dies.
 _PR_SET_PDEATHSIG = 1
 #: Longest back-off between restarts of a worker that keeps dying, in seconds.
@@ -65,6 +69,15 @@ SCRAPE_TIMEOUT = 2.0
 READYZ_INTERVAL = 1.0
 
 
+class WorkerStartError(RuntimeError):
+    """A worker did not start: ``reason`` is its own one-line account."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"worker {index}: {reason}")
+        self.index = index
+        self.reason = reason
+
+
 @dataclass(slots=True)
 class Worker:
     """One worker process slot (its process changes on restart)."""
@@ -78,6 +91,10 @@ class Worker:
     ready_event: asyncio.Event = field(default_factory=asyncio.Event)
     status: dict[str, Any] = field(default_factory=dict)
     """The worker's last /readyz document ({} until read, or when it did not answer)."""
+    failure: str = ""
+    """Why the worker could not start, as it said on the ready pipe ("" if it did not)."""
+    reader: asyncio.Task[None] | None = None
+    """Reads the ready pipe of the current process."""
 
 
 class WorkerSamples(Collector):
@@ -189,17 +206,20 @@ class Supervisor:
             os.close(write_fd)
         worker.started_at = time.monotonic()
         log.info("worker %d started (pid %d)", worker.index, worker.proc.pid)
-        asyncio.get_running_loop().create_task(self._await_ready(worker, read_fd))
+        worker.reader = asyncio.create_task(self._await_ready(worker, read_fd))
 
     async def _await_ready(self, worker: Worker, read_fd: int) -> None:
-        # A pipe, not a log line: the worker writes one byte when it takes calls; a
-        # worker that dies first closes it unwritten.
+        # A pipe, not a log line: the worker writes b"1" when it takes calls, or the
+        # one-line reason it cannot start; one that dies first closes it unwritten.
         with os.fdopen(read_fd, "rb", buffering=0) as pipe:
-            data = await asyncio.to_thread(pipe.read, 1)
-        if data:
+            data = await asyncio.to_thread(pipe.read, MAX_FAILURE_BYTES)
+        worker.failure = ""
+        if data == READY:
             worker.ready = True
             worker.ready_event.set()
             log.info("worker %d ready", worker.index)
+        elif data:
+            worker.failure = data.decode("utf-8", "backslashreplace")
 
     async def _keep(self, worker: Worker) -> None:
         """Waits on the worker and starts it again when it dies, until stopping."""
@@ -271,12 +291,17 @@ class Supervisor:
             exited.cancel()
             ready.cancel()
             if ready not in done:
-                raise RuntimeError(
-                    f"worker {worker.index} "
-                    + ("exited" if exited in done else f"not ready in {READY_TIMEOUT:g} s")
-                )
+                if exited in done:
+                    if worker.reader is not None:
+                        await worker.reader  # the pipe is closed: its reason is read
+                    raise RuntimeError(worker.failure or f"exited with {worker.proc.returncode}")
+                raise RuntimeError(f"not ready in {READY_TIMEOUT:g} s")
 
-        await asyncio.gather(*(one(worker) for worker in workers))
+        for worker in workers:
+            try:
+                await one(worker)
+            except RuntimeError as exc:
+                raise WorkerStartError(worker.index, str(exc)) from None
 
     def signal_all(self, signum: signal.Signals) -> None:
         """Sends ``signum`` to every running worker."""
@@ -385,9 +410,9 @@ async def running_workers(
                 )
         try:
             await supervisor.start()
-        except RuntimeError as exc:
+        except WorkerStartError as exc:
             await supervisor.stop()
-            raise StartupError("workers", str(exc)) from None
+            raise StartupError(f"worker {exc.index}", exc.reason) from None
         except BaseException:
             await supervisor.stop()
             raise
@@ -420,13 +445,14 @@ def die_with_supervisor() -> None:
         os._exit(1)  # the supervisor is already gone
 
 
-def tell_ready() -> None:
-    """In a worker: tells the supervisor it takes calls (one byte on the ready pipe)."""
+def tell_ready(failure: str = "") -> None:
+    """In a worker: tells the supervisor it takes calls (:data:`READY` on the ready
+    pipe), or why it cannot start (``failure``, one line)."""
     fd = os.environ.pop(READY_FD_ENV, None)
     if fd is None:
         return
     with contextlib.suppress(OSError):
-        os.write(int(fd), b"1")
+        os.write(int(fd), failure.encode()[:MAX_FAILURE_BYTES] if failure else READY)
         os.close(int(fd))
 
 
