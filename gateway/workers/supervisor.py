@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -97,16 +98,29 @@ class Worker:
     """Reads the ready pipe of the current process."""
 
 
-class WorkerSamples(Collector):
-    """The workers' last scrapes, each sample labelled with its worker."""
+#: Gauges that count a table every worker shares (PostgreSQL): each worker reports
+#: the same whole-table value, so the machine's is one sample, the largest, with no
+#: ``worker`` label; summing them over workers would count the table N times.
+SHARED_TABLE_GAUGES = frozenset({"voipgw_registered_bindings", "voipgw_cdr_partitions_ahead"})
 
-    def __init__(self, own: frozenset[str]) -> None:
+
+class WorkerSamples(Collector):
+    """The workers' last scrapes, each sample labelled with its worker.
+
+    Args:
+        own: families the supervisor exports itself (each worker's copy is dropped).
+        shared: families reported once, as their largest value over the workers
+            (NaN, "not read yet", only when no worker has read it).
+    """
+
+    def __init__(self, own: frozenset[str], shared: frozenset[str] = SHARED_TABLE_GAUGES) -> None:
         self.texts: dict[int, str] = {}
-        #: families the supervisor exports itself (a worker's copy is dropped)
         self.own = own
+        self.shared = shared
 
     def collect(self) -> Iterator[Metric]:
         merged: dict[str, Metric] = {}
+        largest: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
         for index, text in sorted(self.texts.items()):
             for family in text_string_to_metric_families(text):
                 if family.name in self.own:
@@ -117,9 +131,16 @@ class WorkerSamples(Collector):
                         family.name, family.documentation, family.type, family.unit
                     )
                 for sample in family.samples:
+                    if family.name in self.shared:
+                        key = (family.name, sample.name, tuple(sorted(sample.labels.items())))
+                        seen = largest.get(key, math.nan)
+                        largest[key] = sample.value if math.isnan(seen) else max(seen, sample.value)
+                        continue
                     target.add_sample(
                         sample.name, {**sample.labels, "worker": str(index)}, sample.value
                     )
+        for (family_name, sample_name, labels), value in largest.items():
+            merged[family_name].add_sample(sample_name, dict(labels), value)
         yield from merged.values()
 
 

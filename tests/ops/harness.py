@@ -374,6 +374,8 @@ class GatewayProcess:
         self.command = command
         self.log = setup.state / log_name
         self.proc: asyncio.subprocess.Process | None = None
+        #: the worker processes' pids when ``[server] workers`` > 1, read at start
+        self.worker_pids: list[int] = []
 
     async def start(self) -> None:
         """Starts the gateway and waits until it prints "voipgw ready".
@@ -401,6 +403,16 @@ class GatewayProcess:
                 await self.kill()
                 raise GatewayError(f"voipgw not ready in {READY_TIMEOUT}s:\n{self.tail()}")
             await asyncio.sleep(0.1)
+        self.worker_pids = worker_processes(self.proc.pid)
+
+    async def _workers_gone(self, limit: float = 10.0) -> None:
+        """With workers: waits until the worker processes have exited too (they die
+        with the supervisor, a moment after it), so that their spools are free."""
+        deadline = time.monotonic() + limit
+        while any(pid_alive(pid) for pid in self.worker_pids):
+            if time.monotonic() > deadline:
+                raise GatewayError(f"workers {self.worker_pids} outlived the supervisor")
+            await asyncio.sleep(0.05)
 
     def tail(self, limit: int = 6000) -> str:
         """The end of the gateway's output, for assertion messages."""
@@ -416,6 +428,8 @@ class GatewayProcess:
         assert self.proc is not None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.proc.wait(), limit)
+        if self.proc.returncode is not None:
+            await self._workers_gone()
         return self.proc.returncode
 
     async def kill(self) -> None:
@@ -424,6 +438,7 @@ class GatewayProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
             await self.proc.wait()
+            await self._workers_gone()
 
     async def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after the drain bound; returns the exit status."""
@@ -573,8 +588,26 @@ def remove_state(state: Path) -> None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    return True
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def worker_processes(pid: int) -> list[int]:
+    """The worker processes (``voipgw run --worker N``) among ``pid``'s children."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    workers = []
+    for child in text.split():
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--worker" in argv:
+            workers.append(int(child))
+    return workers
