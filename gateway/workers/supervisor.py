@@ -277,7 +277,8 @@ class Supervisor:
         seed, which the others would otherwise wait on one another for.
 
         Raises:
-            RuntimeError: a worker exited or was not ready within READY_TIMEOUT.
+            WorkerStartError: a worker exited (naming its reason) or was not ready
+                within READY_TIMEOUT.
         """
         for n, worker in enumerate(self.workers):
             await self._spawn(worker)
