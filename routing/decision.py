@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from routing.device_location import DeviceLocation, DeviceLocationProblem
+from routing.geolocation import GeolocationErrorCode, GeolocationRouting
 from routing.model import (
     CallClass,
     DeviceKind,
@@ -195,6 +196,10 @@ class CallFacts:
         device_location_ignored: why the device's own location was not forwarded,
             or None (it sent none, or it was forwarded).
         location_precedence: which location went first, when the device sent one.
+        geolocation_routing: the device's Geolocation-Routing permission (RFC 6442
+            4.2) when it sent a location, None when it sent no such header field.
+        geolocation_error: the Geolocation-Error (RFC 6442 4.3) the caller's
+            responses carry because its own location could not be used, or None.
         shed: why the call was refused before routing, or None.
         admission: what the call limit made of it (None: not weighed, e.g. a call
             refused while draining or a centre's callback).
@@ -230,6 +235,8 @@ class CallFacts:
     device_location: DeviceLocation | None = None
     device_location_ignored: DeviceLocationProblem | None = None
     location_precedence: LocationPrecedence | None = None
+    geolocation_routing: GeolocationRouting | None = None
+    geolocation_error: GeolocationErrorCode | None = None
     shed: Shed | None = None
     admission: Admission | None = None
     auth_challenged: bool = False

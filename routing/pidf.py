@@ -51,6 +51,7 @@ from datetime import UTC, datetime
 from xml.sax.saxutils import escape, quoteattr
 
 from routing.config import ProviderInfo
+from routing.geolocation import GeolocationRouting
 from routing.model import Location
 from routing.multipart import BodyPart, build_mixed
 
@@ -175,15 +176,20 @@ def build_multipart(sdp: bytes, pidf: bytes, boundary: str, content_id: str) -> 
     )
 
 
-def geolocation_headers(content_id: str, *more: str) -> tuple[tuple[str, str], ...]:
+def geolocation_headers(
+    content_id: str, *more: str, routing: GeolocationRouting = GeolocationRouting.YES
+) -> tuple[tuple[str, str], ...]:
     """Returns the RFC 6442 headers that go with :func:`build_multipart` (one
     locationValue per PIDF-LO part, in the parts' order).
 
     ``Geolocation-Routing: yes`` lets the emergency network route on the location
-    (RFC 6442 section 4.2).
+    (RFC 6442 section 4.2); one value covers every location of the request, so a
+    device location forwarded without its "yes" makes it ``no``.
 
     Args:
         content_id: the same Content-ID as the PIDF-LO part.
+        more: the Content-IDs of further PIDF-LO parts, in order.
+        routing: the Geolocation-Routing value.
 
     Returns:
         (name, value) pairs: Geolocation and Geolocation-Routing.
@@ -194,7 +200,7 @@ def geolocation_headers(content_id: str, *more: str) -> tuple[tuple[str, str], .
     # RFC 6442 section 4.1: Geolocation = "Geolocation" HCOLON locationValue
     # *( COMMA locationValue )
     value = ", ".join(f"<cid:{cid}>" for cid in (content_id, *more))
-    return (("Geolocation", value), ("Geolocation-Routing", "yes"))
+    return (("Geolocation", value), ("Geolocation-Routing", routing.value))
 
 
 def _text(value: str) -> str:
