@@ -96,6 +96,9 @@ class LocationSource(StrEnum):
     DECLARED_ADDRESS = "declared-address"
     """An address the caller declared for remote work, whose network the call came
     from (a home office): office use, the address marked as declared."""
+    DEVICE = "device"
+    """No network location (a nomadic call), but the device's own location, checked
+    and forwarded: the only location the centre has is the device's claim."""
     NONE = "none"
     """No location known: the centre is told the location is not verified."""
 

@@ -501,6 +501,9 @@ def _location_facts(
             # routing; the first location is the one a downstream router reads, so
             # the network's goes first whatever the customer's precedence.
             precedence = LocationPrecedence.NETWORK_FIRST
+    if source is LocationSource.NONE and device is not None:
+        # Still not verified (the reason stays), but the centre is not without one.
+        source = LocationSource.DEVICE
     return replace(
         facts,
         customer_id=customer,

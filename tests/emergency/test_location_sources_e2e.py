@@ -13,13 +13,18 @@ answering centres (the rig's Python peers record every INVITE they receive).
 
 from __future__ import annotations
 
+import csv
 import email.parser
 import email.policy
+import io
 from pathlib import Path
 
+import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
+from cdr.export import itemize
+from cdr.partitions import Month
 from gateway.b2bua import CallEnded
 from gateway.ops.metrics import Metrics
 from gateway.service.server import observe_call
@@ -292,3 +297,45 @@ async def test_geolocation_routing_no_keeps_the_device_location_from_leading(
     assert ended.facts.location_precedence == (
         "device-first" if routing == "yes" else "network-first"
     )
+
+
+async def test_cdr_rows_record_the_location_source_and_the_callback_identity(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """Issue 14 in the CDR, from real calls through the gateway to PostgreSQL: (a) an
+    unknown caller on an office LAN (site network, no callback identity), (b) a
+    subscriber's office call, (c) a nomadic call whose only location is the device's
+    own, (d) an ordinary call (neither column: NULL); and the invoice itemization
+    export (``voipgw cdr itemize``) shows them."""
+    async with emergency_rig(pg_dsn, tmp_path) as rig:
+        await call(rig, "visitor", sip_ruri("112", rig), source=OFFICE_IP)
+        await call(rig, "alice", sip_ruri("112", rig), source=OFFICE_IP)
+        await device_call(rig, "bob", VPN_IP, CIRCLE)
+        await call(rig, "alice", sip_ruri("0401234567", rig), source=OFFICE_IP)
+    # Leaving the app flushes the CDR writer.
+    con = await asyncpg.connect(pg_dsn)
+    try:
+        rows = await con.fetch(
+            "SELECT caller, emergency, location_source::text AS source, callback_identity"
+            " FROM cdr ORDER BY started_at"
+        )
+        out = io.StringIO()
+        started = await con.fetchval("SELECT min(started_at) FROM cdr")
+        await itemize(con, "setera", Month.of(started), out)
+    finally:
+        await con.close()
+    got = [(r["emergency"], r["source"], r["callback_identity"]) for r in rows]
+    assert got == [
+        (True, "site-address", False),
+        (True, "site-address", True),
+        (True, "device", True),
+        (False, None, None),
+    ]
+    assert rows[1]["caller"] == "+358401000001"
+    lines = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [(r["location_source"], r["callback_identity"]) for r in lines] == [
+        ("site-address", "False"),
+        ("site-address", "True"),
+        ("device", "True"),
+        ("", ""),
+    ]
