@@ -353,6 +353,12 @@ class Metrics:
         for outcome in sorted(DESK_OUTCOMES):
             # At zero from the start, so an alert on increase() sees the first one.
             self.emergency_desk_messages.labels(outcome=outcome)
+        self.emergency_desk_failovers = Counter(
+            "voipgw_emergency_desk_failovers",
+            "Security desk notices moved to the desk URI's next next hop (RFC 3263) after "
+            "a timeout, a transport error or a 5xx/408 from the one before.",
+            registry=r,
+        )
         # The per-message series (requests, responses, retransmissions, transaction
         # durations) are counted in plain dicts and exported by a collector: see
         # SipTrafficCollector.
@@ -713,6 +719,10 @@ class Metrics:
         self.emergency_desk_messages.labels(
             outcome=_closed(outcome, DESK_OUTCOMES, "unreachable")
         ).inc()
+
+    def emergency_desk_failover(self) -> None:
+        """Counts a security desk notice moved on to its URI's next next hop."""
+        self.emergency_desk_failovers.inc()
 
     # Media -------------------------------------------------------------------------
 

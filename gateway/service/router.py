@@ -50,6 +50,12 @@ from routing.decision import (
 from routing.device_location import DEFAULT_MAX_PIDF_BYTES, read_device_location, sdp_part
 from routing.directory import Directory
 from routing.emergency import DialPlan
+from routing.geolocation import (
+    GeolocationRouting,
+    geolocation_error_header,
+    read_geolocation_routing,
+    routing_allowed,
+)
 from routing.model import CallContext, EmergencyKind, PresentedIdentity
 from routing.multipart import BY_REFERENCE, BodyPart, build_mixed
 from routing.pidf import PIDF_CONTENT_TYPE, build_pidf, geolocation_headers
@@ -156,6 +162,7 @@ def call_context(
     emergency = dial_plan.match(request.uri)
     geolocation = tuple(headers.values("Geolocation"))
     device_location = None
+    geolocation_routing = None
     if geolocation and emergency is not None and emergency.kind is EmergencyKind.EMERGENCY:
         device_location = read_device_location(
             geolocation,
@@ -163,6 +170,7 @@ def call_context(
             request.body,
             max_pidf_bytes=max_device_pidf_bytes,
         )
+        geolocation_routing = read_geolocation_routing(headers.values("Geolocation-Routing"))
     return CallContext(
         dialled=request.uri,
         source=ipaddress.ip_address(source.host),
@@ -174,6 +182,7 @@ def call_context(
         subscriber=directory.subscribers.get(presented.from_user or ""),
         geolocation=geolocation,
         device_location=device_location,
+        geolocation_routing=geolocation_routing,
         call_id=headers.get("Call-ID") or "",
         dialled_user=telephone_user(request.uri),
         emergency=emergency,
@@ -376,6 +385,7 @@ class CallRouter:
             # stage the caller still learns why from the reason phrase.
             return Route(
                 targets=(),
+                response_headers=caller_response_headers(facts),
                 announcement=Announcement(
                     prompt=decision.announcement or "nomadic-warning",
                     language=decision.language.value,
@@ -528,7 +538,11 @@ class CallRouter:
                 uris.append(target.request_uri)
                 centres.append(target.centre_id)
         if not targets:
-            return Reject(status=502 if decision.targets else 404, facts=facts)
+            return Reject(
+                status=502 if decision.targets else 404,
+                headers=caller_response_headers(facts),
+                facts=facts,
+            )
         headers = list(decision.headers)
         identity = decision.identity
         if identity is not None:
@@ -545,6 +559,7 @@ class CallRouter:
             request_uris=tuple(uris),
             headers=tuple(headers),
             wrap_sdp=wrap_sdp,
+            response_headers=caller_response_headers(facts),
             remove_headers=("P-Asserted-Identity", "Privacy") if identity is not None else (),
             from_value=identity.from_value if identity is not None else None,
             emergency=emergency,
@@ -554,6 +569,22 @@ class CallRouter:
             no_answer_timeout=self.emergency_timers.no_answer_timeout if emergency else None,
             facts=replace(facts, centres=tuple(centres)),
         )
+
+
+def caller_response_headers(facts: CallFacts) -> tuple[tuple[str, str], ...]:
+    """Header fields of the gateway's own on every response to the caller's INVITE:
+    the Geolocation-Error when its own location could not be used (RFC 6442 4.3),
+    rendered here once from the typed fact routing decided.
+
+    Args:
+        facts: the call's facts.
+
+    Returns:
+        The (name, value) pairs, often none.
+    """
+    if facts.geolocation_error is None:
+        return ()
+    return (geolocation_error_header(facts.geolocation_error),)
 
 
 def _emergency_body(
@@ -596,8 +627,13 @@ def _emergency_body(
         else:
             parts.append(device_part)
             location_ids.append(device_id)
+    # RFC 6442 4.2: the device's own permission travels with its location (one
+    # value per request); the gateway's location alone may be routed on.
+    stated = facts.geolocation_routing
+    allowed = device is None or routing_allowed(stated)
+    routing = GeolocationRouting.YES if allowed else GeolocationRouting.NO
     headers: list[tuple[str, str]] = (
-        list(geolocation_headers(*location_ids)) if location_ids else []
+        list(geolocation_headers(*location_ids, routing=routing)) if location_ids else []
     )
     subscriber = directory.subscribers_by_e164.get(facts.subscriber) if facts.subscriber else None
     blocks = additional_data(
