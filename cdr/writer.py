@@ -224,7 +224,15 @@ async def close_in_progress(
 # Failures after which the batch stays spooled and is retried: the server is down or
 # restarting (connection errors, 57P01, 57P03), slow (timeouts), or rejects the batch
 # for a reason an operator must fix; no failure is a reason to drop a record.
-_RETRYABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_RETRYABLE = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+    # A multi-host [database] url whose hosts all answer but none is a primary yet
+    # (a standby not promoted): TargetServerAttributeNotMatched (issue 16).
+    asyncpg.exceptions.InternalClientError,
+)
 
 _PARTITION_ATTEMPTS = 3
 

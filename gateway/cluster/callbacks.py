@@ -55,7 +55,14 @@ RETRY_LOOKUP_AFTER = 1.0
 WRITE_RETRY_INITIAL = 0.2
 WRITE_RETRY_MAX = 5.0
 
-_DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+#: The database away, or (multi-host url) no host of it a primary yet.
+_DB_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
 
 _UPSERT_SQL = """
 INSERT INTO emergency_callbacks

@@ -42,7 +42,14 @@ from gateway.config import ClusterConfig
 
 log = logging.getLogger("voipgw.cluster")
 
-_DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+#: The database away, or (multi-host url) no host of it a primary yet.
+_DB_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
 
 _BEAT_SQL = """
 INSERT INTO cluster_instances (instance, sip_uri, cdr_instance, started_at, last_seen)

@@ -502,7 +502,13 @@ async def _binding_gauge(registrar: Registrar, metrics: Metrics) -> None:
             count: int | None = await registrar.count_bindings()
         except asyncio.CancelledError:
             raise
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.InternalClientError,  # no primary among the url's hosts
+        ):
             # PostgreSQL is away: the count is unknown, not what it last was (the
             # registrar's 503s and /readyz tell the outage itself).
             log.debug("counting registered bindings failed", exc_info=True)
