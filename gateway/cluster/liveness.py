@@ -43,7 +43,7 @@ from gateway.config import ClusterConfig
 log = logging.getLogger("voipgw.cluster")
 
 #: The database away, or (multi-host url) no host of it a primary yet.
-_DB_ERRORS = (
+DATABASE_ERRORS = (
     OSError,
     TimeoutError,
     asyncpg.PostgresError,
@@ -74,6 +74,7 @@ WHERE instance = $1 AND declared_dead_at IS NULL
   AND last_seen < now() - make_interval(secs => $2)
 RETURNING cdr_instance, last_seen, declared_dead_at
 """
+_LEAVE_SQL = "DELETE FROM cluster_instances WHERE instance = $1 AND declared_dead_at IS NULL"
 _CLOSED_SQL = "UPDATE cluster_instances SET calls_closed = $2 WHERE instance = $1"
 
 
@@ -139,6 +140,17 @@ class Liveness:
             timeout=c.dead_after,
         )
 
+    async def leave(self) -> None:
+        """Removes this instance's row on a clean stop: it is gone, not dead, and the
+        others have nothing to close (its calls ended as ``shutdown``).
+
+        Raises:
+            asyncpg.PostgresError, OSError, TimeoutError: the database failed (the
+                others then declare it dead after ``dead_after``, and find nothing
+                in progress).
+        """
+        await self.pool.execute(_LEAVE_SQL, self.config.instance, timeout=self.config.dead_after)
+
     async def live_instances(self) -> int:
         """Instances whose heartbeat is younger than ``dead_after``."""
         count = await self.pool.fetchval(_LIVE_SQL, self.config.dead_after)
@@ -197,7 +209,7 @@ class Liveness:
                     await self.beat()
                     await self.reap()
                     live = await self.live_instances()
-            except _DB_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 if not failing:
                     log.warning("cluster heartbeat failed (%s); retrying every tick", exc)
                 failing = True

@@ -30,7 +30,7 @@ from cdr.spool import SpoolError
 from cdr.writer import CdrWriter
 from gateway.b2bua import CallAnswered, CallEnded, Route
 from gateway.cluster.callbacks import EmergencyCallbacks
-from gateway.cluster.liveness import DeadInstance, Liveness
+from gateway.cluster.liveness import DATABASE_ERRORS, DeadInstance, Liveness
 from gateway.config import GatewayConfig
 from gateway.edge.guard import Guard, LossController, stamp_overload_feedback
 from gateway.ops.metrics import Metrics
@@ -357,6 +357,11 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             for task in app.tasks:
                 task.cancel()
             await asyncio.gather(*app.tasks, return_exceptions=True)
+            if app.liveness is not None:
+                # Gone, not dead: the others must not count it (bounded, as above).
+                with contextlib.suppress(TimeoutError, *DATABASE_ERRORS):
+                    async with asyncio.timeout(CALLBACK_FLUSH_TIMEOUT):
+                        await app.liveness.leave()
 
 
 def _count_dead(metrics: Metrics) -> Callable[[DeadInstance], None]:

@@ -156,6 +156,8 @@ async def test_survivor_closes_a_sigkilled_instances_calls(pg_dsn: str) -> None:
                 for _ in range(2)
             ]
             after = await rows_of(pg_dsn, names[0])
+            # B stopped cleanly (SIGTERM): gone, not dead.
+            b_left = await instance_row(pg_dsn, names[1])
     finally:
         for state in states:
             remove_state(state)
@@ -175,6 +177,7 @@ async def test_survivor_closes_a_sigkilled_instances_calls(pg_dsn: str) -> None:
     assert len(after) == CALLS and len({x["call_id"] for x in after}) == CALLS
     assert {x["ended_by"] for x in after} == {"instance-dead"}
     assert replays[1].startswith("0 rows inserted"), replays
+    assert b_left is None
     print(
         f"dead_after {DEAD_AFTER} s, heartbeat {HEARTBEAT} s: A declared dead "
         f"{declared_after:.3f} s after its last heartbeat; {CALLS} rows closed, seen "

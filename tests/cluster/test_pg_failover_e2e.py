@@ -9,7 +9,9 @@ the primary's postmaster is SIGKILLed and, :data:`PROMOTE_AFTER` seconds later (
 failover manager's detection time), the standby is promoted (``pg_ctl promote``).
 
 Asserted: every call completes (SIPp counts the failures; the bound is 0), a REGISTER
-after the promotion is stored in the new primary, and once the spool has replayed the
+after the promotion is stored in the new primary (retried after 503 + Retry-After as
+a phone does, while the spool's replay keeps the new primary busy; the attempts are
+printed), and once the spool has replayed the
 new primary holds one CDR row per completed call, no Call-ID twice.
 
 Defaults keep the suite's run to 30 s of load; the issue's run is
@@ -28,13 +30,15 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.interop.sipp import SippUas, run_uac
+from gateway.registrar.service import RETRY_AFTER_DB_DOWN
+from tests.interop.sipp import SippUas, free_port, run_uac
 from tests.ops.harness import (
     HOST,
     OFFICE_IP,
+    REALM,
     GatewayProcess,
+    GatewaySetup,
     prepare,
-    register_phone,
     remove_state,
     set_password,
     state_directory,
@@ -50,10 +54,38 @@ KILL_AFTER = float(os.environ.get("VOIPGW_FAILOVER_KILL_AFTER", "10"))
 #: Seconds between the kill and the promotion: what Patroni or an operator takes.
 PROMOTE_AFTER = 2.0
 PASSWORD = "failover-alice-pw-1"
+#: Seconds a phone keeps retrying its REGISTER after the promotion (503 + Retry-After).
+REGISTER_BOUND = 60.0
 GUARD_LIMITS = """
 requests_per_second = 0
 invites_per_second = 0
 """
+
+
+async def register_like_a_phone(setup: GatewaySetup, user: str, password: str) -> int:
+    """REGISTERs as a phone does after a failover: a 503 (the registrar could not
+    reach the database in its 1 s bound and does not remember this user) is retried
+    after its Retry-After. Returns the attempts it took; fails on anything else."""
+    port = free_port(HOST)
+    deadline = time.monotonic() + REGISTER_BOUND
+    attempts = 0
+    while True:
+        attempts += 1
+        result = await run_uac(
+            "uac-register",
+            setup.target,
+            service=user,
+            timeout=10,
+            extra_args=[
+                *("-au", user, "-ap", password, "-auth_uri", REALM),
+                *("-set", "domain", REALM, "-set", "expires", "600", "-p", str(port)),
+            ],
+        )
+        if result.ok:
+            return attempts
+        assert "SIP/2.0 503" in result.errors, result.describe()
+        assert time.monotonic() + RETRY_AFTER_DB_DOWN < deadline, result.describe()
+        await asyncio.sleep(RETRY_AFTER_DB_DOWN)
 
 
 async def fetch(url: str, sql: str) -> list[asyncpg.Record]:
@@ -108,7 +140,7 @@ async def test_primary_killed_under_load_standby_promoted_calls_and_cdrs_go_on()
                     limit=60,
                 )
                 back_after = time.monotonic() - promoted_at
-                await register_phone(setup, "alice", PASSWORD)
+                register_attempts = await register_like_a_phone(setup, "alice", PASSWORD)
                 bindings = await fetch(
                     new_primary,
                     "SELECT aor, host(received_host) AS host FROM registrar_bindings"
@@ -137,6 +169,10 @@ async def test_primary_killed_under_load_standby_promoted_calls_and_cdrs_go_on()
         shutil.rmtree(pair.root, ignore_errors=True)
         remove_state(state)
 
+    registrar_warnings = [
+        line for line in log.splitlines() if "voipgw.registrar" in line and "warning" in line
+    ]
+    print("registrar warnings:", *registrar_warnings[-6:], sep="\n  ")
     call_ids = [row["call_id"] for row in rows]
     duplicated = len(call_ids) - len(set(call_ids))
     print(
@@ -146,7 +182,7 @@ async def test_primary_killed_under_load_standby_promoted_calls_and_cdrs_go_on()
         f"on the new primary {back_after:.2f} s after the promotion; spool empty "
         f"{spool_empty_after:.2f} s after the load ended; calls: {result.successful_calls} completed, "
         f"{result.failed_calls} failed; CDR rows on the new primary: {len(rows)}, "
-        f"{duplicated} duplicated Call-IDs; REGISTER after promotion: {bindings}"
+        f"{duplicated} duplicated Call-IDs; REGISTER after promotion: {bindings}, {register_attempts} attempt(s)"
     )
     assert ready[0] == 200
     assert result.ok, result.describe()[:2000] + log[-3000:]
