@@ -245,6 +245,11 @@ class EmergencyCallbacks:
         return len(self._memory)
 
     def _remember(self, entry: CallbackWindow) -> None:
+        # Emergency calls are rare: forgetting the closed windows here, on each new
+        # one, keeps memory bounded by the calls of the last window at O(n) apiece.
+        now = self.clock()
+        for number in [n for n, e in self._memory.items() if not e.is_open(now)]:
+            del self._memory[number]
         self._memory[entry.number] = entry
         if self.pool is not None:
             self._unwritten[entry.number] = entry

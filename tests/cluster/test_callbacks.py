@@ -113,3 +113,16 @@ async def test_a_restart_reloads_open_windows_only(pg_pool: asyncpg.Pool) -> Non
     assert await store.load() == 1
     assert store.local("358401000001") is not None
     assert store.local("358401000002") is None
+
+
+async def test_closed_windows_are_forgotten() -> None:
+    now = [1000.0]
+    store = EmergencyCallbacks(clock=lambda: now[0])
+    open_window(store)
+    store.call_ended(ALICE)
+    now[0] += CALLBACK_WINDOW - 1
+    assert store.local(ALICE) is not None
+    now[0] += 2
+    store.opened("358401000002", contact="sip:bob@127.0.10.6", endpoint=PHONE)
+    assert len(store) == 1  # Alice's closed window went when Bob's opened
+    assert store.local(ALICE) is None
