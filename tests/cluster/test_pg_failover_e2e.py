@@ -8,6 +8,10 @@ target_session_attrs=read-write"``. SIPp places :data:`CALLS` ordinary calls at
 the primary's postmaster is SIGKILLed and, :data:`PROMOTE_AFTER` seconds later (a
 failover manager's detection time), the standby is promoted (``pg_ctl promote``).
 
+An emergency call placed while no database is writable is answered by the centre
+(routed from memory), and its callback window, written behind, reaches the new
+primary.
+
 Asserted: every call completes (SIPp counts the failures; the bound is 0), a REGISTER
 after the promotion is stored in the new primary (retried after 503 + Retry-After as
 a phone does, while the spool's replay keeps the new primary busy; the attempts are
@@ -35,6 +39,7 @@ from tests.interop.sipp import SippUas, free_port, run_uac
 from tests.ops.harness import (
     HOST,
     OFFICE_IP,
+    OFFICE_IP_2,
     REALM,
     GatewayProcess,
     GatewaySetup,
@@ -104,8 +109,16 @@ async def test_primary_killed_under_load_standby_promoted_calls_and_cdrs_go_on()
     try:
         await asyncio.to_thread(pair.start)
         new_primary = pair.node_url(pair.standby)
-        async with SippUas("uas-answer", host=HOST, timeout=CALLS / RATE + 200) as pbx:
-            setup = prepare(state, upstream=pbx.uri, database_url=pair.url())
+        async with (
+            SippUas("uas-answer", host=HOST, timeout=CALLS / RATE + 200) as pbx,
+            SippUas("uas-psap-answer", host=HOST, timeout=CALLS / RATE + 200) as kerava,
+        ):
+            setup = prepare(
+                state,
+                upstream=pbx.uri,
+                database_url=pair.url(),
+                centre_ports={"kerava": kerava.port},
+            )
             with setup.config.open("a", encoding="utf-8") as config:
                 config.write(GUARD_LIMITS)  # one office phone places every call
             gateway = GatewayProcess(setup)
@@ -130,9 +143,24 @@ async def test_primary_killed_under_load_standby_promoted_calls_and_cdrs_go_on()
                 await asyncio.sleep(KILL_AFTER)
                 pair.kill_primary()
                 killed_at = time.monotonic()
+                # Alice dials 112 while no database is writable: routed from memory.
+                emergency = asyncio.ensure_future(
+                    run_uac(
+                        "uac-emergency",
+                        setup.target,
+                        local_ip=OFFICE_IP_2,
+                        call_duration=0.2,
+                        timeout=30,
+                        extra_args=[
+                            *("-key", "caller", "alice"),
+                            *("-key", "ruri", f"sip:112@{setup.target}"),
+                        ],
+                    )
+                )
                 await asyncio.sleep(PROMOTE_AFTER)
                 await asyncio.to_thread(pair.promote)
                 promoted_at = time.monotonic()
+                emergency_result = await emergency
                 ready = await wait_until(
                     "the gateway to reach the new primary",
                     gateway.readyz,
@@ -146,6 +174,17 @@ async def test_primary_killed_under_load_standby_promoted_calls_and_cdrs_go_on()
                     "SELECT aor, host(received_host) AS host FROM registrar_bindings"
                     " WHERE aor LIKE 'sip:alice@%' AND expires_at > now()",
                 )
+                # Its callback window, written behind once a primary takes writes.
+                window = await wait_until(
+                    "the emergency call's callback window on the new primary",
+                    lambda: fetch(
+                        new_primary,
+                        "SELECT host, centre FROM emergency_callbacks"
+                        " WHERE callback_number = '358401000001'",
+                    ),
+                    lambda r: len(r) == 1 and r[0]["centre"] == "kerava",
+                    limit=60,
+                )
                 result = await load
                 load_done = time.monotonic()
                 await wait_until(
@@ -158,7 +197,7 @@ async def test_primary_killed_under_load_standby_promoted_calls_and_cdrs_go_on()
                 rows = await wait_until(
                     "a CDR row per completed call on the new primary",
                     lambda: fetch(new_primary, "SELECT call_id FROM cdr"),
-                    lambda r: len(r) >= result.successful_calls,
+                    lambda r: len(r) >= result.successful_calls + emergency_result.successful_calls,
                     limit=60,
                 )
             finally:
@@ -181,12 +220,18 @@ async def test_primary_killed_under_load_standby_promoted_calls_and_cdrs_go_on()
         f"(promotion took {promoted_at - killed_at - PROMOTE_AFTER:.2f} s); gateway ready "
         f"on the new primary {back_after:.2f} s after the promotion; spool empty "
         f"{spool_empty_after:.2f} s after the load ended; calls: {result.successful_calls} completed, "
-        f"{result.failed_calls} failed; CDR rows on the new primary: {len(rows)}, "
-        f"{duplicated} duplicated Call-IDs; REGISTER after promotion: {bindings}, {register_attempts} attempt(s)"
+        f"{result.failed_calls} failed; CDR rows on the new primary: {len(rows)} (load + emergency call), "
+        f"{duplicated} duplicated Call-IDs; REGISTER after promotion: {bindings}, {register_attempts} attempt(s); emergency call "
+        f"during the outage: {emergency_result.successful_calls}/1 answered, its window on "
+        f"the new primary: {[dict(r) for r in window]}"
     )
     assert ready[0] == 200
+    assert emergency_result.ok, emergency_result.describe()
+    assert window[0]["host"] == OFFICE_IP_2
     assert result.ok, result.describe()[:2000] + log[-3000:]
     assert result.failed_calls == 0
     assert [(row["aor"], row["host"]) for row in bindings] == [("sip:alice@voipgw.demo", HOST)]
-    assert len(rows) == result.successful_calls == CALLS
+    # One row per completed call: the load's and the emergency call's.
+    assert result.successful_calls == CALLS
+    assert len(rows) == CALLS + emergency_result.successful_calls == CALLS + 1
     assert duplicated == 0
