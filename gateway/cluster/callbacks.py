@@ -21,11 +21,14 @@ Theory of operation:
   After a failure the database is not asked again for :data:`RETRY_LOOKUP_AFTER`, so a
   dead database costs each call at most nothing, and one call per interval the bound.
 * Rule 3, restarts reload. :meth:`load` reads every unexpired window at start.
+* Rule 4, a call up keeps its shared window open: every :data:`REFRESH_INTERVAL` the
+  expiry of this instance's emergency calls still up is written as now plus the
+  window, so an instance dying mid-call leaves a window at most that much short.
 
 Expiry is wall-clock time (Unix seconds) because it is shared: instances' clocks are
 NTP-synchronised far better than the 30-minute window needs. While this instance's own
 emergency call is up its window is open whatever the expiry says; the row's expiry is
-the call's start plus the window until the call ends, then its end plus the window.
+the last refresh plus the window until the call ends, then its end plus the window.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ CALLBACK_WINDOW = 30 * 60.0
 LOOKUP_TIMEOUT = 0.3
 #: Seconds after a failed read before the database is asked again (Rule 2).
 RETRY_LOOKUP_AFTER = 1.0
+#: Seconds between refreshes of the shared expiry of emergency calls still up.
+REFRESH_INTERVAL = 60.0
 #: Back-off of the write-behind task while PostgreSQL is away, in seconds.
 WRITE_RETRY_INITIAL = 0.2
 WRITE_RETRY_MAX = 5.0
@@ -153,6 +158,8 @@ class EmergencyCallbacks:
         instance: this instance's name (the rows it writes carry it).
         window: the window after the emergency call ends, in seconds.
         clock: wall-clock time, Unix seconds.
+        refresh_interval: seconds between refreshes of the shared expiry of
+            emergency calls still up (:data:`REFRESH_INTERVAL`).
     """
 
     def __init__(
@@ -162,8 +169,10 @@ class EmergencyCallbacks:
         instance: str = "",
         window: float = CALLBACK_WINDOW,
         clock: Callable[[], float] = time.time,
+        refresh_interval: float = REFRESH_INTERVAL,
     ) -> None:
         self.pool = pool
+        self.refresh_interval = refresh_interval
         self.instance = instance
         self.window = window
         self.clock = clock
@@ -319,7 +328,12 @@ class EmergencyCallbacks:
         """Writes queued windows to PostgreSQL, retrying with back-off (Rule 1)."""
         backoff = WRITE_RETRY_INITIAL
         while True:
-            await self._queued.wait()
+            try:
+                async with asyncio.timeout(self.refresh_interval):
+                    await self._queued.wait()
+            except TimeoutError:
+                self._refresh_calls_up()
+                continue
             self._queued.clear()
             batch = self._unwritten
             self._unwritten = {}
@@ -344,6 +358,15 @@ class EmergencyCallbacks:
             if not self._unwritten:
                 self._idle.set()
             backoff = WRITE_RETRY_INITIAL
+
+    def _refresh_calls_up(self) -> None:
+        """Moves the shared expiry of this instance's emergency calls still up to now
+        plus the window: should the instance die mid-call, the window others honour
+        ends at most ``refresh_interval`` short of the call's end plus the window."""
+        now = self.clock()
+        for entry in list(self._memory.values()):
+            if entry.in_call and entry.instance == self.instance:
+                self._remember(replace(entry, expires_at=now + self.window))
 
     async def written_behind(self) -> None:
         """Returns once every window queued so far is in PostgreSQL (shutdown, tests:

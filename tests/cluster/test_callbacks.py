@@ -126,3 +126,27 @@ async def test_closed_windows_are_forgotten() -> None:
     store.opened("358401000002", contact="sip:bob@127.0.10.6", endpoint=PHONE)
     assert len(store) == 1  # Alice's closed window went when Bob's opened
     assert store.local(ALICE) is None
+
+
+async def test_a_call_still_up_keeps_its_shared_window_open(pg_pool: asyncpg.Pool) -> None:
+    now = [1_000_000.0]
+    store = EmergencyCallbacks(
+        pg_pool, instance="gw-a", clock=lambda: now[0], refresh_interval=0.05
+    )
+    writer = asyncio.create_task(store.write_behind_forever())
+    try:
+        open_window(store)
+        await written(store)
+        # An hour into the emergency call: the next refresh writes now + the window.
+        now[0] += 3600
+        async with asyncio.timeout(WRITTEN_WITHIN):
+            while store.written < 2:  # noqa: ASYNC110 - a counter, no event to wait on
+                await asyncio.sleep(0.02)
+        await written(store)
+    finally:
+        writer.cancel()
+    expires = await pg_pool.fetchval(
+        "SELECT extract(epoch FROM expires_at) FROM emergency_callbacks WHERE callback_number = $1",
+        ALICE,
+    )
+    assert float(expires) == now[0] + CALLBACK_WINDOW
