@@ -86,6 +86,9 @@ class EndedBy(enum.StrEnum):
     """The gateway stopped without ending the call (crash, kill -9, power cut): the
     next start closed the record at the last moment the gateway was known alive."""
     SHUTDOWN = "shutdown"
+    INSTANCE_DEAD = "instance-dead"
+    """Another instance found this one dead (no cluster heartbeat for ``[cluster]
+    dead_after``) and closed the record at its last heartbeat (issue 16)."""
 
 
 def billable_seconds(answered_for: float) -> int:

@@ -471,6 +471,23 @@ class Metrics:
             "Restarts of the embedded PostgreSQL this gateway started, after it died.",
             registry=r,
         )
+        self.cluster_instances = Gauge(
+            "voipgw_cluster_instances",
+            "Gateway instances with a heartbeat in PostgreSQL younger than [cluster]"
+            " dead_after (this one included); NaN while the database is away.",
+            registry=r,
+        )
+        self.cluster_instances.set(float("nan"))
+        self.cluster_dead_instances = Counter(
+            "voipgw_cluster_dead_instances",
+            "Instances this one found dead and whose in-progress CDRs it closed.",
+            registry=r,
+        )
+        self.cluster_calls_closed = Counter(
+            "voipgw_cluster_calls_closed",
+            "In-progress CDRs of dead instances this one closed as instance-dead.",
+            registry=r,
+        )
         self.event_loop_lag = Histogram(
             "voipgw_event_loop_lag_seconds",
             "How late the asyncio event loop ran a timer: time the loop was blocked.",
@@ -744,6 +761,15 @@ class Metrics:
 
     def database_restarted(self) -> None:
         self.database_restarts.inc()
+
+    def set_cluster_instances(self, live: int | None) -> None:
+        """Live instances of the cluster (None: unknown, the database is away)."""
+        self.cluster_instances.set(float("nan") if live is None else live)
+
+    def cluster_instance_dead(self, calls_closed: int) -> None:
+        """This instance declared another dead and closed ``calls_closed`` records."""
+        self.cluster_dead_instances.inc()
+        self.cluster_calls_closed.inc(calls_closed)
 
     def set_cdr_queue_depth(self, depth: int) -> None:
         self.cdr_queue_depth.set(depth)

@@ -12,7 +12,17 @@ import subprocess
 import sys
 import time
 
-ORDER = ("parser", "routing", "cdr", "media", "gateway", "emergency", "overload", "vanish")
+ORDER = (
+    "parser",
+    "routing",
+    "callbacks",
+    "cdr",
+    "media",
+    "gateway",
+    "emergency",
+    "overload",
+    "vanish",
+)
 
 
 def main(argv: list[str]) -> int:
