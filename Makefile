@@ -71,6 +71,7 @@ test: tools setup-test
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: tools setup-test
 	deploy/loopback-only.sh $(BIN)/python -m tests.bench

@@ -148,6 +148,11 @@ def record_of(event: EndedCall, *, wall_offset: float, instance: str) -> CallDet
         hangup_side=HangupSide(event.hangup_side),
         gateway_instance=instance,
         ended_by=EndedBy(event.ended_by),
+        # Emergency calls only: what the centre was told of where the caller is and
+        # whether it can call back (issue 14; a visitor on an office LAN has a site
+        # location and no callback identity).
+        location_source=facts.location_source if facts.is_emergency else None,
+        callback_identity=(facts.callback is not None) if facts.is_emergency else None,
         presented_number=facts.presented_number,
         asserted_number=facts.asserted_number,
         caller_id=facts.caller_id,

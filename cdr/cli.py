@@ -2,7 +2,7 @@
 
 Contract with ``gateway/cli/main.py``: call :func:`register` with the top-level
 ``add_subparsers()`` result. It adds ``db`` (``migrate``, ``maintain``) and ``cdr``
-(``itemize``, ``subject-access``). Every leaf parser sets ``func``; dispatch with
+(``itemize``, ``subject-access``, ``replay-spool``). Every leaf parser sets ``func``; dispatch with
 ``sys.exit(args.func(args))``. Handlers take the parsed ``argparse.Namespace`` and return
 an exit status. They read the config themselves from the leaf options:
 
@@ -26,6 +26,7 @@ import datetime as dt
 import sys
 import tomllib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from cdr.config import CdrConfig
@@ -33,6 +34,8 @@ from cdr.db import DatabaseConfig, database, migrate
 from cdr.export import in_progress, itemize, subject_access
 from cdr.maintenance import maintain
 from cdr.partitions import Month
+from cdr.spool import SpoolError
+from cdr.writer import CdrWriter
 from routing.configfields import ConfigError, Table
 
 
@@ -68,6 +71,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _common(p)
     p.add_argument("--number", required=True, help="as stored, e.g. +358401234567")
     p.set_defaults(func=_cmd_subject_access)
+    p = cdr_sub.add_parser(
+        "replay-spool",
+        help="insert the uncommitted records of a CDR spool (a dead instance's) and exit",
+    )
+    _common(p)
+    p.add_argument("--spool-dir", required=True, help="the spool directory to replay")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the database")
+    p.set_defaults(func=_cmd_replay_spool)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -175,6 +186,38 @@ def _cmd_subject_access(args: argparse.Namespace) -> int:
 
     count = asyncio.run(run())
     print(f"{count} records", file=sys.stderr)
+    return 0
+
+
+def _cmd_replay_spool(args: argparse.Namespace) -> int:
+    """Replays a spool directory as the gateway does on start (same writer, same
+    idempotent insert: a record already in the table stays one row), without
+    closing anybody's calls in progress (no instance name)."""
+    db_config, cdr_config = load_config(args)
+    # The writer's shutdown drains everything pending within shutdown_timeout.
+    cdr_config = dataclasses.replace(cdr_config, shutdown_timeout=args.timeout)
+
+    async def run() -> tuple[int, int, int, str | None]:
+        async with database(db_config) as db:
+            writer = CdrWriter(db.pool, cdr_config, spool_dir=Path(args.spool_dir))
+            async with writer:
+                pass
+            return (
+                writer.rows_committed,
+                writer.rows_duplicate,
+                writer.spool_bytes(),
+                writer.last_error,
+            )
+
+    try:
+        committed, duplicate, left, error = asyncio.run(run())
+    except (OSError, SpoolError) as exc:
+        print(f"cannot replay {args.spool_dir}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{committed} rows inserted, {duplicate} already present; {left} bytes left")
+    if left:
+        print(f"not all replayed (last error: {error}); run it again", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -52,6 +52,7 @@ import logging
 import os
 import re
 import subprocess
+import urllib.parse
 import warnings
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -59,7 +60,7 @@ from typing import Any
 
 import asyncpg
 
-from routing.configfields import Table
+from routing.configfields import ConfigError, Table
 
 _log = logging.getLogger(__name__)
 
@@ -121,8 +122,14 @@ class DatabaseConfig:
             ConfigError: a field is invalid; the message names it.
         """
         max_size = table.int("pool_max_size", 10, min=1, max=1000)
+        url = table.opt_str("url")
+        if url is not None:
+            try:
+                check_url(url)
+            except ValueError as exc:
+                raise ConfigError(table.field("url"), str(exc)) from None
         config = cls(
-            url=table.opt_str("url"),
+            url=url,
             state_dir=table.str("state_dir", "state"),
             embedded_database=table.str("embedded_database", "voipgw"),
             pool_min_size=table.int("pool_min_size", 0, min=0, max=max_size),
@@ -136,6 +143,46 @@ class DatabaseConfig:
     def pgdata(self) -> Path:
         """Data directory of the embedded server."""
         return Path(self.state_dir) / "pgdata"
+
+
+#: ``target_session_attrs`` values asyncpg accepts (``asyncpg.connect_utils.SessionAttribute``).
+SESSION_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
+
+
+def check_url(url: str) -> None:
+    """Checks a ``[database] url`` before any connection is tried, so that a typo is
+    a config error naming the field, not a start-up that waits on a bad host.
+
+    libpq's multi-host form is accepted (``postgresql://h1:5432,h2:5432/voipgw?
+    target_session_attrs=read-write``): asyncpg tries the hosts in order and, with
+    ``read-write``, takes the one that is the primary; a pool reconnecting after a
+    failover finds the promoted standby the same way. The URL itself is parsed by
+    asyncpg when the pool connects; this check only does what asyncpg's private
+    parser does not offer as an API: tell which part is wrong, up front.
+
+    Raises:
+        ValueError: the URL is not one asyncpg can use; the text says why.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"expected a postgresql:// URL, got scheme {parts.scheme!r}")
+    hostlist = parts.netloc.rpartition("@")[2]
+    for host in hostlist.split(",") if hostlist else ():
+        if not host:
+            raise ValueError(f"empty host in the host list {hostlist!r}")
+        name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+        if name and port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"bad port {port!r} of host {name!r}")
+    query = urllib.parse.parse_qs(parts.query)
+    for attrs in query.get("target_session_attrs", ()):
+        if attrs not in SESSION_ATTRS:
+            raise ValueError(
+                f"target_session_attrs must be one of {', '.join(SESSION_ATTRS)}, got {attrs!r}"
+            )
+    if "," in hostlist and "target_session_attrs" not in query:
+        # Without it the first host that answers wins, a read-only standby included,
+        # and every write then fails until it is restarted.
+        raise ValueError("several hosts need ?target_session_attrs=read-write (or primary)")
 
 
 def _import_embedded() -> Any:

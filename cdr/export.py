@@ -6,9 +6,10 @@ millisecond at best (loop clock, 10 ms timer granularity), so further digits are
 binary floating-point noise (``6.168999999999869``); billing uses the separate whole
 ``billable_seconds``. Itemization shows the caller, the number the call presented
 (``presented_number``, delivery terms 12.7: the customer sees which caller ID each
-call used) and the callee as numbers: the user part
-of a SIP URI or the number of a tel URI (RFC 3966) when it is one; subject access
-returns the records as held.
+call used) and the callee as numbers: the user part of a SIP URI or the number of a
+tel URI (RFC 3966) when it is one. For an emergency call it shows where the location
+sent to the centre came from (``location_source``) and whether the call had a callback
+identity (``callback_identity``, issue 14). Subject access returns the records as held.
 
 A call still in progress has a row whose ``ended_by`` is NULL (``cdr.record``): its
 durations run only to its last interim update. Itemization bills finished calls only
@@ -40,6 +41,8 @@ ITEMIZE_COLUMNS: tuple[str, ...] = (
     "call_class",
     "site",
     "emergency",
+    "location_source",
+    "callback_identity",
     "disposition",
     "ended_by",
     "duration_seconds",

@@ -45,7 +45,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from routing.decision import CallerId, RecordingNotice
+from routing.decision import CallerId, LocationSource, RecordingNotice
 from routing.model import CallClass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -86,6 +86,9 @@ class EndedBy(enum.StrEnum):
     """The gateway stopped without ending the call (crash, kill -9, power cut): the
     next start closed the record at the last moment the gateway was known alive."""
     SHUTDOWN = "shutdown"
+    INSTANCE_DEAD = "instance-dead"
+    """Another instance found this one dead (no cluster heartbeat for ``[cluster]
+    dead_after``) and closed the record at its last heartbeat (issue 16)."""
 
 
 def billable_seconds(answered_for: float) -> int:
@@ -175,6 +178,13 @@ class CallDetailRecord:
     is unknown while the call is up is exactly who or what ends it. Exports bill only
     rows whose ``ended_by`` is set.
     """
+    location_source: LocationSource | None = None
+    """Where the location sent with an emergency call came from (site network,
+    declared address, the device's own, or none: not verified); None for other calls
+    (test calls included) and for records written before the column existed."""
+    callback_identity: bool | None = None
+    """Whether an emergency call carried a callback identity to the centre (False: an
+    unknown caller, e.g. a visitor's phone on an office LAN); None for other calls."""
     presented_number: str | None = None
     """Number the call presented (E.164 where it reads as one; delivery terms 12.7)."""
     asserted_number: str | None = None
@@ -276,6 +286,8 @@ class CallDetailRecord:
             self.hangup_side.value,
             self.gateway_instance,
             None if self.ended_by is None else self.ended_by.value,
+            None if self.location_source is None else self.location_source.value,
+            self.callback_identity,
             self.presented_number,
             self.asserted_number,
             None if self.caller_id is None else self.caller_id.value,
@@ -308,7 +320,8 @@ class CallDetailRecord:
             f"{_csv_number(self.post_dial_delay_seconds)},{self.duration_seconds!r},"
             f"{self.billable_seconds},{self.final_status},{text(self.final_reason)},"
             f'"{self.disposition}","{self.hangup_side}",{text(self.gateway_instance)},'
-            f"{text(self.ended_by)},{text(self.presented_number)},"
+            f"{text(self.ended_by)},{text(self.location_source)},"
+            f"{_csv_bool(self.callback_identity)},{text(self.presented_number)},"
             f"{text(self.asserted_number)},{text(self.caller_id)},{text(self.caller_id_reason)}\n"
         )
 
@@ -404,10 +417,17 @@ DERIVED_COLUMNS = frozenset({"ended_by"})
 (:func:`_derive_missing`; the writer does the same in SQL for such a batch)."""
 
 OPTIONAL_COLUMNS = frozenset(
-    {"presented_number", "asserted_number", "caller_id", "caller_id_reason"}
+    {
+        "location_source",
+        "callback_identity",
+        "presented_number",
+        "asserted_number",
+        "caller_id",
+        "caller_id_reason",
+    }
 )
 """Columns a record spooled by an older gateway may lack and that stay NULL (the
-caller-ID policy did not exist: nothing was decided)."""
+location columns and the caller-ID policy did not exist: nothing was recorded)."""
 
 
 def _derive_missing(fields: dict[str, Any]) -> dict[str, Any]:
@@ -459,6 +479,13 @@ def _csv_text(value: str | None) -> str:
 def _csv_micros(value: dt.datetime | None) -> str | int:
     """A timestamp field: integer microseconds since the Unix epoch (exact), or NULL."""
     return CSV_NULL if value is None else (value - _EPOCH) // _MICROSECOND
+
+
+def _csv_bool(value: bool | None) -> str:
+    """A nullable boolean field: ``1``/``0`` as ``emergency`` is written, or NULL."""
+    if value is None:
+        return CSV_NULL
+    return "1" if value else "0"
 
 
 def _csv_number(value: float | None) -> str:
@@ -554,6 +581,8 @@ _CSV_DECODERS: dict[str, Any] = {
     "hangup_side": HangupSide,
     "ended_by": lambda value: None if _is_null(value) else EndedBy(value),
     "caller_id": lambda value: None if _is_null(value) else CallerId(value),
+    "location_source": lambda value: None if _is_null(value) else LocationSource(value),
+    "callback_identity": lambda value: None if _is_null(value) else bool(value),
     "billable_seconds": int,  # the reader gives every bare number as a float
     "final_status": int,
     **{name: _csv_timestamp for name in TIMESTAMP_COLUMNS},
@@ -568,6 +597,7 @@ _DECODERS: dict[str, Any] = {
     "hangup_side": HangupSide,
     "ended_by": lambda value: None if value is None else EndedBy(value),
     "caller_id": lambda value: None if value is None else CallerId(value),
+    "location_source": lambda value: None if value is None else LocationSource(value),
     **{name: _opt_datetime for name in TIMESTAMP_COLUMNS},
 }
 
@@ -578,6 +608,7 @@ _ROW_DECODERS: dict[str, Any] = {
     "hangup_side": HangupSide,
     "ended_by": lambda value: None if value is None else EndedBy(value),
     "caller_id": lambda value: None if value is None else CallerId(value),
+    "location_source": lambda value: None if value is None else LocationSource(value),
     # inet comes back as an address, or as an interface when it has a prefix
     "source_address": lambda value: getattr(value, "ip", value),
 }

@@ -117,12 +117,17 @@ _SELECT_LIST = ", ".join(
 _KEY = "call_uuid, started_at"
 
 
+#: End reasons that are closures of a call nobody saw end (rank 1 in :func:`_rank`): a
+#: real end replayed later supersedes them.
+CLOSURES = f"'{EndedBy.GATEWAY_RESTART}', '{EndedBy.INSTANCE_DEAD}'"
+
+
 def _rank(table: str) -> str:
-    """How final a row is: a real end (2) > a ``gateway-restart`` closure (1) > in
-    progress (0)."""
+    """How final a row is: a real end (2) > a closure by a restart or by a surviving
+    instance (1) > in progress (0)."""
     return (
         f"CASE WHEN {table}.ended_by IS NULL THEN 0 "
-        f"WHEN {table}.ended_by = '{EndedBy.GATEWAY_RESTART}' THEN 1 ELSE 2 END"
+        f"WHEN {table}.ended_by IN ({CLOSURES}) THEN 1 ELSE 2 END"
     )
 
 
@@ -164,10 +169,70 @@ _LEFT_BEHIND_SQL = (
     "WHERE ended_by IS NULL AND gateway_instance = $1 AND started_at < $2"
 )
 
+# A survivor's closure of a dead instance's rows (close_in_progress): the same
+# extended_to() as a restart's, written in place under the row locks of FOR UPDATE.
+_IN_PROGRESS_FOR_UPDATE_SQL = (
+    f"SELECT {_COLUMN_LIST} FROM cdr WHERE ended_by IS NULL AND gateway_instance = $1 FOR UPDATE"
+)
+_CLOSE_SQL = (
+    "UPDATE cdr SET ended_at = $3, duration_seconds = $4, billable_seconds = $5, "
+    "ended_by = $6::cdr_ended_by, hangup_side = $7::cdr_hangup_side "
+    "WHERE call_uuid = $1 AND started_at = $2 AND ended_by IS NULL"
+)
+
+
+async def close_in_progress(
+    con: asyncpg.Connection, instance: str, at: dt.datetime, ended_by: EndedBy
+) -> int:
+    """Closes every in-progress row of ``instance`` at ``at`` (or at its own last
+    interim update if that is later), as a restart closes its own (Rule 5).
+
+    For another instance's rows: run it inside the transaction that claimed the
+    instance dead, so that the claim and the closure commit together. A real end
+    replayed later from that instance's spool still supersedes the closure (rank 2 >
+    1); a closure never supersedes another (the ``ended_by IS NULL`` guard).
+
+    Args:
+        con: a connection, inside a transaction.
+        instance: the ``gateway_instance`` of the rows.
+        at: the last moment the instance was known alive.
+        ended_by: the closure's reason.
+
+    Returns:
+        Rows closed.
+    """
+    rows = await con.fetch(_IN_PROGRESS_FOR_UPDATE_SQL, instance)
+    closed = [CallDetailRecord.from_row(row).extended_to(at, ended_by) for row in rows]
+    await con.executemany(
+        _CLOSE_SQL,
+        [
+            (
+                r.call_uuid,
+                r.started_at,
+                r.ended_at,
+                r.duration_seconds,
+                r.billable_seconds,
+                str(r.ended_by),
+                str(r.hangup_side),
+            )
+            for r in closed
+        ],
+    )
+    return len(closed)
+
+
 # Failures after which the batch stays spooled and is retried: the server is down or
 # restarting (connection errors, 57P01, 57P03), slow (timeouts), or rejects the batch
 # for a reason an operator must fix; no failure is a reason to drop a record.
-_RETRYABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_RETRYABLE = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+    # A multi-host [database] url whose hosts all answer but none is a primary yet
+    # (a standby not promoted): TargetServerAttributeNotMatched (issue 16).
+    asyncpg.exceptions.InternalClientError,
+)
 
 _PARTITION_ATTEMPTS = 3
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -371,6 +372,75 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterConfig:
+    """``[cluster]``: this instance among several sharing one PostgreSQL (issue 16).
+
+    Attributes:
+        instance: this instance's unique name (default: the host name, or ``[gateway]
+            instance`` when that is set); its CDR rows carry it.
+        sip_uri: how other instances reach this one over SIP (default: from the first
+            listen address, ``sip:127.0.0.1:5060``).
+        heartbeat_interval: seconds between this instance's heartbeats in PostgreSQL.
+        dead_after: seconds without a heartbeat after which the other instances count
+            this one dead and close its calls' records; more than
+            ``heartbeat_interval``.
+    """
+
+    instance: str
+    sip_uri: str
+    heartbeat_interval: float = 5.0
+    dead_after: float = 30.0
+
+    @classmethod
+    def from_table(cls, table: Table, *, sip: SipConfig, instance: str | None) -> ClusterConfig:
+        """Reads ``[cluster]``.
+
+        Args:
+            table: the table.
+            sip: the SIP settings (the default ``sip_uri`` is the first listener's).
+            instance: ``[gateway] instance`` when the file sets it.
+
+        Raises:
+            ConfigError: naming the bad field.
+        """
+        from gateway.sip.errors import ParseError
+        from gateway.sip.uri import SipUri, parse_uri
+
+        name = table.str("instance", instance or socket.gethostname())
+        if not name:
+            raise ConfigError(table.field("instance"), "must not be empty")
+        if instance is not None and name != instance:
+            raise ConfigError(
+                table.field("instance"),
+                f"must equal gateway.instance ({instance!r}), the name its CDR rows carry;"
+                f" got {name!r}",
+            )
+        first = sip.listen[0]
+        host = f"[{first.host}]" if ":" in first.host else first.host
+        scheme = "sips" if first.transport == "TLS" else "sip"
+        sip_uri = table.str("sip_uri", f"{scheme}:{host}:{first.port}")
+        try:
+            parsed = parse_uri(sip_uri)
+        except ParseError as exc:
+            raise ConfigError(table.field("sip_uri"), str(exc)) from None
+        if not isinstance(parsed, SipUri):
+            raise ConfigError(
+                table.field("sip_uri"), f"expected a sip: or sips: URI, got {sip_uri!r}"
+            )
+        interval = table.float("heartbeat_interval", 5.0, min=0.05, max=3600.0)
+        dead_after = table.float("dead_after", 30.0, min=0.05, max=86_400.0)
+        if dead_after <= interval:
+            raise ConfigError(
+                table.field("dead_after"),
+                f"must be more than heartbeat_interval ({interval:g} s), got {dead_after:g}",
+            )
+        table.reject_unknown()
+        return cls(
+            instance=name, sip_uri=sip_uri, heartbeat_interval=interval, dead_after=dead_after
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GatewayConfig:
     """The whole configuration.
 
@@ -383,7 +453,7 @@ class GatewayConfig:
         server: worker processes (one by default).
         metrics, logging, database, cdr, guard: the other packages' sections,
             parsed by their own ``from_table`` (defaults when absent from the file).
-        routing, registrar, media, notify: optional features, None when their
+        routing, registrar, media, notify, cluster: optional features, None when their
             section is absent (``[notify]`` exists whenever ``[routing]`` does).
         source: path of the file it was read from.
         seed_sites: a sites file imported at start when the database has no sites
@@ -405,6 +475,7 @@ class GatewayConfig:
     registrar: RegistrarConfig | None = None
     media: MediaConfig | None = None
     notify: NotifyConfig | None = None
+    cluster: ClusterConfig | None = None
     source: Path | None = None
     seed_sites: Path | None = None
 
@@ -421,6 +492,7 @@ class GatewayConfig:
             "registrar": self.registrar,
             "media": self.media,
             "notify": self.notify,
+            "cluster": self.cluster,
         }
         return {name: value for name, value in named.items() if value is not None}
 
@@ -433,12 +505,20 @@ def parse_config(data: dict[str, Any]) -> GatewayConfig:
     """
     top = Table(data)
     gateway = top.table("gateway")
-    instance = gateway.str("instance", "voipgw-1")
+    named = gateway.opt_str("instance")
     state_dir = Path(gateway.str("state_dir", "state"))
     seed = gateway.opt_str("seed_sites")
     gateway.reject_unknown()
 
     sip = SipConfig.from_table(top.table("sip"))
+    cluster_table = top.table("cluster")
+    cluster = (
+        ClusterConfig.from_table(cluster_table, sip=sip, instance=named)
+        if "cluster" in data
+        else None
+    )
+    # One name per instance: with [cluster], its name (the host name by default).
+    instance = cluster.instance if cluster is not None else named or "voipgw-1"
     upstream = UpstreamConfig.from_table(top.table("upstream"))
     overload = OverloadConfig.from_table(top.table("overload"))
     metrics = MetricsConfig.from_table(top.table("metrics"))
@@ -477,6 +557,7 @@ def parse_config(data: dict[str, Any]) -> GatewayConfig:
         registrar=registrar,
         media=media,
         notify=notify,
+        cluster=cluster,
     )
     top.reject_unknown()
     return config

@@ -21,11 +21,13 @@ The blocks (namespaces ``urn:ietf:params:xml:ns:EmergencyCallData:<Block>``):
   system), ServiceMobility ``Fixed`` for an office call and ``Nomadic`` for a nomadic
   one (``Unknown`` when the call was never classified). Always sent.
 * **DeviceInfo** (4.3): DeviceClassification from the gateway's own classification of
-  the device (IANA "Device Classification" registry): a desk phone or an ATA is
-  ``fixed``, a mobile app ``handset``, a softphone ``desktop`` (the registry's soft
-  client; it cannot be told from ``laptop``); an unknown device has no
-  classification (the element is optional: nothing is better than a guess). Always
-  sent.
+  the device (4.3.1, the "Device Classification" registry): a desk phone or an ATA is
+  ``fixed`` ("Fixed phone"), a softphone ``desktop`` ("Soft client on desktop PC"; it
+  cannot be told from ``laptop``). A mobile app and an unknown device have none: the
+  element is optional, and nothing is better than a guess. (A mobile app was once
+  sent as ``handset``, which is no registered token: the registry's only handset is
+  ``cordless``, and which of its cellular tokens fits an app cannot be told from
+  here.) Always sent.
 * **SubscriberInfo** (4.4): the caller as the operator knows her (an xCard, RFC 6351:
   name, company, number, the customer's language), for a known subscriber only and as
   ``[routing.additional_data] subscriber_info`` allows; ``privacyRequested`` is true
@@ -60,26 +62,34 @@ SERVICE_INFO = "EmergencyCallData.ServiceInfo"
 DEVICE_INFO = "EmergencyCallData.DeviceInfo"
 SUBSCRIBER_INFO = "EmergencyCallData.SubscriberInfo"
 
-#: RFC 7852 4.1.5 TypeOfProvider (IANA registry), as the PIDF-LO's provided-by says.
-TYPE_OF_PROVIDER = "Telecom Provider"
-#: RFC 7852 4.2.1 ServiceEnvironment: every customer is a business.
+#: RFC 7852 4.1.4 TypeOfProvider, a token of its "Type of Data Provider" registry
+#: (figure 2): "Service Provider", the calling or origination telecom service
+#: provider, which the operator is. The PIDF-LO's provided-by says the same
+#: (routing/pidf.py). It was once "Telecom Provider", which is no registered token.
+TYPE_OF_PROVIDER = "Service Provider"
+#: RFC 7852 4.2.1 ServiceEnvironment ("Business", "Residence", "Unknown"): every
+#: customer is a business.
 SERVICE_ENVIRONMENT = "Business"
-#: RFC 7852 4.2.2 ServiceType (IANA registry): a hosted multi-line telephone system.
+#: RFC 7852 4.2.2 ServiceType (its "Service Type" registry): "MLTS-hosted", a hosted
+#: multi-line telephone system, which a hosted business VoIP service is.
 SERVICE_TYPE = "MLTS-hosted"
-#: RFC 7852 4.2.3 ServiceMobility (IANA registry) per call class.
+#: RFC 7852 4.2.3 ServiceMobility (its "Service Mobility" registry: "Mobile",
+#: "Fixed", "Nomadic", "Unknown") per call class.
 SERVICE_MOBILITY = {
     CallClass.OFFICE: "Fixed",
     CallClass.NOMADIC: "Nomadic",
     CallClass.UNKNOWN: "Unknown",
 }
-#: RFC 7852 4.3.1 DeviceClassification (IANA registry) per device kind; an unknown
-#: kind has none.
+#: RFC 7852 4.3.1 DeviceClassification (its "Device Classification" registry, figure
+#: 8) per device kind; a mobile app and an unknown kind have none (module docstring).
 DEVICE_CLASSIFICATION = {
     DeviceKind.DESK_PHONE: "fixed",
     DeviceKind.ATA: "fixed",
-    DeviceKind.MOBILE_APP: "handset",
     DeviceKind.SOFTPHONE: "desktop",
 }
+#: RFC 7852 4.1.3 ProviderIDSeries: "domain" (the registry's NENA, EENA, domain): the
+#: ProviderID is the operator's fully qualified domain name.
+PROVIDER_ID_SERIES = "domain"
 
 #: XML 1.0 section 2.2 Char excludes most C0 controls; they are dropped from text.
 _XML_INVALID_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -155,11 +165,13 @@ def additional_data(
 
 
 def provider_info(provider: ProviderInfo, reference: str) -> bytes:
-    """The ProviderInfo document (RFC 7852 4.1; elements in the schema's sequence)."""
+    """The ProviderInfo document (RFC 7852 4.1; elements in the schema's sequence:
+    DataProviderReference, DataProviderString, ProviderID, ProviderIDSeries,
+    TypeOfProvider, ContactURI, Language, then the optional ones not sent)."""
     root = _root(PROVIDER_INFO, "ProviderInfo", reference)
     _child(root, "DataProviderString", provider.name)
     _child(root, "ProviderID", provider.id)
-    _child(root, "ProviderIDSeries", "domain")
+    _child(root, "ProviderIDSeries", PROVIDER_ID_SERIES)
     _child(root, "TypeOfProvider", TYPE_OF_PROVIDER)
     _child(root, "ContactURI", provider.contact)
     for language in provider.languages:

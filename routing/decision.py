@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from routing.device_location import DeviceLocation, DeviceLocationProblem
+from routing.geolocation import GeolocationErrorCode, GeolocationRouting
 from routing.model import (
     CallClass,
     DeviceKind,
@@ -95,6 +96,9 @@ class LocationSource(StrEnum):
     DECLARED_ADDRESS = "declared-address"
     """An address the caller declared for remote work, whose network the call came
     from (a home office): office use, the address marked as declared."""
+    DEVICE = "device"
+    """No network location (a nomadic call), but the device's own location, checked
+    and forwarded: the only location the centre has is the device's claim."""
     NONE = "none"
     """No location known: the centre is told the location is not verified."""
 
@@ -195,6 +199,10 @@ class CallFacts:
         device_location_ignored: why the device's own location was not forwarded,
             or None (it sent none, or it was forwarded).
         location_precedence: which location went first, when the device sent one.
+        geolocation_routing: the device's Geolocation-Routing permission (RFC 6442
+            4.2) when it sent a location, None when it sent no such header field.
+        geolocation_error: the Geolocation-Error (RFC 6442 4.3) the caller's
+            responses carry because its own location could not be used, or None.
         shed: why the call was refused before routing, or None.
         admission: what the call limit made of it (None: not weighed, e.g. a call
             refused while draining or a centre's callback).
@@ -230,6 +238,8 @@ class CallFacts:
     device_location: DeviceLocation | None = None
     device_location_ignored: DeviceLocationProblem | None = None
     location_precedence: LocationPrecedence | None = None
+    geolocation_routing: GeolocationRouting | None = None
+    geolocation_error: GeolocationErrorCode | None = None
     shed: Shed | None = None
     admission: Admission | None = None
     auth_challenged: bool = False

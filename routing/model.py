@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from routing.device_location import DeviceLocationReading
+from routing.geolocation import GeolocationRouting
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -433,6 +434,9 @@ class CallContext:
     device_location: DeviceLocationReading | None = None
     """The location the device sent by value, checked (emergency calls only), or None
     when it sent none (:func:`routing.device_location.read_device_location`)."""
+    geolocation_routing: GeolocationRouting | None = None
+    """The device's Geolocation-Routing permission (RFC 6442 4.2), None when it sent
+    no such header field (:func:`routing.geolocation.read_geolocation_routing`)."""
     call_id: str = ""
     dialled_user: str | None = None
     """The user ``dialled`` names (a SIP URI's user part, a tel URI's number), as the

@@ -11,11 +11,13 @@ person forms; the tuple form is the one RFC 4119 defines and the RFC 6442 exampl
               <ca:civicAddress xml:lang="fi">...</ca:civicAddress>   RFC 5139
             </gp:location-info>
             <gp:usage-rules>                             RFC 4119 2.2.2 / RFC 4745
-              <gbp:retransmission-allowed>yes</gbp:retransmission-allowed>
+              <gbp:retransmission-allowed>true</gbp:retransmission-allowed>
             </gp:usage-rules>
             <gp:method>Manual</gp:method>                RFC 4119 2.2.3, IANA token
             <gp:provided-by>                             RFC 4119 2.2.4
-              <pi:EmergencyCallData.ProviderInfo>...     RFC 7852 section 4.1
+              <ad:EmergencyCallDataValue>                RFC 7852 section 7
+                <pi:EmergencyCallData.ProviderInfo>...   RFC 7852 section 4.1
+              </ad:EmergencyCallDataValue>
             </gp:provided-by>
           </gp:geopriv>
         </status>
@@ -27,8 +29,15 @@ person forms; the tuple form is the one RFC 4119 defines and the RFC 6442 exampl
 ``method`` and ``provided-by`` are children of ``geopriv`` after ``usage-rules``,
 in that order (RFC 4119 section 2.2 schema sequence). "Manual" is the IANA method
 token for a location entered by hand, which is what a provisioned site address is.
-``retransmission-allowed`` is yes: the emergency centre must be able to pass the
-location on to the responders it dispatches.
+``retransmission-allowed`` is true: the emergency centre must be able to pass the
+location on to the responders it dispatches. The basic-policy schema types it
+``xs:boolean``: examples in RFC 4119 and RFC 6442 write "yes", which the schema
+refuses (draft-ietf-sipcore-retransmission-allowed-fixes corrects them to "true").
+
+``provided-by`` holds elements of a namespace registered for it (the IANA
+"provided-by" registry lists ``urn:ietf:params:xml:ns:EmergencyCallData``, RFC 7852):
+RFC 7852 section 7 wraps blocks sent by value in ``EmergencyCallDataValue`` of that
+namespace, each block in its own (``...:EmergencyCallData:ProviderInfo``).
 
 Nomadic calls (decision): the gateway does not know where a nomadic caller is, and
 the site address would send help to the wrong place. RFC 5491 offers no "unverified"
@@ -50,7 +59,9 @@ import re
 from datetime import UTC, datetime
 from xml.sax.saxutils import escape, quoteattr
 
+from routing.additional_data import PROVIDER_ID_SERIES, TYPE_OF_PROVIDER
 from routing.config import ProviderInfo
+from routing.geolocation import GeolocationRouting
 from routing.model import Location
 from routing.multipart import BodyPart, build_mixed
 
@@ -59,6 +70,8 @@ NS_GP = "urn:ietf:params:xml:ns:pidf:geopriv10"
 NS_GBP = "urn:ietf:params:xml:ns:pidf:geopriv10:basicPolicy"
 NS_CA = "urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr"
 NS_PI = "urn:ietf:params:xml:ns:EmergencyCallData:ProviderInfo"
+#: RFC 7852 section 7: the provided-by namespace (EmergencyCallDataValue/Reference).
+NS_ECD = "urn:ietf:params:xml:ns:EmergencyCallData"
 
 PIDF_CONTENT_TYPE = "application/pidf+xml"
 
@@ -116,22 +129,26 @@ def build_pidf(
         out.append("     </ca:civicAddress>\n")
         out.append("    </gp:location-info>\n")
     out.append("    <gp:usage-rules>\n")
-    out.append("     <gbp:retransmission-allowed>yes</gbp:retransmission-allowed>\n")
+    out.append("     <gbp:retransmission-allowed>true</gbp:retransmission-allowed>\n")
     out.append("    </gp:usage-rules>\n")
     if address is not None and location.method:
         out.append(f"    <gp:method>{_text(location.method)}</gp:method>\n")
     if provider is not None:
         out.append("    <gp:provided-by>\n")
-        out.append(f'     <pi:EmergencyCallData.ProviderInfo xmlns:pi="{NS_PI}">\n')
+        out.append(f'     <ad:EmergencyCallDataValue xmlns:ad="{NS_ECD}">\n')
+        out.append(f'      <pi:EmergencyCallData.ProviderInfo xmlns:pi="{NS_PI}">\n')
         out.append(
-            f"      <pi:DataProviderReference>{_text(tuple_id)}</pi:DataProviderReference>\n"
+            f"       <pi:DataProviderReference>{_text(tuple_id)}</pi:DataProviderReference>\n"
         )
-        out.append(f"      <pi:DataProviderString>{_text(provider.name)}</pi:DataProviderString>\n")
-        out.append(f"      <pi:ProviderID>{_text(provider.id)}</pi:ProviderID>\n")
-        out.append("      <pi:ProviderIDSeries>domain</pi:ProviderIDSeries>\n")
-        out.append("      <pi:TypeOfProvider>Telecom Provider</pi:TypeOfProvider>\n")
-        out.append(f"      <pi:ContactURI>{_text(provider.contact)}</pi:ContactURI>\n")
-        out.append("     </pi:EmergencyCallData.ProviderInfo>\n")
+        out.append(
+            f"       <pi:DataProviderString>{_text(provider.name)}</pi:DataProviderString>\n"
+        )
+        out.append(f"       <pi:ProviderID>{_text(provider.id)}</pi:ProviderID>\n")
+        out.append(f"       <pi:ProviderIDSeries>{PROVIDER_ID_SERIES}</pi:ProviderIDSeries>\n")
+        out.append(f"       <pi:TypeOfProvider>{TYPE_OF_PROVIDER}</pi:TypeOfProvider>\n")
+        out.append(f"       <pi:ContactURI>{_text(provider.contact)}</pi:ContactURI>\n")
+        out.append("      </pi:EmergencyCallData.ProviderInfo>\n")
+        out.append("     </ad:EmergencyCallDataValue>\n")
         out.append("    </gp:provided-by>\n")
     out.append("   </gp:geopriv>\n")
     out.append("  </status>\n")
@@ -175,15 +192,20 @@ def build_multipart(sdp: bytes, pidf: bytes, boundary: str, content_id: str) -> 
     )
 
 
-def geolocation_headers(content_id: str, *more: str) -> tuple[tuple[str, str], ...]:
+def geolocation_headers(
+    content_id: str, *more: str, routing: GeolocationRouting = GeolocationRouting.YES
+) -> tuple[tuple[str, str], ...]:
     """Returns the RFC 6442 headers that go with :func:`build_multipart` (one
     locationValue per PIDF-LO part, in the parts' order).
 
     ``Geolocation-Routing: yes`` lets the emergency network route on the location
-    (RFC 6442 section 4.2).
+    (RFC 6442 section 4.2); one value covers every location of the request, so a
+    device location forwarded without its "yes" makes it ``no``.
 
     Args:
         content_id: the same Content-ID as the PIDF-LO part.
+        more: the Content-IDs of further PIDF-LO parts, in order.
+        routing: the Geolocation-Routing value.
 
     Returns:
         (name, value) pairs: Geolocation and Geolocation-Routing.
@@ -194,7 +216,7 @@ def geolocation_headers(content_id: str, *more: str) -> tuple[tuple[str, str], .
     # RFC 6442 section 4.1: Geolocation = "Geolocation" HCOLON locationValue
     # *( COMMA locationValue )
     value = ", ".join(f"<cid:{cid}>" for cid in (content_id, *more))
-    return (("Geolocation", value), ("Geolocation-Routing", "yes"))
+    return (("Geolocation", value), ("Geolocation-Routing", routing.value))
 
 
 def _text(value: str) -> str:

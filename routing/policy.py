@@ -25,7 +25,10 @@ Emergency calls (the delivery terms' IMPORTANT NOTICE):
   declared address; the PIDF-LO and the facts say the address is declared.
 - * The device's own location (RFC 6442, by value) is forwarded beside the
   network-derived one, in the customer's precedence (``[routing.location]``); it never
-  changes the route or the class: a claim decides nothing.
+  changes the route or the class: a claim decides nothing. Without the device's
+  ``Geolocation-Routing: yes`` it goes second whatever the precedence (RFC 6442 4.2);
+  a device location that could not be used is answered with a Geolocation-Error
+  (RFC 6442 4.3, routing/geolocation.py) while the call goes on.
 
 Test calls (``urn:service:test.sos``, test numbers) go to ``test_route`` with the same
 location the real call would carry, so a test shows what the centre would see; without
@@ -54,6 +57,7 @@ from routing.decision import (
     CallFacts,
     Direction,
     Identity,
+    LocationPrecedence,
     LocationSource,
     RoutedBy,
     RoutingDecision,
@@ -62,6 +66,7 @@ from routing.decision import (
     UnverifiedLocation,
 )
 from routing.directory import Directory
+from routing.geolocation import geolocation_error_for, routing_allowed
 from routing.model import (
     Basis,
     CallClass,
@@ -487,16 +492,28 @@ def _location_facts(
         unverified = _UNVERIFIED_BY_BASIS.get(classification.basis, UnverifiedLocation.OUTSIDE)
     reading = ctx.device_location
     device = reading.location if reading is not None else None
+    problem = reading.problem if reading is not None else None
+    precedence = None
+    if device is not None:
+        precedence = config.location.precedence(customer, office=office)
+        if not routing_allowed(ctx.geolocation_routing):
+            # RFC 6442 4.2: without the device's "yes" its location must not drive
+            # routing; the first location is the one a downstream router reads, so
+            # the network's goes first whatever the customer's precedence.
+            precedence = LocationPrecedence.NETWORK_FIRST
+    if source is LocationSource.NONE and device is not None:
+        # Still not verified (the reason stays), but the centre is not without one.
+        source = LocationSource.DEVICE
     return replace(
         facts,
         customer_id=customer,
         location_source=source,
         unverified_location=unverified,
         device_location=device,
-        device_location_ignored=reading.problem if reading is not None else None,
-        location_precedence=(
-            config.location.precedence(customer, office=office) if device is not None else None
-        ),
+        device_location_ignored=problem,
+        location_precedence=precedence,
+        geolocation_routing=ctx.geolocation_routing if reading is not None else None,
+        geolocation_error=geolocation_error_for(problem),
     )
 
 

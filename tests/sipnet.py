@@ -94,10 +94,18 @@ class Peer:
         return request
 
     def answer(
-        self, event: RequestReceived, status: int, now: float, *, tag: str = "b1", body: bytes = b""
+        self,
+        event: RequestReceived,
+        status: int,
+        now: float,
+        *,
+        tag: str = "b1",
+        body: bytes = b"",
+        headers: list[tuple[str, str]] | None = None,
     ) -> Response:
         assert event.transaction is not None
         extra = [("Contact", f"<sip:bob@{self.endpoint.host_port}>")] if status < 300 else []
+        extra += headers or []
         if body:
             extra.append(("Content-Type", "application/sdp"))
         response = build_response(event.request, status, to_tag=tag, headers=extra, body=body)

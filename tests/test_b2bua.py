@@ -550,3 +550,69 @@ def test_reinvite_in_anchored_call_answered_with_the_gateway_sdp():
     assert ok.status == 200
     assert ok.body == GW_SDP  # still the relay: the caller's media path never moves
     assert len(bob.requests("INVITE")) == 1  # not relayed to the callee
+
+
+# ------------------------------------------ route.response_headers (RFC 6442 4.3)
+
+GEO_ERROR = ("Geolocation-Error", '100 ;code="Cannot Process Location"')
+
+
+def with_caller_headers(*targets: Endpoint):
+    return lambda event: Route(targets=targets or (BOB,), response_headers=(GEO_ERROR,))
+
+
+def geo_errors(peer: Peer) -> dict[int, list[str]]:
+    return {
+        e.response.status: e.response.headers.values("Geolocation-Error")
+        for e in peer.responses("INVITE")
+    }
+
+
+def test_response_headers_ride_on_the_provisional_and_the_answer_not_the_100():
+    net, gateway, alice, bob = make(with_caller_headers())
+    invite, incoming, _ = establish(net, alice, bob)
+    assert alice.statuses("INVITE") == [100, 180, 200]
+    assert geo_errors(alice) == {100: [], 180: [GEO_ERROR[1]], 200: [GEO_ERROR[1]]}
+    # The B leg is not told: the header is the gateway's answer to the caller.
+    assert incoming.request.headers.get("Geolocation-Error") is None
+
+
+def test_response_headers_ride_on_a_failure_final_and_replace_the_callees():
+    net, gateway, alice, bob = make(with_caller_headers())
+    alice.invite(GW, net.now)
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    bob.answer(incoming, 486, net.now, headers=[("Geolocation-Error", "300")])
+    net.transfer()
+    assert geo_errors(alice)[486] == [GEO_ERROR[1]]
+
+
+def test_response_headers_set_once_on_a_queued_reliable_provisional():
+    net, gateway, alice, bob = make(with_caller_headers())
+    invite = invite_requiring_100rel(alice, net)
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    bob.answer(incoming, 180, net.now)
+    bob.answer(incoming, 183, net.now)  # queued behind the unacknowledged 180
+    net.transfer()
+    ringing = next(e for e in alice.responses("INVITE") if e.response.status == 180)
+    prack(alice, invite, ringing, "1", net)
+    net.transfer()
+    assert geo_errors(alice)[183] == [GEO_ERROR[1]]
+
+
+def test_response_headers_ride_on_the_announcements_183():
+    from gateway.b2bua import Announcement
+
+    route = Route(
+        targets=(BOB,),
+        response_headers=(GEO_ERROR,),
+        announcement=Announcement(prompt="nomadic-warning", language="sv", kind="nomadic-warning"),
+    )
+    net, gateway, alice, bob = make(lambda event: route)
+    alice.invite(GW, net.now)
+    net.transfer()
+    (call,) = gateway.b2bua.calls.values()
+    gateway.b2bua.media_ready(call.uuid, GW_SDP, RELAY_OFFER, net.now)
+    net.transfer()
+    assert geo_errors(alice)[183] == [GEO_ERROR[1]]

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from gateway.b2bua import Announcement, CallEnded, LocalAnswer, Reject, Route, RouteNeeded
+from gateway.cluster.callbacks import CALLBACK_WINDOW
 from gateway.config import OverloadConfig
-from gateway.service.router import CALLBACK_WINDOW, CallRouter, call_context
+from gateway.service.router import CallRouter, call_context
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Headers, Request
 from routing.config import EmergencyConfig, RoutingConfig

@@ -42,6 +42,7 @@ REQUIRED_FAMILIES = {
     "voipgw_guard_bans": ("counter", {"reason"}),
     "voipgw_emergency_calls_beyond_reserve": ("counter", set()),
     "voipgw_emergency_desk_messages": ("counter", {"outcome"}),
+    "voipgw_emergency_desk_failovers": ("counter", set()),
     "voipgw_guard_unbans": ("counter", {"reason"}),
     "voipgw_guard_banned_sources": ("gauge", set()),
     "voipgw_registrations": ("counter", {"outcome"}),
@@ -56,6 +57,9 @@ REQUIRED_FAMILIES = {
     "voipgw_cdr_rows_committed": ("counter", set()),
     "voipgw_database_restarts": ("counter", set()),
     "voipgw_cdr_partitions_ahead": ("gauge", set()),
+    "voipgw_cluster_instances": ("gauge", set()),
+    "voipgw_cluster_dead_instances": ("counter", set()),
+    "voipgw_cluster_calls_closed": ("counter", set()),
     "voipgw_event_loop_lag_seconds": ("histogram", set()),
     "voipgw_overload_shed": ("counter", {"reason"}),
     "voipgw_transport_listening": ("gauge", {"transport", "family"}),
@@ -277,6 +281,13 @@ def test_emergency_desk_messages_by_outcome(metrics: Metrics) -> None:
     assert label_values(metrics, total, "outcome") <= {
         "delivered", "rejected", "timeout", "unreachable", "dropped"
     }  # fmt: skip
+
+
+def test_emergency_desk_failovers_counted(metrics: Metrics) -> None:
+    assert value(metrics, "voipgw_emergency_desk_failovers_total") == 0
+    metrics.emergency_desk_failover()
+    metrics.emergency_desk_failover()
+    assert value(metrics, "voipgw_emergency_desk_failovers_total") == 2
 
 
 def test_cdr_media_transport_and_build(metrics: Metrics) -> None:

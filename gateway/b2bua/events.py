@@ -81,6 +81,10 @@ class Route:
             part by cid:, so the part must be built around the SDP actually sent, not
             replaced with the rest of a body (RFC 6442 4.1).
         from_value: B-leg From name-addr (identity/privacy); the A leg's when None.
+        response_headers: header fields of the gateway's own set on every response
+            it sends the caller on the A-leg INVITE but 100 (provisional, 2xx and
+            failure alike): what routing decided the caller is told, e.g. an RFC 6442
+            Geolocation-Error. They replace a field of that name the B leg sent.
         no_answer_timeout: seconds to wait for a final answer after the first
             provisional (RFC 3261 Timer C); None uses the gateway default.
         failover_timeout: seconds to wait for any response from a target before
@@ -101,6 +105,7 @@ class Route:
     remove_headers: tuple[str, ...] = ()
     wrap_sdp: Callable[[bytes], tuple[str, bytes]] | None = None
     from_value: str | None = None
+    response_headers: tuple[tuple[str, str], ...] = ()
     no_answer_timeout: float | None = None
     failover_timeout: float | None = None
     emergency: bool = False

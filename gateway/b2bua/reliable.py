@@ -25,7 +25,13 @@ class ReliableProvisionals(B2buaHost):
     def _send_a(self, call: Call, out: Response, now: float) -> None:
         """Sends a response on the A leg's INVITE, reliably when the caller requires
         100rel: one reliable provisional outstanding at a time, later ones queued;
-        a 2xx waits for the PRACK of a provisional that carried SDP (RFC 3262 3)."""
+        a 2xx waits for the PRACK of a provisional that carried SDP (RFC 3262 3).
+        Every response but 100 carries the route's ``response_headers`` (set, not
+        added: a queued provisional passes here twice)."""
+        route = call.route
+        if route is not None and route.response_headers and out.status != 100:
+            for name, value in route.response_headers:
+                out.headers.set(name, value)
         if not call.reliable or out.status == 100:
             if 200 <= out.status < 300:
                 self._a_answered(call, out, now)

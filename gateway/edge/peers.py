@@ -111,6 +111,19 @@ def same_transport_address(a_host: str, a_port: int, b_host: str, b_port: int) -
         return a_host.lower() == b_host.lower()
 
 
+#: A transport address as a set member: the IP parsed (so "::1" and "0:0::1" are one),
+#: or a lower-cased host name.
+TransportAddress = tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | str, int]
+
+
+def transport_address(host: str, port: int) -> TransportAddress:
+    """(host, port) normalised as :func:`same_transport_address` compares them."""
+    try:
+        return ipaddress.ip_address(host), port
+    except ValueError:
+        return host.lower(), port
+
+
 def address_overlaps(
     centres: Iterable[EmergencyCentre],
     *,

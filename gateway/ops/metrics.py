@@ -353,6 +353,12 @@ class Metrics:
         for outcome in sorted(DESK_OUTCOMES):
             # At zero from the start, so an alert on increase() sees the first one.
             self.emergency_desk_messages.labels(outcome=outcome)
+        self.emergency_desk_failovers = Counter(
+            "voipgw_emergency_desk_failovers",
+            "Security desk notices moved to the desk URI's next next hop (RFC 3263) after "
+            "a timeout, a transport error or a 5xx/408 from the one before.",
+            registry=r,
+        )
         # The per-message series (requests, responses, retransmissions, transaction
         # durations) are counted in plain dicts and exported by a collector: see
         # SipTrafficCollector.
@@ -463,6 +469,23 @@ class Metrics:
         self.database_restarts = Counter(
             "voipgw_database_restarts",
             "Restarts of the embedded PostgreSQL this gateway started, after it died.",
+            registry=r,
+        )
+        self.cluster_instances = Gauge(
+            "voipgw_cluster_instances",
+            "Gateway instances with a heartbeat in PostgreSQL younger than [cluster]"
+            " dead_after (this one included); NaN while the database is away.",
+            registry=r,
+        )
+        self.cluster_instances.set(float("nan"))
+        self.cluster_dead_instances = Counter(
+            "voipgw_cluster_dead_instances",
+            "Instances this one found dead and whose in-progress CDRs it closed.",
+            registry=r,
+        )
+        self.cluster_calls_closed = Counter(
+            "voipgw_cluster_calls_closed",
+            "In-progress CDRs of dead instances this one closed as instance-dead.",
             registry=r,
         )
         self.event_loop_lag = Histogram(
@@ -714,6 +737,10 @@ class Metrics:
             outcome=_closed(outcome, DESK_OUTCOMES, "unreachable")
         ).inc()
 
+    def emergency_desk_failover(self) -> None:
+        """Counts a security desk notice moved on to its URI's next next hop."""
+        self.emergency_desk_failovers.inc()
+
     # Media -------------------------------------------------------------------------
 
     def announcement(self, kind: str, result: str) -> None:
@@ -734,6 +761,15 @@ class Metrics:
 
     def database_restarted(self) -> None:
         self.database_restarts.inc()
+
+    def set_cluster_instances(self, live: int | None) -> None:
+        """Live instances of the cluster (None: unknown, the database is away)."""
+        self.cluster_instances.set(float("nan") if live is None else live)
+
+    def cluster_instance_dead(self, calls_closed: int) -> None:
+        """This instance declared another dead and closed ``calls_closed`` records."""
+        self.cluster_dead_instances.inc()
+        self.cluster_calls_closed.inc(calls_closed)
 
     def set_cdr_queue_depth(self, depth: int) -> None:
         self.cdr_queue_depth.set(depth)

@@ -29,6 +29,8 @@ from cdr.partitions import Month, month_of_partition
 from cdr.spool import SpoolError
 from cdr.writer import CdrWriter
 from gateway.b2bua import CallAnswered, CallEnded, Route
+from gateway.cluster.callbacks import EmergencyCallbacks
+from gateway.cluster.liveness import DATABASE_ERRORS, DeadInstance, Liveness
 from gateway.config import GatewayConfig
 from gateway.edge.guard import Guard, LossController, stamp_overload_feedback
 from gateway.ops.metrics import Metrics
@@ -60,6 +62,8 @@ from routing.sites_file import parse_sites
 
 log = logging.getLogger("voipgw.app")
 
+#: Seconds shutdown waits for callback windows not yet written to PostgreSQL.
+CALLBACK_FLUSH_TIMEOUT = 2.0
 #: Seconds between refreshes of the CDR gauges (queue, spool).
 GAUGE_INTERVAL = 5.0
 
@@ -76,6 +80,10 @@ class App:
     desk: SecurityDesk | None = None
     """Sends the security desks' notices (None without routing data)."""
     database: DatabaseHealth = field(default_factory=DatabaseHealth)
+    callbacks: EmergencyCallbacks | None = None
+    """The emergency callback windows (None without routing data)."""
+    liveness: Liveness | None = None
+    """The cluster heartbeat and watch (None without ``[cluster]``)."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -244,6 +252,11 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
         sinks: list[Callable[[CallEnded], None]] = [write_cdr]
         router = None
         desk = None
+        # RFC 6881 SP-35 windows, shared with the other instances and kept across
+        # restarts (gateway/cluster/callbacks.py): the open ones are loaded first.
+        callbacks = EmergencyCallbacks(db.pool, instance=config.instance)
+        if holder is not None:
+            await callbacks.load()
         if holder is not None and routing_config is not None:
             notifier = (
                 await stack.enter_async_context(EmergencyNotifier(config.notify))
@@ -272,6 +285,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                     and config.registrar.authenticate_calls
                     else None
                 ),
+                callbacks=callbacks,
             )
             # The RFC 6881 callback window starts when the emergency call ends.
             sinks.append(router.call_ended)
@@ -300,6 +314,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             registrar=registrar,
             desk=desk,
             database=db.health,
+            callbacks=callbacks if router is not None else None,
         )
         try:
             with starting("SIP listeners"):
@@ -307,6 +322,18 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             if desk is not None:
                 app.tasks.append(asyncio.create_task(desk.deliver_forever(gateway.send_message)))
             app.tasks.append(asyncio.create_task(_maintenance(db.pool, cdr_config, metrics)))
+            if router is not None:
+                app.tasks.append(asyncio.create_task(callbacks.write_behind_forever()))
+            if config.cluster is not None:
+                liveness = Liveness(
+                    db.pool,
+                    config.cluster,
+                    cdr_instance=config.instance,
+                    on_live=metrics.set_cluster_instances if metrics is not None else None,
+                    on_dead=_count_dead(metrics) if metrics is not None else None,
+                )
+                app.liveness = liveness
+                app.tasks.append(asyncio.create_task(liveness.run_forever()))
             if metrics is not None:
                 app.tasks.append(asyncio.create_task(_gauges(writer, metrics, holder)))
             if registrar is not None:
@@ -322,9 +349,26 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             if gateway.media is not None:
                 await gateway.media.close()
             await gateway.close()
+            # The windows of the last calls, for the instance that takes the callback;
+            # bounded, as PostgreSQL may be what is failing.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CALLBACK_FLUSH_TIMEOUT):
+                    await callbacks.written_behind()
             for task in app.tasks:
                 task.cancel()
             await asyncio.gather(*app.tasks, return_exceptions=True)
+            if app.liveness is not None:
+                # Gone, not dead: the others must not count it (bounded, as above).
+                with contextlib.suppress(TimeoutError, *DATABASE_ERRORS):
+                    async with asyncio.timeout(CALLBACK_FLUSH_TIMEOUT):
+                        await app.liveness.leave()
+
+
+def _count_dead(metrics: Metrics) -> Callable[[DeadInstance], None]:
+    def count(dead: DeadInstance) -> None:
+        metrics.cluster_instance_dead(dead.calls_closed)
+
+    return count
 
 
 def _overload_feedback(control: LossController) -> Callable[[Response, float], None]:
@@ -463,7 +507,13 @@ async def _binding_gauge(registrar: Registrar, metrics: Metrics) -> None:
             count: int | None = await registrar.count_bindings()
         except asyncio.CancelledError:
             raise
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.InternalClientError,  # no primary among the url's hosts
+        ):
             # PostgreSQL is away: the count is unknown, not what it last was (the
             # registrar's 503s and /readyz tell the outage itself).
             log.debug("counting registered bindings failed", exc_info=True)

@@ -26,7 +26,7 @@ The body (``application/json``)::
      "customer": "setera", "class": "office",
      "site": "setera-espoo",            # or "nomadic"
      "civic_address": {"country": "FI", "A1": "Uusimaa", "A3": "Espoo", ...},  # or null
-     "location_verified": true, "location_source": "site-address",  # declared-address, none
+     "location_verified": true, "location_source": "site-address",  # declared-address, device, none
      "device_location": "circle 60.17 24.94 r=15 m",   # or null; the device's own (RFC 6442)
      "device_location_ignored": null,                   # or why it was not forwarded
      "centre": "kerava", "centres": ["kerava", "turku", ...],

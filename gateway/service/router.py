@@ -26,8 +26,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from gateway.b2bua import Announcement, CallEnded, LocalAnswer, Reject, Route, RouteNeeded
+from gateway.cluster.callbacks import EmergencyCallbacks
 from gateway.config import OverloadConfig
-from gateway.edge.peers import same_transport_address
+from gateway.edge.peers import TransportAddress, transport_address
 from gateway.sip.errors import SipError
 from gateway.sip.events import Endpoint
 from gateway.sip.headers import parse_contacts, parse_name_address, parse_via
@@ -50,6 +51,12 @@ from routing.decision import (
 from routing.device_location import DEFAULT_MAX_PIDF_BYTES, read_device_location, sdp_part
 from routing.directory import Directory
 from routing.emergency import DialPlan
+from routing.geolocation import (
+    GeolocationRouting,
+    geolocation_error_header,
+    read_geolocation_routing,
+    routing_allowed,
+)
 from routing.model import CallContext, EmergencyKind, PresentedIdentity
 from routing.multipart import BY_REFERENCE, BodyPart, build_mixed
 from routing.pidf import PIDF_CONTENT_TYPE, build_pidf, geolocation_headers
@@ -62,9 +69,9 @@ log = logging.getLogger("voipgw.router")
 EMERGENCY_FAILOVER_TIMEOUT = 3.0
 #: Seconds a ringing emergency centre may take to answer before the next one.
 EMERGENCY_NO_ANSWER_TIMEOUT = 30.0
-#: RFC 6881 SP-35/40: how long after an emergency call a call back from the centre
-#: goes straight to the device that made it, in seconds.
-CALLBACK_WINDOW = 30 * 60.0
+
+#: Seconds the centres' resolved addresses are reused by the callback check.
+CENTRE_ADDRESSES_TTL = 5.0
 
 RouteResult = Route | Reject | LocalAnswer
 Resolve = Callable[[str], Awaitable[tuple[Endpoint, ...]]]
@@ -92,22 +99,6 @@ Authenticate = Callable[[Request, Endpoint], Awaitable["str | Response"]]
 #: Dialled Request-URI + caller's language -> the recording notice of a recorded
 #: staff line, or None (gateway.rtp.stage reads the lines from [media]).
 RecordedLine = Callable[[str, str], Announcement | None]
-
-
-@dataclass(slots=True, kw_only=True)
-class Callback:
-    """Where a centre's call back to an emergency caller goes (RFC 6881 SP-35/40).
-
-    Attributes:
-        endpoint: the transport address the emergency call came from.
-        contact: the device's Contact URI (Request-URI of the call back).
-        expires_at: monotonic time after which the bypass ends (None while the
-            emergency call is still up).
-    """
-
-    endpoint: Endpoint
-    contact: str
-    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,6 +147,7 @@ def call_context(
     emergency = dial_plan.match(request.uri)
     geolocation = tuple(headers.values("Geolocation"))
     device_location = None
+    geolocation_routing = None
     if geolocation and emergency is not None and emergency.kind is EmergencyKind.EMERGENCY:
         device_location = read_device_location(
             geolocation,
@@ -163,6 +155,7 @@ def call_context(
             request.body,
             max_pidf_bytes=max_device_pidf_bytes,
         )
+        geolocation_routing = read_geolocation_routing(headers.values("Geolocation-Routing"))
     return CallContext(
         dialled=request.uri,
         source=ipaddress.ip_address(source.host),
@@ -174,6 +167,7 @@ def call_context(
         subscriber=directory.subscribers.get(presented.from_user or ""),
         geolocation=geolocation,
         device_location=device_location,
+        geolocation_routing=geolocation_routing,
         call_id=headers.get("Call-ID") or "",
         dialled_user=telephone_user(request.uri),
         emergency=emergency,
@@ -231,7 +225,9 @@ class CallRouter:
         emergency_timers: failover timing of emergency routes.
         notify: told of each emergency call (fire and forget).
         recorded_line: the announcement of a recorded staff line, if the call is to one.
-        clock: monotonic seconds (the callback window).
+        clock: wall-clock seconds (the callback window of a memory-only store).
+        callbacks: the emergency callback windows, shared through PostgreSQL by the
+            app (gateway/cluster/callbacks.py); memory only when None.
         trusted_peers: the PBX and trunks: their calls go to registered devices.
         international_peers: those of them marked international (caller-ID policy).
         authenticate: digest authentication of ordinary calls from anywhere else;
@@ -252,11 +248,12 @@ class CallRouter:
         emergency_timers: EmergencyTimers | None = None,
         notify: EmergencyNotifier | None = None,
         recorded_line: RecordedLine | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         trusted_peers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
         international_peers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
         authenticate: Authenticate | None = None,
         peer_hints: PeerHints | None = None,
+        callbacks: EmergencyCallbacks | None = None,
     ) -> None:
         #: what each next hop's URI says of its transports, for the transport manager
         self.peer_hints = peer_hints if peer_hints is not None else PEER_HINTS
@@ -266,7 +263,9 @@ class CallRouter:
         self.trusted_peers = trusted_peers
         self.international_peers = international_peers
         #: callback number (E.164 digits) -> the device to reach (RFC 6881 SP-35)
-        self.callbacks: dict[str, Callback] = {}
+        self.callbacks = callbacks if callbacks is not None else EmergencyCallbacks(clock=clock)
+        #: (routing data, reuse until (monotonic), the centres' transport addresses)
+        self._centres: tuple[Directory, float, frozenset[TransportAddress]] | None = None
         self.notify = notify
         self.recorded_line = recorded_line
         self.config = config
@@ -338,8 +337,13 @@ class CallRouter:
         if emergency and ctx.subscriber is not None:
             contact = _contact_uri(event.request)
             if contact is not None:
-                self.callbacks[_digits(ctx.subscriber.e164)] = Callback(
-                    endpoint=event.source, contact=contact
+                # Memory now, PostgreSQL behind the call (never before it).
+                self.callbacks.opened(
+                    _digits(ctx.subscriber.e164),
+                    contact=contact,
+                    endpoint=event.source,
+                    aor=_from_uri(event.request),
+                    call_id=ctx.call_id,
                 )
         if emergency and self.notify is not None:
             try:
@@ -376,6 +380,7 @@ class CallRouter:
             # stage the caller still learns why from the reason phrase.
             return Route(
                 targets=(),
+                response_headers=caller_response_headers(facts),
                 announcement=Announcement(
                     prompt=decision.announcement or "nomadic-warning",
                     language=decision.language.value,
@@ -462,9 +467,7 @@ class CallRouter:
         """Starts the 30-minute callback window when an emergency call ends."""
         number = event.facts.subscriber
         if event.emergency and number:
-            entry = self.callbacks.get(_digits(number))
-            if entry is not None:
-                entry.expires_at = self.clock() + CALLBACK_WINDOW
+            self.callbacks.call_ended(_digits(number), centre=event.facts.centre_of(event.attempt))
 
     async def _callback_route(self, event: RouteNeeded, directory: Directory) -> Route | None:
         """RFC 6881 SP-35/40: "during the call and for 30 minutes after", a call from
@@ -472,16 +475,31 @@ class CallRouter:
         emergency call directly, bypassing the PBX's forwarding and do-not-disturb.
 
         A centre is recognised by its transport address, never by a host it may share
-        with the PBX (gateway/edge/peers.py says why)."""
-        if not self.callbacks:
-            return None
-        now = self.clock()
-        for number in [n for n, c in self.callbacks.items() if c.expires_at and c.expires_at < now]:
-            del self.callbacks[number]
+        with the PBX (gateway/edge/peers.py says why).
+
+        The window may have been opened by another instance, or by this one before a
+        restart: a centre's call to a number this instance remembers nothing of asks
+        PostgreSQL, within a short bound (gateway/cluster/callbacks.py, Rule 2)."""
         called = _called_number(event.request.uri)
-        entry = self.callbacks.get(called) if called else None
-        if entry is None or not await self._from_centre(event.source, directory):
+        if called is None:
             return None
+        entry = self.callbacks.local(called)
+        if entry is None and self.callbacks.pool is None:
+            return None
+        # Only a centre's call is worth a database read.
+        if not await self._from_centre(event.source, directory):
+            return None
+        if entry is None:
+            entry = await self.callbacks.find(called)
+            if entry is None:
+                return None
+        log.info(
+            "call %s: emergency callback to %s (window of call %s via %s)",
+            event.request.headers.get("Call-ID"),
+            entry.contact,
+            entry.call_id,
+            entry.instance or "this instance",
+        )
         return Route(
             targets=(entry.endpoint,),
             request_uri=entry.contact,
@@ -492,16 +510,32 @@ class CallRouter:
     async def _from_centre(self, source: Endpoint, directory: Directory) -> bool:
         """Whether a call comes from an emergency centre's transport address: the host
         and port its SIP URI resolves to (RFC 3263), where its INVITEs go."""
+        return transport_address(source.host, source.port) in await self._centre_addresses(
+            directory
+        )
+
+    async def _centre_addresses(self, directory: Directory) -> frozenset[TransportAddress]:
+        """The centres' transport addresses, reused for :data:`CENTRE_ADDRESSES_TTL`
+        seconds with the same routing data: with shared callback windows every call to
+        a number asks whether it comes from a centre, and resolving each centre per call
+        cost an ordinary call about 70 us. A lookup that failed is not reused."""
+        now = time.monotonic()
+        cached = self._centres
+        if cached is not None and cached[0] is directory and now < cached[1]:
+            return cached[2]
+        addresses: set[TransportAddress] = set()
+        complete = True
         for centre in directory.psap.centres.values():
             try:
                 endpoints = await self.resolve(centre.sip_uri)
             except (OSError, ValueError, SipError):
+                complete = False
                 continue
-            if any(
-                same_transport_address(e.host, e.port, source.host, source.port) for e in endpoints
-            ):
-                return True
-        return False
+            addresses.update(transport_address(e.host, e.port) for e in endpoints)
+        found = frozenset(addresses)
+        if complete:
+            self._centres = (directory, now + CENTRE_ADDRESSES_TTL, found)
+        return found
 
     async def _route(
         self,
@@ -528,7 +562,11 @@ class CallRouter:
                 uris.append(target.request_uri)
                 centres.append(target.centre_id)
         if not targets:
-            return Reject(status=502 if decision.targets else 404, facts=facts)
+            return Reject(
+                status=502 if decision.targets else 404,
+                headers=caller_response_headers(facts),
+                facts=facts,
+            )
         headers = list(decision.headers)
         identity = decision.identity
         if identity is not None:
@@ -545,6 +583,7 @@ class CallRouter:
             request_uris=tuple(uris),
             headers=tuple(headers),
             wrap_sdp=wrap_sdp,
+            response_headers=caller_response_headers(facts),
             remove_headers=("P-Asserted-Identity", "Privacy") if identity is not None else (),
             from_value=identity.from_value if identity is not None else None,
             emergency=emergency,
@@ -554,6 +593,22 @@ class CallRouter:
             no_answer_timeout=self.emergency_timers.no_answer_timeout if emergency else None,
             facts=replace(facts, centres=tuple(centres)),
         )
+
+
+def caller_response_headers(facts: CallFacts) -> tuple[tuple[str, str], ...]:
+    """Header fields of the gateway's own on every response to the caller's INVITE:
+    the Geolocation-Error when its own location could not be used (RFC 6442 4.3),
+    rendered here once from the typed fact routing decided.
+
+    Args:
+        facts: the call's facts.
+
+    Returns:
+        The (name, value) pairs, often none.
+    """
+    if facts.geolocation_error is None:
+        return ()
+    return (geolocation_error_header(facts.geolocation_error),)
 
 
 def _emergency_body(
@@ -596,8 +651,13 @@ def _emergency_body(
         else:
             parts.append(device_part)
             location_ids.append(device_id)
+    # RFC 6442 4.2: the device's own permission travels with its location (one
+    # value per request); the gateway's location alone may be routed on.
+    stated = facts.geolocation_routing
+    allowed = device is None or routing_allowed(stated)
+    routing = GeolocationRouting.YES if allowed else GeolocationRouting.NO
     headers: list[tuple[str, str]] = (
-        list(geolocation_headers(*location_ids)) if location_ids else []
+        list(geolocation_headers(*location_ids, routing=routing)) if location_ids else []
     )
     subscriber = directory.subscribers_by_e164.get(facts.subscriber) if facts.subscriber else None
     blocks = additional_data(
@@ -682,6 +742,13 @@ def _digits(number: str) -> str:
 def _called_number(request_uri: str) -> str | None:
     user = telephone_user(request_uri)
     return (_digits(user) or None) if user is not None else None
+
+
+def _from_uri(request: Request) -> str | None:
+    try:
+        return parse_name_address(request.headers.get("From") or "").uri
+    except SipError:
+        return None
 
 
 def _contact_uri(request: Request) -> str | None:

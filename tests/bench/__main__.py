@@ -15,6 +15,7 @@ import time
 ORDER = (
     "parser",
     "routing",
+    "callbacks",
     "cdr",
     "media",
     "gateway",

@@ -224,8 +224,10 @@ async def test_ended_by_is_one_vocabulary(pg_pool: asyncpg.Pool) -> None:
     async with pg_pool.acquire() as con:
         labels = await con.fetchval("SELECT enum_range(NULL::cdr_ended_by)::text[]")
     assert labels == [member.value for member in EndedBy]
-    # What the B2BUA reports, the CDR can hold; restart is the CDR's own.
-    assert {m.value for m in CoreEndedBy} == {m.value for m in EndedBy} - {"gateway-restart"}
+    # What the B2BUA reports, the CDR can hold; the closures (a restart's, a
+    # surviving instance's) are the CDR's own.
+    closures = {"gateway-restart", "instance-dead"}
+    assert {m.value for m in CoreEndedBy} == {m.value for m in EndedBy} - closures
 
 
 async def test_heartbeat_survives_and_rejects_garbage(tmp_path: Path) -> None:

@@ -210,3 +210,33 @@ def test_caller_id_columns_round_trip_and_older_spools_replay() -> None:
         del obj[name]
     (from_json,) = decode_spool_payload(json.dumps(obj).encode())
     assert from_json == replayed
+
+
+def test_location_columns_round_trip_and_older_spools_replay() -> None:
+    """The emergency location columns (issue 14) sit after ``ended_by`` (migration
+    0003), travel through both spool encodings, and a batch spooled before they
+    existed replays with them NULL."""
+    from cdr.record import COLUMNS, decode_csv_batch, decode_spool_payload, encode_csv_batch
+    from routing.decision import LocationSource
+
+    assert COLUMNS[COLUMNS.index("ended_by") + 1 : COLUMNS.index("ended_by") + 3] == (
+        "location_source",
+        "callback_identity",
+    )
+    for source in LocationSource:
+        for callback in (True, False, None):
+            record = dataclasses.replace(
+                make_record(), location_source=source, callback_identity=callback
+            )
+            assert decode_csv_batch(encode_csv_batch([record])) == [record]
+            assert CallDetailRecord.from_json(record.to_json()) == record
+    record = dataclasses.replace(
+        make_record(), location_source=LocationSource.SITE_ADDRESS, callback_identity=False
+    )
+    kept = [c for c in COLUMNS if c not in ("location_source", "callback_identity")]
+    line = record.as_csv_line()
+    assert line.count(',"site-address",0,') == 1
+    old_line = line.replace(',"site-address",0,', ",")
+    old_batch = (",".join(f'"{c}"' for c in kept) + "\n" + old_line).encode()
+    (replayed,) = decode_spool_payload(old_batch)
+    assert replayed == dataclasses.replace(record, location_source=None, callback_identity=None)

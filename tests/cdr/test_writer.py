@@ -15,7 +15,7 @@ import pytest
 
 from cdr.config import CdrConfig
 from cdr.db import EmbeddedPostgres, migrate
-from cdr.record import COLUMNS
+from cdr.record import COLUMNS, CallDetailRecord
 from cdr.spool import Spool
 from cdr.writer import CdrWriter, WriterClosedError
 from tests.cdr.factory import make_record
@@ -305,3 +305,55 @@ async def test_parallel_inserts_checkpoint_only_what_is_committed(
     assert writer.spool_bytes() == 0
     assert writer.rows_committed == 3_000
     assert await count_rows(pg_pool) == (3_000, 3_000)
+
+
+async def test_location_columns_on_a_database_upgraded_from_before_them(
+    pg_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """Migration 0003 on a database that already had 0300's caller-ID columns: the
+    new columns land last in the table (not where cdr.record.COLUMNS names them), a
+    row written before stays valid with them NULL, and the writer, which names its
+    columns, writes and reads them all the same."""
+    from routing.decision import LocationSource
+
+    old = make_record(started_at=dt.datetime(2026, 3, 2, tzinfo=UTC))
+    async with pg_pool.acquire() as con:
+        # The database as it was before 0003: without its columns, type and record.
+        await con.execute(
+            "ALTER TABLE cdr DROP COLUMN location_source, DROP COLUMN callback_identity;"
+            " DROP TYPE cdr_location_source;"
+            " DELETE FROM schema_migrations WHERE version = '0003_cdr_location.sql'"
+        )
+        await con.execute(
+            "CREATE TABLE IF NOT EXISTS cdr_2026_03 PARTITION OF cdr"
+            " FOR VALUES FROM ('2026-03-01') TO ('2026-04-01')"
+        )
+        before = [c for c in COLUMNS if c not in ("location_source", "callback_identity")]
+        row = dict(zip(COLUMNS, old.as_row(), strict=True))
+        await con.copy_records_to_table(
+            "cdr", records=[tuple(row[c] for c in before)], columns=before
+        )
+        await migrate(con)
+        order = [
+            r["attname"]
+            for r in await con.fetch(
+                "SELECT attname FROM pg_attribute WHERE attrelid = 'cdr'::regclass"
+                " AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+            )
+        ]
+    assert order[-2:] == ["location_source", "callback_identity"]
+    new = dataclasses.replace(
+        make_record(started_at=dt.datetime(2026, 3, 3, tzinfo=UTC)),
+        location_source=LocationSource.SITE_ADDRESS,
+        callback_identity=False,
+    )
+    async with CdrWriter(pg_pool, FAST, spool_dir=tmp_path) as writer:
+        await writer.write(new)
+    async with pg_pool.acquire() as con:
+        rows = {
+            r["call_uuid"]: CallDetailRecord.from_row(r)
+            for r in await con.fetch(f"SELECT {', '.join(COLUMNS)} FROM cdr")
+        }
+    assert rows[old.call_uuid].location_source is None
+    assert rows[old.call_uuid].callback_identity is None
+    assert rows[new.call_uuid] == new

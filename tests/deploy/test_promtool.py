@@ -57,7 +57,12 @@ def test_unit_tests_cover_the_critical_alerts() -> None:
         for case in group.get("alert_rule_test", [])
         if case.get("exp_alerts")
     }
-    assert {"VoipgwEmergencyCallFailed", "VoipgwCdrSpoolStale", "VoipgwCdrSpoolGrowing"} <= tested
+    assert {
+        "VoipgwEmergencyCallFailed",
+        "VoipgwCdrSpoolStale",
+        "VoipgwCdrSpoolGrowing",
+        "VoipgwSecurityDeskNoticeFailed",
+    } <= tested
 
 
 def test_rules_name_only_existing_metrics() -> None:

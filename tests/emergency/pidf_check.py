@@ -64,7 +64,7 @@ def check_pidf(document: bytes, *, civic: bool) -> dict[str, str]:
     assert children[:2] == ["location-info", "usage-rules"], children
     assert children == sorted(children, key=GEOPRIV_ORDER.index), children
     usage = geopriv.find("gp:usage-rules/gbp:retransmission-allowed", NS)
-    assert usage is not None and usage.text == "yes"
+    assert usage is not None and usage.text == "true"  # xs:boolean, not "yes"
     location_info = geopriv.find("gp:location-info", NS)
     assert location_info is not None
     address = location_info.find("ca:civicAddress", NS)

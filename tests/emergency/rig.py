@@ -111,7 +111,7 @@ class PsapUas(asyncio.DatagramProtocol):
 
     Args:
         name: for messages.
-        mode: "answer", "503" or "silent".
+        mode: "answer", "ring" (180 Ringing before the 200), "503" or "silent".
         host: the loopback address to listen on (centres: :data:`CENTRE_HOST`).
     """
 
@@ -161,6 +161,8 @@ class PsapUas(asyncio.DatagramProtocol):
                 self._respond(msg, addr, "503 Service Unavailable", tag=True)
                 return
             self._respond(msg, addr, "100 Trying")
+            if self.mode == "ring":
+                self._respond(msg, addr, "180 Ringing", tag=True)
             self._respond(msg, addr, "200 OK", tag=True, body=SDP_ANSWER)
         elif method == "ACK":
             self.acks.append(msg)

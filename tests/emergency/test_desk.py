@@ -18,7 +18,7 @@ from gateway.sip.events import Endpoint, TransactionKey
 from routing.config import NomadicPolicy, RoutingConfig
 from routing.decision import RoutingDecision
 from routing.directory import Directory
-from routing.model import CallContext
+from routing.model import CallContext, Language
 from routing.policy import decide
 from tests.routing.data import ctx, demo_directory
 
@@ -33,33 +33,94 @@ def routed(source: str, user: str | None) -> tuple[RoutingDecision, CallContext,
     return decide(call, directory, config), call, directory
 
 
-def test_office_text_names_caller_site_address_and_callback() -> None:
+def test_office_text_names_caller_site_address_and_callback_in_finnish() -> None:
+    """Setera's language is fi (deploy/demo/sites.toml): its desk reads Finnish."""
     decision, call, directory = routed("127.0.10.5", "alice")
     assert desk_text(decision, call, directory, now=NOW) == (
-        "EMERGENCY CALL 112\n"
-        "Caller: Alice (desk phone), +358401000001 (sip user alice)\n"
-        "Customer: Setera Communications Oy\n"
-        "Where: Setera head office, Espoo (setera-espoo), Metsänneidonkuja 12, 02130 Espoo, FI\n"
-        "Callback: +358401000001\n"
-        "Centre: kerava\n"
-        "Time: 2026-11-22T14:56:30Z\n"
+        "HÄTÄPUHELU 112\n"
+        "Soittaja: Alice (desk phone), +358401000001 (SIP-käyttäjä alice)\n"
+        "Asiakas: Setera Communications Oy\n"
+        "Sijainti: Setera head office, Espoo (setera-espoo), Metsänneidonkuja 12, 02130 Espoo,"
+        " FI\n"
+        "Takaisinsoitto: +358401000001\n"
+        "Hätäkeskus: kerava\n"
+        "Aika: 2026-11-22T14:56:30Z\n"
         "Call-ID: c-1@phone\n"
     )
 
 
-def test_nomadic_text_says_not_verified_and_sends_no_address() -> None:
+def in_language(directory: Directory, language: Language) -> Directory:
+    """The directory with Setera's language changed."""
+    customers = dict(directory.customers)
+    customers["setera"] = replace(customers["setera"], language=language)
+    return replace(directory, customers=customers)
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [
+        (Language.EN, [
+            "EMERGENCY CALL 112",
+            "Caller: Bob (softphone), +358401000002 (sip user bob)",
+            "Customer: Setera Communications Oy",
+            "Where: location not verified (nomadic use)",
+            "Callback: +358401000002",
+            "Centre: national",
+        ]),
+        (Language.SV, [
+            "NÖDSAMTAL 112",
+            "Uppringare: Bob (softphone), +358401000002 (SIP-användare bob)",
+            "Kund: Setera Communications Oy",
+            "Plats: platsen är inte verifierad (nomadisk användning)",
+            "Återuppringning: +358401000002",
+            "Nödcentral: national",
+        ]),
+        (Language.FI, [
+            "HÄTÄPUHELU 112",
+            "Soittaja: Bob (softphone), +358401000002 (SIP-käyttäjä bob)",
+            "Asiakas: Setera Communications Oy",
+            "Sijainti: sijaintia ei ole varmennettu (etäkäyttö)",
+            "Takaisinsoitto: +358401000002",
+            "Hätäkeskus: national",
+        ]),
+    ],
+)  # fmt: skip
+def test_nomadic_text_in_each_language_says_not_verified(
+    language: Language, expected: list[str]
+) -> None:
     decision, call, directory = routed("127.0.30.7", "bob")
-    text = desk_text(decision, call, directory, now=NOW)
-    assert "Where: location not verified (nomadic use)\n" in text
-    assert "Callback: +358401000002\n" in text
+    text = desk_text(decision, call, in_language(directory, language), now=NOW)
+    assert text.splitlines()[:6] == expected
     assert "Metsänneidonkuja" not in text
+
+
+@pytest.mark.parametrize(
+    ("language", "caller", "callback"),
+    [
+        (Language.EN, "Caller: unknown caller from 127.0.10.9", "Callback: none (unknown caller)"),
+        (Language.SV, "Uppringare: okänd uppringare från 127.0.10.9",
+         "Återuppringning: inget nummer (okänd uppringare)"),
+        (Language.FI, "Soittaja: tuntematon soittaja osoitteesta 127.0.10.9",
+         "Takaisinsoitto: ei numeroa (tuntematon soittaja)"),
+    ],
+)  # fmt: skip
+def test_unknown_caller_on_the_office_lan_in_each_language(
+    language: Language, caller: str, callback: str
+) -> None:
+    decision, call, directory = routed("127.0.10.9", None)
+    lines = desk_text(decision, call, in_language(directory, language), now=NOW).splitlines()
+    assert caller in lines and callback in lines
+
+
+def test_every_language_has_words() -> None:
+    assert set(desk_module.DESK_WORDS) == set(Language)
 
 
 def test_unknown_caller_and_hostile_call_id() -> None:
     decision, call, directory = routed("127.0.0.9", None)
     call = replace(call, call_id="x\r\nInjected: 1" + "y" * 2000)
     text = desk_text(decision, call, directory, now=NOW)
-    assert "Caller: unknown caller from 127.0.0.9\n" in text
+    assert "Caller: unknown caller from 127.0.0.9\n" in text  # no customer: English
     assert "Callback: none (unknown caller)\n" in text
     assert "\r" not in text and "\nInjected" not in text
     assert len(text.encode()) <= desk_module.MAX_TEXT_BYTES
@@ -163,3 +224,69 @@ def test_notify_all_isolates_a_failing_hook() -> None:
     hook(decision, call)
     assert told == ["c-1@phone"]
     assert notify_all(None, None) is None
+
+
+class Hops:
+    """Stands in for Gateway.send_message with one behaviour per next hop: a final
+    status, None and a reason (Timer F, a transport error), or "silent" (never
+    answers: the attempt's own timeout ends it)."""
+
+    def __init__(self, answers: dict[Endpoint, tuple[int | None, str] | str]) -> None:
+        self.answers = answers
+        self.sent: list[Endpoint] = []
+
+    async def __call__(self, uri: str, destination: Endpoint, body: bytes) -> MessageDone:
+        self.sent.append(destination)
+        answer = self.answers[destination]
+        if answer == "silent":
+            await asyncio.sleep(3600)
+        assert isinstance(answer, tuple)
+        key = TransactionKey(f"z9hG4bK{len(self.sent)}", "", "MESSAGE", False)
+        return MessageDone(transaction=key, status=answer[0], reason=answer[1])
+
+
+HOP = [Endpoint("UDP", "127.0.70.1", 5070 + i) for i in range(4)]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("answers", "tried", "outcome"),
+    [
+        # The first desk host is silent: the second gets it within ATTEMPT_TIMEOUT.
+        ({HOP[0]: "silent", HOP[1]: (200, "OK")}, 2, DeskOutcome.DELIVERED),
+        ({HOP[0]: (503, "Busy"), HOP[1]: (200, "OK")}, 2, DeskOutcome.DELIVERED),
+        ({HOP[0]: (None, "transport error"), HOP[1]: (200, "OK")}, 2, DeskOutcome.DELIVERED),
+        ({HOP[0]: (None, "timeout"), HOP[1]: (408, "Request Timeout"), HOP[2]: (200, "OK")}, 3,
+         DeskOutcome.DELIVERED),
+        # A 4xx is the desk's own answer: no failover.
+        ({HOP[0]: (404, "Not Found"), HOP[1]: (200, "OK")}, 1, DeskOutcome.REJECTED),
+        # Bounded: the fourth next hop is never tried; the last failure is the outcome.
+        ({HOP[0]: (500, "x"), HOP[1]: (502, "x"), HOP[2]: (None, "timeout"),
+          HOP[3]: (200, "OK")}, 3, DeskOutcome.TIMEOUT),
+    ],
+    ids=["silent-then-ok", "503-then-ok", "transport-then-ok", "timeout-408-ok", "404-final",
+         "bounded"],
+)  # fmt: skip
+async def test_failover_to_the_next_next_hop(
+    monkeypatch: pytest.MonkeyPatch,
+    answers: dict[Endpoint, tuple[int | None, str] | str],
+    tried: int,
+    outcome: DeskOutcome,
+) -> None:
+    monkeypatch.setattr(desk_module, "ATTEMPT_TIMEOUT", 0.05)
+    decision, call, directory = routed("127.0.10.5", "alice")
+
+    async def resolve_all(uri: str) -> tuple[Endpoint, ...]:
+        return tuple(answers)
+
+    failovers: list[None] = []
+    metrics = Metrics.__new__(Metrics)
+    metrics.emergency_desk_message = lambda outcome: None  # type: ignore[method-assign]
+    metrics.emergency_desk_failover = lambda: failovers.append(None)  # type: ignore[method-assign]
+    desk = SecurityDesk(directory=lambda: directory, resolve=resolve_all, metrics=metrics)
+    desk(decision, call)
+    hops = Hops(answers)
+    await deliver_one(desk, hops, outcome)
+    assert hops.sent == list(answers)[:tried]
+    assert len(failovers) == tried - 1
+    assert sum(desk.outcomes.values()) == 1

@@ -14,11 +14,15 @@ import asyncio
 import re
 from pathlib import Path
 
+import dns.asyncresolver
 import pytest
 
+from gateway.service import server as server_module
 from gateway.service.desk import DeskOutcome
+from gateway.transport.resolver import SipResolver
 from tests.emergency.rig import VPN_IP, Rig, call, emergency_rig, sip_ruri
 from tests.interop.sipp import SippUas
+from tests.transport.test_resolver import DnsServer
 
 pytestmark = [pytest.mark.sipp, pytest.mark.postgres, pytest.mark.asyncio]
 
@@ -69,16 +73,17 @@ async def test_office_call_desk_receives_who_where_and_callback(
     assert re.search(r"(?im)^Content-Type: text/plain;charset=UTF-8$", message)
     assert not re.search(r"(?im)^Contact:", message)
     call_id = rig.ended[0].call_id
+    # In Setera's language, Finnish (deploy/demo/sites.toml).
     assert body_of(message).splitlines()[:7] == [
-        "EMERGENCY CALL 112",
-        "Caller: Alice (desk phone), +358401000001 (sip user alice)",
-        "Customer: Setera Communications Oy",
-        "Where: Setera head office, Espoo (setera-espoo), Metsänneidonkuja 12, 02130 Espoo, FI",
-        "Callback: +358401000001",
-        "Centre: kerava",
+        "HÄTÄPUHELU 112",
+        "Soittaja: Alice (desk phone), +358401000001 (SIP-käyttäjä alice)",
+        "Asiakas: Setera Communications Oy",
+        "Sijainti: Setera head office, Espoo (setera-espoo), Metsänneidonkuja 12, 02130 Espoo, FI",
+        "Takaisinsoitto: +358401000001",
+        "Hätäkeskus: kerava",
         body_of(message).splitlines()[6],
     ]
-    assert re.fullmatch(r"Time: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", body_of(message).splitlines()[6])
+    assert re.fullmatch(r"Aika: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", body_of(message).splitlines()[6])
     assert body_of(message).splitlines()[7] == f"Call-ID: {call_id}"
     assert rig.app.desk is not None
     assert rig.app.desk.outcomes[DeskOutcome.DELIVERED] == 1
@@ -96,9 +101,9 @@ async def test_nomadic_call_desk_told_location_not_verified(pg_dsn: str, tmp_pat
     assert result.successful_calls == 1, result.describe()
     (message,) = received_messages(trace)
     lines = body_of(message).splitlines()
-    assert "Caller: Bob (softphone), +358401000002 (sip user bob)" in lines
-    assert "Where: location not verified (nomadic use)" in lines
-    assert "Callback: +358401000002" in lines
+    assert "Soittaja: Bob (softphone), +358401000002 (SIP-käyttäjä bob)" in lines
+    assert "Sijainti: sijaintia ei ole varmennettu (etäkäyttö)" in lines
+    assert "Takaisinsoitto: +358401000002" in lines
     assert not any("Metsänneidonkuja" in line for line in lines)
 
 
@@ -156,3 +161,52 @@ async def test_customer_without_desk_sends_nothing(pg_dsn: str, tmp_path: Path) 
         assert rig.app.desk.queued == 0
         await call(rig, "alice", sip_ruri("112", rig))
         assert rig.app.desk.queued == 1
+
+
+async def test_silent_first_desk_host_fails_over_to_the_second(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The desk URI names a domain (sip:desk@desk.test) whose SRV records (RFC 3263,
+    a real DNS server on loopback, dnspython through the gateway's own resolver) list
+    a silent desk host first and a working one second: the second receives the notice
+    after ATTEMPT_TIMEOUT, the call having gone on regardless."""
+    silent_trace, live_trace = tmp_path / "silent.log", tmp_path / "live.log"
+    silent = desk("uas-desk-message-no-response", silent_trace, answer_after=20.0)
+    live = desk("uas-desk-message-200", live_trace)
+    zone = {
+        ("_sip._udp.desk.test.", "SRV"): [
+            f"10 0 {silent.port} silent.desk.test.",
+            f"20 0 {live.port} live.desk.test.",
+        ],
+        ("silent.desk.test.", "A"): ["127.0.0.1"],
+        ("live.desk.test.", "A"): ["127.0.0.1"],
+    }
+    loop = asyncio.get_running_loop()
+    dns_server = DnsServer(zone)
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: dns_server, local_addr=("127.0.0.1", 0)
+    )
+    stub = dns.asyncresolver.Resolver(configure=False)
+    stub.nameservers = ["127.0.0.1"]
+    stub.port = transport.get_extra_info("sockname")[1]
+    monkeypatch.setattr(server_module, "_RESOLVER", SipResolver(stub))
+    try:
+        async with (
+            silent,
+            live,
+            emergency_rig(pg_dsn, tmp_path, security_desk="sip:desk@desk.test") as rig,
+        ):
+            await call(rig, "alice", sip_ruri("112", rig))
+            assert [e.disposition for e in rig.ended] == ["answered"]
+            await outcome(rig, DeskOutcome.DELIVERED, limit=20.0)
+            result = await live.wait(10)
+    finally:
+        transport.close()
+    assert result.successful_calls == 1, result.describe()
+    assert len(received_messages(silent_trace)) >= 1  # it was tried first
+    (message,) = received_messages(live_trace)
+    assert body_of(message).startswith("HÄTÄPUHELU 112\n")
+    assert ("_sip._udp.desk.test.", "SRV") in dns_server.queries
+    assert rig.app.desk is not None
+    assert rig.app.desk.outcomes[DeskOutcome.DELIVERED] == 1
+    assert sum(rig.app.desk.outcomes.values()) == 1

@@ -158,13 +158,14 @@ async def test_baresip_desk_receives_the_message_while_baresip_calls_112(tmp_pat
     print(shown)  # the desk's own log, for the report (pytest -s)
     assert "Traceback" not in gateway_log, gateway_log
     # What the desk's baresip printed: the sender, then the text in quotes.
-    assert re.search(rf'sip:voipgw@{re.escape(HOST)}:\d+: "EMERGENCY CALL 112', shown), shown
+    # In Setera's language, Finnish (deploy/demo/sites.toml).
+    assert re.search(rf'sip:voipgw@{re.escape(HOST)}:\d+: "HÄTÄPUHELU 112', shown), shown
     for line in (
-        "Caller: Alice (desk phone), +358401000001 (sip user alice)",
-        "Customer: Setera Communications Oy",
-        "Where: Setera head office, Espoo (setera-espoo), Metsänneidonkuja 12, 02130 Espoo, FI",
-        "Callback: +358401000001",
-        "Centre: kerava",
+        "Soittaja: Alice (desk phone), +358401000001 (SIP-käyttäjä alice)",
+        "Asiakas: Setera Communications Oy",
+        "Sijainti: Setera head office, Espoo (setera-espoo), Metsänneidonkuja 12, 02130 Espoo, FI",
+        "Takaisinsoitto: +358401000001",
+        "Hätäkeskus: kerava",
     ):
         assert line in shown, shown
     assert re.search(r"security desk sip:desk@\S+: delivered \(200 OK\)", delivered), delivered

@@ -35,7 +35,7 @@ def blocks(facts: CallFacts, **config: object) -> dict[str, ET.Element]:
 @pytest.mark.parametrize(
     ("kind", "classification"),
     [(DeviceKind.DESK_PHONE, "fixed"), (DeviceKind.ATA, "fixed"),
-     (DeviceKind.MOBILE_APP, "handset"), (DeviceKind.SOFTPHONE, "desktop"),
+     (DeviceKind.MOBILE_APP, None), (DeviceKind.SOFTPHONE, "desktop"),
      (DeviceKind.UNKNOWN, None), (None, None)],
 )  # fmt: skip
 def test_device_classification_follows_the_classification(
@@ -92,3 +92,46 @@ def test_multipart_rejects_a_boundary_inside_a_part_and_header_injection() -> No
 def test_bad_config_names_the_field(table: dict[str, object], field: str) -> None:
     with pytest.raises(ConfigError, match=f"^{field}"):
         RoutingConfig.from_table(Table(table, "routing"))
+
+
+#: Registry tokens of RFC 7852 (sections 4.1.3, 4.1.4, 4.2.1-4.2.3, 4.3.1) that the
+#: gateway may send; anything else it emits is a mistake.
+PROVIDER_ID_SERIES = {"NENA", "EENA", "domain"}
+TYPES_OF_PROVIDER = {
+    "Access Network Provider", "Service Provider", "Service Provider Subcontractor",
+    "Telematics Provider", "Language Translation Provider", "Emergency Service Provider",
+    "Emergency Modality Translation", "Relay Provider", "Other",
+}  # fmt: skip
+SERVICE_ENVIRONMENTS = {"Business", "Residence", "Unknown"}
+SERVICE_MOBILITIES = {"Mobile", "Fixed", "Nomadic", "Unknown"}
+
+
+@pytest.mark.parametrize("call_class", list(CallClass))
+@pytest.mark.parametrize("kind", [*DeviceKind, None])
+def test_every_emitted_value_is_a_registry_token_in_schema_order(
+    call_class: CallClass, kind: DeviceKind | None
+) -> None:
+    found = blocks(CallFacts(call_class=call_class, device_kind=kind))
+    assert set(found) == {"ProviderInfo", "ServiceInfo", "DeviceInfo", "SubscriberInfo"}
+    pi, si, di = (f"{{{NS_ECD}:{b}}}" for b in ("ProviderInfo", "ServiceInfo", "DeviceInfo"))
+    provider = found["ProviderInfo"]
+    assert [c.tag.removeprefix(pi) for c in provider] == [
+        "DataProviderReference", "DataProviderString", "ProviderID", "ProviderIDSeries",
+        "TypeOfProvider", "ContactURI", "Language",
+    ]  # fmt: skip
+    assert provider.findtext(f"{pi}ProviderIDSeries") in PROVIDER_ID_SERIES
+    assert provider.findtext(f"{pi}TypeOfProvider") in TYPES_OF_PROVIDER
+    service = found["ServiceInfo"]
+    assert [c.tag.removeprefix(si) for c in service] == [
+        "DataProviderReference", "ServiceEnvironment", "ServiceType", "ServiceMobility",
+    ]  # fmt: skip
+    assert service.findtext(f"{si}ServiceEnvironment") in SERVICE_ENVIRONMENTS
+    assert service.findtext(f"{si}ServiceType") == "MLTS-hosted"
+    assert service.findtext(f"{si}ServiceMobility") in SERVICE_MOBILITIES
+    device = found["DeviceInfo"]
+    assert device.findtext(f"{di}DeviceClassification") in {None, "fixed", "desktop"}
+    # Every block names the same provider (RFC 7852 4.1.1).
+    references = {
+        b.findtext(f"{b.tag.split('}')[0]}}}DataProviderReference") for b in found.values()
+    }
+    assert references == {"tok-1@setera.fi"}

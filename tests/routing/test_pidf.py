@@ -17,6 +17,7 @@ from routing.config import ProviderInfo
 from routing.model import CIVIC_ELEMENTS, CivicAddress, Location
 from routing.pidf import (
     NS_CA,
+    NS_ECD,
     NS_GBP,
     NS_GP,
     NS_PI,
@@ -75,10 +76,22 @@ def test_office_pidf_structure() -> None:
     assert geopriv.findtext(f"{GP}method") == "Manual"
     rules = geopriv.find(f"{GP}usage-rules")
     assert rules is not None
-    assert rules.findtext(f"{{{NS_GBP}}}retransmission-allowed") == "yes"
-    provider = geopriv.find(f"{GP}provided-by/{{{NS_PI}}}EmergencyCallData.ProviderInfo")
+    assert rules.findtext(f"{{{NS_GBP}}}retransmission-allowed") == "true"  # xs:boolean
+    # RFC 7852 section 7: the block by value inside EmergencyCallDataValue.
+    provided_by = geopriv.find(f"{GP}provided-by")
+    assert provided_by is not None
+    assert [c.tag for c in provided_by] == [f"{{{NS_ECD}}}EmergencyCallDataValue"]
+    provider = provided_by.find(
+        f"{{{NS_ECD}}}EmergencyCallDataValue/{{{NS_PI}}}EmergencyCallData.ProviderInfo"
+    )
     assert provider is not None
+    assert [c.tag.split("}")[1] for c in provider] == [
+        "DataProviderReference", "DataProviderString", "ProviderID", "ProviderIDSeries",
+        "TypeOfProvider", "ContactURI",
+    ]  # fmt: skip
     assert provider.findtext(f"{{{NS_PI}}}DataProviderString") == "Setera Communications Oy"
+    assert provider.findtext(f"{{{NS_PI}}}ProviderIDSeries") == "domain"
+    assert provider.findtext(f"{{{NS_PI}}}TypeOfProvider") == "Service Provider"
     civic = geopriv.find(f"{GP}location-info/{CA}civicAddress")
     assert civic is not None
     assert civic.get(XML_LANG) == "fi"

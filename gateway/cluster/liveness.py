@@ -1,0 +1,222 @@
+"""Instances' heartbeats in PostgreSQL, and the closure of a dead instance's calls.
+
+Each instance upserts its row of ``cluster_instances`` (migration 0601) every
+``[cluster] heartbeat_interval``, stamped with the database's clock (``now()``), so
+no two instances' clocks are ever compared. On the same tick it looks for instances
+whose ``last_seen`` is older than ``[cluster] dead_after`` and not yet declared dead.
+
+Exactly once, with several survivors racing: the claim is a conditional UPDATE::
+
+    UPDATE cluster_instances SET declared_dead_at = now(), declared_dead_by = $me
+    WHERE instance = $dead AND declared_dead_at IS NULL
+      AND last_seen < now() - dead_after
+    RETURNING ...
+
+Two survivors running it at once: the second blocks on the row lock the first holds,
+and once the first commits, PostgreSQL re-evaluates the WHERE clause on the new row
+version (READ COMMITTED), finds ``declared_dead_at`` set and updates nothing. The
+winner closes the dead instance's in-progress CDRs (``instance-dead``, ending at its
+last heartbeat, :func:`cdr.writer.close_in_progress`) in the same transaction, so the
+claim and the closure commit together or not at all; a survivor that dies in between
+leaves the instance unclaimed for the next one. An instance that comes back clears
+``declared_dead_at`` with its first heartbeat.
+
+Bound: a dead instance's calls are closed within ``dead_after`` plus one
+``heartbeat_interval`` (a survivor's tick) after its last heartbeat, plus the
+transaction's own time, while any survivor reaches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from cdr.record import EndedBy
+from cdr.writer import close_in_progress
+from gateway.config import ClusterConfig
+
+log = logging.getLogger("voipgw.cluster")
+
+#: The database away, or (multi-host url) no host of it a primary yet.
+DATABASE_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+_BEAT_SQL = """
+INSERT INTO cluster_instances (instance, sip_uri, cdr_instance, started_at, last_seen)
+VALUES ($1, $2, $3, $4, now())
+ON CONFLICT (instance) DO UPDATE SET
+    sip_uri = EXCLUDED.sip_uri, cdr_instance = EXCLUDED.cdr_instance,
+    started_at = EXCLUDED.started_at, last_seen = now(),
+    declared_dead_at = NULL, declared_dead_by = NULL, calls_closed = NULL
+"""
+_LIVE_SQL = """
+SELECT count(*) FROM cluster_instances
+WHERE declared_dead_at IS NULL AND last_seen >= now() - make_interval(secs => $1)
+"""
+_SUSPECTS_SQL = """
+SELECT instance FROM cluster_instances
+WHERE declared_dead_at IS NULL AND last_seen < now() - make_interval(secs => $1)
+  AND instance <> $2
+"""
+_CLAIM_SQL = """
+UPDATE cluster_instances SET declared_dead_at = now(), declared_dead_by = $3
+WHERE instance = $1 AND declared_dead_at IS NULL
+  AND last_seen < now() - make_interval(secs => $2)
+RETURNING cdr_instance, last_seen, declared_dead_at
+"""
+_LEAVE_SQL = "DELETE FROM cluster_instances WHERE instance = $1 AND declared_dead_at IS NULL"
+_CLOSED_SQL = "UPDATE cluster_instances SET calls_closed = $2 WHERE instance = $1"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadInstance:
+    """An instance this one declared dead.
+
+    Attributes:
+        instance: its ``[cluster] instance`` name.
+        last_seen: its last heartbeat (the database's clock).
+        declared_at: when this instance declared it dead (the database's clock).
+        calls_closed: its in-progress CDRs closed as ``instance-dead``.
+    """
+
+    instance: str
+    last_seen: dt.datetime
+    declared_at: dt.datetime
+    calls_closed: int
+
+
+class Liveness:
+    """This instance's heartbeat, and the watch over the others.
+
+    Args:
+        pool: the shared database.
+        config: ``[cluster]``.
+        cdr_instance: the name this instance's CDR rows carry.
+        on_live: told the count of live instances after each tick (None: unknown).
+        on_dead: told of each instance this one declared dead.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        config: ClusterConfig,
+        *,
+        cdr_instance: str,
+        on_live: Callable[[int | None], None] | None = None,
+        on_dead: Callable[[DeadInstance], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.config = config
+        self.cdr_instance = cdr_instance
+        self.on_live = on_live
+        self.on_dead = on_dead
+        self.started_at = dt.datetime.now(dt.UTC)
+        #: instances declared dead by this one, oldest first (status, tests)
+        self.declared: list[DeadInstance] = []
+
+    async def beat(self) -> None:
+        """Upserts this instance's heartbeat row.
+
+        Raises:
+            asyncpg.PostgresError, OSError, TimeoutError: the database failed.
+        """
+        c = self.config
+        await self.pool.execute(
+            _BEAT_SQL,
+            c.instance,
+            c.sip_uri,
+            self.cdr_instance,
+            self.started_at,
+            timeout=c.dead_after,
+        )
+
+    async def leave(self) -> None:
+        """Removes this instance's row on a clean stop: it is gone, not dead, and the
+        others have nothing to close (its calls ended as ``shutdown``).
+
+        Raises:
+            asyncpg.PostgresError, OSError, TimeoutError: the database failed (the
+                others then declare it dead after ``dead_after``, and find nothing
+                in progress).
+        """
+        await self.pool.execute(_LEAVE_SQL, self.config.instance, timeout=self.config.dead_after)
+
+    async def live_instances(self) -> int:
+        """Instances whose heartbeat is younger than ``dead_after``."""
+        count = await self.pool.fetchval(_LIVE_SQL, self.config.dead_after)
+        return int(count)
+
+    async def reap(self) -> list[DeadInstance]:
+        """Declares dead every instance silent for ``dead_after`` and closes its calls'
+        records, each claim in its own transaction (see the module docstring).
+
+        Returns:
+            The instances this call declared dead (none when another survivor won).
+        """
+        c = self.config
+        suspects = await self.pool.fetch(_SUSPECTS_SQL, c.dead_after, c.instance)
+        found = []
+        for suspect in suspects:
+            name = suspect["instance"]
+            async with self.pool.acquire() as con, con.transaction():
+                claimed = await con.fetchrow(_CLAIM_SQL, name, c.dead_after, c.instance)
+                if claimed is None:
+                    continue  # another survivor won, or it came back
+                closed = await close_in_progress(
+                    con, claimed["cdr_instance"], claimed["last_seen"], EndedBy.INSTANCE_DEAD
+                )
+                await con.execute(_CLOSED_SQL, name, closed)
+            dead = DeadInstance(
+                instance=name,
+                last_seen=claimed["last_seen"],
+                declared_at=claimed["declared_dead_at"],
+                calls_closed=closed,
+            )
+            log.warning(
+                "instance %s is dead (last heartbeat %s, %.1f s before; dead_after %.1f s):"
+                " closed %d call record(s) it left in progress as %s",
+                name,
+                dead.last_seen.isoformat(),
+                (dead.declared_at - dead.last_seen).total_seconds(),
+                c.dead_after,
+                closed,
+                EndedBy.INSTANCE_DEAD,
+            )
+            self.declared.append(dead)
+            found.append(dead)
+            if self.on_dead is not None:
+                self.on_dead(dead)
+        return found
+
+    async def run_forever(self) -> None:
+        """Beats, counts and reaps every ``heartbeat_interval``; a database that is
+        away is logged once per outage and retried on the next tick."""
+        failing = False
+        while True:
+            live: int | None = None
+            try:
+                async with asyncio.timeout(self.config.dead_after):
+                    await self.beat()
+                    await self.reap()
+                    live = await self.live_instances()
+            except DATABASE_ERRORS as exc:
+                if not failing:
+                    log.warning("cluster heartbeat failed (%s); retrying every tick", exc)
+                failing = True
+            else:
+                if failing:
+                    log.warning("cluster heartbeat written again")
+                failing = False
+            if self.on_live is not None:
+                self.on_live(live)
+            await asyncio.sleep(self.config.heartbeat_interval)
