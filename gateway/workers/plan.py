@@ -23,9 +23,9 @@ port, and any worker can take those. The alternative, one process receiving and
 handing messages to workers by Call-ID, would put every message through one more
 process and copy; the kernel's spreading costs nothing.
 
-When ``[cluster]`` (issue 16) lands, a worker's ``cluster.instance`` and
-``cluster.sip_uri`` are its name and its own port, so that a binding registered
-through one worker names the worker holding the device's flow.
+With ``[cluster]`` (issue 16), a worker's ``cluster.instance`` is its name (its
+heartbeat, the owner of its in-progress CDRs) and ``cluster.sip_uri`` its own port,
+so the other workers and instances reach that worker and no other.
 """
 
 from __future__ import annotations
@@ -68,10 +68,21 @@ def worker_config(config: GatewayConfig, index: int) -> GatewayConfig:
     if not 1 <= index <= server.workers:
         raise ValueError(f"worker {index} of {server.workers}")
     shared = tuple(dataclasses.replace(item, shared=True) for item in config.sip.listen)
+    own = own_listeners(config, index)
+    name = worker_name(config.instance, index)
+    cluster = config.cluster
+    if cluster is not None:
+        first = own[0]
+        host = f"[{first.host}]" if ":" in first.host else first.host
+        scheme = "sips" if first.transport == "TLS" else "sip"
+        cluster = dataclasses.replace(
+            cluster, instance=name, sip_uri=f"{scheme}:{host}:{first.port}"
+        )
     return dataclasses.replace(
         config,
-        instance=worker_name(config.instance, index),
-        sip=dataclasses.replace(config.sip, listen=own_listeners(config, index) + shared),
+        instance=name,
+        cluster=cluster,
+        sip=dataclasses.replace(config.sip, listen=own + shared),
         metrics=dataclasses.replace(config.metrics, port=server.worker_metrics_port + index - 1),
         # The spool is locked by its writer: one per worker, under the configured one.
         cdr=dataclasses.replace(

@@ -92,3 +92,13 @@ def test_the_command_line_override_is_validated_like_the_file(tmp_path: Path) ->
     with pytest.raises(ConfigError) as info:
         load_config(path, server={"workers": 2})
     assert info.value.field == "sip.listen[0].port"
+
+
+def test_a_worker_is_its_own_cluster_instance_reached_on_its_own_port() -> None:
+    config = parse_config(doc({"workers": 2, "worker_sip_port": 5100}, cluster={}))
+    assert config.cluster is not None
+    worker = worker_config(config, 2)
+    assert worker.cluster is not None
+    assert worker.cluster.instance == worker.instance == "gw-a-w2"
+    assert worker.cluster.sip_uri == "sip:192.0.2.10:5101"
+    assert worker.cluster.dead_after == config.cluster.dead_after
