@@ -101,7 +101,9 @@ class Worker:
 #: Gauges that count a table every worker shares (PostgreSQL): each worker reports
 #: the same whole-table value, so the machine's is one sample, the largest, with no
 #: ``worker`` label; summing them over workers would count the table N times.
-SHARED_TABLE_GAUGES = frozenset({"voipgw_registered_bindings", "voipgw_cdr_partitions_ahead"})
+SHARED_TABLE_GAUGES = frozenset(
+    {"voipgw_registered_bindings", "voipgw_cdr_partitions_ahead", "voipgw_cluster_instances"}
+)
 
 
 class WorkerSamples(Collector):
