@@ -77,6 +77,20 @@ _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")
 #: "fragmentation needed", which says nothing about the next hop being down).
 _UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 _MAX_ERRORS_PER_WAKEUP = 64
+# Linux getsockopt(SOL_SOCKET, SO_MEMINFO): nine u32 counters of the socket's memory;
+# the first, SK_MEMINFO_RMEM_ALLOC, is the bytes of the datagrams waiting to be read
+# (what ``ss -m`` shows as r). Python's socket module does not export the constant.
+_SO_MEMINFO = 55
+_SK_MEMINFO = struct.Struct("=9I")
+
+
+def receive_queue_bytes(sock: socket.socket) -> int:
+    """Bytes waiting in a socket's kernel receive queue (0 where unknown)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _SK_MEMINFO.size)
+    except OSError:
+        return 0
+    return int(_SK_MEMINFO.unpack(raw)[0]) if len(raw) == _SK_MEMINFO.size else 0
 
 
 def enable_icmp_errors(sock: socket.socket) -> bool:
@@ -212,6 +226,7 @@ class TransportManager:
         self.local: list[Endpoint] = []
         self.stats: Counter[str] = Counter()
         self._udp: dict[bool, _UdpProtocol] = {}  # keyed by "is IPv6"
+        self._udp_sockets: list[socket.socket] = []
         self._servers: list[asyncio.Server] = []
         self._connections: dict[Endpoint, _StreamProtocol] = {}
         self._pending: dict[Endpoint, list[bytes]] = {}
@@ -234,6 +249,8 @@ class TransportManager:
                 lambda: _UdpProtocol(self, errors), sock=sock
             )
             self._udp[family == socket.AF_INET6] = protocol
+            if sys.platform.startswith("linux"):
+                self._udp_sockets.append(sock)
             port = sock.getsockname()[1]
         else:
             context = None
@@ -270,6 +287,7 @@ class TransportManager:
         for server in self._servers:
             await server.wait_closed()
         self._udp.clear()
+        self._udp_sockets.clear()
         self._servers.clear()
 
     @property
@@ -297,6 +315,11 @@ class TransportManager:
     @property
     def ingress_depth(self) -> int:
         return len(self._queue)
+
+    def receive_queue_bytes(self) -> int:
+        """Bytes received by the kernel on the UDP sockets and not read yet: the
+        backlog the loop has not even seen (``gateway.edge.overload`` Rule 1)."""
+        return sum(receive_queue_bytes(sock) for sock in self._udp_sockets)
 
     # ------------------------------------------------------------------ egress
 
