@@ -1,0 +1,254 @@
+"""Load shedding: new ordinary calls refused by how far the event loop is behind.
+
+Theory of operation
+-------------------
+
+``[overload] max_calls`` counts calls. A count cannot tell that the calls arriving
+this second cost the one event loop more than it has: past that point every
+message waits longer in the kernel's UDP receive queue, the queue overflows, the
+kernel drops datagrams (INVITEs, but also the ACKs, BYEs and 200s of calls already
+up), clients retransmit and the gateway collapses instead of refusing the excess.
+This module watches the load itself and refuses the excess early and cheaply.
+
+Rule 1 (signals). Every ``sample_interval`` the adapter
+(:class:`gateway.service.server.Gateway`) gives :meth:`LoadMonitor.sample` two
+figures: the loop lag (how late the heartbeat timer ran: the time a callback or a
+batch of messages held the loop) and the bytes waiting in the kernel receive
+queues of the UDP sockets (``SO_MEMINFO``: messages the loop has not even read). The
+second is the one that sees saturation: libuv reads at most 32 datagrams per socket
+per loop iteration, so a saturated loop keeps a short lag while the kernel queue
+grows.
+
+Rule 2 (hysteresis). Shedding starts when either signal passes its threshold and
+stops when both are below half of theirs. In between the state holds, so one noisy
+sample does not flip it, and the standing queue between the two keeps the loop busy
+(throughput stays at capacity) while bounding the queueing delay.
+
+Rule 3 (what is shed). While shedding, a new ordinary INVITE (no To tag, not to an
+emergency number or URN of :class:`routing.emergency.DialPlan`) is answered 503
+with Retry-After (RFC 3261 21.5.4) statelessly: parsed, answered and forgotten, with
+no transaction, routing, CDR or call state. Everything else flows: responses,
+in-dialog requests, ACK, BYE, CANCEL, OPTIONS, REGISTER and emergency calls.
+Emergency INVITEs of a batch go first (:meth:`LoadShedder.classify` marks them).
+
+Rule 4 (the 503's ACK). The 503 carries the To tag :attr:`LoadShedder.tag`, the same
+for every shed request (RFC 3261 8.2.6.2 asks a stateless UAS to generate the same
+tag for a retransmission; no dialog ever exists with it). The client's ACK for it
+(RFC 3261 17.1.1.3) carries that tag and is dropped before parsing
+(:meth:`LoadShedder.absorbs`); a retransmitted INVITE is shed again or, once the
+load has passed, taken as a new call.
+
+Rule 5 (RFC 7339). An upstream that advertises ``oc`` in its Via is told the loss
+to apply (:meth:`LoadMonitor.feedback`): per window, the share of new calls it
+should hold back so that what reaches the gateway is what it admitted,
+``p' = 1 - (1 - p) * admitted / arrived``; a window without shedding lowers the loss
+by ``LOSS_DECREASE`` (additive decrease, so the clients probe their way back up).
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+
+from gateway.edge.guard import OverloadFeedback, peek
+from gateway.sip.builders import build_response
+from gateway.sip.errors import ParseError
+from gateway.sip.events import Endpoint
+from gateway.sip.message import Request, Response
+from gateway.sip.parser import parse_message
+from gateway.sip.transaction_layer import response_destination, stamp_received
+from routing.emergency import DialPlan
+
+__all__ = [
+    "CLEAR_RATIO",
+    "LOSS_DECREASE",
+    "LoadMonitor",
+    "LoadShedder",
+    "OverloadState",
+]
+
+#: Shedding stops when every signal is below this share of its threshold (Rule 2).
+CLEAR_RATIO = 0.5
+#: Loss fraction taken off the RFC 7339 feedback per window without shedding.
+LOSS_DECREASE = 0.1
+#: Prefix of the shed 503's To tag; ``new_token`` tags are hex, so none starts so.
+SHED_TAG_PREFIX = "shed."
+
+
+class OverloadState(StrEnum):
+    """Whether new ordinary INVITEs are being shed (``voipgw_overload_state``)."""
+
+    NORMAL = "normal"
+    SHEDDING = "shedding"
+
+
+class LoadMonitor:
+    """Rules 1, 2 and 5: the shedding state from lag and queue samples, and the
+    RFC 7339 loss to report (pure: every input carries its ``now``).
+
+    Args:
+        shed_lag: loop lag that starts shedding, in seconds.
+        shed_receive_queue: kernel receive-queue bytes that start shedding.
+        feedback_interval: seconds per RFC 7339 measurement window.
+        validity: seconds a client may apply one feedback (``oc-validity``).
+        seq_offset: added to ``now`` to form ``oc-seq`` (``time.time() -
+            loop.time()``, so that it keeps increasing across restarts).
+    """
+
+    def __init__(
+        self,
+        *,
+        shed_lag: float,
+        shed_receive_queue: int,
+        feedback_interval: float = 1.0,
+        validity: float = 2.0,
+        seq_offset: float = 0.0,
+    ) -> None:
+        self.shed_lag = shed_lag
+        self.shed_receive_queue = shed_receive_queue
+        self.feedback_interval = feedback_interval
+        self.validity = validity
+        self.seq_offset = seq_offset
+        self.state = OverloadState.NORMAL
+        #: the latest samples, for the log line and the metrics
+        self.lag = 0.0
+        self.receive_queue = 0
+        self.loss = 0.0
+        self._window_start: float | None = None
+        self._admitted = 0
+        self._shed = 0
+        self._feedback = OverloadFeedback(loss=0, validity=validity, seq=seq_offset)
+
+    @property
+    def shedding(self) -> bool:
+        return self.state is OverloadState.SHEDDING
+
+    def sample(self, now: float, *, lag: float, receive_queue: int) -> bool:
+        """Takes one sample of the signals (Rule 1) and applies Rule 2.
+
+        Args:
+            now: current time in seconds.
+            lag: how late the heartbeat ran, in seconds.
+            receive_queue: bytes waiting in the kernel's UDP receive queues.
+
+        Returns:
+            True if the state changed.
+        """
+        self.lag, self.receive_queue = lag, receive_queue
+        self._roll(now)
+        if self.state is OverloadState.NORMAL:
+            if lag > self.shed_lag or receive_queue > self.shed_receive_queue:
+                self.state = OverloadState.SHEDDING
+                return True
+            return False
+        if (
+            lag < self.shed_lag * CLEAR_RATIO
+            and receive_queue < self.shed_receive_queue * CLEAR_RATIO
+        ):
+            self.state = OverloadState.NORMAL
+            return True
+        return False
+
+    def new_call(self, now: float, *, shed: bool) -> None:
+        """Counts a new call: admitted (routed) or shed, for Rule 5."""
+        self._roll(now)
+        if shed:
+            self._shed += 1
+        else:
+            self._admitted += 1
+
+    def feedback(self, now: float) -> OverloadFeedback:
+        """The RFC 7339 feedback to send at ``now`` (closing finished windows first)."""
+        self._roll(now)
+        return self._feedback
+
+    def _roll(self, now: float) -> None:
+        start = self._window_start
+        if start is None:
+            self._window_start = now
+            return
+        if now - start < self.feedback_interval:
+            return
+        arrived = self._admitted + self._shed
+        if self._shed and arrived:
+            self.loss = 1.0 - (1.0 - self.loss) * self._admitted / arrived
+        else:
+            self.loss = max(0.0, self.loss - LOSS_DECREASE)
+        self._admitted = self._shed = 0
+        self._window_start = now
+        percent = min(100, math.ceil(self.loss * 100 - 1e-9))
+        if percent != self._feedback.loss:
+            self._feedback = OverloadFeedback(
+                loss=percent, validity=self.validity, seq=now + self.seq_offset
+            )
+
+
+class LoadShedder:
+    """Rules 3 and 4: which received messages are shed, and their 503.
+
+    Args:
+        monitor: the shedding state.
+        dial_plan: what counts as an emergency Request-URI (the guard's and the
+            router's own, so that the three agree).
+        retry_after: Retry-After of the 503, in seconds.
+        tag: the To tag of every shed 503 (from the adapter's token source).
+    """
+
+    def __init__(
+        self, monitor: LoadMonitor, dial_plan: DialPlan, *, retry_after: int, tag: str
+    ) -> None:
+        self.monitor = monitor
+        self.dial_plan = dial_plan
+        self.retry_after = str(retry_after)
+        self.tag = SHED_TAG_PREFIX + tag
+        self._ack_tag = f"tag={self.tag}".encode()
+        #: shed 503s and absorbed ACKs, for tests and the log
+        self.shed = 0
+        self.absorbed = 0
+
+    def absorbs(self, data: bytes) -> bool:
+        """Rule 4: True for the ACK of a shed 503 (drop it unparsed)."""
+        if data.startswith(b"ACK ") and self._ack_tag in data:
+            self.absorbed += 1
+            return True
+        return False
+
+    def classify(self, data: bytes) -> bool | None:
+        """Rule 3 for one received message while shedding.
+
+        Returns:
+            True: a new ordinary INVITE, to shed; False: a new emergency INVITE, to
+            take first; None: anything else, to take in order.
+        """
+        if not data.startswith(b"INVITE "):
+            return None
+        request = peek(data)
+        if request is None or request.to_tagged:
+            return None
+        return self.dial_plan.match(request.uri.decode("latin-1")) is None
+
+    def reject(self, data: bytes, source: Endpoint, now: float) -> tuple[Response, Endpoint] | None:
+        """The stateless 503 of a shed INVITE and where it goes (RFC 3261 8.2.6,
+        18.2.2), or None when the INVITE does not parse: the core then answers
+        its 400 as for any bad request.
+
+        Args:
+            data: the INVITE as received.
+            source: where it came from.
+            now: current time in seconds.
+        """
+        try:
+            request = parse_message(data, stream=source.reliable)
+            if not isinstance(request, Request):
+                return None
+            # RFC 3261 18.2.1 / RFC 3581 4: received and rport as for any request,
+            # so the response's Via tells the client where it was seen.
+            via = stamp_received(request, source)
+        except ParseError:
+            return None
+        response = build_response(
+            request, 503, to_tag=self.tag, headers=(("Retry-After", self.retry_after),)
+        )
+        self.shed += 1
+        self.monitor.new_call(now, shed=True)
+        return response, response_destination(via, source)
