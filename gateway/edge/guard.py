@@ -335,6 +335,8 @@ class Guard:
             True to hand it to the parser, False to drop it silently.
         """
         self._last_now = now
+        if not self.config.enabled and self.overload is None:
+            return True  # nothing to decide nor count: no peek (a regex per message)
         if is_response(data):
             return True
         request = peek(data)
