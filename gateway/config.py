@@ -290,7 +290,7 @@ class OverloadConfig:
     retry_after: int = 5
     load_shedding: bool = True
     shed_lag: float = 0.05
-    shed_receive_queue: int = 262144
+    shed_receive_queue: int = 131072
     sample_interval: float = 0.01
 
     @classmethod
