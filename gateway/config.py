@@ -282,6 +282,9 @@ class OverloadConfig:
             beyond which load shedding starts (Linux ``SO_MEMINFO`` rmem; a SIP
             datagram of ~700 bytes takes ~2.3 KiB there, so the default 262144 is
             ~110 datagrams, ~15-30 ms of work at saturation).
+        shed_after: seconds either signal must stay past its threshold before
+            shedding starts (a transient stall, the process descheduled for a
+            moment, drains by itself; ``gateway.edge.overload`` Rule 2).
         sample_interval: seconds between samples of lag and queue depth.
     """
 
@@ -291,6 +294,7 @@ class OverloadConfig:
     load_shedding: bool = True
     shed_lag: float = 0.05
     shed_receive_queue: int = 131072
+    shed_after: float = 0.1
     sample_interval: float = 0.01
 
     @classmethod
@@ -305,6 +309,7 @@ class OverloadConfig:
             shed_receive_queue=table.int(
                 "shed_receive_queue", defaults.shed_receive_queue, min=4096
             ),
+            shed_after=table.float("shed_after", defaults.shed_after, min=0.0, max=10.0),
             sample_interval=table.float(
                 "sample_interval", defaults.sample_interval, min=0.001, max=1.0
             ),

@@ -19,10 +19,16 @@ second is the one that sees saturation: libuv reads at most 32 datagrams per soc
 per loop iteration, so a saturated loop keeps a short lag while the kernel queue
 grows.
 
-Rule 2 (hysteresis). Shedding starts when either signal passes its threshold and
-stops when both are below half of theirs. In between the state holds, so one noisy
-sample does not flip it, and the standing queue between the two keeps the loop busy
-(throughput stays at capacity) while bounding the queueing delay.
+Rule 2 (onset and hysteresis). Shedding starts when either signal has been past its
+threshold for ``shed_after`` seconds, and stops when both are below half of theirs.
+The onset delay keeps a transient stall from shedding: on a shared machine the
+process is descheduled for tens of milliseconds now and then, and at half capacity
+that alone leaves a backlog past the threshold, which the loop then drains in a few
+samples. Overload keeps it there. Once shedding has stopped, it starts again at the
+first sample past a threshold for ``RECENT`` seconds: the overload is still on, and
+waiting out the onset each time would let the queue swing far past its threshold.
+Between start and stop the state holds, and the standing queue between the two keeps
+the loop busy (throughput stays at capacity) while bounding the queueing delay.
 
 Rule 3 (what is shed). While shedding, a new ordinary INVITE (no To tag, not to an
 emergency number or URN of :class:`routing.emergency.DialPlan`) is answered 503
@@ -62,6 +68,7 @@ from routing.emergency import DialPlan
 __all__ = [
     "CLEAR_RATIO",
     "LOSS_DECREASE",
+    "RECENT",
     "LoadMonitor",
     "LoadShedder",
     "OverloadState",
@@ -69,6 +76,8 @@ __all__ = [
 
 #: Shedding stops when every signal is below this share of its threshold (Rule 2).
 CLEAR_RATIO = 0.5
+#: Seconds after shedding stopped during which it restarts without the onset delay.
+RECENT = 1.0
 #: Loss fraction taken off the RFC 7339 feedback per window without shedding.
 LOSS_DECREASE = 0.1
 #: Prefix of the shed 503's To tag; ``new_token`` tags are hex, so none starts so.
@@ -89,6 +98,8 @@ class LoadMonitor:
     Args:
         shed_lag: loop lag that starts shedding, in seconds.
         shed_receive_queue: kernel receive-queue bytes that start shedding.
+        shed_after: seconds a signal must stay past its threshold before shedding
+            starts (Rule 2).
         feedback_interval: seconds per RFC 7339 measurement window.
         validity: seconds a client may apply one feedback (``oc-validity``).
         seq_offset: added to ``now`` to form ``oc-seq`` (``time.time() -
@@ -100,12 +111,14 @@ class LoadMonitor:
         *,
         shed_lag: float,
         shed_receive_queue: int,
+        shed_after: float = 0.0,
         feedback_interval: float = 1.0,
         validity: float = 2.0,
         seq_offset: float = 0.0,
     ) -> None:
         self.shed_lag = shed_lag
         self.shed_receive_queue = shed_receive_queue
+        self.shed_after = shed_after
         self.feedback_interval = feedback_interval
         self.validity = validity
         self.seq_offset = seq_offset
@@ -114,6 +127,9 @@ class LoadMonitor:
         self.lag = 0.0
         self.receive_queue = 0
         self.loss = 0.0
+        #: since when a signal has been past its threshold (None: neither is)
+        self._over_since: float | None = None
+        self._stopped_at = -math.inf
         self._window_start: float | None = None
         self._admitted = 0
         self._shed = 0
@@ -137,15 +153,24 @@ class LoadMonitor:
         self.lag, self.receive_queue = lag, receive_queue
         self._roll(now)
         if self.state is OverloadState.NORMAL:
-            if lag > self.shed_lag or receive_queue > self.shed_receive_queue:
-                self.state = OverloadState.SHEDDING
-                return True
-            return False
+            if lag <= self.shed_lag and receive_queue <= self.shed_receive_queue:
+                self._over_since = None
+                return False
+            if self._over_since is None:
+                # From this sample, not from when a late heartbeat was due: one long
+                # stall is still one sample.
+                self._over_since = now
+            if now - self._over_since < self.shed_after and now - self._stopped_at > RECENT:
+                return False
+            self.state = OverloadState.SHEDDING
+            return True
         if (
             lag < self.shed_lag * CLEAR_RATIO
             and receive_queue < self.shed_receive_queue * CLEAR_RATIO
         ):
             self.state = OverloadState.NORMAL
+            self._over_since = None
+            self._stopped_at = now
             return True
         return False
 

@@ -361,6 +361,7 @@ def _load_shedder(
     monitor = LoadMonitor(
         shed_lag=overload.shed_lag,
         shed_receive_queue=overload.shed_receive_queue,
+        shed_after=overload.shed_after,
         feedback_interval=config.guard.oc_interval,
         validity=config.guard.oc_validity,
         seq_offset=seq_offset,
