@@ -54,15 +54,20 @@ by ``LOSS_DECREASE`` (additive decrease, so the clients probe their way back up)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from enum import StrEnum
 
 from gateway.edge.guard import OverloadFeedback, peek
 from gateway.sip.builders import build_response
 from gateway.sip.errors import ParseError
-from gateway.sip.events import Endpoint
+from gateway.sip.events import Endpoint, TransactionKey
 from gateway.sip.message import Request, Response
 from gateway.sip.parser import parse_message
-from gateway.sip.transaction_layer import response_destination, stamp_received
+from gateway.sip.transaction_layer import (
+    response_destination,
+    server_transaction_key,
+    stamp_received,
+)
 from routing.emergency import DialPlan
 
 __all__ = [
@@ -252,15 +257,25 @@ class LoadShedder:
             return None
         return self.dial_plan.match(request.uri.decode("latin-1")) is None
 
-    def reject(self, data: bytes, source: Endpoint, now: float) -> tuple[Response, Endpoint] | None:
+    def reject(
+        self,
+        data: bytes,
+        source: Endpoint,
+        now: float,
+        known: Callable[[TransactionKey], object | None],
+    ) -> tuple[Response, Endpoint] | None:
         """The stateless 503 of a shed INVITE and where it goes (RFC 3261 8.2.6,
-        18.2.2), or None when the INVITE does not parse: the core then answers
-        its 400 as for any bad request.
+        18.2.2), or None for the core to handle it: an INVITE that does not parse
+        (the core answers its 400) or a retransmission of one the core already
+        holds a transaction for (RFC 3261 17.2.1: the transaction absorbs it; a
+        503 would refuse a call being set up).
 
         Args:
             data: the INVITE as received.
             source: where it came from.
             now: current time in seconds.
+            known: the core's server transaction for a key, or None
+                (``TransactionLayer.transaction``).
         """
         try:
             request = parse_message(data, stream=source.reliable)
@@ -269,6 +284,8 @@ class LoadShedder:
             # RFC 3261 18.2.1 / RFC 3581 4: received and rport as for any request,
             # so the response's Via tells the client where it was seen.
             via = stamp_received(request, source)
+            if known(server_transaction_key(request, via)) is not None:
+                return None
         except ParseError:
             return None
         response = build_response(

@@ -304,16 +304,23 @@ class Gateway:
                 if kind is None:
                     later.append((data, source))
                     continue
-                if kind and self._shed(shedder, data, source, now):
+                if kind and self._shed(shedder, layer, data, source, now):
                     continue
             layer.receive_message(data, source, now)
         for data, source in later:
             layer.receive_message(data, source, now)
 
-    def _shed(self, shedder: LoadShedder, data: bytes, source: Endpoint, now: float) -> bool:
-        """Answers a new ordinary INVITE 503 statelessly; False if it did not parse
-        (the core answers its 400)."""
-        rejected = shedder.reject(data, source, now)
+    def _shed(
+        self,
+        shedder: LoadShedder,
+        layer: TransactionLayer,
+        data: bytes,
+        source: Endpoint,
+        now: float,
+    ) -> bool:
+        """Answers a new ordinary INVITE 503 statelessly; False for the core to
+        handle it (it did not parse, or it retransmits one the core holds)."""
+        rejected = shedder.reject(data, source, now, layer.transaction)
         if rejected is None:
             return False
         response, destination = rejected

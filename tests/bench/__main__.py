@@ -12,7 +12,17 @@ import subprocess
 import sys
 import time
 
-ORDER = ("parser", "routing", "cdr", "media", "gateway", "emergency", "overload", "vanish")
+ORDER = (
+    "parser",
+    "routing",
+    "cdr",
+    "media",
+    "gateway",
+    "capacity",
+    "emergency",
+    "overload",
+    "vanish",
+)
 
 
 def main(argv: list[str]) -> int:

@@ -13,7 +13,7 @@ from gateway.edge.overload import (
     LoadShedder,
     OverloadState,
 )
-from gateway.sip.events import Endpoint
+from gateway.sip.events import Endpoint, TransactionKey
 from gateway.sip.headers import parse_name_address, parse_via
 from gateway.sip.message import Response
 from gateway.sip.parser import parse_message
@@ -142,7 +142,7 @@ def test_reject_answers_503_statelessly_with_retry_after_and_the_shed_tag() -> N
     s = shedder(m)
     invite = request("INVITE", extra=("Supported: timer",))
     invite = invite.replace(b";branch=", b";rport;branch=")
-    rejected = s.reject(invite, SOURCE, 0.0)
+    rejected = s.reject(invite, SOURCE, 0.0, lambda _: None)
     assert rejected is not None
     answer, destination = rejected
     # RFC 3581 4: back to the source address and port the request came from.
@@ -166,8 +166,25 @@ def test_reject_answers_503_statelessly_with_retry_after_and_the_shed_tag() -> N
 
 def test_reject_leaves_an_unparsable_invite_to_the_core() -> None:
     s = shedder()
-    assert s.reject(b"INVITE sip:x@y SIP/2.0\r\nVia: nonsense\r\n\r\n", SOURCE, 0.0) is None
+    bad = b"INVITE sip:x@y SIP/2.0\r\nVia: nonsense\r\n\r\n"
+    assert s.reject(bad, SOURCE, 0.0, lambda _: None) is None
     assert s.shed == 0
+
+
+def test_reject_leaves_a_retransmission_to_its_transaction() -> None:
+    s = shedder()
+    invite = request("INVITE")
+    seen: list[TransactionKey] = []
+
+    def known(key: TransactionKey) -> object | None:
+        seen.append(key)
+        return object()  # the core holds this INVITE's server transaction
+
+    assert s.reject(invite, SOURCE, 0.0, known) is None
+    assert s.shed == 0
+    (key,) = seen
+    assert (key.method, key.server) == ("INVITE", True)
+    assert key.branch.startswith("z9hG4bK")
 
 
 def test_the_ack_of_a_shed_503_is_absorbed_and_nothing_else() -> None:
