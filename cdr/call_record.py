@@ -19,7 +19,7 @@ from cdr.numbers import number_of
 from cdr.record import CallDetailRecord, Disposition, EndedBy, HangupSide, billable_seconds
 from routing.decision import CallFacts, RecordingNotice
 
-__all__ = ["EndedCall", "in_progress_record_of", "record_of"]
+__all__ = ["EndedCall", "call_uuid_of", "in_progress_record_of", "record_of"]
 
 
 class Address(Protocol):
@@ -105,7 +105,7 @@ def record_of(event: EndedCall, *, wall_offset: float, instance: str) -> CallDet
     post_dial = None if event.ringing_at is None else event.ringing_at - event.setup_at
     notice = event.recording_notice
     return CallDetailRecord(
-        call_uuid=_call_uuid(event.call_uuid),
+        call_uuid=call_uuid_of(event.call_uuid),
         started_at=started,
         call_id=event.call_id,
         customer=facts.customer_id,
@@ -177,7 +177,7 @@ def in_progress_record_of(
     return record.extended_to(record.ended_at, None)
 
 
-def _call_uuid(text: str) -> uuid.UUID:
+def call_uuid_of(text: str) -> uuid.UUID:
     """The B2BUA's call id as a UUID (uuid4 hex in the running gateway)."""
     try:
         return uuid.UUID(hex=text)

@@ -258,7 +258,17 @@ def _trusted_peers(table: Table) -> tuple[tuple[Network, ...], tuple[Network, ..
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OverloadConfig:
-    """Bounds on work (RFC 7339 loss-based overload control comes on top).
+    """Bounds on work: a call count, and load shedding by how far the loop is behind.
+
+    Two limits, each with 503 + Retry-After (RFC 3261 21.5.4). ``max_calls`` counts
+    calls; it cannot see that the calls of one second cost the event loop more than
+    it has. Load shedding (:mod:`gateway.edge.overload`) looks at the loop itself:
+    how late its heartbeat runs and how many bytes wait in the kernel's UDP receive
+    queue. Past either threshold, new ordinary INVITEs are answered 503 statelessly
+    before parsing the rest of the gateway cares about; in-dialog requests,
+    responses, ACK, BYE, CANCEL and emergency calls keep flowing. It stops when both
+    signals fall below half their threshold (hysteresis: one noisy sample does not
+    flip it back and forth).
 
     Attributes:
         max_calls: calls beyond which new ordinary calls get 503 (calls from the PBX
@@ -270,19 +280,53 @@ class OverloadConfig:
             (``voipgw_emergency_calls_beyond_reserve_total``): size the gateway so
             that it never happens.
         retry_after: Retry-After of the 503, in seconds.
+        load_shedding: whether new ordinary INVITEs are shed by load (above).
+        shed_lag: event-loop lag beyond which load shedding starts, in seconds: how
+            late the overload heartbeat runs (every ``sample_interval``).
+        shed_receive_queue: bytes in the kernel receive queues of the UDP sockets
+            beyond which load shedding starts (Linux ``SO_MEMINFO`` rmem; a SIP
+            datagram of ~700 bytes takes ~2.3 KiB there, so the default 262144 is
+            ~110 datagrams, ~15-30 ms of work at saturation).
+        shed_after: seconds either signal must stay past its threshold before
+            shedding starts (a transient stall, the process descheduled for a
+            moment, drains by itself; ``gateway.edge.overload`` Rule 2).
+        sample_interval: seconds between samples of lag and queue depth.
     """
 
     max_calls: int = 5000
     emergency_reserve: int = 100
     retry_after: int = 5
+    load_shedding: bool = True
+    shed_lag: float = 0.05
+    shed_receive_queue: int = 131072
+    shed_after: float = 0.1
+    sample_interval: float = 0.01
 
     @classmethod
     def from_table(cls, table: Table) -> OverloadConfig:
+        defaults = cls()
         config = cls(
-            max_calls=table.int("max_calls", 5000, min=1),
-            emergency_reserve=table.int("emergency_reserve", 100, min=0),
-            retry_after=table.int("retry_after", 5, min=0, max=3600),
+            max_calls=table.int("max_calls", defaults.max_calls, min=1),
+            emergency_reserve=table.int("emergency_reserve", defaults.emergency_reserve, min=0),
+            retry_after=table.int("retry_after", defaults.retry_after, min=0, max=3600),
+            load_shedding=table.bool("load_shedding", defaults.load_shedding),
+            shed_lag=table.float("shed_lag", defaults.shed_lag, min=0.001, max=10.0),
+            shed_receive_queue=table.int(
+                "shed_receive_queue", defaults.shed_receive_queue, min=4096
+            ),
+            shed_after=table.float("shed_after", defaults.shed_after, min=0.0, max=10.0),
+            sample_interval=table.float(
+                "sample_interval", defaults.sample_interval, min=0.001, max=1.0
+            ),
         )
+        if config.sample_interval >= config.shed_lag:
+            # A heartbeat is late by up to one interval whenever the loop is busy
+            # at all: a lag threshold below it would shed at moderate load.
+            raise ConfigError(
+                table.field("shed_lag"),
+                f"must be above sample_interval ({config.sample_interval:g} s),"
+                f" got {config.shed_lag:g}",
+            )
         table.reject_unknown()
         return config
 

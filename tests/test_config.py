@@ -72,6 +72,14 @@ def test_demo_config_is_valid() -> None:
         ),
         (minimal(overload={"emergency_reserve": -1}), "overload.emergency_reserve"),
         (minimal(overload={"emergency_reserve": "many"}), "overload.emergency_reserve"),
+        (minimal(overload={"load_shedding": "yes"}), "overload.load_shedding"),
+        (minimal(overload={"shed_lag": "fast"}), "overload.shed_lag"),
+        (minimal(overload={"shed_lag": 0.0}), "overload.shed_lag"),
+        # At or below the sample interval: a busy loop would shed at moderate load.
+        (minimal(overload={"shed_lag": 0.01, "sample_interval": 0.01}), "overload.shed_lag"),
+        (minimal(overload={"shed_receive_queue": 100}), "overload.shed_receive_queue"),
+        (minimal(overload={"sample_interval": 2.0}), "overload.sample_interval"),
+        (minimal(overload={"shed_after": -1}), "overload.shed_after"),
         (
             minimal(sip={"listen": [{"transport": "UDP", "host": "127.0.0.1"}], "min_se": 0}),
             "sip.min_se",
@@ -129,6 +137,20 @@ def test_emergency_reserve_is_read() -> None:
     config = parse_config(minimal(overload={"max_calls": 10, "emergency_reserve": 5}))
     assert (config.overload.max_calls, config.overload.emergency_reserve) == (10, 5)
     assert parse_config(minimal()).overload.emergency_reserve == 100
+
+
+def test_load_shedding_defaults_and_settings() -> None:
+    default = parse_config(minimal()).overload
+    assert default.load_shedding
+    assert (default.shed_lag, default.shed_receive_queue, default.sample_interval) == (
+        0.05,
+        131072,
+        0.01,
+    )
+    set_ = parse_config(
+        minimal(overload={"load_shedding": False, "shed_lag": 0.1, "shed_receive_queue": 65536})
+    ).overload
+    assert (set_.load_shedding, set_.shed_lag, set_.shed_receive_queue) == (False, 0.1, 65536)
 
 
 def test_sections_are_typed_fields() -> None:

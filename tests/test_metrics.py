@@ -62,6 +62,10 @@ REQUIRED_FAMILIES = {
     "voipgw_cluster_calls_closed": ("counter", set()),
     "voipgw_event_loop_lag_seconds": ("histogram", set()),
     "voipgw_overload_shed": ("counter", {"reason"}),
+    "voipgw_overload_state": ("gauge", set()),
+    "voipgw_overload_state_changes": ("counter", set()),
+    "voipgw_overload_loop_lag_seconds": ("histogram", set()),
+    "voipgw_overload_receive_queue_bytes": ("gauge", set()),
     "voipgw_transport_listening": ("gauge", {"transport", "family"}),
     "voipgw_build_info": ("gauge", {"version", "python"}),
 }
@@ -132,6 +136,19 @@ def test_call_lifecycle(metrics: Metrics) -> None:
     assert value(metrics, "voipgw_calls_total", call_class="nomadic", outcome="rejected") == 1
     assert value(metrics, "voipgw_calls_total", call_class="unknown", outcome="shed") == 1
     assert value(metrics, "voipgw_overload_shed_total", reason="call_limit") == 1
+
+
+def test_load_shedding_samples_and_state(metrics: Metrics) -> None:
+    metrics.overload_sampled(0.07, 200_000)
+    metrics.overload_sampled(0.002, 1000)
+    assert value(metrics, "voipgw_overload_loop_lag_seconds_count") == 2
+    assert value(metrics, "voipgw_overload_loop_lag_seconds_bucket", le="0.05") == 1
+    assert value(metrics, "voipgw_overload_receive_queue_bytes") == 1000
+    metrics.overload_state_changed(True)
+    assert value(metrics, "voipgw_overload_state") == 1
+    metrics.overload_state_changed(False)
+    assert value(metrics, "voipgw_overload_state") == 0
+    assert value(metrics, "voipgw_overload_state_changes_total") == 2
 
 
 def test_a_challenge_is_not_a_call(metrics: Metrics) -> None:

@@ -500,6 +500,27 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.overload_state = Gauge(
+            "voipgw_overload_state",
+            "1 while load shedding answers new ordinary calls 503, else 0.",
+            registry=r,
+        )
+        self.overload_state_changes = Counter(
+            "voipgw_overload_state_changes",
+            "Load shedding started or stopped (hysteresis; flapping shows here).",
+            registry=r,
+        )
+        self.overload_loop_lag = Histogram(
+            "voipgw_overload_loop_lag_seconds",
+            "How late the load-shedding heartbeat ran: the loop lag it decides on.",
+            buckets=_LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+        self.overload_receive_queue = Gauge(
+            "voipgw_overload_receive_queue_bytes",
+            "Bytes waiting in the kernel receive queues of the UDP sockets (last sample).",
+            registry=r,
+        )
         self.transport_listening = Gauge(
             "voipgw_transport_listening",
             "1 while a SIP listener of this transport and address family is bound.",
@@ -698,6 +719,16 @@ class Metrics:
         """``voipgw_guard_banned_sources`` reads ``count`` (the guard's table) at each
         scrape."""
         self.guard_banned_sources.set_function(count)
+
+    def overload_sampled(self, lag: float, receive_queue: int) -> None:
+        """One load-shedding sample: loop lag in seconds, receive-queue bytes."""
+        self.overload_loop_lag.observe(lag)
+        self.overload_receive_queue.set(receive_queue)
+
+    def overload_state_changed(self, shedding: bool) -> None:
+        """Load shedding started (True) or stopped."""
+        self.overload_state.set(1 if shedding else 0)
+        self.overload_state_changes.inc()
 
     def overload_shed_event(self, reason: str) -> None:
         """Counts a request shed by overload control that is not a new call."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import asyncpg
 
-from cdr.call_record import in_progress_record_of, record_of
+from cdr.call_record import call_uuid_of, in_progress_record_of, record_of
 from cdr.config import CdrConfig
 from cdr.db import DatabaseHealth, database, migrate
 from cdr.maintenance import existing_partitions, maintain
@@ -33,6 +33,7 @@ from gateway.cluster.callbacks import EmergencyCallbacks
 from gateway.cluster.liveness import DATABASE_ERRORS, DeadInstance, Liveness
 from gateway.config import GatewayConfig
 from gateway.edge.guard import Guard, LossController, stamp_overload_feedback
+from gateway.edge.overload import LoadMonitor, LoadShedder
 from gateway.ops.metrics import Metrics
 from gateway.registrar import BindingStore, Registrar, route_to_binding
 from gateway.registrar.location import LocationUnavailable
@@ -47,6 +48,7 @@ from gateway.service.server import (
     ServiceHandler,
     ip_literal_endpoint,
     is_auth_challenge,
+    new_token,
     resolve_endpoints,
 )
 from gateway.service.sitestore import export_sites, import_sites, load_directory
@@ -206,6 +208,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
         loop = asyncio.get_running_loop()
         control = LossController.from_config(config.guard, seq_offset=time.time() - loop.time())
         guard = Guard(config.guard, dial_plan=dial_plan, metrics=metrics, overload=control)
+        shedder = _load_shedder(config, dial_plan, seq_offset=time.time() - loop.time())
         registrar = (
             Registrar(
                 config.registrar,
@@ -242,11 +245,14 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             writer.submit(record_of(event, wall_offset=wall_offset, instance=config.instance))
 
         def write_in_progress_cdr(event: CallAnswered) -> None:
-            # The same snapshot and mapping as the final record (issue 19).
+            # The same snapshot and mapping as the final record (issue 19), built only
+            # if the call is still up when the writer cuts its batch (issue 17).
+            summary = event.summary
             writer.answered(
-                in_progress_record_of(
-                    event.summary, wall_offset=wall_offset, instance=config.instance
-                )
+                lambda: in_progress_record_of(
+                    summary, wall_offset=wall_offset, instance=config.instance
+                ),
+                call_uuid_of(summary.call_uuid),
             )
 
         sinks: list[Callable[[CallEnded], None]] = [write_cdr]
@@ -298,8 +304,10 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             metrics=metrics,
             guard=guard,
             media=config.media,
-            # RFC 7339: loss-based overload feedback to upstreams that ask for it.
-            on_response=_overload_feedback(control) if control is not None else None,
+            # RFC 7339: loss-based overload feedback to upstreams that ask for it,
+            # from the configured capacity when there is one, else from the load.
+            on_response=_overload_feedback(control or (shedder.monitor if shedder else None)),
+            shedder=shedder,
             emergency_fallback=(
                 _emergency_fallback(dial_plan, holder) if holder is not None else None
             ),
@@ -371,13 +379,38 @@ def _count_dead(metrics: Metrics) -> Callable[[DeadInstance], None]:
     return count
 
 
-def _overload_feedback(control: LossController) -> Callable[[Response, float], None]:
-    """Stamps RFC 7339 loss-based overload feedback on the responses the B2BUA sends."""
+def _overload_feedback(
+    control: LossController | LoadMonitor | None,
+) -> Callable[[Response, float], None] | None:
+    """Stamps RFC 7339 loss-based overload feedback on the responses the gateway
+    sends (None: no feedback)."""
+    if control is None:
+        return None
+    feedback = control.feedback
 
     def stamp(response: Response, now: float) -> None:
-        stamp_overload_feedback(response, control.feedback(now))
+        stamp_overload_feedback(response, feedback(now))
 
     return stamp
+
+
+def _load_shedder(
+    config: GatewayConfig, dial_plan: DialPlan, *, seq_offset: float
+) -> LoadShedder | None:
+    """Load shedding as ``[overload]`` asks (None when ``load_shedding`` is off); its
+    RFC 7339 window and validity are the ``[guard]`` oc settings."""
+    overload = config.overload
+    if not overload.load_shedding:
+        return None
+    monitor = LoadMonitor(
+        shed_lag=overload.shed_lag,
+        shed_receive_queue=overload.shed_receive_queue,
+        shed_after=overload.shed_after,
+        feedback_interval=config.guard.oc_interval,
+        validity=config.guard.oc_validity,
+        seq_offset=seq_offset,
+    )
+    return LoadShedder(monitor, dial_plan, retry_after=overload.retry_after, tag=new_token())
 
 
 async def _routing_data(pool: asyncpg.Pool, config: GatewayConfig) -> DirectoryHolder:

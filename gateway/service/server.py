@@ -31,6 +31,7 @@ from gateway.b2bua import (
 from gateway.b2bua.call import Side
 from gateway.b2bua.events import LocalAnswer, MediaAnswered, MediaNeeded, MessageDone
 from gateway.config import GatewayConfig
+from gateway.edge.overload import LoadShedder
 from gateway.ops.logs import bound_call_id
 from gateway.ops.metrics import Metrics
 from gateway.rtp.config import MediaConfig
@@ -48,6 +49,8 @@ RouteResult = Route | Reject | LocalAnswer
 
 #: Seconds to which timer wake-ups are rounded up (see Gateway._schedule_timer).
 TIMER_GRANULARITY = 0.01
+#: Seconds between two log lines about calls shed for load.
+SHED_LOG_INTERVAL = 10.0
 #: Decides the B leg of a new call; may return the decision or an awaitable of it.
 Router = Callable[[RouteNeeded], RouteResult | Awaitable[RouteResult]]
 #: Receives every finished call (the CDR writer, metrics).
@@ -124,6 +127,9 @@ class Gateway:
         on_response: sees every response the B2BUA sends (RFC 7339 overload feedback).
         emergency_fallback: request -> a last-resort route for an emergency call when
             the routing hook fails (the national default centres), or None.
+        shedder: load shedding (``gateway.edge.overload``): fed a heartbeat every
+            ``[overload] sample_interval``; while it sheds, new ordinary INVITEs get
+            a stateless 503 here, before the core sees them. None: no load shedding.
     """
 
     def __init__(
@@ -139,7 +145,13 @@ class Gateway:
         media: MediaConfig | None = None,
         on_response: Callable[[Response, float], object] | None = None,
         emergency_fallback: Callable[[Request], Route | None] | None = None,
+        shedder: LoadShedder | None = None,
     ) -> None:
+        self.shedder = shedder
+        self._heartbeat: asyncio.TimerHandle | None = None
+        self._heartbeat_at = 0.0
+        self._shed_logged_at = -math.inf
+        self._shed_logged = 0
         self.on_response = on_response
         self.emergency_fallback = emergency_fallback
         self.config = config
@@ -206,6 +218,9 @@ class Gateway:
             session_timers=self.config.sip.session_timer_policy,
         )
         self.ready = True
+        if self.shedder is not None:
+            self._heartbeat_at = self._loop.time() + self.config.overload.sample_interval
+            self._heartbeat = self._loop.call_at(self._heartbeat_at, self._on_heartbeat)
         for endpoint in self.transports.local:
             log.info("listening on %s %s", endpoint.transport, endpoint.host_port)
             if self.metrics is not None:
@@ -223,6 +238,9 @@ class Gateway:
         self.ready = False
         if self._timer is not None:
             self._timer.cancel()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
         for task in list(self._route_tasks):
             task.cancel()
         for future in self._messages.values():
@@ -255,12 +273,98 @@ class Gateway:
         if layer is None:
             return
         now = self._now()
+        guard, shedder = self.guard, self.shedder
+        if shedder is not None:
+            self._receive_shedding(batch, shedder, layer, now)
+        else:
+            for data, source in batch:
+                if guard is not None and not guard.admit(data, source, now):
+                    continue
+                layer.receive_message(data, source, now)
+        self._pump(now)
+
+    def _receive_shedding(
+        self,
+        batch: list[tuple[bytes, Endpoint]],
+        shedder: LoadShedder,
+        layer: TransactionLayer,
+        now: float,
+    ) -> None:
+        """Feeds a batch to the core through load shedding (gateway.edge.overload):
+        while it sheds, new ordinary INVITEs are answered 503 here and new emergency
+        INVITEs go before the rest of the batch (the priority lane)."""
         guard = self.guard
+        shedding = shedder.monitor.shedding
+        later: list[tuple[bytes, Endpoint]] = []
         for data, source in batch:
             if guard is not None and not guard.admit(data, source, now):
                 continue
+            if shedder.absorbs(data):
+                continue  # the ACK of a shed 503 (Rule 4)
+            if shedding:
+                kind = shedder.classify(data)
+                if kind is None:
+                    later.append((data, source))
+                    continue
+                if kind and self._shed(shedder, layer, data, source, now):
+                    continue
             layer.receive_message(data, source, now)
-        self._pump(now)
+        for data, source in later:
+            layer.receive_message(data, source, now)
+
+    def _shed(
+        self,
+        shedder: LoadShedder,
+        layer: TransactionLayer,
+        data: bytes,
+        source: Endpoint,
+        now: float,
+    ) -> bool:
+        """Answers a new ordinary INVITE 503 statelessly; False for the core to
+        handle it (it did not parse, or it retransmits one the core holds)."""
+        rejected = shedder.reject(data, source, now, layer.transaction)
+        if rejected is None:
+            return False
+        response, destination = rejected
+        if self.on_response is not None:
+            self.on_response(response, now)  # RFC 7339 feedback, as for the core's
+        self.transports.send(response.serialize(), destination)
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.sip_request_in("INVITE")
+            metrics.sip_response_out(503, "INVITE")
+            metrics.call_shed("unknown", "load")
+        return True
+
+    def _on_heartbeat(self) -> None:
+        """Samples the loop lag and the kernel receive queue for load shedding."""
+        shedder, loop = self.shedder, self._loop
+        assert shedder is not None
+        assert loop is not None
+        now = loop.time()
+        lag = max(0.0, now - self._heartbeat_at)
+        queued = self.transports.receive_queue_bytes()
+        monitor = shedder.monitor
+        changed = monitor.sample(now, lag=lag, receive_queue=queued)
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.overload_sampled(lag, queued)
+            if changed:
+                metrics.overload_state_changed(monitor.shedding)
+        if shedder.shed != self._shed_logged and now - self._shed_logged_at >= SHED_LOG_INTERVAL:
+            # One line per interval, not per change: under a steady overload the
+            # state may change many times a second.
+            log.warning(
+                "overload: %d new calls shed (503) since the last report; loop lag"
+                " %.0f ms, receive queue %d bytes, %s",
+                shedder.shed - self._shed_logged,
+                lag * 1000,
+                queued,
+                monitor.state.value,
+            )
+            self._shed_logged, self._shed_logged_at = shedder.shed, now
+        self._heartbeat_at = now + self.config.overload.sample_interval
+        self._heartbeat = loop.call_at(self._heartbeat_at, self._on_heartbeat)
 
     def _on_transport_error(self, destination: Endpoint) -> None:
         # May be called from inside transports.send during _pump: defer.
@@ -347,6 +451,8 @@ class Gateway:
 
     def _route(self, event: RouteNeeded, now: float) -> None:
         assert self.b2bua is not None
+        if self.shedder is not None:
+            self.shedder.monitor.new_call(now, shed=False)  # RFC 7339 (overload Rule 5)
         if self.draining:
             # RFC 3261 21.5.4: 503 with Retry-After sends callers to another instance.
             retry = (("Retry-After", str(self.config.overload.retry_after)),)

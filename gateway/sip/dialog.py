@@ -7,7 +7,7 @@ the UAC dialog towards the callee (B leg).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from gateway.sip.errors import RemoteProtocolError
@@ -237,4 +237,4 @@ def _is_loose(route: str) -> bool:
 
 def _bare(address: NameAddress) -> str:
     """The name-addr without header parameters (the tag is kept separately)."""
-    return str(replace(address, params=()))
+    return str(NameAddress(address.display_name, address.uri))

@@ -352,7 +352,7 @@ class TransactionLayer(TransactionOwner):
         self._transmit(response.serialize(), destination)
 
     def _receive_request(self, request: Request, source: Endpoint, now: float) -> None:
-        via = _stamp_received(request, source)
+        via = stamp_received(request, source)
         key = server_transaction_key(request, via)
         method = request.method
         if method == "ACK":
@@ -601,7 +601,7 @@ class TransactionLayer(TransactionOwner):
         return f"SIP/2.0/{destination.transport} {local.host_port};branch={branch};rport"
 
 
-def _stamp_received(request: Request, source: Endpoint) -> Via:
+def stamp_received(request: Request, source: Endpoint) -> Via:
     """Adds ``received`` (and fills ``rport``) to the top Via (RFC 3261 18.2.1, RFC 3581 4).
 
     "When the server transport receives a request over any transport, it MUST examine
@@ -665,4 +665,5 @@ __all__ = [
     "client_transaction_key",
     "response_destination",
     "server_transaction_key",
+    "stamp_received",
 ]

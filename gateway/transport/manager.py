@@ -87,6 +87,20 @@ _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")
 #: "fragmentation needed", which says nothing about the next hop being down).
 _UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 _MAX_ERRORS_PER_WAKEUP = 64
+# Linux getsockopt(SOL_SOCKET, SO_MEMINFO): nine u32 counters of the socket's memory;
+# the first, SK_MEMINFO_RMEM_ALLOC, is the bytes of the datagrams waiting to be read
+# (what ``ss -m`` shows as r). Python's socket module does not export the constant.
+_SO_MEMINFO = 55
+_SK_MEMINFO = struct.Struct("=9I")
+
+
+def receive_queue_bytes(sock: socket.socket) -> int:
+    """Bytes waiting in a socket's kernel receive queue (0 where unknown)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _SK_MEMINFO.size)
+    except OSError:
+        return 0
+    return int(_SK_MEMINFO.unpack(raw)[0]) if len(raw) == _SK_MEMINFO.size else 0
 
 
 def enable_icmp_errors(sock: socket.socket) -> bool:
@@ -247,6 +261,7 @@ class TransportManager:
         self._udp_listeners: list[_UdpProtocol] = []
         #: UDP sources seen on a shared socket -> that socket (its replies leave there)
         self._reply_flows: dict[Endpoint, _UdpProtocol] = {}
+        self._udp_sockets: list[socket.socket] = []
         self._servers: list[asyncio.Server] = []
         self._connections: dict[Endpoint, _StreamProtocol] = {}
         self._pending: dict[Endpoint, list[bytes]] = {}
@@ -273,6 +288,8 @@ class TransportManager:
             # Requests leave from the worker's own socket (see _SharedUdpProtocol).
             if not spec.shared or (family == socket.AF_INET6) not in self._udp:
                 self._udp[family == socket.AF_INET6] = protocol
+            if sys.platform.startswith("linux"):
+                self._udp_sockets.append(sock)
             port = sock.getsockname()[1]
         else:
             context = None
@@ -312,6 +329,7 @@ class TransportManager:
         self._udp.clear()
         self._udp_listeners.clear()
         self._reply_flows.clear()
+        self._udp_sockets.clear()
         self._servers.clear()
 
     @property
@@ -339,6 +357,11 @@ class TransportManager:
     @property
     def ingress_depth(self) -> int:
         return len(self._queue)
+
+    def receive_queue_bytes(self) -> int:
+        """Bytes received by the kernel on the UDP sockets and not read yet: the
+        backlog the loop has not even seen (``gateway.edge.overload`` Rule 1)."""
+        return sum(receive_queue_bytes(sock) for sock in self._udp_sockets)
 
     # ------------------------------------------------------------------ egress
 

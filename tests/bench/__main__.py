@@ -20,6 +20,7 @@ ORDER = (
     "media",
     "gateway",
     "workers",
+    "capacity",
     "emergency",
     "overload",
     "vanish",

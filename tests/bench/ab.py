@@ -36,6 +36,10 @@ after a 200-call warm-up:
    (SIPp ``-r 5000 -l 60``): a closed loop, so the completed calls per second of wall
    time is the gateway's throughput on this machine, with SIPp on the same two cores.
    Failed calls are reported; a side with any is flagged.
+   With load shedding on (``[overload] load_shedding``, the default since issue
+   17) this closed loop at the edge of capacity is shed in part (503s count as
+   failed calls): compare raw throughput with ``--base-set``/``--head-set
+   'overload.load_shedding=false'``.
 
 This is not the RFC 7502 search of ``bench_gateway`` (highest fixed rate with zero
 failures, 30 s steps, bisected 100 calls/s apart): that takes far longer than one

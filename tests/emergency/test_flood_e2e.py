@@ -85,11 +85,11 @@ async def test_flood_sheds_ordinary_calls_and_connects_every_emergency_call(
     assert emergency.ok, emergency.describe()
     assert len(setups) == EMERGENCY_CALLS
     assert centre.result is not None and centre.result.successful_calls == EMERGENCY_CALLS
-    assert p99 < 1.0
-    # The flood was real: most ordinary calls were shed, quickly, and some answered.
+    # The flood was real: most ordinary calls were shed and some answered. How fast
+    # (INVITE -> 503 and the emergency set-up, p99) is measured by
+    # tests/bench/bench_capacity.py, not asserted here: on a shared machine a timed
+    # assertion fails for the machine's load, not the gateway's (issue 17).
     assert len(shed_times) > ordinary.outgoing_calls / 2, ordinary.describe()
-    # "Fast": far below a call set-up (measured ~80 ms p99 with the gateway busy).
-    assert shed_p99 < 0.25
     assert answered > 0
     assert ordinary.ok, ordinary.describe()
     sheds = [e for e in rig.ended if e.final_status == 503]

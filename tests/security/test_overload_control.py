@@ -138,6 +138,8 @@ def test_stamp_with_bare_oc_assumes_loss() -> None:
     [
         "SIP/2.0/UDP 192.0.2.10:5060",  # client did not advertise oc
         'SIP/2.0/UDP 192.0.2.10:5060;oc;oc-algo="A,B"',  # no algorithm we support
+        'SIP/2.0/UDP 192.0.2.10:5060;oc-algo="loss"',  # oc-* without oc itself
+        "SIP/2.0/UDP 192.0.2.10:5060;rport=5060;octet",  # a name that starts with oc
     ],
 )
 def test_stamp_leaves_other_responses_alone(via: str) -> None:
@@ -145,6 +147,13 @@ def test_stamp_leaves_other_responses_alone(via: str) -> None:
     before = response.serialize()
     assert not stamp_overload_feedback(response, FEEDBACK)
     assert response.serialize() == before
+
+
+@pytest.mark.parametrize("param", [";oc", "; oc", ";OC=20", ";oc ;rport"])
+def test_stamp_finds_oc_however_it_is_spaced(param: str) -> None:
+    response = build_response(invite(f"SIP/2.0/UDP 192.0.2.10:5060{param}"), 503)
+    assert stamp_overload_feedback(response, FEEDBACK)
+    assert "oc=35" in (response.headers.get("Via") or "").lower()
 
 
 def test_stamp_on_comma_joined_vias_keeps_the_others() -> None:
