@@ -148,3 +148,51 @@ def test_session_timer_defaults_and_switch() -> None:
         sip={"listen": [{"transport": "UDP", "host": "127.0.0.1"}], "session_timers": False}
     )
     assert parse_config(off).sip.session_timer_policy is None
+
+
+def test_cluster_defaults_name_the_host_and_the_first_listener() -> None:
+    import socket
+
+    config = parse_config(minimal())
+    assert config.cluster.instance == socket.gethostname()
+    assert config.cluster.sip_uri == "sip:127.0.0.1:5060"
+    assert (config.cluster.heartbeat_interval, config.cluster.dead_after) == (5.0, 30.0)
+    tcp6 = parse_config(
+        minimal(sip={"listen": [{"transport": "TCP", "host": "::1", "port": 5070}]})
+    )
+    assert tcp6.cluster.sip_uri == "sip:[::1]:5070;transport=tcp"
+
+
+def test_cluster_fields_are_read() -> None:
+    config = parse_config(
+        minimal(
+            cluster={
+                "instance": "gw-2",
+                "sip_uri": "sip:10.0.0.2:5060",
+                "heartbeat_interval": 2.0,
+                "dead_after": 10.0,
+            }
+        )
+    )
+    assert config.cluster.instance == "gw-2"
+    assert config.cluster.sip_uri == "sip:10.0.0.2:5060"
+    assert (config.cluster.heartbeat_interval, config.cluster.dead_after) == (2.0, 10.0)
+
+
+@pytest.mark.parametrize(
+    ("cluster", "field"),
+    [
+        ({"heartbeat_interval": 5.0, "dead_after": 5.0}, "cluster.dead_after"),
+        ({"dead_after": 3.0}, "cluster.dead_after"),
+        ({"sip_uri": "mailto:x@y"}, "cluster.sip_uri"),
+        ({"sip_uri": "not a uri"}, "cluster.sip_uri"),
+        ({"instance": " "}, "cluster.instance"),
+        ({"instance": 7}, "cluster.instance"),
+        ({"heartbeat_interval": "fast"}, "cluster.heartbeat_interval"),
+        ({"peers": []}, "cluster.peers"),
+    ],
+)
+def test_bad_cluster_field_is_named(cluster: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(minimal(cluster=cluster))
+    assert info.value.field == field, str(info.value)
