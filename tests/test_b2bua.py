@@ -685,3 +685,29 @@ def test_options_get_503_while_draining():
     net.transfer()
     (response,) = alice.responses("OPTIONS")
     assert response.response.status == 503
+
+
+def test_record_route_of_the_invite_is_copied_into_the_callers_18x_and_2xx():
+    # RFC 3261 12.1.1: a caller behind a record-routing proxy (a dispatcher in front
+    # of several instances) gets the Record-Route back in order, so its ACK and BYE
+    # go through the proxy.
+    net, gateway, alice, bob = make()
+    record_route = (
+        ("Record-Route", "<sip:127.0.0.9:5060;lr;ftag=a1>"),
+        ("Record-Route", "<sip:127.0.0.8;lr>"),
+    )
+    alice.invite(GW, net.now, extra=record_route)
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    assert incoming.request.headers.get("Record-Route") is None  # the B leg is ours
+    bob.answer(incoming, 180, net.now)
+    net.transfer()
+    bob.answer(incoming, 200, net.now, body=SDP_ANSWER)
+    net.transfer()
+    by_status = {e.response.status: e.response for e in alice.responses("INVITE")}
+    for status in (180, 200):
+        assert by_status[status].headers.get_lines("Record-Route") == [
+            "<sip:127.0.0.9:5060;lr;ftag=a1>",
+            "<sip:127.0.0.8;lr>",
+        ]
+    assert by_status[100].headers.get("Record-Route") is None
