@@ -1,0 +1,51 @@
+"""deploy/cluster/kamailio.cfg passes Kamailio's own check (``kamailio -c``), with its
+defaults and with the overrides `make cluster` and the tests give it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.rig import KAMAILIO_CFG, kamailio_binary, kamailio_defines
+
+pytestmark = pytest.mark.tool
+
+
+def check(*defines: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [kamailio_binary(), "-c", "-f", str(KAMAILIO_CFG), *defines],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_reference_config_passes_kamailio_check() -> None:
+    result = check()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "udp: 127.0.0.1 [127.0.0.1]:5060" in result.stdout + result.stderr
+
+
+def test_overrides_reach_the_listener(tmp_path: Path) -> None:
+    result = check(*kamailio_defines("127.0.0.2:5999", tmp_path / "ds.list", 1))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "udp: 127.0.0.2 [127.0.0.2]:5999" in result.stdout + result.stderr
+
+
+def test_a_broken_config_fails_the_check(tmp_path: Path) -> None:
+    # The check is not vacuous: the same file with a routing block name misspelt.
+    broken = tmp_path / "kamailio.cfg"
+    broken.write_text(
+        KAMAILIO_CFG.read_text().replace('t_on_failure("NEXT_INSTANCE");', "t_on_failure(NEXT);")
+    )
+    result = subprocess.run(
+        [kamailio_binary(), "-c", "-f", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
