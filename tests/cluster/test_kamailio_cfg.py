@@ -26,7 +26,7 @@ def check(*defines: str) -> subprocess.CompletedProcess[str]:
 def test_reference_config_passes_kamailio_check() -> None:
     result = check()
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "udp: 127.0.0.1 [127.0.0.1]:5060" in result.stdout + result.stderr
+    assert "udp: 127.0.0.2 [127.0.0.2]:5060" in result.stdout + result.stderr
 
 
 def test_overrides_reach_the_listener(tmp_path: Path) -> None:
