@@ -312,6 +312,8 @@ class LocationService:
         monotonic: seconds for the retry interval.
         db_timeout: seconds one database operation may take.
         retry_interval: seconds after a failure during which memory answers alone.
+        flow_owner: this instance's ``[cluster] sip_uri``, recorded on the bindings
+            of REGISTERs accepted into memory (the store records it on the others).
     """
 
     def __init__(
@@ -322,8 +324,10 @@ class LocationService:
         monotonic: Callable[[], float] = time.monotonic,
         db_timeout: float = DB_TIMEOUT,
         retry_interval: float = RETRY_INTERVAL,
+        flow_owner: str | None = None,
     ) -> None:
         self.store = store
+        self.flow_owner = flow_owner
         self.clock = clock
         self.monotonic = monotonic
         self.db_timeout = db_timeout
@@ -415,7 +419,7 @@ class LocationService:
             else:
                 self.cache.remember(update.aor, bindings, self.clock())
                 return bindings
-        return self.cache.apply(update, received, self.clock(), self.store.flow_owner)
+        return self.cache.apply(update, received, self.clock(), self.flow_owner)
 
     async def write_through(self) -> int:
         """Writes the REGISTERs accepted into memory to the database, in order.

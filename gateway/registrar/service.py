@@ -114,7 +114,7 @@ class Registrar:
         self.store = store
         self.clock = clock
         #: bindings and credentials, answered from memory while the database is away
-        self.location = LocationService(store, clock=clock)
+        self.location = LocationService(store, clock=clock, flow_owner=store.flow_owner)
         self.random_bytes = random_bytes
         self.policy = config.expires_policy
         self.authenticator = DigestAuthenticator(
