@@ -49,3 +49,29 @@ def test_a_broken_config_fails_the_check(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode != 0
+
+
+def test_cluster_configs_validate_and_the_dispatcher_list_names_their_listeners() -> None:
+    from gateway.config import load_config
+
+    cluster = KAMAILIO_CFG.parent
+    configs = [load_config(path) for path in sorted(cluster.glob("voipgw-*.toml"))]
+    assert len(configs) == 2
+    names = {c.cluster.instance for c in configs}
+    uris = [c.cluster.sip_uri for c in configs]
+    assert len(names) == len(configs) and len(set(uris)) == len(configs)
+    for config in configs:
+        (listen,) = config.sip.listen
+        assert config.cluster.sip_uri == f"sip:{listen.host}:{listen.port}"
+        # Siblings are trusted peers: a relayed call is routed as an inbound call.
+        assert any(listen.host in str(net) for net in config.upstream.trusted_peers)
+    listed = [
+        line.split()[1]
+        for line in (cluster / "dispatcher.list").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert listed == uris
+    # Separate state, metrics and media ports per instance.
+    assert len({c.cdr.spool_dir for c in configs}) == len(configs)
+    assert len({c.metrics.port for c in configs}) == len(configs)
+    assert len({c.media.rtp_port_min for c in configs if c.media}) == len(configs)
