@@ -16,7 +16,7 @@ import pytest
 
 from tests.cluster.rig import kamailio_binary
 from tests.interop.sipp import SippUas, run_uac
-from tests.ops.harness import voipgw
+from tests.ops.harness import stop_embedded, voipgw
 
 pytestmark = [
     pytest.mark.sipp,
@@ -29,6 +29,25 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "cluster-bob-pw-16"
 DIALLED = "+35891234567"
+
+
+async def stop_everything(proc: asyncio.subprocess.Process, state: Path) -> None:
+    """After a failure too: run.py is asked to stop (SIGTERM), then killed; what it
+    started outside its process group (Kamailio's own session, the daemonized
+    PostgreSQL) is stopped by pid file and pg_ctl. Only processes this test started."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 60)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    pid_file = state / "kamailio" / "kamailio.pid"
+    with contextlib.suppress(OSError, ValueError):
+        os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)  # its own session
+    await asyncio.to_thread(stop_embedded, state / "pgdata")
+    shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.mark.timeout(300)
@@ -87,11 +106,7 @@ async def test_make_cluster_carries_calls_and_stops_on_ctrl_c() -> None:
         output.append(rest.decode())
         logs = {n: (state / f"voipgw-{n}.log").read_text(errors="replace") for n in (1, 2)}
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-        shutil.rmtree(state, ignore_errors=True)
+        await stop_everything(proc, state)
     text = "".join(output)
     assert proc.returncode == 0, text
     assert "voipgw-1: ready" in text and "voipgw-2: ready" in text, text
