@@ -33,9 +33,10 @@ from tests.interop.sipp import free_port, run_uac
 from tests.ops.harness import REALM, GatewayProcess, GatewaySetup, prepare, set_password
 
 
-def cluster_section(name: str, setup: GatewaySetup) -> str:
-    """The ``[cluster]`` section of one instance (its SIP URI: its UDP listener)."""
-    return f'\n[cluster]\ninstance = "{name}"\nsip_uri = "sip:127.0.0.1:{setup.sip_port}"\n'
+def cluster_section(setup: GatewaySetup) -> str:
+    """The ``[cluster]`` section of one instance: its SIP URI is its UDP listener;
+    its name, ``[gateway] instance`` (which the CDR rows carry)."""
+    return f'\n[cluster]\nsip_uri = "sip:127.0.0.1:{setup.sip_port}"\n'
 
 
 async def start_instance(
@@ -51,7 +52,7 @@ async def start_instance(
     setup = prepare(state, upstream=upstream, database_url=dsn, cdr={"batch_age": 0.05})
     text = setup.config.read_text(encoding="utf-8")
     text = text.replace('instance = "ops-', f'instance = "{name}-ops-', 1)
-    text += cluster_section(name, setup)
+    text += cluster_section(setup)
     setup.config.write_text(edit(text) if edit else text, encoding="utf-8")
     gateway = GatewayProcess(setup)
     await gateway.start()

@@ -57,12 +57,14 @@ def test_cluster_configs_validate_and_the_dispatcher_list_names_their_listeners(
     cluster = KAMAILIO_CFG.parent
     configs = [load_config(path) for path in sorted(cluster.glob("voipgw-*.toml"))]
     assert len(configs) == 2
-    names = {c.cluster.instance for c in configs}
-    uris = [c.cluster.sip_uri for c in configs]
+    sections = [c.cluster for c in configs]
+    assert all(section is not None for section in sections)
+    names = {s.instance for s in sections if s is not None}
+    uris = [s.sip_uri for s in sections if s is not None]
     assert len(names) == len(configs) and len(set(uris)) == len(configs)
-    for config in configs:
+    for config, uri in zip(configs, uris, strict=True):
         (listen,) = config.sip.listen
-        assert config.cluster.sip_uri == f"sip:{listen.host}:{listen.port}"
+        assert uri == f"sip:{listen.host}:{listen.port}"
         # Siblings are trusted peers: a relayed call is routed as an inbound call.
         assert any(listen.host in str(net) for net in config.upstream.trusted_peers)
     listed = [

@@ -56,6 +56,13 @@ def test_a_binding_without_an_owner_is_held_by_whoever_reads_it() -> None:
     assert not holds_flow(binding(1, B), A)
 
 
+def test_without_cluster_every_flow_is_held_here() -> None:
+    there = binding(2, B)
+    assert holds_flow(there, None)
+    assert choose_flow([there], local=None, as_owner=False) == FlowChoice(binding=there)
+    assert not routed_to_owner([f"<{B};lr>"], None)
+
+
 def test_no_binding_is_not_registered() -> None:
     assert choose_flow([], local=A, as_owner=False) is None
     assert choose_flow([], local=A, as_owner=True) is None
@@ -68,7 +75,9 @@ def test_held_here_is_delivered_held_elsewhere_goes_through_the_owner() -> None:
     # The best binding (q, then newest) decides, wherever its flow is.
     newer_there = binding(3, B, age=0)
     older_here = binding(4, A, age=60)
-    assert choose_flow([older_here, newer_there], local=A, as_owner=False).owner == B
+    assert choose_flow([older_here, newer_there], local=A, as_owner=False) == FlowChoice(
+        binding=newer_there, owner=B
+    )
     assert choose_flow([binding(5, A, q=1.0), binding(6, B, q=0.5)], local=A, as_owner=False) == (
         FlowChoice(binding=binding(5, A, q=1.0))
     )
