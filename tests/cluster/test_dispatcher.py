@@ -78,7 +78,8 @@ def guard_trusts_kamailio(text: str) -> str:
 
 
 async def cdr_counts(dsn: str, kill_wall: float) -> dict[str, dict[str, int]]:
-    """Per instance: calls started before / after the kill, rows never closed, and
+    """Per instance: calls started before / after the kill, rows the instance never
+    closed (open, or closed by a survivor as instance-dead), and
     answered calls."""
     con = await asyncpg.connect(dsn)
     try:
@@ -87,7 +88,7 @@ async def cdr_counts(dsn: str, kill_wall: float) -> dict[str, dict[str, int]]:
             SELECT split_part(gateway_instance, '-ops-', 1) AS name,
                    count(*) FILTER (WHERE started_at < to_timestamp($1)) AS before,
                    count(*) FILTER (WHERE started_at >= to_timestamp($1)) AS after,
-                   count(*) FILTER (WHERE ended_by IS NULL) AS open,
+                   count(*) FILTER (WHERE ended_by IS NULL OR ended_by = 'instance-dead') AS open,
                    count(*) FILTER (WHERE final_status = 200) AS answered
             FROM cdr GROUP BY 1
             """,
