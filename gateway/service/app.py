@@ -225,6 +225,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 # Both lists name the PBX and trunks: [upstream] for routing, [guard]
                 # for rate limits.
                 trusted_peers=config.upstream.trusted_peers + config.guard.trusted_peers,
+                flow_owner=local_uri,
             )
             if config.registrar is not None
             else None
