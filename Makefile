@@ -12,7 +12,7 @@ TEST_STAMP := $(VENV)/.installed-test
 # source edited since the last build triggers a rebuild before run, test and bench.
 NATIVE_SOURCES := $(wildcard gateway/sip/*.py gateway/b2bua/*.py)
 
-.PHONY: run demo test bench fuzz tools lint check-config clean native setup setup-test
+.PHONY: run demo cluster test bench fuzz tools lint check-config clean native setup setup-test
 
 # The build tools first (setuptools, mypy's mypyc): the project then installs without
 # an isolated build environment, and the core compiles while the dependencies install.
@@ -54,6 +54,12 @@ run: setup
 # The gateway with a PBX stand-in and answering emergency centres (README "First calls").
 demo: setup
 	$(BIN)/voipgw demo --config deploy/demo/voipgw.toml
+
+# Kamailio's dispatcher (127.0.0.2:5060) in front of two instances sharing one embedded
+# PostgreSQL (deploy/cluster/, deploy/OPERATIONS.md "Several instances"); foreground,
+# Ctrl-C stops everything. Needs kamailio (make tools).
+cluster: setup
+	$(BIN)/python deploy/cluster/run.py
 
 check-config: $(STAMP)
 	$(BIN)/voipgw check-config --config deploy/demo/voipgw.toml

@@ -13,6 +13,9 @@ command -v sox      >/dev/null 2>&1 || need="$need sox"
 command -v svmap    >/dev/null 2>&1 || command -v sipvicious_svmap >/dev/null 2>&1 || need="$need sipvicious"
 command -v unshare  >/dev/null 2>&1 || need="$need util-linux"
 command -v ip       >/dev/null 2>&1 || need="$need iproute2"
+# Kamailio 5.6 with its dispatcher module: the reference cluster (deploy/cluster/).
+# It lives in /usr/sbin, which a user's PATH may lack.
+command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need="$need kamailio"
 command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
 # The compiled SIP core (setup.py, mypyc): a C compiler and the Python headers.
 command -v gcc      >/dev/null 2>&1 || need="$need gcc"

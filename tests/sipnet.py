@@ -76,6 +76,7 @@ class Peer:
         *,
         uri: str = "sip:bob@127.0.0.3",
         body: bytes = SDP_OFFER,
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> Request:
         headers = Headers(
             [
@@ -87,6 +88,8 @@ class Peer:
                 ("Contact", f"<sip:alice@{self.endpoint.host_port}>"),
             ]
         )
+        for name, value in extra:
+            headers.add(name, value)
         if body:
             headers.add("Content-Type", "application/sdp")
         request = Request(method="INVITE", uri=uri, headers=headers, body=body)

@@ -616,3 +616,98 @@ def test_response_headers_ride_on_the_announcements_183():
     gateway.b2bua.media_ready(call.uuid, GW_SDP, RELAY_OFFER, net.now)
     net.transfer()
     assert geo_errors(alice)[183] == [GEO_ERROR[1]]
+
+
+OWNER_GONE = Reject(status=480, reason="Temporarily Unavailable", headers=(("Retry-After", "60"),))
+
+
+def via_owner(event: RouteNeeded) -> Route:
+    # The route gateway.registrar.routing.route_via_owner builds (bob: the owner).
+    return Route(targets=(BOB,), failover_timeout=2.0, unreachable=OWNER_GONE)
+
+
+@pytest.mark.parametrize("status", [408, 500, 503, 504])
+def test_unreachable_owner_answering_failure_gives_the_routes_answer(status):
+    net, gateway, alice, bob = make(via_owner)
+    alice.invite(GW, net.now)
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    bob.answer(incoming, status, net.now)
+    net.transfer()
+    final = alice.responses("INVITE")[-1].response
+    assert (final.status, final.headers.get("Retry-After")) == (480, "60")
+
+
+def test_a_callee_answer_that_is_not_unreachability_is_relayed_as_it_is():
+    net, gateway, alice, bob = make(via_owner)
+    alice.invite(GW, net.now)
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    bob.answer(incoming, 486, net.now)
+    net.transfer()
+    assert alice.statuses("INVITE")[-1] == 486
+
+
+def test_silent_owner_gives_the_routes_answer_after_failover_timeout():
+    net, gateway, alice, bob = make(via_owner)
+    net.drop = lambda data, src, dst: dst.port == BOB.port
+    alice.invite(GW, net.now)
+    net.transfer()
+    net.advance(1.5)
+    assert 480 not in alice.statuses("INVITE")
+    net.advance(1.0)
+    final = alice.responses("INVITE")[-1].response
+    assert (final.status, final.headers.get("Retry-After")) == (480, "60")
+
+
+def test_owner_unreachable_at_the_transport_gives_the_routes_answer():
+    net, gateway, alice, bob = make(lambda e: Route(targets=(BOB,), unreachable=OWNER_GONE))
+    net.drop = lambda data, src, dst: dst.port == BOB.port
+    alice.invite(GW, net.now)
+    net.transfer()
+    net.advance(33.0, step=0.5)  # Timer B: no failover_timeout on this route
+    assert alice.statuses("INVITE")[-1] == 480
+
+
+def test_options_get_503_while_draining():
+    net, gateway, alice, bob = make()
+    gateway.b2bua.draining = True
+    req = Request(method="OPTIONS", uri="sip:127.0.0.1")
+    for name, value in [
+        ("Max-Forwards", "70"),
+        ("From", "<sip:kamailio@127.0.0.2>;tag=o"),
+        ("To", "<sip:127.0.0.1>"),
+        ("Call-ID", "opt-drain"),
+        ("CSeq", "1 OPTIONS"),
+    ]:
+        req.headers.add(name, value)
+    alice.layer.send_request(req, GW, net.now)
+    net.transfer()
+    (response,) = alice.responses("OPTIONS")
+    assert response.response.status == 503
+
+
+def test_record_route_of_the_invite_is_copied_into_the_callers_18x_and_2xx():
+    # RFC 3261 12.1.1: a caller behind a record-routing proxy (a dispatcher in front
+    # of several instances) gets the Record-Route back in order, so its ACK and BYE
+    # go through the proxy.
+    net, gateway, alice, bob = make()
+    record_route = (
+        ("Record-Route", "<sip:127.0.0.9:5060;lr;ftag=a1>"),
+        ("Record-Route", "<sip:127.0.0.8;lr>"),
+    )
+    alice.invite(GW, net.now, extra=record_route)
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    assert incoming.request.headers.get("Record-Route") is None  # the B leg is ours
+    bob.answer(incoming, 180, net.now)
+    net.transfer()
+    bob.answer(incoming, 200, net.now, body=SDP_ANSWER)
+    net.transfer()
+    by_status = {e.response.status: e.response for e in alice.responses("INVITE")}
+    for status in (180, 200):
+        assert by_status[status].headers.get_lines("Record-Route") == [
+            "<sip:127.0.0.9:5060;lr;ftag=a1>",
+            "<sip:127.0.0.8;lr>",
+        ]
+    assert by_status[100].headers.get("Record-Route") is None

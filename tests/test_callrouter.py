@@ -148,8 +148,8 @@ async def test_calls_from_the_pbx_go_to_registered_devices_not_classified() -> N
     router.trusted_peers = (ipaddress.ip_network("127.0.0.1/32"),)
     device = Route(targets=(OFFICE_PHONE,), request_uri="sip:alice@127.0.10.5:5062")
 
-    async def lookup(uri: str) -> Route | None:
-        return device if "alice" in uri else None
+    async def lookup(request: Request) -> Route | None:
+        return device if "alice" in request.uri else None
 
     router.lookup_binding = lookup
     inbound = await router.route(invite("sip:alice@voipgw", "pstn-caller", PBX))

@@ -135,6 +135,10 @@ class B2bua(
         self._events: deque[B2buaEvent] = deque()
         self._timers: list[tuple[float, int, str, str, object]] = []
         self._seq = itertools.count()
+        #: set while the instance drains (SIGTERM): OPTIONS outside a dialog gets 503,
+        #: so a dispatcher probing with OPTIONS (Kamailio ds_ping_interval) takes the
+        #: instance out while its calls end (deploy/OPERATIONS.md "Several instances")
+        self.draining = False
 
     # ------------------------------------------------------------------ outputs
 
@@ -280,6 +284,11 @@ class B2bua(
             return
         if method == "INVITE":
             self._new_call(event, key, now)
+        elif method == "OPTIONS" and self.draining:
+            # RFC 3261 21.5.4: 503, the server "is temporarily unable to process the
+            # request"; Kamailio's dispatcher counts only 2xx (and codes listed in
+            # ds_ping_reply_codes) as alive, so it stops sending new calls here.
+            self._respond(key, request, 503, now)
         elif method == "OPTIONS":
             # Answered locally: peers use OPTIONS as a keep-alive of the gateway.
             self._respond(
@@ -572,6 +581,8 @@ class B2bua(
             )
             self._try_next_target(call, now)
             return
+        if status in FAILOVER_STATUSES and self._fail_unreachable(call, now):
+            return
         if status == 422 and self.session_timers is not None:
             # The interval is the gateway's own offer on the B leg, never the caller's
             # (RFC 4028 7.3: retried once); what the callee still refuses is the
@@ -612,7 +623,7 @@ class B2bua(
                 return
             if call.targets:
                 self._try_next_target(call, now)
-            else:
+            elif not self._fail_unreachable(call, now):
                 self._fail_a(call, _failure_status(event), None, now)
             return
         relay = self._relays.pop(key, None)
@@ -648,6 +659,26 @@ class B2bua(
         if call.targets:
             call.abandoned.add(call.b_tx)
             self._try_next_target(call, now)
+        else:
+            call.abandoned.add(call.b_tx)
+            self._fail_unreachable(call, now)
+
+    def _fail_unreachable(self, call: Call, now: float) -> bool:
+        """Answers the caller the route's ``unreachable`` response, if it has one;
+        returns whether it did."""
+        route = call.route
+        if route is None or route.unreachable is None:
+            return False
+        answer = route.unreachable
+        log.info(
+            "call %s: %s unreachable, answering %d",
+            call.call_id,
+            call.b_target,
+            answer.status,
+            extra={"call_id": call.call_id},
+        )
+        self._fail_a(call, answer.status, answer.reason, now, headers=answer.headers)
+        return True
 
     # ------------------------------------------------------------------ B leg
 
@@ -679,7 +710,7 @@ class B2bua(
         call.b_tx = key
         call.state = CallState.CALLING
         self._by_b_invite[key] = call
-        if route.failover_timeout is not None and call.targets:
+        if route.failover_timeout is not None and (call.targets or route.unreachable is not None):
             self._arm(call, "failover", route.failover_timeout, now, key)
 
     def _cancel_b(self, call: Call, now: float) -> None:

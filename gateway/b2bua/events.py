@@ -96,6 +96,12 @@ class Route:
             both legs); None for no limit. Never applied to an emergency call.
         facts: what routing decided and why (routing.decision): carried untouched to
             :class:`CallEnded`, for the CDR, metrics and logs.
+        unreachable: the caller's answer when the last target is unreachable (408,
+            5xx, Timer B, a transport error, or no response within
+            ``failover_timeout``) instead of the status that failure maps to: a call
+            relayed through the sibling instance holding the callee's flow answers
+            480 with Retry-After when that instance is gone
+            (gateway.registrar.routing).
     """
 
     targets: tuple[Endpoint, ...]
@@ -112,6 +118,7 @@ class Route:
     announcement: Announcement | None = None
     max_duration: float | None = None
     facts: CallFacts = NO_FACTS
+    unreachable: Reject | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

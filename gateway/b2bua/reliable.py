@@ -18,6 +18,23 @@ from gateway.sip.events import TransactionKey
 from gateway.sip.message import Request, Response
 
 
+def copy_record_route(request: Request, response: Response) -> None:
+    """Copies the request's Record-Route values into a response that establishes (or
+    may establish) the dialog, once.
+
+    RFC 3261 12.1.1: "When a UAS responds to a request with a response that
+    establishes a dialog (such as a 2xx to INVITE), the UAS MUST copy all Record-Route
+    header field values from the request into the response [...] and MUST maintain
+    the order of those values." Without them a caller behind a record-routing proxy
+    (Kamailio's dispatcher in front of several instances, deploy/cluster/) sends its
+    ACK and BYE around the proxy.
+    """
+    if response.headers.get("Record-Route") is not None:
+        return
+    for value in request.headers.get_lines("Record-Route"):
+        response.headers.add("Record-Route", value)
+
+
 @trait
 class ReliableProvisionals(B2buaHost):
     """Mixed into :class:`gateway.b2bua.core.B2bua`."""
@@ -27,11 +44,14 @@ class ReliableProvisionals(B2buaHost):
         100rel: one reliable provisional outstanding at a time, later ones queued;
         a 2xx waits for the PRACK of a provisional that carried SDP (RFC 3262 3).
         Every response but 100 carries the route's ``response_headers`` (set, not
-        added: a queued provisional passes here twice)."""
+        added: a queued provisional passes here twice), and 18x and 2xx the caller's
+        Record-Route (:func:`copy_record_route`)."""
         route = call.route
         if route is not None and route.response_headers and out.status != 100:
             for name, value in route.response_headers:
                 out.headers.set(name, value)
+        if 100 < out.status < 300:
+            copy_record_route(call.a_request, out)
         if not call.reliable or out.status == 100:
             if 200 <= out.status < 300:
                 self._a_answered(call, out, now)

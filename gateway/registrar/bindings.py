@@ -168,6 +168,9 @@ class Binding:
         registered_at: first registration time (wall clock, aware).
         expires_at: expiry time (wall clock, aware).
         expires: seconds left when read, rounded up.
+        flow_owner: ``[cluster] sip_uri`` of the instance that took the REGISTER and
+            so holds the flow (NAT mapping, connection) the device is reached over;
+            None for bindings from before flows had owners (migration 0700).
     """
 
     id: int
@@ -185,6 +188,7 @@ class Binding:
     registered_at: datetime
     expires_at: datetime
     expires: int
+    flow_owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -179,7 +179,13 @@ class BindingCache:
             del self._bindings[aor]
         return len(gone)
 
-    def apply(self, update: RegisterUpdate, received: Endpoint, now: float) -> list[Binding]:
+    def apply(
+        self,
+        update: RegisterUpdate,
+        received: Endpoint,
+        now: float,
+        flow_owner: str | None = None,
+    ) -> list[Binding]:
         """Applies a REGISTER in memory (RFC 3261 10.3 step 7, as the store does) and
         queues it for write-through.
 
@@ -195,7 +201,9 @@ class BindingCache:
         deleted = set(plan.delete)
         updates = dict(plan.update)
         result = [
-            _refreshed(b, updates[b.id], update, received, moment) if b.id in updates else b
+            _refreshed(b, updates[b.id], update, received, moment, flow_owner)
+            if b.id in updates
+            else b
             for b in current
             if b.id not in deleted
         ]
@@ -216,6 +224,7 @@ class BindingCache:
                 update,
                 received,
                 moment,
+                flow_owner,
             )
             for c in plan.insert
         ]
@@ -272,6 +281,7 @@ def _refreshed(
     update: RegisterUpdate,
     received: Endpoint,
     moment: dt.datetime,
+    flow_owner: str | None,
 ) -> Binding:
     # The columns BindingStore's UPDATE sets, with the expiry from the local clock.
     return dataclasses.replace(
@@ -288,6 +298,7 @@ def _refreshed(
         user_agent=update.user_agent,
         expires_at=moment + dt.timedelta(seconds=contact.expires),
         expires=contact.expires,
+        flow_owner=flow_owner,
     )
 
 
@@ -301,6 +312,8 @@ class LocationService:
         monotonic: seconds for the retry interval.
         db_timeout: seconds one database operation may take.
         retry_interval: seconds after a failure during which memory answers alone.
+        flow_owner: this instance's ``[cluster] sip_uri``, recorded on the bindings
+            of REGISTERs accepted into memory (the store records it on the others).
     """
 
     def __init__(
@@ -311,8 +324,10 @@ class LocationService:
         monotonic: Callable[[], float] = time.monotonic,
         db_timeout: float = DB_TIMEOUT,
         retry_interval: float = RETRY_INTERVAL,
+        flow_owner: str | None = None,
     ) -> None:
         self.store = store
+        self.flow_owner = flow_owner
         self.clock = clock
         self.monotonic = monotonic
         self.db_timeout = db_timeout
@@ -404,7 +419,7 @@ class LocationService:
             else:
                 self.cache.remember(update.aor, bindings, self.clock())
                 return bindings
-        return self.cache.apply(update, received, self.clock())
+        return self.cache.apply(update, received, self.clock(), self.flow_owner)
 
     async def write_through(self) -> int:
         """Writes the REGISTERs accepted into memory to the database, in order.

@@ -96,6 +96,9 @@ class Registrar:
             guard's fail2ban-style bans (``gateway.edge.guard.Guard.auth_failed``).
         trusted_peers: the PBX's and trunks' networks, whose REGISTERs are refused
             unless ``config.register_from_trusted_peers``.
+        flow_owner: this instance's ``[cluster] sip_uri``, recorded on the bindings
+            of REGISTERs it takes into memory while the database is away (give the
+            store the same: it records it on the others); None without ``[cluster]``.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class Registrar:
         random_bytes: Callable[[int], bytes] = os.urandom,
         on_auth_failure: Callable[[Endpoint, str], object] | None = None,
         trusted_peers: Sequence[Network] = (),
+        flow_owner: str | None = None,
     ) -> None:
         self.config = config
         self.trusted_peers = trusted_peers
@@ -114,7 +118,7 @@ class Registrar:
         self.store = store
         self.clock = clock
         #: bindings and credentials, answered from memory while the database is away
-        self.location = LocationService(store, clock=clock)
+        self.location = LocationService(store, clock=clock, flow_owner=flow_owner)
         self.random_bytes = random_bytes
         self.policy = config.expires_policy
         self.authenticator = DigestAuthenticator(

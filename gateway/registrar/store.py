@@ -30,7 +30,7 @@ LOCK_CLASS = 0x52454749
 _COLUMNS = """
     id, aor, contact, display_name, params, q, instance_id, reg_id, call_id, cseq,
     received_transport, host(received_host) AS received_host, received_port, user_agent,
-    registered_at, expires_at,
+    registered_at, expires_at, flow_owner,
     GREATEST(0, ceil(extract(epoch FROM expires_at - now())))::int AS expires_left
 """
 
@@ -58,6 +58,7 @@ def _binding(row: asyncpg.Record) -> Binding:
         registered_at=row["registered_at"],
         expires_at=row["expires_at"],
         expires=row["expires_left"],
+        flow_owner=row["flow_owner"],
     )
 
 
@@ -66,10 +67,13 @@ class BindingStore:
 
     Args:
         pool: an open pool on a database migrated with ``cdr.db.migrate``.
+        flow_owner: this instance's ``[cluster] sip_uri``, recorded on every binding
+            it writes as the holder of the device's flow (None: not recorded).
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, flow_owner: str | None = None) -> None:
         self.pool = pool
+        self.flow_owner = flow_owner
 
     # ------------------------------------------------------------------ credentials
 
@@ -212,10 +216,10 @@ class BindingStore:
                     instance_id = $6, reg_id = $7, call_id = $8, cseq = $9,
                     received_transport = $10, received_host = $11::inet,
                     received_port = $12, user_agent = $13,
-                    expires_at = now() + make_interval(secs => $14)
+                    expires_at = now() + make_interval(secs => $14), flow_owner = $15
                 WHERE id = $1
                 """,
-                [(i, *_values(c, update, received)) for i, c in plan.update],
+                [(i, *_values(c, update, received), self.flow_owner) for i, c in plan.update],
             )
         if plan.insert:
             await con.executemany(
@@ -223,11 +227,11 @@ class BindingStore:
                 INSERT INTO registrar_bindings (
                     aor, contact, display_name, params, q, instance_id, reg_id, call_id,
                     cseq, received_transport, received_host, received_port, user_agent,
-                    expires_at)
+                    expires_at, flow_owner)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::inet, $12, $13,
-                        now() + make_interval(secs => $14))
+                        now() + make_interval(secs => $14), $15)
                 """,
-                [(update.aor, *_values(c, update, received)) for c in plan.insert],
+                [(update.aor, *_values(c, update, received), self.flow_owner) for c in plan.insert],
             )
 
     async def remove_all(self, aor: str) -> int:

@@ -28,7 +28,7 @@ from cdr.maintenance import existing_partitions, maintain
 from cdr.partitions import Month, month_of_partition
 from cdr.spool import SpoolError
 from cdr.writer import CdrWriter
-from gateway.b2bua import CallAnswered, CallEnded, Route
+from gateway.b2bua import CallAnswered, CallEnded, Reject, Route
 from gateway.cluster.callbacks import EmergencyCallbacks
 from gateway.cluster.liveness import DATABASE_ERRORS, DeadInstance, Liveness
 from gateway.config import GatewayConfig
@@ -37,7 +37,13 @@ from gateway.edge.overload import LoadMonitor, LoadShedder
 from gateway.ops.metrics import Metrics
 from gateway.registrar import BindingStore, Registrar, route_to_binding
 from gateway.registrar.location import LocationUnavailable
-from gateway.registrar.routing import best_binding
+from gateway.registrar.routing import (
+    choose_flow,
+    flow_not_held,
+    owner_unreachable,
+    route_via_owner,
+    routed_to_owner,
+)
 from gateway.registrar.service import RETRY_AFTER_DB_DOWN
 from gateway.rtp.stage import recorded_line_lookup
 from gateway.service.desk import SecurityDesk, notify_all
@@ -52,6 +58,7 @@ from gateway.service.server import (
     resolve_endpoints,
 )
 from gateway.service.sitestore import export_sites, import_sites, load_directory
+from gateway.sip.errors import TransportError
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Request, Response
 from routing.address_check import AddressProblem, problem_counts, sites_address_problems
@@ -209,14 +216,19 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
         control = LossController.from_config(config.guard, seq_offset=time.time() - loop.time())
         guard = Guard(config.guard, dial_plan=dial_plan, metrics=metrics, overload=control)
         shedder = _load_shedder(config, dial_plan, seq_offset=time.time() - loop.time())
+        # This instance's SIP URI among several ([cluster]); None alone: every flow
+        # is held here (gateway.registrar.routing).
+        local_uri = config.cluster.sip_uri if config.cluster is not None else None
         registrar = (
             Registrar(
                 config.registrar,
-                BindingStore(db.pool),
+                # Each binding names this instance as the holder of its flow.
+                BindingStore(db.pool, flow_owner=local_uri),
                 on_auth_failure=guard.auth_failed,
                 # Both lists name the PBX and trunks: [upstream] for routing, [guard]
                 # for rate limits.
                 trusted_peers=config.upstream.trusted_peers + config.guard.trusted_peers,
+                flow_owner=local_uri,
             )
             if config.registrar is not None
             else None
@@ -281,7 +293,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 overload=config.overload,
                 resolve=resolve_endpoints,
                 dial_plan=dial_plan,
-                lookup_binding=_binding_lookup(registrar) if registrar else None,
+                lookup_binding=(_binding_lookup(registrar, local_uri) if registrar else None),
                 trusted_peers=config.upstream.trusted_peers,
                 international_peers=config.upstream.international_peers,
                 authenticate=(
@@ -442,11 +454,18 @@ async def _seed_sites(pool: asyncpg.Pool, path: Path) -> None:
         log.info("imported seed sites from %s", path)
 
 
-def _binding_lookup(registrar: Registrar) -> BindingLookup:
+def _binding_lookup(registrar: Registrar, local: str | None) -> BindingLookup:
+    """The router's binding lookup: the AoR's device over this instance's flow, or
+    through the sibling instance holding it (gateway.registrar.routing).
 
-    async def lookup(request_uri: str) -> Route | LocationUnknown | None:
+    Args:
+        registrar: the registrar.
+        local: this instance's ``[cluster] sip_uri``; None without ``[cluster]``.
+    """
+
+    async def lookup(request: Request) -> Route | Reject | LocationUnknown | None:
         try:
-            bindings = await registrar.lookup(request_uri)
+            bindings = await registrar.lookup(request.uri)
         except ValueError:
             return None
         except LocationUnavailable:
@@ -458,8 +477,23 @@ def _binding_lookup(registrar: Registrar) -> BindingLookup:
             # schema): the call goes on by its default route, the log says why.
             log.warning("registration lookup failed (%s): default route", exc)
             return None
-        binding = best_binding(bindings)
-        return route_to_binding(binding) if binding is not None else None
+        as_owner = routed_to_owner(request.headers.get_lines("Route"), local)
+        choice = choose_flow(bindings, local=local, as_owner=as_owner)
+        if choice is None:
+            return None
+        binding = choice.binding
+        if binding is None:
+            log.info("relayed call for %s: no flow of it held here, 480", request.uri)
+            return flow_not_held()
+        if choice.owner is None:
+            return route_to_binding(binding)
+        try:
+            targets = await resolve_endpoints(choice.owner)
+        except (ValueError, TransportError) as exc:
+            log.warning("flow owner %s of %s unresolvable (%s)", choice.owner, request.uri, exc)
+            return owner_unreachable(binding)
+        log.info("call for %s: through %s, which holds its flow", request.uri, choice.owner)
+        return route_via_owner(binding, targets, request.uri)
 
     return lookup
 

@@ -89,8 +89,10 @@ class LocationUnknown:
     retry_after: int
 
 
-#: AoR -> route to a registered device, None (not registered), or LocationUnknown.
-BindingLookup = Callable[[str], Awaitable[Route | LocationUnknown | None]]
+#: The call's INVITE -> route to its registered device (over this instance's flow or
+#: through the instance holding it), a Reject (the flow is not held here), None (not
+#: registered), or LocationUnknown.
+BindingLookup = Callable[[Request], Awaitable[Route | Reject | LocationUnknown | None]]
 #: Told of every emergency call as soon as it is routed (webhook / SIP MESSAGE to the
 #: customer's on-site contact); must return at once and never delay the call.
 EmergencyNotifier = Callable[[RoutingDecision, CallContext], None]
@@ -404,12 +406,14 @@ class CallRouter:
             if announcement is not None:
                 facts = replace(facts, recording_notice_language=announcement.language)
         if not emergency and self.lookup_binding is not None:
-            registered = await self.lookup_binding(event.request.uri)
+            registered = await self.lookup_binding(event.request)
+            if isinstance(registered, Reject):
+                return replace(registered, facts=facts)
             # Not known to be registered here: the default route (the PBX) decides.
             if isinstance(registered, Route):
                 return replace(
                     registered,
-                    headers=decision.headers,
+                    headers=(*registered.headers, *decision.headers),
                     announcement=announcement,
                     max_duration=decision.max_duration,
                     facts=replace(
@@ -427,7 +431,10 @@ class CallRouter:
         known = "a subscriber" if facts.callee is not None else "not a subscriber"
         call_id = event.request.headers.get("Call-ID") or ""
         if self.lookup_binding is not None:
-            registered = await self.lookup_binding(event.request.uri)
+            registered = await self.lookup_binding(event.request)
+            if isinstance(registered, Reject):
+                log.info("call %s: inbound reject %d (%s)", call_id, registered.status, known)
+                return replace(registered, facts=facts)
             if isinstance(registered, LocationUnknown):
                 # 404 is permanent (RFC 3261 21.4.5): a PBX would stop trying a phone
                 # that may well be registered. RFC 3261 21.5.4: 503 "MAY indicate

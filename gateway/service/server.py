@@ -179,8 +179,7 @@ class Gateway:
         #: MESSAGEs sent with send_message, waiting for their outcome
         self._messages: dict[TransactionKey, asyncio.Future[MessageDone]] = {}
         self.ready = False
-        #: set on SIGTERM: new calls are refused with 503 while calls in progress end
-        self.draining = False
+        self._draining = False
         self._idle = asyncio.Event()
         #: calls routed on and not yet ended (``voipgw_active_calls``): the calls
         #: admitted, not those still being routed or refused
@@ -257,6 +256,17 @@ class Gateway:
         except TimeoutError:
             return False
         return True
+
+    @property
+    def draining(self) -> bool:
+        """Set on SIGTERM: new calls and OPTIONS get 503 while calls in progress end."""
+        return self._draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._draining = value
+        if self.b2bua is not None:
+            self.b2bua.draining = value
 
     @property
     def active_calls(self) -> int:

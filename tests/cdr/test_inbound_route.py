@@ -46,8 +46,8 @@ def router(registered: dict[str, Route | LocationUnknown]) -> CallRouter:
     async def resolve(uri: str) -> tuple[Endpoint, ...]:
         return (PBX,)
 
-    async def lookup(uri: str) -> Route | LocationUnknown | None:
-        return registered.get(uri)
+    async def lookup(request: Request) -> Route | LocationUnknown | None:
+        return registered.get(request.uri)
 
     return CallRouter(
         config=RoutingConfig(default_next_hop="sip:127.0.0.1:5080"),

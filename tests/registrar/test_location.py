@@ -260,3 +260,24 @@ def test_memory_never_claims_a_user_is_not_registered() -> None:
     cache.remember(AOR, [], now=0.0)
     assert cache.current(AOR, 0.0) is None
     assert cache.remembered_aors() == []
+
+
+@pytest.mark.asyncio
+async def test_a_register_taken_during_the_outage_names_this_instance_as_flow_owner(
+    pg_pool: asyncpg.Pool,
+) -> None:
+    owner = "sip:127.0.0.1:5071"
+    store = BindingStore(pg_pool, flow_owner=owner)
+    switch = Switchable(store)
+    location = service(switch, flow_owner=owner)
+    switch.up = False
+    (remembered,) = await location.apply(update(CONTACT_A, call_id="o"), PHONE_A)
+    assert remembered.flow_owner == owner
+    switch.up = True
+    assert await location.write_through() == 1
+    (row,) = await store.lookup(AOR)
+    assert row.flow_owner == owner
+    # Written while the database is up, too; a store of another instance would name it.
+    other = BindingStore(pg_pool, flow_owner="sip:127.0.0.1:5072")
+    (row,) = await other.apply(update(CONTACT_A, call_id="o", cseq=2), PHONE_A)
+    assert row.flow_owner == "sip:127.0.0.1:5072"

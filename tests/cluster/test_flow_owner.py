@@ -1,0 +1,178 @@
+"""Issue 16 must-show 2: a phone behind NAT is reached through the instance holding
+its flow, and the caller is told 480 with Retry-After when that instance is gone.
+
+Two ``voipgw run`` instances, A and B, share one PostgreSQL. alice's phone registers
+through A from a port only A has seen, and its NAT lets in only A's address
+(:class:`~tests.cluster.rig.NatPhone` drops anything else). The PBX (SIPp from the
+trusted address) calls alice at B: B finds the binding in PostgreSQL, sees that A
+holds the flow and relays the call to A, which delivers it over its flow: the INVITE
+reaches the phone from A's address and port, and nothing from B's. Then A is
+stopped (SIGSTOP, a hung host), then SIGKILLed: each time the next call at B gets 480
+with a Retry-After (SIPp checks the header), after the owner's response bound or at
+once.
+The phone re-registers through B, and B's calls reach it directly from B.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import asyncpg
+import pytest
+
+from gateway.registrar.routing import OWNER_RESPONSE_TIMEOUT
+from tests.cluster.rig import NatPhone, provision, register, start_instance
+from tests.interop.sipp import SippResult, SippUas, free_port, run_uac
+from tests.ops.harness import HOST, REALM, GatewayProcess, GatewaySetup, remove_state
+from tests.ops.harness import state_directory as new_state
+
+pytestmark = [pytest.mark.sipp, pytest.mark.interop, pytest.mark.postgres, pytest.mark.asyncio]
+
+PASSWORD = "cluster-alice-pw-16"
+CALLER = "+358401000099"
+
+
+async def pbx_call(setup: GatewaySetup, scenario: str = "uac-emergency") -> SippResult:
+    """One call from the PBX (the trusted address) to alice's AoR at ``setup``."""
+    return await run_uac(
+        scenario,
+        setup.target,
+        local_ip=HOST,
+        call_duration=0.2,
+        timeout=20,
+        extra_args=["-key", "caller", CALLER, "-key", "ruri", f"sip:alice@{REALM}"],
+    )
+
+
+async def flow_owners(dsn: str) -> list[str | None]:
+    con = await asyncpg.connect(dsn)
+    try:
+        rows = await con.fetch(
+            "SELECT flow_owner FROM registrar_bindings WHERE aor = $1 AND expires_at > now()",
+            f"sip:alice@{REALM}",
+        )
+    finally:
+        await con.close()
+    return [r["flow_owner"] for r in rows]
+
+
+async def cdrs_by_instance(dsn: str, count: int) -> dict[str, list[int]]:
+    """Final statuses by instance ("a", "b"), oldest first, once ``count`` are in."""
+    found: dict[str, list[int]] = {}
+    con = await asyncpg.connect(dsn)
+    try:
+        for _ in range(80):
+            rows = await con.fetch(
+                "SELECT gateway_instance, final_status FROM cdr ORDER BY started_at"
+            )
+            found = {}
+            for row in rows:
+                name = row["gateway_instance"].split("-ops-")[0]
+                found.setdefault(name, []).append(row["final_status"])
+            if len(rows) >= count:
+                break
+            await asyncio.sleep(0.25)
+    finally:
+        await con.close()
+    return found
+
+
+async def wait_for_byes(phone: NatPhone, count: int) -> None:
+    for _ in range(100):
+        if len(phone.byes) >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{len(phone.byes)} BYE(s) reached the phone, expected {count}")
+
+
+def uri_of(gateway: GatewayProcess) -> str:
+    return f"sip:127.0.0.1:{gateway.setup.sip_port}"
+
+
+@pytest.mark.timeout(300)
+async def test_call_at_b_reaches_natted_phone_through_a_and_480_once_a_is_gone(
+    pg_dsn: str,
+) -> None:
+    states = [new_state(), new_state()]
+    gateways: list[GatewayProcess] = []
+    phone: NatPhone | None = None
+    try:
+        async with SippUas("uas-answer", host=HOST, timeout=200) as pbx:
+            a = await start_instance("a", states[0], upstream=pbx.uri, dsn=pg_dsn)
+            gateways.append(a)
+            b = await start_instance("b", states[1], upstream=pbx.uri, dsn=pg_dsn)
+            gateways.append(b)
+            await provision(a, "alice", PASSWORD)
+            a_address = (HOST, a.setup.sip_port)
+            b_address = (HOST, b.setup.sip_port)
+
+            # alice registers through A: the NAT mapping is towards A alone.
+            port = free_port(HOST)
+            await register(a.setup, "alice", PASSWORD, port)
+            assert await flow_owners(pg_dsn) == [uri_of(a)]
+            phone = NatPhone("alice", port, allowed=a_address)
+            await phone.start()
+
+            # The PBX's call arrives at B and reaches the phone through A.
+            relayed = await pbx_call(b.setup)
+            assert relayed.ok, relayed.describe() + b.tail() + a.tail()
+            assert phone.invite_sources == [a_address]
+            assert phone.dropped == [], phone.dropped  # B never sent to the phone itself
+            # The B2BUAs answer the caller's BYE and pass it on: it arrives shortly.
+            await wait_for_byes(phone, 1)
+
+            # A call arriving at A goes straight over its flow.
+            direct = await pbx_call(a.setup)
+            assert direct.ok, direct.describe()
+            assert phone.invite_sources == [a_address, a_address]
+            # Every record of A is in PostgreSQL before it dies (B has one so far).
+            assert (await cdrs_by_instance(pg_dsn, 3)).get("a") == [200, 200]
+
+            # A hangs (SIGSTOP: its port still bound, so no ICMP error, as with a
+            # host that vanished): after OWNER_RESPONSE_TIMEOUT without a response,
+            # B's caller gets 480 with Retry-After.
+            a.signal(signal.SIGSTOP)
+            started = time.monotonic()
+            hung = await pbx_call(b.setup, "uac-expect-480-retry-after")
+            hung_in = time.monotonic() - started
+            assert hung.ok, hung.describe() + b.tail()
+            assert hung_in >= OWNER_RESPONSE_TIMEOUT
+
+            # A is gone (SIGKILL): the same answer, at once here (the port is closed).
+            await a.kill()
+            started = time.monotonic()
+            gone = await pbx_call(b.setup, "uac-expect-480-retry-after")
+            gone_in = time.monotonic() - started
+            assert gone.ok, gone.describe() + b.tail()
+            assert len(phone.invite_sources) == 2
+            assert phone.dropped == [], phone.dropped
+            print(
+                f"\nowner hung: 480 after {hung_in:.2f} s; owner killed: 480 after {gone_in:.2f} s"
+            )
+
+            # The phone re-registers through B (its NAT mapping is now towards B).
+            phone.close()
+            await register(b.setup, "alice", PASSWORD, port)
+            assert await flow_owners(pg_dsn) == [uri_of(b)]
+            phone = NatPhone("alice", port, allowed=b_address)
+            await phone.start()
+            again = await pbx_call(b.setup)
+            assert again.ok, again.describe() + b.tail()
+            assert phone.invite_sources == [b_address]
+            assert phone.dropped == [], phone.dropped
+
+            # Each instance wrote its own leg's CDR: A two delivered calls (the
+            # relayed one and the direct one), B the relayed call, the 480 and the
+            # call after the re-registration.
+            found = await cdrs_by_instance(pg_dsn, 6)
+            assert found.get("b") == [200, 480, 480, 200], found
+            assert found.get("a") == [200, 200], found
+    finally:
+        if phone is not None:
+            phone.close()
+        for gateway in gateways:
+            await gateway.stop()
+        for state in states:
+            remove_state(state)
