@@ -60,6 +60,8 @@ class Shed(StrEnum):
 
     CAPACITY = "capacity"
     DRAINING = "draining"
+    #: the event loop was behind (gateway.edge.overload): answered before routing
+    LOAD = "load"
 
 
 class Admission(StrEnum):

@@ -33,7 +33,9 @@ the loop busy (throughput stays at capacity) while bounding the queueing delay.
 Rule 3 (what is shed). While shedding, a new ordinary INVITE (no To tag, not to an
 emergency number or URN of :class:`routing.emergency.DialPlan`) is answered 503
 with Retry-After (RFC 3261 21.5.4) statelessly: parsed, answered and forgotten, with
-no transaction, routing, CDR or call state. Everything else flows: responses,
+no transaction, routing or call state. Each shed call still gets its CDR row (the
+adapter hands the parsed INVITE to the CDR writer: a refused call is a call, as a
+403 or a 404 is), once per INVITE transaction. Everything else flows: responses,
 in-dialog requests, ACK, BYE, CANCEL, OPTIONS, REGISTER and emergency calls.
 Emergency INVITEs of a batch go first (:meth:`LoadShedder.classify` marks them).
 
@@ -263,12 +265,12 @@ class LoadShedder:
         source: Endpoint,
         now: float,
         known: Callable[[TransactionKey], object | None],
-    ) -> tuple[Response, Endpoint] | None:
-        """The stateless 503 of a shed INVITE and where it goes (RFC 3261 8.2.6,
-        18.2.2), or None for the core to handle it: an INVITE that does not parse
-        (the core answers its 400) or a retransmission of one the core already
-        holds a transaction for (RFC 3261 17.2.1: the transaction absorbs it; a
-        503 would refuse a call being set up).
+    ) -> tuple[Response, Endpoint, Request] | None:
+        """The stateless 503 of a shed INVITE, where it goes (RFC 3261 8.2.6,
+        18.2.2) and the INVITE as parsed (for its CDR); or None for the core to
+        handle it: an INVITE that does not parse (the core answers its 400) or a
+        retransmission of one the core already holds a transaction for (RFC 3261
+        17.2.1: the transaction absorbs it; a 503 would refuse a call being set up).
 
         Args:
             data: the INVITE as received.
@@ -293,4 +295,4 @@ class LoadShedder:
         )
         self.shed += 1
         self.monitor.new_call(now, shed=True)
-        return response, response_destination(via, source)
+        return response, response_destination(via, source), request

@@ -29,7 +29,7 @@ from gateway.b2bua import (
     ServiceRequest,
 )
 from gateway.b2bua.call import Side
-from gateway.b2bua.events import LocalAnswer, MediaAnswered, MediaNeeded, MessageDone
+from gateway.b2bua.events import EndedBy, LocalAnswer, MediaAnswered, MediaNeeded, MessageDone
 from gateway.config import GatewayConfig
 from gateway.edge.overload import LoadShedder
 from gateway.ops.logs import bound_call_id
@@ -37,11 +37,13 @@ from gateway.ops.metrics import Metrics
 from gateway.rtp.config import MediaConfig
 from gateway.rtp.stage import MediaStage
 from gateway.sip.builders import build_response
+from gateway.sip.errors import ParseError
 from gateway.sip.events import Endpoint, TransactionKey
+from gateway.sip.headers import parse_name_address
 from gateway.sip.message import Request, Response
 from gateway.sip.transaction_layer import TransactionLayer
 from gateway.transport.manager import ListenSpec, TransportManager
-from routing.decision import Admission, CallFacts, Shed
+from routing.decision import Admission, CallFacts, RecordingNotice, Shed
 
 log = logging.getLogger("voipgw.server")
 
@@ -72,6 +74,12 @@ ServiceHandler = Callable[[ServiceRequest], Response | Awaitable[Response]]
 
 #: The facts of a call refused while the gateway drains (SIGTERM).
 DRAINING_FACTS = CallFacts(shed=Shed.DRAINING)
+#: The facts of a call shed for load (gateway.edge.overload), answered before routing.
+LOAD_SHED_FACTS = CallFacts(shed=Shed.LOAD)
+#: Shed INVITE transactions remembered so a retransmission is not a second call (a
+#: 503 lost on the way is retransmitted for up to 32 s, Timer B): about 3 s of a
+#: 1,000 calls/s flood; an older retransmission costs a second row, never a call.
+SHED_RECORDED_LIMIT = 4096
 
 _TOKEN_BYTES = 12
 _random_pool = bytearray()
@@ -94,6 +102,15 @@ def new_token() -> str:
     """A random token for branches, tags and Call-IDs: 96 bits, URL-safe hex
     (RFC 3261 19.3 wants tags cryptographically random)."""
     return _random_bytes(_TOKEN_BYTES).hex()
+
+
+def _uri_of(name_address: str | None) -> str:
+    """The URI of a From or To header field value, or the value as written when it
+    does not parse (a shed call's CDR keeps what the caller sent)."""
+    try:
+        return parse_name_address(name_address or "").uri
+    except ParseError:
+        return name_address or ""
 
 
 def new_call_uuid() -> str:
@@ -152,6 +169,7 @@ class Gateway:
         self._heartbeat_at = 0.0
         self._shed_logged_at = -math.inf
         self._shed_logged = 0
+        self._shed_recorded: dict[str, None] = {}
         self.on_response = on_response
         self.emergency_fallback = emergency_fallback
         self.config = config
@@ -335,16 +353,72 @@ class Gateway:
         rejected = shedder.reject(data, source, now, layer.transaction)
         if rejected is None:
             return False
-        response, destination = rejected
+        response, destination, request = rejected
         if self.on_response is not None:
             self.on_response(response, now)  # RFC 7339 feedback, as for the core's
         self.transports.send(response.serialize(), destination)
+        new_call = self._first_shed(request)
         metrics = self.metrics
         if metrics is not None:
             metrics.sip_request_in("INVITE")
             metrics.sip_response_out(503, "INVITE")
-            metrics.call_shed("unknown", "load")
+            if new_call:
+                metrics.call_shed("unknown", "load")
+            else:
+                metrics.overload_shed_event("load")
+        if new_call:
+            self._record_shed(request, source, now)
         return True
+
+    def _first_shed(self, request: Request) -> bool:
+        """Whether a shed INVITE starts a call, rather than retransmitting one shed
+        before (its 503 was lost): a call is counted and recorded once."""
+        headers = request.headers
+        transaction = f"{headers.get('Call-ID')}\n{headers.get('Via')}"
+        recorded = self._shed_recorded
+        if transaction in recorded:
+            return False
+        if len(recorded) >= SHED_RECORDED_LIMIT:
+            del recorded[next(iter(recorded))]
+        recorded[transaction] = None
+        return True
+
+    def _record_shed(self, request: Request, source: Endpoint, now: float) -> None:
+        """Hands a call shed for load to the call sinks (its CDR row). Metrics counted
+        it already (``call_shed``)."""
+        if not self.call_sinks:
+            return
+        headers = request.headers
+        event = CallEnded(
+            call_uuid=new_call_uuid(),
+            call_id=headers.get("Call-ID") or "",
+            caller=_uri_of(headers.get("From")),
+            callee_dialled=request.uri,
+            callee_routed="",
+            p_asserted_identity=None,
+            source=source,
+            user_agent=headers.get("User-Agent"),
+            setup_at=now,
+            ringing_at=None,
+            answered_at=None,
+            ended_at=now,
+            final_status=503,
+            final_reason="Service Unavailable",
+            disposition="rejected",
+            hangup_side="gateway",
+            ended_by=EndedBy.GATEWAY,
+            emergency=False,
+            facts=LOAD_SHED_FACTS,
+            attempt=None,
+            recording_notice=RecordingNotice.NONE,
+            recording_started_at=None,
+        )
+        for sink in self.call_sinks:
+            try:
+                sink(event)
+            except Exception:
+                # As in _call_ended: a failing consumer must not break call handling.
+                log.exception("call sink failed for shed call %s", event.call_uuid)
 
     def _on_heartbeat(self) -> None:
         """Samples the loop lag and the kernel receive queue for load shedding."""

@@ -144,7 +144,10 @@ def test_reject_answers_503_statelessly_with_retry_after_and_the_shed_tag() -> N
     invite = invite.replace(b";branch=", b";rport;branch=")
     rejected = s.reject(invite, SOURCE, 0.0, lambda _: None)
     assert rejected is not None
-    answer, destination = rejected
+    answer, destination, shed_invite = rejected
+    # The INVITE as parsed goes with it, for the shed call's CDR.
+    assert shed_invite.method == "INVITE"
+    assert shed_invite.headers.get("Call-ID") == parse_message(invite).headers.get("Call-ID")
     # RFC 3581 4: back to the source address and port the request came from.
     assert destination == SOURCE
     again = parse_message(answer.serialize())

@@ -25,6 +25,7 @@ from gateway.sip.headers import parse_name_address
 from gateway.sip.message import Response
 from gateway.sip.parser import parse_message
 from routing.config import EmergencyConfig
+from routing.decision import Shed
 from routing.emergency import DialPlan
 from tests.interop.gateway import gateway_config, running_gateway
 from tests.interop.sipp import SippUas
@@ -79,6 +80,9 @@ def _caller(port: int) -> dict[str, list[Response]]:
         time.sleep(INTO_STALL)
         for n in range(1, ORDINARY + 1):
             sock.sendto(_invite(n, "0501234567", port, local), (HOST, port))
+        # A retransmission of the first (as if its 503 were lost): shed again, the
+        # same call.
+        sock.sendto(_invite(1, "0501234567", port, local), (HOST, port))
         sock.sendto(_invite(99, "112", port, local), (HOST, port))
         sock.settimeout(0.2)
         deadline = time.monotonic() + STALL + 10
@@ -123,29 +127,41 @@ async def test_a_stalled_loop_sheds_ordinary_invites_and_lets_emergency_through(
         doc = gateway_config(host=HOST, upstream=uas.uri, transports=("UDP",))
         async with running_gateway(doc, router=router, shedder=shedder, metrics=metrics) as (
             gateway,
-            _,
+            ended,
         ):
             port = gateway.transports.local[0].port
             finals = await asyncio.to_thread(_caller, port)
             for _ in range(50):  # the ACKs of the 503s
-                if shedder.absorbed == ORDINARY:
+                if shedder.absorbed == ORDINARY + 1:
                     break
                 await asyncio.sleep(0.02)
 
     ordinary = [finals.get(f"shed-{n}@{HOST}", []) for n in range(1, ORDINARY + 1)]
-    for answers in ordinary:
-        assert [a.status for a in answers] == [503], finals
-        (answer,) = answers
-        assert answer.headers.get("Retry-After") == "9"
-        tag = parse_name_address(answer.headers.get("To") or "").tag
-        assert tag == SHED_TAG_PREFIX + "test"
+    for n, answers in enumerate(ordinary, start=1):
+        assert [a.status for a in answers] == [503] * (2 if n == 1 else 1), finals
+        for answer in answers:
+            assert answer.headers.get("Retry-After") == "9"
+            tag = parse_name_address(answer.headers.get("To") or "").tag
+            assert tag == SHED_TAG_PREFIX + "test"
     # Shed before routing: the router saw the stalling call and the emergency call only.
     assert sorted(routed) == ["112", "stall"]
     assert [a.status for a in finals[f"shed-99@{HOST}"]][:1] == [200]
     assert [a.status for a in finals[f"shed-0@{HOST}"]][:1] == [200]
-    assert shedder.shed == ORDINARY
-    assert shedder.absorbed == ORDINARY  # the 503s' ACKs, dropped unparsed
-    assert registry.get_sample_value("voipgw_overload_shed_total", {"reason": "load"}) == ORDINARY
+    assert shedder.shed == ORDINARY + 1  # 503s sent, the retransmission's included
+    assert shedder.absorbed == ORDINARY + 1  # the 503s' ACKs, dropped unparsed
+    shed_total = registry.get_sample_value("voipgw_overload_shed_total", {"reason": "load"})
+    assert shed_total == ORDINARY + 1
+    # A shed call is a call: each gets its finished-call event (its CDR row), once.
+    shed_calls = sorted(
+        (e.call_id, e.final_status, e.disposition, e.facts.shed)
+        for e in ended
+        if e.facts.shed is not None
+    )
+    assert shed_calls == [
+        (f"shed-{n}@{HOST}", 503, "rejected", Shed.LOAD) for n in range(1, ORDINARY + 1)
+    ]
+    assert all(e.callee_dialled == f"sip:0501234567@{HOST}:{port}" for e in ended if e.facts.shed)
+    assert all(e.caller == f"sip:caller@{HOST}" for e in ended if e.facts.shed)
     assert (registry.get_sample_value("voipgw_overload_state_changes_total") or 0) >= 1
     lag_sum = registry.get_sample_value("voipgw_overload_loop_lag_seconds_sum") or 0
     assert lag_sum >= STALL - INTO_STALL
