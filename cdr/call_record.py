@@ -11,6 +11,7 @@ back from a string here.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import uuid
 from typing import Protocol
@@ -20,6 +21,12 @@ from cdr.record import CallDetailRecord, Disposition, EndedBy, HangupSide, billa
 from routing.decision import CallFacts, RecordingNotice
 
 __all__ = ["EndedCall", "call_uuid_of", "in_progress_record_of", "record_of"]
+
+#: Source hosts whose parsed address is kept: a gateway hears calls from a few PBXs and
+#: trunks, and each call's in-progress and final records would parse its source again
+#: (``ip_address`` runs interpreted, octet by octet: ~1.5 us a time). The addresses are
+#: immutable values, so a cached one is as good as a new one.
+_parse_address = functools.lru_cache(maxsize=1024)(ipaddress.ip_address)
 
 
 class Address(Protocol):
@@ -122,7 +129,7 @@ def record_of(event: EndedCall, *, wall_offset: float, instance: str) -> CallDet
         call_class=facts.call_class,
         device_kind=facts.device_kind.value if facts.device_kind is not None else None,
         site=facts.site_id,
-        source_address=ipaddress.ip_address(event.source.host),
+        source_address=_parse_address(event.source.host),
         user_agent=event.user_agent,
         emergency=event.emergency,
         emergency_centre=facts.centre_of(event.attempt) if event.emergency else None,

@@ -12,8 +12,10 @@ from typing import Final
 from gateway.sip.message import Request, Response
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
-@dataclass(init=False, slots=True, unsafe_hash=True)
+# __init__, __eq__ and __hash__ written out: compiled, unlike the ones dataclass()
+# generates (gateway.ops.native). Endpoints and transaction keys are dict keys looked
+# up on every message; the generated pair ran interpreted, a tuple built per call.
+@dataclass(init=False, slots=True, eq=False)
 class Endpoint:
     """A transport address of a peer or of ourselves.
 
@@ -32,6 +34,17 @@ class Endpoint:
         self.host = host
         self.port = port
 
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Endpoint)
+            and self.port == other.port
+            and self.host == other.host
+            and self.transport == other.transport
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.transport, self.host, self.port))
+
     @property
     def reliable(self) -> bool:
         """True for stream transports (RFC 3261 uses "reliable" for TCP/TLS/SCTP)."""
@@ -43,8 +56,8 @@ class Endpoint:
         return f"{host}:{self.port}"
 
 
-# __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
-@dataclass(init=False, slots=True, unsafe_hash=True)
+# __init__, __eq__ and __hash__ written out, as for Endpoint.
+@dataclass(init=False, slots=True, eq=False)
 class TransactionKey:
     """Identifies a transaction (RFC 3261 17.1.3 / 17.2.3).
 
@@ -65,6 +78,18 @@ class TransactionKey:
         self.sent_by = sent_by
         self.method = method
         self.server = server
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, TransactionKey)
+            and self.branch == other.branch
+            and self.sent_by == other.sent_by
+            and self.method == other.method
+            and self.server == other.server
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.branch, self.sent_by, self.method, self.server))
 
 
 # __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)

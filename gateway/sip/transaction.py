@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 
 
 class TransactionState(enum.Enum):
+    # Members are singletons, so identity is their equality: the C hash of object
+    # instead of Enum's interpreted hash(self._name_), paid on every transition lookup.
+    __hash__ = object.__hash__
+
     CALLING = "Calling"
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
@@ -58,6 +62,9 @@ class TransactionState(enum.Enum):
 
 
 class TransactionInput(enum.Enum):
+    # As TransactionState: the C identity hash.
+    __hash__ = object.__hash__
+
     # From the network
     REQUEST = "request retransmission"
     ACK = "ACK"
