@@ -646,7 +646,7 @@ class B2bua(
             extra={"call_id": call.call_id},
         )
         if call.targets:
-            call.abandoned.add(call.b_tx)
+            call.abandoned = (*call.abandoned, call.b_tx)
             self._try_next_target(call, now)
 
     # ------------------------------------------------------------------ B leg
@@ -655,7 +655,7 @@ class B2bua(
         route = call.route
         assert route is not None
         if call.b_tx is not None:
-            call.abandoned.add(call.b_tx)
+            call.abandoned = (*call.abandoned, call.b_tx)
         target = call.targets.pop(0)
         attempt = len(route.targets) - len(call.targets) - 1
         # Which target this attempt is: the CDR names the centre that answered.
