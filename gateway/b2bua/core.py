@@ -135,6 +135,9 @@ class B2bua(
         self._events: deque[B2buaEvent] = deque()
         self._timers: list[tuple[float, int, str, str, object]] = []
         self._seq = itertools.count()
+        #: our Contact value per local endpoint: built once, shared by every dialog
+        #: (two per call otherwise, held for the call's life)
+        self._contacts: dict[Endpoint, str] = {}
 
     # ------------------------------------------------------------------ outputs
 
@@ -872,8 +875,12 @@ class B2bua(
 
     def _contact_for(self, peer: Endpoint) -> str:
         local = self.layer._local_for(peer)
-        transport = "" if local.transport == "UDP" else f";transport={local.transport.lower()}"
-        return f"<sip:{self.contact_user}@{local.host_port}{transport}>"
+        contact = self._contacts.get(local)
+        if contact is None:
+            transport = "" if local.transport == "UDP" else f";transport={local.transport.lower()}"
+            contact = f"<sip:{self.contact_user}@{local.host_port}{transport}>"
+            self._contacts[local] = contact
+        return contact
 
 
 def _bye(dialog: Dialog, reason: str | None) -> Request:
