@@ -384,20 +384,24 @@ def build_b_invite(
     return Request(method="INVITE", uri=uri, headers=headers, body=body)
 
 
-#: What a confirmed call still reads from its INVITEs: the CDR (From, User-Agent,
-#: Call-ID, the URIs) and a fork's late 2xx on the B leg (From, To, CSeq, Contact).
-_KEPT_AFTER_CONFIRM = frozenset({"From", "To", "Call-ID", "CSeq", "User-Agent", "Contact"})
+#: What a confirmed call still reads from its A-leg INVITE: the CDR (From,
+#: User-Agent, the Request-URI) and Call.call_id (Call-ID).
+_KEPT_A_AFTER_CONFIRM = frozenset({"From", "Call-ID", "User-Agent"})
+#: ... and from its B-leg INVITE: the dialog of a 2xx (a fork's late one gets ACK +
+#: BYE), which Dialog.as_uac builds from its From, Call-ID, CSeq and Contact (the To
+#: is the response's), and the CDR's routed URI (the Request-URI).
+_KEPT_B_AFTER_CONFIRM = frozenset({"From", "Call-ID", "CSeq", "Contact"})
 
 
 def slim_confirmed(call: Call) -> None:
     """Drops what a confirmed call no longer needs from its two INVITEs (bodies, Via,
     Route, Allow ...): an idle dialog then costs little memory. In-dialog requests
     are built from the dialogs; retransmissions live in the transactions."""
-    for attr in ("a_request", "b_request"):
+    for attr, names in (("a_request", _KEPT_A_AFTER_CONFIRM), ("b_request", _KEPT_B_AFTER_CONFIRM)):
         request = getattr(call, attr)
         if request is None:
             continue
-        kept = Headers((n, v) for n, v in request.headers if n in _KEPT_AFTER_CONFIRM)
+        kept = Headers((n, v) for n, v in request.headers if n in names)
         setattr(call, attr, Request(method=request.method, uri=request.uri, headers=kept))
 
 
