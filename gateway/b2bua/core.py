@@ -139,6 +139,9 @@ class B2bua(
         #: so a dispatcher probing with OPTIONS (Kamailio ds_ping_interval) takes the
         #: instance out while its calls end (deploy/OPERATIONS.md "Several instances")
         self.draining = False
+        #: our Contact value per local endpoint: built once, shared by every dialog
+        #: (two per call otherwise, held for the call's life)
+        self._contacts: dict[Endpoint, str] = {}
 
     # ------------------------------------------------------------------ outputs
 
@@ -657,10 +660,10 @@ class B2bua(
             extra={"call_id": call.call_id},
         )
         if call.targets:
-            call.abandoned.add(call.b_tx)
+            call.abandoned = (*call.abandoned, call.b_tx)
             self._try_next_target(call, now)
         else:
-            call.abandoned.add(call.b_tx)
+            call.abandoned = (*call.abandoned, call.b_tx)
             self._fail_unreachable(call, now)
 
     def _fail_unreachable(self, call: Call, now: float) -> bool:
@@ -686,7 +689,7 @@ class B2bua(
         route = call.route
         assert route is not None
         if call.b_tx is not None:
-            call.abandoned.add(call.b_tx)
+            call.abandoned = (*call.abandoned, call.b_tx)
         target = call.targets.pop(0)
         attempt = len(route.targets) - len(call.targets) - 1
         # Which target this attempt is: the CDR names the centre that answered.
@@ -903,8 +906,12 @@ class B2bua(
 
     def _contact_for(self, peer: Endpoint) -> str:
         local = self.layer._local_for(peer)
-        transport = "" if local.transport == "UDP" else f";transport={local.transport.lower()}"
-        return f"<sip:{self.contact_user}@{local.host_port}{transport}>"
+        contact = self._contacts.get(local)
+        if contact is None:
+            transport = "" if local.transport == "UDP" else f";transport={local.transport.lower()}"
+            contact = f"<sip:{self.contact_user}@{local.host_port}{transport}>"
+            self._contacts[local] = contact
+        return contact
 
 
 def _bye(dialog: Dialog, reason: str | None) -> Request:

@@ -59,7 +59,7 @@ class ReliableProvisionals(B2buaHost):
             return
         if call.rel_pending is not None:
             if out.status < 200 or (out.status < 300 and call.rel_pending.body):
-                call.rel_queue.append(out)
+                call.rel_queue = (*call.rel_queue, out)
                 return
             self._clear_reliable(call)  # a final response ends the retransmissions
         if out.status >= 200:
@@ -101,7 +101,7 @@ class ReliableProvisionals(B2buaHost):
             return
         self._respond(key, prack, 200, now)
         self._clear_reliable(call)
-        queued, call.rel_queue = call.rel_queue, []
+        queued, call.rel_queue = call.rel_queue, ()
         for out in queued:
             self._send_a(call, out, now)
 

@@ -60,7 +60,7 @@ class Dialog:
     local_cseq: int
     remote_cseq: int | None
     remote_target: str
-    route_set: list[str]
+    route_set: tuple[str, ...]
     local_contact: str
     confirmed: bool
 
@@ -75,7 +75,7 @@ class Dialog:
         local_cseq: int,
         remote_cseq: int | None,
         remote_target: str,
-        route_set: list[str] | None = None,
+        route_set: tuple[str, ...] = (),
         local_contact: str = "",
         confirmed: bool = False,
     ) -> None:
@@ -87,7 +87,7 @@ class Dialog:
         self.local_cseq = local_cseq
         self.remote_cseq = remote_cseq
         self.remote_target = remote_target
-        self.route_set = [] if route_set is None else route_set
+        self.route_set = route_set
         self.local_contact = local_contact
         self.confirmed = confirmed
 
@@ -122,7 +122,7 @@ class Dialog:
             local_cseq=0,
             remote_cseq=cseq.seq,
             remote_target=_contact_uri(headers),
-            route_set=headers.values("Record-Route"),
+            route_set=tuple(headers.values("Record-Route")),
             local_contact=local_contact,
             confirmed=confirmed,
         )
@@ -148,7 +148,7 @@ class Dialog:
             local_cseq=cseq.seq,
             remote_cseq=None,
             remote_target=_contact_uri(response.headers, default=request.uri),
-            route_set=list(reversed(response.headers.values("Record-Route"))),
+            route_set=tuple(reversed(response.headers.values("Record-Route"))),
             local_contact=req_headers.get("Contact") or "",
             confirmed=200 <= response.status < 300,
         )
@@ -211,7 +211,7 @@ class Dialog:
         """Moves an early dialog to confirmed on a 2xx (RFC 3261 13.2.2.4: "the route
         set for the dialog MUST be recomputed based on the 2xx response")."""
         self.confirmed = True
-        self.route_set = list(reversed(response.headers.values("Record-Route")))
+        self.route_set = tuple(reversed(response.headers.values("Record-Route")))
         self.refresh_target(response)
 
 
