@@ -665,11 +665,21 @@ class LossController:
         self.loss = next_loss(self.loss, utilisation, target=self.target)
         self._arrivals = 0
         self._window_start = now
-        percent = math.ceil(self.loss * 100 - 1e-9)
-        if percent != self._feedback.loss:
-            self._feedback = OverloadFeedback(
-                loss=percent, validity=self.validity, seq=now + self.seq_offset
-            )
+        self._feedback = published_feedback(
+            self._feedback, self.loss, validity=self.validity, seq=now + self.seq_offset
+        )
+
+
+def published_feedback(
+    current: OverloadFeedback, loss: float, *, validity: float, seq: float
+) -> OverloadFeedback:
+    """The feedback a window closing with ``loss`` (0..1) publishes: ``current`` when
+    the loss in whole percent (rounded up, capped at 100) is unchanged, so that
+    ``oc-seq`` moves only with the value (RFC 7339 5.2); otherwise a new one."""
+    percent = min(100, math.ceil(loss * 100 - 1e-9))
+    if percent == current.loss:
+        return current
+    return OverloadFeedback(loss=percent, validity=validity, seq=seq)
 
 
 def oc_params(feedback: OverloadFeedback) -> tuple[tuple[str, str], ...]:

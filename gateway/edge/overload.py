@@ -59,7 +59,7 @@ import math
 from collections.abc import Callable
 from enum import StrEnum
 
-from gateway.edge.guard import OverloadFeedback, peek
+from gateway.edge.guard import OverloadFeedback, peek, published_feedback
 from gateway.sip.builders import build_response
 from gateway.sip.errors import ParseError
 from gateway.sip.events import Endpoint, TransactionKey
@@ -208,11 +208,9 @@ class LoadMonitor:
             self.loss = max(0.0, self.loss - LOSS_DECREASE)
         self._admitted = self._shed = 0
         self._window_start = now
-        percent = min(100, math.ceil(self.loss * 100 - 1e-9))
-        if percent != self._feedback.loss:
-            self._feedback = OverloadFeedback(
-                loss=percent, validity=self.validity, seq=now + self.seq_offset
-            )
+        self._feedback = published_feedback(
+            self._feedback, self.loss, validity=self.validity, seq=now + self.seq_offset
+        )
 
 
 class LoadShedder:
