@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from gateway.ops.native import core_build
@@ -96,9 +96,17 @@ def ready(url: str) -> bool:
 
 @contextlib.asynccontextmanager
 async def gateway_process(
-    upstream: str, *, session_timers: bool = True
+    upstream: str,
+    *,
+    session_timers: bool = True,
+    extra_toml: Callable[[], str] = str,
+    ready_within: float = 90,
 ) -> AsyncIterator[tuple[str, int]]:
     """Starts ``voipgw run``; yields (host:port, pid) once its /readyz answers 200.
+
+    ``extra_toml`` returns text appended to the bench config (``bench_workers`` adds
+    its ``[server] workers`` table); it is called once the config's own ports are
+    taken, so ports it picks do not collide with them.
 
     Readiness is polled, not read from the "voipgw ready" log line: that line is logged
     at info and the bench runs at ``level = "warning"`` (an earlier version waited for
@@ -111,6 +119,7 @@ async def gateway_process(
         config = state / "voipgw.toml"
         config.write_text(
             gateway_toml(state, port, upstream, metrics_port, session_timers=session_timers)
+            + extra_toml()
         )
         log_path = state / "gateway.log"
         with log_path.open("wb") as log:
@@ -121,20 +130,20 @@ async def gateway_process(
                 stderr=subprocess.STDOUT,
             )
         try:
-            deadline = time.monotonic() + 90
+            deadline = time.monotonic() + ready_within
             readyz = f"http://{HOST}:{metrics_port}/readyz"
             while not await asyncio.to_thread(ready, readyz):
                 if proc.poll() is not None:
                     tail = log_path.read_text(errors="replace")[-3000:]
                     raise RuntimeError(f"gateway exited during start-up:\n{tail}")
                 if time.monotonic() > deadline:
-                    raise RuntimeError("gateway not ready after 90 s")
+                    raise RuntimeError(f"gateway not ready after {ready_within:g} s")
                 await asyncio.sleep(0.2)
             yield f"{HOST}:{port}", proc.pid
         finally:
             proc.terminate()
             try:
-                await asyncio.to_thread(proc.wait, 60)
+                await asyncio.to_thread(proc.wait, 90)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()

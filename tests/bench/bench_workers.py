@@ -27,21 +27,16 @@ import asyncio
 import contextlib
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.ops.native import core_build
 from tests.bench.ab import _stat, _ticks
-from tests.bench.bench_gateway import gateway_toml, ready
+from tests.bench.bench_gateway import gateway_process
 from tests.bench.sipp_rate import judge, step_seconds
-from tests.interop.sipp import SippUas, free_port, run_uac
+from tests.interop.sipp import SippUas, run_uac
 
-ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 #: Offered rates, calls per second, the same for both gateways.
 LADDER = (200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0, 1000.0, 1200.0)
@@ -87,43 +82,22 @@ def _is_worker(pid: int) -> bool:
 @contextlib.asynccontextmanager
 async def gateway(workers: int, upstream: str) -> AsyncIterator[Gateway]:
     """``voipgw run`` with ``workers`` workers; yields once its /readyz answers 200."""
-    with tempfile.TemporaryDirectory(prefix="voipgw-bench-workers-") as tmp:
-        state = Path(tmp)
-        port, metrics_port = free_port(HOST), free_port(HOST)
-        text = gateway_toml(state, port, upstream, metrics_port)
-        if workers > 1:
-            text += (
-                f"\n[server]\nworkers = {workers}\n"
-                f"worker_sip_port = {_free_run(workers)}\n"
-                f"worker_metrics_port = {_free_run(workers)}\n"
-            )
-        config = state / "voipgw.toml"
-        config.write_text(text)
-        log_path = state / "gateway.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(  # noqa: ASYNC220 (a plain child; nothing to stream)
-                [sys.executable, "-m", "gateway", "run", "--config", str(config)],
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            deadline = time.monotonic() + 120
-            while not await asyncio.to_thread(ready, f"http://{HOST}:{metrics_port}/readyz"):
-                if proc.poll() is not None:
-                    tail = log_path.read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"gateway exited during start-up:\n{tail}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError("gateway not ready after 120 s")
-                await asyncio.sleep(0.2)
-            yield Gateway(workers=workers, address=f"{HOST}:{port}", pid=proc.pid)
-        finally:
-            proc.terminate()
-            try:
-                await asyncio.to_thread(proc.wait, 90)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+
+    def workers_table() -> str:
+        if workers == 1:
+            return ""
+        return (
+            f"\n[server]\nworkers = {workers}\n"
+            f"worker_sip_port = {_free_run(workers)}\n"
+            f"worker_metrics_port = {_free_run(workers)}\n"
+        )
+
+    # A supervisor starts its workers one after another: more time than one process.
+    async with gateway_process(upstream, extra_toml=workers_table, ready_within=120) as (
+        address,
+        pid,
+    ):
+        yield Gateway(workers=workers, address=address, pid=pid)
 
 
 def _free_run(count: int) -> int:
