@@ -51,7 +51,7 @@ gone before any INVITE is sent: an owner whose heartbeat, as this instance last 
 the shared table, is older than ``[cluster] dead_after``, or which another instance
 has declared dead, is *gone* (``owner_gone``). :func:`choose_flow` then prefers a
 binding whose flow is held here or by a live instance (RFC 3261 16.6 tries the next
-target; RFC 5626 5.3 has a proxy whose flow failed try another flow of the AoR), and
+target; RFC 5626 11.5 has a proxy told of a failed flow try another one), and
 when every binding's owner is gone the caller gets :func:`owner_unreachable`'s 480 at
 once instead of after :data:`OWNER_RESPONSE_TIMEOUT`. Bound: an owner that stops is
 answered for at once from ``dead_after`` plus one ``heartbeat_interval`` (this
@@ -87,15 +87,16 @@ get during an open window.
 Callback whose owner is gone: the device's received address is tried from here as
 a last resort (:func:`callback_last_resort`), bounded by
 :data:`OWNER_RESPONSE_TIMEOUT`, then 480 with Retry-After. Why not 480 at once: a
-callback exists to reach a caller who may need help (RFC 7090 section 1: a callback
-that is "blocked" or "forwarded to an answering machine" fails the caller), and the
+callback exists to reach a caller who may need help (RFC 7090's abstract: one
+treated "like any other call" may be blocked or forwarded to an answering machine), and the
 address may well answer: a device not behind NAT at all, or behind a NAT with
 endpoint-independent filtering, which RFC 4787 REQ-8 recommends "if application
 transparency is most important"; RFC 4787 REQ-1 makes the mapping itself the same
 for every destination, so the received address is the right one. Behind an
 address-dependent filter the attempt is dropped and the centre hears 480 after the
 bound: 2 s more than an ordinary call, which a call taker about to try other means
-does not notice.
+does not notice. (Before flows had owners, every callback went to that address from
+the instance the centre reached; a 480 at once would lose the phones it reached.)
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ running the module several times.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -283,4 +284,27 @@ async def test_callback_reaches_the_phone_through_a_restarted_owner(pg_dsn: str)
         print(
             f"\nA restarted in {started_in:.2f} s, alive in B's view after {seen_in:.2f} s;"
             f" callback through B reached the phone via A in {took:.3f} s"
+        )
+
+
+@pytest.mark.timeout(300)
+async def test_a_hung_owner_is_answered_for_from_the_heartbeats(pg_dsn: str) -> None:
+    """A hung (SIGSTOP: its port still bound, no ICMP error), as a host that vanished:
+    before its heartbeats age, B waits OWNER_RESPONSE_TIMEOUT for it; once B's view
+    says it is gone, the 480 comes without sending it anything."""
+    async with cluster_with_emergency_call(pg_dsn) as c:
+        try:
+            c.a.signal(signal.SIGSTOP)
+            waited, waited_in = await pbx_calls_alice(c.b.setup, "uac-expect-480-retry-after")
+            assert waited.ok, waited.describe() + c.b.tail()
+            assert waited_in >= OWNER_RESPONSE_TIMEOUT
+            await live_instances_seen_by(c.b, 1)
+            at_once, at_once_in = await pbx_calls_alice(c.b.setup, "uac-expect-480-retry-after")
+            assert at_once.ok, at_once.describe() + c.b.tail()
+            assert "is gone (heartbeats), 480" in c.b.tail(400_000)
+        finally:
+            await c.a.kill()  # SIGKILL ends a stopped process too
+        print(
+            f"\nowner hung: 480 after {waited_in:.3f} s before its heartbeats aged,"
+            f" {at_once_in:.3f} s after"
         )
