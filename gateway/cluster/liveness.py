@@ -24,6 +24,12 @@ leaves the instance unclaimed for the next one. An instance that comes back clea
 Bound: a dead instance's calls are closed within ``dead_after`` plus one
 ``heartbeat_interval`` (a survivor's tick) after its last heartbeat, plus the
 transaction's own time, while any survivor reaches the database.
+
+On the same tick each instance reads every row into a :class:`ClusterView` (how long
+each instance has been silent, by the database's clock, and whether it was declared
+dead), which the call path asks without awaiting anything: a call for a phone whose
+flow another instance holds is not relayed to an instance known gone
+(:meth:`ClusterView.gone`, gateway/registrar/routing.py).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,6 +46,7 @@ import asyncpg
 from cdr.record import EndedBy
 from cdr.writer import close_in_progress
 from gateway.config import ClusterConfig
+from gateway.edge.peers import uri_address
 
 log = logging.getLogger("voipgw.cluster")
 
@@ -74,6 +82,11 @@ WHERE instance = $1 AND declared_dead_at IS NULL
   AND last_seen < now() - make_interval(secs => $2)
 RETURNING cdr_instance, last_seen, declared_dead_at
 """
+_VIEW_SQL = """
+SELECT sip_uri, extract(epoch FROM now() - last_seen)::float8 AS silent_for,
+       declared_dead_at IS NOT NULL AS declared_dead
+FROM cluster_instances
+"""
 _LEAVE_SQL = "DELETE FROM cluster_instances WHERE instance = $1 AND declared_dead_at IS NULL"
 _CLOSED_SQL = "UPDATE cluster_instances SET calls_closed = $2 WHERE instance = $1"
 
@@ -93,6 +106,66 @@ class DeadInstance:
     last_seen: dt.datetime
     declared_at: dt.datetime
     calls_closed: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceSeen:
+    """One row of ``cluster_instances`` as read.
+
+    Attributes:
+        sip_uri: the instance's ``[cluster] sip_uri``.
+        silent_for: seconds since its last heartbeat when read (database clock).
+        declared_dead: another instance has declared it dead.
+    """
+
+    sip_uri: str
+    silent_for: float
+    declared_dead: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterView:
+    """The instances as this one last read them.
+
+    Attributes:
+        instances: every row of ``cluster_instances``.
+        read_at: when they were read, monotonic seconds (this instance's clock: only
+            the view's own age is measured with it, never another instance's time).
+        dead_after: ``[cluster] dead_after``, seconds.
+    """
+
+    instances: tuple[InstanceSeen, ...]
+    read_at: float
+    dead_after: float
+
+    def gone(self, sip_uri: str, now: float) -> bool:
+        """Whether the instance at ``sip_uri`` is gone: every row with that address
+        (an instance restarted under another name has two) was silent for more than
+        ``dead_after``, or declared dead, when read.
+
+        Never gone when this view is older than ``dead_after`` (this instance could
+        not read the table: the other may have come back meanwhile) or has no row of
+        that address (not heartbeating yet, or it stopped cleanly and removed its row:
+        its port is then closed and a request to it fails at once anyway).
+
+        Args:
+            sip_uri: a binding's ``flow_owner``.
+            now: monotonic seconds.
+        """
+        if now - self.read_at > self.dead_after:
+            return False
+        wanted = uri_address("owner", sip_uri)
+        if wanted is None:
+            return False
+        rows = [
+            seen
+            for seen in self.instances
+            if (address := uri_address("instance", seen.sip_uri)) is not None
+            and (address.host, address.port) == (wanted.host, wanted.port)
+        ]
+        return bool(rows) and all(
+            seen.declared_dead or seen.silent_for > self.dead_after for seen in rows
+        )
 
 
 class Liveness:
@@ -123,6 +196,9 @@ class Liveness:
         self.started_at = dt.datetime.now(dt.UTC)
         #: instances declared dead by this one, oldest first (status, tests)
         self.declared: list[DeadInstance] = []
+        #: every instance as last read (None before the first read)
+        self.view: ClusterView | None = None
+        self.clock = time.monotonic
 
     async def beat(self) -> None:
         """Upserts this instance's heartbeat row.
@@ -155,6 +231,30 @@ class Liveness:
         """Instances whose heartbeat is younger than ``dead_after``."""
         count = await self.pool.fetchval(_LIVE_SQL, self.config.dead_after)
         return int(count)
+
+    async def read_view(self) -> ClusterView:
+        """Reads every instance's row into :attr:`view`."""
+        rows = await self.pool.fetch(_VIEW_SQL)
+        self.view = ClusterView(
+            instances=tuple(
+                InstanceSeen(
+                    sip_uri=row["sip_uri"],
+                    silent_for=row["silent_for"],
+                    declared_dead=row["declared_dead"],
+                )
+                for row in rows
+            ),
+            read_at=self.clock(),
+            dead_after=self.config.dead_after,
+        )
+        return self.view
+
+    def owner_gone(self, sip_uri: str) -> bool:
+        """Whether the heartbeats say the instance at ``sip_uri`` is gone
+        (:meth:`ClusterView.gone`; never before the first read). No await: the call
+        path asks it."""
+        view = self.view
+        return view is not None and view.gone(sip_uri, self.clock())
 
     async def reap(self) -> list[DeadInstance]:
         """Declares dead every instance silent for ``dead_after`` and closes its calls'
@@ -209,6 +309,7 @@ class Liveness:
                     await self.beat()
                     await self.reap()
                     live = await self.live_instances()
+                    await self.read_view()
             except DATABASE_ERRORS as exc:
                 if not failing:
                     log.warning("cluster heartbeat failed (%s); retrying every tick", exc)

@@ -42,17 +42,72 @@ take this instance for overloaded and fail over to another instance (RFC 3263 4.
 which cannot reach the phone either, and RFC 3261 16.7 forbids passing a 503 up.
 The device is reached again once it re-registers, through whichever instance it
 then reaches; the binding then names that instance.
+
+Owner known gone: heartbeats
+----------------------------
+
+The instances' heartbeats (gateway/cluster/liveness.py) tell whether an owner is
+gone before any INVITE is sent: an owner whose heartbeat, as this instance last read
+the shared table, is older than ``[cluster] dead_after``, or which another instance
+has declared dead, is *gone* (``owner_gone``). :func:`choose_flow` then prefers a
+binding whose flow is held here or by a live instance (RFC 3261 16.6 tries the next
+target; RFC 5626 11.5 has a proxy told of a failed flow try another one), and
+when every binding's owner is gone the caller gets :func:`owner_unreachable`'s 480 at
+once instead of after :data:`OWNER_RESPONSE_TIMEOUT`. Bound: an owner that stops is
+answered for at once from ``dead_after`` plus one ``heartbeat_interval`` (this
+instance's read of the table) after its last heartbeat; before that, within
+:data:`OWNER_RESPONSE_TIMEOUT` as above. An owner this instance cannot judge (no row
+read yet, a row it left on a clean stop, or its own view of the table older than
+``dead_after`` because it cannot reach the database) is never taken for gone.
+
+Emergency callbacks (RFC 6881 SP-35)
+------------------------------------
+
+A centre's call back to an emergency caller goes to the device that made the
+emergency call (gateway/cluster/callbacks.py). That device behind NAT is reachable
+through its registration's flow like any other call, so :func:`choose_callback_flow`
+picks the device's own bindings (:func:`device_bindings`: the emergency INVITE's
+Contact, else the address it came from) and decides as :func:`choose_flow` does; the
+relayed INVITE names the owner in its Route and carries :data:`CALLBACK_MARKER`. A
+device with no registration is called at the window's address, as before.
+
+How the owner knows a relayed INVITE is a callback (:func:`is_relayed_callback`): a
+centre is recognised by its transport address (gateway/edge/peers.py), and only the
+instance the centre's call reached saw it; the owner sees a sibling's address. So the
+sibling says so with the marker, and the owner believes it only from a trusted peer
+(``[upstream] trusted_peers``, where siblings are listed) on a request relayed to it
+as the flow owner (its Route names it). The marker cannot open a window nor choose a
+device: the owner reads the window itself (memory, else the shared table) and calls
+the device of that window over its own flow, or answers 480. A peer that is not
+trusted never gets the treatment, and the B2BUA never copies an ``X-Voipgw-*`` field
+of a caller's INVITE onto the next one, so a caller cannot pass one through a
+sibling. The most a misbehaving trusted peer gets is what the centre's own call would
+get during an open window.
+
+Callback whose owner is gone: the device's received address is tried from here as
+a last resort (:func:`callback_last_resort`), bounded by
+:data:`OWNER_RESPONSE_TIMEOUT`, then 480 with Retry-After. Why not 480 at once: a
+callback exists to reach a caller who may need help (RFC 7090's abstract: one
+treated "like any other call" may be blocked or forwarded to an answering machine), and the
+address may well answer: a device not behind NAT at all, or behind a NAT with
+endpoint-independent filtering, which RFC 4787 REQ-8 recommends "if application
+transparency is most important"; RFC 4787 REQ-1 makes the mapping itself the same
+for every destination, so the received address is the right one. Behind an
+address-dependent filter the attempt is dropped and the centre hears 480 after the
+bound: 2 s more than an ordinary call, which a call taker about to try other means
+does not notice. (Before flows had owners, every callback went to that address from
+the instance the centre reached; a 480 at once would lose the phones it reached.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
 from gateway.b2bua.events import Reject, Route
 from gateway.edge.peers import uri_address
-from gateway.registrar.bindings import Binding
+from gateway.registrar.bindings import Binding, canonical_aor
 from gateway.sip.errors import ParseError
 from gateway.sip.events import Endpoint
 from gateway.sip.headers import parse_contacts
@@ -66,6 +121,17 @@ from routing.decision import CallFacts, RoutedBy
 OWNER_RESPONSE_TIMEOUT: Final = 2.0
 #: Longest Retry-After promised when the flow owner is gone, in seconds.
 MAX_RETRY_AFTER: Final = 300
+#: The header field an instance relaying an emergency callback to the flow owner adds,
+#: and the device then sees too (the local callback path sends it already).
+CALLBACK_MARKER: Final = ("X-Voipgw-Class", "emergency-callback")
+
+#: ``owner_gone(flow_owner)``: whether the heartbeats say that instance is gone.
+OwnerGone = Callable[[str], bool]
+
+
+def never_gone(_owner: str) -> bool:
+    """No instance is ever gone: one instance alone, or no heartbeats."""
+    return False
 
 
 def binding_target(binding: Binding) -> Endpoint:
@@ -185,10 +251,16 @@ class FlowChoice:
 
     binding: Binding | None
     owner: str | None = None
+    #: the heartbeats say ``owner`` is gone (and so is every other binding's owner)
+    owner_gone: bool = False
 
 
 def choose_flow(
-    bindings: Sequence[Binding], *, local: str | None, as_owner: bool
+    bindings: Sequence[Binding],
+    *,
+    local: str | None,
+    as_owner: bool,
+    owner_gone: OwnerGone = never_gone,
 ) -> FlowChoice | None:
     """Decides how to reach an AoR's device (see the module docstring).
 
@@ -197,20 +269,139 @@ def choose_flow(
         local: this instance's ``[cluster] sip_uri``; None without ``[cluster]``.
         as_owner: the request was relayed here as the flow owner
             (:func:`routed_to_owner`): never relay it on.
+        owner_gone: whether the heartbeats say an instance is gone; bindings whose
+            flow such an instance held are passed over for the others.
 
     Returns:
         None when the AoR has no binding at all (not registered); otherwise the
-        choice.
+        choice (``owner_gone`` set when every binding's owner is gone).
     """
     if not bindings:
         return None
     if as_owner:
         return FlowChoice(binding=best_binding([b for b in bindings if holds_flow(b, local)]))
-    binding = best_binding(bindings)
+    reachable = [b for b in bindings if holds_flow(b, local) or not _gone(b, owner_gone)]
+    binding = best_binding(reachable or bindings)
     assert binding is not None
     if holds_flow(binding, local):
         return FlowChoice(binding=binding)
-    return FlowChoice(binding=binding, owner=binding.flow_owner)
+    return FlowChoice(binding=binding, owner=binding.flow_owner, owner_gone=not reachable)
+
+
+def _gone(binding: Binding, owner_gone: OwnerGone) -> bool:
+    return binding.flow_owner is not None and owner_gone(binding.flow_owner)
+
+
+def device_bindings(
+    bindings: Sequence[Binding], *, contact: str, endpoint: Endpoint
+) -> list[Binding]:
+    """The bindings of the device that made an emergency call, among its AoR's.
+
+    The device is the one registered with the emergency INVITE's Contact (scheme,
+    user, host and port: a phone sends the Contact it registered, RFC 3261 8.1.1.8 and
+    10.2.1), else the one whose REGISTER came from the transport address the
+    emergency call came from (one socket, one NAT mapping).
+
+    Args:
+        bindings: the AoR's current bindings.
+        contact: the emergency INVITE's Contact URI (the window's).
+        endpoint: where the emergency call came from.
+
+    Returns:
+        Those bindings; empty when none is the device's.
+    """
+    key = _contact_key(contact)
+    same = [b for b in bindings if key is not None and _contact_key(b.contact) == key]
+    return same or [b for b in bindings if b.received == endpoint]
+
+
+def _contact_key(text: str) -> tuple[str, str | None, str, int | None] | None:
+    try:
+        uri = parse_uri(text)
+    except ParseError:
+        return None
+    if not isinstance(uri, SipUri):
+        return None
+    return (uri.scheme, uri.user, uri.host.lower(), uri.port)
+
+
+def choose_callback_flow(
+    bindings: Sequence[Binding],
+    *,
+    contact: str,
+    endpoint: Endpoint,
+    local: str | None,
+    as_owner: bool,
+    owner_gone: OwnerGone = never_gone,
+) -> FlowChoice | None:
+    """Decides how an emergency callback reaches the device of its window.
+
+    Args:
+        bindings: the caller's AoR's current bindings.
+        contact: the window's Contact (the emergency INVITE's).
+        endpoint: the window's address (where the emergency call came from).
+        local: this instance's ``[cluster] sip_uri``; None without ``[cluster]``.
+        as_owner: a sibling relayed the callback here as the flow owner.
+        owner_gone: whether the heartbeats say an instance is gone.
+
+    Returns:
+        None when the device holds no registration (call the window's address, the
+        only one known; not when ``as_owner``); otherwise :func:`choose_flow`'s
+        choice among the device's bindings (with ``owner_gone``: the last resort).
+    """
+    device = device_bindings(bindings, contact=contact, endpoint=endpoint)
+    if not device:
+        return FlowChoice(binding=None) if as_owner else None
+    return choose_flow(device, local=local, as_owner=as_owner, owner_gone=owner_gone)
+
+
+def is_relayed_callback(
+    class_values: Iterable[str], *, from_trusted_peer: bool, as_owner: bool
+) -> bool:
+    """Whether an INVITE is an emergency callback a sibling relayed here as the
+    flow owner, to be treated as one (the module docstring says why these three).
+
+    Args:
+        class_values: the request's ``X-Voipgw-Class`` values.
+        from_trusted_peer: it came from ``[upstream] trusted_peers``.
+        as_owner: its Route names this instance (:func:`routed_to_owner`).
+    """
+    return (
+        from_trusted_peer
+        and as_owner
+        and any(v.strip() == CALLBACK_MARKER[1] for v in class_values)
+    )
+
+
+def callback_aors(caller: str | None, *, domains: Sequence[str], realm: str) -> tuple[str, ...]:
+    """The AoRs under which an emergency caller's device may be registered.
+
+    A phone's From is usually its AoR (RFC 3261 8.1.1.3), but some put their own
+    address in its host; the registrar keeps AoRs under the served ``domains`` (any
+    host when empty, then the ``realm`` is the one phones are configured with).
+
+    Args:
+        caller: the emergency call's From URI (the window's ``aor``).
+        domains: ``[registrar] domains``.
+        realm: ``[registrar] realm``.
+
+    Returns:
+        Canonical AoRs, the From's own first; empty when it has no SIP user.
+    """
+    if caller is None:
+        return ()
+    try:
+        uri = parse_uri(caller)
+    except ParseError:
+        return ()
+    if not isinstance(uri, SipUri) or not uri.user:
+        return ()
+    found = [canonical_aor(uri)]
+    for host in domains or (realm,):
+        aor = canonical_aor(replace(uri, host=host, port=None))
+        if aor not in found:
+            found.append(aor)
+    return tuple(found)
 
 
 def retry_after_for(binding: Binding) -> int:
@@ -259,6 +450,41 @@ def route_via_owner(
         failover_timeout=OWNER_RESPONSE_TIMEOUT,
         unreachable=owner_unreachable(binding),
         facts=CallFacts(routed_by=RoutedBy.REGISTERED_BINDING, registered_contact=binding.contact),
+    )
+
+
+def callback_facts(binding: Binding) -> CallFacts:
+    """The facts of a callback routed by a registration: a callback, to its contact."""
+    return CallFacts(routed_by=RoutedBy.EMERGENCY_CALLBACK, registered_contact=binding.contact)
+
+
+def callback_to_binding(binding: Binding) -> Route:
+    """The callback over this instance's own flow: the binding's received address,
+    marked as the local callback path marks it."""
+    return replace(
+        route_to_binding(binding), headers=(CALLBACK_MARKER,), facts=callback_facts(binding)
+    )
+
+
+def callback_via_owner(
+    binding: Binding, owner_targets: tuple[Endpoint, ...], request_uri: str
+) -> Route:
+    """The callback relayed to the instance holding the device's flow: as
+    :func:`route_via_owner`, plus :data:`CALLBACK_MARKER` (the owner checks it, see
+    :func:`is_relayed_callback`). The Request-URI stays the number called: the owner
+    looks its window up itself."""
+    route = route_via_owner(binding, owner_targets, request_uri)
+    return replace(route, headers=(*route.headers, CALLBACK_MARKER), facts=callback_facts(binding))
+
+
+def callback_last_resort(binding: Binding) -> Route:
+    """The callback to a device whose flow owner is gone: its received address from
+    this instance, bounded by :data:`OWNER_RESPONSE_TIMEOUT`, then 480 with
+    Retry-After (the module docstring says why it is tried at all)."""
+    return replace(
+        callback_to_binding(binding),
+        failover_timeout=OWNER_RESPONSE_TIMEOUT,
+        unreachable=owner_unreachable(binding),
     )
 
 

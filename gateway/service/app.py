@@ -29,7 +29,7 @@ from cdr.partitions import Month, month_of_partition
 from cdr.spool import SpoolError
 from cdr.writer import CdrWriter
 from gateway.b2bua import CallAnswered, CallEnded, Reject, Route
-from gateway.cluster.callbacks import EmergencyCallbacks
+from gateway.cluster.callbacks import CallbackWindow, EmergencyCallbacks
 from gateway.cluster.liveness import DATABASE_ERRORS, DeadInstance, Liveness
 from gateway.config import GatewayConfig
 from gateway.edge.guard import Guard, LossController, stamp_overload_feedback
@@ -38,8 +38,15 @@ from gateway.ops.metrics import Metrics
 from gateway.registrar import BindingStore, Registrar, route_to_binding
 from gateway.registrar.location import LocationUnavailable
 from gateway.registrar.routing import (
+    OwnerGone,
+    callback_aors,
+    callback_last_resort,
+    callback_to_binding,
+    callback_via_owner,
+    choose_callback_flow,
     choose_flow,
     flow_not_held,
+    never_gone,
     owner_unreachable,
     route_via_owner,
     routed_to_owner,
@@ -48,7 +55,7 @@ from gateway.registrar.service import RETRY_AFTER_DB_DOWN
 from gateway.rtp.stage import recorded_line_lookup
 from gateway.service.desk import SecurityDesk, notify_all
 from gateway.service.notify import EmergencyNotifier
-from gateway.service.router import BindingLookup, CallRouter, LocationUnknown
+from gateway.service.router import BindingLookup, CallbackFlow, CallRouter, LocationUnknown
 from gateway.service.server import (
     Gateway,
     ServiceHandler,
@@ -219,6 +226,20 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
         # This instance's SIP URI among several ([cluster]); None alone: every flow
         # is held here (gateway.registrar.routing).
         local_uri = config.cluster.sip_uri if config.cluster is not None else None
+        # Built now, started with the listeners: its view of the others' heartbeats
+        # tells the call path which flow owners are gone.
+        liveness = (
+            Liveness(
+                db.pool,
+                config.cluster,
+                cdr_instance=config.instance,
+                on_live=metrics.set_cluster_instances if metrics is not None else None,
+                on_dead=_count_dead(metrics) if metrics is not None else None,
+            )
+            if config.cluster is not None
+            else None
+        )
+        owner_gone: OwnerGone = liveness.owner_gone if liveness is not None else never_gone
         registrar = (
             Registrar(
                 config.registrar,
@@ -293,7 +314,13 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 overload=config.overload,
                 resolve=resolve_endpoints,
                 dial_plan=dial_plan,
-                lookup_binding=(_binding_lookup(registrar, local_uri) if registrar else None),
+                lookup_binding=(
+                    _binding_lookup(registrar, local_uri, owner_gone) if registrar else None
+                ),
+                callback_flow=(
+                    _callback_flow(registrar, local_uri, owner_gone) if registrar else None
+                ),
+                cluster_uri=local_uri,
                 trusted_peers=config.upstream.trusted_peers,
                 international_peers=config.upstream.international_peers,
                 authenticate=(
@@ -344,14 +371,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             app.tasks.append(asyncio.create_task(_maintenance(db.pool, cdr_config, metrics)))
             if router is not None:
                 app.tasks.append(asyncio.create_task(callbacks.write_behind_forever()))
-            if config.cluster is not None:
-                liveness = Liveness(
-                    db.pool,
-                    config.cluster,
-                    cdr_instance=config.instance,
-                    on_live=metrics.set_cluster_instances if metrics is not None else None,
-                    on_dead=_count_dead(metrics) if metrics is not None else None,
-                )
+            if liveness is not None:
                 app.liveness = liveness
                 app.tasks.append(asyncio.create_task(liveness.run_forever()))
             if metrics is not None:
@@ -454,13 +474,16 @@ async def _seed_sites(pool: asyncpg.Pool, path: Path) -> None:
         log.info("imported seed sites from %s", path)
 
 
-def _binding_lookup(registrar: Registrar, local: str | None) -> BindingLookup:
+def _binding_lookup(
+    registrar: Registrar, local: str | None, owner_gone: OwnerGone = never_gone
+) -> BindingLookup:
     """The router's binding lookup: the AoR's device over this instance's flow, or
     through the sibling instance holding it (gateway.registrar.routing).
 
     Args:
         registrar: the registrar.
         local: this instance's ``[cluster] sip_uri``; None without ``[cluster]``.
+        owner_gone: whether the heartbeats say an instance is gone.
     """
 
     async def lookup(request: Request) -> Route | Reject | LocationUnknown | None:
@@ -478,7 +501,7 @@ def _binding_lookup(registrar: Registrar, local: str | None) -> BindingLookup:
             log.warning("registration lookup failed (%s): default route", exc)
             return None
         as_owner = routed_to_owner(request.headers.get_lines("Route"), local)
-        choice = choose_flow(bindings, local=local, as_owner=as_owner)
+        choice = choose_flow(bindings, local=local, as_owner=as_owner, owner_gone=owner_gone)
         if choice is None:
             return None
         binding = choice.binding
@@ -487,15 +510,94 @@ def _binding_lookup(registrar: Registrar, local: str | None) -> BindingLookup:
             return flow_not_held()
         if choice.owner is None:
             return route_to_binding(binding)
-        try:
-            targets = await resolve_endpoints(choice.owner)
-        except (ValueError, TransportError) as exc:
-            log.warning("flow owner %s of %s unresolvable (%s)", choice.owner, request.uri, exc)
+        if choice.owner_gone:
+            log.info(
+                "call for %s: its flow owner %s is gone (heartbeats), 480",
+                request.uri,
+                choice.owner,
+            )
+            return owner_unreachable(binding)
+        targets = await _owner_targets(choice.owner, request.uri)
+        if targets is None:
             return owner_unreachable(binding)
         log.info("call for %s: through %s, which holds its flow", request.uri, choice.owner)
         return route_via_owner(binding, targets, request.uri)
 
     return lookup
+
+
+async def _owner_targets(owner: str, callee: str) -> tuple[Endpoint, ...] | None:
+    """A flow owner's transport addresses, or None (logged) when it does not resolve."""
+    try:
+        return await resolve_endpoints(owner)
+    except (ValueError, TransportError) as exc:
+        log.warning("flow owner %s of %s unresolvable (%s)", owner, callee, exc)
+        return None
+
+
+def _callback_flow(
+    registrar: Registrar, local: str | None, owner_gone: OwnerGone = never_gone
+) -> CallbackFlow:
+    """How an emergency callback reaches the device of its window through the
+    instance holding the device's registration flow
+    (gateway.registrar.routing.choose_callback_flow).
+
+    Args:
+        registrar: the registrar (the device's bindings).
+        local: this instance's ``[cluster] sip_uri``; None without ``[cluster]``.
+        owner_gone: whether the heartbeats say an instance is gone.
+    """
+    served = registrar.config
+
+    async def flow(
+        window: CallbackWindow, request: Request, as_owner: bool
+    ) -> Route | Reject | None:
+        choice = None
+        for aor in callback_aors(window.aor, domains=served.domains, realm=served.realm):
+            try:
+                bindings = await registrar.lookup(aor)
+            except (ValueError, LocationUnavailable, *DATABASE_ERRORS) as exc:
+                # Not known: the window's own address, as before flows had owners.
+                log.warning(
+                    "callback to %s: registration of %s unknown (%s)", window.number, aor, exc
+                )
+                continue
+            choice = choose_callback_flow(
+                bindings,
+                contact=window.contact,
+                endpoint=window.endpoint,
+                local=local,
+                as_owner=as_owner,
+                owner_gone=owner_gone,
+            )
+            if choice is not None and choice.binding is not None:
+                break
+        if choice is None:
+            return flow_not_held() if as_owner else None
+        binding = choice.binding
+        if binding is None:
+            log.info("relayed callback to %s: no flow of its device held here, 480", window.number)
+            return flow_not_held()
+        if choice.owner is None:
+            return callback_to_binding(binding)
+        if choice.owner_gone:
+            log.warning(
+                "callback to %s: its device's flow owner %s is gone (heartbeats): trying"
+                " its address %s from here as a last resort",
+                window.number,
+                choice.owner,
+                binding.received.host_port,
+            )
+            return callback_last_resort(binding)
+        targets = await _owner_targets(choice.owner, request.uri)
+        if targets is None:
+            return owner_unreachable(binding)
+        log.info(
+            "callback to %s: through %s, which holds its device's flow", window.number, choice.owner
+        )
+        return callback_via_owner(binding, targets, request.uri)
+
+    return flow
 
 
 def _emergency_fallback(

@@ -26,9 +26,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from gateway.b2bua import Announcement, CallEnded, LocalAnswer, Reject, Route, RouteNeeded
-from gateway.cluster.callbacks import EmergencyCallbacks
+from gateway.cluster.callbacks import CallbackWindow, EmergencyCallbacks
 from gateway.config import OverloadConfig
-from gateway.edge.peers import TransportAddress, transport_address
+from gateway.edge.peers import TransportAddress, in_networks, transport_address
+from gateway.registrar.routing import CALLBACK_MARKER, is_relayed_callback, routed_to_owner
 from gateway.sip.errors import SipError
 from gateway.sip.events import Endpoint
 from gateway.sip.headers import parse_contacts, parse_name_address, parse_via
@@ -93,6 +94,12 @@ class LocationUnknown:
 #: through the instance holding it), a Reject (the flow is not held here), None (not
 #: registered), or LocationUnknown.
 BindingLookup = Callable[[Request], Awaitable[Route | Reject | LocationUnknown | None]]
+#: (an open callback window, the centre's INVITE, relayed here as the flow owner) ->
+#: the callback's route to the window's device through the instance holding its
+#: registration's flow (gateway.registrar.routing.choose_callback_flow), a Reject (no
+#: such flow held here when relayed here as its owner), or None: the device holds no
+#: registration, so the window's own address is called.
+CallbackFlow = Callable[[CallbackWindow, Request, bool], Awaitable[Route | Reject | None]]
 #: Told of every emergency call as soon as it is routed (webhook / SIP MESSAGE to the
 #: customer's on-site contact); must return at once and never delay the call.
 EmergencyNotifier = Callable[[RoutingDecision, CallContext], None]
@@ -236,6 +243,10 @@ class CallRouter:
             the authenticated user, not the From header, is then the caller.
         peer_hints: where the router records what each next hop's URI says of its
             transports (the transport manager reads them); the process-wide ones.
+        callback_flow: how a callback reaches its device's registration flow (the
+            app's, over the registrar); None: the window's address, from here.
+        cluster_uri: this instance's ``[cluster] sip_uri``: a callback relayed here
+            by a sibling names it in its Route; None without ``[cluster]``.
     """
 
     def __init__(
@@ -256,7 +267,11 @@ class CallRouter:
         authenticate: Authenticate | None = None,
         peer_hints: PeerHints | None = None,
         callbacks: EmergencyCallbacks | None = None,
+        callback_flow: CallbackFlow | None = None,
+        cluster_uri: str | None = None,
     ) -> None:
+        self.callback_flow = callback_flow
+        self.cluster_uri = cluster_uri
         #: what each next hop's URI says of its transports, for the transport manager
         self.peer_hints = peer_hints if peer_hints is not None else PEER_HINTS
         self.dial_plan = dial_plan if dial_plan is not None else DialPlan(config.emergency)
@@ -476,13 +491,17 @@ class CallRouter:
         if event.emergency and number:
             self.callbacks.call_ended(_digits(number), centre=event.facts.centre_of(event.attempt))
 
-    async def _callback_route(self, event: RouteNeeded, directory: Directory) -> Route | None:
+    async def _callback_route(
+        self, event: RouteNeeded, directory: Directory
+    ) -> Route | Reject | None:
         """RFC 6881 SP-35/40: "during the call and for 30 minutes after", a call from
         an emergency centre to the callback number reaches the device that made the
         emergency call directly, bypassing the PBX's forwarding and do-not-disturb.
 
         A centre is recognised by its transport address, never by a host it may share
-        with the PBX (gateway/edge/peers.py says why).
+        with the PBX (gateway/edge/peers.py says why); a call a sibling instance
+        relayed here as the flow owner of the device, by the sibling's marker
+        (gateway.registrar.routing.is_relayed_callback says when it is believed).
 
         The window may have been opened by another instance, or by this one before a
         restart: a centre's call to a number this instance remembers nothing of asks
@@ -493,25 +512,52 @@ class CallRouter:
         entry = self.callbacks.local(called)
         if entry is None and self.callbacks.pool is None:
             return None
-        # Only a centre's call is worth a database read.
-        if not await self._from_centre(event.source, directory):
+        relayed = self._relayed_callback(event)
+        # Only a centre's call (or a sibling's relay of one) is worth a database read.
+        if not relayed and not await self._from_centre(event.source, directory):
             return None
+        call_id = event.request.headers.get("Call-ID")
         if entry is None:
             entry = await self.callbacks.find(called)
             if entry is None:
+                if relayed:
+                    log.warning(
+                        "call %s: relayed as an emergency callback to %s, but no window"
+                        " of it is open here: an ordinary call",
+                        call_id,
+                        called,
+                    )
                 return None
         log.info(
-            "call %s: emergency callback to %s (window of call %s via %s)",
-            event.request.headers.get("Call-ID"),
+            "call %s: emergency callback to %s (window of call %s via %s)%s",
+            call_id,
             entry.contact,
             entry.call_id,
             entry.instance or "this instance",
+            ", relayed here as its flow owner" if relayed else "",
         )
+        if self.callback_flow is not None:
+            through_flow = await self.callback_flow(entry, event.request, relayed)
+            if through_flow is not None:
+                return through_flow
         return Route(
             targets=(entry.endpoint,),
             request_uri=entry.contact,
-            headers=(("X-Voipgw-Class", "emergency-callback"),),
+            headers=(CALLBACK_MARKER,),
             facts=CallFacts(routed_by=RoutedBy.EMERGENCY_CALLBACK),
+        )
+
+    def _relayed_callback(self, event: RouteNeeded) -> bool:
+        """Whether a trusted sibling relayed this callback here as the device's flow
+        owner (gateway.registrar.routing.is_relayed_callback)."""
+        headers = event.request.headers
+        marked = headers.values(CALLBACK_MARKER[0])
+        if not marked:
+            return False  # every ordinary call to a number: keep it cheap
+        return is_relayed_callback(
+            marked,
+            from_trusted_peer=in_networks(event.source.host, self.trusted_peers),
+            as_owner=routed_to_owner(headers.get_lines("Route"), self.cluster_uri),
         )
 
     async def _from_centre(self, source: Endpoint, directory: Directory) -> bool:

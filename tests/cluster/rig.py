@@ -22,7 +22,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +46,17 @@ async def start_instance(
     upstream: str,
     dsn: str,
     edit: Callable[[str], str] | None = None,
+    centre_ports: Mapping[str, int] | None = None,
 ) -> GatewayProcess:
     """Starts one instance ``name`` on the shared database ``dsn``; ``edit`` changes
-    its configuration text first."""
-    setup = prepare(state, upstream=upstream, database_url=dsn, cdr={"batch_age": 0.05})
+    its configuration text first; ``centre_ports`` as :func:`prepare` takes them."""
+    setup = prepare(
+        state,
+        upstream=upstream,
+        database_url=dsn,
+        cdr={"batch_age": 0.05},
+        centre_ports=centre_ports,
+    )
     text = setup.config.read_text(encoding="utf-8")
     text = text.replace('instance = "ops-', f'instance = "{name}-ops-', 1)
     text += cluster_section(setup)
@@ -63,14 +70,17 @@ async def provision(gateway: GatewayProcess, user: str, password: str) -> None:
     await set_password(gateway.setup.config, user, password)
 
 
-async def register(setup: GatewaySetup, user: str, password: str, port: int) -> None:
-    """Registers ``user`` through the instance of ``setup`` from 127.0.0.1:``port``
+async def register(
+    setup: GatewaySetup, user: str, password: str, port: int, *, host: str = "127.0.0.1"
+) -> None:
+    """Registers ``user`` through the instance of ``setup`` from ``host``:``port``
     (SIPp with digest, 600 s): the flow the instance then holds."""
     result = await run_uac(
         "uac-register",
         setup.target,
         service=user,
         timeout=10,
+        local_ip=host,
         extra_args=[
             *("-au", user, "-ap", password, "-auth_uri", REALM),
             *("-set", "domain", REALM, "-set", "expires", "600", "-p", str(port)),
@@ -86,10 +96,13 @@ class NatPhone(PsapUas):
         name: for messages and To tags.
         port: the port it registered from.
         allowed: the address its NAT mapping was opened towards.
+        host: the address it registered from.
     """
 
-    def __init__(self, name: str, port: int, allowed: tuple[str, int]) -> None:
-        super().__init__(name)
+    def __init__(
+        self, name: str, port: int, allowed: tuple[str, int], *, host: str = "127.0.0.1"
+    ) -> None:
+        super().__init__(name, host=host)
         self.port = port
         self.allowed = allowed
         #: source addresses of the INVITEs let in

@@ -134,3 +134,42 @@ async def test_live_instances_are_left_alone_and_a_return_clears_the_verdict(
         )
         is None
     )
+
+
+async def test_the_view_says_which_owner_is_gone_by_the_databases_clock(
+    pg_pool: asyncpg.Pool,
+) -> None:
+    # silent_since gives the instance the address sip:127.0.0.9:5060.
+    owner = "sip:127.0.0.9:5060"
+    await silent_since(pg_pool, DEAD, 0.0)
+    me = Liveness(pg_pool, cluster("gw-1"), cdr_instance="gw-1")
+    assert not me.owner_gone(owner)  # nothing read yet: nobody is judged
+    await me.read_view()
+    assert not me.owner_gone(owner)
+    await pg_pool.execute(
+        "UPDATE cluster_instances SET last_seen = now() - interval '5 s' WHERE instance = $1",
+        DEAD,
+    )
+    assert not me.owner_gone(owner)  # until the next read
+    view = await me.read_view()
+    assert [round(i.silent_for) for i in view.instances if i.sip_uri == owner] == [5]
+    assert me.owner_gone(owner)
+    # Declared dead and back under its name: alive from the next read.
+    assert [d.instance for d in await me.reap()] == [DEAD]
+    await me.read_view()
+    assert me.owner_gone(owner)
+    await pg_pool.execute(
+        "UPDATE cluster_instances SET last_seen = now(), declared_dead_at = NULL"
+        " WHERE instance = $1",
+        DEAD,
+    )
+    await me.read_view()
+    assert not me.owner_gone(owner)
+    # A view this instance could not refresh for dead_after judges nobody.
+    await pg_pool.execute(
+        "UPDATE cluster_instances SET last_seen = now() - interval '5 s' WHERE instance = $1",
+        DEAD,
+    )
+    await me.read_view()
+    me.clock = lambda: view.read_at + 1e6
+    assert not me.owner_gone(owner)

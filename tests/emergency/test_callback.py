@@ -10,13 +10,16 @@ tells them apart.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 import pytest
 
-from gateway.b2bua import Reject, Route
+from gateway.b2bua import Reject, Route, RouteNeeded
 from gateway.config import OverloadConfig
+from gateway.registrar.routing import CALLBACK_MARKER
 from gateway.service.router import CallRouter
 from gateway.sip.events import Endpoint
+from gateway.sip.message import Headers
 from routing.config import RoutingConfig
 from routing.decision import RoutedBy
 from routing.sites_file import parse_sites
@@ -77,3 +80,52 @@ async def test_demo_centres_have_an_address_of_their_own() -> None:
     # Another port of the centres' host is not a centre.
     stranger = Endpoint("UDP", CENTRE_HOST, 6000)
     assert not is_callback(await router.route(invite("sip:+358401000001@x", "s", stranger)))
+
+
+SIBLING = Endpoint("UDP", "127.0.0.1", 5071)
+HERE = "sip:127.0.0.1:5070"
+
+
+def relayed(
+    source: Endpoint, *, route: str | None = f"<{HERE};lr>", marker: bool = True
+) -> RouteNeeded:
+    """The centre's call back to Alice as a sibling relays it to this instance."""
+    event = invite("sip:+358401000001@voipgw", "psap", source)
+    extra = [("Route", route)] if route is not None else []
+    if marker:
+        extra.append(CALLBACK_MARKER)
+    headers = Headers([*event.request.headers, *extra])
+    return replace(event, request=replace(event.request, headers=headers))
+
+
+@pytest.mark.asyncio
+async def test_a_callback_relayed_by_a_trusted_sibling_to_the_flow_owner_is_a_callback() -> None:
+    router = router_for(DEMO_SITES.read_text(encoding="utf-8"))
+    router.cluster_uri = HERE
+    await router.route(invite("sip:112@voipgw", "alice", OFFICE_PHONE))
+    # A trusted sibling (on [upstream] trusted_peers) relayed it here as the owner:
+    # this instance's own window decides the device; the PBX is not asked.
+    result = await router.route(relayed(SIBLING))
+    assert is_callback(result), result
+    assert isinstance(result, Route)
+    assert result.targets == (OFFICE_PHONE,)
+    assert result.headers == (CALLBACK_MARKER,)
+
+
+@pytest.mark.asyncio
+async def test_nobody_else_can_claim_callback_treatment_with_the_marker() -> None:
+    router = router_for(DEMO_SITES.read_text(encoding="utf-8"))
+    router.cluster_uri = HERE
+    await router.route(invite("sip:112@voipgw", "alice", OFFICE_PHONE))
+    stranger = Endpoint("UDP", "127.0.20.9", 5071)
+    # An untrusted source, even naming this instance in its Route.
+    assert not is_callback(await router.route(relayed(stranger)))
+    # A trusted peer's request not relayed to this instance as the flow owner.
+    assert not is_callback(await router.route(relayed(SIBLING, route=None)))
+    assert not is_callback(await router.route(relayed(SIBLING, route="<sip:127.0.0.1:5099;lr>")))
+    # Without the marker a sibling's relay is an ordinary call (the PBX's, say).
+    assert not is_callback(await router.route(relayed(SIBLING, marker=False)))
+    # No window open for the number: the marker opens none.
+    other = relayed(SIBLING)
+    other = replace(other, request=replace(other.request, uri="sip:+358401000002@voipgw"))
+    assert not is_callback(await router.route(other))
