@@ -36,7 +36,9 @@ from gateway.edge.guard import Guard, LossController, stamp_overload_feedback
 from gateway.edge.overload import LoadMonitor, LoadShedder
 from gateway.ops.metrics import Metrics
 from gateway.registrar import BindingStore, Registrar, route_to_binding
+from gateway.registrar.bindings import Binding
 from gateway.registrar.location import LocationUnavailable
+from gateway.registrar.path import first_hop, route_via_path
 from gateway.registrar.routing import (
     choose_flow,
     flow_not_held,
@@ -455,8 +457,9 @@ async def _seed_sites(pool: asyncpg.Pool, path: Path) -> None:
 
 
 def _binding_lookup(registrar: Registrar, local: str | None) -> BindingLookup:
-    """The router's binding lookup: the AoR's device over this instance's flow, or
-    through the sibling instance holding it (gateway.registrar.routing).
+    """The router's binding lookup: the AoR's device over this instance's flow,
+    through the edge proxy of its Path (gateway.registrar.path), or through the
+    sibling instance holding its flow (gateway.registrar.routing).
 
     Args:
         registrar: the registrar.
@@ -485,6 +488,8 @@ def _binding_lookup(registrar: Registrar, local: str | None) -> BindingLookup:
         if binding is None:
             log.info("relayed call for %s: no flow of it held here, 480", request.uri)
             return flow_not_held()
+        if binding.path:
+            return await _route_via_path(binding, request.uri)
         if choice.owner is None:
             return route_to_binding(binding)
         try:
@@ -496,6 +501,18 @@ def _binding_lookup(registrar: Registrar, local: str | None) -> BindingLookup:
         return route_via_owner(binding, targets, request.uri)
 
     return lookup
+
+
+async def _route_via_path(binding: Binding, callee: str) -> Route | Reject:
+    """The route to a binding registered through an edge proxy (RFC 3327 Path),
+    or the 480 of an edge proxy whose address does not resolve."""
+    hop = first_hop(binding)
+    try:
+        targets = await resolve_endpoints(hop)
+    except (ValueError, TransportError) as exc:
+        log.warning("Path %s of %s unresolvable (%s)", hop, callee, exc)
+        return owner_unreachable(binding)
+    return route_via_path(binding, targets)
 
 
 def _emergency_fallback(
