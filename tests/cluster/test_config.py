@@ -56,9 +56,7 @@ def test_sip_uri_without_a_reachable_listener_must_be_given(
     assert raised.value.field == "cluster.sip_uri"
     assert f"sip.listen[0] ({shown}) names no address" in raised.value.problem
     # Given, it is taken as it is: the listener's port 0 does not matter then.
-    config = parse_config(
-        doc(sip={"listen": [listen]}, cluster={"sip_uri": "sip:192.0.2.11:5060"})
-    )
+    config = parse_config(doc(sip={"listen": [listen]}, cluster={"sip_uri": "sip:192.0.2.11:5060"}))
     assert config.cluster is not None
     assert config.cluster.sip_uri == "sip:192.0.2.11:5060"
 
