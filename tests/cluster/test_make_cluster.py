@@ -125,6 +125,7 @@ async def test_make_cluster_carries_calls_and_stops_on_ctrl_c() -> None:
             extra_args=[
                 *("-au", "bob", "-ap", PASSWORD, "-auth_uri", "voipgw.demo"),
                 *("-set", "domain", "voipgw.demo", "-set", "expires", "600", "-p", str(port)),
+                *("-set", "contact", f"127.0.0.1:{port}"),
             ],
         )
         assert registered.ok, registered.describe()

@@ -11,7 +11,12 @@ back. The binding row has the Path. The phone's NAT lets in only Kamailio's addr
 INVITE reaches the phone from Kamailio (the preloaded Route set, loose-routed to the
 received address), and nothing comes from an instance. Then the instance that took
 the REGISTER is killed, and calls at the other one still reach the phone, through
-Kamailio: the flow is Kamailio's, not the dead instance's.
+Kamailio: the flow is Kamailio's, not the dead instance's. Each call's BYE (the
+caller hangs up) reaches the phone too, through Kamailio's Record-Route.
+
+Twice: the phone's Contact names the address it sends from, then (as behind a real
+NAT) a private address nothing reaches; Kamailio aliases the Contact of the phone's
+200 OK with the address the answer came from, and the BYE follows the alias.
 """
 
 from __future__ import annotations
@@ -32,9 +37,9 @@ pytestmark = [pytest.mark.sipp, pytest.mark.interop, pytest.mark.postgres, pytes
 PASSWORD = "cluster-alice-path-16"
 
 
-async def register_through(kamailio: Kamailio, port: int) -> None:
-    """alice registers through Kamailio from HOST:``port`` saying ``Supported:
-    path``; SIPp fails unless the 200 OK echoes a Path."""
+async def register_through(kamailio: Kamailio, port: int, contact: str) -> None:
+    """alice registers through Kamailio from HOST:``port`` with ``contact`` (host:port)
+    saying ``Supported: path``; SIPp fails unless the 200 OK echoes a Path."""
     result = await run_uac(
         "uac-register-path-echoed",
         kamailio.target,
@@ -44,6 +49,7 @@ async def register_through(kamailio: Kamailio, port: int) -> None:
         extra_args=[
             *("-au", "alice", "-ap", PASSWORD, "-auth_uri", REALM),
             *("-set", "domain", REALM, "-set", "expires", "600", "-p", str(port)),
+            *("-set", "contact", contact),
         ],
     )
     assert result.ok, result.describe() + kamailio.tail()
@@ -70,9 +76,15 @@ def path_uri(entry: str) -> SipUri:
     return uri
 
 
+#: A phone behind NAT names its private address in Contact (10/8: in the loopback-only
+#: namespace nothing reaches it, so only Kamailio's alias of it can work).
+PRIVATE_CONTACT = "10.0.0.9:5060"
+
+
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("private", [False, True], ids=["own-contact", "private-contact"])
 async def test_phone_registered_through_kamailio_is_reached_from_both_and_after_owner_dies(
-    pg_dsn: str,
+    pg_dsn: str, private: bool
 ) -> None:
     states = [new_state(), new_state()]
     gateways: list[GatewayProcess] = []
@@ -88,7 +100,8 @@ async def test_phone_registered_through_kamailio_is_reached_from_both_and_after_
             async with Kamailio(instances) as kamailio:
                 kamailio_address = (kamailio.host, kamailio.port)
                 port = free_port(HOST)
-                await register_through(kamailio, port)
+                contact = PRIVATE_CONTACT if private else f"{HOST}:{port}"
+                await register_through(kamailio, port, contact)
 
                 # The binding holds Kamailio's Path with the phone's address as
                 # Kamailio saw it; the REGISTER itself came from Kamailio.
@@ -102,7 +115,12 @@ async def test_phone_registered_through_kamailio_is_reached_from_both_and_after_
                 owner = next(g for g in gateways if uri_of(g) == row["flow_owner"])
                 other = b if owner is a else a
 
-                phone = NatPhone("alice", port, allowed=kamailio_address)
+                phone = NatPhone(
+                    "alice",
+                    port,
+                    allowed=kamailio_address,
+                    private_contact=PRIVATE_CONTACT if private else None,
+                )
                 await phone.start()
                 elapsed: list[float] = []
                 for index, gateway in enumerate((a, b), start=1):
@@ -123,7 +141,8 @@ async def test_phone_registered_through_kamailio_is_reached_from_both_and_after_
                 # Each SIPp run: INVITE, answer, 0.2 s of call, BYE (timings are
                 # printed, not asserted: tests/bench holds timings).
                 print(
-                    f"\nregistered through {'A' if owner is a else 'B'} with Path {entry};"
+                    f"\n{'private' if private else 'own'} contact {contact}:"
+                    f" registered through {'A' if owner is a else 'B'} with Path {entry};"
                     " SIPp call at A, at B, at the survivor after the REGISTER's instance"
                     f" was killed: {', '.join(f'{t:.2f}' for t in elapsed)} s, each INVITE"
                     " from Kamailio, none dropped by the NAT"
