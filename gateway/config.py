@@ -415,6 +415,17 @@ class ServerConfig:
         )
 
 
+def _sip_uri_of(listen: ListenConfig) -> str | None:
+    """The SIP URI other instances reach a listener at, or None when it has none: an
+    ephemeral port (0, chosen by the kernel at start) or a wildcard host (0.0.0.0,
+    ::) is an address to bind, not one to send to."""
+    if listen.port == 0 or ipaddress.ip_address(listen.host).is_unspecified:
+        return None
+    host = f"[{listen.host}]" if ":" in listen.host else listen.host
+    scheme = "sips" if listen.transport == "TLS" else "sip"
+    return f"{scheme}:{host}:{listen.port}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterConfig:
     """``[cluster]``: this instance among several sharing one PostgreSQL (issue 16).
@@ -423,7 +434,8 @@ class ClusterConfig:
         instance: this instance's unique name (default: the host name, or ``[gateway]
             instance`` when that is set); its CDR rows carry it.
         sip_uri: how other instances reach this one over SIP (default: from the first
-            listen address, ``sip:127.0.0.1:5060``).
+            listen address, ``sip:127.0.0.1:5060``; required when that address has
+            port 0 or a wildcard host).
         heartbeat_interval: seconds between this instance's heartbeats in PostgreSQL.
         dead_after: seconds without a heartbeat after which the other instances count
             this one dead and close its calls' records; more than
@@ -459,10 +471,19 @@ class ClusterConfig:
                 f"must equal gateway.instance ({instance!r}), the name its CDR rows carry;"
                 f" got {name!r}",
             )
-        first = sip.listen[0]
-        host = f"[{first.host}]" if ":" in first.host else first.host
-        scheme = "sips" if first.transport == "TLS" else "sip"
-        sip_uri = table.str("sip_uri", f"{scheme}:{host}:{first.port}")
+        sip_uri = table.opt_str("sip_uri")
+        if sip_uri is None:
+            sip_uri = _sip_uri_of(sip.listen[0])
+            if sip_uri is None:
+                first = sip.listen[0]
+                host = f"[{first.host}]" if ":" in first.host else first.host
+                raise ConfigError(
+                    table.field("sip_uri"),
+                    f"not set, and sip.listen[0] ({first.transport} {host}:{first.port})"
+                    " names no address the other instances can reach (port 0 or a"
+                    " wildcard host): set it to how they reach this instance,"
+                    " e.g. sip:192.0.2.11:5060",
+                )
         try:
             parsed = parse_uri(sip_uri)
         except ParseError as exc:
@@ -471,6 +492,9 @@ class ClusterConfig:
             raise ConfigError(
                 table.field("sip_uri"), f"expected a sip: or sips: URI, got {sip_uri!r}"
             )
+        if parsed.port == 0:
+            # Port 0 means "any" to bind(); nobody can send to it.
+            raise ConfigError(table.field("sip_uri"), f"port 0 cannot be reached: {sip_uri!r}")
         interval = table.float("heartbeat_interval", 5.0, min=0.05, max=3600.0)
         dead_after = table.float("dead_after", 30.0, min=0.05, max=86_400.0)
         if dead_after <= interval:

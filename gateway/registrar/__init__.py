@@ -5,6 +5,7 @@
 * :mod:`.store`: the asyncpg store of credentials and bindings.
 * :mod:`.service`: :class:`Registrar`, whose ``handle`` is the gateway's REGISTER hook.
 * :mod:`.routing`: bindings to B-leg routes.
+* :mod:`.path`: RFC 3327 Path: registrations through an edge proxy, calls through it.
 * :mod:`.config`: ``[registrar]``.
 """
 

@@ -21,6 +21,11 @@ one transaction under a per-AoR lock, so the decision sees a consistent set.
 ``<>`` exactly as registered (escaped URI headers and URI parameters stay inside the
 URI, RFC 4475 3.1.2.x regescrt/cparam02), its header parameters after it (cparam01),
 and ``expires`` with the seconds left.
+
+Path (RFC 3327): :func:`parse_register` also reads the Path header fields an edge
+proxy (Kamailio's path module) put in front of the REGISTER, and whether the UA said
+``Supported: path``; the binding keeps the vector (:mod:`gateway.registrar.path`
+routes calls through it).
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ from gateway.sip.events import Endpoint
 from gateway.sip.headers import (
     NameAddress,
     all_contacts,
+    parse_contacts,
     parse_cseq,
     parse_int_header,
     parse_name_address,
+    parse_option_tags,
     quote_string,
     unquote_string,
 )
@@ -136,6 +143,11 @@ class RegisterUpdate:
         wildcard: ``Contact: *`` (remove every binding).
         contacts: the contacts, in request order (empty for a query or wildcard).
         user_agent: the User-Agent header, or None.
+        path: the Path header field values (RFC 3327), one name-addr each as
+            received, topmost (the proxy nearest the registrar) first; empty without
+            Path.
+        path_supported: the UA listed ``path`` in Supported (RFC 3327 5.1), so the
+            200 OK may echo the Path (RFC 3261 8.2.4).
     """
 
     aor: str
@@ -145,6 +157,8 @@ class RegisterUpdate:
     wildcard: bool = False
     contacts: tuple[ContactUpdate, ...] = ()
     user_agent: str | None = None
+    path: tuple[str, ...] = ()
+    path_supported: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,6 +185,9 @@ class Binding:
         flow_owner: ``[cluster] sip_uri`` of the instance that took the REGISTER and
             so holds the flow (NAT mapping, connection) the device is reached over;
             None for bindings from before flows had owners (migration 0700).
+        path: the Path vector of the REGISTER that last refreshed it (RFC 3327),
+            topmost first; empty when the device reached this instance directly
+            (migration 0720).
     """
 
     id: int
@@ -189,6 +206,7 @@ class Binding:
     expires_at: datetime
     expires: int
     flow_owner: str | None = None
+    path: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -255,6 +273,11 @@ def parse_register(request: Request, *, policy: ExpiresPolicy) -> RegisterUpdate
             None if expires_header is None else parse_int_header(expires_header, "Expires")
         )
         contacts = all_contacts(request.headers)
+        supported = [
+            tag.lower()
+            for line in request.headers.get_lines("Supported")
+            for tag in parse_option_tags(line)
+        ]
     except ParseError as exc:
         raise RegisterError(400, _reason(exc)) from None
     user_agent = request.headers.get("User-Agent")
@@ -264,6 +287,8 @@ def parse_register(request: Request, *, policy: ExpiresPolicy) -> RegisterUpdate
         call_id=call_id,
         cseq=cseq,
         user_agent=user_agent,
+        path=_path_vector(request),
+        path_supported="path" in supported,
     )
     if contacts == "*":
         # RFC 3261 10.3 step 6: "If the request has additional Contact fields or a
@@ -275,6 +300,31 @@ def parse_register(request: Request, *, policy: ExpiresPolicy) -> RegisterUpdate
     default = policy.default_expires if header_expires is None else header_expires
     updates = tuple(_contact_update(c, default, policy) for c in contacts)
     return replace(base, contacts=updates)
+
+
+def _path_vector(request: Request) -> tuple[str, ...]:
+    #   Path       = "Path" HCOLON path-value *( COMMA path-value )
+    #   path-value = name-addr *( SEMI rr-param )                     (RFC 3327 4)
+    # RFC 3327 5.3: the registrar stores the values "including their ordering";
+    # several Path lines are one list in order (RFC 3261 7.3.1).
+    vector: list[str] = []
+    for line in request.headers.get_lines("Path"):
+        try:
+            entries = parse_contacts(line)
+        except ParseError:
+            raise RegisterError(400, "Bad Path") from None
+        if entries == "*":
+            raise RegisterError(400, "Bad Path")
+        for entry in entries:
+            try:
+                uri = entry.parsed_uri()
+            except ParseError:
+                raise RegisterError(400, "Bad Path") from None
+            if not isinstance(uri, SipUri):
+                # A Path URI is where calls are sent (a Route entry): SIP or SIPS.
+                raise RegisterError(400, "Path Is Not A SIP URI")
+            vector.append(str(entry))
+    return tuple(vector)
 
 
 def _to_uri(request: Request) -> SipUri:

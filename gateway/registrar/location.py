@@ -299,6 +299,7 @@ def _refreshed(
         expires_at=moment + dt.timedelta(seconds=contact.expires),
         expires=contact.expires,
         flow_owner=flow_owner,
+        path=update.path,
     )
 
 

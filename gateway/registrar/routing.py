@@ -211,8 +211,15 @@ def same_instance(uri_a: str, uri_b: str) -> bool:
 def holds_flow(binding: Binding, local: str | None) -> bool:
     """Whether this instance (``local``, its ``[cluster] sip_uri``) holds the flow
     of ``binding``. A binding with no recorded owner counts as held here, and so does
-    every binding of an instance without ``[cluster]`` (``local`` None: alone)."""
-    return local is None or binding.flow_owner is None or same_instance(binding.flow_owner, local)
+    every binding of an instance without ``[cluster]`` (``local`` None: alone). So
+    does one registered with a Path: the edge proxy holds that flow and every
+    instance reaches it (:mod:`gateway.registrar.path`)."""
+    return (
+        local is None
+        or bool(binding.path)
+        or binding.flow_owner is None
+        or same_instance(binding.flow_owner, local)
+    )
 
 
 def routed_to_owner(route_values: Iterable[str], local: str | None) -> bool:

@@ -12,7 +12,8 @@ Wiring::
 (which reveal nothing about users) first: Request-URI and To (400/416, RFC 4475
 unksm2), domain (404), then digest authentication (401/403), authorization of the
 authenticated user for the AoR (403), the minimum interval (423), the binding update
-(400 on out-of-order CSeq) and the 200 OK listing every current binding.
+(400 on out-of-order CSeq) and the 200 OK listing every current binding (and the
+request's Path, when the UA supports it: :func:`~gateway.registrar.path.path_echo`).
 
 Enumeration: an unknown user and a wrong password both end in the same 403, built by
 the same code path after the same database query and the same hashing.
@@ -61,6 +62,7 @@ from gateway.registrar.digest import (
     plausible_username,
 )
 from gateway.registrar.location import LocationService, LocationUnavailable
+from gateway.registrar.path import path_echo
 from gateway.registrar.store import BindingStore
 from gateway.sip.builders import build_response
 from gateway.sip.errors import ParseError
@@ -177,6 +179,7 @@ class Registrar:
             "REGISTER %s from %s: %d binding(s)", update.aor, event.source.host_port, len(bindings)
         )
         headers = [("Contact", format_contact(b)) for b in bindings]
+        headers += path_echo(update)
         # RFC 3261 10.3 step 8: "The response SHOULD include a Date header field."
         headers.append(("Date", email.utils.formatdate(self.clock(), usegmt=True)))
         return self._respond(request, 200, headers=headers)

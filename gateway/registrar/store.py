@@ -30,7 +30,7 @@ LOCK_CLASS = 0x52454749
 _COLUMNS = """
     id, aor, contact, display_name, params, q, instance_id, reg_id, call_id, cseq,
     received_transport, host(received_host) AS received_host, received_port, user_agent,
-    registered_at, expires_at, flow_owner,
+    registered_at, expires_at, flow_owner, path,
     GREATEST(0, ceil(extract(epoch FROM expires_at - now())))::int AS expires_left
 """
 
@@ -59,6 +59,7 @@ def _binding(row: asyncpg.Record) -> Binding:
         expires_at=row["expires_at"],
         expires=row["expires_left"],
         flow_owner=row["flow_owner"],
+        path=tuple(row["path"] or ()),
     )
 
 
@@ -216,10 +217,14 @@ class BindingStore:
                     instance_id = $6, reg_id = $7, call_id = $8, cseq = $9,
                     received_transport = $10, received_host = $11::inet,
                     received_port = $12, user_agent = $13,
-                    expires_at = now() + make_interval(secs => $14), flow_owner = $15
+                    expires_at = now() + make_interval(secs => $14), flow_owner = $15,
+                    path = $16
                 WHERE id = $1
                 """,
-                [(i, *_values(c, update, received), self.flow_owner) for i, c in plan.update],
+                [
+                    (i, *_values(c, update, received), self.flow_owner, _path(update))
+                    for i, c in plan.update
+                ],
             )
         if plan.insert:
             await con.executemany(
@@ -227,11 +232,14 @@ class BindingStore:
                 INSERT INTO registrar_bindings (
                     aor, contact, display_name, params, q, instance_id, reg_id, call_id,
                     cseq, received_transport, received_host, received_port, user_agent,
-                    expires_at, flow_owner)
+                    expires_at, flow_owner, path)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::inet, $12, $13,
-                        now() + make_interval(secs => $14), $15)
+                        now() + make_interval(secs => $14), $15, $16)
                 """,
-                [(update.aor, *_values(c, update, received), self.flow_owner) for c in plan.insert],
+                [
+                    (update.aor, *_values(c, update, received), self.flow_owner, _path(update))
+                    for c in plan.insert
+                ],
             )
 
     async def remove_all(self, aor: str) -> int:
@@ -255,6 +263,11 @@ class BindingStore:
             "DELETE FROM registrar_bindings WHERE expires_at <= now()"
         )
         return int(status.split()[-1])
+
+
+def _path(update: RegisterUpdate) -> list[str] | None:
+    # NULL, not an empty array, for "no Path" (migration 0720).
+    return list(update.path) or None
 
 
 def _values(contact: ContactUpdate, update: RegisterUpdate, received: Endpoint) -> Sequence[object]:

@@ -36,10 +36,14 @@ from gateway.edge.guard import Guard, LossController, stamp_overload_feedback
 from gateway.edge.overload import LoadMonitor, LoadShedder
 from gateway.ops.metrics import Metrics
 from gateway.registrar import BindingStore, Registrar, route_to_binding
+from gateway.registrar.bindings import Binding
 from gateway.registrar.location import LocationUnavailable
+from gateway.registrar.path import first_hop, route_via_path
 from gateway.registrar.routing import (
+    CALLBACK_MARKER,
     OwnerGone,
     callback_aors,
+    callback_facts,
     callback_last_resort,
     callback_to_binding,
     callback_via_owner,
@@ -477,8 +481,9 @@ async def _seed_sites(pool: asyncpg.Pool, path: Path) -> None:
 def _binding_lookup(
     registrar: Registrar, local: str | None, owner_gone: OwnerGone = never_gone
 ) -> BindingLookup:
-    """The router's binding lookup: the AoR's device over this instance's flow, or
-    through the sibling instance holding it (gateway.registrar.routing).
+    """The router's binding lookup: the AoR's device over this instance's flow,
+    through the edge proxy of its Path (gateway.registrar.path), or through the
+    sibling instance holding its flow (gateway.registrar.routing).
 
     Args:
         registrar: the registrar.
@@ -508,6 +513,8 @@ def _binding_lookup(
         if binding is None:
             log.info("relayed call for %s: no flow of it held here, 480", request.uri)
             return flow_not_held()
+        if binding.path:
+            return await _route_via_path(binding, request.uri)
         if choice.owner is None:
             return route_to_binding(binding)
         if choice.owner_gone:
@@ -578,6 +585,16 @@ def _callback_flow(
         if binding is None:
             log.info("relayed callback to %s: no flow of its device held here, 480", window.number)
             return flow_not_held()
+        if binding.path:
+            # Through the edge proxy that holds the flow (RFC 3327), from any instance.
+            through_path = await _route_via_path(binding, request.uri)
+            if isinstance(through_path, Reject):
+                return through_path
+            return replace(
+                through_path,
+                headers=(*through_path.headers, CALLBACK_MARKER),
+                facts=callback_facts(binding),
+            )
         if choice.owner is None:
             return callback_to_binding(binding)
         if choice.owner_gone:
@@ -598,6 +615,18 @@ def _callback_flow(
         return callback_via_owner(binding, targets, request.uri)
 
     return flow
+
+
+async def _route_via_path(binding: Binding, callee: str) -> Route | Reject:
+    """The route to a binding registered through an edge proxy (RFC 3327 Path),
+    or the 480 of an edge proxy whose address does not resolve."""
+    hop = first_hop(binding)
+    try:
+        targets = await resolve_endpoints(hop)
+    except (ValueError, TransportError) as exc:
+        log.warning("Path %s of %s unresolvable (%s)", hop, callee, exc)
+        return owner_unreachable(binding)
+    return route_via_path(binding, targets)
 
 
 def _emergency_fallback(

@@ -97,18 +97,31 @@ class NatPhone(PsapUas):
         port: the port it registered from.
         allowed: the address its NAT mapping was opened towards.
         host: the address it registered from.
+        private_contact: host:port its Contact names, as a phone behind NAT
+            advertises its private address (None: where it listens).
     """
 
     def __init__(
-        self, name: str, port: int, allowed: tuple[str, int], *, host: str = "127.0.0.1"
+        self,
+        name: str,
+        port: int,
+        allowed: tuple[str, int],
+        *,
+        host: str = "127.0.0.1",
+        private_contact: str | None = None,
     ) -> None:
         super().__init__(name, host=host)
         self.port = port
         self.allowed = allowed
+        self.private_contact = private_contact
         #: source addresses of the INVITEs let in
         self.invite_sources: list[tuple[str, int]] = []
         #: datagrams the NAT dropped: (source address, first line)
         self.dropped: list[tuple[tuple[str, int], str]] = []
+
+    @property
+    def contact_address(self) -> str:
+        return self.private_contact or super().contact_address
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         source = (str(addr[0]), int(addr[1]))

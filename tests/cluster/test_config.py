@@ -40,6 +40,35 @@ def test_cluster_takes_the_gateway_instance_name_and_ipv6_listeners() -> None:
     assert config.cluster.sip_uri == "sip:[::1]:5060"
 
 
+@pytest.mark.parametrize(
+    ("listen", "shown"),
+    [
+        ({"transport": "UDP", "host": "127.0.0.1", "port": 0}, "UDP 127.0.0.1:0"),
+        ({"transport": "UDP", "host": "0.0.0.0", "port": 5060}, "UDP 0.0.0.0:5060"),
+        ({"transport": "TCP", "host": "::", "port": 5060}, "TCP [::]:5060"),
+    ],
+)
+def test_sip_uri_without_a_reachable_listener_must_be_given(
+    listen: dict[str, object], shown: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(doc(sip={"listen": [listen]}, cluster={}))
+    assert raised.value.field == "cluster.sip_uri"
+    assert f"sip.listen[0] ({shown}) names no address" in raised.value.problem
+    # Given, it is taken as it is: the listener's port 0 does not matter then.
+    config = parse_config(doc(sip={"listen": [listen]}, cluster={"sip_uri": "sip:192.0.2.11:5060"}))
+    assert config.cluster is not None
+    assert config.cluster.sip_uri == "sip:192.0.2.11:5060"
+
+
+def test_sip_uri_defaults_to_a_tls_listener_as_sips() -> None:
+    listen = [{"transport": "TLS", "host": "192.0.2.11", "port": 5061}]
+    tls = {"certificate": "c.pem", "private_key": "k.pem"}
+    config = parse_config(doc(sip={"listen": listen, "tls": tls}, cluster={}))
+    assert config.cluster is not None
+    assert config.cluster.sip_uri == "sips:192.0.2.11:5061"
+
+
 def test_without_cluster_the_instance_is_as_before() -> None:
     config = parse_config(doc())
     assert config.cluster is None
@@ -56,6 +85,7 @@ def test_without_cluster_the_instance_is_as_before() -> None:
             "more than heartbeat_interval",
         ),
         ({"cluster": {"sip_uri": "http://x"}}, "cluster.sip_uri", ""),
+        ({"cluster": {"sip_uri": "sip:127.0.0.1:0"}}, "cluster.sip_uri", "port 0"),
         ({"cluster": {"instance": ""}}, "cluster.instance", "must not be empty"),
         (
             {"gateway": {"instance": "gw-a"}, "cluster": {"instance": "gw-b"}},

@@ -1,5 +1,6 @@
 """`make cluster` (deploy/cluster/run.py) starts PostgreSQL, both instances and
-Kamailio, carries calls through the dispatcher, and Ctrl-C stops it all."""
+Kamailio, carries calls through the dispatcher, registers a phone through it with a
+Path that calls then follow, and Ctrl-C stops it all."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from tests.cluster.rig import kamailio_binary
-from tests.interop.sipp import SippUas, run_uac
+from gateway.config import load_config
+from tests.cluster.rig import NatPhone, kamailio_binary
+from tests.interop.sipp import SippUas, free_port, run_uac
 from tests.ops.harness import stop_embedded, voipgw
 
 pytestmark = [
@@ -48,6 +51,16 @@ async def stop_everything(proc: asyncio.subprocess.Process, state: Path) -> None
         os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)  # its own session
     await asyncio.to_thread(stop_embedded, state / "pgdata")
     shutil.rmtree(state, ignore_errors=True)
+
+
+async def binding_paths(config: Path, aor: str) -> list[list[str]]:
+    """The Path column of ``aor``'s bindings in the cluster's shared database."""
+    con = await asyncpg.connect(load_config(config).database.url)
+    try:
+        rows = await con.fetch("SELECT path FROM registrar_bindings WHERE aor = $1", aor)
+    finally:
+        await con.close()
+    return [list(r["path"] or ()) for r in rows]
 
 
 @pytest.mark.timeout(300)
@@ -99,6 +112,47 @@ async def test_make_cluster_carries_calls_and_stops_on_ctrl_c() -> None:
                 ],
             )
         assert result.ok, result.describe()
+        # A phone registers through Kamailio as deploy/OPERATIONS.md shows (the
+        # scenario fails unless the 200 OK echoes the Path), and the PBX's call for
+        # it at voipgw-2 reaches it from Kamailio.
+        port = free_port("127.0.0.1")
+        registered = await run_uac(
+            "uac-register-path-echoed",
+            "127.0.0.2:5060",
+            service="bob",
+            local_ip="127.0.0.1",
+            timeout=10,
+            extra_args=[
+                *("-au", "bob", "-ap", PASSWORD, "-auth_uri", "voipgw.demo"),
+                *("-set", "domain", "voipgw.demo", "-set", "expires", "600", "-p", str(port)),
+                *("-set", "contact", f"127.0.0.1:{port}"),
+            ],
+        )
+        assert registered.ok, registered.describe()
+        paths = await binding_paths(state / "voipgw-1.toml", "sip:bob@voipgw.demo")
+        assert len(paths) == 1 and "sip:127.0.0.2;lr;received=" in paths[0][0], paths
+        phone = NatPhone("bob", port, allowed=("127.0.0.2", 5060))
+        await phone.start()
+        try:
+            call = await run_uac(
+                "uac-emergency",
+                "127.0.0.1:5072",
+                local_ip="127.0.0.1",
+                call_duration=0.2,
+                timeout=20,
+                extra_args=[
+                    "-key",
+                    "caller",
+                    "+358401000099",
+                    "-key",
+                    "ruri",
+                    "sip:bob@voipgw.demo",
+                ],
+            )
+        finally:
+            phone.close()
+        assert call.ok, call.describe()
+        assert phone.invite_sources == [("127.0.0.2", 5060)] and phone.dropped == []
         proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(120):
             rest = await proc.stdout.read()

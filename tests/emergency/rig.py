@@ -131,6 +131,11 @@ class PsapUas(asyncio.DatagramProtocol):
     def uri(self) -> str:
         return f"sip:112@{self.host}:{self.port}"
 
+    @property
+    def contact_address(self) -> str:
+        """host:port of the Contact of its 2xx: where it listens."""
+        return f"{self.host}:{self.port}"
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.create_datagram_endpoint(lambda: self, local_addr=(self.host, self.port))
@@ -194,7 +199,7 @@ class PsapUas(asyncio.DatagramProtocol):
         lines.append(f"CSeq: {request.get('cseq')}")
         if status.startswith("200") and request.method == "INVITE":
             lines += [f"Record-Route: {v}" for v in request.all("record-route")]
-            lines.append(f"Contact: <sip:psap@{self.host}:{self.port}>")
+            lines.append(f"Contact: <sip:psap@{self.contact_address}>")
         if body:
             lines.append("Content-Type: application/sdp")
         lines.append(f"Content-Length: {len(body)}")
