@@ -291,6 +291,11 @@ class OverloadConfig:
             shedding starts (a transient stall, the process descheduled for a
             moment, drains by itself; ``gateway.edge.overload`` Rule 2).
         sample_interval: seconds between samples of lag and queue depth.
+        read_ahead: while shedding, datagrams read per loop turn from the UDP
+            sockets beyond the event loop's own 32 per socket, so that emergency
+            INVITEs and the INVITEs to shed among them are taken before the
+            messages queued ahead of them (``gateway.edge.overload`` Rule 3); 0:
+            only the loop's reads.
     """
 
     max_calls: int = 5000
@@ -301,6 +306,7 @@ class OverloadConfig:
     shed_receive_queue: int = 131072
     shed_after: float = 0.1
     sample_interval: float = 0.01
+    read_ahead: int = 256
 
     @classmethod
     def from_table(cls, table: Table) -> OverloadConfig:
@@ -318,6 +324,7 @@ class OverloadConfig:
             sample_interval=table.float(
                 "sample_interval", defaults.sample_interval, min=0.001, max=1.0
             ),
+            read_ahead=table.int("read_ahead", defaults.read_ahead, min=0, max=65536),
         )
         if config.sample_interval >= config.shed_lag:
             # A heartbeat is late by up to one interval whenever the loop is busy

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import importlib
 import logging
 import signal
@@ -147,6 +146,7 @@ async def run_gateway(config: GatewayConfig, *, drain_seconds: float = 30.0) -> 
     level and format). SIGTERM drains: new ordinary calls get 503, calls in progress
     may end for up to ``drain_seconds``, then the gateway stops and flushes.
     """
+    from gateway.ops.collector import tune_garbage_collector
     from gateway.ops.logs import configure_logging
     from gateway.ops.metrics import default_metrics
     from gateway.service.app import StartupError, running_app
@@ -204,28 +204,8 @@ def log_core_build() -> None:
     log.info("SIP core: %s", describe_core_build())
 
 
-#: Allocations between young-generation collections (CPython's default is 700).
-GC_YOUNG_THRESHOLD = 20_000
-
-
-def tune_garbage_collector() -> None:
-    """Makes the cyclic garbage collector cheaper once the gateway is up.
-
-    Each SIP message allocates a few hundred short-lived containers, so at CPython's
-    default threshold the young generation is collected several times per call, and
-    every tenth of those also walks the middle generation of live calls and
-    transactions. Freezing what start-up built (configuration, sites, codecs, modules)
-    takes it out of every later collection; a larger young threshold collects less
-    often, not less: reference counting frees almost everything a call allocates, and
-    what cycles remain are found at the next collection.
-    """
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
-
-
 async def _serve(app: Any, config: GatewayConfig, metrics: Any, drain_seconds: float) -> int:
+    from gateway.ops.collector import run_full_collections
     from gateway.ops.http_status import ReadinessChecks, StatusServer
     from gateway.ops.logs import configure_logging
     from gateway.ops.metrics import run_event_loop_lag_monitor
@@ -255,6 +235,11 @@ async def _serve(app: Any, config: GatewayConfig, metrics: Any, drain_seconds: f
         lag_task = asyncio.create_task(
             run_event_loop_lag_monitor(metrics, interval=metrics_config.lag_interval)
         )
+    shedder = gateway.shedder
+    # Full garbage collections on a clock, postponed while shedding (gateway.ops.collector).
+    gc_task = asyncio.create_task(
+        run_full_collections(lambda: shedder is not None and shedder.monitor.shedding)
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -296,6 +281,7 @@ async def _serve(app: Any, config: GatewayConfig, metrics: Any, drain_seconds: f
     log.info("draining: %d calls in progress", gateway.active_calls)
     gateway.draining = True
     await gateway.wait_idle(drain_seconds)
+    gc_task.cancel()
     if lag_task is not None:
         lag_task.cancel()
     if status is not None:

@@ -38,6 +38,10 @@ adapter hands the parsed INVITE to the CDR writer: a refused call is a call, as 
 403 or a 404 is), once per INVITE transaction. Everything else flows: responses,
 in-dialog requests, ACK, BYE, CANCEL, OPTIONS, REGISTER and emergency calls.
 Emergency INVITEs of a batch go first (:meth:`LoadShedder.classify` marks them).
+While shedding, a batch is more than the event loop read: the adapter reads up to
+``[overload] read_ahead`` more datagrams from the kernel queue
+(``TransportManager.read_ahead``), so that an emergency INVITE, and an INVITE to
+shed, queued behind other work is taken in this loop turn rather than after it.
 
 Rule 4 (the 503's ACK). The 503 carries the To tag :attr:`LoadShedder.tag`, the same
 for every shed request (RFC 3261 8.2.6.2 asks a stateless UAS to generate the same

@@ -435,6 +435,8 @@ class Gateway:
             metrics.overload_sampled(lag, queued)
             if changed:
                 metrics.overload_state_changed(monitor.shedding)
+        if changed:
+            self.transports.read_ahead = self.config.overload.read_ahead if monitor.shedding else 0
         if shedder.shed != self._shed_logged and now - self._shed_logged_at >= SHED_LOG_INTERVAL:
             # One line per interval, not per change: under a steady overload the
             # state may change many times a second.

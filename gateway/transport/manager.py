@@ -40,6 +40,8 @@ INGRESS_QUEUE_LIMIT = 10_000
 CONNECT_TIMEOUT = 5.0
 #: Seconds an idle stream connection is kept (RFC 5626 keep-alives refresh it).
 IDLE_TIMEOUT = 600.0
+#: Largest UDP datagram read (an IPv4 UDP payload is at most 65,507 bytes).
+MAX_DATAGRAM = 65_535
 #: Receive buffer asked of the kernel for UDP sockets, in bytes.
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
@@ -267,6 +269,9 @@ class TransportManager:
         self._pending: dict[Endpoint, list[bytes]] = {}
         self._queue: deque[tuple[bytes, Endpoint]] = deque()
         self._drain_scheduled = False
+        #: datagrams read per loop turn beyond the event loop's own reads (0: none);
+        #: load shedding sets it while it sheds (see _read_ahead)
+        self.read_ahead = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ set-up
@@ -348,11 +353,31 @@ class TransportManager:
             asyncio.get_running_loop().call_soon(self._drain)
 
     def _drain(self) -> None:
+        if self.read_ahead:
+            self._read_ahead(self.read_ahead)
         self._drain_scheduled = False
         batch = list(self._queue)
         self._queue.clear()
         if batch:
             self.on_messages(batch)
+
+    def _read_ahead(self, limit: int) -> None:
+        """Reads up to ``limit`` more datagrams waiting in the kernel receive queues
+        into this turn's batch. The event loop reads at most 32 per socket per turn
+        (libuv); a loop that is behind would take an emergency INVITE or a shed
+        INVITE only after every message queued before it was handled, where the
+        batch lets the gateway take them first (gateway.edge.overload Rule 3)."""
+        for protocol in self._udp_listeners:
+            sock = protocol.sock
+            if sock is None:
+                continue
+            while limit > 0:
+                try:
+                    data, addr = sock.recvfrom(MAX_DATAGRAM)
+                except OSError:  # BlockingIOError: nothing more queued
+                    break
+                limit -= 1
+                protocol.datagram_received(data, addr)
 
     @property
     def ingress_depth(self) -> int:

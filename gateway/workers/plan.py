@@ -23,6 +23,16 @@ port, and any worker can take those. The alternative, one process receiving and
 handing messages to workers by Call-ID, would put every message through one more
 process and copy; the kernel's spreading costs nothing.
 
+Limits that bound the whole gateway are divided among the workers, so that N
+workers admit what one process would (issue 17): ``[overload] max_calls`` and
+``emergency_reserve``, ``[sip] max_transactions`` and ``[guard] oc_capacity`` (the
+RFC 7339 reference rate; each worker sees its share of the offered calls). The
+kernel spreads new sources evenly, not calls: a worker may refuse a call while
+another has room, by at most the imbalance of the hash (a shared counter would put
+an IPC round trip in every call set-up). Per-source limits (``[guard]`` rates,
+bans) stay whole: one source's datagrams all reach one worker. Load shedding needs
+no share: each worker measures its own loop and its own sockets.
+
 With ``[cluster]`` (issue 16), a worker's ``cluster.instance`` is its name (its
 heartbeat, the owner of its in-progress CDRs) and ``cluster.sip_uri`` its own port,
 so the other workers and instances reach that worker and no other.
@@ -54,6 +64,15 @@ def own_listeners(config: GatewayConfig, index: int) -> tuple[ListenConfig, ...]
     return tuple(own)
 
 
+def worker_share(total: int, index: int, workers: int) -> int:
+    """Worker ``index``'s part of a whole-gateway limit: the parts add up to ``total``
+    (the first ``total % workers`` workers take one more), and none is below 1 (a
+    worker that admits nothing would refuse every new source the kernel hashes to
+    it; with fewer than ``workers`` calls configured the sum is then ``workers``)."""
+    part, rest = divmod(total, workers)
+    return max(1, part + (1 if index <= rest else 0))
+
+
 def worker_config(config: GatewayConfig, index: int) -> GatewayConfig:
     """The configuration worker ``index`` (1..workers) runs with.
 
@@ -82,11 +101,27 @@ def worker_config(config: GatewayConfig, index: int) -> GatewayConfig:
         config,
         instance=name,
         cluster=cluster,
-        sip=dataclasses.replace(config.sip, listen=own + shared),
+        sip=dataclasses.replace(
+            config.sip,
+            listen=own + shared,
+            max_transactions=worker_share(config.sip.max_transactions, index, server.workers),
+        ),
         metrics=dataclasses.replace(config.metrics, port=server.worker_metrics_port + index - 1),
         # The spool is locked by its writer: one per worker, under the configured one.
         cdr=dataclasses.replace(
             config.cdr, spool_dir=str(Path(config.cdr.spool_dir) / f"w{index}")
         ),
         server=dataclasses.replace(server, worker_index=index),
+        overload=dataclasses.replace(
+            config.overload,
+            max_calls=worker_share(config.overload.max_calls, index, server.workers),
+            emergency_reserve=(
+                worker_share(config.overload.emergency_reserve, index, server.workers)
+                if config.overload.emergency_reserve
+                else 0
+            ),
+        ),
+        guard=dataclasses.replace(
+            config.guard, oc_capacity=config.guard.oc_capacity / server.workers
+        ),
     )

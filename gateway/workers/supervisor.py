@@ -125,7 +125,9 @@ class WorkerSamples(Collector):
         largest: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
         for index, text in sorted(self.texts.items()):
             for family in text_string_to_metric_families(text):
-                if family.name in self.own:
+                # A counter's creation time comes as a family of its own in the
+                # text format (``<name>_created``): the supervisor's counter has one.
+                if family.name in self.own or family.name.removesuffix("_created") in self.own:
                     continue
                 target = merged.get(family.name)
                 if target is None:

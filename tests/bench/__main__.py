@@ -23,6 +23,7 @@ ORDER = (
     "capacity",
     "emergency",
     "overload",
+    "shed",
     "vanish",
 )
 

@@ -249,13 +249,21 @@ def _scrape(url: str) -> dict[str, float]:
 
 
 async def flood(
-    factor: float, zero_failure_rate: float, seconds: float, emergency_rate: float
+    factor: float,
+    zero_failure_rate: float,
+    seconds: float,
+    emergency_rate: float,
+    *,
+    overload: str = "",
+    environ: dict[str, str] | None = None,
 ) -> Flood:
-    """Offers ``factor`` x R0 ordinary calls and ``emergency_rate`` 112 calls/s."""
+    """Offers ``factor`` x R0 ordinary calls and ``emergency_rate`` 112 calls/s
+    (``overload``: TOML lines added to the gateway's ``[overload]``; ``environ``:
+    added to the gateway's environment)."""
     rate = factor * zero_failure_rate
     async with (
         SippUas("uas-answer", host=HOST, timeout=seconds + 120) as uas,
-        gateway_process(uas.uri) as (address, pid),
+        gateway_process(uas.uri, overload=overload, environ=environ) as (address, pid),
     ):
         await run_uac("uac-basic-call", address, calls=200, rate=200, timeout=30)
         ordinary, emergency = await asyncio.gather(
@@ -293,6 +301,41 @@ async def flood(
         emergency=emergency,
         metrics=scraped,
     )
+
+
+#: The garbage-collector settings compared by --gc-ab (gateway.ops.collector).
+GC_SETTINGS = {"previous": {"VOIPGW_GC": "previous"}, "paced": {"VOIPGW_GC": "paced"}}
+
+
+async def gc_ab(args: argparse.Namespace, zero_failure: float, overload: str) -> None:
+    """The largest factor's flood, alternately with the collector as voipgw had it
+    and paced (gateway.ops.collector), ``--gc-ab`` times each."""
+    factor = max(args.factors)
+    print(f"\n-- garbage collector A/B at {factor:g}x R0, alternating", flush=True)
+    rows: dict[str, list[Flood]] = {name: [] for name in GC_SETTINGS}
+    for _ in range(args.gc_ab):
+        for name, environ in GC_SETTINGS.items():
+            result = await flood(
+                factor,
+                zero_failure,
+                args.flood_seconds,
+                args.emergency_rate,
+                overload=overload,
+                environ=environ,
+            )
+            rows[name].append(result)
+            print(f"  [{name}]", result.report(zero_failure).strip(), flush=True)
+    for name, results in rows.items():
+        print(
+            f"  {name:8s} 503 p99 "
+            + ", ".join(_ms(r.flood.percentile(0.99)) for r in results)
+            + "; emergency p99 "
+            + ", ".join(_ms(r.emergency.percentile(0.99)) for r in results)
+            + "; answered % of R0 "
+            + ", ".join(f"{100 * r.answered / r.seconds / zero_failure:.0f}" for r in results)
+            + "; emergency lost "
+            + ", ".join(str(r.emergency_lost) for r in results)
+        )
 
 
 def _metrics_port(pid: int) -> int | None:
@@ -348,17 +391,26 @@ async def run(args: argparse.Namespace) -> int:
         print("no passing voipgw step: overload runs skipped")
         return 1
 
-    print(f"\n-- overload, emergency calls at {args.emergency_rate:g}/s mixed in", flush=True)
+    overload = "\n".join(args.overload)
+    print(
+        f"\n-- overload, emergency calls at {args.emergency_rate:g}/s mixed in"
+        + (f"; [overload] {'; '.join(args.overload)}" if overload else ""),
+        flush=True,
+    )
     floods = []
-    for factor, seconds in ((1.0, args.flood_seconds / 2), (1.5, args.flood_seconds / 2),
-                            (2.0, args.flood_seconds)):  # fmt: skip
-        result = await flood(factor, zero_failure, seconds, args.emergency_rate)
+    for factor in args.factors:
+        seconds = args.flood_seconds if factor == max(args.factors) else args.flood_seconds / 2
+        result = await flood(factor, zero_failure, seconds, args.emergency_rate, overload=overload)
         floods.append(result)
         print(result.report(zero_failure), flush=True)
 
-    worst = floods[-1]
+    if args.gc_ab:
+        await gc_ab(args, zero_failure, overload)
+    worst = max(floods, key=lambda f: f.factor)
     goodput = worst.answered / worst.seconds / zero_failure
-    print(f"\n==== overload at 2x R0 ({worst.rate:.0f}/s for {worst.seconds:.0f} s) ====")
+    print(
+        f"\n==== overload at {worst.factor:g}x R0 ({worst.rate:.0f}/s for {worst.seconds:.0f} s) ===="
+    )
     print(f"answered calls/s as % of R0:     {100 * goodput:.0f} %  (goal >= 90 %)")
     print(f"503 p99 at SIPp:                 {_ms(worst.flood.percentile(0.99))}  (goal <= 50 ms)")
     print(f"emergency calls lost:            {worst.emergency_lost}  (goal 0)")
@@ -378,6 +430,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-seconds", type=float, default=10.0)
     parser.add_argument("--flood-seconds", type=float, default=30.0)
     parser.add_argument("--emergency-rate", type=float, default=5.0)
+    parser.add_argument(
+        "--factors",
+        type=_rates,
+        default=_rates("1,1.5,2"),
+        help="overload runs at these multiples of R0 (the largest for --flood-seconds,"
+        " the others half as long)",
+    )
+    parser.add_argument(
+        "--gc-ab",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then N pairs of floods at the largest factor, alternating the garbage"
+        " collector as voipgw had it (VOIPGW_GC=previous) and paced",
+    )
+    parser.add_argument(
+        "--overload",
+        action="append",
+        default=[],
+        metavar="TOML",
+        help="a line for the gateway's [overload] section, e.g. 'shed_receive_queue = 32768'"
+        " (repeatable)",
+    )
     parser.add_argument(
         "--zero-failure-rate",
         type=float,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import re
 import statistics
 import subprocess
@@ -47,7 +48,13 @@ HOST = "127.0.0.1"
 
 
 def gateway_toml(
-    state: Path, port: int, upstream: str, metrics_port: int, *, session_timers: bool = True
+    state: Path,
+    port: int,
+    upstream: str,
+    metrics_port: int,
+    *,
+    session_timers: bool = True,
+    overload: str = "",
 ) -> str:
     return f"""
 [gateway]
@@ -68,6 +75,7 @@ uri = "{upstream}"
 
 [overload]
 max_calls = 100000
+{overload}
 
 [metrics]
 port = {metrics_port}
@@ -101,6 +109,8 @@ async def gateway_process(
     session_timers: bool = True,
     extra_toml: Callable[[], str] = str,
     ready_within: float = 90,
+    overload: str = "",
+    environ: dict[str, str] | None = None,
 ) -> AsyncIterator[tuple[str, int]]:
     """Starts ``voipgw run``; yields (host:port, pid) once its /readyz answers 200.
 
@@ -118,7 +128,14 @@ async def gateway_process(
         port, metrics_port = free_port(HOST), free_port(HOST)
         config = state / "voipgw.toml"
         config.write_text(
-            gateway_toml(state, port, upstream, metrics_port, session_timers=session_timers)
+            gateway_toml(
+                state,
+                port,
+                upstream,
+                metrics_port,
+                session_timers=session_timers,
+                overload=overload,
+            )
             + extra_toml()
         )
         log_path = state / "gateway.log"
@@ -126,6 +143,7 @@ async def gateway_process(
             proc = subprocess.Popen(  # noqa: ASYNC220 (a plain child; nothing to stream)
                 [sys.executable, "-m", "gateway", "run", "--config", str(config)],
                 cwd=ROOT,
+                env={**os.environ, **(environ or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -205,3 +205,23 @@ async def test_without_load_nothing_is_shed() -> None:
     assert statuses == [200] * 5
     assert shedder.shed == 0
     assert not monitor.shedding
+
+
+async def test_while_shedding_the_gateway_reads_ahead_of_the_event_loop() -> None:
+    monitor = LoadMonitor(shed_lag=0.05, shed_receive_queue=131072)
+    shedder = LoadShedder(monitor, DialPlan(EmergencyConfig()), retry_after=9, tag="test")
+    doc = gateway_config(host=HOST, upstream=f"sip:{HOST}:9", transports=("UDP",))
+    doc["overload"] = {"read_ahead": 64}
+    async with running_gateway(doc, shedder=shedder) as (gateway, _):
+        loop = asyncio.get_running_loop()
+        assert gateway.transports.read_ahead == 0
+        # A heartbeat one second late: the loop is behind, shedding starts ...
+        gateway._heartbeat_at = loop.time() - 1.0
+        gateway._on_heartbeat()
+        assert monitor.shedding
+        assert gateway.transports.read_ahead == 64
+        # ... and stops at the next heartbeat on time, and reading ahead with it.
+        gateway._heartbeat_at = loop.time()
+        gateway._on_heartbeat()
+        assert not monitor.shedding
+        assert gateway.transports.read_ahead == 0

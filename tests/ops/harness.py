@@ -157,6 +157,14 @@ class GatewaySetup:
     def spool_dir(self) -> Path:
         return self.state / "cdr-spool"
 
+    @property
+    def locked_spool_dirs(self) -> list[Path]:
+        """The spools the gateway's processes lock: the configured one, or with
+        workers one per worker under it (gateway.workers.plan.worker_config)."""
+        if self.workers == 1:
+            return [self.spool_dir]
+        return [self.spool_dir / f"w{index}" for index in range(1, self.workers + 1)]
+
 
 def gateway_toml(
     state: Path,

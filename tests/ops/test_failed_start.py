@@ -136,9 +136,11 @@ async def test_a_failed_start_stops_the_postgres_it_started() -> None:
     state = state_directory()
     try:
         setup = prepare(state, upstream=f"sip:{HOST}:{free_port(HOST)}")
-        setup.spool_dir.mkdir(parents=True)
         # Another process holds the spool (as a running gateway does); no server runs.
-        holder = os.open(setup.spool_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+        # With workers (VOIPGW_TEST_WORKERS) the held spool is worker 1's.
+        spool = setup.locked_spool_dirs[0]
+        spool.mkdir(parents=True)
+        holder = os.open(spool / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
             status, output = await failed_run(setup.config, state)

@@ -47,3 +47,26 @@ def test_samples_are_labelled_by_worker_and_shared_gauges_reported_once() -> Non
         check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_counter_the_supervisor_exports_itself_appears_once_with_its_created_time() -> None:
+    worker = CollectorRegistry()
+    Counter("voipgw_database_restarts", "Restarts.", registry=worker).inc()
+    samples = WorkerSamples(own=frozenset({"voipgw_database_restarts"}))
+    samples.texts = {1: generate_latest(worker).decode(), 2: generate_latest(worker).decode()}
+    supervisor = CollectorRegistry()
+    Counter("voipgw_database_restarts", "Restarts.", registry=supervisor)
+    supervisor.register(samples)
+    text = generate_latest(supervisor).decode()
+
+    assert text.count("# HELP voipgw_database_restarts_created ") == 1
+    assert sum_samples(text, "voipgw_database_restarts_total") == 0  # the supervisor's
+    check = subprocess.run(
+        [require("promtool"), "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr

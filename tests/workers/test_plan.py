@@ -102,3 +102,33 @@ def test_a_worker_is_its_own_cluster_instance_reached_on_its_own_port() -> None:
     assert worker.cluster.instance == worker.instance == "gw-a-w2"
     assert worker.cluster.sip_uri == "sip:192.0.2.10:5101"
     assert worker.cluster.dead_after == config.cluster.dead_after
+
+
+def test_whole_gateway_limits_are_shared_so_n_workers_admit_what_one_would() -> None:
+    config = parse_config(
+        doc(
+            {"workers": 3},
+            overload={"max_calls": 100, "emergency_reserve": 10},
+            guard={"oc_capacity": 600.0},
+            sip={
+                "listen": [{"transport": "UDP", "host": "192.0.2.10", "port": 5060}],
+                "max_transactions": 1000,
+            },
+        )
+    )
+    workers = [worker_config(config, index) for index in (1, 2, 3)]
+    assert [w.overload.max_calls for w in workers] == [34, 33, 33]
+    assert [w.overload.emergency_reserve for w in workers] == [4, 3, 3]
+    assert [w.sip.max_transactions for w in workers] == [334, 333, 333]
+    assert [w.guard.oc_capacity for w in workers] == [200.0, 200.0, 200.0]
+    # Per-source limits stay whole: the kernel sends one source to one worker.
+    assert all(w.guard.invites == config.guard.invites for w in workers)
+    # The time-based signals of load shedding are each worker's own.
+    assert all(w.overload.shed_lag == config.overload.shed_lag for w in workers)
+
+
+def test_a_worker_share_is_never_zero() -> None:
+    config = parse_config(doc({"workers": 4}, overload={"max_calls": 2, "emergency_reserve": 0}))
+    workers = [worker_config(config, index) for index in (1, 2, 3, 4)]
+    assert [w.overload.max_calls for w in workers] == [1, 1, 1, 1]
+    assert [w.overload.emergency_reserve for w in workers] == [0, 0, 0, 0]
