@@ -235,6 +235,10 @@ class LoadShedder:
         self.dial_plan = dial_plan
         self.retry_after = str(retry_after)
         self.tag = SHED_TAG_PREFIX + tag
+        #: (Request-URI, source) -> whether a new INVITE may be an emergency callback
+        #: (gateway.service.router.CallRouter.may_be_callback), taken like an
+        #: emergency INVITE; set by the app once its router exists.
+        self.may_be_callback: Callable[[str, Endpoint], bool] = _no_callback
         self._ack_tag = f"tag={self.tag}".encode()
         #: shed 503s and absorbed ACKs, for tests and the log
         self.shed = 0
@@ -247,19 +251,23 @@ class LoadShedder:
             return True
         return False
 
-    def classify(self, data: bytes) -> bool | None:
+    def classify(self, data: bytes, source: Endpoint) -> bool | None:
         """Rule 3 for one received message while shedding.
 
         Returns:
-            True: a new ordinary INVITE, to shed; False: a new emergency INVITE, to
-            take first; None: anything else, to take in order.
+            True: a new ordinary INVITE, to shed; False: a new emergency INVITE (or
+            one that may be an emergency callback), to take first; None: anything
+            else, to take in order.
         """
         if not data.startswith(b"INVITE "):
             return None
         request = peek(data)
         if request is None or request.to_tagged:
             return None
-        return self.dial_plan.match(request.uri.decode("latin-1")) is None
+        uri = request.uri.decode("latin-1")
+        if self.dial_plan.match(uri) is not None:
+            return False
+        return not self.may_be_callback(uri, source)
 
     def reject(
         self,
@@ -298,3 +306,8 @@ class LoadShedder:
         self.shed += 1
         self.monitor.new_call(now, shed=True)
         return response, response_destination(via, source), request
+
+
+def _no_callback(request_uri: str, source: Endpoint) -> bool:
+    """No router (no routing data): no INVITE is a callback."""
+    return False

@@ -338,6 +338,9 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             )
             # The RFC 6881 callback window starts when the emergency call ends.
             sinks.append(router.call_ended)
+            if shedder is not None:
+                # A centre's callback is taken like an emergency call, never shed.
+                shedder.may_be_callback = router.may_be_callback
         gateway = Gateway(
             config,
             router=router,

@@ -560,6 +560,23 @@ class CallRouter:
             as_owner=routed_to_owner(headers.get_lines("Route"), self.cluster_uri),
         )
 
+    def may_be_callback(self, request_uri: str, source: Endpoint) -> bool:
+        """Whether a new INVITE may be an emergency callback, answered from memory
+        alone (no await, no database): load shedding asks it of every INVITE it would
+        shed, and a callback is an emergency call's continuation, never shed.
+
+        True for a number with a window this instance holds in memory, and for any
+        INVITE from an emergency centre's transport address as last resolved (a
+        centre's call to a number whose window another instance opened: only the
+        router, after the shedder, can look that up). Before the centres were first
+        resolved the second test knows no centre.
+        """
+        called = _called_number(request_uri)
+        if called is not None and self.callbacks.local(called) is not None:
+            return True
+        cached = self._centres
+        return cached is not None and transport_address(source.host, source.port) in cached[2]
+
     async def _from_centre(self, source: Endpoint, directory: Directory) -> bool:
         """Whether a call comes from an emergency centre's transport address: the host
         and port its SIP URI resolves to (RFC 3263), where its INVITEs go."""

@@ -330,7 +330,7 @@ class Gateway:
             if shedder.absorbs(data):
                 continue  # the ACK of a shed 503 (Rule 4)
             if shedding:
-                kind = shedder.classify(data)
+                kind = shedder.classify(data, source)
                 if kind is None:
                     later.append((data, source))
                     continue

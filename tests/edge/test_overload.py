@@ -134,7 +134,24 @@ def test_feedback_seq_stays_while_the_loss_does() -> None:
     ],
 )
 def test_classify(data: bytes, expected: bool | None) -> None:
-    assert shedder().classify(data) is expected
+    assert shedder().classify(data, SOURCE) is expected
+
+
+def test_a_possible_emergency_callback_is_taken_first_not_shed() -> None:
+    """An INVITE the router may take for an emergency callback (an open window of
+    the number, or a centre's address) is never shed: it is an emergency call's
+    continuation (RFC 6881 SP-35)."""
+    s = shedder()
+    asked: list[tuple[str, object]] = []
+
+    def window_of_b(uri: str, source: object) -> bool:
+        asked.append((uri, source))
+        return uri.startswith("sip:0501234567@")  # the default Request-URI
+
+    s.may_be_callback = window_of_b
+    assert s.classify(request("INVITE"), SOURCE) is False
+    assert asked == [("sip:0501234567@gw.example.fi", SOURCE)]
+    assert s.classify(request("INVITE", "sip:c@gw.example.fi"), SOURCE) is True
 
 
 def test_reject_answers_503_statelessly_with_retry_after_and_the_shed_tag() -> None:

@@ -129,3 +129,21 @@ async def test_nobody_else_can_claim_callback_treatment_with_the_marker() -> Non
     other = relayed(SIBLING)
     other = replace(other, request=replace(other.request, uri="sip:+358401000002@voipgw"))
     assert not is_callback(await router.route(other))
+
+
+@pytest.mark.asyncio
+async def test_load_shedding_takes_a_possible_callback_from_memory() -> None:
+    """What the load shedder asks before it sheds an INVITE (CallRouter.may_be_callback):
+    a number with an open window here, or anything from a centre's address."""
+    router = router_for(DEMO_SITES.read_text(encoding="utf-8"))
+    other_number = "sip:+358401000002@voipgw"
+    kerava = Endpoint("UDP", CENTRE_HOST, DEMO_CENTRE_PORTS["kerava"])
+    assert not router.may_be_callback("sip:+358401000001@voipgw", PBX)  # no window yet
+    await router.route(invite("sip:112@voipgw", "alice", OFFICE_PHONE))
+    assert router.may_be_callback("sip:+358401000001@voipgw", PBX)
+    assert not router.may_be_callback(other_number, PBX)
+    # The centres' addresses are known once resolved (the first call from one).
+    assert not router.may_be_callback(other_number, kerava)
+    assert is_callback(await router.route(invite("sip:+358401000001@voipgw", "psap", kerava)))
+    assert router.may_be_callback(other_number, kerava)
+    assert not router.may_be_callback(other_number, Endpoint("UDP", CENTRE_HOST, 6000))
