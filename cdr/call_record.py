@@ -129,7 +129,9 @@ def record_of(event: EndedCall, *, wall_offset: float, instance: str) -> CallDet
         call_class=facts.call_class,
         device_kind=facts.device_kind.value if facts.device_kind is not None else None,
         site=facts.site_id,
-        source_address=_parse_address(event.source.host),
+        # The device's address: through a trusted edge proxy, where the proxy got the
+        # call from (the transport source is the proxy's, the same for every call).
+        source_address=facts.device_source or _parse_address(event.source.host),
         user_agent=event.user_agent,
         emergency=event.emergency,
         emergency_centre=facts.centre_of(event.attempt) if event.emergency else None,

@@ -119,6 +119,11 @@ class SipConfig:
             seconds (RFC 4028 recommends 1800).
         min_se: the smallest interval accepted from a peer, in seconds (RFC 4028:
             at least 90; lower values are accepted with a warning, for tests).
+        edge_proxies: networks of the SIP edge proxies in front of the gateway (the
+            Kamailio dispatcher): for a request from one of them, the device's
+            address is the ``received``/``rport`` it wrote into the Via below its own
+            (:mod:`gateway.edge.device_source`), which classifies the call and is the
+            CDR's source. Nobody else's Via is believed.
     """
 
     listen: tuple[ListenConfig, ...]
@@ -132,6 +137,7 @@ class SipConfig:
     session_timers: bool = True
     session_expires: int = 1800
     min_se: int = RFC_MIN_SE
+    edge_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def session_timer_policy(self) -> SessionTimerPolicy | None:
@@ -170,6 +176,7 @@ class SipConfig:
             session_timers=table.bool("session_timers", True),
             session_expires=table.int("session_expires", 1800, min=min_se, max=86_400),
             min_se=min_se,
+            edge_proxies=table.network_list("edge_proxies"),
         )
         if any(item.transport == "TLS" for item in listen) and not (
             config.tls.certificate and config.tls.private_key
@@ -595,6 +602,19 @@ def parse_config(data: dict[str, Any]) -> GatewayConfig:
     # One name per instance: with [cluster], its name (the host name by default).
     instance = cluster.instance if cluster is not None else named or "voipgw-1"
     upstream = UpstreamConfig.from_table(top.table("upstream"))
+    for i, proxy in enumerate(sip.edge_proxies):
+        # A PBX's or trunk's Via below its own names its own phones or carriers:
+        # believing it would turn its inbound calls into device calls from there.
+        peer = next(
+            (p for p in upstream.trusted_peers if p.version == proxy.version and p.overlaps(proxy)),
+            None,
+        )
+        if peer is not None:
+            raise ConfigError(
+                f"sip.edge_proxies[{i}]",
+                f"{proxy} overlaps upstream.trusted_peers {peer}: an edge proxy carries"
+                " devices' requests, a trusted peer its own calls",
+            )
     overload = OverloadConfig.from_table(top.table("overload"))
     metrics = MetricsConfig.from_table(top.table("metrics"))
     server = ServerConfig.from_table(

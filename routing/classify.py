@@ -3,10 +3,11 @@
 Rules, in the order they are applied (decisions marked *):
 
 1. The only fact about where a call comes from is the address the packet came from
-   (``CallContext.source``). Via sent-by, Contact host and Geolocation are claims made
-   by the device (a private address in them says nothing about which office it is in,
-   and anyone can send any Geolocation); they are recorded in the reason and never
-   change the class.
+   (``CallContext.source``; through a trusted edge proxy, the address the proxy
+   received it from, ``CallContext.edge_proxy`` naming the proxy). Via sent-by,
+   Contact host and Geolocation are claims made by the device (a private address in
+   them says nothing about which office it is in, and anyone can send any
+   Geolocation); they are recorded in the reason and never change the class.
 2. The source is looked up in every registered site network, longest prefix first
    (:mod:`routing.netindex`).
 3. * Unknown caller (no authenticated subscriber): OFFICE at the site whose

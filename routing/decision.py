@@ -21,6 +21,7 @@ from routing.model import (
     DeviceKind,
     EmergencyKind,
     EmergencyMatch,
+    IPAddress,
     Language,
     Location,
 )
@@ -217,6 +218,10 @@ class CallFacts:
         asserted_number: the number the B leg asserts (E.164), or None.
         caller_id: what the caller-ID policy did (None: not decided, e.g. a shed call).
         caller_id_reason: why.
+        device_source: the address a trusted edge proxy received the call from
+            (the device's, ``CallContext.source``), or None when the call came
+            straight from its sender: the CDR's source address is then the
+            transport source.
     """
 
     call_class: CallClass = CallClass.UNKNOWN
@@ -250,6 +255,7 @@ class CallFacts:
     asserted_number: str | None = None
     caller_id: CallerId | None = None
     caller_id_reason: CallerIdReason | None = None
+    device_source: IPAddress | None = None
 
     @property
     def is_emergency(self) -> bool:

@@ -409,17 +409,23 @@ class PresentedIdentity:
 class CallContext:
     """What the gateway knows about an incoming call when it asks for a decision.
 
-    Only ``source`` is a fact (the network delivered the packet from there); Via
-    sent-by, Contact and Geolocation are claims the device makes about itself and
-    never decide the class of a call (RFC 3261 section 18.2.1 is why the gateway
+    Only ``source`` is a fact (the network delivered the packet from there, or a
+    trusted edge proxy says it received it from there); Via sent-by, Contact and
+    Geolocation are claims the device makes about itself and never decide the class
+    of a call (RFC 3261 section 18.2.1 is why the gateway
     writes ``received=``: the sent-by is not trusted).
     """
 
     dialled: str
     """The Request-URI as received ("sip:112@gw;user=phone", "tel:112", "urn:service:sos")."""
     source: IPAddress
-    """Address the request was received from (what the gateway puts in Via ``received``)."""
+    """Address the device sent the request from: the transport source (what the
+    gateway puts in Via ``received``), or, through a trusted edge proxy, the address
+    that proxy received it from (gateway/edge/device_source.py)."""
     source_port: int = 0
+    edge_proxy: IPAddress | None = None
+    """The trusted edge proxy (``[sip] edge_proxies``) the request arrived from, whose
+    word ``source`` is; None when the device sent it to the gateway itself."""
     via_sent_by: tuple[str, ...] = ()
     """Hosts of the Via sent-by values, top first (claims)."""
     contact_host: str | None = None
@@ -519,6 +525,8 @@ def render_reason(c: Classification) -> str:
     ctx = c.ctx
     entry = c.network
     source = str(ctx.source) if ctx is not None else "?"
+    if ctx is not None and ctx.edge_proxy is not None:
+        source = f"{source} (through edge proxy {ctx.edge_proxy})"
     if entry is not None:
         where = (
             f"source {source} in {entry.kind.value} {entry.network} of site {entry.site.id}"

@@ -197,8 +197,14 @@ def decide(
 def is_inbound(ctx: CallContext, trusted_peers: Sequence[Network]) -> bool:
     """Whether a call comes in from a trusted peer (the PBX, a trunk) for a device
     behind the gateway: any call from there but an emergency or test dial string,
-    which routes as such wherever it comes from."""
-    return ctx.emergency is None and any(ctx.source in net for net in trusted_peers)
+    which routes as such wherever it comes from. A call through an edge proxy is a
+    device's call whatever address the proxy vouches for: trust is given to the
+    sender of the packet, never to an address a proxy read from a Via."""
+    return (
+        ctx.emergency is None
+        and ctx.edge_proxy is None
+        and any(ctx.source in net for net in trusted_peers)
+    )
 
 
 def needs_authentication(ctx: CallContext, trusted_peers: Sequence[Network]) -> bool:
@@ -620,6 +626,7 @@ def _facts(
             if location is not None and location.address is not None
             else LocationSource.NONE
         ),
+        device_source=ctx.source if ctx.edge_proxy is not None else None,
     )
 
 

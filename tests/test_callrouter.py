@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cdr.call_record import record_of
 from gateway.b2bua import Announcement, CallEnded, LocalAnswer, Reject, Route, RouteNeeded
 from gateway.cluster.callbacks import CALLBACK_WINDOW
 from gateway.config import OverloadConfig
@@ -56,7 +57,9 @@ async def resolve(uri: str) -> tuple[Endpoint, ...]:
     return (endpoint,)
 
 
-def make_router(*, max_calls: int = 100, recorded=None) -> tuple[CallRouter, Clock]:
+def make_router(
+    *, max_calls: int = 100, recorded=None, edge_proxies=()
+) -> tuple[CallRouter, Clock]:
     directory = parse_sites(DEMO.read_text(), "toml").directory()
     clock = Clock()
     router = CallRouter(
@@ -66,6 +69,8 @@ def make_router(*, max_calls: int = 100, recorded=None) -> tuple[CallRouter, Clo
         resolve=resolve,
         recorded_line=recorded,
         clock=clock,
+        edge_proxies=edge_proxies,
+        trusted_peers=(ipaddress.ip_network("127.0.0.1/32"),),
     )
     return router, clock
 
@@ -228,3 +233,76 @@ def test_call_context_reads_every_via_sent_by_with_the_sip_parser() -> None:
     assert ctx.emergency is not None and ctx.emergency.number == "112"
     assert ctx.dialled_user == "112"
     assert ctx.subscriber is not None and ctx.subscriber.sip_user == "alice"
+
+
+KAMAILIO = Endpoint("UDP", "127.0.0.2", 5060)
+EDGE_PROXIES = (ipaddress.ip_network("127.0.0.2/32"),)
+
+
+def through_proxy(event: RouteNeeded, phone_via: str, proxy: Endpoint) -> RouteNeeded:
+    """``event`` as an edge proxy at ``proxy`` forwards it: its Via on top."""
+    headers = Headers(
+        [
+            ("Via", f"SIP/2.0/UDP {proxy.host_port};branch=z9hG4bK-proxy"),
+            ("Via", phone_via),
+            *((n, v) for n, v in event.request.headers if n != "Via"),
+        ]
+    )
+    request = Request(method="INVITE", uri=event.request.uri, headers=headers, body=b"v=0\r\n")
+    return RouteNeeded(call_uuid="u2", request=request, source=proxy, active_calls=1)
+
+
+@pytest.mark.asyncio
+async def test_emergency_call_through_a_trusted_edge_proxy_is_classified_where_the_phone_is() -> (
+    None
+):
+    router, _ = make_router(edge_proxies=EDGE_PROXIES)
+    via = "SIP/2.0/UDP 192.168.1.20:5062;received=127.0.10.5;rport=40000;branch=z9hG4bK1"
+    route = await router.route(
+        through_proxy(invite("sip:112@voipgw", "alice", OFFICE_PHONE), via, KAMAILIO)
+    )
+    assert isinstance(route, Route)
+    assert route.facts.call_class.value == "office"
+    assert route.facts.centres[0] == "kerava"
+    assert route.facts.device_source == ipaddress.ip_address("127.0.10.5")
+    assert "through edge proxy 127.0.0.2" in route.facts.reason
+    # The CDR's source is the phone's, not the proxy's (the call's transport source).
+    event = through_proxy(invite("sip:112@voipgw", "alice", OFFICE_PHONE), via, KAMAILIO)
+    record = record_of(ended(event, route), wall_offset=0.0, instance="gw-1")
+    assert record.source_address == ipaddress.ip_address("127.0.10.5")
+    direct = invite("sip:112@voipgw", "alice", OFFICE_PHONE)
+    direct_route = await router.route(direct)
+    assert isinstance(direct_route, Route)
+    record = record_of(ended(direct, direct_route), wall_offset=0.0, instance="gw-1")
+    assert record.source_address == ipaddress.ip_address(OFFICE_PHONE.host)
+
+
+@pytest.mark.asyncio
+async def test_an_edge_proxy_not_configured_vouches_for_nothing() -> None:
+    # Without [sip] edge_proxies (or from any other source) a Via received= is the
+    # sender's claim: the call is where the packet came from, off every office.
+    router, _ = make_router()
+    via = "SIP/2.0/UDP 192.168.1.20:5062;received=127.0.10.5;rport=40000;branch=z9hG4bK1"
+    event = through_proxy(invite("sip:112@voipgw", "alice", OFFICE_PHONE), via, KAMAILIO)
+    route = await router.route(event)
+    assert route.facts.call_class.value == "nomadic"
+    assert route.facts.device_source is None
+    forged = through_proxy(
+        invite("sip:112@voipgw", "alice", OFFICE_PHONE), via, Endpoint("UDP", "127.0.99.9", 5060)
+    )
+    router, _ = make_router(edge_proxies=EDGE_PROXIES)
+    assert (await router.route(forged)).facts.call_class.value == "nomadic"
+
+
+@pytest.mark.asyncio
+async def test_an_address_an_edge_proxy_vouches_for_is_never_a_trusted_peer() -> None:
+    # A call through the proxy "from" the PBX's address is still a device's call:
+    # trust goes to the packet's sender only.
+    router, _ = make_router(edge_proxies=EDGE_PROXIES)
+    via = f"SIP/2.0/UDP {PBX.host_port};branch=z9hG4bK1"
+    route = await router.route(
+        through_proxy(invite("sip:+358401000001@voipgw", "alice", PBX), via, KAMAILIO)
+    )
+    assert route.facts.direction.value == "outbound"
+    direct = await router.route(invite("sip:+358401000001@voipgw", "pbx", PBX))
+    assert direct.facts.direction.value == "inbound"

@@ -170,3 +170,19 @@ def test_session_timer_defaults_and_switch() -> None:
         sip={"listen": [{"transport": "UDP", "host": "127.0.0.1"}], "session_timers": False}
     )
     assert parse_config(off).sip.session_timer_policy is None
+
+
+def test_edge_proxies_are_read_and_may_not_be_trusted_peers() -> None:
+    listen = [{"transport": "UDP", "host": "127.0.0.1", "port": 5060}]
+    config = parse_config(minimal(sip={"listen": listen, "edge_proxies": ["127.0.0.2"]}))
+    assert [str(n) for n in config.sip.edge_proxies] == ["127.0.0.2/32"]
+    assert parse_config(minimal()).sip.edge_proxies == ()
+    with pytest.raises(ConfigError, match=r"sip\.edge_proxies\[0\].*overlaps upstream"):
+        parse_config(
+            minimal(
+                sip={"listen": listen, "edge_proxies": ["127.0.0.0/24"]},
+                upstream={"uri": "sip:127.0.0.1:5080", "trusted_peers": ["127.0.0.1/32"]},
+            )
+        )
+    with pytest.raises(ConfigError, match=r"sip\.edge_proxies\[0\]"):
+        parse_config(minimal(sip={"listen": listen, "edge_proxies": ["kamailio"]}))

@@ -325,6 +325,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                     _callback_flow(registrar, local_uri, owner_gone) if registrar else None
                 ),
                 cluster_uri=local_uri,
+                edge_proxies=config.sip.edge_proxies,
                 trusted_peers=config.upstream.trusted_peers,
                 international_peers=config.upstream.international_peers,
                 authenticate=(

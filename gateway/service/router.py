@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from gateway.b2bua import Announcement, CallEnded, LocalAnswer, Reject, Route, RouteNeeded
 from gateway.cluster.callbacks import CallbackWindow, EmergencyCallbacks
 from gateway.config import OverloadConfig
+from gateway.edge.device_source import device_source
 from gateway.edge.peers import TransportAddress, in_networks, transport_address
 from gateway.registrar.routing import CALLBACK_MARKER, is_relayed_callback, routed_to_owner
 from gateway.sip.errors import SipError
@@ -125,8 +126,13 @@ def call_context(
     dial_plan: DialPlan,
     *,
     max_device_pidf_bytes: int = DEFAULT_MAX_PIDF_BYTES,
+    edge_proxy: Endpoint | None = None,
 ) -> CallContext:
     """What the gateway knows of a call, for routing.
+
+    ``source`` is where the device sent the request from: the transport source, or
+    what the trusted ``edge_proxy`` it came through vouched for
+    (:func:`gateway.edge.device_source.device_source`).
 
     The caller is identified by the user part of From; Via, Contact and Geolocation
     are recorded as the device's claims (the classifier never trusts them). The
@@ -169,6 +175,7 @@ def call_context(
         dialled=request.uri,
         source=ipaddress.ip_address(source.host),
         source_port=source.port,
+        edge_proxy=ipaddress.ip_address(edge_proxy.host) if edge_proxy is not None else None,
         via_sent_by=tuple(sent_by),
         contact_host=contact_host,
         user_agent=headers.get("User-Agent"),
@@ -247,6 +254,8 @@ class CallRouter:
             app's, over the registrar); None: the window's address, from here.
         cluster_uri: this instance's ``[cluster] sip_uri``: a callback relayed here
             by a sibling names it in its Route; None without ``[cluster]``.
+        edge_proxies: ``[sip] edge_proxies``: a call from one of them is taken to
+            come from where the proxy received it (its Via below, received/rport).
     """
 
     def __init__(
@@ -269,7 +278,9 @@ class CallRouter:
         callbacks: EmergencyCallbacks | None = None,
         callback_flow: CallbackFlow | None = None,
         cluster_uri: str | None = None,
+        edge_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
     ) -> None:
+        self.edge_proxies = edge_proxies
         self.callback_flow = callback_flow
         self.cluster_uri = cluster_uri
         #: what each next hop's URI says of its transports, for the transport manager
@@ -300,12 +311,14 @@ class CallRouter:
         callback = await self._callback_route(event, directory)
         if callback is not None:
             return callback
+        device = device_source(event.request, event.source, self.edge_proxies)
         ctx = call_context(
             event.request,
-            event.source,
+            device.endpoint,
             directory,
             self.dial_plan,
             max_device_pidf_bytes=self.config.location.max_device_pidf_bytes,
+            edge_proxy=device.edge_proxy,
         )
         if self.authenticate is not None and needs_authentication(ctx, self.trusted_peers):
             # Emergency calls are never challenged (RFC 6881 SP-39): only ordinary

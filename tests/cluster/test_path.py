@@ -37,14 +37,16 @@ pytestmark = [pytest.mark.sipp, pytest.mark.interop, pytest.mark.postgres, pytes
 PASSWORD = "cluster-alice-path-16"
 
 
-async def register_through(kamailio: Kamailio, port: int, contact: str) -> None:
-    """alice registers through Kamailio from HOST:``port`` with ``contact`` (host:port)
-    saying ``Supported: path``; SIPp fails unless the 200 OK echoes a Path."""
+async def register_through(
+    kamailio: Kamailio, port: int, contact: str, *, host: str = HOST
+) -> None:
+    """alice registers through Kamailio from ``host``:``port`` with ``contact``
+    (host:port) saying ``Supported: path``; SIPp fails unless the 200 OK echoes a Path."""
     result = await run_uac(
         "uac-register-path-echoed",
         kamailio.target,
         service="alice",
-        local_ip=HOST,
+        local_ip=host,
         timeout=10,
         extra_args=[
             *("-au", "alice", "-ap", PASSWORD, "-auth_uri", REALM),
