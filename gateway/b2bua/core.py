@@ -518,7 +518,11 @@ class B2bua(
             call.state = CallState.EARLY
             route = call.route
             timeout = route.no_answer_timeout if route else None
-            self._arm(call, "no_answer", timeout or self.no_answer_timeout, now, call.b_tx)
+            # The B INVITE's branch names its transaction: tokens are compared as
+            # strings, and str() of a TransactionKey is its interpreted dataclass repr.
+            b_tx = call.b_tx
+            token = b_tx.branch if b_tx is not None else None
+            self._arm(call, "no_answer", timeout or self.no_answer_timeout, now, token)
         if call.ringing_at is None and response.status in (180, 183):
             call.ringing_at = now
         if call.b_dialog is None and parse_name_address(response.headers.get("To") or "").tag:
@@ -714,7 +718,7 @@ class B2bua(
         call.state = CallState.CALLING
         self._by_b_invite[key] = call
         if route.failover_timeout is not None and (call.targets or route.unreachable is not None):
-            self._arm(call, "failover", route.failover_timeout, now, key)
+            self._arm(call, "failover", route.failover_timeout, now, key.branch)
 
     def _cancel_b(self, call: Call, now: float) -> None:
         if call.b_tx is None or call.b_request is None:

@@ -545,11 +545,20 @@ class Metrics:
 
         # Counters of closed label sets start at 0 so that increase() sees the first
         # event: a series born with value 1 has no earlier sample to rise from.
-        for call_class in CALL_CLASSES:
-            for outcome in CALL_OUTCOMES:
-                self.calls.labels(call_class=call_class, outcome=outcome)
-            self.call_setup.labels(call_class=call_class, emergency="false")
-            self.call_setup.labels(call_class=call_class, emergency="true")
+        # Kept by label values: every call counts into one of each, and labels()
+        # takes a lock and checks its arguments on every lookup.
+        self._call_counts = {
+            (call_class, outcome): self.calls.labels(call_class=call_class, outcome=outcome)
+            for call_class in CALL_CLASSES
+            for outcome in CALL_OUTCOMES
+        }
+        self._call_setups = {
+            (call_class, emergency): self.call_setup.labels(
+                call_class=call_class, emergency="true" if emergency else "false"
+            )
+            for call_class in CALL_CLASSES
+            for emergency in (False, True)
+        }
         for unverified in UnverifiedLocation:
             self.emergency_unverified_location.labels(reason=unverified.value)
         for ignored in DeviceLocationProblem:
@@ -611,17 +620,15 @@ class Metrics:
         self.overload_shed_event(reason)
 
     def _count_call(self, call_class: str, outcome: str) -> None:
-        self.calls.labels(
-            call_class=_closed(call_class, CALL_CLASSES, "unknown"),
-            outcome=_closed(outcome, CALL_OUTCOMES, "failed"),
-        ).inc()
+        self._call_counts[
+            _closed(call_class, CALL_CLASSES, "unknown"), _closed(outcome, CALL_OUTCOMES, "failed")
+        ].inc()
 
     def call_setup_observed(self, call_class: str, emergency: bool, seconds: float) -> None:
         """Records the session request delay of one outgoing INVITE (RFC 6076 SRD)."""
-        self.call_setup.labels(
-            call_class=_closed(call_class, CALL_CLASSES, "unknown"),
-            emergency="true" if emergency else "false",
-        ).observe(seconds)
+        self._call_setups[_closed(call_class, CALL_CLASSES, "unknown"), bool(emergency)].observe(
+            seconds
+        )
 
     def caller_id_decided(self, direction: str, decision: str, reason: str, customer: str) -> None:
         """Counts what the caller-ID policy did with one call's number.

@@ -275,7 +275,66 @@ def _host(text: str) -> str:
     return text[1:-1].lower() if text.startswith("[") else text
 
 
+#: The characters of a token (RFC 3261 25.1), for str.strip: a text holding nothing
+#: else strips to "".
+_TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~"
+
+
+def _parse_plain_via(value: str) -> Via | None:
+    """The via-parm of a Via as nearly every peer writes it, read without the grammar
+    regex: ``SIP/2.0/`` and a token transport, one SP, a host of letters, digits and
+    dots (an IPv4 address or a host name without hyphens), an optional port, and
+    ``;name`` or ``;name=value`` parameters of tokens. Whatever that leaves out
+    (LWS, commas, IPv6, quoted strings, hyphenated host names) gives None, and
+    :func:`_parse_via_grammar` decides. Every value accepted here matches VIA_PARM,
+    and gives the Via that the grammar's parse gives.
+    """
+    if not value.startswith("SIP/2.0/"):
+        return None
+    space = value.find(" ", 8)
+    transport = value[8:space]
+    if space < 0 or not transport or transport.strip(_TOKEN_CHARS):
+        return None
+    sent_by, *params = value[space + 1 :].split(";")
+    host, colon, port = sent_by.partition(":")
+    for label in host.split("."):
+        if not (label.isascii() and label.isalnum()):
+            return None  # also an empty label: "", "a..b", a trailing dot
+    if colon and not (port.isascii() and port.isdigit()):
+        return None
+    pairs: list[tuple[str, str | None]] = []
+    for param in params:
+        name, equals, param_value = param.partition("=")
+        if not name or name.strip(_TOKEN_CHARS):
+            return None
+        if not equals:
+            pairs.append((name, None))
+        elif param_value and not param_value.strip(_TOKEN_CHARS):
+            pairs.append((name, param_value))
+        else:
+            return None
+    return Via(
+        protocol="SIP/2.0",
+        transport=transport.upper(),
+        host=host,
+        port=_port(port, value) if colon else None,
+        params=tuple(pairs),
+    )
+
+
 def _parse_via(value: str) -> list[Via]:
+    """Parses one Via header line, which may hold several comma-separated via-parms.
+
+    Raises:
+        ParseError: as :func:`_parse_via_grammar`.
+    """
+    plain = _parse_plain_via(value)
+    if plain is not None:
+        return [plain]
+    return _parse_via_grammar(value)
+
+
+def _parse_via_grammar(value: str) -> list[Via]:
     """Parses one Via header line, which may hold several comma-separated via-parms.
 
     Args:

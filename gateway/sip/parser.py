@@ -285,9 +285,10 @@ def _parse(data: bytes, stream: bool) -> Request | Response:
     return Response(status=status, reason=reason, headers=headers, body=body, version=version)
 
 
-#: Header values that passed their validator. Validators are pure functions of the
-#: value, and within a call the same From, To, Call-ID and Contact come back in every
-#: message, so each is checked once. Bounded: cleared when full.
+#: Header values that passed their validator, and Request-URIs (header name ""). The
+#: validators are pure functions of the value, and within a call the same From, To,
+#: Call-ID and Contact come back in every message, so each is checked once. Bounded:
+#: cleared when full.
 _VALID_VALUES: set[tuple[str, str]] = set()
 _VALID_VALUES_SIZE = 8192
 
@@ -302,6 +303,11 @@ def _check_version(version: str) -> tuple[str, int] | None:
 
 
 def _check_request_uri(uri: str) -> tuple[str, int] | None:
+    # Among the valid values as a pseudo-header "": the gateway's own Contact comes
+    # back as the Request-URI of every ACK and BYE, and callers repeat a few targets.
+    key = ("", uri)
+    if key in _VALID_VALUES:
+        return None
     if len(uri) > MAX_REQUEST_URI_LENGTH:
         return (f"Request-URI exceeds {MAX_REQUEST_URI_LENGTH} characters", STATUS_URI_TOO_LONG)
     try:
@@ -311,6 +317,9 @@ def _check_request_uri(uri: str) -> tuple[str, int] | None:
         validate_uri(uri, allow_headers=False)
     except ParseError as exc:
         return (f"invalid Request-URI: {exc.msg}", 400)
+    if len(_VALID_VALUES) >= _VALID_VALUES_SIZE:
+        _VALID_VALUES.clear()
+    _VALID_VALUES.add(key)
     return None
 
 

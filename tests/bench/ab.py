@@ -2,7 +2,9 @@
 
 Issue 18's rule for a change: calls/s and CPU per call not worse than before it, as a
 ratio measured in one run against the commit before. The machine is shared and noisy,
-so BASE and HEAD are measured in turn, A,B,A,B,... for ``--rounds`` rounds, each in
+so BASE and HEAD are measured in turn, A,B,B,A,A,B,... for ``--rounds`` rounds (the
+side that goes first alternates: on this machine the second measurement of a round
+read 5-10 % more CPU per call whichever side it was), each in
 its own checkout with its own ``.venv`` (its own compiled SIP core), each measurement
 in a fresh loopback-only network namespace (``deploy/loopback-only.sh``); the ratios
 are taken round by round and their median is the verdict, min-max the spread.
@@ -497,7 +499,7 @@ def driver(args: argparse.Namespace) -> int:
     results: dict[str, list[Result | None]] = {"BASE": [], "HEAD": []}
     for i in range(args.rounds):
         print(f"round {i + 1}", flush=True)
-        for name, root in sides:
+        for name, root in sides if i % 2 == 0 else sides[::-1]:
             load, version = _loadavg(), _describe(root)
             r = _run_side(name, root, opts, args.log, settings[name], routed=args.routed)
             if r is not None:

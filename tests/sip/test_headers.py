@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.sip.errors import ParseError
 from gateway.sip.headers import (
@@ -10,6 +12,8 @@ from gateway.sip.headers import (
     CSeq,
     NameAddress,
     Via,
+    _parse_plain_via,
+    _parse_via_grammar,
     all_contacts,
     format_auth,
     generate_branch,
@@ -96,6 +100,92 @@ def test_via_received_ipv6_with_and_without_brackets(received: str) -> None:
 def test_invalid_via(value: str) -> None:
     with pytest.raises(ParseError):
         parse_via(value)
+
+
+PLAIN_VIAS = [
+    "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1;rport",
+    "SIP/2.0/UDP 192.0.2.1:5062;branch=z9hG4bK77;rport=5062;received=192.0.2.9",
+    "SIP/2.0/TCP pbx.example.com;branch=z9hG4bK.x!%*_+`'~",
+    "SIP/2.0/udp h:05060",
+    "SIP/2.0/X h",
+]
+#: Close to the plain form, each left to the grammar (valid or not).
+NOT_PLAIN_VIAS = [
+    "SIP/2.0/UDP pbx-1.example.com;branch=z9hG4bK1",  # hyphen
+    "SIP / 2.0 / UDP h;branch=z9hG4bK1",  # SWS
+    "SIP/2.0/UDP  h",  # two SPs
+    "SIP/2.0/UDP\th",
+    "SIP/2.0/UDP h ;branch=z9hG4bK1",
+    "SIP/2.0/UDP h;branch = z9hG4bK1",
+    "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK1",
+    "SIP/2.0/UDP h;received=2001:db8::9",
+    'SIP/2.0/UDP h;x="quoted"',
+    "SIP/2.0/UDP h, SIP/2.0/UDP g",
+    "SIP/2.0/UDP h.",
+    "SIP/2.0/UDP h;;",
+    "SIP/2.0/UDP h;branch=",
+    "SIP/2.0/UDP h:",
+    "SIP/2.0/UDP h:5060x",
+    "SIP/2.0/UDP h\u00e9",
+    "SIP/2.0/UDP 1\u00b2.0.0.1",
+    "sip/2.0/UDP h",
+    "SIP/2.0/ h",
+]
+
+
+@pytest.mark.parametrize("value", PLAIN_VIAS)
+def test_plain_via_is_read_as_the_grammar_reads_it(value: str) -> None:
+    assert [_parse_plain_via(value)] == _parse_via_grammar(value) == parse_via(value)
+
+
+@pytest.mark.parametrize("value", NOT_PLAIN_VIAS)
+def test_via_outside_the_plain_form_goes_to_the_grammar(value: str) -> None:
+    assert _parse_plain_via(value) is None
+
+
+#: Pieces of a Via near the plain form: mostly valid, sometimes one odd character.
+_PIECE = st.text(alphabet="aZ09.-_~!", min_size=0, max_size=6) | st.text(
+    alphabet='a0. \t:;=,[]"/\u00e9\u00b2', max_size=3
+)
+
+
+_TOKEN = st.text(alphabet="aZ09-.!%*_+`'~", min_size=1, max_size=6)
+_HOST = st.lists(st.text(alphabet="aZ09", min_size=1, max_size=3), min_size=1, max_size=4).map(
+    ".".join
+)
+
+
+@settings(max_examples=3000)
+@given(
+    transport=_TOKEN | _PIECE,
+    separator=st.sampled_from([" ", " ", " ", "  ", "\t", ""]),
+    host=_HOST | _PIECE,
+    port=st.none() | st.text(alphabet="0123456789", min_size=1, max_size=6) | _PIECE,
+    params=st.lists(st.tuples(_TOKEN | _PIECE, st.none() | _TOKEN | _PIECE), max_size=3),
+)
+def test_plain_via_accepts_only_what_the_grammar_accepts_alike(
+    transport: str,
+    separator: str,
+    host: str,
+    port: str | None,
+    params: list[tuple[str, str | None]],
+) -> None:
+    value = f"SIP/2.0/{transport}{separator}{host}" + ("" if port is None else f":{port}")
+    value += "".join(f";{name}" + ("" if v is None else f"={v}") for name, v in params)
+    try:
+        plain: list[Via] | str | None = [v] if (v := _parse_plain_via(value)) else None
+    except ParseError:
+        plain = "ParseError"  # a port beyond 65535, as the grammar's parse says
+    try:
+        grammar: list[Via] | str = _parse_via_grammar(value)
+    except ParseError:
+        grammar = "ParseError"
+    assert plain is None or plain == grammar, value
+
+
+def test_plain_via_port_out_of_range_is_an_error() -> None:
+    with pytest.raises(ParseError, match="port out of range"):
+        _parse_plain_via("SIP/2.0/UDP h:65536")
 
 
 def test_top_via() -> None:
