@@ -198,8 +198,10 @@ class Call:
     rel_queue: tuple[Response, ...]
     rel_started: float
     rel_interval: float
-    #: armed B2BUA timers: name -> token of the arming (a stale heap entry differs)
-    timer_tokens: dict[str, str]
+    #: armed B2BUA timers: name -> token of the arming (a stale heap entry differs).
+    #: The token itself, compared with ==, not its str(): a session timer's token is
+    #: a float, and its text was a string held per timer for the whole call.
+    timer_tokens: dict[str, object]
     #: what ended the call
     ended_by: EndedBy
     #: the caller's session timer as agreed in route_decided, put in the A leg's 2xx
@@ -260,7 +262,7 @@ class Call:
         rel_queue: tuple[Response, ...] = (),
         rel_started: float = 0.0,
         rel_interval: float = 0.0,
-        timer_tokens: dict[str, str] | None = None,
+        timer_tokens: dict[str, object] | None = None,
         ended_by: EndedBy = EndedBy.GATEWAY,
         a_timer: SessionTimer | None = None,
         b_timer_offer: tuple[int, int] = (0, 0),

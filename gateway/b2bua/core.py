@@ -154,7 +154,7 @@ class B2bua(
         while self._timers:
             deadline, _, uuid, name, token = self._timers[0]
             call = self.calls.get(uuid)
-            if call is not None and call.timer_tokens.get(name) == str(token):
+            if call is not None and call.timer_tokens.get(name) == token:
                 return deadline
             heapq.heappop(self._timers)
         return None
@@ -163,7 +163,7 @@ class B2bua(
         while self._timers and self._timers[0][0] <= now:
             _, _, uuid, name, token = heapq.heappop(self._timers)
             call = self.calls.get(uuid)
-            if call is None or call.timer_tokens.get(name) != str(token):
+            if call is None or call.timer_tokens.get(name) != token:
                 continue
             del call.timer_tokens[name]
             if name == "no_answer":
@@ -179,7 +179,7 @@ class B2bua(
                 self._on_session_timer(call, name, now)
 
     def _arm(self, call: Call, name: str, delay: float, now: float, token: object) -> None:
-        call.timer_tokens[name] = str(token)
+        call.timer_tokens[name] = token
         heapq.heappush(self._timers, (now + delay, next(self._seq), call.uuid, name, token))
         if len(self._timers) > TIMERS_PER_CALL * len(self.calls) + 4096:
             self._compact_timers()
@@ -195,7 +195,7 @@ class B2bua(
         live = []
         for entry in self._timers:
             call = self.calls.get(entry[2])
-            if call is not None and call.timer_tokens.get(entry[3]) == str(entry[4]):
+            if call is not None and call.timer_tokens.get(entry[3]) == entry[4]:
                 live.append(entry)
         heapq.heapify(live)
         self._timers = live
