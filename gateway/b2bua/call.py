@@ -429,7 +429,8 @@ def slim_confirmed(call: Call) -> None:
         request = getattr(call, attr)
         if request is None:
             continue
-        kept = Headers((n, v) for n, v in request.headers if n in names)
+        # The same (name, value) tuples: the names are canonical already.
+        kept = Headers.from_canonical([field for field in request.headers if field[0] in names])
         setattr(call, attr, Request(method=request.method, uri=request.uri, headers=kept))
 
 
