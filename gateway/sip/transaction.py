@@ -545,9 +545,10 @@ class NonInviteServerTransaction(ServerTransaction):
         self._arm("J", self.owner.timers.timer_j(self.reliable), now)
 
 
-#: What a transaction in Accepted still reads from its request: matching and the TU's
-#: dialog bookkeeping (Call-ID, CSeq, tags, Contact) and the top Via.
-_KEPT_IN_ACCEPTED = frozenset({"Via", "From", "To", "Call-ID", "CSeq", "Contact"})
+#: What a client INVITE transaction in Accepted still reads from its request: the
+#: TU's dialog of another fork's 2xx (From tag, Call-ID, CSeq, Contact: the To is the
+#: response's, Dialog.as_uac) and the top Via (the layer's fallback to UDP).
+_KEPT_IN_ACCEPTED = frozenset({"Via", "From", "Call-ID", "CSeq", "Contact"})
 
 
 #: ... and a server INVITE transaction once its 2xx is acknowledged: the key of the
