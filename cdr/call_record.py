@@ -20,7 +20,7 @@ from cdr.numbers import number_of
 from cdr.record import CallDetailRecord, Disposition, EndedBy, HangupSide, billable_seconds
 from routing.decision import CallFacts, RecordingNotice
 
-__all__ = ["EndedCall", "call_uuid_of", "in_progress_record_of", "record_of"]
+__all__ = ["EndedCall", "InProgressRecord", "call_uuid_of", "in_progress_record_of", "record_of"]
 
 #: Source hosts whose parsed address is kept: a gateway hears calls from a few PBXs and
 #: trunks, and each call's in-progress and final records would parse its source again
@@ -184,6 +184,29 @@ def in_progress_record_of(
     """
     record = record_of(answered, wall_offset=wall_offset, instance=instance)
     return record.extended_to(record.ended_at, None)
+
+
+class InProgressRecord:
+    """How to build the in-progress record of a call just answered
+    (:func:`in_progress_record_of`), as the CDR writer keeps it while the call is up.
+
+    Two slots, the second shared by every call: a closure over the summary was a
+    function, a cell and a tuple of its own (~0.25 KiB per idle call, issue 17).
+
+    Attributes:
+        answered: the B2BUA's snapshot at the answer.
+        clock: ``(wall_offset, instance)`` of :func:`in_progress_record_of`.
+    """
+
+    __slots__ = ("answered", "clock")
+
+    def __init__(self, answered: EndedCall, clock: tuple[float, str]) -> None:
+        self.answered = answered
+        self.clock = clock
+
+    def __call__(self) -> CallDetailRecord:
+        wall_offset, instance = self.clock
+        return in_progress_record_of(self.answered, wall_offset=wall_offset, instance=instance)
 
 
 def call_uuid_of(text: str) -> uuid.UUID:

@@ -270,6 +270,38 @@ _WAITING, _CLAIMED, _DONE = range(3)
 
 _Item = tuple[CallDetailRecord, "asyncio.Future[None] | None"]
 
+#: An in-progress record, or how to build it (the call path's builder, or an interim
+#: update's :class:`_RunOn`).
+_InProgress = CallDetailRecord | Callable[[], CallDetailRecord]
+
+
+def _built(pending: _InProgress) -> CallDetailRecord:
+    return pending if isinstance(pending, CallDetailRecord) else pending()
+
+
+class _RunOn:
+    """An interim update as a builder: the call's first in-progress record run on to
+    ``ended_at``. Kept for a call still up instead of the record it builds (~0.8 KiB
+    of datetimes, UUID and strings per call, rebuilt once per ``interim_interval``)."""
+
+    __slots__ = ("ended_at", "origin")
+    origin: CallDetailRecord | Callable[[], CallDetailRecord]
+    ended_at: dt.datetime
+
+    def __init__(self, origin: _InProgress, ended_at: dt.datetime) -> None:
+        # Always from the first record: a run-on of a run-on would chain builders,
+        # and extended_to from the first gives the same record (never an earlier end
+        # than the last update's, should the clock step back).
+        if isinstance(origin, _RunOn):
+            ended_at = max(ended_at, origin.ended_at)
+            origin = origin.origin
+        self.origin = origin
+        self.ended_at = ended_at
+
+    def __call__(self) -> CallDetailRecord:
+        return _built(self.origin).extended_to(self.ended_at, None)
+
+
 #: ``on_committed(rows, records, copy_seconds)``: rows committed in one transaction
 #: (duplicates included), those of their records still in memory (none for a replay
 #: from disk), and how long the transaction's COPYs and insert took.
@@ -318,10 +350,12 @@ class CdrWriter:
         self._on_committed = on_committed
         self._instance = instance
         # In-progress records (or how to build them) waiting for the batch cut (Rule 5),
-        # and the last record cut for each call still up, oldest first (interim
-        # updates).
-        self._answered: dict[uuid.UUID, CallDetailRecord | Callable[[], CallDetailRecord]] = {}
-        self._open: dict[uuid.UUID, CallDetailRecord] = {}
+        # and how to build again the last record cut for each call still up, oldest
+        # first (interim updates). A builder, not the record: an idle call holds the
+        # summary its builder closes over, and the record is built again only when
+        # an interim update is due (issue 17: memory per idle dialog).
+        self._answered: dict[uuid.UUID, _InProgress] = {}
+        self._open: dict[uuid.UUID, _InProgress] = {}
         # Closing the previous run's in-progress rows waits for the replay (Rule 5).
         self._left_behind: tuple[Position, float | None, dt.datetime] | None = None
         self._tickers: list[asyncio.Task[None]] = []
@@ -489,9 +523,9 @@ class CdrWriter:
         if not self._answered:
             return []
         items: list[_Item] = []
-        for pending in self._answered.values():
-            record = pending if isinstance(pending, CallDetailRecord) else pending()
-            self._open[record.call_uuid] = record
+        for key, pending in self._answered.items():
+            record = _built(pending)
+            self._open[key] = pending
             items.append((record, None))
         self._answered.clear()
         return items
@@ -697,22 +731,21 @@ class CdrWriter:
             How many records were queued.
         """
         due = now - dt.timedelta(seconds=self._config.interim_interval)
-        updated = []
-        # Oldest first: stop at the first call updated recently enough.
-        for record in self._open.values():
-            if record.ended_at > due:
+        updated: list[tuple[uuid.UUID, _InProgress]] = []
+        # Oldest first: stop at the first call updated recently enough (its record is
+        # built only to read its end).
+        for key, pending in self._open.items():
+            if _built(pending).ended_at > due:
                 break
-            updated.append(record.extended_to(now, None))
+            updated.append((key, pending))
         # Calls answered since the last cut (a batch age's worth; more only when the
         # clock jumps or the loop stalls): built here, this runs rarely.
         for key, pending in self._answered.items():
-            record = pending if isinstance(pending, CallDetailRecord) else pending()
-            self._answered[key] = record
-            if record.ended_at <= due:
-                updated.append(record.extended_to(now, None))
-        for record in updated:
-            self._open.pop(record.call_uuid, None)
-            self.answered(record)
+            if _built(pending).ended_at <= due:
+                updated.append((key, pending))
+        for key, pending in updated:
+            self._open.pop(key, None)
+            self.answered(_RunOn(pending, now), key)
         return len(updated)
 
     async def _drain_loop(self) -> None:

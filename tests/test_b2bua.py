@@ -422,6 +422,57 @@ def test_callee_2xx_retransmission_after_confirm_is_acked_again():
     net.transfer()
     acks = [m for m in net.sent(GW, BOB) if isinstance(m, Request) and m.method == "ACK"]
     assert len(acks) == 2
+    # Rebuilt from the dialog (Call.b_ack keeps no copy): the same ACK but its Via.
+    first, again = ([(n, v) for n, v in a.headers if n != "Via"] for a in acks)
+    assert (acks[1].uri, again, acks[1].body) == (acks[0].uri, first, acks[0].body)
+
+
+def test_acknowledged_invite_absorbs_retransmissions_and_is_forgotten_at_timer_l():
+    net, gateway, alice, bob = make()
+    establish(net, alice, bob)
+    layer = net.gateway.layer
+    # Acknowledged, A's INVITE transaction keeps only its ACK key (Call-ID, CSeq)
+    # until Timer L: enough to absorb a retransmitted INVITE (RFC 6026 7.1) ...
+    assert len(layer._accepted_invites) == 1
+    retransmission = next(
+        data
+        for src, dst, data in net.log
+        if (src.host, dst.host) == (ALICE.host, GW.host) and data.startswith(b"INVITE")
+    )
+    layer.receive_message(retransmission, ALICE, net.now)
+    net.transfer()
+    assert len(gateway.b2bua.calls) == 1
+    assert len(bob.requests("INVITE")) == 1
+    # ... and for the layer to forget it at 64*T1 (a lost key would leak an entry).
+    net.advance(64 * 0.5 + 1)
+    assert layer._accepted_invites == {}
+    assert not [key for key in layer.transactions if key.method == "INVITE"]
+
+
+def test_late_offer_2xx_retransmission_is_acked_again_with_the_answer():
+    net, gateway, alice, bob = make()
+    invite = alice.invite(GW, net.now, body=b"")
+    net.transfer()
+    (incoming,) = bob.requests("INVITE")
+    bob.answer(incoming, 200, net.now, body=SDP_ANSWER)  # the offer
+    net.transfer()
+    ok = alice.responses("INVITE")[-1]
+    ack = alice.dialog_from(invite, ok.response).create_request("ACK", cseq=1)
+    ack.headers.add("Content-Type", "application/sdp")
+    ack.body = SDP_OFFER
+    alice.layer.send_ack(ack, GW)
+    net.transfer()
+    bob_ok = next(
+        data
+        for src, dst, data in net.log
+        if (src.host, dst.host) == (BOB.host, GW.host) and data.startswith(b"SIP/2.0 200")
+    )
+    net.gateway.layer.receive_message(bob_ok, BOB, net.now)
+    net.transfer()
+    acks = [m for m in net.sent(GW, BOB) if isinstance(m, Request) and m.method == "ACK"]
+    assert [(a.body, a.headers.get("Content-Type"), a.headers.get("CSeq")) for a in acks] == [
+        (SDP_OFFER, "application/sdp", "1 ACK")
+    ] * 2
 
 
 # ---------------------------------------------------------------- reliable 1xx (RFC 3262)

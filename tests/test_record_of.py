@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 
-from cdr.call_record import record_of
+from cdr.call_record import InProgressRecord, in_progress_record_of, record_of
 from cdr.record import CallClass, Disposition, RecordingNotice
 from gateway.b2bua.events import CallEnded
 from routing.decision import NO_FACTS, CallFacts
@@ -104,3 +104,13 @@ def test_parties_are_stored_as_numbers_for_subject_access() -> None:
     record = record_of(named, wall_offset=WALL_OFFSET, instance="gw-1")
     assert record.callee_dialled == "sip:alice@voipgw.demo"
     assert record.p_asserted_identity == "<sip:alice@voipgw.demo>"
+
+
+def test_in_progress_builder_builds_the_in_progress_record() -> None:
+    answered = ended()
+    clock = (WALL_OFFSET, "gw-1")
+    built = InProgressRecord(answered, clock)()
+    assert built == in_progress_record_of(answered, wall_offset=WALL_OFFSET, instance="gw-1")
+    assert built.in_progress
+    assert built.ended_at == at(answered.ended_at)
+    assert built.gateway_instance == "gw-1"

@@ -36,8 +36,10 @@ from gateway.b2bua.call import (
     CallState,
     Relay,
     Side,
+    ack_request,
     build_b_invite,
     relayed_headers,
+    sent_ack,
     slim_confirmed,
 )
 from gateway.b2bua.checks import ALLOW, check_new_request
@@ -152,7 +154,7 @@ class B2bua(
         while self._timers:
             deadline, _, uuid, name, token = self._timers[0]
             call = self.calls.get(uuid)
-            if call is not None and call.timer_tokens.get(name) == str(token):
+            if call is not None and call.timer_tokens.get(name) == token:
                 return deadline
             heapq.heappop(self._timers)
         return None
@@ -161,7 +163,7 @@ class B2bua(
         while self._timers and self._timers[0][0] <= now:
             _, _, uuid, name, token = heapq.heappop(self._timers)
             call = self.calls.get(uuid)
-            if call is None or call.timer_tokens.get(name) != str(token):
+            if call is None or call.timer_tokens.get(name) != token:
                 continue
             del call.timer_tokens[name]
             if name == "no_answer":
@@ -177,7 +179,7 @@ class B2bua(
                 self._on_session_timer(call, name, now)
 
     def _arm(self, call: Call, name: str, delay: float, now: float, token: object) -> None:
-        call.timer_tokens[name] = str(token)
+        call.timer_tokens[name] = token
         heapq.heappush(self._timers, (now + delay, next(self._seq), call.uuid, name, token))
         if len(self._timers) > TIMERS_PER_CALL * len(self.calls) + 4096:
             self._compact_timers()
@@ -193,7 +195,7 @@ class B2bua(
         live = []
         for entry in self._timers:
             call = self.calls.get(entry[2])
-            if call is not None and call.timer_tokens.get(entry[3]) == str(entry[4]):
+            if call is not None and call.timer_tokens.get(entry[3]) == entry[4]:
                 live.append(entry)
         heapq.heapify(live)
         self._timers = live
@@ -427,16 +429,14 @@ class B2bua(
         if cseq is None or dialog is None:
             return
         # Late offer: the answer is in this ACK, and the other leg waits for it.
-        out = dialog.create_request("ACK", cseq=cseq)
-        out.body = ack.body
-        content_type = ack.headers.get("Content-Type")
-        if content_type:
-            out.headers.add("Content-Type", content_type)
-        self.layer.send_ack(out, self._leg_endpoint(call, other))
-        if out.body:
-            call.local_sdp[other] = (content_type or "", out.body)
+        content_type = ack.headers.get("Content-Type") or ""
+        self.layer.send_ack(
+            ack_request(dialog, cseq, content_type, ack.body), self._leg_endpoint(call, other)
+        )
+        if ack.body:
+            call.local_sdp[other] = (content_type, ack.body)
         if other is Side.B:
-            call.b_ack = out
+            call.b_ack = sent_ack(cseq, content_type, ack.body)
 
     def _on_cancel(self, event: CancelReceived, now: float) -> None:
         call = self._by_a_invite.get(event.invite_transaction)
@@ -488,8 +488,8 @@ class B2bua(
         if entry is None:
             return
         call, side = entry
-        if side is Side.B and call.b_ack is not None and call.b_target is not None:
-            self.layer.send_ack(call.b_ack.copy(), call.b_target)
+        if side is Side.B:
+            self._resend_b_ack(call)
 
     def _on_b_invite_response(
         self, call: Call, key: TransactionKey, response: Response, now: float
@@ -537,7 +537,7 @@ class B2bua(
             if call.b_ack is not None and call.b_target is not None:
                 to_tag = parse_name_address(response.headers.get("To") or "").tag
                 if call.b_dialog is not None and to_tag == call.b_dialog.remote_tag:
-                    self.layer.send_ack(call.b_ack.copy(), call.b_target)
+                    self._resend_b_ack(call)
                     return
             if call.b_tx is not None:
                 self._ack_and_bye(call, call.b_tx, response, now)
@@ -568,12 +568,17 @@ class B2bua(
     def _send_b_ack(self, call: Call, body: bytes, content_type: str | None) -> None:
         assert call.b_dialog is not None
         assert call.b_target is not None
-        ack = call.b_dialog.create_request("ACK", cseq=1)
-        ack.body = body
-        if content_type:
-            ack.headers.add("Content-Type", content_type)
-        call.b_ack = ack.copy()
-        self.layer.send_ack(ack, call.b_target)
+        content_type = content_type or ""
+        call.b_ack = sent_ack(1, content_type, body)
+        self.layer.send_ack(ack_request(call.b_dialog, 1, content_type, body), call.b_target)
+
+    def _resend_b_ack(self, call: Call) -> None:
+        """ACKs a retransmission of the B leg's 2xx again (RFC 3261 13.2.2.4): the
+        ACK is rebuilt from the dialog and what Call.b_ack kept of the first one."""
+        if call.b_ack is None or call.b_dialog is None or call.b_target is None:
+            return
+        cseq, content_type, body = call.b_ack
+        self.layer.send_ack(ack_request(call.b_dialog, cseq, content_type, body), call.b_target)
 
     def _on_b_failure(self, call: Call, status: int, response: Response, now: float) -> None:
         self._disarm(call, "no_answer")

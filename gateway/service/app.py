@@ -21,7 +21,7 @@ from pathlib import Path
 
 import asyncpg
 
-from cdr.call_record import call_uuid_of, in_progress_record_of, record_of
+from cdr.call_record import InProgressRecord, call_uuid_of, record_of
 from cdr.config import CdrConfig
 from cdr.db import DatabaseHealth, database, migrate
 from cdr.maintenance import existing_partitions, maintain
@@ -281,15 +281,14 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 return  # part of the call that follows, not a call (RFC 3261 22.2)
             writer.submit(record_of(event, wall_offset=wall_offset, instance=config.instance))
 
+        record_clock = (wall_offset, config.instance)
+
         def write_in_progress_cdr(event: CallAnswered) -> None:
             # The same snapshot and mapping as the final record (issue 19), built only
             # if the call is still up when the writer cuts its batch (issue 17).
             summary = event.summary
             writer.answered(
-                lambda: in_progress_record_of(
-                    summary, wall_offset=wall_offset, instance=config.instance
-                ),
-                call_uuid_of(summary.call_uuid),
+                InProgressRecord(summary, record_clock), call_uuid_of(summary.call_uuid)
             )
 
         sinks: list[Callable[[CallEnded], None]] = [write_cdr]

@@ -153,6 +153,40 @@ async def test_interim_updates_run_the_duration_on(pg_pool: asyncpg.Pool, tmp_pa
     assert row.duration_seconds == pytest.approx(604.0)
 
 
+async def test_a_call_still_up_is_kept_as_its_builder_and_built_again_when_due(
+    pg_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    # Issue 17: after the cut the writer holds how to build the call's record, not
+    # the record; an interim update builds it again and runs it on.
+    builds: list[CallDetailRecord] = []
+
+    def build() -> CallDetailRecord:
+        builds.append(dataclasses.replace(IP))
+        return builds[-1]
+
+    config = dataclasses.replace(FAST, interim_interval=300.0)
+    async with CdrWriter(pg_pool, config, spool_dir=tmp_path) as writer:
+        writer.answered(build, IP.call_uuid)
+        for _ in range(200):
+            if await rows(pg_pool):
+                break
+            await writer_tick()
+        assert await rows(pg_pool) == [IP]
+        assert len(builds) == 1
+        assert writer.interim_updates(ANSWER + dt.timedelta(seconds=299)) == 0
+        assert writer.interim_updates(ANSWER + dt.timedelta(seconds=300)) == 1
+        assert writer.interim_updates(ANSWER + dt.timedelta(seconds=301)) == 0
+        assert writer.interim_updates(ANSWER + dt.timedelta(seconds=600)) == 1
+        for _ in range(200):
+            if await rows(pg_pool) == [up_until(END, 600)]:
+                break
+            await writer_tick()
+        assert await rows(pg_pool) == [up_until(END, 600)]
+        assert len(builds) > 2  # built again from the builder, never kept
+        await writer.write(END)
+    assert await rows(pg_pool) == [END]
+
+
 async def test_a_restart_closes_what_the_crashed_run_left_at_its_last_heartbeat(
     pg_pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
