@@ -20,6 +20,12 @@ class CdrConfig:
     """Rows per COPY batch."""
     batch_age: float = 0.02
     """Seconds the first record of a batch may wait for more records."""
+    insert_interval: float = 0.2
+    """Least seconds between two transactions that insert in-memory batches: the
+    batches spooled meanwhile (each fsynced, so acknowledged, after ``batch_age``) wait
+    and go into PostgreSQL together, one COPY + INSERT + commit and one checkpoint for
+    all. 0 inserts each batch as soon as it is spooled. Records reach the table up to
+    this much later; their durability does not change."""
     insert_connections: int = 2
     """Batches inserted at once, each on its own connection (PostgreSQL's per-row work,
     parsing, partition routing and six indexes, runs on one core per connection)."""
@@ -60,6 +66,8 @@ class CdrConfig:
             raise ValueError("insert_connections must be >= 1")
         if self.segment_bytes < MIN_SEGMENT_BYTES:
             raise ValueError(f"segment_bytes must be >= {MIN_SEGMENT_BYTES}")
+        if self.insert_interval < 0:
+            raise ValueError("insert_interval must be >= 0")
         if self.retry_initial <= 0 or self.retry_max < self.retry_initial:
             raise ValueError("retry back-off must satisfy 0 < retry_initial <= retry_max")
 
@@ -83,6 +91,7 @@ class CdrConfig:
             queue_size=table.int("queue_size", d.queue_size, min=1, max=10_000_000),
             batch_size=table.int("batch_size", d.batch_size, min=1, max=1_000_000),
             batch_age=table.float("batch_age", d.batch_age, min=0.0, max=60.0),
+            insert_interval=table.float("insert_interval", d.insert_interval, min=0.0, max=60.0),
             insert_connections=table.int("insert_connections", d.insert_connections, min=1, max=64),
             segment_bytes=table.int(
                 "segment_bytes", d.segment_bytes, min=MIN_SEGMENT_BYTES, max=1 << 40

@@ -39,6 +39,9 @@ def test_cdr_config_from_table() -> None:
         CdrConfig.from_table(Table({"partitions_ahead": 1}, "cdr"))
     with pytest.raises(ConfigError, match=r"^cdr.batch_age: expected a number"):
         CdrConfig.from_table(Table({"batch_age": "fast"}, "cdr"))
+    assert CdrConfig.from_table(Table({"insert_interval": 0}, "cdr")).insert_interval == 0.0
+    with pytest.raises(ConfigError, match=r"^cdr.insert_interval: must be >= 0"):
+        CdrConfig.from_table(Table({"insert_interval": -0.1}, "cdr"))
 
 
 def test_migration_files_are_ordered_and_named() -> None:

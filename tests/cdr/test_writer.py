@@ -19,6 +19,7 @@ from cdr.record import COLUMNS, CallDetailRecord
 from cdr.spool import Spool
 from cdr.writer import CdrWriter, WriterClosedError
 from tests.cdr.factory import make_record
+from tests.cdr.test_in_progress import up_until
 from tests.cdr.test_record import tricky_record
 from tests.cdr.writer_child import record_uuid
 
@@ -70,6 +71,46 @@ async def test_the_commit_hook_gets_the_copy_time(pg_pool: asyncpg.Pool, tmp_pat
     assert sum(rows for rows, _ in seen) == 1
     assert all(seconds > 0 for _, seconds in seen)
     assert seen[-1][1] == writer.last_copy_seconds
+
+
+async def test_batches_within_insert_interval_share_a_transaction_and_close_inserts_them(
+    pg_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    # An interval far beyond the test: after the first transaction, the batches spooled
+    # later wait for it, and only close() (which must not wait for it) can insert them.
+    config = dataclasses.replace(FAST, insert_interval=3600.0, shutdown_timeout=10.0)
+    commits: list[int] = []
+    first, *later = [make_record() for _ in range(5)]
+    end = make_record(duration=61.5)
+    async with CdrWriter(
+        pg_pool,
+        config,
+        spool_dir=tmp_path,
+        on_committed=lambda rows, _records, _seconds: commits.append(rows),
+    ) as writer:
+        # The first batch after a pause is inserted at once.
+        await writer.write(first)
+        for _ in range(400):
+            if commits:
+                break
+            await asyncio.sleep(0.05)
+        assert commits == [1]
+        # Five batches, each acknowledged (fsynced) before the next: a call's
+        # in-progress record spooled with the first, its end with the last.
+        writer.answered(up_until(end, 0))
+        for record in [*later, end]:
+            await writer.write(record)
+        assert writer.records_spooled == 1 + 4 + 1 + 1
+        assert await count_rows(pg_pool) == (1, 1)
+        assert writer.spool_bytes() > 0
+    assert commits == [1, 6]
+    assert writer.spool_bytes() == 0
+    assert await count_rows(pg_pool) == (6, 6)
+    async with pg_pool.acquire() as con:
+        ended_by = await con.fetchval(
+            "SELECT ended_by::text FROM cdr WHERE call_uuid = $1", end.call_uuid
+        )
+    assert ended_by == str(end.ended_by)
 
 
 async def test_same_record_twice_is_one_row(pg_pool: asyncpg.Pool, tmp_path: Path) -> None:
