@@ -1,6 +1,7 @@
 """CDR writer benchmark: sustained rows/s into the partitioned table, and latency.
 
 Run: ``.venv/bin/python -m tests.bench.bench_cdr [--rate 60000] [--seconds 5]``
+or, for the A/B of ``insert_interval``: ``... -m tests.bench.bench_cdr --ab [--rounds 5]``
 
 One run on a fresh embedded PostgreSQL (or ``VOIPGW_TEST_DATABASE_URL``): a producer
 submits records at ``--rate`` per second (0: as fast as the event loop allows) through
@@ -10,12 +11,21 @@ commits. Printed:
 * sustained rows/s: rows committed / (last commit - first submit);
 * end-of-call -> committed latency p50/p99/max: per record, from ``submit`` (the end of
   the call) to the return of the commit of its batch (spool checkpoint included).
+
+``--ab``: the writer's cost per call at a gateway's rate (``--rate``, 500 calls/s
+unless given) with ``insert_interval`` 0 (A: a transaction per spooled batch) and
+the default (B), measured in turn (A,B,B,A,...) on one PostgreSQL, each from a fresh
+spool and an empty table. Printed per measurement: this process's CPU time (all its
+threads: encoding, fsync, asyncpg) per record in µs, and transactions per second;
+then the median B/A ratio of the rounds with its min-max. PostgreSQL's own CPU is not
+counted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import statistics
 import time
@@ -135,17 +145,89 @@ async def _run(dsn: str, spool: Path, rate: int, seconds: float, connections: in
     )
 
 
+async def _measure(
+    dsn: str, spool: Path, config: CdrConfig, rate: int, seconds: float
+) -> tuple[float, float]:
+    """One run at ``rate``: (this process's CPU µs per record, transactions per second)."""
+    async with asyncpg.create_pool(dsn, min_size=2, max_size=config.insert_connections + 2) as pool:
+        async with pool.acquire() as con:
+            await con.execute("TRUNCATE cdr")
+        records = _records(int(rate * seconds))
+        transactions = 0
+
+        def committed(_rows: int, _batch: Sequence[CallDetailRecord], _seconds: float) -> None:
+            nonlocal transactions
+            transactions += 1
+
+        # Records every 10 ms, as a gateway's calls end a few at a time.
+        step = max(1, rate // 100)
+        cpu = time.process_time()
+        first = time.perf_counter()
+        async with CdrWriter(pool, config, spool_dir=spool, on_committed=committed) as writer:
+            for n in range(0, len(records), step):
+                delay = first + n / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                for record in records[n : n + step]:
+                    writer.submit(record)
+        elapsed = time.perf_counter() - first
+        cpu = time.process_time() - cpu
+        async with pool.acquire() as con:
+            rows = await con.fetchval("SELECT count(*) FROM cdr")
+    assert rows == len(records) == writer.rows_committed, (rows, len(records))
+    return cpu / len(records) * 1e6, transactions / elapsed
+
+
+async def _ab(dsn: str, root: Path, rate: int, seconds: float, rounds: int) -> None:
+    con = await asyncpg.connect(dsn)
+    try:
+        await migrate(con)
+    finally:
+        await con.close()
+    async with asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool:
+        await maintain(pool, dt.datetime.now(dt.UTC))
+    default = CdrConfig(shutdown_timeout=300.0)
+    sides = {"A": dataclasses.replace(default, insert_interval=0.0), "B": default}
+    print(
+        f"{rate} records/s for {seconds:.0f}s per measurement; A: insert_interval 0, "
+        f"B: insert_interval {default.insert_interval} (batch_age {default.batch_age})"
+    )
+    ratios: list[float] = []
+    run = 0
+    for n in range(rounds):
+        cost: dict[str, float] = {}
+        for side in "AB" if n % 2 == 0 else "BA":
+            run += 1
+            us, tps = await _measure(dsn, root / f"spool{run}", sides[side], rate, seconds)
+            cost[side] = us
+            print(f"round {n + 1} {side}: {us:7.1f} µs CPU per record, {tps:6.1f} transactions/s")
+        ratios.append(cost["B"] / cost["A"])
+    print(
+        f"B/A CPU per record: median {statistics.median(ratios):.3f} "
+        f"(min {min(ratios):.3f}, max {max(ratios):.3f}, {rounds} rounds)"
+    )
+
+
 def main() -> None:
     """Runs the benchmark once and prints rows/s and latency percentiles."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=int, default=60_000, help="records/s offered (0: max)")
+    parser.add_argument("--rate", type=int, default=None, help="records/s offered (0: max)")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument(
         "--connections", type=int, default=CdrConfig().insert_connections, help="insert connections"
     )
+    parser.add_argument("--ab", action="store_true", help="A/B of insert_interval 0 vs default")
+    parser.add_argument("--rounds", type=int, default=5, help="A/B rounds")
     args = parser.parse_args()
     with bench_database("voipgw-bench-") as (dsn, root):
-        asyncio.run(_run(dsn, root / "spool", args.rate, args.seconds, args.connections))
+        if args.ab:
+            rate = 500 if args.rate is None else args.rate
+            if rate <= 0:
+                parser.error("--ab needs a fixed --rate")
+            asyncio.run(_ab(dsn, root, rate, args.seconds, args.rounds))
+        else:
+            rate = 60_000 if args.rate is None else args.rate
+            asyncio.run(_run(dsn, root / "spool", rate, args.seconds, args.connections))
 
 
 if __name__ == "__main__":
