@@ -762,3 +762,29 @@ def test_record_route_of_the_invite_is_copied_into_the_callers_18x_and_2xx():
             "<sip:127.0.0.8;lr>",
         ]
     assert by_status[100].headers.get("Record-Route") is None
+
+
+def test_a_second_forks_2xx_after_the_call_is_confirmed_is_acked_and_ended():
+    """RFC 3261 13.2.2.4: a forking proxy in front of the callee may pass a second
+    2xx (another To tag) after the first was ACKed; the gateway keeps the first
+    dialog, so the second is ACKed and ended with BYE, never given the first
+    dialog's ACK (which would leave that phone answered, its call never ended)."""
+    net, gateway, alice, bob = make()
+    establish(net, alice, bob)
+    ok = next(
+        data
+        for src, dst, data in net.log
+        if (src.host, dst.host) == (BOB.host, GW.host) and data.startswith(b"SIP/2.0 200")
+    )
+    (b_ack,) = [m for m in net.sent(GW, BOB) if isinstance(m, Request) and m.method == "ACK"]
+    first_tag = b_ack.headers.get("To").split("tag=")[1]
+    second = ok.replace(f"tag={first_tag}".encode(), b"tag=second-fork")
+    assert second != ok
+    net.gateway.layer.receive_message(second, BOB, net.now)
+    net.transfer()
+    sent = [m for m in net.sent(GW, BOB) if isinstance(m, Request)]
+    to_second = [m.method for m in sent if "tag=second-fork" in (m.headers.get("To") or "")]
+    assert to_second == ["ACK", "BYE"]
+    # The first dialog is untouched: one ACK for it, and the call still up.
+    assert [m.method for m in sent if f"tag={first_tag}" in (m.headers.get("To") or "")] == ["ACK"]
+    assert len(gateway.b2bua.calls) == 1

@@ -478,18 +478,29 @@ class B2bua(
         elif 200 <= response.status < 300 and key.method == "INVITE":
             # A 2xx retransmission for a call whose set-up index was dropped (_slim):
             # found through its dialog instead, and ACKed again.
-            self._on_stray_2xx(response, now)
+            self._on_stray_2xx(response, now, key)
 
-    def _on_stray_2xx(self, response: Response, now: float) -> None:
-        """A 2xx retransmission after the B-leg INVITE transaction ended: ACK it again
-        (RFC 3261 13.2.2.4) so the callee stops retransmitting."""
+    def _on_stray_2xx(
+        self, response: Response, now: float, key: TransactionKey | None = None
+    ) -> None:
+        """A 2xx after the call's set-up index was dropped (_slim) or its B-leg INVITE
+        transaction ended. A retransmission of the answer is ACKed again (RFC 3261
+        13.2.2.4) so the callee stops retransmitting; a 2xx of another dialog (a
+        forking proxy's second answer: another To tag) is ACKed and ended with BYE,
+        as 13.2.2.4 asks of a UAC that keeps one dialog, never given the first
+        dialog's ACK, which leaves the second callee's phone answered and unended."""
         from_tag = parse_name_address(response.headers.get("From") or "").tag or ""
         entry = self._dialogs.get((response.headers.get("Call-ID") or "", from_tag))
         if entry is None:
             return
         call, side = entry
-        if side is Side.B:
+        if side is not Side.B:
+            return
+        to_tag = parse_name_address(response.headers.get("To") or "").tag
+        if call.b_dialog is None or to_tag == call.b_dialog.remote_tag:
             self._resend_b_ack(call)
+        elif key is not None:
+            self._ack_and_bye(call, key, response, now)
 
     def _on_b_invite_response(
         self, call: Call, key: TransactionKey, response: Response, now: float
