@@ -465,12 +465,17 @@ def callback_facts(binding: Binding) -> CallFacts:
     return CallFacts(routed_by=RoutedBy.EMERGENCY_CALLBACK, registered_contact=binding.contact)
 
 
+def as_callback(route: Route, binding: Binding) -> Route:
+    """``route`` to ``binding`` (over this instance's flow, its flow owner, or its
+    Path) as an emergency callback: :data:`CALLBACK_MARKER` added to its headers, the
+    callback's facts."""
+    return replace(route, headers=(*route.headers, CALLBACK_MARKER), facts=callback_facts(binding))
+
+
 def callback_to_binding(binding: Binding) -> Route:
     """The callback over this instance's own flow: the binding's received address,
     marked as the local callback path marks it."""
-    return replace(
-        route_to_binding(binding), headers=(CALLBACK_MARKER,), facts=callback_facts(binding)
-    )
+    return as_callback(route_to_binding(binding), binding)
 
 
 def callback_via_owner(
@@ -480,8 +485,7 @@ def callback_via_owner(
     :func:`route_via_owner`, plus :data:`CALLBACK_MARKER` (the owner checks it, see
     :func:`is_relayed_callback`). The Request-URI stays the number called: the owner
     looks its window up itself."""
-    route = route_via_owner(binding, owner_targets, request_uri)
-    return replace(route, headers=(*route.headers, CALLBACK_MARKER), facts=callback_facts(binding))
+    return as_callback(route_via_owner(binding, owner_targets, request_uri), binding)
 
 
 def callback_last_resort(binding: Binding) -> Route:

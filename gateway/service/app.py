@@ -40,10 +40,9 @@ from gateway.registrar.bindings import Binding
 from gateway.registrar.location import LocationUnavailable
 from gateway.registrar.path import first_hop, route_via_path
 from gateway.registrar.routing import (
-    CALLBACK_MARKER,
     OwnerGone,
+    as_callback,
     callback_aors,
-    callback_facts,
     callback_last_resort,
     callback_to_binding,
     callback_via_owner,
@@ -536,13 +535,20 @@ def _binding_lookup(
     return lookup
 
 
+async def _hop_targets(hop: str, callee: str, what: str) -> tuple[Endpoint, ...] | None:
+    """The transport addresses of the next hop towards a registered device (its flow
+    owner, or the first entry of its Path), or None (logged) when it does not resolve:
+    the caller then gets the 480 of :func:`owner_unreachable`."""
+    try:
+        return await resolve_endpoints(hop)
+    except (ValueError, TransportError) as exc:
+        log.warning("%s %s of %s unresolvable (%s)", what, hop, callee, exc)
+        return None
+
+
 async def _owner_targets(owner: str, callee: str) -> tuple[Endpoint, ...] | None:
     """A flow owner's transport addresses, or None (logged) when it does not resolve."""
-    try:
-        return await resolve_endpoints(owner)
-    except (ValueError, TransportError) as exc:
-        log.warning("flow owner %s of %s unresolvable (%s)", owner, callee, exc)
-        return None
+    return await _hop_targets(owner, callee, "flow owner")
 
 
 def _callback_flow(
@@ -593,11 +599,7 @@ def _callback_flow(
             through_path = await _route_via_path(binding, request.uri)
             if isinstance(through_path, Reject):
                 return through_path
-            return replace(
-                through_path,
-                headers=(*through_path.headers, CALLBACK_MARKER),
-                facts=callback_facts(binding),
-            )
+            return as_callback(through_path, binding)
         if choice.owner is None:
             return callback_to_binding(binding)
         if choice.owner_gone:
@@ -623,11 +625,8 @@ def _callback_flow(
 async def _route_via_path(binding: Binding, callee: str) -> Route | Reject:
     """The route to a binding registered through an edge proxy (RFC 3327 Path),
     or the 480 of an edge proxy whose address does not resolve."""
-    hop = first_hop(binding)
-    try:
-        targets = await resolve_endpoints(hop)
-    except (ValueError, TransportError) as exc:
-        log.warning("Path %s of %s unresolvable (%s)", hop, callee, exc)
+    targets = await _hop_targets(first_hop(binding), callee, "Path")
+    if targets is None:
         return owner_unreachable(binding)
     return route_via_path(binding, targets)
 
