@@ -37,6 +37,18 @@ async def count_rows(pool: asyncpg.Pool) -> tuple[int, int]:
     return row[0], row[1]
 
 
+def counting_writer(
+    pool: asyncpg.Pool, config: CdrConfig, spool_dir: Path, commits: list[int]
+) -> CdrWriter:
+    """A writer that appends the rows of each transaction it commits to ``commits``."""
+    return CdrWriter(
+        pool,
+        config,
+        spool_dir=spool_dir,
+        on_committed=lambda rows, _records, _seconds: commits.append(rows),
+    )
+
+
 async def test_rows_arrive_and_missing_partitions_are_created(
     pg_pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
@@ -82,12 +94,7 @@ async def test_batches_within_insert_interval_share_a_transaction_and_close_inse
     commits: list[int] = []
     first, *later = [make_record() for _ in range(5)]
     end = make_record(duration=61.5)
-    async with CdrWriter(
-        pg_pool,
-        config,
-        spool_dir=tmp_path,
-        on_committed=lambda rows, _records, _seconds: commits.append(rows),
-    ) as writer:
+    async with counting_writer(pg_pool, config, tmp_path, commits) as writer:
         # The first batch after a pause is inserted at once.
         await writer.write(first)
         for _ in range(400):
@@ -433,12 +440,7 @@ async def test_a_full_transaction_does_not_wait_for_the_insert_interval(
     # worth then goes at once, the rest waits for the interval (here, for close()).
     config = dataclasses.replace(FAST, insert_interval=3600.0, batch_size=3)
     commits: list[int] = []
-    async with CdrWriter(
-        pg_pool,
-        config,
-        spool_dir=tmp_path,
-        on_committed=lambda rows, _records, _seconds: commits.append(rows),
-    ) as writer:
+    async with counting_writer(pg_pool, config, tmp_path, commits) as writer:
         await writer.write(make_record())
         for _ in range(3):
             await writer.write(make_record())
