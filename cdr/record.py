@@ -226,7 +226,8 @@ class CallDetailRecord:
     def __post_init__(self) -> None:
         for name in TIMESTAMP_COLUMNS:
             value = getattr(self, name)
-            if value is not None and value.utcoffset() is None:
+            # UTC first: every record the gateway builds is, and utcoffset() is a call.
+            if value is not None and value.tzinfo is not dt.UTC and value.utcoffset() is None:
                 # A naive timestamp would be read in the server's TimeZone and could
                 # land in the wrong monthly partition.
                 raise ValueError(f"CallDetailRecord.{name} must be timezone-aware")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 
+import pytest
+
 from cdr.call_record import InProgressRecord, in_progress_record_of, record_of
 from cdr.record import CallClass, Disposition, RecordingNotice
 from gateway.b2bua.events import CallEnded
@@ -114,3 +116,28 @@ def test_in_progress_builder_builds_the_in_progress_record() -> None:
     assert built.in_progress
     assert built.ended_at == at(answered.ended_at)
     assert built.gateway_instance == "gw-1"
+
+
+def test_parties_are_numbers_however_long_and_however_often() -> None:
+    # The numbers of short parties are kept for the next call (cdr.call_record): the
+    # same party twice is the same number; a long one (a caller writes its From) is
+    # worked out each time and never kept.
+    long_user = "+358401234567;" + "x" * 300
+    for _ in range(2):
+        record = record_of(
+            replaced(
+                ended(),
+                caller="sip:+358-40-1112222@pbx.example",
+                callee_dialled=f"sip:{long_user}@gw",
+            ),
+            wall_offset=WALL_OFFSET,
+            instance="gw-1",
+        )
+        assert record.caller == "+358401112222"
+        assert record.callee_dialled == "+358401234567"
+
+
+def test_an_outcome_the_cdr_does_not_know_is_refused() -> None:
+    # The enums' own check, as before the outcomes were looked up in a table.
+    with pytest.raises(ValueError, match="finished-somehow"):
+        record_of(replaced(ended(), disposition="finished-somehow"), wall_offset=0.0, instance="x")

@@ -17,7 +17,7 @@ from cdr.config import CdrConfig
 from cdr.db import EmbeddedPostgres, migrate
 from cdr.record import COLUMNS, CallDetailRecord
 from cdr.spool import Spool
-from cdr.writer import CdrWriter, WriterClosedError
+from cdr.writer import CdrWriter, WriterClosedError, _Signal
 from tests.cdr.factory import make_record
 from tests.cdr.test_in_progress import up_until
 from tests.cdr.test_record import tricky_record
@@ -35,6 +35,18 @@ async def count_rows(pool: asyncpg.Pool) -> tuple[int, int]:
     async with pool.acquire() as con:
         row = await con.fetchrow("SELECT count(*), count(DISTINCT call_uuid) FROM cdr")
     return row[0], row[1]
+
+
+def counting_writer(
+    pool: asyncpg.Pool, config: CdrConfig, spool_dir: Path, commits: list[int]
+) -> CdrWriter:
+    """A writer that appends the rows of each transaction it commits to ``commits``."""
+    return CdrWriter(
+        pool,
+        config,
+        spool_dir=spool_dir,
+        on_committed=lambda rows, _records, _seconds: commits.append(rows),
+    )
 
 
 async def test_rows_arrive_and_missing_partitions_are_created(
@@ -82,12 +94,7 @@ async def test_batches_within_insert_interval_share_a_transaction_and_close_inse
     commits: list[int] = []
     first, *later = [make_record() for _ in range(5)]
     end = make_record(duration=61.5)
-    async with CdrWriter(
-        pg_pool,
-        config,
-        spool_dir=tmp_path,
-        on_committed=lambda rows, _records, _seconds: commits.append(rows),
-    ) as writer:
+    async with counting_writer(pg_pool, config, tmp_path, commits) as writer:
         # The first batch after a pause is inserted at once.
         await writer.write(first)
         for _ in range(400):
@@ -398,3 +405,52 @@ async def test_location_columns_on_a_database_upgraded_from_before_them(
     assert rows[old.call_uuid].location_source is None
     assert rows[old.call_uuid].callback_identity is None
     assert rows[new.call_uuid] == new
+
+
+async def test_signal_wait_ends_at_its_bound_or_when_set() -> None:
+    # The writer's timed waits (batch age, insert interval): a bound reached is no
+    # error, a set() wakes every waiter at once, and a set flag is not waited for.
+    signal_ = _Signal()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await signal_.wait(0.05)
+    assert loop.time() - started >= 0.04
+    waiters = [asyncio.ensure_future(signal_.wait(30.0)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    assert not any(w.done() for w in waiters)
+    signal_.set()
+    await asyncio.wait_for(asyncio.gather(*waiters), 1.0)
+    started = loop.time()
+    await signal_.wait(30.0)  # still set
+    assert loop.time() - started < 1.0
+    signal_.clear()
+    cancelled = asyncio.ensure_future(signal_.wait(30.0))
+    await asyncio.sleep(0.01)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert not signal_._waiters  # a cancelled wait leaves nothing behind
+
+
+async def test_a_full_transaction_does_not_wait_for_the_insert_interval(
+    pg_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    # Batches spooled within the interval do not wake the drainers, except the one
+    # that makes the waiting rows more than a transaction holds: a transaction's
+    # worth then goes at once, the rest waits for the interval (here, for close()).
+    config = dataclasses.replace(FAST, insert_interval=3600.0, batch_size=3)
+    commits: list[int] = []
+    async with counting_writer(pg_pool, config, tmp_path, commits) as writer:
+        await writer.write(make_record())
+        for _ in range(3):
+            await writer.write(make_record())
+        await asyncio.sleep(0.5)
+        assert commits == [1]
+        await writer.write(make_record())
+        for _ in range(100):
+            if len(commits) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert commits == [1, 3]
+    assert commits == [1, 3, 1]
+    assert await count_rows(pg_pool) == (5, 5)
