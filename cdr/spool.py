@@ -2,7 +2,8 @@
 
 Files in the spool directory::
 
-    LOCK                         flock()ed by the one process using this spool
+    LOCK                         flock()ed by the one process using this spool, which
+                                 writes "<its pid> <its parent's pid>" into it
     checkpoint                   "<segment> <offset>\\n": everything before it is committed
     seg-00000000000000000007.cdr one segment (append-only)
 
@@ -41,6 +42,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import NamedTuple
@@ -57,6 +59,13 @@ MIN_SEGMENT_BYTES = 1 << 20
 """Smallest rotation size an operator may configure."""
 DEFAULT_SEGMENT_BYTES = 64 << 20
 """Rotate to a new segment once the current one reaches this size."""
+
+ORPHAN_LOCK_WAIT = 10.0
+"""Seconds :meth:`Spool.open` waits for a lock held by an orphaned process: a worker
+whose supervisor died (it dies by PR_SET_PDEATHSIG a moment after the supervisor, see
+gateway.workers.supervisor.die_with_supervisor), which an immediate restart meets."""
+_LOCK_POLL = 0.05
+"""Seconds between attempts to take a lock held by an orphaned process."""
 
 _READ_CHUNK = MAX_FRAME_BYTES + HEADER.size
 """Bytes read at a time: one chunk always holds at least one whole valid frame."""
@@ -150,17 +159,13 @@ class Spool:
             :meth:`end`, meaning nothing to replay).
 
         Raises:
-            SpoolError: another process holds the spool.
+            SpoolError: another process holds the spool (one orphaned since it took
+                the lock, such as a worker whose supervisor was killed, for up to
+                :data:`ORPHAN_LOCK_WAIT` first: it is on its way out).
             OSError: the directory is not usable.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(lock_fd)
-            raise SpoolError(f"CDR spool {self.directory} is in use by another process") from None
-        self._lock_fd = lock_fd
+        self._lock_fd = _take_lock(self.directory / "LOCK", time.monotonic() + ORPHAN_LOCK_WAIT)
         checkpoint = self._read_checkpoint()
         for seq in self._segments():
             path = self._path(seq)
@@ -362,3 +367,73 @@ class Spool:
             _log.error("CDR spool checkpoint is unreadable (%r); replaying everything", text)
             return Position(0, len(MAGIC))
         return Position(segment, offset)
+
+
+class LockHolder(NamedTuple):
+    """The process that wrote a LOCK file: its pid, and its parent's when it locked."""
+
+    pid: int
+    parent: int
+
+
+def _take_lock(path: Path, deadline: float) -> int:
+    """Takes the spool's flock and writes this process's :class:`LockHolder` into it.
+
+    Waits, until ``deadline`` (monotonic), only while the holder is orphaned (its
+    parent is no longer the one it locked under) or exiting: a worker whose
+    supervisor died is killed by the kernel a moment later, and a restart must not
+    fail on its lock. A holder under its parent still is a running gateway: that
+    fails at once.
+
+    Raises:
+        SpoolError: naming the holder.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            orphaned = holder is not None and _parent_of(holder.pid) != holder.parent
+            if orphaned and time.monotonic() < deadline:
+                time.sleep(_LOCK_POLL)
+                continue
+            raise SpoolError(
+                f"CDR spool {path.parent} is in use by another process"
+                f" ({_describe(holder, orphaned)})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {os.getppid()}\n".encode(), 0)
+        return fd
+
+
+def _read_holder(fd: int) -> LockHolder | None:
+    try:
+        pid, parent = os.pread(fd, 64, 0).split()
+        return LockHolder(int(pid), int(parent))
+    except (OSError, ValueError):
+        return None  # written by a version that did not record it, or being written
+
+
+def _parent_of(pid: int) -> int | None:
+    """``pid``'s parent now (proc(5) stat field 4), None when it has exited."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def _describe(holder: LockHolder | None, orphaned: bool) -> str:
+    if holder is None:
+        return "pid unknown"
+    try:
+        argv = Path(f"/proc/{holder.pid}/cmdline").read_bytes().split(b"\0")
+        command = b" ".join(a for a in argv if a).decode("utf-8", "backslashreplace")
+    except OSError:
+        command = ""
+    where = f"pid {holder.pid}" + (f": {command}" if command else "")
+    if orphaned:
+        where += f"; orphaned, still there after {ORPHAN_LOCK_WAIT:g} s"
+    return where

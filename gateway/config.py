@@ -460,6 +460,16 @@ class ClusterConfig:
     sip_uri: str
     heartbeat_interval: float = 5.0
     dead_after: float = 30.0
+    worker_uri: str | None = None
+    """This worker process's own SIP URI (``[server] workers`` > 1), where the flows
+    it holds are reached; set by :func:`gateway.workers.plan.worker_config`, not read
+    from the file. None: one process, whose flows are reached at ``sip_uri``."""
+
+    @property
+    def flow_uri(self) -> str:
+        """The URI this process records as the ``flow_owner`` of the bindings it
+        takes, and recognises in a relayed request's Route."""
+        return self.worker_uri or self.sip_uri
 
     @classmethod
     def from_table(cls, table: Table, *, sip: SipConfig, instance: str | None) -> ClusterConfig:

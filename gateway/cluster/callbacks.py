@@ -24,6 +24,10 @@ Theory of operation:
 * Rule 4, a call up keeps its shared window open: every :data:`REFRESH_INTERVAL` the
   expiry of this instance's emergency calls still up is written as now plus the
   window, so an instance dying mid-call leaves a window at most that much short.
+* Rule 5, worker processes share their windows on the machine too
+  (:class:`SiblingWindows`): a centre's call reaches whichever worker the kernel
+  gives its source, which reads a sibling's window from a local file before asking
+  PostgreSQL.
 
 Expiry is wall-clock time (Unix seconds) because it is shared: instances' clocks are
 NTP-synchronised far better than the 30-minute window needs. While this instance's own
@@ -34,11 +38,15 @@ the last refresh plus the window until the call ends, then its end plus the wind
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import asyncpg
 
@@ -59,6 +67,9 @@ REFRESH_INTERVAL = 60.0
 #: Back-off of the write-behind task while PostgreSQL is away, in seconds.
 WRITE_RETRY_INITIAL = 0.2
 WRITE_RETRY_MAX = 5.0
+
+#: The directory of :class:`SiblingWindows` in ``[gateway] state_dir``.
+WINDOWS_DIR = "callback-windows"
 
 #: The database away, or (multi-host url) no host of it a primary yet.
 _DB_ERRORS = (
@@ -150,6 +161,76 @@ class CallbackWindow:
         )
 
 
+class SiblingWindows:
+    """The windows of one machine's worker processes, for each other (Rule 5).
+
+    One file per callback number in a directory the workers share (in ``[gateway]
+    state_dir``), written (a temporary file renamed over it) whenever a worker
+    remembers a window, read by a worker whose memory has none of a centre's call:
+    a centre's call back reaches whichever worker the kernel gives its source, and
+    that worker must honour the window without PostgreSQL too. Written as the shared
+    table has it: its expiry, never "in call" (a worker that dies mid-call must not
+    leave a window open for ever); the worker whose call is up refreshes the expiry.
+
+    Args:
+        directory: the shared directory (created if missing).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def write(self, entry: CallbackWindow) -> None:
+        """Writes ``entry`` for the siblings (no fsync: they share this machine's
+        page cache, and a window a power cut loses is PostgreSQL's to keep)."""
+        document = {
+            "number": entry.number,
+            "aor": entry.aor,
+            "contact": entry.contact,
+            "endpoint": [entry.endpoint.transport, entry.endpoint.host, entry.endpoint.port],
+            "centre": entry.centre,
+            "instance": entry.instance,
+            "call_id": entry.call_id,
+            "expires_at": entry.expires_at,
+        }
+        path = self.directory / entry.number
+        temporary = path.with_name(f".{entry.number}.{os.getpid()}")
+        try:
+            temporary.write_text(json.dumps(document), encoding="utf-8")
+            os.replace(temporary, path)
+        except OSError as exc:
+            log.warning("callback window of %s not shared with the workers: %s", entry.number, exc)
+
+    def read(self, number: str) -> CallbackWindow | None:
+        """The window a sibling wrote for ``number``, or None (none, or unreadable)."""
+        try:
+            document = json.loads((self.directory / number).read_text(encoding="utf-8"))
+            transport, host, port = document["endpoint"]
+            return CallbackWindow(
+                number=document["number"],
+                aor=document["aor"],
+                contact=document["contact"],
+                endpoint=Endpoint(transport, host, int(port)),
+                centre=document["centre"],
+                instance=document["instance"],
+                call_id=document["call_id"],
+                expires_at=float(document["expires_at"]),
+            )
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("callback window of %s unreadable: %s", number, exc)
+            return None
+
+    def purge(self, now: float) -> None:
+        """Removes the windows closed before ``now`` (Unix seconds)."""
+        for path in self.directory.iterdir():
+            entry = self.read(path.name) if not path.name.startswith(".") else None
+            if entry is None or not entry.is_open(now):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
 class EmergencyCallbacks:
     """The callback windows: this instance's memory, written behind to PostgreSQL.
 
@@ -160,6 +241,8 @@ class EmergencyCallbacks:
         clock: wall-clock time, Unix seconds.
         refresh_interval: seconds between refreshes of the shared expiry of
             emergency calls still up (:data:`REFRESH_INTERVAL`).
+        siblings: the windows shared with this machine's other worker processes
+            (Rule 5); None: one process.
     """
 
     def __init__(
@@ -170,7 +253,9 @@ class EmergencyCallbacks:
         window: float = CALLBACK_WINDOW,
         clock: Callable[[], float] = time.time,
         refresh_interval: float = REFRESH_INTERVAL,
+        siblings: SiblingWindows | None = None,
     ) -> None:
+        self.siblings = siblings
         self.pool = pool
         self.refresh_interval = refresh_interval
         self.instance = instance
@@ -260,6 +345,8 @@ class EmergencyCallbacks:
         for number in [n for n, e in self._memory.items() if not e.is_open(now)]:
             del self._memory[number]
         self._memory[entry.number] = entry
+        if self.siblings is not None:
+            self.siblings.write(entry)
         if self.pool is not None:
             self._unwritten[entry.number] = entry
             self._idle.clear()
@@ -278,6 +365,12 @@ class EmergencyCallbacks:
             The window, or None (none open, or the database could not tell in time).
         """
         entry = self.local(number)
+        if entry is None and self.siblings is not None:
+            entry = self.siblings.read(number)
+            if entry is not None and entry.is_open(self.clock()):
+                self._memory.setdefault(number, entry)
+                return entry
+            entry = None
         if entry is not None or self.pool is None:
             return entry
         now = self.clock()
@@ -308,6 +401,8 @@ class EmergencyCallbacks:
         Returns:
             Windows loaded.
         """
+        if self.siblings is not None:
+            await asyncio.to_thread(self.siblings.purge, self.clock())
         if self.pool is None:
             return 0
         try:

@@ -25,6 +25,12 @@ Bound: a dead instance's calls are closed within ``dead_after`` plus one
 ``heartbeat_interval`` (a survivor's tick) after its last heartbeat, plus the
 transaction's own time, while any survivor reaches the database.
 
+An instance running worker processes (``[server] workers``) is still one row: each
+worker beats it, and it records every worker's CDR name and own SIP URI (migration
+0730), so the claim closes all the workers' calls and a binding whose flow a worker
+holds has its owner gone when the machine is. gateway/workers/plan.py says why a
+worker that dies is not an instance that dies.
+
 On the same tick each instance reads every row into a :class:`ClusterView` (how long
 each instance has been silent, by the database's clock, and whether it was declared
 dead), which the call path asks without awaiting anything: a call for a phone whose
@@ -59,13 +65,20 @@ DATABASE_ERRORS = (
     asyncpg.exceptions.InternalClientError,
 )
 
+# Every worker process of an instance beats its one row (gateway/workers/plan.py):
+# the row collects each worker's CDR name and own URI (migration 0730).
 _BEAT_SQL = """
-INSERT INTO cluster_instances (instance, sip_uri, cdr_instance, started_at, last_seen)
-VALUES ($1, $2, $3, $4, now())
+INSERT INTO cluster_instances
+    (instance, sip_uri, cdr_instance, started_at, last_seen, cdr_instances, worker_uris)
+VALUES ($1, $2, $3, $4, now(), ARRAY[$3], $5::text[])
 ON CONFLICT (instance) DO UPDATE SET
     sip_uri = EXCLUDED.sip_uri, cdr_instance = EXCLUDED.cdr_instance,
     started_at = EXCLUDED.started_at, last_seen = now(),
-    declared_dead_at = NULL, declared_dead_by = NULL, calls_closed = NULL
+    declared_dead_at = NULL, declared_dead_by = NULL, calls_closed = NULL,
+    cdr_instances = ARRAY(
+        SELECT DISTINCT unnest(cluster_instances.cdr_instances || EXCLUDED.cdr_instances)),
+    worker_uris = ARRAY(
+        SELECT DISTINCT unnest(cluster_instances.worker_uris || EXCLUDED.worker_uris))
 """
 _LIVE_SQL = """
 SELECT count(*) FROM cluster_instances
@@ -80,10 +93,11 @@ _CLAIM_SQL = """
 UPDATE cluster_instances SET declared_dead_at = now(), declared_dead_by = $3
 WHERE instance = $1 AND declared_dead_at IS NULL
   AND last_seen < now() - make_interval(secs => $2)
-RETURNING cdr_instance, last_seen, declared_dead_at
+RETURNING cdr_instance, cdr_instances, last_seen, declared_dead_at
 """
 _VIEW_SQL = """
-SELECT sip_uri, extract(epoch FROM now() - last_seen)::float8 AS silent_for,
+SELECT sip_uri, coalesce(worker_uris, '{}') AS worker_uris,
+       extract(epoch FROM now() - last_seen)::float8 AS silent_for,
        declared_dead_at IS NOT NULL AS declared_dead
 FROM cluster_instances
 """
@@ -116,11 +130,22 @@ class InstanceSeen:
         sip_uri: the instance's ``[cluster] sip_uri``.
         silent_for: seconds since its last heartbeat when read (database clock).
         declared_dead: another instance has declared it dead.
+        worker_uris: its worker processes' own URIs, the flow owners of the bindings
+            they took (none when it runs as one process).
     """
 
     sip_uri: str
     silent_for: float
     declared_dead: bool
+    worker_uris: tuple[str, ...] = ()
+
+    def reached_at(self, host: str, port: int) -> bool:
+        """Whether this instance, or one of its workers, is at ``host``:``port``."""
+        for uri in (self.sip_uri, *self.worker_uris):
+            address = uri_address("instance", uri)
+            if address is not None and (address.host, address.port) == (host, port):
+                return True
+        return False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,8 +165,10 @@ class ClusterView:
 
     def gone(self, sip_uri: str, now: float) -> bool:
         """Whether the instance at ``sip_uri`` is gone: every row with that address
-        (an instance restarted under another name has two) was silent for more than
-        ``dead_after``, or declared dead, when read.
+        (an instance restarted under another name has two), as its own or one of its
+        workers', was silent for more than ``dead_after``, or declared dead, when
+        read. A worker is gone with its machine, not on its own: the supervisor
+        starts it again at once (gateway/workers/plan.py).
 
         Never gone when this view is older than ``dead_after`` (this instance could
         not read the table: the other may have come back meanwhile) or has no row of
@@ -157,12 +184,7 @@ class ClusterView:
         wanted = uri_address("owner", sip_uri)
         if wanted is None:
             return False
-        rows = [
-            seen
-            for seen in self.instances
-            if (address := uri_address("instance", seen.sip_uri)) is not None
-            and (address.host, address.port) == (wanted.host, wanted.port)
-        ]
+        rows = [seen for seen in self.instances if seen.reached_at(wanted.host, wanted.port)]
         return bool(rows) and all(
             seen.declared_dead or seen.silent_for > self.dead_after for seen in rows
         )
@@ -213,12 +235,15 @@ class Liveness:
             c.sip_uri,
             self.cdr_instance,
             self.started_at,
+            [c.worker_uri] if c.worker_uri is not None else [],
             timeout=c.dead_after,
         )
 
     async def leave(self) -> None:
         """Removes this instance's row on a clean stop: it is gone, not dead, and the
-        others have nothing to close (its calls ended as ``shutdown``).
+        others have nothing to close (its calls ended as ``shutdown``). Of several
+        workers draining, the first to finish removes it, a sibling still draining
+        writes it again with its next beat, and the last one removes it for good.
 
         Raises:
             asyncpg.PostgresError, OSError, TimeoutError: the database failed (the
@@ -241,6 +266,7 @@ class Liveness:
                     sip_uri=row["sip_uri"],
                     silent_for=row["silent_for"],
                     declared_dead=row["declared_dead"],
+                    worker_uris=tuple(row["worker_uris"]),
                 )
                 for row in rows
             ),
@@ -272,9 +298,13 @@ class Liveness:
                 claimed = await con.fetchrow(_CLAIM_SQL, name, c.dead_after, c.instance)
                 if claimed is None:
                     continue  # another survivor won, or it came back
-                closed = await close_in_progress(
-                    con, claimed["cdr_instance"], claimed["last_seen"], EndedBy.INSTANCE_DEAD
-                )
+                closed = 0
+                # Each worker's records (migration 0730); the one name of a row
+                # written before workers.
+                for cdr_instance in claimed["cdr_instances"] or [claimed["cdr_instance"]]:
+                    closed += await close_in_progress(
+                        con, cdr_instance, claimed["last_seen"], EndedBy.INSTANCE_DEAD
+                    )
                 await con.execute(_CLOSED_SQL, name, closed)
             dead = DeadInstance(
                 instance=name,

@@ -29,7 +29,12 @@ from cdr.partitions import Month, month_of_partition
 from cdr.spool import SpoolError
 from cdr.writer import CdrWriter
 from gateway.b2bua import CallAnswered, CallEnded, Reject, Route
-from gateway.cluster.callbacks import CallbackWindow, EmergencyCallbacks
+from gateway.cluster.callbacks import (
+    WINDOWS_DIR,
+    CallbackWindow,
+    EmergencyCallbacks,
+    SiblingWindows,
+)
 from gateway.cluster.liveness import DATABASE_ERRORS, DeadInstance, Liveness
 from gateway.config import GatewayConfig
 from gateway.edge.guard import Guard, LossController, stamp_overload_feedback
@@ -71,6 +76,7 @@ from gateway.service.sitestore import export_sites, import_sites, load_directory
 from gateway.sip.errors import TransportError
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Request, Response
+from gateway.workers.calls import MachineCalls
 from routing.address_check import AddressProblem, problem_counts, sites_address_problems
 from routing.config import EmergencyConfig
 from routing.decision import CallFacts, RoutedBy
@@ -226,9 +232,18 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
         control = LossController.from_config(config.guard, seq_offset=time.time() - loop.time())
         guard = Guard(config.guard, dial_plan=dial_plan, metrics=metrics, overload=control)
         shedder = _load_shedder(config, dial_plan, seq_offset=time.time() - loop.time())
-        # This instance's SIP URI among several ([cluster]); None alone: every flow
-        # is held here (gateway.registrar.routing).
-        local_uri = config.cluster.sip_uri if config.cluster is not None else None
+        # With workers, each admits against the machine's calls (gateway.workers.calls).
+        machine_calls = (
+            MachineCalls(config.state_dir, config.server.workers, config.server.worker_index)
+            if config.server.worker_index
+            else None
+        )
+        if machine_calls is not None:
+            stack.callback(machine_calls.close)
+        # Where the flows this process holds are reached among several instances
+        # ([cluster]; a worker's own port, gateway.workers.plan); None alone: every
+        # flow is held here (gateway.registrar.routing).
+        local_uri = config.cluster.flow_uri if config.cluster is not None else None
         # Built now, started with the listeners: its view of the others' heartbeats
         # tells the call path which flow owners are gone.
         liveness = (
@@ -243,6 +258,12 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             else None
         )
         owner_gone: OwnerGone = liveness.owner_gone if liveness is not None else never_gone
+
+        def held_flow(address: Endpoint) -> None:
+            # Called by a call's routing, so only once the gateway below exists: the
+            # lookups are built before the gateway whose transports send.
+            gateway.transports.send_from_shared(address)
+
         registrar = (
             Registrar(
                 config.registrar,
@@ -295,7 +316,16 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
         desk = None
         # RFC 6881 SP-35 windows, shared with the other instances and kept across
         # restarts (gateway/cluster/callbacks.py): the open ones are loaded first.
-        callbacks = EmergencyCallbacks(db.pool, instance=config.instance)
+        callbacks = EmergencyCallbacks(
+            db.pool,
+            instance=config.instance,
+            # Rule 5: with workers, the machine's windows without the database.
+            siblings=(
+                SiblingWindows(config.state_dir / WINDOWS_DIR)
+                if config.server.worker_index
+                else None
+            ),
+        )
         if holder is not None:
             await callbacks.load()
         if holder is not None and routing_config is not None:
@@ -317,10 +347,14 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                 resolve=resolve_endpoints,
                 dial_plan=dial_plan,
                 lookup_binding=(
-                    _binding_lookup(registrar, local_uri, owner_gone) if registrar else None
+                    _binding_lookup(registrar, local_uri, owner_gone, held_flow)
+                    if registrar
+                    else None
                 ),
                 callback_flow=(
-                    _callback_flow(registrar, local_uri, owner_gone) if registrar else None
+                    _callback_flow(registrar, local_uri, owner_gone, held_flow)
+                    if registrar
+                    else None
                 ),
                 cluster_uri=local_uri,
                 edge_proxies=config.sip.edge_proxies,
@@ -334,6 +368,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
                     else None
                 ),
                 callbacks=callbacks,
+                sibling_calls=machine_calls.siblings if machine_calls is not None else None,
             )
             # The RFC 6881 callback window starts when the emergency call ends.
             sinks.append(router.call_ended)
@@ -353,6 +388,7 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             # from the configured capacity when there is one, else from the load.
             on_response=_overload_feedback(control or (shedder.monitor if shedder else None)),
             shedder=shedder,
+            on_active_calls=machine_calls.publish if machine_calls is not None else None,
             emergency_fallback=(
                 _emergency_fallback(dial_plan, holder) if holder is not None else None
             ),
@@ -480,8 +516,29 @@ async def _seed_sites(pool: asyncpg.Pool, path: Path) -> None:
         log.info("imported seed sites from %s", path)
 
 
+#: ``held_flow(address)``: what goes to a binding's address whose flow this process
+#: holds leaves from the socket the device registered to (a worker's shared port).
+HeldFlow = Callable[[Endpoint], None]
+
+
+def _no_shared_socket(_address: Endpoint) -> None:
+    """One process: it sends from the port the device registered to anyway."""
+
+
+def _flow_held_here(binding: Binding, local: str | None, held_flow: HeldFlow) -> None:
+    """Before a call goes over a flow this process holds by its ``flow_owner``: a
+    worker sends from the shared port the device registered to, which its NAT lets
+    in, even when this run of the worker has not heard from the device yet (it was
+    started again since; gateway/workers/plan.py)."""
+    if local is not None and binding.flow_owner is not None:
+        held_flow(binding.received)
+
+
 def _binding_lookup(
-    registrar: Registrar, local: str | None, owner_gone: OwnerGone = never_gone
+    registrar: Registrar,
+    local: str | None,
+    owner_gone: OwnerGone = never_gone,
+    held_flow: HeldFlow = _no_shared_socket,
 ) -> BindingLookup:
     """The router's binding lookup: the AoR's device over this instance's flow,
     through the edge proxy of its Path (gateway.registrar.path), or through the
@@ -489,8 +546,11 @@ def _binding_lookup(
 
     Args:
         registrar: the registrar.
-        local: this instance's ``[cluster] sip_uri``; None without ``[cluster]``.
+        local: this process's ``[cluster]`` flow URI
+            (:attr:`gateway.config.ClusterConfig.flow_uri`); None without ``[cluster]``.
         owner_gone: whether the heartbeats say an instance is gone.
+        held_flow: told the address of a binding whose flow this process holds,
+            before the call goes there (:func:`_flow_held_here`).
     """
 
     async def lookup(request: Request) -> Route | Reject | LocationUnknown | None:
@@ -518,6 +578,7 @@ def _binding_lookup(
         if binding.path:
             return await _route_via_path(binding, request.uri)
         if choice.owner is None:
+            _flow_held_here(binding, local, held_flow)
             return route_to_binding(binding)
         if choice.owner_gone:
             log.info(
@@ -552,7 +613,10 @@ async def _owner_targets(owner: str, callee: str) -> tuple[Endpoint, ...] | None
 
 
 def _callback_flow(
-    registrar: Registrar, local: str | None, owner_gone: OwnerGone = never_gone
+    registrar: Registrar,
+    local: str | None,
+    owner_gone: OwnerGone = never_gone,
+    held_flow: HeldFlow = _no_shared_socket,
 ) -> CallbackFlow:
     """How an emergency callback reaches the device of its window through the
     instance holding the device's registration flow
@@ -560,8 +624,10 @@ def _callback_flow(
 
     Args:
         registrar: the registrar (the device's bindings).
-        local: this instance's ``[cluster] sip_uri``; None without ``[cluster]``.
+        local: this process's ``[cluster]`` flow URI
+            (:attr:`gateway.config.ClusterConfig.flow_uri`); None without ``[cluster]``.
         owner_gone: whether the heartbeats say an instance is gone.
+        held_flow: as for :func:`_binding_lookup`.
     """
     served = registrar.config
 
@@ -601,6 +667,7 @@ def _callback_flow(
                 return through_path
             return as_callback(through_path, binding)
         if choice.owner is None:
+            _flow_held_here(binding, local, held_flow)
             return callback_to_binding(binding)
         if choice.owner_gone:
             log.warning(

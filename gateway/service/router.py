@@ -252,10 +252,13 @@ class CallRouter:
             transports (the transport manager reads them); the process-wide ones.
         callback_flow: how a callback reaches its device's registration flow (the
             app's, over the registrar); None: the window's address, from here.
-        cluster_uri: this instance's ``[cluster] sip_uri``: a callback relayed here
+        cluster_uri: this process's ``[cluster]`` flow URI: a callback relayed here
             by a sibling names it in its Route; None without ``[cluster]``.
         edge_proxies: ``[sip] edge_proxies``: a call from one of them is taken to
             come from where the proxy received it (its Via below, received/rport).
+        sibling_calls: the calls the other worker processes of this machine carry,
+            counted against ``[overload] max_calls`` with this one's
+            (gateway.workers.calls); None: one process.
     """
 
     def __init__(
@@ -279,7 +282,9 @@ class CallRouter:
         callback_flow: CallbackFlow | None = None,
         cluster_uri: str | None = None,
         edge_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
+        sibling_calls: Callable[[], int] | None = None,
     ) -> None:
+        self.sibling_calls = sibling_calls
         self.edge_proxies = edge_proxies
         self.callback_flow = callback_flow
         self.cluster_uri = cluster_uri
@@ -335,7 +340,8 @@ class CallRouter:
                 )
             ctx = replace(ctx, subscriber=directory.subscribers.get(outcome))
         load = Load(
-            active_calls=event.active_calls,
+            active_calls=event.active_calls
+            + (self.sibling_calls() if self.sibling_calls is not None else 0),
             max_calls=self.overload.max_calls,
             retry_after=self.overload.retry_after,
             emergency_reserve=self.overload.emergency_reserve,

@@ -147,6 +147,8 @@ class Gateway:
         shedder: load shedding (``gateway.edge.overload``): fed a heartbeat every
             ``[overload] sample_interval``; while it sheds, new ordinary INVITEs get
             a stateless 503 here, before the core sees them. None: no load shedding.
+        on_active_calls: told the count of admitted calls whenever it changes (a
+            worker publishes it to its siblings, gateway.workers.calls).
     """
 
     def __init__(
@@ -163,7 +165,9 @@ class Gateway:
         on_response: Callable[[Response, float], object] | None = None,
         emergency_fallback: Callable[[Request], Route | None] | None = None,
         shedder: LoadShedder | None = None,
+        on_active_calls: Callable[[int], None] | None = None,
     ) -> None:
+        self.on_active_calls = on_active_calls
         self.shedder = shedder
         self._heartbeat: asyncio.TimerHandle | None = None
         self._heartbeat_at = 0.0
@@ -487,6 +491,8 @@ class Gateway:
         assert self.b2bua is not None
         if not isinstance(decision, Reject) and call_uuid in self.b2bua.calls:
             self._admitted.add(call_uuid)
+            if self.on_active_calls is not None:
+                self.on_active_calls(len(self._admitted))
             if decision.facts.admission is Admission.BEYOND_RESERVE and self.metrics is not None:
                 self.metrics.emergency_call_beyond_reserve()
         self.b2bua.route_decided(call_uuid, decision, now)
@@ -679,6 +685,8 @@ class Gateway:
 
     def _call_ended(self, event: CallEnded) -> None:
         self._admitted.discard(event.call_uuid)
+        if self.on_active_calls is not None:
+            self.on_active_calls(len(self._admitted))
         if self.active_calls == 0:
             self._idle.set()
         if self.metrics is not None:

@@ -166,13 +166,16 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 class _SharedUdpProtocol(_UdpProtocol):
     """A UDP socket on the port the worker processes share (SO_REUSEPORT).
 
-    Requests leave from the worker's own socket, the port its Via advertises, so
-    that their responses (sent to the source port when the peer honours ``rport``,
-    RFC 3581) come back to this worker and not to whichever worker the kernel
-    picks for that peer. A response, though, must leave from the socket its
-    request arrived on: a NATed phone's pinhole and a symmetric peer accept
-    answers only from the address and port they sent to (RFC 3581 4). So this
-    socket remembers who sent to it.
+    What goes to a peer that sent to this socket leaves from it: a NATed phone's
+    pinhole and a symmetric peer accept datagrams only from the address and port
+    they sent to (RFC 3581 4), responses and requests alike (a call to a phone
+    registered through this worker: gateway/workers/plan.py). The kernel hashes
+    the peer's datagrams to this worker by their 4-tuple, so the responses to such
+    a request, sent to the source port when the peer honours ``rport`` (RFC 3581),
+    come back here too. Requests to anyone else leave from the worker's own socket,
+    the port its Via advertises, so that their responses come back to this worker
+    and not to whichever worker the kernel picks for that peer. So this socket
+    remembers who sent to it.
     """
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
@@ -263,6 +266,8 @@ class TransportManager:
         self._udp_listeners: list[_UdpProtocol] = []
         #: UDP sources seen on a shared socket -> that socket (its replies leave there)
         self._reply_flows: dict[Endpoint, _UdpProtocol] = {}
+        #: the shared UDP socket of each family (keyed by "is IPv6"), if any
+        self._shared_udp: dict[bool, _UdpProtocol] = {}
         self._udp_sockets: list[socket.socket] = []
         self._servers: list[asyncio.Server] = []
         self._connections: dict[Endpoint, _StreamProtocol] = {}
@@ -290,6 +295,8 @@ class TransportManager:
             kind = _SharedUdpProtocol if spec.shared else _UdpProtocol
             _, protocol = await loop.create_datagram_endpoint(lambda: kind(self, errors), sock=sock)
             self._udp_listeners.append(protocol)
+            if spec.shared:
+                self._shared_udp.setdefault(family == socket.AF_INET6, protocol)
             # Requests leave from the worker's own socket (see _SharedUdpProtocol).
             if not spec.shared or (family == socket.AF_INET6) not in self._udp:
                 self._udp[family == socket.AF_INET6] = protocol
@@ -334,6 +341,7 @@ class TransportManager:
         self._udp.clear()
         self._udp_listeners.clear()
         self._reply_flows.clear()
+        self._shared_udp.clear()
         self._udp_sockets.clear()
         self._servers.clear()
 
@@ -390,11 +398,24 @@ class TransportManager:
 
     # ------------------------------------------------------------------ egress
 
+    def send_from_shared(self, destination: Endpoint) -> None:
+        """From now on, what goes to ``destination`` (UDP) leaves from the shared
+        socket, as if it had sent to it: a phone whose flow this worker holds by its
+        registration, called before it sent anything to this run of the worker (a
+        worker started again). A no-op without a shared socket (one process)."""
+        protocol = self._shared_udp.get(":" in destination.host)
+        if protocol is None or destination.transport != "UDP":
+            return
+        flows = self._reply_flows
+        if destination not in flows and len(flows) >= REPLY_FLOWS_LIMIT:
+            del flows[next(iter(flows))]
+        flows[destination] = protocol
+
     def send(self, data: bytes, destination: Endpoint) -> None:
         """Sends one message; stream connections are opened on demand."""
         if destination.transport == "UDP":
             protocol = self._udp.get(":" in destination.host)
-            if self._reply_flows and data.startswith(b"SIP/2.0 "):
+            if self._reply_flows:
                 protocol = self._reply_flows.get(destination, protocol)
             if protocol is None or protocol.transport is None:
                 self.stats["no_udp_socket"] += 1

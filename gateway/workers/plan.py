@@ -23,19 +23,44 @@ port, and any worker can take those. The alternative, one process receiving and
 handing messages to workers by Call-ID, would put every message through one more
 process and copy; the kernel's spreading costs nothing.
 
-Limits that bound the whole gateway are divided among the workers, so that N
-workers admit what one process would (issue 17): ``[overload] max_calls`` and
-``emergency_reserve``, ``[sip] max_transactions`` and ``[guard] oc_capacity`` (the
-RFC 7339 reference rate; each worker sees its share of the offered calls). The
-kernel spreads new sources evenly, not calls: a worker may refuse a call while
-another has room, by at most the imbalance of the hash (a shared counter would put
-an IPC round trip in every call set-up). Per-source limits (``[guard]`` rates,
-bans) stay whole: one source's datagrams all reach one worker. Load shedding needs
-no share: each worker measures its own loop and its own sockets.
+Limits that bound the whole gateway hold for the machine, so that N workers admit
+what one process would (issue 17). ``[overload] max_calls`` and
+``emergency_reserve`` stay whole: each worker admits against the machine's count of
+calls, its own and its siblings' (gateway/workers/calls.py says why a share would
+not do: one PBX is one source, whose calls all reach one worker). ``[sip]
+max_transactions`` and ``[guard] oc_capacity`` (the RFC 7339 reference rate; each
+worker sees its share of the offered calls) are divided among the workers: they
+bound a process's memory and rate, and the parts add up to the whole. Per-source
+limits (``[guard]`` rates, bans) stay whole: one source's datagrams all reach one
+worker. Load shedding needs no share: each worker measures its own loop and its
+own sockets.
 
-With ``[cluster]`` (issue 16), a worker's ``cluster.instance`` is its name (its
-heartbeat, the owner of its in-progress CDRs) and ``cluster.sip_uri`` its own port,
-so the other workers and instances reach that worker and no other.
+With ``[cluster]`` (issue 16) the cluster still deals with instances, that is
+machines: what Kamailio's dispatcher lists (the shared port), what
+``voipgw_cluster_instances`` counts and what the survivors declare dead. A worker
+is an implementation detail there, for three reasons. The operator configured one
+instance and one ``sip_uri`` per machine and alerts on that count. A worker that
+dies is not a machine that dies: the supervisor starts it again at once, and that
+worker closes the records its previous run left in progress when it starts
+(cdr/writer.py Rule 5), as a restarted single process does; declaring the machine
+dead would close its live siblings' calls. And the owners of flows must stay
+reachable while one worker restarts. So every worker heartbeats the instance's one
+row of ``cluster_instances`` under ``cluster.instance`` and ``cluster.sip_uri`` as
+configured; the row collects each worker's CDR name and own URI (migration 0730),
+so that a survivor that declares the *machine* dead closes every worker's calls,
+and a flow owner is gone exactly when its machine is
+(gateway/cluster/liveness.py).
+
+A worker is visible in one place: the flows it holds. A device registered through
+the shared port sent its REGISTER from a 4-tuple the kernel hashes to one worker,
+and all its later datagrams (refreshes, responses sent to the shared port, which
+``rport`` asks for, RFC 3581) reach that same worker; a TCP or TLS connection is
+that worker's alone. So a binding's ``flow_owner`` is the worker's own URI
+(``cluster.worker_uri``), and a call for it taken by any other worker, of this
+machine or another, is relayed to that port with ``Route: <owner;lr>``
+(gateway/registrar/routing.py). The owner sends the INVITE from the shared socket
+the device sent to (gateway/transport/manager.py ``_reply_flows``): a NAT lets in
+only datagrams from the address and port its mapping was opened towards.
 """
 
 from __future__ import annotations
@@ -44,6 +69,7 @@ import dataclasses
 from pathlib import Path
 
 from gateway.config import GatewayConfig, ListenConfig
+from gateway.sip.uri import SipUri, parse_uri
 
 
 def worker_name(instance: str, index: int) -> str:
@@ -62,6 +88,15 @@ def own_listeners(config: GatewayConfig, index: int) -> tuple[ListenConfig, ...]
             seen.add((item.transport, item.host))
             own.append(dataclasses.replace(item, port=port, shared=False))
     return tuple(own)
+
+
+def worker_uri(sip_uri: str, port: int) -> str:
+    """A worker's own SIP URI: the instance's ``[cluster] sip_uri`` (the host other
+    instances reach this machine at, even when the listeners bind a wildcard) on the
+    worker's own port."""
+    uri = parse_uri(sip_uri)
+    assert isinstance(uri, SipUri), sip_uri  # ClusterConfig.from_table checked it
+    return str(dataclasses.replace(uri, port=port))
 
 
 def worker_share(total: int, index: int, workers: int) -> int:
@@ -91,12 +126,8 @@ def worker_config(config: GatewayConfig, index: int) -> GatewayConfig:
     name = worker_name(config.instance, index)
     cluster = config.cluster
     if cluster is not None:
-        first = own[0]
-        host = f"[{first.host}]" if ":" in first.host else first.host
-        scheme = "sips" if first.transport == "TLS" else "sip"
-        cluster = dataclasses.replace(
-            cluster, instance=name, sip_uri=f"{scheme}:{host}:{first.port}"
-        )
+        # The instance's name and sip_uri stay the machine's (module docstring).
+        cluster = dataclasses.replace(cluster, worker_uri=worker_uri(cluster.sip_uri, own[0].port))
     return dataclasses.replace(
         config,
         instance=name,
@@ -112,15 +143,6 @@ def worker_config(config: GatewayConfig, index: int) -> GatewayConfig:
             config.cdr, spool_dir=str(Path(config.cdr.spool_dir) / f"w{index}")
         ),
         server=dataclasses.replace(server, worker_index=index),
-        overload=dataclasses.replace(
-            config.overload,
-            max_calls=worker_share(config.overload.max_calls, index, server.workers),
-            emergency_reserve=(
-                worker_share(config.overload.emergency_reserve, index, server.workers)
-                if config.overload.emergency_reserve
-                else 0
-            ),
-        ),
         guard=dataclasses.replace(
             config.guard, oc_capacity=config.guard.oc_capacity / server.workers
         ),

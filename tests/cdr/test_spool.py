@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from cdr.spool import MAGIC, Position, Spool, SpoolError, encode_frame, scan_frames
+from cdr.spool import (
+    MAGIC,
+    ORPHAN_LOCK_WAIT,
+    Position,
+    Spool,
+    SpoolError,
+    encode_frame,
+    scan_frames,
+)
 
 
 def payloads(n: int, prefix: str = "r") -> list[bytes]:
@@ -124,6 +135,61 @@ def test_lock_prevents_second_process(tmp_path: Path) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
     first.close()
+
+
+#: Holds the spool at argv[1] for argv[2] seconds after printing "held".
+HOLDER = """
+import sys, time
+from cdr.spool import Spool
+Spool(sys.argv[1]).open()
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+#: Starts HOLDER (argv[1], argv[2]) and exits once it holds the spool: it is orphaned.
+ORPHANER = """
+import subprocess, sys
+holder = subprocess.Popen([sys.executable, "-c", sys.argv[3], sys.argv[1], sys.argv[2]],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+print(holder.stdout.readline().strip(), holder.pid, flush=True)
+"""
+
+
+def test_a_held_spool_fails_at_once_naming_its_holder(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path), "30"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with pytest.raises(SpoolError, match=rf"in use by another process \(pid {holder.pid}: "):
+            Spool(tmp_path).open()
+        assert time.monotonic() - started < 1.0  # its parent (this test) lives
+    finally:
+        holder.kill()
+        holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
+
+
+def test_a_spool_held_by_an_orphan_is_waited_for(tmp_path: Path) -> None:
+    """A worker whose supervisor was SIGKILLed holds its spool until the kernel's
+    PR_SET_PDEATHSIG kills it too: a restart at once waits for it."""
+    orphaner = subprocess.run(
+        [sys.executable, "-c", ORPHANER, str(tmp_path), "1.0", HOLDER],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    said, pid = orphaner.stdout.split()
+    assert said == "held"
+    started = time.monotonic()
+    spool = Spool(tmp_path)
+    spool.open()
+    waited = time.monotonic() - started
+    spool.close()
+    assert 0.2 < waited < ORPHAN_LOCK_WAIT, waited
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
 
 
 def test_commit_is_monotonic(tmp_path: Path) -> None:

@@ -234,7 +234,7 @@ async def test_callback_follows_the_flow_and_the_heartbeats(pg_dsn: str) -> None
             # The attempt (and its retransmissions) from B's own address, which the
             # NAT dropped; A was not asked.
             assert phone.dropped, "no last-resort INVITE from B"
-            assert {source for source, _ in phone.dropped} == {c.b_address}, phone.dropped
+            assert {source for source, _ in phone.dropped} <= c.b.setup.addresses, phone.dropped
             assert all(line.startswith("INVITE ") for _, line in phone.dropped), phone.dropped
             assert last_resort_in >= OWNER_RESPONSE_TIMEOUT
             assert "as a last resort" in c.b.tail(400_000)

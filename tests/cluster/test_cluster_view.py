@@ -3,6 +3,8 @@ ClusterView): the pure decision the call path asks without awaiting anything."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from gateway.cluster.liveness import ClusterView, InstanceSeen
 
 A = "sip:127.0.0.1:5070"
@@ -55,3 +57,17 @@ def test_a_view_older_than_dead_after_judges_nobody() -> None:
     assert seen.gone(B, READ_AT + DEAD_AFTER)
     # This instance could not read the table for longer: B may be back meanwhile.
     assert not seen.gone(B, READ_AT + DEAD_AFTER + 0.01)
+
+
+def test_a_worker_is_gone_with_its_machine_not_alone() -> None:
+    worker = "sip:127.0.0.1:5081"
+    machine = InstanceSeen(sip_uri=A, silent_for=0.4, declared_dead=False, worker_uris=(worker, B))
+    live = ClusterView(instances=(machine,), read_at=READ_AT, dead_after=DEAD_AFTER)
+    assert not live.gone(worker, READ_AT)
+    dead = ClusterView(
+        instances=(dataclasses.replace(machine, silent_for=9.0),),
+        read_at=READ_AT,
+        dead_after=DEAD_AFTER,
+    )
+    assert dead.gone(worker, READ_AT) and dead.gone(A, READ_AT)
+    assert not dead.gone("sip:127.0.0.1:5082", READ_AT)  # nobody's: never judged

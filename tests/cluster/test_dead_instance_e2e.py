@@ -56,13 +56,14 @@ def clustered(setup: GatewaySetup) -> GatewaySetup:
     return setup
 
 
-async def rows_of(dsn: str, instance: str) -> list[asyncpg.Record]:
+async def rows_of(dsn: str, setup: GatewaySetup) -> list[asyncpg.Record]:
+    """The CDR rows of the gateway of ``setup`` (of each of its workers)."""
     con = await asyncpg.connect(dsn)
     try:
         return await con.fetch(
             "SELECT call_id, ended_by::text, ended_at, answered_at FROM cdr"
-            " WHERE gateway_instance = $1",
-            instance,
+            " WHERE gateway_instance = ANY($1)",
+            setup.process_names,
         )
     finally:
         await con.close()
@@ -118,7 +119,7 @@ async def test_survivor_closes_a_sigkilled_instances_calls(pg_dsn: str) -> None:
                 )
                 await wait_until(
                     f"{CALLS} in-progress rows of A",
-                    lambda: rows_of(pg_dsn, names[0]),
+                    lambda: rows_of(pg_dsn, setups[0]),
                     lambda r: len(r) == CALLS and all(x["ended_by"] is None for x in r),
                     limit=30,
                 )
@@ -127,7 +128,7 @@ async def test_survivor_closes_a_sigkilled_instances_calls(pg_dsn: str) -> None:
                 assert await a.wait(10) == -signal.SIGKILL
                 closed = await wait_until(
                     "A's rows closed by B",
-                    lambda: rows_of(pg_dsn, names[0]),
+                    lambda: rows_of(pg_dsn, setups[0]),
                     lambda r: all(x["ended_by"] is not None for x in r),
                     limit=DEAD_AFTER + HEARTBEAT + LAG + 20,
                 )
@@ -147,15 +148,21 @@ async def test_survivor_closes_a_sigkilled_instances_calls(pg_dsn: str) -> None:
                 await b.stop()
                 if held is not None:
                     await held
-            # A's spool, replayed from elsewhere (here the test), twice.
+            # A's spool (with workers, each worker's), replayed from elsewhere (here
+            # the test), twice.
             replays = [
-                await voipgw(
-                    *("cdr", "replay-spool", "--spool-dir", str(setups[0].spool_dir)),
-                    *("--database-url", pg_dsn),
+                " / ".join(
+                    [
+                        await voipgw(
+                            *("cdr", "replay-spool", "--spool-dir", str(spool)),
+                            *("--database-url", pg_dsn),
+                        )
+                        for spool in setups[0].locked_spool_dirs
+                    ]
                 )
                 for _ in range(2)
             ]
-            after = await rows_of(pg_dsn, names[0])
+            after = await rows_of(pg_dsn, setups[0])
             # B stopped cleanly (SIGTERM): gone, not dead.
             b_left = await instance_row(pg_dsn, names[1])
     finally:
@@ -176,7 +183,7 @@ async def test_survivor_closes_a_sigkilled_instances_calls(pg_dsn: str) -> None:
     # Replays are idempotent: the same rows, none duplicated, none reopened.
     assert len(after) == CALLS and len({x["call_id"] for x in after}) == CALLS
     assert {x["ended_by"] for x in after} == {"instance-dead"}
-    assert replays[1].startswith("0 rows inserted"), replays
+    assert all(r.startswith("0 rows inserted") for r in replays[1].split(" / ")), replays
     assert b_left is None
     print(
         f"dead_after {DEAD_AFTER} s, heartbeat {HEARTBEAT} s: A declared dead "

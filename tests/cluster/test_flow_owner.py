@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 
 import asyncpg
 import pytest
@@ -25,7 +26,14 @@ import pytest
 from gateway.registrar.routing import OWNER_RESPONSE_TIMEOUT
 from tests.cluster.rig import NatPhone, provision, register, start_instance
 from tests.interop.sipp import SippResult, SippUas, free_port, run_uac
-from tests.ops.harness import HOST, REALM, GatewayProcess, GatewaySetup, remove_state
+from tests.ops.harness import (
+    HOST,
+    REALM,
+    TEST_WORKERS,
+    GatewayProcess,
+    GatewaySetup,
+    remove_state,
+)
 from tests.ops.harness import state_directory as new_state
 
 pytestmark = [pytest.mark.sipp, pytest.mark.interop, pytest.mark.postgres, pytest.mark.asyncio]
@@ -58,8 +66,11 @@ async def flow_owners(dsn: str) -> list[str | None]:
     return [r["flow_owner"] for r in rows]
 
 
-async def cdrs_by_instance(dsn: str, count: int) -> dict[str, list[int]]:
-    """Final statuses by instance ("a", "b"), oldest first, once ``count`` are in."""
+async def cdrs_by_instance(
+    dsn: str, count: int, done: Callable[[dict[str, list[int]]], bool] | None = None
+) -> dict[str, list[int]]:
+    """Final statuses by instance ("a", "b"), oldest first, once ``count`` are in
+    (and ``done`` says so, when given)."""
     found: dict[str, list[int]] = {}
     con = await asyncpg.connect(dsn)
     try:
@@ -71,7 +82,7 @@ async def cdrs_by_instance(dsn: str, count: int) -> dict[str, list[int]]:
             for row in rows:
                 name = row["gateway_instance"].split("-ops-")[0]
                 found.setdefault(name, []).append(row["final_status"])
-            if len(rows) >= count:
+            if len(rows) >= count and (done is None or done(found)):
                 break
             await asyncio.sleep(0.25)
     finally:
@@ -87,8 +98,25 @@ async def wait_for_byes(phone: NatPhone, count: int) -> None:
     raise AssertionError(f"{len(phone.byes)} BYE(s) reached the phone, expected {count}")
 
 
-def uri_of(gateway: GatewayProcess) -> str:
-    return f"sip:127.0.0.1:{gateway.setup.sip_port}"
+def legs(found: list[int] | None, expected: list[int], delivered: int) -> bool:
+    """Whether an instance's final statuses are ``expected``. With workers, each of
+    the ``delivered`` calls it delivered over its own flow may have taken one more
+    hop inside it, from the worker the kernel gave the call to the worker holding
+    the flow (gateway/workers/plan.py), which writes one more record, answered:
+    those may come on top, and nothing else."""
+    if TEST_WORKERS == 1:
+        return found == expected
+    rest = list(found or [])
+    for status in expected:
+        if status not in rest:
+            return False
+        rest.remove(status)
+    return all(s == 200 for s in rest) and len(rest) <= (delivered if TEST_WORKERS > 1 else 0)
+
+
+def held_by(owners: list[str | None], gateway: GatewayProcess) -> bool:
+    """Whether ``owners`` is one flow, held by ``gateway`` (or one of its workers)."""
+    return len(owners) == 1 and owners[0] in gateway.setup.flow_uris
 
 
 @pytest.mark.timeout(300)
@@ -111,7 +139,8 @@ async def test_call_at_b_reaches_natted_phone_through_a_and_480_once_a_is_gone(
             # alice registers through A: the NAT mapping is towards A alone.
             port = free_port(HOST)
             await register(a.setup, "alice", PASSWORD, port)
-            assert await flow_owners(pg_dsn) == [uri_of(a)]
+            owners = await flow_owners(pg_dsn)
+            assert held_by(owners, a), owners
             phone = NatPhone("alice", port, allowed=a_address)
             await phone.start()
 
@@ -128,7 +157,10 @@ async def test_call_at_b_reaches_natted_phone_through_a_and_480_once_a_is_gone(
             assert direct.ok, direct.describe()
             assert phone.invite_sources == [a_address, a_address]
             # Every record of A is in PostgreSQL before it dies (B has one so far).
-            assert (await cdrs_by_instance(pg_dsn, 3)).get("a") == [200, 200]
+            found = await cdrs_by_instance(
+                pg_dsn, 3, lambda f: legs(f.get("a"), [200, 200], delivered=2)
+            )
+            assert legs(found.get("a"), [200, 200], delivered=2), found
 
             # A hangs (SIGSTOP: its port still bound, so no ICMP error, as with a
             # host that vanished): after OWNER_RESPONSE_TIMEOUT without a response,
@@ -155,7 +187,8 @@ async def test_call_at_b_reaches_natted_phone_through_a_and_480_once_a_is_gone(
             # The phone re-registers through B (its NAT mapping is now towards B).
             phone.close()
             await register(b.setup, "alice", PASSWORD, port)
-            assert await flow_owners(pg_dsn) == [uri_of(b)]
+            owners = await flow_owners(pg_dsn)
+            assert held_by(owners, b), owners
             phone = NatPhone("alice", port, allowed=b_address)
             await phone.start()
             again = await pbx_call(b.setup)
@@ -166,9 +199,16 @@ async def test_call_at_b_reaches_natted_phone_through_a_and_480_once_a_is_gone(
             # Each instance wrote its own leg's CDR: A two delivered calls (the
             # relayed one and the direct one), B the relayed call, the 480 and the
             # call after the re-registration.
-            found = await cdrs_by_instance(pg_dsn, 6)
-            assert found.get("b") == [200, 480, 480, 200], found
-            assert found.get("a") == [200, 200], found
+            found = await cdrs_by_instance(
+                pg_dsn,
+                6,
+                lambda f: (
+                    legs(f.get("b"), [200, 480, 480, 200], delivered=1)
+                    and legs(f.get("a"), [200, 200], delivered=2)
+                ),
+            )
+            assert legs(found.get("b"), [200, 480, 480, 200], delivered=1), found
+            assert legs(found.get("a"), [200, 200], delivered=2), found
     finally:
         if phone is not None:
             phone.close()

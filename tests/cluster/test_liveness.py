@@ -173,3 +173,44 @@ async def test_the_view_says_which_owner_is_gone_by_the_databases_clock(
     await me.read_view()
     me.clock = lambda: view.read_at + 1e6
     assert not me.owner_gone(owner)
+
+
+async def test_workers_beat_one_row_and_a_dead_machine_closes_every_workers_calls(
+    pg_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    machine = "gw-workers"
+    names = [f"{machine}-w1", f"{machine}-w2"]
+    calls = [
+        dataclasses.replace(record, gateway_instance=names[i % 2])
+        for i, record in enumerate(in_progress_calls(6))
+    ]
+    await replay_batches(pg_pool, tmp_path / "spool", [calls])
+    workers = [
+        Liveness(
+            pg_pool,
+            dataclasses.replace(cluster(machine), worker_uri=f"sip:127.0.0.1:{5081 + i}"),
+            cdr_instance=name,
+        )
+        for i, name in enumerate(names)
+    ]
+    for worker in workers:
+        await worker.beat()
+    row = await pg_pool.fetchrow(
+        "SELECT cdr_instances, worker_uris FROM cluster_instances WHERE instance = $1", machine
+    )
+    assert sorted(row["cdr_instances"]) == names
+    assert sorted(row["worker_uris"]) == ["sip:127.0.0.1:5081", "sip:127.0.0.1:5082"]
+    assert await workers[0].live_instances() == 1
+    view = await workers[0].read_view()
+    assert not view.gone("sip:127.0.0.1:5082", view.read_at)
+    # The machine goes silent: a survivor closes both workers' calls in one claim.
+    await pg_pool.execute(
+        "UPDATE cluster_instances SET last_seen = now() - interval '5 s' WHERE instance = $1",
+        machine,
+    )
+    (dead,) = await Liveness(pg_pool, cluster("gw-survivor"), cdr_instance="gw-survivor").reap()
+    assert (dead.instance, dead.calls_closed) == (machine, 6)
+    ended = await pg_pool.fetch(
+        "SELECT DISTINCT ended_by::text FROM cdr WHERE gateway_instance = ANY($1)", names
+    )
+    assert [r["ended_by"] for r in ended] == [EndedBy.INSTANCE_DEAD.value]

@@ -31,6 +31,7 @@ import socket
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
@@ -44,6 +45,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cdr.db import EmbeddedPostgres
 from cdr.record import decode_spool_payload
 from cdr.spool import Spool
+from gateway.workers.plan import worker_name
 from tests.emergency.rig import DEMO_CENTRE_PORTS, demo_sites_with
 from tests.interop.sipp import SippUas, free_port, run_uac
 
@@ -164,6 +166,36 @@ class GatewaySetup:
         if self.workers == 1:
             return [self.spool_dir]
         return [self.spool_dir / f"w{index}" for index in range(1, self.workers + 1)]
+
+    @property
+    def instance(self) -> str:
+        """``[gateway] instance`` as the configuration file names it now."""
+        with self.config.open("rb") as file:
+            return str(tomllib.load(file)["gateway"]["instance"])
+
+    @property
+    def process_names(self) -> list[str]:
+        """The names the gateway's processes give their CDR rows and callback
+        windows: the instance's, or with workers each worker's
+        (gateway.workers.plan.worker_name)."""
+        if self.workers == 1:
+            return [self.instance]
+        return [worker_name(self.instance, index) for index in range(1, self.workers + 1)]
+
+    @property
+    def addresses(self) -> set[tuple[str, int]]:
+        """Every UDP address the gateway sends from: its SIP port, and with workers
+        each worker's own port."""
+        own = {(HOST, self.worker_sip_port + i) for i in range(self.workers)}
+        return {(HOST, self.sip_port)} | (own if self.workers > 1 else set())
+
+    @property
+    def flow_uris(self) -> list[str]:
+        """The ``flow_owner`` values of the bindings this gateway takes with
+        ``[cluster]`` (tests/cluster/rig.py): its SIP URI, or each worker's own."""
+        if self.workers == 1:
+            return [f"sip:{HOST}:{self.sip_port}"]
+        return [f"sip:{HOST}:{self.worker_sip_port + i}" for i in range(self.workers)]
 
 
 def gateway_toml(
@@ -427,8 +459,15 @@ class GatewayProcess:
         return self.log.read_bytes()[-limit:].decode("utf-8", "backslashreplace")
 
     def signal(self, signum: signal.Signals) -> None:
-        """Sends ``signum`` to the gateway process (not its group: PostgreSQL lives on)."""
+        """Sends ``signum`` to the gateway process (not its group: PostgreSQL lives on).
+
+        SIGSTOP and SIGCONT go to its worker processes too: a hung host stops them
+        all (the others die with the supervisor, or are told by it)."""
         assert self.proc is not None
+        if signum in (signal.SIGSTOP, signal.SIGCONT):
+            for pid in self.worker_pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
         self.proc.send_signal(signum)
 
     async def wait(self, limit: float) -> int | None:

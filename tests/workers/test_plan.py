@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config, parse_config
-from gateway.workers.plan import worker_config
+from gateway.workers.plan import worker_config, worker_share
 from routing.configfields import ConfigError
 
 
@@ -94,14 +94,31 @@ def test_the_command_line_override_is_validated_like_the_file(tmp_path: Path) ->
     assert info.value.field == "sip.listen[0].port"
 
 
-def test_a_worker_is_its_own_cluster_instance_reached_on_its_own_port() -> None:
+def test_workers_beat_their_instance_and_hold_flows_at_their_own_port() -> None:
     config = parse_config(doc({"workers": 2, "worker_sip_port": 5100}, cluster={}))
     assert config.cluster is not None
     worker = worker_config(config, 2)
     assert worker.cluster is not None
-    assert worker.cluster.instance == worker.instance == "gw-a-w2"
-    assert worker.cluster.sip_uri == "sip:192.0.2.10:5101"
+    # The cluster's instance is the machine; the worker names its CDRs.
+    assert worker.instance == "gw-a-w2"
+    assert worker.cluster.instance == config.cluster.instance == "gw-a"
+    assert worker.cluster.sip_uri == config.cluster.sip_uri == "sip:192.0.2.10:5060"
+    assert worker.cluster.worker_uri == worker.cluster.flow_uri == "sip:192.0.2.10:5101"
     assert worker.cluster.dead_after == config.cluster.dead_after
+    assert config.cluster.worker_uri is None
+    assert config.cluster.flow_uri == config.cluster.sip_uri
+
+
+def test_a_worker_is_reached_at_the_configured_sip_uri_host_on_its_own_port() -> None:
+    config = parse_config(
+        doc(
+            {"workers": 2, "worker_sip_port": 5100},
+            cluster={"sip_uri": "sips:gw-a.example.net:5061;transport=tls"},
+        )
+    )
+    worker = worker_config(config, 1)
+    assert worker.cluster is not None
+    assert worker.cluster.worker_uri == "sips:gw-a.example.net:5100;transport=tls"
 
 
 def test_whole_gateway_limits_are_shared_so_n_workers_admit_what_one_would() -> None:
@@ -117,8 +134,9 @@ def test_whole_gateway_limits_are_shared_so_n_workers_admit_what_one_would() -> 
         )
     )
     workers = [worker_config(config, index) for index in (1, 2, 3)]
-    assert [w.overload.max_calls for w in workers] == [34, 33, 33]
-    assert [w.overload.emergency_reserve for w in workers] == [4, 3, 3]
+    # Calls are counted over the machine (gateway.workers.calls): the limit is whole.
+    assert [w.overload.max_calls for w in workers] == [100, 100, 100]
+    assert [w.overload.emergency_reserve for w in workers] == [10, 10, 10]
     assert [w.sip.max_transactions for w in workers] == [334, 333, 333]
     assert [w.guard.oc_capacity for w in workers] == [200.0, 200.0, 200.0]
     # Per-source limits stay whole: the kernel sends one source to one worker.
@@ -128,7 +146,5 @@ def test_whole_gateway_limits_are_shared_so_n_workers_admit_what_one_would() -> 
 
 
 def test_a_worker_share_is_never_zero() -> None:
-    config = parse_config(doc({"workers": 4}, overload={"max_calls": 2, "emergency_reserve": 0}))
-    workers = [worker_config(config, index) for index in (1, 2, 3, 4)]
-    assert [w.overload.max_calls for w in workers] == [1, 1, 1, 1]
-    assert [w.overload.emergency_reserve for w in workers] == [0, 0, 0, 0]
+    assert [worker_share(2, index, 4) for index in (1, 2, 3, 4)] == [1, 1, 1, 1]
+    assert [worker_share(10, index, 4) for index in (1, 2, 3, 4)] == [3, 3, 2, 2]

@@ -3,8 +3,11 @@
 
 A request that starts something arrives on the shared port at whichever worker the
 kernel picks; its response must leave from that shared port (a NATed phone answers
-only to where it sent); a request the worker sends leaves from its own port, so
-that the peer's response (to the source, RFC 3581) reaches the same worker.
+only to where it sent), and so must a request that worker sends to that phone later
+(a call to a phone registered through it): the phone's answer, sent to the shared
+port from the same socket (RFC 3581), reaches the same worker again. A request to a
+peer that never sent to the worker leaves from its own port, so that the peer's
+response (to the source, RFC 3581) reaches that worker and no other.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ async def first_received(workers: list[Worker]) -> tuple[int, tuple[bytes, Endpo
 
 
 @pytest.mark.asyncio
-async def test_requests_spread_replies_leave_shared_port_own_requests_leave_own_port() -> None:
+async def test_requests_spread_what_goes_to_a_sender_leaves_shared_port_others_own_port() -> None:
     shared_port = free_port_run(3)
     workers = [Worker(), Worker()]
     for index, worker in enumerate(workers, 1):
@@ -71,11 +74,23 @@ async def test_requests_spread_replies_leave_shared_port_own_requests_leave_own_
             answer, where = await loop.sock_recvfrom(phone, 2048)
             assert answer == RESPONSE % n
             assert where == (HOST, shared_port), "a response left from another port"
-            # The same worker's own request to that phone leaves from its own port.
-            workers[index - 1].transports.send(REQUEST % n, source)
-            _, where = await loop.sock_recvfrom(phone, 2048)
-            assert where == (HOST, shared_port + index)
+            # The same worker's own request to that phone leaves from the shared
+            # port too, and the phone's answer to it comes back to that worker.
+            workers[index - 1].transports.send(REQUEST % (n + 100), source)
+            request, where = await loop.sock_recvfrom(phone, 2048)
+            assert (request, where) == (REQUEST % (n + 100), (HOST, shared_port))
+            phone.sendto(RESPONSE % (n + 100), where)
+            assert await first_received(workers) == (index, (RESPONSE % (n + 100), source))
         assert served[1] > 0 and served[2] > 0, served
+        # A peer that never sent to the shared port gets requests from the own port.
+        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        phones.append(stranger)
+        stranger.bind((HOST, 0))
+        stranger.setblocking(False)
+        for index, worker in enumerate(workers, 1):
+            worker.transports.send(REQUEST % index, Endpoint("UDP", *stranger.getsockname()))
+            _, where = await loop.sock_recvfrom(stranger, 2048)
+            assert where == (HOST, shared_port + index)
     finally:
         for phone in phones:
             phone.close()
