@@ -33,7 +33,11 @@ NATIVE_PACKAGES = ("gateway/sip", "gateway/b2bua")
 #: Single modules of the asyncio adapters that run per message and import only the
 #: standard library and the packages above (the build type-checks what they import,
 #: and may run before the other dependencies are installed: Makefile).
-NATIVE_MODULES = ("gateway/service/pump.py", "gateway/transport/manager.py")
+NATIVE_MODULES = (
+    "gateway/ops/sip_traffic.py",
+    "gateway/service/pump.py",
+    "gateway/transport/manager.py",
+)
 
 
 def native_sources() -> list[str]:

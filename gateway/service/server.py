@@ -223,7 +223,7 @@ class Gateway:
             new_token=new_token,
             timers=self.config.sip.timers,
             max_transactions=self.config.sip.max_transactions,
-            observer=self.metrics,
+            observer=self.metrics.sip_counts if self.metrics is not None else None,
         )
         self.b2bua = B2bua(
             self.layer,
