@@ -10,7 +10,8 @@ TOOLS  := $(VENV)/.build-tools
 TEST_STAMP := $(VENV)/.installed-test
 # The SIP core and B2BUA are compiled in place with mypyc (setup.py says why); a
 # source edited since the last build triggers a rebuild before run, test and bench.
-NATIVE_SOURCES := $(wildcard gateway/sip/*.py gateway/b2bua/*.py)
+NATIVE_SOURCES := $(wildcard gateway/sip/*.py gateway/b2bua/*.py) \
+	gateway/ops/sip_traffic.py gateway/service/pump.py gateway/transport/manager.py
 
 .PHONY: run demo cluster test bench fuzz tools lint check-config clean native setup setup-test
 

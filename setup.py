@@ -30,14 +30,23 @@ ROOT = Path(__file__).resolve().parent
 #: The packages compiled: the per-message hot path. Everything else (asyncio
 #: adapters, routing, CDR) stays interpreted: it runs once per call or less.
 NATIVE_PACKAGES = ("gateway/sip", "gateway/b2bua")
+#: Single modules of the asyncio adapters that run per message and import only the
+#: standard library and the packages above (the build type-checks what they import,
+#: and may run before the other dependencies are installed: Makefile).
+NATIVE_MODULES = (
+    "gateway/ops/sip_traffic.py",
+    "gateway/service/pump.py",
+    "gateway/transport/manager.py",
+)
 
 
 def native_sources() -> list[str]:
-    return sorted(
+    packages = [
         str(path.relative_to(ROOT))
         for package in NATIVE_PACKAGES
         for path in (ROOT / package).glob("*.py")
-    )
+    ]
+    return sorted([*packages, *NATIVE_MODULES])
 
 
 class OptionalBuildExt(build_ext):
@@ -110,10 +119,12 @@ def _warn_interpreted(exc: BaseException) -> None:
 def remove_inplace_extensions() -> None:
     """Deletes extensions an earlier in-place build left beside the sources: an
     interpreted build must not keep importing them (an extension wins over its .py)."""
-    for package in NATIVE_PACKAGES:
-        for suffix in EXTENSION_SUFFIXES:
+    for suffix in EXTENSION_SUFFIXES:
+        for package in NATIVE_PACKAGES:
             for path in (ROOT / package).glob(f"*{suffix}"):
                 path.unlink()
+        for module in NATIVE_MODULES:
+            (ROOT / module).with_suffix(suffix).unlink(missing_ok=True)
 
 
 def ext_modules() -> list[object]:

@@ -175,16 +175,33 @@ def test_ci_and_an_explicit_requirement_require_the_compiled_build() -> None:
     assert not native.compiled_build_required({})
 
 
-def test_the_compiled_packages_are_the_ones_setup_py_compiles() -> None:
-    """The finder takes the packages that hold extensions; setup.py names them."""
+def _setup_py_constant(name: str) -> tuple[str, ...]:
     tree = ast.parse((ROOT / "setup.py").read_text())
-    (listed,) = (
+    (value,) = (
         ast.literal_eval(node.value)
         for node in tree.body
         if isinstance(node, ast.Assign)
-        and any(isinstance(t, ast.Name) and t.id == "NATIVE_PACKAGES" for t in node.targets)
+        and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
     )
+    assert isinstance(value, tuple)
+    return value
+
+
+def test_the_compiled_packages_are_the_ones_setup_py_compiles() -> None:
+    """The finder takes the directories that hold extensions; setup.py names them:
+    its packages, wholly compiled, and the directories of its single modules, where
+    only those modules are."""
+    packages = _setup_py_constant("NATIVE_PACKAGES")
+    modules = _setup_py_constant("NATIVE_MODULES")
     found = native._compiled_beside_sources(ROOT)
     if not found:
         pytest.skip("the core is not built (make native)")
-    assert sorted(str(path.relative_to(ROOT)) for path in found) == sorted(listed)
+    directories = {*packages, *(str(Path(module).parent) for module in modules)}
+    assert sorted(str(path.relative_to(ROOT)) for path in found) == sorted(directories)
+    single = sorted(
+        str(source.relative_to(ROOT))
+        for path, pairs in found.items()
+        if str(path.relative_to(ROOT)) not in packages
+        for source, _ in pairs
+    )
+    assert single == sorted(modules)

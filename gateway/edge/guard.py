@@ -283,7 +283,7 @@ class _Ban:
 
 
 class Guard:
-    """Admission control in front of the parser (``gateway.service.server.IngressGuard``).
+    """Admission control in front of the parser (``gateway.service.pump.IngressGuard``).
 
     Args:
         config: the ``[guard]`` settings.

@@ -27,13 +27,11 @@ metric objects are attributes too, for code that needs them. Tests build a fresh
 from __future__ import annotations
 
 import asyncio
-import bisect
 import ipaddress
 import itertools
 import platform
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -42,6 +40,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from gateway.ops.sip_traffic import (
+    SIP_METHODS,
+    TRANSACTION_BUCKETS,
+    SipTraffic,
+    normalize_method,
+    status_label,
+)
 from routing.address_check import AddressProblem
 from routing.configfields import ConfigError, Table
 from routing.decision import CallerId, CallerIdReason, Direction, UnverifiedLocation
@@ -56,7 +61,9 @@ __all__ = [
     "MetricsConfig",
     "default_metrics",
     "exported_names",
+    "normalize_method",
     "run_event_loop_lag_monitor",
+    "status_label",
 ]
 
 #: Port of the HTTP status listener (/metrics, /healthz, /readyz). 9464 is the port
@@ -67,28 +74,6 @@ DEFAULT_METRICS_PORT = 9464
 CALL_CLASSES = frozenset({"office", "nomadic", "unknown"})
 CALL_OUTCOMES = frozenset(
     {"answered", "busy", "no_answer", "cancelled", "failed", "rejected", "shed"}
-)
-#: RFC 3261 methods plus the extensions a business gateway sees (RFC 3262 PRACK,
-#: 3265/6665 SUBSCRIBE/NOTIFY, 3903 PUBLISH, 6086 INFO, 3515 REFER, 3428 MESSAGE,
-#: 3311 UPDATE). Methods are case-sensitive (RFC 3261 section 7.1), so "invite" is
-#: "other".
-SIP_METHODS = frozenset(
-    {
-        "INVITE",
-        "ACK",
-        "BYE",
-        "CANCEL",
-        "REGISTER",
-        "OPTIONS",
-        "PRACK",
-        "SUBSCRIBE",
-        "NOTIFY",
-        "PUBLISH",
-        "INFO",
-        "REFER",
-        "MESSAGE",
-        "UPDATE",
-    }
 )
 DIRECTIONS = frozenset({"in", "out"})
 TRANSPORTS = frozenset({"udp", "tcp", "tls", "ws", "wss"})
@@ -106,9 +91,7 @@ _PARSE_REASON_BY_STATUS = {400: "malformed", 505: "bad_version", 513: "too_large
 MAX_TOKEN_VALUES = 32
 _TOKEN_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 
-# Bucket bounds in seconds. Non-INVITE transactions end by Timer F (64*T1 = 32 s);
-# INVITE transactions can last as long as the callee rings.
-_TRANSACTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
+_TRANSACTION_BUCKETS = TRANSACTION_BUCKETS
 # Session request delay (RFC 6076 section 4.2): fast local answers to slow carriers.
 #: The bucket bounds as the exposition format writes them (as prometheus-client does).
 _TRANSACTION_BOUNDS = [floatToGoString(b) for b in _TRANSACTION_BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
@@ -155,24 +138,6 @@ class _TokenLabel:
         return value
 
 
-def normalize_method(method: str | bytes) -> str:
-    """Maps a SIP method to its label value: the method if known, else "other"."""
-    if method in SIP_METHODS:  # the common case first: it runs per message
-        return method  # (a bytes method is never in the set of str)
-    if isinstance(method, bytes):
-        method = method.decode("ascii", "replace")
-    return _closed(method, SIP_METHODS, "other")
-
-
-def status_label(status: int) -> str:
-    """Maps a SIP status code to its label value.
-
-    Status codes are a bounded set (RFC 3261 section 21: 100-699), so the exact code is
-    kept: operators need to tell 486 from 503. Anything outside 100-699 is "other".
-    """
-    return str(status) if 100 <= status <= 699 else "other"
-
-
 def _version() -> str:
     try:
         return metadata.version("voipgw")
@@ -182,7 +147,8 @@ def _version() -> str:
 
 
 class SipTrafficCollector:
-    """The per-message SIP series: ``voipgw_sip_requests``, ``voipgw_sip_responses``,
+    """Exports the per-message SIP series counted by :class:`SipTraffic`
+    (gateway.ops.sip_traffic): ``voipgw_sip_requests``, ``voipgw_sip_responses``,
     ``voipgw_sip_retransmissions`` and ``voipgw_transaction_duration_seconds``.
 
     They are counted in plain dicts of label values and exported at scrape time
@@ -190,70 +156,33 @@ class SipTrafficCollector:
     ``Counter``/``Histogram`` children: those take a lock and a few method calls per
     increment, which at four or five per message was 10 % of the event loop's CPU
     under load. The series, names, types and labels are the same.
-
-    Counting is done by the event loop only; :meth:`collect` may run on another thread
-    and copies each dict in one C call before iterating it.
     """
 
-    def __init__(self) -> None:
-        # (name, help, label names) -> label values -> count
-        self._requests: dict[tuple[str, ...], float] = {}
-        self._responses: dict[tuple[str, ...], float] = {}
-        self._retransmissions: dict[tuple[str, ...], float] = {}
+    def __init__(self, counts: SipTraffic) -> None:
+        self.counts = counts
         self._counters = (
             (
                 "voipgw_sip_requests",
                 "SIP requests received (in) or sent (out), retransmissions excluded.",
                 ["method", "direction"],
-                self._requests,
+                counts.requests,
             ),
             (
                 "voipgw_sip_responses",
                 "SIP responses received (in) or sent (out), by status code and CSeq method.",
                 ["code", "method", "direction"],
-                self._responses,
+                counts.responses,
             ),
             (
                 "voipgw_sip_retransmissions",
                 "SIP messages retransmitted by the transaction layer (Timers A, E, G).",
                 ["method"],
-                self._retransmissions,
+                counts.retransmissions,
             ),
         )
-        #: (counts dict id, label values) -> when the series was first counted
-        self._created: dict[tuple[int, tuple[str, ...]], float] = {}
-        #: method -> per-bucket counts (not cumulative; the last is +Inf) + sum
-        self._durations: dict[str, list[float]] = {}
-
-    def _increment(self, counts: dict[tuple[str, ...], float], key: tuple[str, ...]) -> None:
-        count = counts.get(key)
-        if count is None:
-            self._created[(id(counts), key)] = time.time()
-            count = 0
-        counts[key] = count + 1
-
-    def count_request(self, method: str | bytes, direction: str) -> None:
-        self._increment(self._requests, (normalize_method(method), direction))
-
-    def count_response(self, status: int, method: str | bytes, direction: str) -> None:
-        key = (status_label(status), normalize_method(method), direction)
-        self._increment(self._responses, key)
-
-    def count_retransmission(self, method: str | bytes) -> None:
-        self._increment(self._retransmissions, (normalize_method(method),))
-
-    def observe_transaction(self, method: str | bytes, seconds: float) -> None:
-        label = normalize_method(method)
-        buckets = self._durations.get(label)
-        if buckets is None:
-            buckets = self._durations[label] = [0.0] * (len(_TRANSACTION_BUCKETS) + 2)
-        # Prometheus buckets are "less than or equal": bisect_left finds the first
-        # bound >= seconds; index len(bounds) is +Inf, and the last slot is the sum.
-        buckets[bisect.bisect_left(_TRANSACTION_BUCKETS, seconds)] += 1
-        buckets[-1] += seconds
 
     def collect(self) -> Iterable[Metric]:
-        created = self._created.copy()
+        created = self.counts.created.copy()
         for name, help_text, labels, counts in self._counters:
             family = CounterMetricFamily(name, help_text, labels=labels)
             for key, count in list(counts.items()):
@@ -264,7 +193,7 @@ class SipTrafficCollector:
             "Time from creation to termination of SIP transactions.",
             labels=["method"],
         )
-        for method, slots in list(self._durations.items()):
+        for method, slots in list(self.counts.durations.items()):
             slots = list(slots)
             cumulative = list(itertools.accumulate(slots[:-1]))
             durations.add_metric(
@@ -362,7 +291,9 @@ class Metrics:
         # The per-message series (requests, responses, retransmissions, transaction
         # durations) are counted in plain dicts and exported by a collector: see
         # SipTrafficCollector.
-        self.sip_traffic = SipTrafficCollector()
+        #: the transaction layer's observer (gateway.sip.transaction_layer.SipObserver)
+        self.sip_counts = SipTraffic(on_parse_error=self.parse_error_from)
+        self.sip_traffic = SipTrafficCollector(self.sip_counts)
         r.register(self.sip_traffic)
         self.call_setup = Histogram(
             "voipgw_call_setup_seconds",
@@ -683,24 +614,24 @@ class Metrics:
     # The per-message SIP counters: see SipTrafficCollector for why they are plain dicts.
 
     def sip_request_in(self, method: str | bytes) -> None:
-        self.sip_traffic.count_request(method, "in")
+        self.sip_counts.sip_request_in(method)
 
     def sip_request_out(self, method: str | bytes) -> None:
-        self.sip_traffic.count_request(method, "out")
+        self.sip_counts.sip_request_out(method)
 
     def sip_response_in(self, status: int, method: str | bytes) -> None:
         """Counts a received response; ``method`` is the CSeq method."""
-        self.sip_traffic.count_response(status, method, "in")
+        self.sip_counts.sip_response_in(status, method)
 
     def sip_response_out(self, status: int, method: str | bytes) -> None:
         """Counts a sent response; ``method`` is the CSeq method."""
-        self.sip_traffic.count_response(status, method, "out")
+        self.sip_counts.sip_response_out(status, method)
 
     def sip_retransmission(self, method: str | bytes) -> None:
-        self.sip_traffic.count_retransmission(method)
+        self.sip_counts.sip_retransmission(method)
 
     def transaction_finished(self, method: str | bytes, seconds: float) -> None:
-        self.sip_traffic.observe_transaction(method, seconds)
+        self.sip_counts.transaction_finished(method, seconds)
 
     def parse_error(self, reason: str) -> None:
         """Counts a message that failed to parse; see :meth:`parse_error_from`."""

@@ -4,7 +4,8 @@ The asyncio adapter of the sans-IO core (STYLE 6, aioquic's ``QuicConnectionProt
 shape): every input (a batch of received messages, a timer, a routing decision, a
 transport error) is fed to the core with ``now = loop.time()``, then :meth:`_pump`
 moves the core's events to their consumers, transmits what the core wants sent and
-re-arms one loop timer at the core's next deadline.
+re-arms one loop timer at the core's next deadline. The per-message part of that is
+:class:`gateway.service.pump.CorePump`, compiled with the core.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 import os
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from gateway.b2bua import (
     B2bua,
@@ -29,13 +30,21 @@ from gateway.b2bua import (
     ServiceRequest,
 )
 from gateway.b2bua.call import Side
-from gateway.b2bua.events import EndedBy, LocalAnswer, MediaAnswered, MediaNeeded, MessageDone
+from gateway.b2bua.events import (
+    B2buaEvent,
+    EndedBy,
+    LocalAnswer,
+    MediaAnswered,
+    MediaNeeded,
+    MessageDone,
+)
 from gateway.config import GatewayConfig
 from gateway.edge.overload import LoadShedder
 from gateway.ops.logs import bound_call_id
 from gateway.ops.metrics import Metrics
 from gateway.rtp.config import MediaConfig
 from gateway.rtp.stage import MediaStage
+from gateway.service.pump import CorePump, IngressGuard
 from gateway.sip.builders import build_response
 from gateway.sip.errors import ParseError
 from gateway.sip.events import Endpoint, TransactionKey
@@ -49,8 +58,6 @@ log = logging.getLogger("voipgw.server")
 
 RouteResult = Route | Reject | LocalAnswer
 
-#: Seconds to which timer wake-ups are rounded up (see Gateway._schedule_timer).
-TIMER_GRANULARITY = 0.01
 #: Seconds between two log lines about calls shed for load.
 SHED_LOG_INTERVAL = 10.0
 #: Decides the B leg of a new call; may return the decision or an awaitable of it.
@@ -58,14 +65,6 @@ Router = Callable[[RouteNeeded], RouteResult | Awaitable[RouteResult]]
 #: Receives every finished call (the CDR writer, metrics).
 CallSink = Callable[[CallEnded], None]
 AnswerSink = Callable[[CallAnswered], None]
-
-
-class IngressGuard(Protocol):
-    """Decides, before parsing, whether a received message may enter the core
-    (rate limits, bans, scanner filtering: gateway.edge.guard). It must admit emergency
-    calls and in-dialog traffic of calls in progress."""
-
-    def admit(self, data: bytes, source: Endpoint, now: float) -> bool: ...
 
 
 #: Answers an out-of-dialog service request (REGISTER ...); may be async.
@@ -194,6 +193,7 @@ class Gateway:
         )
         self.layer: TransactionLayer | None = None
         self.b2bua: B2bua | None = None
+        self._core: CorePump | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -227,7 +227,7 @@ class Gateway:
             new_token=new_token,
             timers=self.config.sip.timers,
             max_transactions=self.config.sip.max_transactions,
-            observer=self.metrics,
+            observer=self.metrics.sip_counts if self.metrics is not None else None,
         )
         self.b2bua = B2bua(
             self.layer,
@@ -237,6 +237,9 @@ class Gateway:
             services=frozenset(self.services),
             on_response=self.on_response,
             session_timers=self.config.sip.session_timer_policy,
+        )
+        self._core = CorePump(
+            self.layer, self.b2bua, send=self.transports.send, on_call_event=self._on_call_event
         )
         self.ready = True
         if self.shedder is not None:
@@ -301,19 +304,16 @@ class Gateway:
         return self._loop.time()
 
     def _on_messages(self, batch: list[tuple[bytes, Endpoint]]) -> None:
-        layer = self.layer
-        if layer is None:
+        layer, core = self.layer, self._core
+        if layer is None or core is None:
             return
         now = self._now()
-        guard, shedder = self.guard, self.shedder
+        shedder = self.shedder
         if shedder is not None:
             self._receive_shedding(batch, shedder, layer, now)
+            self._pump(now)
         else:
-            for data, source in batch:
-                if guard is not None and not guard.admit(data, source, now):
-                    continue
-                layer.receive_message(data, source, now)
-        self._pump(now)
+            self._schedule_timer(core.receive(batch, now, self.guard))
 
     def _receive_shedding(
         self,
@@ -500,46 +500,38 @@ class Gateway:
     # ------------------------------------------------------------------ pump
 
     def _pump(self, now: float) -> None:
-        layer, b2bua = self.layer, self.b2bua
-        assert layer is not None
+        assert self._core is not None
+        self._schedule_timer(self._core.pump(now))
+
+    def _on_call_event(self, call_event: B2buaEvent, now: float) -> None:
+        """Takes one B2BUA event (CorePump.pump calls it): the once-per-call work."""
+        b2bua = self.b2bua
         assert b2bua is not None
-        while True:
-            event = layer.next_event()
-            if event is not None:
-                b2bua.handle_sip_event(event, now)
-                continue
-            call_event = b2bua.next_event()
-            if call_event is None:
-                break
-            if isinstance(call_event, RouteNeeded):
-                self._route(call_event, now)
-            elif isinstance(call_event, ServiceRequest):
-                self._serve(call_event, now)
-            elif isinstance(call_event, MediaNeeded):
-                if self.media is None:
-                    # No media stage: the call goes on without the prompt, marked so.
-                    b2bua.media_ready(call_event.call_uuid, None, None, now)
-                else:
-                    call = b2bua.calls.get(call_event.call_uuid)
-                    with bound_call_id(call.call_id if call is not None else ""):
-                        self.media.prepare(call_event)
-            elif isinstance(call_event, MediaAnswered):
-                if self.media is not None:
-                    self.media.answered(call_event)
-            elif isinstance(call_event, CallAnswered):
-                self._call_answered(call_event)
-            elif isinstance(call_event, MessageDone):
-                future = self._messages.pop(call_event.transaction, None)
-                if future is not None and not future.done():
-                    future.set_result(call_event)
+        if isinstance(call_event, RouteNeeded):
+            self._route(call_event, now)
+        elif isinstance(call_event, ServiceRequest):
+            self._serve(call_event, now)
+        elif isinstance(call_event, MediaNeeded):
+            if self.media is None:
+                # No media stage: the call goes on without the prompt, marked so.
+                b2bua.media_ready(call_event.call_uuid, None, None, now)
             else:
-                if self.media is not None:
-                    self.media.ended(call_event.call_uuid)
-                self._call_ended(call_event)
-        send = self.transports.send
-        for data, destination in layer.datagrams_to_send():
-            send(data, destination)
-        self._schedule_timer()
+                call = b2bua.calls.get(call_event.call_uuid)
+                with bound_call_id(call.call_id if call is not None else ""):
+                    self.media.prepare(call_event)
+        elif isinstance(call_event, MediaAnswered):
+            if self.media is not None:
+                self.media.answered(call_event)
+        elif isinstance(call_event, CallAnswered):
+            self._call_answered(call_event)
+        elif isinstance(call_event, MessageDone):
+            future = self._messages.pop(call_event.transaction, None)
+            if future is not None and not future.done():
+                future.set_result(call_event)
+        else:
+            if self.media is not None:
+                self.media.ended(call_event.call_uuid)
+            self._call_ended(call_event)
 
     def _route(self, event: RouteNeeded, now: float) -> None:
         assert self.b2bua is not None
@@ -698,36 +690,25 @@ class Gateway:
                 # A failing consumer (metrics, CDR queue) must not break call handling.
                 log.exception("call sink failed for call %s", event.call_uuid)
 
-    def _schedule_timer(self) -> None:
-        """Keeps one loop timer at (or before) the core's next deadline.
+    def _schedule_timer(self, deadline: float | None) -> None:
+        """Keeps one loop timer at (or before) the core's next deadline
+        (``CorePump.next_deadline``, rounded so that timers due close together
+        share a wake-up).
 
         A timer already set earlier than the new deadline is kept: it fires, the core
         handles whatever is due (maybe nothing) and this runs again. Only an earlier
         deadline re-arms it, so the hot path does not cancel and re-create a
-        TimerHandle per message. Deadlines are rounded up to TIMER_GRANULARITY so
-        timers due close together are handled in one wake-up; SIP timers are
-        multiples of T1 (500 ms), so 10 ms of lateness is immaterial.
+        TimerHandle per message.
         """
-        layer, b2bua, loop = self.layer, self.b2bua, self._loop
-        assert layer is not None
-        assert b2bua is not None
-        assert loop is not None
-        layer_deadline, b2bua_deadline = layer.get_timer(), b2bua.get_timer()
-        if layer_deadline is None:
-            deadline = b2bua_deadline
-        elif b2bua_deadline is None:
-            deadline = layer_deadline
-        else:
-            deadline = min(layer_deadline, b2bua_deadline)
         if deadline is None:
             return  # a stray wake-up later is harmless; nothing to arm now
-        deadline = math.ceil(deadline / TIMER_GRANULARITY) * TIMER_GRANULARITY
         if self._timer_at is not None and self._timer_at <= deadline:
             return
+        assert self._loop is not None
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = deadline
-        self._timer = loop.call_at(deadline, self._on_timer)
+        self._timer = self._loop.call_at(deadline, self._on_timer)
 
 
 def is_auth_challenge(event: CallEnded) -> bool:

@@ -50,6 +50,9 @@ from gateway.sip.transaction import (
     response_input,
 )
 
+#: An armed timer: (deadline in seconds, its transaction, its name "A" ... "M").
+TimerEntry = tuple[float, Transaction, str]
+
 #: RFC 3261 18.1.1: a request within 200 bytes of a 1500-byte path MTU "MUST be sent
 #: using an RFC 2914 congestion controlled transport protocol, such as TCP".
 UDP_SIZE_THRESHOLD = 1300
@@ -212,8 +215,14 @@ class TransactionLayer(TransactionOwner):
         self._switched_to_tcp: set[TransactionKey] = set()
         self._events: deque[SipEvent] = deque()
         self._outgoing: list[tuple[bytes, Endpoint]] = []
-        self._timer_heap: list[tuple[float, int, Transaction, str]] = []
+        #: armed timers as (deadline, transaction, name), in deadline order: one FIFO
+        #: queue per timer name, and a heap for the few armed out of order (see _arm)
+        self._timer_queues: dict[str, deque[TimerEntry]] = {}
+        self._timer_heap: list[tuple[float, int, TimerEntry]] = []
         self._timer_seq = itertools.count()
+        #: the earliest entry of the queues and the heap, or None: not known (any
+        #: entry removed since it was) or none at all
+        self._earliest: TimerEntry | None = None
         #: counters by reason: parse errors, drops, retransmissions, stateless answers
         self.stats: Counter[str] = Counter()
 
@@ -230,26 +239,55 @@ class TransactionLayer(TransactionOwner):
 
     def get_timer(self) -> float | None:
         """Returns the earliest armed timer deadline (seconds), or None."""
-        heap = self._timer_heap
-        while heap:
-            deadline, _, tx, name = heap[0]
-            if not tx.terminated and tx.timers.get(name) == deadline:
-                return deadline
-            heapq.heappop(heap)
-        return None
+        earliest = self._earliest
+        if earliest is None or not _armed(earliest):
+            earliest = self._earliest = self._earliest_entry()
+        return earliest[0] if earliest is not None else None
 
     def handle_timer(self, now: float) -> None:
-        """Fires every timer whose deadline is not after ``now``."""
+        """Fires every timer whose deadline is not after ``now``, earliest first."""
+        while due := self._take_due(now):
+            for entry in due:
+                if not _armed(entry):
+                    continue  # disarmed or re-armed since
+                _, tx, name = entry
+                del tx.timers[name]
+                if name in ("A", "E", "G"):
+                    self.stats[f"retransmission_{tx.key.method}"] += 1
+                    self.observer.sip_retransmission(tx.key.method)
+                self._feed(tx, TIMER_INPUTS[name], now)
+
+    def _take_due(self, now: float) -> list[TimerEntry]:
+        """Removes the entries due at ``now`` (armed or stale) and returns them in
+        deadline order. A timer armed while they fire (the zero wait of a reliable
+        transport) is due at ``now`` at the latest: the next call takes it."""
+        due: list[TimerEntry] = []
+        for queue in self._timer_queues.values():
+            while queue and queue[0][0] <= now:
+                due.append(queue.popleft())
         heap = self._timer_heap
         while heap and heap[0][0] <= now:
-            deadline, _, tx, name = heapq.heappop(heap)
-            if tx.terminated or tx.timers.get(name) != deadline:
-                continue  # disarmed or re-armed since
-            del tx.timers[name]
-            if name in ("A", "E", "G"):
-                self.stats[f"retransmission_{tx.key.method}"] += 1
-                self.observer.sip_retransmission(tx.key.method)
-            self._feed(tx, TIMER_INPUTS[name], now)
+            due.append(heapq.heappop(heap)[2])
+        if due:
+            self._earliest = None
+            # Each queue's part is a sorted run: Timsort merges the runs.
+            due.sort(key=_deadline)
+        return due
+
+    def _earliest_entry(self) -> TimerEntry | None:
+        """The earliest armed entry, dropping the stale ones ahead of it."""
+        earliest: TimerEntry | None = None
+        for queue in self._timer_queues.values():
+            while queue and not _armed(queue[0]):
+                queue.popleft()
+            if queue and (earliest is None or queue[0][0] < earliest[0]):
+                earliest = queue[0]
+        heap = self._timer_heap
+        while heap and not _armed(heap[0][2]):
+            heapq.heappop(heap)
+        if heap and (earliest is None or heap[0][0] < earliest[0]):
+            earliest = heap[0][2]
+        return earliest
 
     # ------------------------------------------------------------------ owner hooks
 
@@ -260,7 +298,24 @@ class TransactionLayer(TransactionOwner):
         self._events.append(event)
 
     def _arm(self, tx: Transaction, name: str, deadline: float) -> None:
-        heapq.heappush(self._timer_heap, (deadline, next(self._timer_seq), tx, name))
+        # A timer's duration is fixed by its name and the transport (RFC 3261 Table
+        # 4: B, D, F, H, I, J, K = 64*T1, 32 s, T4 or 0; A, E, G start at T1), and
+        # ``now`` never goes back, so entries of one name mostly arrive in deadline
+        # order: appended to their name's queue, O(1), instead of a push into a heap
+        # of every timer of the last 32 s. One armed earlier than its queue's last
+        # (a retransmit interval after doubling, a reliable transport's 0 s among
+        # UDP's 32 s) goes to the heap; handle_timer merges both.
+        entry = (deadline, tx, name)
+        queue = self._timer_queues.get(name)
+        if queue is None:
+            queue = self._timer_queues[name] = deque()
+        if not queue or queue[-1][0] <= deadline:
+            queue.append(entry)
+        else:
+            heapq.heappush(self._timer_heap, (deadline, next(self._timer_seq), entry))
+        earliest = self._earliest
+        if earliest is not None and deadline < earliest[0]:
+            self._earliest = entry
 
     def _feed(
         self,
@@ -638,6 +693,17 @@ def _salvage_headers(data: bytes) -> Headers:
         (name.decode("ascii"), value.decode("utf-8", "surrogateescape"))
         for name, value in _SALVAGE_RE.findall(head)
     )
+
+
+def _armed(entry: TimerEntry) -> bool:
+    """Whether a timer entry still stands: its transaction lives and has not
+    disarmed or re-armed that timer since (transaction Rule 2)."""
+    deadline, tx, name = entry
+    return not tx.terminated and tx.timers.get(name) == deadline
+
+
+def _deadline(entry: TimerEntry) -> float:
+    return entry[0]
 
 
 def _dialog_ack_key(request: Request) -> tuple[str, int] | None:

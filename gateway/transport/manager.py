@@ -26,6 +26,7 @@ import sys
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 from gateway.sip.errors import ParseError
 from gateway.sip.events import Endpoint
@@ -66,6 +67,15 @@ class ListenSpec:
     host: str
     port: int
     shared: bool = False
+
+
+def _listening_port(server: asyncio.Server) -> int:
+    """The port a stream listener is bound to (the real one for port 0)."""
+    # uvloop's Server.sockets is a list where asyncio's (and typeshed's) is a tuple,
+    # and this module is compiled (setup.py): read as a tuple, the list would fail
+    # mypyc's run-time type check. Read untyped instead.
+    sockets: Any = cast(Any, server).sockets
+    return int(sockets[0].getsockname()[1])
 
 
 def _peer(address: tuple[object, ...], transport: str) -> Endpoint:
@@ -320,7 +330,7 @@ class TransportManager:
                 reuse_port=spec.shared,
             )
             self._servers.append(server)
-            port = server.sockets[0].getsockname()[1]
+            port = _listening_port(server)
         endpoint = Endpoint(spec.transport, spec.host, port)
         self.local.append(endpoint)
         return endpoint

@@ -14,7 +14,9 @@ import re
 import time
 
 from gateway.b2bua import B2bua, Route, RouteNeeded
+from gateway.b2bua.events import B2buaEvent
 from gateway.ops.native import core_build
+from gateway.service.pump import CorePump
 from gateway.sip.events import Endpoint
 from gateway.sip.transaction_layer import TransactionLayer
 
@@ -76,19 +78,22 @@ def run(calls: int) -> float:
     route = Route(targets=(B,))
     now = 0.0
     to_tag = re.compile(rb"^To:[^\r]*;tag=([^;\r]+)", re.MULTILINE)
+    sent: list[tuple[bytes, Endpoint]] = []
+
+    def route_call(call_event: B2buaEvent, now: float) -> None:
+        if isinstance(call_event, RouteNeeded):
+            b2bua.route_decided(call_event.call_uuid, route, now)
+
+    # The gateway's own per-message driver (gateway.service.pump), sending to a list.
+    core = CorePump(
+        layer, b2bua, send=lambda data, to: sent.append((data, to)), on_call_event=route_call
+    )
 
     def pump() -> list[tuple[bytes, Endpoint]]:
-        while True:
-            event = layer.next_event()
-            if event is not None:
-                b2bua.handle_sip_event(event, now)
-                continue
-            call_event = b2bua.next_event()
-            if call_event is None:
-                break
-            if isinstance(call_event, RouteNeeded):
-                b2bua.route_decided(call_event.call_uuid, route, now)
-        return layer.datagrams_to_send()
+        core.pump(now)
+        out = sent[:]
+        sent.clear()
+        return out
 
     started = time.perf_counter()
     for n in range(calls):
