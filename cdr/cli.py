@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cdr.config import CdrConfig
-from cdr.db import DatabaseConfig, database, migrate
+from cdr.db import DatabaseConfig, database, migrate, state_dir_of
 from cdr.export import in_progress, itemize, subject_access
 from cdr.maintenance import maintain
 from cdr.partitions import Month
@@ -123,8 +123,9 @@ def load_config(args: argparse.Namespace) -> tuple[DatabaseConfig, CdrConfig]:
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(args.config, f"not valid TOML: {exc}") from None
     top = Table(data)
-    db_config = DatabaseConfig.from_table(top.table("database"))
-    cdr_config = CdrConfig.from_table(top.table("cdr"))
+    state_dir = state_dir_of(data)
+    db_config = DatabaseConfig.from_table(top.table("database"), state_dir=state_dir)
+    cdr_config = CdrConfig.from_table(top.table("cdr"), state_dir=state_dir)
     if args.database_url:
         db_config = dataclasses.replace(db_config, url=args.database_url)
     if args.state_dir:

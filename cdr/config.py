@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from cdr.spool import DEFAULT_SEGMENT_BYTES, MIN_SEGMENT_BYTES
 from routing.configfields import Table
@@ -13,7 +14,8 @@ class CdrConfig:
     """How call records are written and kept. Durations are float seconds."""
 
     spool_dir: str = "state/cdr-spool"
-    """Local spool directory; one per gateway instance (it is locked)."""
+    """Local spool directory; one per gateway instance (it is locked). In a config file
+    its default is ``<[gateway] state_dir>/cdr-spool``."""
     queue_size: int = 50_000
     """Records held in memory before ``submit`` spools them directly."""
     batch_size: int = 10_000
@@ -72,11 +74,13 @@ class CdrConfig:
             raise ValueError("retry back-off must satisfy 0 < retry_initial <= retry_max")
 
     @classmethod
-    def from_table(cls, table: Table) -> CdrConfig:
+    def from_table(cls, table: Table, *, state_dir: str = "state") -> CdrConfig:
         """Reads a ``[cdr]`` table.
 
         Args:
             table: the table (unknown keys are rejected).
+            state_dir: the gateway's state directory (``[gateway] state_dir``): the
+                spool is ``<state_dir>/cdr-spool`` unless ``spool_dir`` says otherwise.
 
         Returns:
             The config.
@@ -87,7 +91,7 @@ class CdrConfig:
         d = cls()
         retry_initial = table.float("retry_initial", d.retry_initial, min=0.001, max=60.0)
         config = cls(
-            spool_dir=table.str("spool_dir", d.spool_dir),
+            spool_dir=table.str("spool_dir", str(Path(state_dir) / "cdr-spool")),
             queue_size=table.int("queue_size", d.queue_size, min=1, max=10_000_000),
             batch_size=table.int("batch_size", d.batch_size, min=1, max=1_000_000),
             batch_age=table.float("batch_age", d.batch_age, min=0.0, max=60.0),

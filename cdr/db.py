@@ -54,7 +54,7 @@ import re
 import subprocess
 import urllib.parse
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,17 @@ class MigrationError(RuntimeError):
     """The migrations directory or the recorded history is inconsistent."""
 
 
+def state_dir_of(data: Mapping[str, Any]) -> str:
+    """The ``[gateway] state_dir`` of a parsed config file ("state" when absent): the
+    default of ``[database] state_dir`` and of the CDR spool, for the commands that
+    read only those sections of the gateway's file (``voipgw db``, ``cdr``, ``sites``).
+    A bad value is the gateway's to report (``voipgw check-config``); here it counts
+    as absent."""
+    gateway = data.get("gateway")
+    state_dir = gateway.get("state_dir") if isinstance(gateway, Mapping) else None
+    return state_dir if isinstance(state_dir, str) else "state"
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class DatabaseConfig:
     """``[database]``: where call records and other state live."""
@@ -93,7 +104,8 @@ class DatabaseConfig:
     url: str | None = None
     """PostgreSQL URL; ``None`` runs the embedded server under ``state_dir``."""
     state_dir: str = "state"
-    """Gateway state directory (embedded ``pgdata``, CDR spool)."""
+    """Directory of the embedded server's ``pgdata``; in a config file its default is
+    ``[gateway] state_dir``."""
     embedded_database: str = "voipgw"
     """Database name created in the embedded server."""
     pool_min_size: int = 0
@@ -109,11 +121,13 @@ class DatabaseConfig:
             raise ValueError("pool sizes must satisfy 0 <= pool_min_size <= pool_max_size >= 1")
 
     @classmethod
-    def from_table(cls, table: Table) -> DatabaseConfig:
+    def from_table(cls, table: Table, *, state_dir: str = "state") -> DatabaseConfig:
         """Reads a ``[database]`` table.
 
         Args:
             table: the table (unknown keys are rejected).
+            state_dir: the default of ``state_dir``: the gateway's own (``[gateway]
+                state_dir``), so that setting it once moves all the gateway's state.
 
         Returns:
             The config.
@@ -130,7 +144,7 @@ class DatabaseConfig:
                 raise ConfigError(table.field("url"), str(exc)) from None
         config = cls(
             url=url,
-            state_dir=table.str("state_dir", "state"),
+            state_dir=table.str("state_dir", state_dir),
             embedded_database=table.str("embedded_database", "voipgw"),
             pool_min_size=table.int("pool_min_size", 0, min=0, max=max_size),
             pool_max_size=max_size,

@@ -631,8 +631,11 @@ def parse_config(data: dict[str, Any]) -> GatewayConfig:
         top.table("server"), listen=sip.listen, metrics_port=metrics.port
     )
     logging = LoggingConfig.from_table(top.table("logging"))
-    database = DatabaseConfig.from_table(top.table("database"))
-    cdr = CdrConfig.from_table(top.table("cdr"))
+    # The database's and the spool's directories follow [gateway] state_dir unless set:
+    # one setting moves all the gateway's state (a service's StateDirectory), and two
+    # gateways given their own state_dir do not share a spool (it is locked) or pgdata.
+    database = DatabaseConfig.from_table(top.table("database"), state_dir=str(state_dir))
+    cdr = CdrConfig.from_table(top.table("cdr"), state_dir=str(state_dir))
     # Optional features: their key is marked known, their table read when present.
     routing_table, registrar_table, media_table = (
         top.table(name) for name in ("routing", "registrar", "media")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cdr.db import state_dir_of
 from gateway.config import load_config, parse_config
 from routing.configfields import ConfigError
 from tests.ops.harness import voipgw_command
@@ -186,3 +187,24 @@ def test_edge_proxies_are_read_and_may_not_be_trusted_peers() -> None:
         )
     with pytest.raises(ConfigError, match=r"sip\.edge_proxies\[0\]"):
         parse_config(minimal(sip={"listen": listen, "edge_proxies": ["kamailio"]}))
+
+
+def test_database_and_spool_follow_the_gateways_state_dir_unless_set() -> None:
+    # Before, they stayed in ./state whatever [gateway] state_dir said: two gateways
+    # with their own state_dir shared one (locked) spool and one pgdata.
+    moved = parse_config(minimal(gateway={"state_dir": "/var/lib/gw-a"}))
+    assert moved.database.state_dir == "/var/lib/gw-a"
+    assert moved.cdr.spool_dir == "/var/lib/gw-a/cdr-spool"
+    default = parse_config(minimal())
+    assert (default.database.state_dir, default.cdr.spool_dir) == ("state", "state/cdr-spool")
+    own = parse_config(
+        minimal(
+            gateway={"state_dir": "/var/lib/gw-a"},
+            database={"state_dir": "/srv/pg"},
+            cdr={"spool_dir": "/srv/spool"},
+        )
+    )
+    assert (own.database.state_dir, own.cdr.spool_dir) == ("/srv/pg", "/srv/spool")
+    # The commands that read only [database] / [cdr] of the same file agree.
+    assert state_dir_of({"gateway": {"state_dir": "/var/lib/gw-a"}}) == "/var/lib/gw-a"
+    assert state_dir_of({}) == "state"

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from cdr.db import DatabaseConfig, database
+from cdr.db import DatabaseConfig, database, state_dir_of
 from gateway.edge.peers import address_overlaps
 from gateway.service.sitestore import export_sites, import_sites
 from routing.address_check import PlaceProblems, sites_address_problems
@@ -97,7 +97,7 @@ def database_config(args: argparse.Namespace) -> DatabaseConfig:
                 data = tomllib.load(f)
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(args.config, f"not valid TOML: {exc}") from None
-    config = DatabaseConfig.from_table(Table(data).table("database"))
+    config = DatabaseConfig.from_table(Table(data).table("database"), state_dir=state_dir_of(data))
     if args.database_url:
         config = dataclasses.replace(config, url=args.database_url)
     if args.state_dir:
