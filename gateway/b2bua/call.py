@@ -10,7 +10,7 @@ from gateway.b2bua.events import EndedBy, Route
 from gateway.sip.dialog import Dialog
 from gateway.sip.events import Endpoint, TransactionKey
 from gateway.sip.headers import parse_name_address
-from gateway.sip.message import Headers, Request, Response
+from gateway.sip.message import Headers, Request, Response, reason_phrase
 from gateway.sip.session_timer import SessionTimer
 from routing.decision import NO_FACTS, CallFacts, RecordingNotice
 
@@ -148,10 +148,16 @@ class Call:
     setup_at: float
     state: CallState
     route: Route | None
-    targets: list[Endpoint]
+    #: the route's targets not tried yet: a tuple, shared once empty (an empty list
+    #: was 56 bytes per idle call)
+    targets: tuple[Endpoint, ...]
     b_call_id: str
     b_tag: str
+    #: the B-leg INVITE of the current attempt; None once the call is confirmed
+    #: (slim_confirmed): what an idle call still needs of it is routed_uri
     b_request: Request | None
+    #: the Request-URI of the B-leg INVITE (the CDR's callee_routed)
+    routed_uri: str
     b_tx: TransactionKey | None
     b_target: Endpoint | None
     b_dialog: Dialog | None
@@ -166,8 +172,11 @@ class Call:
     #: A tuple: most calls never fail over, and the empty tuple is shared (an empty
     #: set is 216 bytes per call).
     abandoned: tuple[TransactionKey, ...]
-    #: Late offer (RFC 3264 offer in 2xx, answer in ACK): the ACK owed on a leg.
-    ack_owed: dict[Side, int]
+    #: Late offer (RFC 3264 offer in 2xx, answer in ACK): the CSeq of the ACK owed
+    #: on each leg, 0 when none (the gateway's CSeq numbers start at 1). Two fields,
+    #: not a dict: an empty dict per call was 64 bytes (ack_owed, owe_ack).
+    a_ack_owed: int
+    b_ack_owed: int
     ringing_at: float | None
     answered_at: float | None
     ended_at: float | None
@@ -210,11 +219,15 @@ class Call:
     b_timer_offer: tuple[int, int]
     #: the B-leg INVITE was already retried after a 422 (RFC 4028 7.3: once)
     b_retried_422: bool
-    #: the session timer running on each leg
-    sessions: dict[Side, LegSession]
+    #: the session timer running on each leg (session(), set_session()); fields,
+    #: not a dict keyed by Side: the dict was ~0.2 KiB per idle call
+    a_session: LegSession | None
+    b_session: LegSession | None
     #: the last SDP the gateway sent on each leg (Content-Type, body): the body of a
-    #: refreshing re-INVITE, which must not change the session (RFC 3264 8)
-    local_sdp: dict[Side, tuple[str, bytes]]
+    #: refreshing re-INVITE, which must not change the session (RFC 3264 8);
+    #: local_sdp(), set_local_sdp()
+    a_sdp: tuple[str, bytes] | None
+    b_sdp: tuple[str, bytes] | None
     #: the last offer put the media on hold (dead-media checks are off)
     on_hold: bool
 
@@ -230,10 +243,11 @@ class Call:
         setup_at: float,
         state: CallState = CallState.ROUTING,
         route: Route | None = None,
-        targets: list[Endpoint] | None = None,
+        targets: tuple[Endpoint, ...] = (),
         b_call_id: str = "",
         b_tag: str = "",
         b_request: Request | None = None,
+        routed_uri: str = "",
         b_tx: TransactionKey | None = None,
         b_target: Endpoint | None = None,
         b_dialog: Dialog | None = None,
@@ -241,7 +255,8 @@ class Call:
         b_provisional: bool = False,
         b_cancel_pending: bool = False,
         abandoned: tuple[TransactionKey, ...] = (),
-        ack_owed: dict[Side, int] | None = None,
+        a_ack_owed: int = 0,
+        b_ack_owed: int = 0,
         ringing_at: float | None = None,
         answered_at: float | None = None,
         ended_at: float | None = None,
@@ -267,8 +282,10 @@ class Call:
         a_timer: SessionTimer | None = None,
         b_timer_offer: tuple[int, int] = (0, 0),
         b_retried_422: bool = False,
-        sessions: dict[Side, LegSession] | None = None,
-        local_sdp: dict[Side, tuple[str, bytes]] | None = None,
+        a_session: LegSession | None = None,
+        b_session: LegSession | None = None,
+        a_sdp: tuple[str, bytes] | None = None,
+        b_sdp: tuple[str, bytes] | None = None,
         on_hold: bool = False,
     ) -> None:
         self.uuid = uuid
@@ -280,10 +297,11 @@ class Call:
         self.setup_at = setup_at
         self.state = state
         self.route = route
-        self.targets = [] if targets is None else targets
+        self.targets = targets
         self.b_call_id = b_call_id
         self.b_tag = b_tag
         self.b_request = b_request
+        self.routed_uri = routed_uri
         self.b_tx = b_tx
         self.b_target = b_target
         self.b_dialog = b_dialog
@@ -291,7 +309,8 @@ class Call:
         self.b_provisional = b_provisional
         self.b_cancel_pending = b_cancel_pending
         self.abandoned = abandoned
-        self.ack_owed = {} if ack_owed is None else ack_owed
+        self.a_ack_owed = a_ack_owed
+        self.b_ack_owed = b_ack_owed
         self.ringing_at = ringing_at
         self.answered_at = answered_at
         self.ended_at = ended_at
@@ -317,16 +336,60 @@ class Call:
         self.a_timer = a_timer
         self.b_timer_offer = b_timer_offer
         self.b_retried_422 = b_retried_422
-        self.sessions = {} if sessions is None else sessions
-        self.local_sdp = {} if local_sdp is None else local_sdp
+        self.a_session = a_session
+        self.b_session = b_session
+        self.a_sdp = a_sdp
+        self.b_sdp = b_sdp
         self.on_hold = on_hold
 
     @property
     def call_id(self) -> str:
-        return self.a_request.headers.get("Call-ID") or ""
+        """The A leg's Call-ID (its dialog holds the INVITE's)."""
+        return self.a_dialog.call_id
 
     def dialog(self, side: Side) -> Dialog | None:
         return self.a_dialog if side is Side.A else self.b_dialog
+
+    def session(self, side: Side) -> LegSession | None:
+        """The session timer running on ``side``, if any."""
+        return self.a_session if side is Side.A else self.b_session
+
+    def set_session(self, side: Side, session: LegSession | None) -> None:
+        if side is Side.A:
+            self.a_session = session
+        else:
+            self.b_session = session
+
+    def local_sdp(self, side: Side) -> tuple[str, bytes] | None:
+        """The last (Content-Type, SDP body) the gateway sent on ``side``, if any."""
+        return self.a_sdp if side is Side.A else self.b_sdp
+
+    def set_local_sdp(self, side: Side, content_type: str, body: bytes) -> None:
+        # The usual Content-Type as one shared string, not each message's copy.
+        sdp = (SDP_CONTENT_TYPE if content_type == SDP_CONTENT_TYPE else content_type, body)
+        if side is Side.A:
+            self.a_sdp = sdp
+        else:
+            self.b_sdp = sdp
+
+    def owe_ack(self, side: Side, cseq: int) -> None:
+        """Late offer: the ACK of CSeq ``cseq`` on ``side`` waits for the answer."""
+        if side is Side.A:
+            self.a_ack_owed = cseq
+        else:
+            self.b_ack_owed = cseq
+
+    def take_ack_owed(self, side: Side) -> int | None:
+        """The CSeq of the ACK owed on ``side`` (now no longer owed), or None."""
+        cseq = self.a_ack_owed if side is Side.A else self.b_ack_owed
+        if not cseq:
+            return None
+        self.owe_ack(side, 0)
+        return cseq
+
+    @property
+    def acks_owed(self) -> bool:
+        return bool(self.a_ack_owed or self.b_ack_owed)
 
     def disposition(self) -> str:
         """The CDR disposition of the call (answered, busy, no-answer ...)."""
@@ -413,25 +476,36 @@ def sent_ack(cseq: int, content_type: str, body: bytes) -> tuple[int, str, bytes
 
 
 #: What a confirmed call still reads from its A-leg INVITE: the CDR (From,
-#: User-Agent, the Request-URI) and Call.call_id (Call-ID).
-_KEPT_A_AFTER_CONFIRM = frozenset({"From", "Call-ID", "User-Agent"})
-#: ... and from its B-leg INVITE: the dialog of a 2xx (a fork's late one gets ACK +
-#: BYE), which Dialog.as_uac builds from its From, Call-ID, CSeq and Contact (the To
-#: is the response's), and the CDR's routed URI (the Request-URI).
-_KEPT_B_AFTER_CONFIRM = frozenset({"From", "Call-ID", "CSeq", "Contact"})
+#: User-Agent, the Request-URI). Call.call_id is its dialog's.
+_KEPT_A_AFTER_CONFIRM = frozenset({"From", "User-Agent"})
 
 
 def slim_confirmed(call: Call) -> None:
-    """Drops what a confirmed call no longer needs from its two INVITEs (bodies, Via,
+    """Drops what a confirmed call no longer needs from its INVITEs (bodies, Via,
     Route, Allow ...): an idle dialog then costs little memory. In-dialog requests
-    are built from the dialogs; retransmissions live in the transactions."""
-    for attr, names in (("a_request", _KEPT_A_AFTER_CONFIRM), ("b_request", _KEPT_B_AFTER_CONFIRM)):
-        request = getattr(call, attr)
-        if request is None:
-            continue
-        # The same (name, value) tuples: the names are canonical already.
-        kept = Headers.from_canonical([field for field in request.headers if field[0] in names])
-        setattr(call, attr, Request(method=request.method, uri=request.uri, headers=kept))
+    are built from the dialogs; retransmissions live in the transactions.
+
+    The B-leg INVITE goes whole: a 2xx of another fork is ACKed and ended from the
+    INVITE its client transaction holds (B2bua._ack_and_bye), and the CDR reads
+    Call.routed_uri (0.5 KiB per idle call, issue 17).
+    """
+    a = call.a_request
+    # The same (name, value) tuples: the names are canonical already.
+    kept = Headers.from_canonical([f for f in a.headers if f[0] in _KEPT_A_AFTER_CONFIRM])
+    call.a_request = Request(method=a.method, uri=a.uri, headers=kept)
+    call.b_request = None
+
+
+#: The usual Content-Type of a leg's SDP (Call.set_local_sdp).
+SDP_CONTENT_TYPE = "application/sdp"
+
+
+def shared_reason(status: int, reason: str) -> str:
+    """``reason`` as the shared RFC 3261 phrase of ``status`` when it is that phrase
+    ("OK"): a call keeps its final reason for the CDR, and each response's own copy
+    of the text was a string per call."""
+    phrase = reason_phrase(status)
+    return phrase if reason == phrase else reason
 
 
 def relayed_headers(source: Headers, names: tuple[str, ...]) -> list[tuple[str, str]]:
