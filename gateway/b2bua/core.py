@@ -24,13 +24,13 @@ after that long is abandoned (it cannot be CANCELled before a provisional, RFC 3
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
 
 from gateway.b2bua.announce import AnnouncementStage
 from gateway.b2bua.call import (
+    NOT_ARMED,
     RELAYED_RESPONSE_HEADERS,
     Call,
     CallState,
@@ -80,10 +80,10 @@ from gateway.sip.transaction_layer import TransactionLayer
 
 log = logging.getLogger("voipgw.b2bua")
 
-#: Timers one call may have armed at once, with room to spare (no_answer or failover,
-#: reliable, hangup, and per leg a session refresh and expiry, plus max_duration):
-#: the heap is compacted when it holds many more entries than that.
-TIMERS_PER_CALL = 8
+#: Heap entries per call, with room to spare (one live, at the call's earliest
+#: deadline, and the stale ones of deadlines moved earlier): the heap is compacted
+#: when it holds many more entries than that.
+ENTRIES_PER_CALL = 2
 
 #: The A-leg INVITE transaction key of a confirmed call (B2bua._slim): no transaction
 #: has it, so a response sent on it is refused as on any ended transaction.
@@ -144,8 +144,9 @@ class B2bua(
         self._refreshes: dict[TransactionKey, tuple[Call, Side]] = {}
         self._messages: set[TransactionKey] = set()
         self._events: deque[B2buaEvent] = deque()
-        self._timers: list[tuple[float, int, str, str, object]] = []
-        self._seq = itertools.count()
+        #: (deadline in seconds, call uuid): one live entry per call with a timer
+        #: armed, at its earliest deadline (Call.timer_at); ties go by uuid
+        self._timers: list[tuple[float, str]] = []
         #: set while the instance drains (SIGTERM): OPTIONS outside a dialog gets 503,
         #: so a dispatcher probing with OPTIONS (Kamailio ds_ping_interval) takes the
         #: instance out while its calls end (deploy/OPERATIONS.md "Several instances")
@@ -161,40 +162,68 @@ class B2bua(
 
     def get_timer(self) -> float | None:
         while self._timers:
-            deadline, _, uuid, name, token = self._timers[0]
+            deadline, uuid = self._timers[0]
             call = self.calls.get(uuid)
-            if call is not None and call.timer_tokens.get(name) == token:
-                return deadline
+            if call is not None and call.timer_at == deadline:
+                if call.next_deadline() == deadline:
+                    return deadline
+                # Disarmed or moved later since: the entry goes where it is due.
+                call.timer_at = NOT_ARMED
+                heapq.heappop(self._timers)
+                self._schedule(call)
+                continue
             heapq.heappop(self._timers)
         return None
 
     def handle_timer(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:
-            _, _, uuid, name, token = heapq.heappop(self._timers)
+            deadline, uuid = heapq.heappop(self._timers)
             call = self.calls.get(uuid)
-            if call is None or call.timer_tokens.get(name) != token:
-                continue
-            del call.timer_tokens[name]
-            if name == "no_answer":
-                self._on_no_answer(call, now)
-            elif name == "failover":
-                self._on_failover_timeout(call, now)
-            elif name == "reliable":
-                self._retransmit_reliable(call, now)
-            elif name == "hangup":
-                call.hangup_side = "gateway"
-                self._end_call(call, now)
-            elif name in SESSION_TIMERS:
-                self._on_session_timer(call, name, now)
+            if call is None or call.timer_at != deadline:
+                continue  # stale: the call ended, or has an entry at another time
+            call.timer_at = NOT_ARMED
+            name = call.due_timer(now)
+            while name is not None and call.state is not CallState.ENDED:
+                call.set_deadline(name, NOT_ARMED)
+                self._on_timer(call, name, now)
+                name = call.due_timer(now)
+            self._schedule(call)
 
-    def _arm(self, call: Call, name: str, delay: float, now: float, token: object) -> None:
-        call.timer_tokens[name] = token
-        heapq.heappush(self._timers, (now + delay, next(self._seq), call.uuid, name, token))
-        if len(self._timers) > TIMERS_PER_CALL * len(self.calls) + 4096:
-            self._compact_timers()
+    def _on_timer(self, call: Call, name: str, now: float) -> None:
+        if name == "no_answer":
+            self._on_no_answer(call, now)
+        elif name == "failover":
+            self._on_failover_timeout(call, now)
+        elif name == "reliable":
+            self._retransmit_reliable(call, now)
+        elif name == "hangup":
+            call.hangup_side = "gateway"
+            self._end_call(call, now)
+        elif name in SESSION_TIMERS:
+            self._on_session_timer(call, name, now)
+
+    def _arm(self, call: Call, name: str, delay: float, now: float) -> None:
+        call.set_deadline(name, now + delay)
+        self._schedule(call)
+
+    def _disarm(self, call: Call, name: str) -> None:
+        # The heap entry stays: get_timer and handle_timer move it to the next deadline.
+        call.set_deadline(name, NOT_ARMED)
+
+    def _schedule(self, call: Call) -> None:
+        """Gives the call a heap entry at its earliest deadline, unless the one it
+        has is no later (a later entry becomes stale: ``timer_at`` differs)."""
+        if call.state is CallState.ENDED:
+            return
+        due = call.next_deadline()
+        if due < call.timer_at:
+            call.timer_at = due
+            heapq.heappush(self._timers, (due, call.uuid))
+            if len(self._timers) > ENTRIES_PER_CALL * len(self.calls) + 4096:
+                self._compact_timers()
 
     def _compact_timers(self) -> None:
-        """Drops the heap's stale entries (disarmed, re-armed, or of ended calls).
+        """Drops the heap's stale entries (moved earlier, or of ended calls).
 
         Stale entries are otherwise only dropped when they reach the top: a session
         timer's expiry lies half an hour ahead, so at 1,000 calls/s the heap would
@@ -203,14 +232,11 @@ class B2bua(
         """
         live = []
         for entry in self._timers:
-            call = self.calls.get(entry[2])
-            if call is not None and call.timer_tokens.get(entry[3]) == entry[4]:
+            call = self.calls.get(entry[1])
+            if call is not None and call.timer_at == entry[0]:
                 live.append(entry)
         heapq.heapify(live)
         self._timers = live
-
-    def _disarm(self, call: Call, name: str) -> None:
-        call.timer_tokens.pop(name, None)
 
     # ------------------------------------------------------------------ input
 
@@ -549,11 +575,7 @@ class B2bua(
             call.state = CallState.EARLY
             route = call.route
             timeout = route.no_answer_timeout if route else None
-            # The B INVITE's branch names its transaction: tokens are compared as
-            # strings, and str() of a TransactionKey is its interpreted dataclass repr.
-            b_tx = call.b_tx
-            token = b_tx.branch if b_tx is not None else None
-            self._arm(call, "no_answer", timeout or self.no_answer_timeout, now, token)
+            self._arm(call, "no_answer", timeout or self.no_answer_timeout, now)
         if call.ringing_at is None and response.status in (180, 183):
             call.ringing_at = now
         if call.b_dialog is None and parse_name_address(response.headers.get("To") or "").tag:
@@ -755,7 +777,7 @@ class B2bua(
         call.state = CallState.CALLING
         self._by_b_invite[key] = call
         if route.failover_timeout is not None and (call.targets or route.unreachable is not None):
-            self._arm(call, "failover", route.failover_timeout, now, key.branch)
+            self._arm(call, "failover", route.failover_timeout, now)
 
     def _cancel_b(self, call: Call, now: float) -> None:
         if call.b_tx is None or call.b_request is None:

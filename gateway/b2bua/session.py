@@ -35,7 +35,7 @@ import logging
 
 from mypy_extensions import trait
 
-from gateway.b2bua.call import Call, CallState, LegSession, Side
+from gateway.b2bua.call import EXPIRY, MAX_DURATION, REFRESH, Call, CallState, LegSession, Side
 from gateway.b2bua.events import EndedBy
 from gateway.b2bua.host import B2buaHost
 from gateway.sip.errors import ParseError
@@ -66,10 +66,7 @@ REASONS = {
     EndedBy.SHUTDOWN: 'SIP;cause=503;text="Gateway shutting down"',
 }
 
-#: Timer names per leg (``handle_timer`` dispatches on them).
-REFRESH = {Side.A: "refresh_a", Side.B: "refresh_b"}
-EXPIRY = {Side.A: "expiry_a", Side.B: "expiry_b"}
-MAX_DURATION = "max_duration"
+#: The timers of this module (``handle_timer`` dispatches on their names).
 SESSION_TIMERS = frozenset([*REFRESH.values(), *EXPIRY.values(), MAX_DURATION])
 
 
@@ -197,7 +194,7 @@ class SessionTimers(B2buaHost):
         """The callee answered: the B leg's timer and the maximum duration start."""
         route = call.route
         if route is not None and route.max_duration is not None and not route.emergency:
-            self._arm(call, MAX_DURATION, route.max_duration, now, "answer")
+            self._arm(call, MAX_DURATION, route.max_duration, now)
         if self.session_timers is None:
             return
         try:
@@ -290,9 +287,9 @@ class SessionTimers(B2buaHost):
         session = call.session(side)
         assert session is not None
         timer = SessionTimer(interval=session.interval, refresher=Refresher.UAC)
-        self._arm(call, EXPIRY[side], timer.expiry_delay, now, now)
+        self._arm(call, EXPIRY[side], timer.expiry_delay, now)
         if session.gateway_refreshes:
-            self._arm(call, REFRESH[side], timer.refresh_delay, now, now)
+            self._arm(call, REFRESH[side], timer.refresh_delay, now)
         else:
             self._disarm(call, REFRESH[side])
 
