@@ -370,6 +370,55 @@ def test_shutdown_ends_calls_in_progress():
     assert gateway.b2bua.calls == {}
 
 
+def test_an_idle_call_has_one_heap_entry_at_its_earliest_deadline():
+    """Four session timers run on an idle call (a refresh and an expiry per leg): the
+    heap holds one live entry for them, at the earliest, and a disarmed timer moves
+    it to the next one instead of firing."""
+    net, gateway, alice, bob = make()
+    establish(net, alice, bob)
+    b2bua = gateway.b2bua
+    (call,) = b2bua.calls.values()
+    start = net.now
+    # Both legs refreshed by the gateway at 50 s, expiring at 68 s.
+    assert b2bua.get_timer() == start + 50
+    live = [entry for entry in b2bua._timers if entry == (call.timer_at, call.uuid)]
+    assert live == [(start + 50, call.uuid)]
+    b2bua._disarm(call, "refresh_a")
+    b2bua._disarm(call, "refresh_b")
+    assert b2bua.get_timer() == start + 68
+    net.advance(60.0)
+    assert in_dialog(alice, "INVITE") == [] and in_dialog(bob, "INVITE") == []
+    net.advance(10.0)
+    assert len(byes(alice)) == 1 and len(byes(bob)) == 1
+
+
+def test_idle_calls_share_their_caller_address_and_uri_strings():
+    """What an idle call keeps (issue 17): one Endpoint object per caller address, the
+    B dialog's URIs as the A dialog's strings, and no B-leg INVITE once confirmed
+    (the CDR's routed URI is kept apart)."""
+    net, gateway, alice, bob = make()
+    # Each datagram from its own Endpoint object, as the transport gives them.
+    layers = net._layers
+    net._layers = lambda: [(layer, Endpoint(*vars_of(e))) for layer, e in layers()]
+    establish(net, alice, bob)
+    alice.events.clear()
+    bob.events.clear()
+    net.now += 1.0
+    establish(net, alice, bob)
+    first, second = gateway.b2bua.calls.values()
+    assert first.a_source is second.a_source
+    for call in (first, second):
+        assert call.b_dialog is not None
+        assert call.b_dialog.local_uri is call.a_dialog.remote_uri
+        assert call.b_dialog.remote_uri is call.a_dialog.local_uri
+        assert call.b_request is None and call.b_tx is None
+        assert call.routed_uri == "sip:bob@127.0.0.3"
+
+
+def vars_of(endpoint: Endpoint) -> tuple[str, str, int]:
+    return endpoint.transport, endpoint.host, endpoint.port
+
+
 def test_timer_heap_stays_bounded_by_live_calls():
     """Each call arms a session expiry half an hour ahead; ended calls' entries must
     not pile up in the heap until then."""

@@ -108,7 +108,7 @@ class AnnouncementStage(B2buaHost):
         call.final_reason = "OK"
         self._send_a(call, out, now)
         self._answered(call, now)
-        self._arm(call, "hangup", decision.hangup_after, now, "local")
+        self._arm(call, "hangup", decision.hangup_after, now)
 
     def _answer_anchored(self, call: Call, response: Response, now: float) -> None:
         """Relays a B-leg answer to a caller whose media the gateway anchors: the

@@ -4,13 +4,14 @@ callee) and the facts the CDR needs. Pure data plus message-building helpers."""
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 from gateway.b2bua.events import EndedBy, Route
 from gateway.sip.dialog import Dialog
 from gateway.sip.events import Endpoint, TransactionKey
 from gateway.sip.headers import parse_name_address
-from gateway.sip.message import Headers, Request, Response
+from gateway.sip.message import Headers, Request, Response, reason_phrase
 from gateway.sip.session_timer import SessionTimer
 from routing.decision import NO_FACTS, CallFacts, RecordingNotice
 
@@ -109,6 +110,22 @@ class Relay:
         self.timer = timer
 
 
+#: The B2BUA's timers, by name (B2bua._arm). A call keeps each one's deadline in a
+#: float field (Call.set_deadline; the session timers' in the leg's LegSession), and
+#: the B2BUA's heap holds one entry per call, at its earliest deadline: an entry per
+#: timer, with a dict of arming tokens per call, was ~0.9 KiB per idle call (four
+#: session timers armed), issue 17.
+NO_ANSWER = "no_answer"
+FAILOVER = "failover"
+RELIABLE = "reliable"
+HANGUP = "hangup"
+MAX_DURATION = "max_duration"
+REFRESH = {Side.A: "refresh_a", Side.B: "refresh_b"}
+EXPIRY = {Side.A: "expiry_a", Side.B: "expiry_b"}
+#: A deadline not armed.
+NOT_ARMED = math.inf
+
+
 # __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
 @dataclass(init=False, slots=True, eq=False, kw_only=True)
 class LegSession:
@@ -119,16 +136,22 @@ class LegSession:
         gateway_refreshes: the gateway is the leg's refresher (else the peer is).
         by_update: the peer allows UPDATE, so the gateway refreshes with a bodiless
             UPDATE rather than a re-INVITE (RFC 4028 9 recommends UPDATE).
+        refresh_at: when the gateway refreshes the leg, in seconds (NOT_ARMED: not).
+        expires_at: when the session expires without a refresh, in seconds.
     """
 
     interval: int
     gateway_refreshes: bool
     by_update: bool
+    refresh_at: float
+    expires_at: float
 
     def __init__(self, *, interval: int, gateway_refreshes: bool, by_update: bool) -> None:
         self.interval = interval
         self.gateway_refreshes = gateway_refreshes
         self.by_update = by_update
+        self.refresh_at = NOT_ARMED
+        self.expires_at = NOT_ARMED
 
 
 # __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)
@@ -148,10 +171,16 @@ class Call:
     setup_at: float
     state: CallState
     route: Route | None
-    targets: list[Endpoint]
+    #: the route's targets not tried yet: a tuple, shared once empty (an empty list
+    #: was 56 bytes per idle call)
+    targets: tuple[Endpoint, ...]
     b_call_id: str
     b_tag: str
+    #: the B-leg INVITE of the current attempt; None once the call is confirmed
+    #: (slim_confirmed): what an idle call still needs of it is routed_uri
     b_request: Request | None
+    #: the Request-URI of the B-leg INVITE (the CDR's callee_routed)
+    routed_uri: str
     b_tx: TransactionKey | None
     b_target: Endpoint | None
     b_dialog: Dialog | None
@@ -166,8 +195,11 @@ class Call:
     #: A tuple: most calls never fail over, and the empty tuple is shared (an empty
     #: set is 216 bytes per call).
     abandoned: tuple[TransactionKey, ...]
-    #: Late offer (RFC 3264 offer in 2xx, answer in ACK): the ACK owed on a leg.
-    ack_owed: dict[Side, int]
+    #: Late offer (RFC 3264 offer in 2xx, answer in ACK): the CSeq of the ACK owed
+    #: on each leg, 0 when none (the gateway's CSeq numbers start at 1). Two fields,
+    #: not a dict: an empty dict per call was 64 bytes (ack_owed, owe_ack).
+    a_ack_owed: int
+    b_ack_owed: int
     ringing_at: float | None
     answered_at: float | None
     ended_at: float | None
@@ -198,10 +230,16 @@ class Call:
     rel_queue: tuple[Response, ...]
     rel_started: float
     rel_interval: float
-    #: armed B2BUA timers: name -> token of the arming (a stale heap entry differs).
-    #: The token itself, compared with ==, not its str(): a session timer's token is
-    #: a float, and its text was a string held per timer for the whole call.
-    timer_tokens: dict[str, object]
+    #: deadlines of the B2BUA's own timers, in seconds (NOT_ARMED when not armed);
+    #: the session timers' are in a_session and b_session
+    no_answer_at: float
+    failover_at: float
+    reliable_at: float
+    hangup_at: float
+    max_duration_at: float
+    #: the deadline of the call's entry in the B2BUA's timer heap (NOT_ARMED: none);
+    #: an entry at another time is stale
+    timer_at: float
     #: what ended the call
     ended_by: EndedBy
     #: the caller's session timer as agreed in route_decided, put in the A leg's 2xx
@@ -210,11 +248,15 @@ class Call:
     b_timer_offer: tuple[int, int]
     #: the B-leg INVITE was already retried after a 422 (RFC 4028 7.3: once)
     b_retried_422: bool
-    #: the session timer running on each leg
-    sessions: dict[Side, LegSession]
+    #: the session timer running on each leg (session(), set_session()); fields,
+    #: not a dict keyed by Side: the dict was ~0.2 KiB per idle call
+    a_session: LegSession | None
+    b_session: LegSession | None
     #: the last SDP the gateway sent on each leg (Content-Type, body): the body of a
-    #: refreshing re-INVITE, which must not change the session (RFC 3264 8)
-    local_sdp: dict[Side, tuple[str, bytes]]
+    #: refreshing re-INVITE, which must not change the session (RFC 3264 8);
+    #: local_sdp(), set_local_sdp()
+    a_sdp: tuple[str, bytes] | None
+    b_sdp: tuple[str, bytes] | None
     #: the last offer put the media on hold (dead-media checks are off)
     on_hold: bool
 
@@ -230,10 +272,11 @@ class Call:
         setup_at: float,
         state: CallState = CallState.ROUTING,
         route: Route | None = None,
-        targets: list[Endpoint] | None = None,
+        targets: tuple[Endpoint, ...] = (),
         b_call_id: str = "",
         b_tag: str = "",
         b_request: Request | None = None,
+        routed_uri: str = "",
         b_tx: TransactionKey | None = None,
         b_target: Endpoint | None = None,
         b_dialog: Dialog | None = None,
@@ -241,7 +284,8 @@ class Call:
         b_provisional: bool = False,
         b_cancel_pending: bool = False,
         abandoned: tuple[TransactionKey, ...] = (),
-        ack_owed: dict[Side, int] | None = None,
+        a_ack_owed: int = 0,
+        b_ack_owed: int = 0,
         ringing_at: float | None = None,
         answered_at: float | None = None,
         ended_at: float | None = None,
@@ -262,13 +306,14 @@ class Call:
         rel_queue: tuple[Response, ...] = (),
         rel_started: float = 0.0,
         rel_interval: float = 0.0,
-        timer_tokens: dict[str, object] | None = None,
         ended_by: EndedBy = EndedBy.GATEWAY,
         a_timer: SessionTimer | None = None,
         b_timer_offer: tuple[int, int] = (0, 0),
         b_retried_422: bool = False,
-        sessions: dict[Side, LegSession] | None = None,
-        local_sdp: dict[Side, tuple[str, bytes]] | None = None,
+        a_session: LegSession | None = None,
+        b_session: LegSession | None = None,
+        a_sdp: tuple[str, bytes] | None = None,
+        b_sdp: tuple[str, bytes] | None = None,
         on_hold: bool = False,
     ) -> None:
         self.uuid = uuid
@@ -280,10 +325,11 @@ class Call:
         self.setup_at = setup_at
         self.state = state
         self.route = route
-        self.targets = [] if targets is None else targets
+        self.targets = targets
         self.b_call_id = b_call_id
         self.b_tag = b_tag
         self.b_request = b_request
+        self.routed_uri = routed_uri
         self.b_tx = b_tx
         self.b_target = b_target
         self.b_dialog = b_dialog
@@ -291,7 +337,8 @@ class Call:
         self.b_provisional = b_provisional
         self.b_cancel_pending = b_cancel_pending
         self.abandoned = abandoned
-        self.ack_owed = {} if ack_owed is None else ack_owed
+        self.a_ack_owed = a_ack_owed
+        self.b_ack_owed = b_ack_owed
         self.ringing_at = ringing_at
         self.answered_at = answered_at
         self.ended_at = ended_at
@@ -312,21 +359,128 @@ class Call:
         self.rel_queue = rel_queue
         self.rel_started = rel_started
         self.rel_interval = rel_interval
-        self.timer_tokens = {} if timer_tokens is None else timer_tokens
+        self.no_answer_at = NOT_ARMED
+        self.failover_at = NOT_ARMED
+        self.reliable_at = NOT_ARMED
+        self.hangup_at = NOT_ARMED
+        self.max_duration_at = NOT_ARMED
+        self.timer_at = NOT_ARMED
         self.ended_by = ended_by
         self.a_timer = a_timer
         self.b_timer_offer = b_timer_offer
         self.b_retried_422 = b_retried_422
-        self.sessions = {} if sessions is None else sessions
-        self.local_sdp = {} if local_sdp is None else local_sdp
+        self.a_session = a_session
+        self.b_session = b_session
+        self.a_sdp = a_sdp
+        self.b_sdp = b_sdp
         self.on_hold = on_hold
 
     @property
     def call_id(self) -> str:
-        return self.a_request.headers.get("Call-ID") or ""
+        """The A leg's Call-ID (its dialog holds the INVITE's)."""
+        return self.a_dialog.call_id
 
     def dialog(self, side: Side) -> Dialog | None:
         return self.a_dialog if side is Side.A else self.b_dialog
+
+    def session(self, side: Side) -> LegSession | None:
+        """The session timer running on ``side``, if any."""
+        return self.a_session if side is Side.A else self.b_session
+
+    def set_session(self, side: Side, session: LegSession | None) -> None:
+        if side is Side.A:
+            self.a_session = session
+        else:
+            self.b_session = session
+
+    def local_sdp(self, side: Side) -> tuple[str, bytes] | None:
+        """The last (Content-Type, SDP body) the gateway sent on ``side``, if any."""
+        return self.a_sdp if side is Side.A else self.b_sdp
+
+    def set_local_sdp(self, side: Side, content_type: str, body: bytes) -> None:
+        # The usual Content-Type as one shared string, not each message's copy.
+        sdp = (SDP_CONTENT_TYPE if content_type == SDP_CONTENT_TYPE else content_type, body)
+        if side is Side.A:
+            self.a_sdp = sdp
+        else:
+            self.b_sdp = sdp
+
+    def owe_ack(self, side: Side, cseq: int) -> None:
+        """Late offer: the ACK of CSeq ``cseq`` on ``side`` waits for the answer."""
+        if side is Side.A:
+            self.a_ack_owed = cseq
+        else:
+            self.b_ack_owed = cseq
+
+    def take_ack_owed(self, side: Side) -> int | None:
+        """The CSeq of the ACK owed on ``side`` (now no longer owed), or None."""
+        cseq = self.a_ack_owed if side is Side.A else self.b_ack_owed
+        if not cseq:
+            return None
+        self.owe_ack(side, 0)
+        return cseq
+
+    @property
+    def acks_owed(self) -> bool:
+        return bool(self.a_ack_owed or self.b_ack_owed)
+
+    def set_deadline(self, name: str, at: float) -> None:
+        """Arms the timer ``name`` for ``at`` (seconds), or disarms it (NOT_ARMED).
+        A session timer of a leg with no session is not armed."""
+        if name == NO_ANSWER:
+            self.no_answer_at = at
+        elif name == FAILOVER:
+            self.failover_at = at
+        elif name == RELIABLE:
+            self.reliable_at = at
+        elif name == HANGUP:
+            self.hangup_at = at
+        elif name == MAX_DURATION:
+            self.max_duration_at = at
+        else:
+            side = Side.A if name in (REFRESH[Side.A], EXPIRY[Side.A]) else Side.B
+            session = self.session(side)
+            if session is None:
+                return
+            if name == REFRESH[side]:
+                session.refresh_at = at
+            else:
+                session.expires_at = at
+
+    def next_deadline(self) -> float:
+        """The earliest deadline armed, NOT_ARMED when none."""
+        at = min(
+            self.no_answer_at,
+            self.failover_at,
+            self.reliable_at,
+            self.hangup_at,
+            self.max_duration_at,
+        )
+        for session in (self.a_session, self.b_session):
+            if session is not None:
+                at = min(at, session.refresh_at, session.expires_at)
+        return at
+
+    def due_timer(self, now: float) -> str | None:
+        """The name of the earliest timer due at ``now``, None when none is."""
+        name: str | None = None
+        at = now
+        for candidate, deadline in (
+            (NO_ANSWER, self.no_answer_at),
+            (FAILOVER, self.failover_at),
+            (RELIABLE, self.reliable_at),
+            (HANGUP, self.hangup_at),
+            (MAX_DURATION, self.max_duration_at),
+        ):
+            if deadline <= at:
+                name, at = candidate, deadline
+        for side, session in ((Side.A, self.a_session), (Side.B, self.b_session)):
+            if session is not None:
+                if session.refresh_at <= at:
+                    name, at = REFRESH[side], session.refresh_at
+                if session.expires_at <= at:
+                    name, at = EXPIRY[side], session.expires_at
+        return name
 
     def disposition(self) -> str:
         """The CDR disposition of the call (answered, busy, no-answer ...)."""
@@ -413,25 +567,49 @@ def sent_ack(cseq: int, content_type: str, body: bytes) -> tuple[int, str, bytes
 
 
 #: What a confirmed call still reads from its A-leg INVITE: the CDR (From,
-#: User-Agent, the Request-URI) and Call.call_id (Call-ID).
-_KEPT_A_AFTER_CONFIRM = frozenset({"From", "Call-ID", "User-Agent"})
-#: ... and from its B-leg INVITE: the dialog of a 2xx (a fork's late one gets ACK +
-#: BYE), which Dialog.as_uac builds from its From, Call-ID, CSeq and Contact (the To
-#: is the response's), and the CDR's routed URI (the Request-URI).
-_KEPT_B_AFTER_CONFIRM = frozenset({"From", "Call-ID", "CSeq", "Contact"})
+#: User-Agent, the Request-URI). Call.call_id is its dialog's.
+_KEPT_A_AFTER_CONFIRM = frozenset({"From", "User-Agent"})
 
 
 def slim_confirmed(call: Call) -> None:
-    """Drops what a confirmed call no longer needs from its two INVITEs (bodies, Via,
+    """Drops what a confirmed call no longer needs from its INVITEs (bodies, Via,
     Route, Allow ...): an idle dialog then costs little memory. In-dialog requests
-    are built from the dialogs; retransmissions live in the transactions."""
-    for attr, names in (("a_request", _KEPT_A_AFTER_CONFIRM), ("b_request", _KEPT_B_AFTER_CONFIRM)):
-        request = getattr(call, attr)
-        if request is None:
-            continue
-        # The same (name, value) tuples: the names are canonical already.
-        kept = Headers.from_canonical([field for field in request.headers if field[0] in names])
-        setattr(call, attr, Request(method=request.method, uri=request.uri, headers=kept))
+    are built from the dialogs; retransmissions live in the transactions.
+
+    The B-leg INVITE goes whole: a 2xx of another fork is ACKed and ended from the
+    INVITE its client transaction holds (B2bua._ack_and_bye), and the CDR reads
+    Call.routed_uri (0.5 KiB per idle call, issue 17).
+    """
+    a = call.a_request
+    # The same (name, value) tuples: the names are canonical already.
+    kept = Headers.from_canonical([f for f in a.headers if f[0] in _KEPT_A_AFTER_CONFIRM])
+    call.a_request = Request(method=a.method, uri=a.uri, headers=kept)
+    call.b_request = None
+
+
+#: The usual Content-Type of a leg's SDP (Call.set_local_sdp).
+SDP_CONTENT_TYPE = "application/sdp"
+
+
+def shared_reason(status: int, reason: str) -> str:
+    """``reason`` as the shared RFC 3261 phrase of ``status`` when it is that phrase
+    ("OK"): a call keeps its final reason for the CDR, and each response's own copy
+    of the text was a string per call."""
+    phrase = reason_phrase(status)
+    return phrase if reason == phrase else reason
+
+
+def b_dialog_of(call: Call, request: Request, response: Response) -> Dialog:
+    """The B leg's dialog from its INVITE and a response (Dialog.as_uac), its URIs
+    the A leg's strings where the texts are the same (the B2BUA copies From and To
+    across, RFC 3261 12.1.2 gives each dialog its own): two strings fewer per call."""
+    dialog = Dialog.as_uac(request, response)
+    a = call.a_dialog
+    if dialog.local_uri == a.remote_uri:
+        dialog.local_uri = a.remote_uri
+    if dialog.remote_uri == a.local_uri:
+        dialog.remote_uri = a.local_uri
+    return dialog
 
 
 def relayed_headers(source: Headers, names: tuple[str, ...]) -> list[tuple[str, str]]:

@@ -24,22 +24,24 @@ after that long is abandoned (it cannot be CANCELled before a provisional, RFC 3
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
 
 from gateway.b2bua.announce import AnnouncementStage
 from gateway.b2bua.call import (
+    NOT_ARMED,
     RELAYED_RESPONSE_HEADERS,
     Call,
     CallState,
     Relay,
     Side,
     ack_request,
+    b_dialog_of,
     build_b_invite,
     relayed_headers,
     sent_ack,
+    shared_reason,
     slim_confirmed,
 )
 from gateway.b2bua.checks import ALLOW, check_new_request
@@ -79,10 +81,17 @@ from gateway.sip.transaction_layer import TransactionLayer
 
 log = logging.getLogger("voipgw.b2bua")
 
-#: Timers one call may have armed at once, with room to spare (no_answer or failover,
-#: reliable, hangup, and per leg a session refresh and expiry, plus max_duration):
-#: the heap is compacted when it holds many more entries than that.
-TIMERS_PER_CALL = 8
+#: Heap entries per call, with room to spare (one live, at the call's earliest
+#: deadline, and the stale ones of deadlines moved earlier): the heap is compacted
+#: when it holds many more entries than that.
+ENTRIES_PER_CALL = 2
+
+#: The A-leg INVITE transaction key of a confirmed call (B2bua._slim): no transaction
+#: has it, so a response sent on it is refused as on any ended transaction.
+ENDED_TRANSACTION = TransactionKey("", "", "INVITE", True)
+
+#: Callers' addresses kept as one shared object each (B2bua._sources).
+MAX_SHARED_SOURCES = 1024
 
 #: B-leg statuses after which the next target of the route is tried.
 FAILOVER_STATUSES = frozenset({408, 500, 502, 503, 504})
@@ -130,13 +139,18 @@ class B2bua(
         self.calls: dict[str, Call] = {}
         self._by_a_invite: dict[TransactionKey, Call] = {}
         self._by_b_invite: dict[TransactionKey, Call] = {}
-        self._dialogs: dict[tuple[str, str], tuple[Call, Side]] = {}
+        #: calls by the local tag of either leg's dialog (A: our To tag, B: our From
+        #: tag): tokens of ours, unique, held by the call already. The Call-ID is
+        #: checked on lookup (_dialog_of); a (Call-ID, tag) key and a (call, side)
+        #: value were two tuples per leg, 0.2 KiB per idle call (issue 17).
+        self._dialogs: dict[str, Call] = {}
         self._relays: dict[TransactionKey, Relay] = {}
         self._refreshes: dict[TransactionKey, tuple[Call, Side]] = {}
         self._messages: set[TransactionKey] = set()
         self._events: deque[B2buaEvent] = deque()
-        self._timers: list[tuple[float, int, str, str, object]] = []
-        self._seq = itertools.count()
+        #: (deadline in seconds, call uuid): one live entry per call with a timer
+        #: armed, at its earliest deadline (Call.timer_at); ties go by uuid
+        self._timers: list[tuple[float, str]] = []
         #: set while the instance drains (SIGTERM): OPTIONS outside a dialog gets 503,
         #: so a dispatcher probing with OPTIONS (Kamailio ds_ping_interval) takes the
         #: instance out while its calls end (deploy/OPERATIONS.md "Several instances")
@@ -144,6 +158,10 @@ class B2bua(
         #: our Contact value per local endpoint: built once, shared by every dialog
         #: (two per call otherwise, held for the call's life)
         self._contacts: dict[Endpoint, str] = {}
+        #: callers' addresses, one object per address (_new_call): behind a proxy or
+        #: PBX every call comes from the same one, and each INVITE's own Endpoint was
+        #: 0.12 KiB per idle call; bounded, addresses come from the network
+        self._sources: dict[Endpoint, Endpoint] = {}
 
     # ------------------------------------------------------------------ outputs
 
@@ -152,40 +170,68 @@ class B2bua(
 
     def get_timer(self) -> float | None:
         while self._timers:
-            deadline, _, uuid, name, token = self._timers[0]
+            deadline, uuid = self._timers[0]
             call = self.calls.get(uuid)
-            if call is not None and call.timer_tokens.get(name) == token:
-                return deadline
+            if call is not None and call.timer_at == deadline:
+                if call.next_deadline() == deadline:
+                    return deadline
+                # Disarmed or moved later since: the entry goes where it is due.
+                call.timer_at = NOT_ARMED
+                heapq.heappop(self._timers)
+                self._schedule(call)
+                continue
             heapq.heappop(self._timers)
         return None
 
     def handle_timer(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:
-            _, _, uuid, name, token = heapq.heappop(self._timers)
+            deadline, uuid = heapq.heappop(self._timers)
             call = self.calls.get(uuid)
-            if call is None or call.timer_tokens.get(name) != token:
-                continue
-            del call.timer_tokens[name]
-            if name == "no_answer":
-                self._on_no_answer(call, now)
-            elif name == "failover":
-                self._on_failover_timeout(call, now)
-            elif name == "reliable":
-                self._retransmit_reliable(call, now)
-            elif name == "hangup":
-                call.hangup_side = "gateway"
-                self._end_call(call, now)
-            elif name in SESSION_TIMERS:
-                self._on_session_timer(call, name, now)
+            if call is None or call.timer_at != deadline:
+                continue  # stale: the call ended, or has an entry at another time
+            call.timer_at = NOT_ARMED
+            name = call.due_timer(now)
+            while name is not None and call.state is not CallState.ENDED:
+                call.set_deadline(name, NOT_ARMED)
+                self._on_timer(call, name, now)
+                name = call.due_timer(now)
+            self._schedule(call)
 
-    def _arm(self, call: Call, name: str, delay: float, now: float, token: object) -> None:
-        call.timer_tokens[name] = token
-        heapq.heappush(self._timers, (now + delay, next(self._seq), call.uuid, name, token))
-        if len(self._timers) > TIMERS_PER_CALL * len(self.calls) + 4096:
-            self._compact_timers()
+    def _on_timer(self, call: Call, name: str, now: float) -> None:
+        if name == "no_answer":
+            self._on_no_answer(call, now)
+        elif name == "failover":
+            self._on_failover_timeout(call, now)
+        elif name == "reliable":
+            self._retransmit_reliable(call, now)
+        elif name == "hangup":
+            call.hangup_side = "gateway"
+            self._end_call(call, now)
+        elif name in SESSION_TIMERS:
+            self._on_session_timer(call, name, now)
+
+    def _arm(self, call: Call, name: str, delay: float, now: float) -> None:
+        call.set_deadline(name, now + delay)
+        self._schedule(call)
+
+    def _disarm(self, call: Call, name: str) -> None:
+        # The heap entry stays: get_timer and handle_timer move it to the next deadline.
+        call.set_deadline(name, NOT_ARMED)
+
+    def _schedule(self, call: Call) -> None:
+        """Gives the call a heap entry at its earliest deadline, unless the one it
+        has is no later (a later entry becomes stale: ``timer_at`` differs)."""
+        if call.state is CallState.ENDED:
+            return
+        due = call.next_deadline()
+        if due < call.timer_at:
+            call.timer_at = due
+            heapq.heappush(self._timers, (due, call.uuid))
+            if len(self._timers) > ENTRIES_PER_CALL * len(self.calls) + 4096:
+                self._compact_timers()
 
     def _compact_timers(self) -> None:
-        """Drops the heap's stale entries (disarmed, re-armed, or of ended calls).
+        """Drops the heap's stale entries (moved earlier, or of ended calls).
 
         Stale entries are otherwise only dropped when they reach the top: a session
         timer's expiry lies half an hour ahead, so at 1,000 calls/s the heap would
@@ -194,14 +240,11 @@ class B2bua(
         """
         live = []
         for entry in self._timers:
-            call = self.calls.get(entry[2])
-            if call is not None and call.timer_tokens.get(entry[3]) == entry[4]:
+            call = self.calls.get(entry[1])
+            if call is not None and call.timer_at == entry[0]:
                 live.append(entry)
         heapq.heapify(live)
         self._timers = live
-
-    def _disarm(self, call: Call, name: str) -> None:
-        call.timer_tokens.pop(name, None)
 
     # ------------------------------------------------------------------ input
 
@@ -254,10 +297,10 @@ class B2bua(
         call.route = decision
         if not self._agree_a_timer(call, now):
             return
-        call.targets = list(decision.targets)
+        call.targets = tuple(decision.targets)
         call.b_call_id = self.new_token() + "@voipgw"
         call.b_tag = self.new_token()
-        self._dialogs[(call.b_call_id, call.b_tag)] = (call, Side.B)
+        self._dialogs[call.b_tag] = call
         if decision.announcement is not None:
             call.state = CallState.ANNOUNCING
             self._events.append(
@@ -327,10 +370,15 @@ class B2bua(
         a_dialog = Dialog.as_uas(
             request, local_tag=a_tag, local_contact=self._contact_for(event.source)
         )
+        source = self._sources.get(event.source)
+        if source is None:
+            source = event.source
+            if len(self._sources) < MAX_SHARED_SOURCES:
+                self._sources[source] = source
         call = Call(
             uuid=uuid,
             a_request=request,
-            a_source=event.source,
+            a_source=source,
             a_tx=key,
             a_tag=a_tag,
             a_dialog=a_dialog,
@@ -344,7 +392,7 @@ class B2bua(
         ]
         self.calls[uuid] = call
         self._by_a_invite[key] = call
-        self._dialogs[(call.call_id, a_tag)] = (call, Side.A)
+        self._dialogs[a_tag] = call
         self._events.append(
             RouteNeeded(
                 call_uuid=uuid,
@@ -375,7 +423,7 @@ class B2bua(
     def _in_dialog_request(self, event: RequestReceived, to_tag: str, now: float) -> None:
         request = event.request
         key = event.transaction
-        entry = self._dialogs.get((request.headers.get("Call-ID") or "", to_tag))
+        entry = self._dialog_of(request.headers.get("Call-ID") or "", to_tag)
         if entry is None:
             if key is not None:
                 # 12.2.2: "If the UAS wishes to reject the request because it does
@@ -418,13 +466,24 @@ class B2bua(
             return
         self._relay_request(call, side, key, request, now)
 
+    def _dialog_of(self, call_id: str, local_tag: str) -> tuple[Call, Side] | None:
+        """The call and leg of the dialog with this Call-ID and our tag, if any."""
+        call = self._dialogs.get(local_tag)
+        if call is None:
+            return None
+        if local_tag == call.a_tag and call_id == call.call_id:
+            return call, Side.A
+        if local_tag == call.b_tag and call_id == call.b_call_id:
+            return call, Side.B
+        return None
+
     def _on_ack(self, call: Call, side: Side, ack: Request, now: float) -> None:
         if side is Side.A and call.state is CallState.ANSWERED:
             call.state = CallState.CONFIRMED
-            if not call.ack_owed:
+            if not call.acks_owed:
                 self._slim(call)
         other = side.other
-        cseq = call.ack_owed.pop(other, None)
+        cseq = call.take_ack_owed(other)
         dialog = call.dialog(other)
         if cseq is None or dialog is None:
             return
@@ -434,7 +493,7 @@ class B2bua(
             ack_request(dialog, cseq, content_type, ack.body), self._leg_endpoint(call, other)
         )
         if ack.body:
-            call.local_sdp[other] = (content_type, ack.body)
+            call.set_local_sdp(other, content_type, ack.body)
         if other is Side.B:
             call.b_ack = sent_ack(cseq, content_type, ack.body)
 
@@ -490,7 +549,7 @@ class B2bua(
         as 13.2.2.4 asks of a UAC that keeps one dialog, never given the first
         dialog's ACK, which leaves the second callee's phone answered and unended."""
         from_tag = parse_name_address(response.headers.get("From") or "").tag or ""
-        entry = self._dialogs.get((response.headers.get("Call-ID") or "", from_tag))
+        entry = self._dialog_of(response.headers.get("Call-ID") or "", from_tag)
         if entry is None:
             return
         call, side = entry
@@ -529,16 +588,12 @@ class B2bua(
             call.state = CallState.EARLY
             route = call.route
             timeout = route.no_answer_timeout if route else None
-            # The B INVITE's branch names its transaction: tokens are compared as
-            # strings, and str() of a TransactionKey is its interpreted dataclass repr.
-            b_tx = call.b_tx
-            token = b_tx.branch if b_tx is not None else None
-            self._arm(call, "no_answer", timeout or self.no_answer_timeout, now, token)
+            self._arm(call, "no_answer", timeout or self.no_answer_timeout, now)
         if call.ringing_at is None and response.status in (180, 183):
             call.ringing_at = now
         if call.b_dialog is None and parse_name_address(response.headers.get("To") or "").tag:
             assert call.b_request is not None
-            call.b_dialog = Dialog.as_uac(call.b_request, response)
+            call.b_dialog = b_dialog_of(call, call.b_request, response)
         self._answer_a(call, response, now)
 
     def _on_b_answer(self, call: Call, response: Response, now: float) -> None:
@@ -559,7 +614,7 @@ class B2bua(
         if call.b_dialog is not None and call.b_dialog.remote_tag == to_tag:
             call.b_dialog.confirm(response)  # the early dialog becomes confirmed
         else:
-            call.b_dialog = Dialog.as_uac(call.b_request, response)
+            call.b_dialog = b_dialog_of(call, call.b_request, response)
         call.answered_at = now
         self._b_answered(call, response, now)
         if call.ringing_at is None:
@@ -570,7 +625,7 @@ class B2bua(
         if call.a_request.body or call.b_offer is not None:
             self._send_b_ack(call, b"", None)
         else:
-            call.ack_owed[Side.B] = 1  # late offer: the answer comes in A's ACK
+            call.owe_ack(Side.B, 1)  # late offer: the answer comes in A's ACK
         self._answer_a(call, response, now)
         self._answered(call, now)
         if call.cancelled:  # CANCEL crossed the 2xx: keep nothing up
@@ -710,7 +765,7 @@ class B2bua(
         assert route is not None
         if call.b_tx is not None:
             call.abandoned = (*call.abandoned, call.b_tx)
-        target = call.targets.pop(0)
+        target, call.targets = call.targets[0], call.targets[1:]
         attempt = len(route.targets) - len(call.targets) - 1
         # Which target this attempt is: the CDR names the centre that answered.
         call.attempt = attempt
@@ -730,11 +785,12 @@ class B2bua(
         self._offer_b_timer(call, request)
         key = self.layer.send_request(request, target, now)
         call.b_request = request
+        call.routed_uri = request.uri
         call.b_tx = key
         call.state = CallState.CALLING
         self._by_b_invite[key] = call
         if route.failover_timeout is not None and (call.targets or route.unreachable is not None):
-            self._arm(call, "failover", route.failover_timeout, now, key.branch)
+            self._arm(call, "failover", route.failover_timeout, now)
 
     def _cancel_b(self, call: Call, now: float) -> None:
         if call.b_tx is None or call.b_request is None:
@@ -779,7 +835,7 @@ class B2bua(
         )
         if response.status >= 200:
             call.final_status = response.status
-            call.final_reason = response.reason
+            call.final_reason = shared_reason(response.status, response.reason)
         self._send_a(call, out, now)
 
     def _fail_a(
@@ -838,13 +894,19 @@ class B2bua(
         for key in [call.b_tx, *call.abandoned]:
             if key is not None:
                 self._by_b_invite.pop(key, None)
+        # Nothing answers or cancels these transactions any more (the A leg's 2xx is
+        # retransmitted by its transaction until the ACK, RFC 3261 13.3.1.4): their
+        # keys and branch texts were ~0.35 KiB per idle call.
+        call.a_tx = ENDED_TRANSACTION
+        call.b_tx = None
+        call.abandoned = ()
 
     def _forget(self, call: Call) -> None:
         self.calls.pop(call.uuid, None)
         self._by_a_invite.pop(call.a_tx, None)
-        self._dialogs.pop((call.call_id, call.a_tag), None)
+        self._dialogs.pop(call.a_tag, None)
         if call.b_call_id:
-            self._dialogs.pop((call.b_call_id, call.b_tag), None)
+            self._dialogs.pop(call.b_tag, None)
         for key in [call.b_tx, *call.abandoned]:
             if key is not None:
                 self._by_b_invite.pop(key, None)
@@ -869,7 +931,7 @@ class B2bua(
             call_id=call.call_id,
             caller=parse_name_address(a.headers.get("From") or "").uri,
             callee_dialled=a.uri,
-            callee_routed=call.b_request.uri if call.b_request is not None else "",
+            callee_routed=call.routed_uri,
             p_asserted_identity=pai,
             source=call.a_source,
             user_agent=a.headers.get("User-Agent"),

@@ -74,7 +74,7 @@ class B2buaHost:
     ) -> None:
         raise NotImplementedError
 
-    def _arm(self, call: Call, name: str, delay: float, now: float, token: object) -> None:
+    def _arm(self, call: Call, name: str, delay: float, now: float) -> None:
         raise NotImplementedError
 
     def _disarm(self, call: Call, name: str) -> None:

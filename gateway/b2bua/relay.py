@@ -54,7 +54,7 @@ class InDialogRelay(B2buaHost):
         if request.method in ("INVITE", "UPDATE"):
             self._timer_request_headers(call, target_side, out)
             if out.body:
-                call.local_sdp[target_side] = (out.headers.get("Content-Type") or "", out.body)
+                call.set_local_sdp(target_side, out.headers.get("Content-Type") or "", out.body)
         b_key = self.layer.send_request(out, self._leg_endpoint(call, target_side), now)
         self._relays[b_key] = Relay(
             call=call, origin=origin, server_tx=key, request=request, timer=timer
@@ -78,7 +78,7 @@ class InDialogRelay(B2buaHost):
                     ack = dialog.create_request("ACK", cseq=cseq)
                     self.layer.send_ack(ack, self._leg_endpoint(call, target_side))
                 else:
-                    call.ack_owed[target_side] = cseq
+                    call.owe_ack(target_side, cseq)
         refresh = relay.request.method in ("INVITE", "UPDATE") and 200 <= response.status < 300
         if refresh:
             self._refreshed_by_gateway(call, target_side, response, now)

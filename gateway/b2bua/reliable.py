@@ -74,7 +74,7 @@ class ReliableProvisionals(B2buaHost):
         call.rel_started = now
         call.rel_interval = self.layer.timers.t1
         self._send(call.a_tx, out, now)
-        self._arm(call, "reliable", call.rel_interval, now, call.rseq)
+        self._arm(call, "reliable", call.rel_interval, now)
 
     def _retransmit_reliable(self, call: Call, now: float) -> None:
         out = call.rel_pending
@@ -89,7 +89,7 @@ class ReliableProvisionals(B2buaHost):
         self._send(call.a_tx, out, now)
         call.rel_interval *= 2
         deadline = call.rel_started + 64 * self.layer.timers.t1
-        self._arm(call, "reliable", min(call.rel_interval, deadline - now), now, call.rseq)
+        self._arm(call, "reliable", min(call.rel_interval, deadline - now), now)
 
     def _on_prack(self, call: Call, key: TransactionKey, prack: Request, now: float) -> None:
         """RFC 3262 7.2: a PRACK whose RAck matches the outstanding reliable

@@ -35,7 +35,7 @@ import logging
 
 from mypy_extensions import trait
 
-from gateway.b2bua.call import Call, CallState, LegSession, Side
+from gateway.b2bua.call import EXPIRY, MAX_DURATION, REFRESH, Call, CallState, LegSession, Side
 from gateway.b2bua.events import EndedBy
 from gateway.b2bua.host import B2buaHost
 from gateway.sip.errors import ParseError
@@ -66,10 +66,7 @@ REASONS = {
     EndedBy.SHUTDOWN: 'SIP;cause=503;text="Gateway shutting down"',
 }
 
-#: Timer names per leg (``handle_timer`` dispatches on them).
-REFRESH = {Side.A: "refresh_a", Side.B: "refresh_b"}
-EXPIRY = {Side.A: "expiry_a", Side.B: "expiry_b"}
-MAX_DURATION = "max_duration"
+#: The timers of this module (``handle_timer`` dispatches on their names).
 SESSION_TIMERS = frozenset([*REFRESH.values(), *EXPIRY.values(), MAX_DURATION])
 
 
@@ -144,13 +141,13 @@ class SessionTimers(B2buaHost):
         """A 2xx to the caller's INVITE leaves: it says the agreed timer, and the A
         leg's timer starts."""
         if out.body:
-            call.local_sdp[Side.A] = (out.headers.get("Content-Type") or "", out.body)
+            call.set_local_sdp(Side.A, out.headers.get("Content-Type") or "", out.body)
         timer = call.a_timer
         if timer is None:
             return
         _put_timer_headers(out.headers, timer.response_header, timer.require)
         allow = call.a_request.headers.get_lines("Allow")
-        call.sessions[Side.A] = LegSession(
+        call.a_session = LegSession(
             interval=timer.interval,
             gateway_refreshes=timer.refresher is Refresher.UAS,
             by_update="UPDATE" in ",".join(allow).upper(),
@@ -162,7 +159,7 @@ class SessionTimers(B2buaHost):
     def _offer_b_timer(self, call: Call, request: Request) -> None:
         """Puts the gateway's offer (RFC 4028 7.1) on a B-leg INVITE."""
         if request.body:
-            call.local_sdp[Side.B] = (request.headers.get("Content-Type") or "", request.body)
+            call.set_local_sdp(Side.B, request.headers.get("Content-Type") or "", request.body)
         policy = self.session_timers
         if policy is None:
             return
@@ -189,7 +186,7 @@ class SessionTimers(B2buaHost):
             return False
         call.b_retried_422 = True
         call.b_timer_offer = retry
-        call.targets.insert(0, call.b_target)
+        call.targets = (call.b_target, *call.targets)
         self._try_next_target(call, now)
         return True
 
@@ -197,14 +194,14 @@ class SessionTimers(B2buaHost):
         """The callee answered: the B leg's timer and the maximum duration start."""
         route = call.route
         if route is not None and route.max_duration is not None and not route.emergency:
-            self._arm(call, MAX_DURATION, route.max_duration, now, "answer")
+            self._arm(call, MAX_DURATION, route.max_duration, now)
         if self.session_timers is None:
             return
         try:
             timer = negotiate_as_uac(call.b_timer_offer[0], response.headers)
         except ParseError:
             timer = SessionTimer(interval=call.b_timer_offer[0], refresher=Refresher.UAC)
-        call.sessions[Side.B] = LegSession(
+        call.b_session = LegSession(
             interval=timer.interval,
             gateway_refreshes=timer.refresher is Refresher.UAC,
             by_update="UPDATE" in ",".join(response.headers.get_lines("Allow")).upper(),
@@ -218,7 +215,7 @@ class SessionTimers(B2buaHost):
         (relayed or its own): the gateway is that transaction's UAC."""
         if self.session_timers is None:
             return  # off: the peers' own headers pass end to end, as relayed
-        session = call.sessions.get(side)
+        session = call.session(side)
         request.headers.remove("Session-Expires")
         request.headers.remove("Min-SE")
         if session is None:
@@ -238,7 +235,7 @@ class SessionTimers(B2buaHost):
         refused here with 400 or 422."""
         if request.body:
             self._note_offer(call, request.body)
-        session = call.sessions.get(side)
+        session = call.session(side)
         policy = self.session_timers
         if session is None or policy is None:
             return True, None
@@ -261,10 +258,10 @@ class SessionTimers(B2buaHost):
     ) -> None:
         """A 2xx to the peer's refresh leaves on ``side``: the leg is refreshed."""
         if out.body:
-            call.local_sdp[side] = (out.headers.get("Content-Type") or "", out.body)
+            call.set_local_sdp(side, out.headers.get("Content-Type") or "", out.body)
         if self.session_timers is None:
             return
-        session = call.sessions.get(side)
+        session = call.session(side)
         out.headers.remove("Session-Expires")
         if timer is None or session is None:
             return
@@ -275,7 +272,7 @@ class SessionTimers(B2buaHost):
 
     def _refreshed_by_gateway(self, call: Call, side: Side, response: Response, now: float) -> None:
         """A 2xx came back for a re-INVITE or UPDATE the gateway sent on ``side``."""
-        session = call.sessions.get(side)
+        session = call.session(side)
         if session is None:
             return
         try:
@@ -287,21 +284,22 @@ class SessionTimers(B2buaHost):
         self._leg_refreshed(call, side, now)
 
     def _leg_refreshed(self, call: Call, side: Side, now: float) -> None:
-        session = call.sessions[side]
+        session = call.session(side)
+        assert session is not None
         timer = SessionTimer(interval=session.interval, refresher=Refresher.UAC)
-        self._arm(call, EXPIRY[side], timer.expiry_delay, now, now)
+        self._arm(call, EXPIRY[side], timer.expiry_delay, now)
         if session.gateway_refreshes:
-            self._arm(call, REFRESH[side], timer.refresh_delay, now, now)
+            self._arm(call, REFRESH[side], timer.refresh_delay, now)
         else:
             self._disarm(call, REFRESH[side])
 
     def _send_refresh(self, call: Call, side: Side, now: float) -> None:
         """The gateway refreshes the leg (RFC 4028 7.4 / 9)."""
-        session = call.sessions.get(side)
+        session = call.session(side)
         dialog = call.dialog(side)
         if session is None or dialog is None or call.state is CallState.ENDED:
             return
-        sdp = call.local_sdp.get(side)
+        sdp = call.local_sdp(side)
         by_update = session.by_update or sdp is None
         request = dialog.create_request("UPDATE" if by_update else "INVITE")
         if not by_update and sdp is not None:
@@ -355,7 +353,7 @@ class SessionTimers(B2buaHost):
                 call.call_id,
                 extra={"call_id": call.call_id},
             )
-            call.sessions.pop(side, None)
+            call.set_session(side, None)
             self._disarm(call, REFRESH[side])
             self._disarm(call, EXPIRY[side])
             return
