@@ -228,6 +228,21 @@ def test_422_from_callee_is_retried_once_with_its_min_se():
     assert alice.statuses("INVITE")[-1] == 500
 
 
+def test_the_ack_of_an_invite_retried_after_a_422_repeats_its_cseq():
+    # RFC 3261 13.2.2.4: the ACK's CSeq number is the INVITE's. The retry is CSeq 2;
+    # its ACK went out as CSeq 1 before, which a callee may not match to its 2xx.
+    net, gateway, alice, bob = make()
+    invite(alice, net.now)
+    net.transfer()
+    respond(bob, bob.requests("INVITE")[0], 422, net.now, ("Min-SE", "300"))
+    net.transfer()
+    retry = bob.requests("INVITE")[1]
+    assert retry.request.headers.get("CSeq") == "2 INVITE"
+    respond(bob, retry, 200, net.now, body=SDP_ANSWER)
+    net.transfer()
+    assert [e.request.headers.get("CSeq") for e in bob.requests("ACK")] == ["2 ACK"]
+
+
 # ---------------------------------------------------------------- maximum duration
 
 

@@ -549,6 +549,13 @@ def build_b_invite(
 PLAIN_ACK: tuple[int, str, bytes] = (1, "", b"")
 
 
+def b_invite_cseq(call: Call) -> int:
+    """The CSeq number of the call's B-leg INVITE, which its ACK must repeat (RFC 3261
+    13.2.2.4): 1, and 2 once the INVITE was retried after a 422 (RFC 4028 7.3: a new
+    request of the same dialog-less INVITE, so a higher CSeq)."""
+    return 2 if call.b_retried_422 else 1
+
+
 def ack_request(dialog: Dialog, cseq: int, content_type: str, body: bytes) -> Request:
     """The ACK of a 2xx in ``dialog`` (RFC 3261 13.2.2.4), without Via (the layer
     gives each its own branch, 17.1.1.3)."""

@@ -38,6 +38,7 @@ from gateway.b2bua.call import (
     Side,
     ack_request,
     b_dialog_of,
+    b_invite_cseq,
     build_b_invite,
     relayed_headers,
     sent_ack,
@@ -625,7 +626,7 @@ class B2bua(
         if call.a_request.body or call.b_offer is not None:
             self._send_b_ack(call, b"", None)
         else:
-            call.owe_ack(Side.B, 1)  # late offer: the answer comes in A's ACK
+            call.owe_ack(Side.B, b_invite_cseq(call))  # late offer: the answer comes in A's ACK
         self._answer_a(call, response, now)
         self._answered(call, now)
         if call.cancelled:  # CANCEL crossed the 2xx: keep nothing up
@@ -635,8 +636,9 @@ class B2bua(
         assert call.b_dialog is not None
         assert call.b_target is not None
         content_type = content_type or ""
-        call.b_ack = sent_ack(1, content_type, body)
-        self.layer.send_ack(ack_request(call.b_dialog, 1, content_type, body), call.b_target)
+        cseq = b_invite_cseq(call)
+        call.b_ack = sent_ack(cseq, content_type, body)
+        self.layer.send_ack(ack_request(call.b_dialog, cseq, content_type, body), call.b_target)
 
     def _resend_b_ack(self, call: Call) -> None:
         """ACKs a retransmission of the B leg's 2xx again (RFC 3261 13.2.2.4): the

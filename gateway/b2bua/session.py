@@ -35,7 +35,16 @@ import logging
 
 from mypy_extensions import trait
 
-from gateway.b2bua.call import EXPIRY, MAX_DURATION, REFRESH, Call, CallState, LegSession, Side
+from gateway.b2bua.call import (
+    EXPIRY,
+    MAX_DURATION,
+    REFRESH,
+    Call,
+    CallState,
+    LegSession,
+    Side,
+    b_invite_cseq,
+)
 from gateway.b2bua.events import EndedBy
 from gateway.b2bua.host import B2buaHost
 from gateway.sip.errors import ParseError
@@ -174,7 +183,7 @@ class SessionTimers(B2buaHost):
         if call.b_retried_422:
             # A new request of the same dialog-less INVITE: a higher CSeq, or the
             # callee takes it for a retransmission (RFC 3261 8.1.3.5 does the same).
-            request.headers.set("CSeq", "2 INVITE")
+            request.headers.set("CSeq", f"{b_invite_cseq(call)} INVITE")
 
     def _retry_b_after_422(self, call: Call, response: Response, now: float) -> bool:
         """RFC 4028 7.3: a 422 from the callee is retried once, same target, with its
