@@ -23,30 +23,14 @@ import bisect
 import time
 from collections.abc import Callable
 
+from gateway.sip.parser import KNOWN_METHODS
+
 __all__ = ["SIP_METHODS", "TRANSACTION_BUCKETS", "SipTraffic", "normalize_method", "status_label"]
 
-#: RFC 3261 methods plus the extensions a business gateway sees (RFC 3262 PRACK,
-#: 3265/6665 SUBSCRIBE/NOTIFY, 3903 PUBLISH, 6086 INFO, 3515 REFER, 3428 MESSAGE,
-#: 3311 UPDATE). Methods are case-sensitive (RFC 3261 section 7.1), so "invite" is
-#: "other".
-SIP_METHODS = frozenset(
-    {
-        "INVITE",
-        "ACK",
-        "BYE",
-        "CANCEL",
-        "REGISTER",
-        "OPTIONS",
-        "PRACK",
-        "SUBSCRIBE",
-        "NOTIFY",
-        "PUBLISH",
-        "INFO",
-        "REFER",
-        "MESSAGE",
-        "UPDATE",
-    }
-)
+#: The methods counted by name: the SIP core's known methods (RFC 3261 and the
+#: extensions a business gateway sees). Methods are case-sensitive (RFC 3261 section
+#: 7.1), so "invite" is "other".
+SIP_METHODS = KNOWN_METHODS
 
 #: Bucket bounds in seconds. Non-INVITE transactions end by Timer F (64*T1 = 32 s);
 #: INVITE transactions can last as long as the callee rings.
