@@ -348,6 +348,22 @@ def _metrics_port(pid: int) -> int | None:
         return None
 
 
+async def sustain(rate: float, steps: int, seconds: float) -> int:
+    """``--sustain N``: N steps at one rate on one voipgw, back to back.
+
+    Why: the ladder runs all its steps on one gateway, so its last step is the one
+    that spans the gateway's first paced full garbage collection (60 s after start,
+    gateway.ops.collector). The same rate held over that minute shows whether a step
+    failed for the rate or for the pause: in session 8, 1250/s passed the steps
+    before it and failed ~500 calls (p99 ~600 ms) in the step that held it.
+    """
+    print(f"\n-- voipgw, {steps} steps at {rate:g}/s on one gateway", flush=True)
+    held = await ladder(voipgw_target, [rate] * steps, seconds)
+    failed = [i + 1 for i, step in enumerate(held) if not step.passed]
+    print(f"failed steps: {failed or 'none'} of {steps}")
+    return 0
+
+
 async def run(args: argparse.Namespace) -> int:
     rates: list[float] = args.rates
     print(
@@ -355,6 +371,8 @@ async def run(args: argparse.Namespace) -> int:
         f"{args.step_seconds:g} s; load {os.getloadavg()[0]:.2f}",
         flush=True,
     )
+    if args.sustain:
+        return await sustain(rates[0], args.sustain, args.step_seconds)
     targets: list[tuple[str, MakeTarget]] = [
         ("SIPp direct", direct_target),
         ("voipgw", voipgw_target),
@@ -458,6 +476,14 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         help="skip the ladders: the overload runs at multiples of this rate",
+    )
+    parser.add_argument(
+        "--sustain",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only voipgw: N steps at the first of --rates on one gateway (what the"
+        " paced full garbage collection at 60 s does to a rate), nothing else",
     )
     args = parser.parse_args(argv)
     return asyncio.run(run(args))
