@@ -587,7 +587,7 @@ def _binding_lookup(
                 choice.owner,
             )
             return owner_unreachable(binding)
-        targets = await _owner_targets(choice.owner, request.uri)
+        targets = await _hop_targets(choice.owner, request.uri, "flow owner")
         if targets is None:
             return owner_unreachable(binding)
         log.info("call for %s: through %s, which holds its flow", request.uri, choice.owner)
@@ -605,11 +605,6 @@ async def _hop_targets(hop: str, callee: str, what: str) -> tuple[Endpoint, ...]
     except (ValueError, TransportError) as exc:
         log.warning("%s %s of %s unresolvable (%s)", what, hop, callee, exc)
         return None
-
-
-async def _owner_targets(owner: str, callee: str) -> tuple[Endpoint, ...] | None:
-    """A flow owner's transport addresses, or None (logged) when it does not resolve."""
-    return await _hop_targets(owner, callee, "flow owner")
 
 
 def _callback_flow(
@@ -678,7 +673,7 @@ def _callback_flow(
                 binding.received.host_port,
             )
             return callback_last_resort(binding)
-        targets = await _owner_targets(choice.owner, request.uri)
+        targets = await _hop_targets(choice.owner, request.uri, "flow owner")
         if targets is None:
             return owner_unreachable(binding)
         log.info(

@@ -190,10 +190,7 @@ class _SharedUdpProtocol(_UdpProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         source = _peer(addr, "UDP")
-        flows = self.manager._reply_flows
-        if source not in flows and len(flows) >= REPLY_FLOWS_LIMIT:
-            del flows[next(iter(flows))]
-        flows[source] = self
+        self.manager._remember_flow(source, self)
         self.manager._ingress(data, source)
 
 
@@ -416,10 +413,15 @@ class TransportManager:
         protocol = self._shared_udp.get(":" in destination.host)
         if protocol is None or destination.transport != "UDP":
             return
+        self._remember_flow(destination, protocol)
+
+    def _remember_flow(self, peer: Endpoint, protocol: _UdpProtocol) -> None:
+        """What goes to ``peer`` leaves from ``protocol``'s shared socket from now on;
+        beyond REPLY_FLOWS_LIMIT peers the oldest is forgotten."""
         flows = self._reply_flows
-        if destination not in flows and len(flows) >= REPLY_FLOWS_LIMIT:
+        if peer not in flows and len(flows) >= REPLY_FLOWS_LIMIT:
             del flows[next(iter(flows))]
-        flows[destination] = protocol
+        flows[peer] = protocol
 
     def send(self, data: bytes, destination: Endpoint) -> None:
         """Sends one message; stream connections are opened on demand."""

@@ -79,12 +79,16 @@ def _clone(base: CallDetailRecord, started_at: dt.datetime, i: int) -> CallDetai
     return CallDetailRecord(**fields)
 
 
-async def _run(dsn: str, spool: Path, rate: int, seconds: float, connections: int) -> None:
+async def _migrate(dsn: str) -> None:
     con = await asyncpg.connect(dsn)
     try:
         await migrate(con)
     finally:
         await con.close()
+
+
+async def _run(dsn: str, spool: Path, rate: int, seconds: float, connections: int) -> None:
+    await _migrate(dsn)
     total = int(rate * seconds) if rate else 300_000
     records = _records(total)
     submitted: dict[uuid.UUID, float] = {}
@@ -179,11 +183,7 @@ async def _measure(
 
 
 async def _ab(dsn: str, root: Path, rate: int, seconds: float, rounds: int) -> None:
-    con = await asyncpg.connect(dsn)
-    try:
-        await migrate(con)
-    finally:
-        await con.close()
+    await _migrate(dsn)
     async with asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool:
         await maintain(pool, dt.datetime.now(dt.UTC))
     default = CdrConfig(shutdown_timeout=300.0)
