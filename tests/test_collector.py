@@ -1,16 +1,16 @@
-"""gateway.ops.collector: small young and middle collections, full ones on a clock."""
+"""gateway.ops.collector: small young collections, full ones on a clock."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from gateway.ops.collector import (
-    MIDDLE_THRESHOLD,
-    NO_AUTOMATIC_FULL,
+    NO_AUTOMATIC,
     YOUNG_THRESHOLD,
     FullCollectionPacer,
     run_full_collections,
@@ -27,51 +27,72 @@ def collector_settings() -> Iterator[None]:
     gc.set_threshold(*thresholds)
 
 
-def _full_collections_while_allocating(objects: int) -> int:
-    """Full collections CPython starts by itself while ``objects`` containers are
-    allocated and kept alive (as the state of calls in progress is)."""
-    before = gc.get_stats()[2]["collections"]
+@pytest.mark.usefixtures("collector_settings")
+def _collections_while_allocating(objects: int) -> tuple[int, int, int]:
+    """Young, middle and full collections CPython starts by itself while ``objects``
+    containers are allocated and kept alive (as the state of calls in progress is)."""
+    before = [generation["collections"] for generation in gc.get_stats()]
     kept: list[list[int]] = [[] for _ in range(objects)]
-    started: int = gc.get_stats()[2]["collections"] - before
+    after = [generation["collections"] for generation in gc.get_stats()]
     del kept
-    return started
+    young, middle, full = (now - then for now, then in zip(after, before, strict=True))
+    return young, middle, full
 
 
 @pytest.mark.usefixtures("collector_settings")
-def test_tuning_freezes_start_up_and_turns_automatic_full_collections_off() -> None:
+def test_tuning_freezes_start_up_and_leaves_only_young_collections_automatic() -> None:
     tune_garbage_collector()
-    assert gc.get_threshold() == (YOUNG_THRESHOLD, MIDDLE_THRESHOLD, NO_AUTOMATIC_FULL)
+    assert gc.get_threshold() == (YOUNG_THRESHOLD, NO_AUTOMATIC, NO_AUTOMATIC)
     assert gc.get_freeze_count() > 0
-    # Far more than the MIDDLE_THRESHOLD ** 2 young collections after which CPython's
-    # third threshold (10 by default) starts a full collection ...
-    allocations = 4 * YOUNG_THRESHOLD * MIDDLE_THRESHOLD * 10
-    assert _full_collections_while_allocating(allocations) == 0
-    # ... as it does with that threshold.
-    gc.set_threshold(YOUNG_THRESHOLD, MIDDLE_THRESHOLD, 10)
-    assert _full_collections_while_allocating(allocations) > 0
+    # Far more than the 10 ** 2 young collections after which CPython's default
+    # middle and old thresholds (10, 10) start a full collection ...
+    allocations = 4 * YOUNG_THRESHOLD * 10 * 10
+    young, middle, full = _collections_while_allocating(allocations)
+    assert young >= allocations // YOUNG_THRESHOLD - 1
+    assert (middle, full) == (0, 0)
+    # ... as they do with those thresholds.
+    gc.set_threshold(YOUNG_THRESHOLD, 10, 10)
+    young, middle, full = _collections_while_allocating(allocations)
+    assert middle > 0 and full > 0
 
 
 def test_a_full_collection_is_due_every_interval_when_calm() -> None:
-    pacer = FullCollectionPacer(100.0, interval=60.0, postpone_limit=300.0)
-    assert not pacer.due(159.0, busy=False)
-    assert pacer.due(160.0, busy=False)
-    pacer.collected(160.0)
-    assert not pacer.due(200.0, busy=False)
-    assert pacer.due(220.0, busy=False)
+    pacer = FullCollectionPacer(100.0, 1_000_000, interval=60.0, postpone_limit=300.0)
+    assert not pacer.due(159.0, busy=False, heap=1_000_000)
+    assert pacer.due(160.0, busy=False, heap=1_000_000)
+    pacer.collected(160.0, 1_000_000)
+    assert not pacer.due(200.0, busy=False, heap=1_000_000)
+    assert pacer.due(220.0, busy=False, heap=1_000_000)
 
 
 def test_shedding_postpones_it_but_never_past_the_limit() -> None:
-    pacer = FullCollectionPacer(0.0, interval=60.0, postpone_limit=300.0)
-    assert not pacer.due(60.0, busy=True)
-    assert not pacer.due(359.0, busy=True)
-    assert pacer.due(360.0, busy=True)  # memory stays bounded under a long overload
-    assert pacer.due(100.0, busy=False)  # the moment the shedding stops
+    pacer = FullCollectionPacer(0.0, 1_000_000, interval=60.0, postpone_limit=300.0)
+    assert not pacer.due(60.0, busy=True, heap=1_000_000)
+    assert not pacer.due(359.0, busy=True, heap=1_000_000)
+    assert pacer.due(360.0, busy=True, heap=1_000_000)  # memory stays bounded
+    assert pacer.due(100.0, busy=False, heap=1_000_000)  # the moment the shedding stops
+
+
+def test_a_heap_that_doubled_is_collected_at_once_even_while_shedding() -> None:
+    pacer = FullCollectionPacer(0.0, 1_000_000, interval=600.0, growth=1.0, min_growth=500_000)
+    # A steady load: the heap goes up and down, and no collection pauses the loop.
+    assert not pacer.due(30.0, busy=False, heap=1_900_000)
+    assert pacer.due(30.0, busy=True, heap=2_000_000)
+    pacer.collected(31.0, 1_200_000)
+    assert not pacer.due(40.0, busy=False, heap=2_300_000)
+    assert pacer.due(40.0, busy=False, heap=2_400_000)
+    # A small heap needs the least growth: six times as large, but by few blocks.
+    pacer.collected(50.0, 100_000)
+    assert not pacer.due(51.0, busy=False, heap=599_999)
+    assert pacer.due(51.0, busy=False, heap=600_000)
 
 
 @pytest.mark.asyncio
 async def test_the_task_collects_when_due_and_not_while_busy() -> None:
     loop = asyncio.get_running_loop()
-    pacer = FullCollectionPacer(loop.time() - 61.0, interval=60.0, postpone_limit=300.0)
+    pacer = FullCollectionPacer(
+        loop.time() - 61.0, sys.getallocatedblocks(), interval=60.0, postpone_limit=300.0
+    )
     busy = [True]
     task = asyncio.create_task(run_full_collections(lambda: busy[0], pacer=pacer))
     try:
