@@ -17,6 +17,10 @@ from routing.decision import NO_FACTS, CallFacts, RecordingNotice
 
 
 class Side(enum.Enum):
+    # Members are singletons: the C identity hash, not Enum's interpreted
+    # hash(self._name_) (16 calls per call through dicts and sets keyed by these).
+    __hash__ = object.__hash__
+
     A = "caller"
     B = "callee"
 
@@ -26,6 +30,8 @@ class Side(enum.Enum):
 
 
 class CallState(enum.Enum):
+    __hash__ = object.__hash__  # as Side's
+
     ROUTING = "routing"  # waiting for the routing decision
     ANNOUNCING = "announcing"  # the gateway's media plays a prompt to the caller
     CALLING = "calling"  # B-leg INVITE sent, no provisional yet
@@ -449,16 +455,24 @@ class Call:
 
     def next_deadline(self) -> float:
         """The earliest deadline armed, NOT_ARMED when none."""
-        at = min(
-            self.no_answer_at,
-            self.failover_at,
-            self.reliable_at,
-            self.hangup_at,
-            self.max_duration_at,
-        )
+        # Comparisons, not min(): compiled, these stay native floats, where min()
+        # boxed each deadline and called the builtin (1.2 % of the CPU per call:
+        # this runs on every get_timer and _schedule).
+        at = self.no_answer_at
+        if self.failover_at < at:
+            at = self.failover_at
+        if self.reliable_at < at:
+            at = self.reliable_at
+        if self.hangup_at < at:
+            at = self.hangup_at
+        if self.max_duration_at < at:
+            at = self.max_duration_at
         for session in (self.a_session, self.b_session):
             if session is not None:
-                at = min(at, session.refresh_at, session.expires_at)
+                if session.refresh_at < at:
+                    at = session.refresh_at
+                if session.expires_at < at:
+                    at = session.expires_at
         return at
 
     def due_timer(self, now: float) -> str | None:

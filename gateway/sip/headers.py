@@ -167,7 +167,10 @@ def unquote_string(text: str) -> str:
         The content; a text not starting with a quote is returned unchanged.
     """
     if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-        return _QUOTED_PAIR_RE.sub(r"\1", text[1:-1])
+        inner = text[1:-1]
+        # A quoted-pair starts with a backslash; display names almost never hold
+        # one, and the regex substitution was ~1.5 % of the CPU per call.
+        return _QUOTED_PAIR_RE.sub(r"\1", inner) if "\\" in inner else inner
     return text
 
 

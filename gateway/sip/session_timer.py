@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from gateway.sip.errors import ParseError
 from gateway.sip.headers import parse_option_tags
@@ -43,6 +44,8 @@ _DELTA_RE = re.compile(r"[ \t]*([0-9]{1,10})[ \t]*(?:;(.*))?", re.DOTALL)
 class Refresher(enum.Enum):
     """Who refreshes, as a role in the transaction that negotiated the timer."""
 
+    __hash__ = object.__hash__  # singletons: C identity hash (SessionTimer's hash)
+
     UAC = "uac"
     UAS = "uas"
 
@@ -60,7 +63,9 @@ class SessionTimerPolicy:
     min_se: int = RFC_MIN_SE
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# __init__ written out for these three: compiled, unlike the one dataclass() generates
+# (gateway.ops.native); five per call came through the interpreter.
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class SessionExpires:
     """A ``Session-Expires`` value.
 
@@ -69,8 +74,12 @@ class SessionExpires:
         refresher: the ``refresher`` parameter, None when absent.
     """
 
-    delta: int
-    refresher: Refresher | None = None
+    delta: Final[int]
+    refresher: Final[Refresher | None]
+
+    def __init__(self, *, delta: int, refresher: Refresher | None = None) -> None:
+        self.delta = delta
+        self.refresher = refresher
 
     def __str__(self) -> str:
         if self.refresher is None:
@@ -78,7 +87,7 @@ class SessionExpires:
         return f"{self.delta};refresher={self.refresher.value}"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class TimerOffer:
     """What a session refresh request says about the session timer.
 
@@ -88,12 +97,23 @@ class TimerOffer:
         min_se: its ``Min-SE`` in seconds (RFC 4028 5: 90 when absent).
     """
 
-    supported: bool
-    session_expires: SessionExpires | None = None
-    min_se: int = RFC_MIN_SE
+    supported: Final[bool]
+    session_expires: Final[SessionExpires | None]
+    min_se: Final[int]
+
+    def __init__(
+        self,
+        *,
+        supported: bool,
+        session_expires: SessionExpires | None = None,
+        min_se: int = RFC_MIN_SE,
+    ) -> None:
+        self.supported = supported
+        self.session_expires = session_expires
+        self.min_se = min_se
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(init=False, slots=True, unsafe_hash=True, kw_only=True)
 class SessionTimer:
     """A negotiated session timer.
 
@@ -103,9 +123,14 @@ class SessionTimer:
         require: the UAS puts ``Require: timer`` in its 2xx (RFC 4028 9).
     """
 
-    interval: int
-    refresher: Refresher
-    require: bool = False
+    interval: Final[int]
+    refresher: Final[Refresher]
+    require: Final[bool]
+
+    def __init__(self, *, interval: int, refresher: Refresher, require: bool = False) -> None:
+        self.interval = interval
+        self.refresher = refresher
+        self.require = require
 
     @property
     def refresh_delay(self) -> float:
