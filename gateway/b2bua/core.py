@@ -70,6 +70,7 @@ from gateway.sip.events import (
     Endpoint,
     RequestReceived,
     ResponseReceived,
+    SharedEndpoints,
     SipEvent,
     TransactionKey,
     TransactionTimedOut,
@@ -162,7 +163,7 @@ class B2bua(
         #: callers' addresses, one object per address (_new_call): behind a proxy or
         #: PBX every call comes from the same one, and each INVITE's own Endpoint was
         #: 0.12 KiB per idle call; bounded, addresses come from the network
-        self._sources: dict[Endpoint, Endpoint] = {}
+        self._sources = SharedEndpoints(MAX_SHARED_SOURCES)
 
     # ------------------------------------------------------------------ outputs
 
@@ -372,10 +373,6 @@ class B2bua(
             request, local_tag=a_tag, local_contact=self._contact_for(event.source)
         )
         source = self._sources.get(event.source)
-        if source is None:
-            source = event.source
-            if len(self._sources) < MAX_SHARED_SOURCES:
-                self._sources[source] = source
         call = Call(
             uuid=uuid,
             a_request=request,

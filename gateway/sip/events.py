@@ -56,6 +56,30 @@ class Endpoint:
         return f"{host}:{self.port}"
 
 
+class SharedEndpoints:
+    """One :class:`Endpoint` object per address, for what is kept long.
+
+    Behind a proxy or a PBX every call comes from one address and answers go to one
+    next hop, but each message gives its own Endpoint object; a call or a lingering
+    transaction that keeps one is an object more per call to hold and for the cyclic
+    garbage collector to walk. Bounded (addresses come from the network): past
+    ``limit`` addresses an endpoint is returned as it came.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._shared: dict[Endpoint, Endpoint] = {}
+
+    def get(self, endpoint: Endpoint) -> Endpoint:
+        """The shared object equal to ``endpoint`` (``endpoint`` itself the first time)."""
+        shared = self._shared.get(endpoint)
+        if shared is None:
+            shared = endpoint
+            if len(self._shared) < self.limit:
+                self._shared[endpoint] = endpoint
+        return shared
+
+
 # __init__, __eq__ and __hash__ written out, as for Endpoint.
 @dataclass(init=False, slots=True, eq=False)
 class TransactionKey:
@@ -89,7 +113,10 @@ class TransactionKey:
         )
 
     def __hash__(self) -> int:
-        return hash((self.branch, self.sent_by, self.method, self.server))
+        # The branch alone: unique per transaction but for an INVITE's CANCEL and
+        # ACK, and a str caches its hash, where a tuple of the four fields was built
+        # and hashed on every lookup. __eq__ still compares all four.
+        return hash(self.branch)
 
 
 # __init__ written out: compiled, unlike the one dataclass() generates (gateway.ops.native)

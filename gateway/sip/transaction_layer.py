@@ -27,6 +27,7 @@ from gateway.sip.events import (
     Endpoint,
     RequestReceived,
     ResponseReceived,
+    SharedEndpoints,
     SipEvent,
     TransactionKey,
     TransportFailed,
@@ -56,6 +57,9 @@ TimerEntry = tuple[float, Transaction, str]
 #: RFC 3261 18.1.1: a request within 200 bytes of a 1500-byte path MTU "MUST be sent
 #: using an RFC 2914 congestion controlled transport protocol, such as TCP".
 UDP_SIZE_THRESHOLD = 1300
+
+#: Addresses whose server transactions share one Endpoint object (SharedEndpoints).
+MAX_SHARED_DESTINATIONS = 1024
 
 #: Upper bound on live transactions: a memory safety net only. Overload shedding
 #: with priority for emergency calls happens earlier, in the TU.
@@ -208,6 +212,9 @@ class TransactionLayer(TransactionOwner):
         self.max_transactions = max_transactions
         self.udp_size_threshold = udp_size_threshold
         self.transactions: dict[TransactionKey, Transaction] = {}
+        #: server transactions' destinations: each is kept 32 s after its final
+        #: response (Timers J and L), two per call (its INVITE and its BYE)
+        self._destinations = SharedEndpoints(MAX_SHARED_DESTINATIONS)
         #: (Call-ID, CSeq number) -> INVITE server transaction in Accepted, so the
         #: ACK for its 2xx (a new branch, RFC 3261 17.1.1.3) stops the retransmits.
         self._accepted_invites: dict[tuple[str, int], InviteServerTransaction] = {}
@@ -334,7 +341,7 @@ class TransactionLayer(TransactionOwner):
         self.transactions.pop(tx.key, None)
         self._switched_to_tcp.discard(tx.key)
         if isinstance(tx, InviteServerTransaction):
-            ident = _dialog_ack_key(tx.request)
+            ident = tx.ack_key
             if ident is not None and self._accepted_invites.get(ident) is tx:
                 del self._accepted_invites[ident]
 
@@ -423,7 +430,7 @@ class TransactionLayer(TransactionOwner):
             response = build_response(request, 503, headers=[("Retry-After", "5")])
             self._transmit(response.serialize(), response_destination(via, source))
             return
-        destination = response_destination(via, source)
+        destination = self._destinations.get(response_destination(via, source))
         server_tx: ServerTransaction
         if method == "INVITE":
             server_tx = InviteServerTransaction(self, key, request, destination, now)
@@ -586,7 +593,7 @@ class TransactionLayer(TransactionOwner):
                 self._forget(tx)
         self.observer.sip_response_out(response.status, tx.key.method)
         if isinstance(tx, InviteServerTransaction) and 200 <= response.status < 300:
-            ident = _dialog_ack_key(tx.request)
+            ident = tx.ack_key = _dialog_ack_key(tx.request)
             if ident is not None:
                 self._accepted_invites[ident] = tx
 
