@@ -89,6 +89,11 @@ __all__ = [
 CLEAR_RATIO = 0.5
 #: Seconds after shedding stopped during which it restarts without the onset delay.
 RECENT = 1.0
+#: Seconds after the last shed 503 during which ACKs are still absorbed (Rule 4): a
+#: client ACKs a 503 when it arrives, and a stateless 503 is never retransmitted, so
+#: 64*T1 is ample. An ACK later than that reaches the core, which drops it (no
+#: transaction, no dialog).
+ACK_WINDOW = 32.0
 #: Loss fraction taken off the RFC 7339 feedback per window without shedding.
 LOSS_DECREASE = 0.1
 #: Prefix of the shed 503's To tag; ``new_token`` tags are hex, so none starts so.
@@ -243,6 +248,16 @@ class LoadShedder:
         #: shed 503s and absorbed ACKs, for tests and the log
         self.shed = 0
         self.absorbed = 0
+        #: when the last 503 was sent (loop seconds)
+        self._last_shed_at = -math.inf
+
+    def engaged(self, now: float) -> bool:
+        """Whether received messages must go through Rules 3 and 4 at ``now``: while
+        shedding, and for :data:`ACK_WINDOW` seconds after the last shed 503 (its ACK
+        is still to be absorbed). Otherwise nothing is shed nor absorbed, and the
+        adapter hands its batches to the compiled core as they are (its per-message
+        look here was ~1 us of interpreted code per datagram in normal operation)."""
+        return self.monitor.shedding or now - self._last_shed_at < ACK_WINDOW
 
     def absorbs(self, data: bytes) -> bool:
         """Rule 4: True for the ACK of a shed 503 (drop it unparsed)."""
@@ -304,6 +319,7 @@ class LoadShedder:
             request, 503, to_tag=self.tag, headers=(("Retry-After", self.retry_after),)
         )
         self.shed += 1
+        self._last_shed_at = now
         self.monitor.new_call(now, shed=True)
         return response, response_destination(via, source), request
 

@@ -309,7 +309,7 @@ class Gateway:
             return
         now = self._now()
         shedder = self.shedder
-        if shedder is not None:
+        if shedder is not None and shedder.engaged(now):
             self._receive_shedding(batch, shedder, layer, now)
             self._pump(now)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.edge.overload import (
+    ACK_WINDOW,
     CLEAR_RATIO,
     LOSS_DECREASE,
     RECENT,
@@ -215,3 +216,18 @@ def test_the_ack_of_a_shed_503_is_absorbed_and_nothing_else() -> None:
     assert not s.absorbs(request("BYE", to=f"<sip:b@gw.example.fi>;tag={tag}"))
     assert not s.absorbs(request("ACK"))
     assert s.absorbed == 1
+
+
+def test_rules_3_and_4_are_engaged_while_shedding_and_while_503s_may_be_acked() -> None:
+    m = monitor()
+    s = shedder(m)
+    assert not s.engaged(0.0)  # normal operation: batches go to the core as they are
+    m.sample(0.0, lag=2 * LAG, receive_queue=0)
+    m.sample(1.0, lag=2 * LAG, receive_queue=0)
+    assert m.shedding and s.engaged(1.0)
+    assert s.reject(request("INVITE"), SOURCE, 1.0, lambda _: None) is not None
+    m.sample(2.0, lag=0.0, receive_queue=0)
+    assert not m.shedding
+    # The last 503's ACK may still come: it is absorbed, not parsed, until then.
+    assert s.engaged(1.0 + ACK_WINDOW - 0.001)
+    assert not s.engaged(1.0 + ACK_WINDOW)
