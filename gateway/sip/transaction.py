@@ -581,9 +581,11 @@ _KEPT_IN_ACCEPTED = frozenset({"Via", "From", "Call-ID", "CSeq", "Contact"})
 SPENT_REQUEST: Final = Request(method="", uri="")
 
 
-def slim_request(request: Request, kept_names: frozenset[str] = _KEPT_IN_ACCEPTED) -> Request:
+def slim_request(request: Request) -> Request:
     """The request without body and without the headers Accepted no longer needs."""
-    kept = Headers.from_canonical([field for field in request.headers if field[0] in kept_names])
+    kept = Headers.from_canonical(
+        [field for field in request.headers if field[0] in _KEPT_IN_ACCEPTED]
+    )
     return Request(method=request.method, uri=request.uri, headers=kept)
 
 
