@@ -297,7 +297,12 @@ class OverloadConfig:
         shed_after: seconds either signal must stay past its threshold before
             shedding starts (a transient stall, the process descheduled for a
             moment, drains by itself; ``gateway.edge.overload`` Rule 2).
-        sample_interval: seconds between samples of lag and queue depth.
+        sample_interval: seconds between samples of lag and queue depth while the
+            load is near a threshold.
+        calm_sample_interval: seconds between samples while both signals are below
+            a quarter of their thresholds (``gateway.edge.overload`` Rule 1): each
+            sample wakes the event loop, and a calm gateway need not look 100 times
+            a second.
         read_ahead: while shedding, datagrams read per loop turn from the UDP
             sockets beyond the event loop's own 32 per socket, so that emergency
             INVITEs and the INVITEs to shed among them are taken before the
@@ -313,6 +318,7 @@ class OverloadConfig:
     shed_receive_queue: int = 131072
     shed_after: float = 0.1
     sample_interval: float = 0.01
+    calm_sample_interval: float = 0.05
     read_ahead: int = 256
 
     @classmethod
@@ -331,8 +337,17 @@ class OverloadConfig:
             sample_interval=table.float(
                 "sample_interval", defaults.sample_interval, min=0.001, max=1.0
             ),
+            calm_sample_interval=table.float(
+                "calm_sample_interval", defaults.calm_sample_interval, min=0.001, max=1.0
+            ),
             read_ahead=table.int("read_ahead", defaults.read_ahead, min=0, max=65536),
         )
+        if config.calm_sample_interval < config.sample_interval:
+            raise ConfigError(
+                table.field("calm_sample_interval"),
+                f"must be at least sample_interval ({config.sample_interval:g} s),"
+                f" got {config.calm_sample_interval:g}",
+            )
         if config.sample_interval >= config.shed_lag:
             # A heartbeat is late by up to one interval whenever the loop is busy
             # at all: a lag threshold below it would shed at moderate load.

@@ -80,6 +80,12 @@ def test_demo_config_is_valid() -> None:
         (minimal(overload={"shed_lag": 0.01, "sample_interval": 0.01}), "overload.shed_lag"),
         (minimal(overload={"shed_receive_queue": 100}), "overload.shed_receive_queue"),
         (minimal(overload={"sample_interval": 2.0}), "overload.sample_interval"),
+        (minimal(overload={"calm_sample_interval": 0.0}), "overload.calm_sample_interval"),
+        # Calm sampling faster than the busy one would be no calm at all.
+        (
+            minimal(overload={"sample_interval": 0.02, "calm_sample_interval": 0.01}),
+            "overload.calm_sample_interval",
+        ),
         (minimal(overload={"shed_after": -1}), "overload.shed_after"),
         (
             minimal(sip={"listen": [{"transport": "UDP", "host": "127.0.0.1"}], "min_se": 0}),
@@ -143,11 +149,12 @@ def test_emergency_reserve_is_read() -> None:
 def test_load_shedding_defaults_and_settings() -> None:
     default = parse_config(minimal()).overload
     assert default.load_shedding
-    assert (default.shed_lag, default.shed_receive_queue, default.sample_interval) == (
-        0.05,
-        131072,
-        0.01,
-    )
+    assert (
+        default.shed_lag,
+        default.shed_receive_queue,
+        default.sample_interval,
+        default.calm_sample_interval,
+    ) == (0.05, 131072, 0.01, 0.05)
     set_ = parse_config(
         minimal(overload={"load_shedding": False, "shed_lag": 0.1, "shed_receive_queue": 65536})
     ).overload

@@ -144,7 +144,8 @@ class Gateway:
         emergency_fallback: request -> a last-resort route for an emergency call when
             the routing hook fails (the national default centres), or None.
         shedder: load shedding (``gateway.edge.overload``): fed a heartbeat every
-            ``[overload] sample_interval``; while it sheds, new ordinary INVITEs get
+            ``[overload] sample_interval``, or ``calm_sample_interval`` while the
+            load is far below its thresholds; while it sheds, new ordinary INVITEs get
             a stateless 503 here, before the core sees them. None: no load shedding.
         on_active_calls: told the count of admitted calls whenever it changes (a
             worker publishes it to its siblings, gateway.workers.calls).
@@ -453,7 +454,9 @@ class Gateway:
                 monitor.state.value,
             )
             self._shed_logged, self._shed_logged_at = shedder.shed, now
-        self._heartbeat_at = now + self.config.overload.sample_interval
+        overload = self.config.overload
+        interval = overload.calm_sample_interval if monitor.calm() else overload.sample_interval
+        self._heartbeat_at = now + interval
         self._heartbeat = loop.call_at(self._heartbeat_at, self._on_heartbeat)
 
     def _on_transport_error(self, destination: Endpoint) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from gateway.edge.overload import (
     ACK_WINDOW,
+    CALM_RATIO,
     CLEAR_RATIO,
     LOSS_DECREASE,
     RECENT,
@@ -62,6 +63,31 @@ def test_hysteresis_holds_until_both_signals_are_below_half() -> None:
     assert m.shedding
     assert m.sample(0.03, lag=LAG * CLEAR_RATIO * 0.9, receive_queue=int(QUEUE * 0.4))
     assert m.state is OverloadState.NORMAL
+
+
+def test_calm_only_far_below_both_thresholds_and_not_while_shedding_or_waiting() -> None:
+    m = LoadMonitor(shed_lag=LAG, shed_receive_queue=QUEUE, shed_after=0.1)
+    assert m.calm()  # no sample yet
+    m.sample(0.0, lag=LAG * CALM_RATIO, receive_queue=int(QUEUE * CALM_RATIO))
+    assert m.calm()  # at a quarter: still calm
+    m.sample(0.01, lag=LAG * CALM_RATIO * 1.1, receive_queue=0)
+    assert not m.calm()
+    m.sample(0.02, lag=0.0, receive_queue=int(QUEUE * CALM_RATIO) + 1)
+    assert not m.calm()
+    # Past a threshold, waiting out the onset: the next samples must come fast.
+    m.sample(0.03, lag=LAG * 2, receive_queue=0)
+    assert not m.shedding
+    m.sample(0.04, lag=0.0, receive_queue=0)  # one calm sample ends the wait ...
+    assert m.calm()
+    m.sample(0.05, lag=LAG * 2, receive_queue=0)
+    m.sample(0.20, lag=LAG * 2, receive_queue=0)
+    assert m.shedding
+    # ... but shedding holds until both signals are below half (Rule 2), and while
+    # it does the load is not calm, whatever the latest sample says.
+    m.sample(0.21, lag=LAG * 0.6, receive_queue=0)
+    assert m.shedding and not m.calm()
+    m.sample(0.22, lag=0.0, receive_queue=0)
+    assert not m.shedding and m.calm()
 
 
 def test_a_transient_stall_does_not_shed_a_lasting_backlog_does() -> None:

@@ -207,6 +207,28 @@ async def test_without_load_nothing_is_shed() -> None:
     assert not monitor.shedding
 
 
+async def test_the_heartbeat_slows_down_while_the_load_is_calm() -> None:
+    monitor = LoadMonitor(shed_lag=0.05, shed_receive_queue=131072)
+    shedder = LoadShedder(monitor, DialPlan(EmergencyConfig()), retry_after=9, tag="test")
+    doc = gateway_config(host=HOST, upstream=f"sip:{HOST}:9", transports=("UDP",))
+    doc["overload"] = {"sample_interval": 0.01, "calm_sample_interval": 0.04}
+    async with running_gateway(doc, shedder=shedder) as (gateway, _):
+        loop = asyncio.get_running_loop()
+        # On time: calm, the next heartbeat 40 ms on.
+        gateway._heartbeat_at = loop.time()
+        gateway._on_heartbeat()
+        assert gateway._heartbeat_at - loop.time() == pytest.approx(0.04, abs=0.005)
+        # 20 ms late (past a quarter of shed_lag, not past it): sampling speeds up.
+        gateway._heartbeat_at = loop.time() - 0.02
+        gateway._on_heartbeat()
+        assert not monitor.shedding
+        assert gateway._heartbeat_at - loop.time() == pytest.approx(0.01, abs=0.005)
+        # Back on time: calm again at the next heartbeat.
+        gateway._heartbeat_at = loop.time()
+        gateway._on_heartbeat()
+        assert gateway._heartbeat_at - loop.time() == pytest.approx(0.04, abs=0.005)
+
+
 async def test_while_shedding_the_gateway_reads_ahead_of_the_event_loop() -> None:
     monitor = LoadMonitor(shed_lag=0.05, shed_receive_queue=131072)
     shedder = LoadShedder(monitor, DialPlan(EmergencyConfig()), retry_after=9, tag="test")
