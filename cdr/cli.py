@@ -34,8 +34,8 @@ from cdr.db import DatabaseConfig, database, migrate, state_dir_of
 from cdr.export import in_progress, itemize, subject_access
 from cdr.maintenance import maintain
 from cdr.partitions import Month
-from cdr.spool import SpoolError
-from cdr.writer import CdrWriter
+from cdr.spool import SpoolError, worker_spool_dirs
+from cdr.writer import SpoolReplay, replay_spool
 from routing.configfields import ConfigError, Table
 
 
@@ -193,30 +193,35 @@ def _cmd_subject_access(args: argparse.Namespace) -> int:
 def _cmd_replay_spool(args: argparse.Namespace) -> int:
     """Replays a spool directory as the gateway does on start (same writer, same
     idempotent insert: a record already in the table stays one row), without
-    closing anybody's calls in progress (no instance name)."""
+    closing anybody's calls in progress (no instance name). The spools of its worker
+    processes (``w1``, ``w2`` ... under it, ``[server] workers``) are replayed too: the
+    configured spool directory of a gateway with workers holds one spool per worker."""
     db_config, cdr_config = load_config(args)
     # The writer's shutdown drains everything pending within shutdown_timeout.
     cdr_config = dataclasses.replace(cdr_config, shutdown_timeout=args.timeout)
+    root = Path(args.spool_dir)
+    spools = [root, *(path for _, path in worker_spool_dirs(root))]
 
-    async def run() -> tuple[int, int, int, str | None]:
+    async def run() -> list[SpoolReplay]:
         async with database(db_config) as db:
-            writer = CdrWriter(db.pool, cdr_config, spool_dir=Path(args.spool_dir))
-            async with writer:
-                pass
-            return (
-                writer.rows_committed,
-                writer.rows_duplicate,
-                writer.spool_bytes(),
-                writer.last_error,
-            )
+            return [await replay_spool(db.pool, cdr_config, spool) for spool in spools]
 
     try:
-        committed, duplicate, left, error = asyncio.run(run())
+        replays = asyncio.run(run())
     except (OSError, SpoolError) as exc:
         print(f"cannot replay {args.spool_dir}: {exc}", file=sys.stderr)
         return 1
+    committed = sum(replay.committed for replay in replays)
+    duplicate = sum(replay.duplicate for replay in replays)
+    left = sum(replay.left for replay in replays)
     print(f"{committed} rows inserted, {duplicate} already present; {left} bytes left")
+    for spool, replay in zip(spools[1:], replays[1:], strict=True):
+        print(
+            f"  {spool.name}: {replay.committed} rows inserted,"
+            f" {replay.duplicate} already present; {replay.left} bytes left"
+        )
     if left:
+        error = next((replay.error for replay in reversed(replays) if replay.error), None)
         print(f"not all replayed (last error: {error}); run it again", file=sys.stderr)
         return 1
     return 0

@@ -37,6 +37,7 @@ Rules that make it crash-safe:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -71,6 +72,57 @@ _READ_CHUNK = MAX_FRAME_BYTES + HEADER.size
 """Bytes read at a time: one chunk always holds at least one whole valid frame."""
 _SEGMENT_PREFIX = "seg-"
 _SEGMENT_SUFFIX = ".cdr"
+
+
+#: A worker process's spool is ``<[cdr] spool_dir>/w<N>`` (gateway.workers.plan): one
+#: writer per spool, and the workers of one gateway are N writers.
+WORKER_SPOOL_PREFIX = "w"
+
+
+def worker_spool_dir(root: Path, index: int) -> Path:
+    """Worker ``index``'s spool under the configured spool directory ``root``."""
+    return root / f"{WORKER_SPOOL_PREFIX}{index}"
+
+
+def worker_spool_dirs(root: Path) -> list[tuple[int, Path]]:
+    """The worker spools found under ``root`` as (worker index, directory), in index
+    order: those of the workers running now and those of any earlier run with more
+    workers."""
+    found = []
+    if root.is_dir():
+        for path in root.iterdir():
+            digits = path.name[len(WORKER_SPOOL_PREFIX) :]
+            if path.name.startswith(WORKER_SPOOL_PREFIX) and digits.isdigit() and path.is_dir():
+                found.append((int(digits), path))
+    return sorted(found)
+
+
+def holds_segments(directory: Path) -> bool:
+    """Whether ``directory`` holds spool segments of its own (records maybe not yet
+    committed): a spool directory used by a single-process gateway, not only the parent
+    of worker spools."""
+    return any(directory.glob(f"{_SEGMENT_PREFIX}*{_SEGMENT_SUFFIX}"))
+
+
+def retire_spool(directory: Path, heartbeat: str) -> None:
+    """Removes a spool that holds nothing uncommitted any more (an orphaned one, just
+    replayed in full): its segments, checkpoint, lock and ``heartbeat`` file, then the
+    directory if that leaves it empty (worker spools under it stay, and so does any
+    file that is not the spool's).
+
+    Args:
+        directory: the spool directory, closed by its writer.
+        heartbeat: the name of the writer's liveness file (``cdr.heartbeat.FILE_NAME``).
+    """
+    for path in directory.iterdir():
+        name = path.name
+        spool_file = name in ("LOCK", "checkpoint", "checkpoint.tmp", heartbeat) or (
+            name.startswith(_SEGMENT_PREFIX) and name.endswith(_SEGMENT_SUFFIX)
+        )
+        if spool_file and path.is_file():
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty
+        directory.rmdir()
 
 
 class SpoolError(RuntimeError):

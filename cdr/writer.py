@@ -80,6 +80,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import NamedTuple
 
 import asyncpg
 
@@ -424,6 +425,11 @@ class CdrWriter:
         self._open: dict[uuid.UUID, _InProgress] = {}
         # Closing the previous run's in-progress rows waits for the replay (Rule 5).
         self._left_behind: tuple[Position, float | None, dt.datetime] | None = None
+        #: True from start until the left-behind records are closed and enqueued
+        #: (``_left_behind`` is cleared while that is still under way).
+        self._left_behind_open = False
+        #: Set by a drainer after each piece of work that committed (caught_up).
+        self._progress = asyncio.Event()
         self._tickers: list[asyncio.Task[None]] = []
         # A plain list, not an asyncio.Queue: the spooler takes whole batches by
         # slicing, where a queue costs a get_nowait() call per record.
@@ -483,6 +489,7 @@ class CdrWriter:
             # Read before this run's first heartbeat overwrites it.
             last_alive = await asyncio.to_thread(self._heartbeat.last)
             self._left_behind = (end, last_alive, dt.datetime.now(dt.UTC))
+            self._left_behind_open = True
         await asyncio.to_thread(self._heartbeat.beat, time.time())
         if checkpoint < end:
             first, _ = await asyncio.to_thread(self._spool.read, checkpoint, end, 1)
@@ -677,6 +684,18 @@ class CdrWriter:
     def spool_writable(self) -> bool:
         """Whether the spool directory accepts writes (readiness while PostgreSQL is away)."""
         return os.access(self._spool.directory, os.W_OK)
+
+    async def caught_up(self) -> None:
+        """Returns once this run's start-up work is committed: the spool's replay, then
+        the closure of the in-progress records the previous run left behind (Rule 5),
+        which goes through the spool after it. For a writer opened only to replay a
+        spool (:func:`replay_spool`): closed at once, its spooler would stop before the
+        closure's records reach it. Waits as long as the database is away: bound it
+        with ``asyncio.timeout``.
+        """
+        while self._left_behind_open or self._buffer or self.spool_bytes():
+            self._progress.clear()
+            await self._progress.wait()
 
     def queue_depth(self) -> int:
         """Returns the number of records waiting in memory to be spooled."""
@@ -876,6 +895,7 @@ class CdrWriter:
                     _log.info("CDR inserts work again")
                 self.database_available = True
                 backoff = config.retry_initial
+                self._progress.set()
 
     async def _close_left_behind(self, last_alive: float | None, started: dt.datetime) -> None:
         """Closes the in-progress rows a previous run of this instance left behind.
@@ -898,6 +918,7 @@ class CdrWriter:
             record = CallDetailRecord.from_row(row)
             self._enqueue((record.extended_to(alive, EndedBy.GATEWAY_RESTART), None))
         self.closed_left_behind += len(rows)
+        self._left_behind_open = False
         if rows:
             _log.warning(
                 "closed %d call records left in progress by the previous run as %s"
@@ -1108,3 +1129,43 @@ async def _chunks(bodies: list[memoryview]) -> AsyncIterator[memoryview]:
     """Feeds several batches' rows to one COPY (one round trip instead of one each)."""
     for body in bodies:
         yield body
+
+
+class SpoolReplay(NamedTuple):
+    """What :func:`replay_spool` did: rows inserted, rows already present, spooled bytes
+    left uncommitted (0: all in), and the last insert error (None: none)."""
+
+    committed: int
+    duplicate: int
+    left: int
+    error: str | None
+
+
+async def replay_spool(
+    pool: asyncpg.Pool, config: CdrConfig, spool_dir: Path, *, instance: str | None = None
+) -> SpoolReplay:
+    """Replays one spool directory into the database as a gateway does on start (the
+    same writer, the same idempotent insert) and closes it again, waiting up to
+    ``config.shutdown_timeout`` for the database.
+
+    Args:
+        pool: asyncpg pool on the gateway database.
+        config: the ``[cdr]`` config.
+        spool_dir: the spool to replay.
+        instance: the instance that wrote it, whose in-progress records left behind
+            are then closed (``gateway-restart``, at its last heartbeat) as when that
+            instance starts again. None: none closed (``voipgw cdr replay-spool``).
+
+    Raises:
+        SpoolError: another process holds the spool.
+        OSError: the directory is unusable.
+    """
+    writer = CdrWriter(pool, config, spool_dir=spool_dir, instance=instance)
+    async with writer:
+        # What is not committed by then stays in the spool (``left``).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(config.shutdown_timeout):
+                await writer.caught_up()
+    return SpoolReplay(
+        writer.rows_committed, writer.rows_duplicate, writer.spool_bytes(), writer.last_error
+    )

@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from gateway.config import GatewayConfig, load_config
@@ -119,16 +120,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     overrides = {} if args.workers is None else {"workers": args.workers}
     config = load_config(args.config, server=overrides)
+    from gateway.workers.plan import orphaned_spools
+
+    # Spools that a run with another worker count left: the single process or worker 1
+    # replays them (gateway.workers.plan), named from the file's configuration.
+    orphans: tuple[tuple[Path, str], ...] = ()
     if args.worker:
         from gateway.workers.plan import worker_config
         from gateway.workers.supervisor import die_with_supervisor
 
         die_with_supervisor()
+        if args.worker == 1:
+            orphans = orphaned_spools(config)
         config = worker_config(config, args.worker)
     elif config.server.workers > 1:
         from gateway.workers.supervisor import run_supervisor
 
         return asyncio.run(run_supervisor(config, () if args.uvloop else ("--no-uvloop",)))
+    else:
+        orphans = orphaned_spools(config)
     if args.uvloop:
         try:
             import uvloop
@@ -136,10 +146,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.warning("uvloop not installed; using the asyncio default loop")
         else:
             uvloop.install()
-    return asyncio.run(run_gateway(config))
+    return asyncio.run(run_gateway(config, orphaned_spools=orphans))
 
 
-async def run_gateway(config: GatewayConfig, *, drain_seconds: float = 30.0) -> int:
+async def run_gateway(
+    config: GatewayConfig,
+    *,
+    drain_seconds: float = 30.0,
+    orphaned_spools: Sequence[tuple[Path, str]] = (),
+) -> int:
     """Runs the gateway until SIGTERM/SIGINT; returns the exit status.
 
     SIGHUP re-reads the config file and applies what can change at run time (log
@@ -156,7 +171,7 @@ async def run_gateway(config: GatewayConfig, *, drain_seconds: float = 30.0) -> 
     metrics = default_metrics()
     with _interruptible_start() as interrupted:
         try:
-            async with running_app(config, metrics) as app:
+            async with running_app(config, metrics, orphaned_spools=orphaned_spools) as app:
                 tune_garbage_collector()
                 return await _serve(app, config, metrics, drain_seconds)
         except asyncio.CancelledError:

@@ -15,7 +15,7 @@ import logging
 import subprocess
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,10 +24,11 @@ import asyncpg
 from cdr.call_record import InProgressRecord, call_uuid_of, record_of
 from cdr.config import CdrConfig
 from cdr.db import DatabaseHealth, database, migrate
+from cdr.heartbeat import FILE_NAME as HEARTBEAT_FILE
 from cdr.maintenance import existing_partitions, maintain
 from cdr.partitions import Month, month_of_partition
-from cdr.spool import SpoolError
-from cdr.writer import CdrWriter
+from cdr.spool import SpoolError, retire_spool
+from cdr.writer import CdrWriter, replay_spool
 from gateway.b2bua import CallAnswered, CallEnded, Reject, Route
 from gateway.cluster.callbacks import (
     WINDOWS_DIR,
@@ -89,6 +90,8 @@ log = logging.getLogger("voipgw.app")
 
 #: Seconds shutdown waits for callback windows not yet written to PostgreSQL.
 CALLBACK_FLUSH_TIMEOUT = 2.0
+#: Seconds between attempts to replay an orphaned CDR spool the database did not take.
+ADOPT_RETRY = 60.0
 #: Seconds between refreshes of the CDR gauges (queue, spool).
 GAUGE_INTERVAL = 5.0
 
@@ -185,8 +188,17 @@ def _one_line(exc: BaseException) -> str:
 
 
 @contextlib.asynccontextmanager
-async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> AsyncIterator[App]:
+async def running_app(
+    config: GatewayConfig,
+    metrics: Metrics | None = None,
+    *,
+    orphaned_spools: Sequence[tuple[Path, str]] = (),
+) -> AsyncIterator[App]:
     """Starts every part of the service; stops them in reverse order on exit.
+
+    ``orphaned_spools`` are CDR spools of instances that no longer run, each with the
+    instance name that wrote it (``gateway.workers.plan.orphaned_spools``): replayed in
+    the background once the gateway is up, as each instance would on its own start.
 
     Each part is built with what it needs, in dependency order: the database, the
     routing data, the guard and registrar, the CDR writer, the emergency notifier, the
@@ -411,6 +423,10 @@ async def running_app(config: GatewayConfig, metrics: Metrics | None = None) -> 
             if desk is not None:
                 app.tasks.append(asyncio.create_task(desk.deliver_forever(gateway.send_message)))
             app.tasks.append(asyncio.create_task(_maintenance(db.pool, cdr_config, metrics)))
+            if orphaned_spools:
+                app.tasks.append(
+                    asyncio.create_task(_adopt_spools(db.pool, cdr_config, orphaned_spools))
+                )
             if router is not None:
                 app.tasks.append(asyncio.create_task(callbacks.write_behind_forever()))
             if liveness is not None:
@@ -751,6 +767,37 @@ async def _maintenance(pool: asyncpg.Pool, config: CdrConfig, metrics: Metrics |
             # The database may be down; CDRs spool meanwhile. Try again next round.
             log.exception("cdr maintenance failed")
         await asyncio.sleep(config.maintenance_interval)
+
+
+async def _adopt_spools(
+    pool: asyncpg.Pool, config: CdrConfig, spools: Sequence[tuple[Path, str]]
+) -> None:
+    """Replays each orphaned spool as the instance that wrote it: its records go in,
+    its calls left in progress are closed (``gateway-restart``). A spool the database
+    did not take in full is tried again every ``ADOPT_RETRY`` seconds; one that another
+    process holds is left to it."""
+    for spool, instance in spools:
+        while True:
+            try:
+                replay = await replay_spool(pool, config, spool, instance=instance)
+            except (SpoolError, OSError) as exc:
+                log.warning("CDR spool %s of %s not replayed: %s", spool, instance, exc)
+                break
+            log.info(
+                "CDR spool %s of %s (no longer running) replayed: %d rows inserted,"
+                " %d already present, %d bytes left",
+                spool,
+                instance,
+                replay.committed,
+                replay.duplicate,
+                replay.left,
+            )
+            if not replay.left:
+                # All in: no run of this configuration writes it, and a start with
+                # another worker count would only replay it again.
+                await asyncio.to_thread(retire_spool, spool, HEARTBEAT_FILE)
+                break
+            await asyncio.sleep(ADOPT_RETRY)
 
 
 async def _partitions_ahead(pool: asyncpg.Pool) -> int:

@@ -61,6 +61,15 @@ machine or another, is relayed to that port with ``Route: <owner;lr>``
 (gateway/registrar/routing.py). The owner sends the INVITE from the shared socket
 the device sent to (gateway/transport/manager.py ``_reply_flows``): a NAT lets in
 only datagrams from the address and port its mapping was opened towards.
+
+A worker's CDR spool is ``<[cdr] spool_dir>/w<N>``, and a single process uses
+``[cdr] spool_dir`` itself. A change of ``workers`` leaves spools that no process of
+the new run opens: every ``w<N>`` after going back to one process, ``w3`` and ``w4``
+after going from four workers to two, the directory's own segments after going from
+one process to workers. Their records may not be in PostgreSQL yet, and their
+in-progress rows would stay open. :func:`orphaned_spools` names them, and the single
+process or worker 1 replays each as the instance that wrote it
+(gateway/service/app.py), as that instance would on its own start.
 """
 
 from __future__ import annotations
@@ -68,6 +77,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from cdr.spool import holds_segments, worker_spool_dir, worker_spool_dirs
 from gateway.config import GatewayConfig, ListenConfig
 from gateway.sip.uri import SipUri, parse_uri
 
@@ -140,10 +150,34 @@ def worker_config(config: GatewayConfig, index: int) -> GatewayConfig:
         metrics=dataclasses.replace(config.metrics, port=server.worker_metrics_port + index - 1),
         # The spool is locked by its writer: one per worker, under the configured one.
         cdr=dataclasses.replace(
-            config.cdr, spool_dir=str(Path(config.cdr.spool_dir) / f"w{index}")
+            config.cdr, spool_dir=str(worker_spool_dir(Path(config.cdr.spool_dir), index))
         ),
         server=dataclasses.replace(server, worker_index=index),
         guard=dataclasses.replace(
             config.guard, oc_capacity=config.guard.oc_capacity / server.workers
         ),
     )
+
+
+def orphaned_spools(config: GatewayConfig) -> tuple[tuple[Path, str], ...]:
+    """The CDR spools under ``[cdr] spool_dir`` that no process of this configuration
+    writes, with the instance name that wrote each (module docstring).
+
+    Args:
+        config: the file's configuration (before :func:`worker_config`).
+
+    Returns:
+        (spool directory, instance name) pairs: the directory's own segments when the
+        gateway runs workers, and the worker spools beyond ``workers`` (all of them
+        for a single process).
+    """
+    root = Path(config.cdr.spool_dir)
+    workers = config.server.workers
+    orphans = [
+        (path, worker_name(config.instance, index))
+        for index, path in worker_spool_dirs(root)
+        if workers == 1 or index > workers
+    ]
+    if workers > 1 and holds_segments(root):
+        orphans.insert(0, (root, config.instance))
+    return tuple(orphans)

@@ -42,3 +42,19 @@ async def test_replaying_a_spool_twice_adds_each_record_once(
     assert second.startswith(f"0 rows inserted, {RECORDS} already present; 0 bytes left"), second
     assert await pg_pool.fetchval("SELECT count(*) FROM cdr") == RECORDS
     assert await pg_pool.fetchval("SELECT count(DISTINCT call_id) FROM cdr") == RECORDS
+
+
+async def test_replaying_a_gateway_with_workers_replays_every_worker_spool(
+    pg_pool: asyncpg.Pool, pg_dsn: str, tmp_path: Path
+) -> None:
+    # [server] workers = 2: the configured spool directory holds one spool per worker
+    # (gateway.workers.plan), and the dead gateway's records are in those.
+    root = tmp_path / "cdr-spool"
+    spool_with(root / "w1", [make_record() for _ in range(RECORDS)])
+    spool_with(root / "w2", [make_record() for _ in range(RECORDS // 3)])
+    out = await voipgw("cdr", "replay-spool", "--spool-dir", str(root), "--database-url", pg_dsn)
+    total = RECORDS + RECORDS // 3
+    assert out.startswith(f"{total} rows inserted, 0 already present; 0 bytes left"), out
+    assert f"w1: {RECORDS} rows inserted" in out, out
+    assert f"w2: {RECORDS // 3} rows inserted" in out, out
+    assert await pg_pool.fetchval("SELECT count(*) FROM cdr") == total

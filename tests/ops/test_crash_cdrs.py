@@ -63,10 +63,27 @@ def uac_args(ruri: str) -> list[str]:
 @pytest.mark.timeout(120)
 @pytest.mark.asyncio
 async def test_sigkill_with_calls_up_loses_and_duplicates_no_cdr() -> None:
+    await crash_and_restart(workers=None, then=None)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.asyncio
+async def test_workers_killed_and_started_again_as_one_process_lose_no_cdr() -> None:
+    """The operator goes from two workers back to one process after the crash: the
+    workers' spools (w1, w2) are no process's now, and the single process replays them
+    as the workers they were, closing their calls left in progress."""
+    await crash_and_restart(workers=2, then=1)
+
+
+async def crash_and_restart(workers: int | None, then: int | None) -> None:
+    """Held calls up, SIGKILL, start again on the same state directory with ``then``
+    workers ([server] workers; None: tests.ops.harness.TEST_WORKERS)."""
     state = state_directory()
     try:
         async with SippUas("uas-answer", host=HOST, timeout=90) as pbx:
-            setup = prepare(state, upstream=pbx.uri, cdr={"heartbeat_interval": HEARTBEAT})
+            setup = prepare(
+                state, upstream=pbx.uri, cdr={"heartbeat_interval": HEARTBEAT}, workers=workers
+            )
             # One office phone places every call: the guard's per-source limits (10
             # INVITEs/s) would otherwise shed them. [guard] is the config's last table.
             with setup.config.open("a", encoding="utf-8") as config:
@@ -117,6 +134,12 @@ async def test_sigkill_with_calls_up_loses_and_duplicates_no_cdr() -> None:
                 if held_uac is not None:
                     await held_uac
 
+            if then is not None and then != setup.workers:
+                setup = prepare(
+                    state, upstream=pbx.uri, cdr={"heartbeat_interval": HEARTBEAT}, workers=then
+                )
+                with setup.config.open("a", encoding="utf-8") as config:
+                    config.write(GUARD_LIMITS)
             second = GatewayProcess(setup, "voipgw-2.log")
             await second.start()
             try:
@@ -132,6 +155,14 @@ async def test_sigkill_with_calls_up_loses_and_duplicates_no_cdr() -> None:
                     ),
                     limit=20,
                 )
+                if setup.workers == 1:
+                    # Replayed in full, no process's spool: retired, so that the next
+                    # start does not replay it again (a worker's is a directory).
+
+                    async def worker_spools() -> list[str]:
+                        return sorted(p.name for p in setup.spool_dir.glob("w*"))
+
+                    await wait_until("worker spools retired", worker_spools, lambda w: not w, 10)
             finally:
                 await second.stop()
     finally:

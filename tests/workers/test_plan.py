@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config, parse_config
-from gateway.workers.plan import worker_config, worker_share
+from gateway.workers.plan import orphaned_spools, worker_config, worker_share
 from routing.configfields import ConfigError
 
 
@@ -148,3 +148,58 @@ def test_whole_gateway_limits_are_shared_so_n_workers_admit_what_one_would() -> 
 def test_a_worker_share_is_never_zero() -> None:
     assert [worker_share(2, index, 4) for index in (1, 2, 3, 4)] == [1, 1, 1, 1]
     assert [worker_share(10, index, 4) for index in (1, 2, 3, 4)] == [3, 3, 2, 2]
+
+
+def _spool_segment(directory: Path) -> None:
+    """A spool directory holding one (empty) segment, as a writer leaves it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "seg-00000000000000000001.cdr").write_bytes(b"VGWCDR1\n")
+
+
+def test_orphaned_spools_after_going_back_to_one_process(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    _spool_segment(root)
+    for index in (1, 2, 10):
+        _spool_segment(root / f"w{index}")
+    (root / "wx").mkdir()  # not a worker's
+    (root / "w3").write_text("not a directory")
+    config = parse_config(doc(cdr={"spool_dir": str(root)}))
+    # The process writes the directory itself; every worker spool is left over, in
+    # worker order, each with the name of the worker that wrote it.
+    assert orphaned_spools(config) == (
+        (root / "w1", "gw-a-w1"),
+        (root / "w2", "gw-a-w2"),
+        (root / "w10", "gw-a-w10"),
+    )
+
+
+def test_orphaned_spools_with_workers_are_the_extra_ones_and_the_directory_itself(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "spool"
+    for index in (1, 2, 3, 4):
+        _spool_segment(root / f"w{index}")
+    config = parse_config(doc({"workers": 2}, cdr={"spool_dir": str(root)}))
+    assert orphaned_spools(config) == ((root / "w3", "gw-a-w3"), (root / "w4", "gw-a-w4"))
+    # A single process ran here before: the directory's own segments are its.
+    _spool_segment(root)
+    assert orphaned_spools(config)[0] == (root, "gw-a")
+    # Nothing there at all (a first start): nothing to adopt.
+    empty = parse_config(doc({"workers": 2}, cdr={"spool_dir": str(tmp_path / "new")}))
+    assert orphaned_spools(empty) == ()
+    assert orphaned_spools(parse_config(doc(cdr={"spool_dir": str(tmp_path / "new")}))) == ()
+
+
+def test_worker_spools_are_the_ones_orphaned_spools_names(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    config = parse_config(doc({"workers": 3}, cdr={"spool_dir": str(root)}))
+    for index in (1, 2, 3):
+        spool = Path(worker_config(config, index).cdr.spool_dir)
+        _spool_segment(spool)
+        assert spool.parent == root
+    # Three workers write them: none orphaned; one process would adopt all three.
+    assert orphaned_spools(config) == ()
+    single = parse_config(doc(cdr={"spool_dir": str(root)}))
+    assert [name for _, name in orphaned_spools(single)] == [
+        worker_config(config, index).instance for index in (1, 2, 3)
+    ]
