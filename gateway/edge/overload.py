@@ -22,9 +22,9 @@ grows.
 The heartbeat runs every ``sample_interval`` (10 ms) only while the load is near
 a threshold: while both signals are below a quarter of theirs (:meth:`LoadMonitor.calm`)
 it runs every ``calm_sample_interval`` (50 ms). Each heartbeat wakes the loop on its
-own, and at 100 a second it cost an idle gateway about 2 % of a core and a gateway
-at 500 calls/s about 5-10 % of its CPU per call (``tests/bench/ab.py``, issue 17). A
-load that rises from calm is seen at most one calm interval later: the first
+own: at 100 a second an idle gateway spent 1.3-1.7 % of a core, at 20 a second
+0.8-0.95 % (issue 17; under load the difference is below what ``tests/bench/ab.py``
+can see). A load that rises from calm is seen at most one calm interval later: the first
 heartbeat past a quarter of a threshold brings the fast sampling back, well before
 Rule 2's onset delay has run.
 
