@@ -48,6 +48,8 @@ import zlib
 from pathlib import Path
 from typing import NamedTuple
 
+from cdr.heartbeat import FILE_NAME as HEARTBEAT_FILE
+
 _log = logging.getLogger(__name__)
 
 MAGIC = b"VGWCDR1\n"
@@ -72,6 +74,19 @@ _READ_CHUNK = MAX_FRAME_BYTES + HEADER.size
 """Bytes read at a time: one chunk always holds at least one whole valid frame."""
 _SEGMENT_PREFIX = "seg-"
 _SEGMENT_SUFFIX = ".cdr"
+_LOCK_NAME = "LOCK"
+_CHECKPOINT_NAME = "checkpoint"
+_CHECKPOINT_TMP_NAME = "checkpoint.tmp"
+
+
+def _segment_numbers(directory: Path) -> list[int]:
+    """The sequence numbers of the segment files in ``directory``, in order."""
+    found = []
+    for path in directory.glob(f"{_SEGMENT_PREFIX}*{_SEGMENT_SUFFIX}"):
+        digits = path.name[len(_SEGMENT_PREFIX) : -len(_SEGMENT_SUFFIX)]
+        if digits.isdigit():
+            found.append(int(digits))
+    return sorted(found)
 
 
 #: A worker process's spool is ``<[cdr] spool_dir>/w<N>`` (gateway.workers.plan): one
@@ -101,28 +116,28 @@ def holds_segments(directory: Path) -> bool:
     """Whether ``directory`` holds spool segments of its own (records maybe not yet
     committed): a spool directory used by a single-process gateway, not only the parent
     of worker spools."""
-    return any(directory.glob(f"{_SEGMENT_PREFIX}*{_SEGMENT_SUFFIX}"))
+    return bool(_segment_numbers(directory))
 
 
-def retire_spool(directory: Path, heartbeat: str) -> None:
+def retire_spool(directory: Path) -> None:
     """Removes a spool that holds nothing uncommitted any more (an orphaned one, just
-    replayed in full): its segments, checkpoint, lock and ``heartbeat`` file, then the
-    directory if that leaves it empty (worker spools under it stay, and so does any
-    file that is not the spool's).
+    replayed in full): its segments, checkpoint, lock and its writer's liveness file
+    (``cdr.heartbeat``), then the directory if that leaves it empty (worker spools
+    under it stay, and so does any file that is not the spool's).
 
     Args:
         directory: the spool directory, closed by its writer.
-        heartbeat: the name of the writer's liveness file (``cdr.heartbeat.FILE_NAME``).
     """
-    for path in directory.iterdir():
-        name = path.name
-        spool_file = name in ("LOCK", "checkpoint", "checkpoint.tmp", heartbeat) or (
-            name.startswith(_SEGMENT_PREFIX) and name.endswith(_SEGMENT_SUFFIX)
-        )
-        if spool_file and path.is_file():
-            path.unlink(missing_ok=True)
+    names = [_LOCK_NAME, _CHECKPOINT_NAME, _CHECKPOINT_TMP_NAME, HEARTBEAT_FILE]
+    names += [_segment_path(directory, seq).name for seq in _segment_numbers(directory)]
+    for name in names:
+        (directory / name).unlink(missing_ok=True)
     with contextlib.suppress(OSError):  # not empty
         directory.rmdir()
+
+
+def _segment_path(directory: Path, seq: int) -> Path:
+    return directory / f"{_SEGMENT_PREFIX}{seq:020d}{_SEGMENT_SUFFIX}"
 
 
 class SpoolError(RuntimeError):
@@ -217,7 +232,7 @@ class Spool:
             OSError: the directory is not usable.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _take_lock(self.directory / "LOCK", time.monotonic() + ORPHAN_LOCK_WAIT)
+        self._lock_fd = _take_lock(self.directory / _LOCK_NAME, time.monotonic() + ORPHAN_LOCK_WAIT)
         checkpoint = self._read_checkpoint()
         for seq in self._segments():
             path = self._path(seq)
@@ -296,10 +311,10 @@ class Spool:
             # file comes back empty) replays records PostgreSQL already holds, which
             # ON CONFLICT DO NOTHING absorbs. Two fsyncs per committed batch would
             # buy nothing but disk flushes on the call-handling machine.
-            tmp = self.directory / "checkpoint.tmp"
+            tmp = self.directory / _CHECKPOINT_TMP_NAME
             with open(tmp, "wb") as f:
                 f.write(f"{upto.segment} {upto.offset}\n".encode())
-            os.replace(tmp, self.directory / "checkpoint")
+            os.replace(tmp, self.directory / _CHECKPOINT_NAME)
             self._checkpoint = upto
             for seq in [s for s in self._ends if s < upto.segment]:
                 self._path(seq).unlink(missing_ok=True)
@@ -380,15 +395,10 @@ class Spool:
         return pos
 
     def _segments(self) -> list[int]:
-        found = []
-        for path in self.directory.glob(f"{_SEGMENT_PREFIX}*{_SEGMENT_SUFFIX}"):
-            digits = path.name[len(_SEGMENT_PREFIX) : -len(_SEGMENT_SUFFIX)]
-            if digits.isdigit():
-                found.append(int(digits))
-        return sorted(found)
+        return _segment_numbers(self.directory)
 
     def _path(self, seq: int) -> Path:
-        return self.directory / f"{_SEGMENT_PREFIX}{seq:020d}{_SEGMENT_SUFFIX}"
+        return _segment_path(self.directory, seq)
 
     def _start_segment(self, seq: int) -> int:
         fd = os.open(self._path(seq), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
@@ -408,7 +418,7 @@ class Spool:
 
     def _read_checkpoint(self) -> Position:
         try:
-            text = (self.directory / "checkpoint").read_text()
+            text = (self.directory / _CHECKPOINT_NAME).read_text()
         except FileNotFoundError:
             return Position(0, len(MAGIC))
         try:

@@ -24,7 +24,6 @@ import asyncpg
 from cdr.call_record import InProgressRecord, call_uuid_of, record_of
 from cdr.config import CdrConfig
 from cdr.db import DatabaseHealth, database, migrate
-from cdr.heartbeat import FILE_NAME as HEARTBEAT_FILE
 from cdr.maintenance import existing_partitions, maintain
 from cdr.partitions import Month, month_of_partition
 from cdr.spool import SpoolError, retire_spool
@@ -795,7 +794,7 @@ async def _adopt_spools(
             if not replay.left:
                 # All in: no run of this configuration writes it, and a start with
                 # another worker count would only replay it again.
-                await asyncio.to_thread(retire_spool, spool, HEARTBEAT_FILE)
+                await asyncio.to_thread(retire_spool, spool)
                 break
             await asyncio.sleep(ADOPT_RETRY)
 
