@@ -131,8 +131,10 @@ _CONTENT_TYPE_RE = re.compile(rf"{TOKEN}{SWS}/{SWS}{TOKEN}{HEADER_PARAMS}")
 _RETRY_AFTER_RE = re.compile(r"([0-9]++)(.*)", re.DOTALL)
 
 # Header names as they appear on the wire (including spaces before the colon) mapped
-# to canonical names; bounded because names come from the network.
-_NAME_CACHE: dict[str, str] = {}
+# to canonical names, and whether the name has a validator (one lookup per line, not
+# two); bounded because names come from the network.
+_NAME_CACHE: dict[str, tuple[str, bool]] = {}
+_SHORTEST_LINE_LIMIT: Final = min(MAX_START_LINE_LENGTH, MAX_LINE_LENGTH)
 _NAME_CACHE_SIZE: Final = 2048
 
 
@@ -196,22 +198,25 @@ def _parse(data: bytes, stream: bool) -> Request | Response:
             f"header section exceeds {MAX_HEAD_SIZE} bytes", status_hint=STATUS_TOO_LARGE
         )
     head = data[start:head_end].decode("utf-8", "surrogateescape")
-    crlf = head.count("\r\n")
+    lines = head.split("\r\n")
+    # Every CR and every LF must belong to a CRLF: as many of each as the split found.
+    crlf = len(lines) - 1
     if head.count("\r") != crlf or head.count("\n") != crlf:
         raise ParseError(f"bare CR or LF in header section: {d(data[start:head_end])}")
     if "\r\n " in head or "\r\n\t" in head:
-        head = _FOLD_RE.sub(" ", head)
-    lines = head.split("\r\n")
+        lines = _FOLD_RE.sub(" ", head).split("\r\n")
     if len(lines) > MAX_HEADER_LINES + 1:
         raise ParseError(f"more than {MAX_HEADER_LINES} header lines")
     first = lines[0]
-    if len(first) > MAX_START_LINE_LENGTH:
-        raise ParseError(
-            f"start line exceeds {MAX_START_LINE_LENGTH} characters",
-            status_hint=400 if first.startswith("SIP/") else STATUS_URI_TOO_LONG,
-        )
-    if len(lines) > 1 and max(map(len, lines)) > MAX_LINE_LENGTH:
-        raise ParseError(f"header line exceeds {MAX_LINE_LENGTH} characters")
+    # No line is longer than the whole header section: most messages skip both.
+    if len(head) > _SHORTEST_LINE_LIMIT:
+        if len(first) > MAX_START_LINE_LENGTH:
+            raise ParseError(
+                f"start line exceeds {MAX_START_LINE_LENGTH} characters",
+                status_hint=400 if first.startswith("SIP/") else STATUS_URI_TOO_LONG,
+            )
+        if len(lines) > 1 and max(map(len, lines)) > MAX_LINE_LENGTH:
+            raise ParseError(f"header line exceeds {MAX_LINE_LENGTH} characters")
 
     # Start line. A method is a token and cannot hold "/", so "SIP/" starts a
     # status line.
@@ -254,18 +259,20 @@ def _parse(data: bytes, stream: bool) -> Request | Response:
     checked: dict[str, list[str]] = {}
     for line in lines[1:]:
         raw_name, colon, value = line.partition(":")
-        name = _NAME_CACHE.get(raw_name)
-        if name is None:
+        known = _NAME_CACHE.get(raw_name)
+        if known is None:
             stripped = raw_name.rstrip(" \t")
             if not colon or _TOKEN_RE.fullmatch(stripped) is None:
                 error = error or (f"malformed header line: {_show(line)}", 400)
                 continue
-            name = canonical_name(stripped)
+            canonical = canonical_name(stripped)
+            known = (canonical, canonical in _VALIDATORS)
             if len(_NAME_CACHE) < _NAME_CACHE_SIZE:
-                _NAME_CACHE[raw_name] = name
+                _NAME_CACHE[raw_name] = known
+        name, validated = known
         value = value.strip(" \t")
         fields.append((name, value))
-        if name in _VALIDATORS:
+        if validated:
             values = checked.get(name)
             if values is None:
                 checked[name] = [value]
@@ -285,12 +292,26 @@ def _parse(data: bytes, stream: bool) -> Request | Response:
     return Response(status=status, reason=reason, headers=headers, body=body, version=version)
 
 
-#: Header values that passed their validator, and Request-URIs (header name ""). The
-#: validators are pure functions of the value, and within a call the same From, To,
-#: Call-ID and Contact come back in every message, so each is checked once. Bounded:
-#: cleared when full.
-_VALID_VALUES: set[tuple[str, str]] = set()
-_VALID_VALUES_SIZE = 8192
+#: Header values that passed their validator, by header name, and Request-URIs (under
+#: the name ""). The validators are pure functions of the value, and within a call the
+#: same From, To, Call-ID and Contact come back in every message, so each is checked
+#: once. One set per name rather than (name, value) pairs: no tuple to build and hash
+#: per header line. Bounded: a set is cleared when full.
+_VALID_VALUES: dict[str, set[str]] = {}
+_VALID_VALUES_SIZE: Final = 2048
+
+
+def _valid_values(name: str) -> set[str]:
+    valid = _VALID_VALUES.get(name)
+    if valid is None:
+        valid = _VALID_VALUES[name] = set()
+    return valid
+
+
+def _remember_valid(valid: set[str], value: str) -> None:
+    if len(valid) >= _VALID_VALUES_SIZE:
+        valid.clear()
+    valid.add(value)
 
 
 def _check_version(version: str) -> tuple[str, int] | None:
@@ -305,8 +326,8 @@ def _check_version(version: str) -> tuple[str, int] | None:
 def _check_request_uri(uri: str) -> tuple[str, int] | None:
     # Among the valid values as a pseudo-header "": the gateway's own Contact comes
     # back as the Request-URI of every ACK and BYE, and callers repeat a few targets.
-    key = ("", uri)
-    if key in _VALID_VALUES:
+    valid = _valid_values("")
+    if uri in valid:
         return None
     if len(uri) > MAX_REQUEST_URI_LENGTH:
         return (f"Request-URI exceeds {MAX_REQUEST_URI_LENGTH} characters", STATUS_URI_TOO_LONG)
@@ -317,9 +338,7 @@ def _check_request_uri(uri: str) -> tuple[str, int] | None:
         validate_uri(uri, allow_headers=False)
     except ParseError as exc:
         return (f"invalid Request-URI: {exc.msg}", 400)
-    if len(_VALID_VALUES) >= _VALID_VALUES_SIZE:
-        _VALID_VALUES.clear()
-    _VALID_VALUES.add(key)
+    _remember_valid(valid, uri)
     return None
 
 
@@ -336,15 +355,11 @@ def _check_headers(
     for name, values in checked.items():
         if len(values) > 1 and name in SINGLE_VALUED_HEADERS:
             raise ParseError(f"{len(values)} {name} headers where one is allowed")
-        validate = _VALIDATORS[name]
+        valid = _valid_values(name)
         for value in values:
-            key = (name, value)
-            if key in _VALID_VALUES:
-                continue
-            validate(value)
-            if len(_VALID_VALUES) >= _VALID_VALUES_SIZE:
-                _VALID_VALUES.clear()
-            _VALID_VALUES.add(key)
+            if value not in valid:
+                _VALIDATORS[name](value)
+                _remember_valid(valid, value)
     vias = checked["Via"]
     if (
         len(vias) + sum(v.count(",") for v in vias) > MAX_HEADER_VALUES
