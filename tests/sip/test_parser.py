@@ -203,6 +203,34 @@ def test_header_line_limits() -> None:
     assert "exceeds" in str(_parse_error(_build("OPTIONS sip:b@example.com SIP/2.0", long_line)))
 
 
+def test_line_limits_hold_at_the_boundary_and_after_unfolding() -> None:
+    start = "OPTIONS sip:b@example.com SIP/2.0"
+    # A header section longer than the limits whose lines all fit parses; the longest
+    # line allowed parses; one character more does not.
+    fitting = [*BASIC, *(f"X-H{i}: " + "v" * 1000 for i in range(12))]
+    assert isinstance(parse_message(_build(start, fitting)), Request)
+    widest = "X-Long: " + "v" * (limits.MAX_LINE_LENGTH - len("X-Long: "))
+    assert isinstance(parse_message(_build(start, [*BASIC, widest])), Request)
+    assert "exceeds" in str(_parse_error(_build(start, [*BASIC, widest + "v"])))
+    # Folded lines are measured once unfolded: two halves that fit make one that does not.
+    half = "v" * (limits.MAX_LINE_LENGTH // 2)
+    folded = [*BASIC, f"X-Folded: {half}\r\n {half}"]
+    assert "exceeds" in str(_parse_error(_build(start, folded)))
+    long_start = "OPTIONS sip:" + "b" * limits.MAX_START_LINE_LENGTH + "@example.com SIP/2.0"
+    assert _parse_error(_build(long_start, BASIC)).status_hint == 414
+    long_status = "SIP/2.0 200 " + "O" * limits.MAX_START_LINE_LENGTH
+    assert _parse_error(_build(long_status, BASIC)).status_hint == 400
+
+
+def test_a_value_valid_for_one_header_is_checked_again_for_another() -> None:
+    """The parser remembers values that passed their validator, per header name."""
+    start = "OPTIONS sip:b@example.com SIP/2.0"
+    call_id = [h for h in BASIC if not h.startswith("Call-ID")] + ["Call-ID: not-a-uri@x"]
+    assert isinstance(parse_message(_build(start, call_id)), Request)
+    as_from = [h for h in BASIC if not h.startswith("From")] + ["From: not-a-uri@x"]
+    assert "name-addr" in str(_parse_error(_build(start, as_from)))
+
+
 def test_too_many_via_values() -> None:
     vias = ", ".join(f"SIP/2.0/UDP h{i}.example.com" for i in range(limits.MAX_HEADER_VALUES + 1))
     headers = [f"Via: {vias}", *BASIC[1:]]
