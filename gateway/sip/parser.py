@@ -43,12 +43,12 @@ from gateway.sip.headers import (
     CALL_ID_RE,
     CONTACT_RE,
     CSEQ_RE,
-    FROM_TO_RE,
     HEADER_PARAMS,
     SWS,
     TOKEN,
     parse_contacts,
     parse_int_header,
+    parse_name_address,
     parse_via,
 )
 from gateway.sip.limits import (
@@ -396,8 +396,10 @@ def _check_headers(
 
 
 def _check_from_to(value: str) -> None:
-    if FROM_TO_RE.fullmatch(value) is None:
-        raise ParseError(f"invalid name-addr: {_show(value)}")
+    # Parsing is the check, as for Via: parse_name_address matches the same grammar
+    # (FROM_TO_RE's, with groups), and its cache then answers the dialog and B2BUA
+    # layers for this call's From and To without a second regex pass.
+    parse_name_address(value)
 
 
 def _check_contact(value: str) -> None:
