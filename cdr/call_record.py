@@ -187,6 +187,7 @@ def record_of(event: EndedCall, *, wall_offset: float, instance: str) -> CallDet
         asserted_number=facts.asserted_number,
         caller_id=facts.caller_id,
         caller_id_reason=facts.caller_id_reason.value if facts.caller_id_reason else None,
+        flow_relay=facts.flow_relay,
     )
 
 

@@ -45,7 +45,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from routing.decision import CallerId, LocationSource, RecordingNotice
+from routing.decision import CallerId, FlowRelay, LocationSource, RecordingNotice
 from routing.model import CallClass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -193,6 +193,12 @@ class CallDetailRecord:
     """What the caller-ID policy did (kept, replaced, removed, rejected); None before it existed."""
     caller_id_reason: str | None = None
     """Why (a ``routing.decision.CallerIdReason`` token)."""
+    flow_relay: FlowRelay | None = None
+    """For a call relayed between two of the gateway's processes because another
+    holds the callee's flow, which of its two records this is: ``to-owner`` (the
+    relaying process's: the call's record, billed) or ``from-sibling`` (the flow
+    owner's delivery leg: exports and counts skip it, subject access returns it);
+    None for a call through one process (``routing.decision.FlowRelay``)."""
 
     @property
     def in_progress(self) -> bool:
@@ -293,6 +299,7 @@ class CallDetailRecord:
             self.asserted_number,
             None if self.caller_id is None else self.caller_id.value,
             self.caller_id_reason,
+            None if self.flow_relay is None else self.flow_relay.value,
         )
 
     def as_csv_line(self) -> str:
@@ -323,7 +330,8 @@ class CallDetailRecord:
             f'"{self.disposition}","{self.hangup_side}",{text(self.gateway_instance)},'
             f"{text(self.ended_by)},{text(self.location_source)},"
             f"{_csv_bool(self.callback_identity)},{text(self.presented_number)},"
-            f"{text(self.asserted_number)},{text(self.caller_id)},{text(self.caller_id_reason)}\n"
+            f"{text(self.asserted_number)},{text(self.caller_id)},{text(self.caller_id_reason)},"
+            f"{text(self.flow_relay)}\n"
         )
 
     def to_json(self) -> bytes:
@@ -413,6 +421,11 @@ TIMESTAMP_COLUMNS = (
     "ended_at",
 )
 
+CALL_RECORD_CONDITION = f"flow_relay IS DISTINCT FROM '{FlowRelay.FROM_SIBLING.value}'"
+"""SQL condition of the rows that are their call's record: all but the flow owner's
+leg of a call relayed to it (``routing.decision.FlowRelay`` says why that one).
+Itemization, the in-progress count and the monthly roll-up count calls with it."""
+
 DERIVED_COLUMNS = frozenset({"ended_by"})
 """Columns a record spooled by an older gateway may lack: derived on reading it
 (:func:`_derive_missing`; the writer does the same in SQL for such a batch)."""
@@ -425,10 +438,12 @@ OPTIONAL_COLUMNS = frozenset(
         "asserted_number",
         "caller_id",
         "caller_id_reason",
+        "flow_relay",
     }
 )
 """Columns a record spooled by an older gateway may lack and that stay NULL (the
-location columns and the caller-ID policy did not exist: nothing was recorded)."""
+location columns, the caller-ID policy and the flow relay's mark did not exist:
+nothing was recorded)."""
 
 
 def _derive_missing(fields: dict[str, Any]) -> dict[str, Any]:
@@ -582,6 +597,7 @@ _CSV_DECODERS: dict[str, Any] = {
     "hangup_side": HangupSide,
     "ended_by": lambda value: None if _is_null(value) else EndedBy(value),
     "caller_id": lambda value: None if _is_null(value) else CallerId(value),
+    "flow_relay": lambda value: None if _is_null(value) else FlowRelay(value),
     "location_source": lambda value: None if _is_null(value) else LocationSource(value),
     "callback_identity": lambda value: None if _is_null(value) else bool(value),
     "billable_seconds": int,  # the reader gives every bare number as a float
@@ -598,6 +614,7 @@ _DECODERS: dict[str, Any] = {
     "hangup_side": HangupSide,
     "ended_by": lambda value: None if value is None else EndedBy(value),
     "caller_id": lambda value: None if value is None else CallerId(value),
+    "flow_relay": lambda value: None if value is None else FlowRelay(value),
     "location_source": lambda value: None if value is None else LocationSource(value),
     **{name: _opt_datetime for name in TIMESTAMP_COLUMNS},
 }
@@ -609,6 +626,7 @@ _ROW_DECODERS: dict[str, Any] = {
     "hangup_side": HangupSide,
     "ended_by": lambda value: None if value is None else EndedBy(value),
     "caller_id": lambda value: None if value is None else CallerId(value),
+    "flow_relay": lambda value: None if value is None else FlowRelay(value),
     "location_source": lambda value: None if value is None else LocationSource(value),
     # inet comes back as an address, or as an interface when it has a prefix
     "source_address": lambda value: getattr(value, "ip", value),

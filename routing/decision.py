@@ -56,6 +56,31 @@ class RoutedBy(StrEnum):
     """Answered by the gateway itself (the emergency test call, RFC 6881 SP-44)."""
 
 
+class FlowRelay(StrEnum):
+    """A call that went between two of the gateway's processes because the callee's
+    flow is held by another worker or instance (gateway/registrar/routing.py, "Several
+    instances"): both are B2BUAs, so one call leaves two records, and this tells them
+    apart (enum ``cdr_flow_relay``; None: the call went through one process).
+
+    The relaying process's record is the call's: it took the call from the caller, so
+    it holds what a single process would have recorded (the caller's source address,
+    subscriber and customer, the caller-ID policy's decision on what the caller
+    presented, the recording notice). The flow owner sees a sibling's relay instead:
+    a call from a trusted peer, billed to the callee's customer, from the sibling's
+    address. Its record adds only the delivery, and the relaying record already holds
+    the call's answer and end (a B2BUA passes both on within milliseconds). So
+    exports and counts skip :attr:`FROM_SIBLING` records, and subject access returns
+    both.
+    """
+
+    TO_OWNER = "to-owner"
+    """This process relayed (or tried to relay) the B leg to the process holding the
+    callee's flow, with ``Route: <owner;lr>``: its record bills the call."""
+    FROM_SIBLING = "from-sibling"
+    """A sibling relayed the call here as the flow owner, and this process delivered
+    it over its flow (or answered that it holds none): the sibling's record bills it."""
+
+
 class Shed(StrEnum):
     """Why a new call was refused with 503 before any routing."""
 
@@ -222,6 +247,8 @@ class CallFacts:
             (the device's, ``CallContext.source``), or None when the call came
             straight from its sender: the CDR's source address is then the
             transport source.
+        flow_relay: whether the call was relayed to, or by, the process holding the
+            callee's flow, or None (one process): which of its two records bills it.
     """
 
     call_class: CallClass = CallClass.UNKNOWN
@@ -256,6 +283,7 @@ class CallFacts:
     caller_id: CallerId | None = None
     caller_id_reason: CallerIdReason | None = None
     device_source: IPAddress | None = None
+    flow_relay: FlowRelay | None = None
 
     @property
     def is_emergency(self) -> bool:

@@ -10,7 +10,7 @@ import pytest
 from cdr.call_record import InProgressRecord, in_progress_record_of, record_of
 from cdr.record import CallClass, Disposition, RecordingNotice
 from gateway.b2bua.events import CallEnded
-from routing.decision import NO_FACTS, CallFacts
+from routing.decision import NO_FACTS, CallFacts, FlowRelay
 from tests.call_events import call_ended, replaced
 
 WALL_OFFSET = 1_790_000_000.0  # loop clock 0 = this Unix time
@@ -141,3 +141,16 @@ def test_an_outcome_the_cdr_does_not_know_is_refused() -> None:
     # The enums' own check, as before the outcomes were looked up in a table.
     with pytest.raises(ValueError, match="finished-somehow"):
         record_of(replaced(ended(), disposition="finished-somehow"), wall_offset=0.0, instance="x")
+
+
+def test_a_relayed_call_s_records_carry_which_one_bills_it() -> None:
+    # A call relayed to the process holding the callee's flow leaves a record in
+    # each (routing.decision.FlowRelay): the relaying one's bills the call, and the
+    # in-progress record written at the answer says so already.
+    for relay in FlowRelay:
+        event = ended(CallFacts(customer_id="setera", flow_relay=relay))
+        assert record_of(event, wall_offset=WALL_OFFSET, instance="gw-1").flow_relay is relay
+        in_progress = in_progress_record_of(event, wall_offset=WALL_OFFSET, instance="gw-1")
+        assert in_progress.flow_relay is relay
+    one_process = record_of(ended(), wall_offset=WALL_OFFSET, instance="gw-1")
+    assert one_process.flow_relay is None

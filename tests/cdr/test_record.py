@@ -195,9 +195,9 @@ def test_caller_id_columns_round_trip_and_older_spools_replay() -> None:
     assert decode_csv_batch(encode_csv_batch([record])) == [record]
     assert CallDetailRecord.from_json(record.to_json()) == record
     new = ("presented_number", "asserted_number", "caller_id", "caller_id_reason")
-    assert COLUMNS[-4:] == new
-    old_columns = COLUMNS[:-4]
-    line = record.as_csv_line().rsplit(",", 4)[0] + "\n"
+    assert COLUMNS[-5:-1] == new  # flow_relay (migration 0740) came after them
+    old_columns = COLUMNS[:-5]
+    line = record.as_csv_line().rsplit(",", 5)[0] + "\n"
     old_batch = (",".join(f'"{c}"' for c in old_columns) + "\n" + line).encode()
     (replayed,) = decode_spool_payload(old_batch)
     assert replayed == dataclasses.replace(
@@ -206,7 +206,7 @@ def test_caller_id_columns_round_trip_and_older_spools_replay() -> None:
     import json
 
     obj = json.loads(record.to_json())
-    for name in new:
+    for name in (*new, "flow_relay"):
         del obj[name]
     (from_json,) = decode_spool_payload(json.dumps(obj).encode())
     assert from_json == replayed
@@ -240,3 +240,34 @@ def test_location_columns_round_trip_and_older_spools_replay() -> None:
     old_batch = (",".join(f'"{c}"' for c in kept) + "\n" + old_line).encode()
     (replayed,) = decode_spool_payload(old_batch)
     assert replayed == dataclasses.replace(record, location_source=None, callback_identity=None)
+
+
+def test_flow_relay_column_round_trips_and_older_spools_replay() -> None:
+    """The mark of a relayed call's two records (migration 0740) is the last column,
+    travels through both spool encodings, and a batch or JSON record spooled before
+    it existed replays with it NULL (a call through one process)."""
+    import json
+
+    from cdr.record import COLUMNS, decode_csv_batch, decode_spool_payload, encode_csv_batch
+    from routing.decision import FlowRelay
+
+    assert COLUMNS[-1] == "flow_relay"
+    for relay in (*FlowRelay, None):
+        record = dataclasses.replace(make_record(), flow_relay=relay)
+        assert decode_csv_batch(encode_csv_batch([record])) == [record]
+        assert CallDetailRecord.from_json(record.to_json()) == record
+        assert record.as_row()[-1] == (None if relay is None else relay.value)
+    record = dataclasses.replace(make_record(), flow_relay=FlowRelay.FROM_SIBLING)
+    line = record.as_csv_line()
+    assert line.endswith(',"from-sibling"\n')
+    old_batch = (
+        ",".join(f'"{c}"' for c in COLUMNS[:-1]) + "\n" + line.rsplit(",", 1)[0] + "\n"
+    ).encode()
+    (replayed,) = decode_spool_payload(old_batch)
+    assert replayed == dataclasses.replace(record, flow_relay=None)
+    obj = json.loads(record.to_json())
+    del obj["flow_relay"]
+    assert decode_spool_payload(json.dumps(obj).encode()) == [replayed]
+    # An in-progress record run on keeps its mark.
+    extended = record.extended_to(record.ended_at, None)
+    assert extended.flow_relay is FlowRelay.FROM_SIBLING
