@@ -9,16 +9,27 @@ from pathlib import Path
 import pytest
 
 from cdr.call_record import record_of
+from cdr.record import CallDetailRecord
 from gateway.b2bua import Announcement, CallEnded, LocalAnswer, Reject, Route, RouteNeeded
 from gateway.cluster.callbacks import CALLBACK_WINDOW
 from gateway.config import OverloadConfig
+from gateway.registrar.routing import (
+    CALLBACK_MARKER,
+    callback_to_binding,
+    route_to_binding,
+    route_via_owner,
+)
 from gateway.service.router import CallRouter, call_context
 from gateway.sip.events import Endpoint
 from gateway.sip.message import Headers, Request
 from routing.config import EmergencyConfig, RoutingConfig
+from routing.decision import Direction, FlowRelay, RoutedBy
 from routing.emergency import DialPlan
 from routing.sites_file import parse_sites
 from tests.call_events import call_ended
+from tests.registrar.test_flow_routing import A as SIBLING_A
+from tests.registrar.test_flow_routing import B as SIBLING_B
+from tests.registrar.test_flow_routing import binding
 
 DEMO = Path(__file__).resolve().parents[1] / "deploy" / "demo" / "sites.toml"
 OFFICE_PHONE = Endpoint("UDP", "127.0.10.5", 5062)
@@ -306,3 +317,103 @@ async def test_an_address_an_edge_proxy_vouches_for_is_never_a_trusted_peer() ->
     assert route.facts.direction.value == "outbound"
     direct = await router.route(invite("sip:+358401000001@voipgw", "pbx", PBX))
     assert direct.facts.direction.value == "inbound"
+
+
+def relayed_record(route: Route | Reject, event: RouteNeeded, instance: str) -> CallDetailRecord:
+    return record_of(
+        call_ended(source=event.source, emergency=False, facts=route.facts),
+        wall_offset=0.0,
+        instance=instance,
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_call_relayed_to_the_flow_owner_is_billed_by_the_relaying_record() -> None:
+    # alice (customer setera) calls frank (esimerkki), whose phone's flow B holds.
+    # A relays the call to B; both run a B2BUA leg and write a record. A's is the
+    # call as alice placed it; B sees an inbound call from a trusted sibling, billed
+    # to frank's customer: only the mark tells the itemization to skip it.
+    phone = binding(7, SIBLING_B)  # frank's phone (the AoR is not looked at here)
+    origin, _ = make_router()
+    origin.cluster_uri = SIBLING_A
+
+    async def lookup_at_a(request: Request) -> Route | None:
+        return route_via_owner(phone, (Endpoint("UDP", "127.0.0.1", 5071),), request.uri)
+
+    origin.lookup_binding = lookup_at_a
+    placed = invite("sip:frank@voipgw", "alice", OFFICE_PHONE)
+    relaying = await origin.route(placed)
+    assert isinstance(relaying, Route)
+    assert relaying.headers[0] == ("Route", f"<{SIBLING_B};lr>")
+    assert relaying.facts.flow_relay is FlowRelay.TO_OWNER
+    assert relaying.facts.customer_id == "setera"
+
+    owner, _ = make_router()
+    owner.cluster_uri = SIBLING_B
+
+    async def lookup_at_b(request: Request) -> Route | Reject | None:
+        if "frank" not in request.uri:
+            return None
+        return route_to_binding(phone)
+
+    owner.lookup_binding = lookup_at_b
+    sibling = Endpoint("UDP", "127.0.0.1", 5070)
+    relay = invite("sip:frank@voipgw", "alice", sibling)
+    relay.request.headers.add("Route", f"<{SIBLING_B};lr>")
+    delivered = await owner.route(relay)
+    assert isinstance(delivered, Route)
+    assert delivered.targets == (phone.received,)
+    assert delivered.facts.flow_relay is FlowRelay.FROM_SIBLING
+    assert delivered.facts.direction is Direction.INBOUND
+    assert delivered.facts.customer_id == "esimerkki"
+
+    billed = relayed_record(relaying, placed, "gw-a")
+    leg = relayed_record(delivered, relay, "gw-b")
+    assert billed.flow_relay is FlowRelay.TO_OWNER
+    assert (billed.customer, billed.caller) == ("setera", "+358401000001")
+    assert billed.source_address == ipaddress.ip_address(OFFICE_PHONE.host)
+    assert leg.flow_relay is FlowRelay.FROM_SIBLING
+    assert leg.customer == "esimerkki"
+
+    # Whatever becomes of a relay at the owner, its record is the owner's leg: no
+    # registration left there is a 404 the relaying record already has.
+    gone = invite("sip:nobody@voipgw", "alice", sibling)
+    gone.request.headers.add("Route", f"<{SIBLING_B};lr>")
+    refused = await owner.route(gone)
+    assert isinstance(refused, Reject)
+    assert refused.status == 404
+    assert refused.facts.flow_relay is FlowRelay.FROM_SIBLING
+
+    # The PBX's own call to frank, and a device that names B in a Route of its own
+    # (it would take its calls out of the itemization), are nobody's relay.
+    direct = await owner.route(invite("sip:frank@voipgw", "pstn-caller", PBX))
+    assert direct.facts.flow_relay is None
+    for callee in ("sip:frank@voipgw", "sip:+358201234567@voipgw"):  # registered, the PBX's
+        forged = invite(callee, "alice", OFFICE_PHONE)
+        forged.request.headers.add("Route", f"<{SIBLING_B};lr>")
+        assert (await owner.route(forged)).facts.flow_relay is None
+
+
+@pytest.mark.asyncio
+async def test_a_callback_relayed_to_the_flow_owner_is_the_owner_s_leg() -> None:
+    # A centre's callback reached A, which relayed it to B, the holder of the
+    # device's flow (the window is B's own here): B's record is the relay's leg.
+    router, _ = make_router()
+    router.cluster_uri = SIBLING_B
+    await router.route(invite("sip:112@voipgw", "alice", OFFICE_PHONE))
+    phone = binding(5, SIBLING_B)
+
+    async def callback_flow(window: object, request: Request, as_owner: bool) -> Route:
+        return callback_to_binding(phone)
+
+    router.callback_flow = callback_flow
+    relay = invite("sip:+358401000001@voipgw", "psap", Endpoint("UDP", "127.0.0.1", 5070))
+    relay.request.headers.add("Route", f"<{SIBLING_B};lr>")
+    relay.request.headers.add(*CALLBACK_MARKER)
+    delivered = await router.route(relay)
+    assert isinstance(delivered, Route)
+    assert delivered.facts.routed_by is RoutedBy.EMERGENCY_CALLBACK
+    assert delivered.facts.flow_relay is FlowRelay.FROM_SIBLING
+    # The centre's own call, to the same window, is nobody's relay.
+    direct = await router.route(invite("sip:+358401000001@voipgw", "psap", CENTRE))
+    assert direct.facts.flow_relay is None

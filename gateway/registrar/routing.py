@@ -43,6 +43,13 @@ which cannot reach the phone either, and RFC 3261 16.7 forbids passing a 503 up.
 The device is reached again once it re-registers, through whichever instance it
 then reaches; the binding then names that instance.
 
+Both instances run a B2BUA leg of the relayed call, so each writes a CDR: the
+relaying one's facts say :attr:`~routing.decision.FlowRelay.TO_OWNER`, the owner's
+:attr:`~routing.decision.FlowRelay.FROM_SIBLING` (:func:`relayed_here`), and only
+the former bills the call (routing.decision.FlowRelay says why). The owner believes
+a Route naming it only on an inbound call, that is from a trusted peer: a device
+could write one itself, and would take its calls out of the itemization.
+
 Owner known gone: heartbeats
 ----------------------------
 
@@ -112,7 +119,7 @@ from gateway.sip.errors import ParseError
 from gateway.sip.events import Endpoint
 from gateway.sip.headers import parse_contacts
 from gateway.sip.uri import SipUri, parse_uri
-from routing.decision import CallFacts, RoutedBy
+from routing.decision import CallFacts, FlowRelay, RoutedBy
 
 #: Seconds the instance holding a callee's flow may take to send any response to a
 #: call relayed to it (an instance on the same LAN answers 100 Trying in
@@ -456,8 +463,20 @@ def route_via_owner(
         headers=(("Route", f"<{_with_lr(binding.flow_owner)}>"),),
         failover_timeout=OWNER_RESPONSE_TIMEOUT,
         unreachable=owner_unreachable(binding),
-        facts=CallFacts(routed_by=RoutedBy.REGISTERED_BINDING, registered_contact=binding.contact),
+        facts=CallFacts(
+            routed_by=RoutedBy.REGISTERED_BINDING,
+            registered_contact=binding.contact,
+            flow_relay=FlowRelay.TO_OWNER,
+        ),
     )
+
+
+def relayed_here(facts: CallFacts) -> CallFacts:
+    """The facts of the flow owner's leg of a call a sibling relayed here (its Route
+    names this process, :func:`routed_to_owner`; believed from a trusted peer only):
+    marked :attr:`~routing.decision.FlowRelay.FROM_SIBLING`, whatever becomes of the
+    call here (delivered, 480, 404), so that the sibling's record alone counts it."""
+    return replace(facts, flow_relay=FlowRelay.FROM_SIBLING)
 
 
 def callback_facts(binding: Binding) -> CallFacts:
@@ -468,8 +487,9 @@ def callback_facts(binding: Binding) -> CallFacts:
 def as_callback(route: Route, binding: Binding) -> Route:
     """``route`` to ``binding`` (over this instance's flow, its flow owner, or its
     Path) as an emergency callback: :data:`CALLBACK_MARKER` added to its headers, the
-    callback's facts."""
-    return replace(route, headers=(*route.headers, CALLBACK_MARKER), facts=callback_facts(binding))
+    callback's facts (and the relay's mark, :class:`~routing.decision.FlowRelay`)."""
+    facts = replace(callback_facts(binding), flow_relay=route.facts.flow_relay)
+    return replace(route, headers=(*route.headers, CALLBACK_MARKER), facts=facts)
 
 
 def callback_to_binding(binding: Binding) -> Route:

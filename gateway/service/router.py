@@ -30,7 +30,12 @@ from gateway.cluster.callbacks import CallbackWindow, EmergencyCallbacks
 from gateway.config import OverloadConfig
 from gateway.edge.device_source import device_source
 from gateway.edge.peers import TransportAddress, in_networks, transport_address
-from gateway.registrar.routing import CALLBACK_MARKER, is_relayed_callback, routed_to_owner
+from gateway.registrar.routing import (
+    CALLBACK_MARKER,
+    is_relayed_callback,
+    relayed_here,
+    routed_to_owner,
+)
 from gateway.sip.errors import SipError
 from gateway.sip.events import Endpoint
 from gateway.sip.headers import parse_contacts, parse_name_address, parse_via
@@ -46,6 +51,7 @@ from routing.decision import (
     Admission,
     CallerId,
     CallFacts,
+    Direction,
     LocationPrecedence,
     RoutedBy,
     RoutingDecision,
@@ -354,6 +360,13 @@ class CallRouter:
             international_peers=self.international_peers,
             load=load,
         )
+        if decision.facts.direction is Direction.INBOUND and routed_to_owner(
+            event.request.headers.get_lines("Route"), self.cluster_uri
+        ):
+            # A sibling relayed the call here as its callee's flow owner; an inbound
+            # call comes from a trusted peer, so the Route is believed (a device's is
+            # not: gateway/registrar/routing.py).
+            decision = replace(decision, facts=relayed_here(decision.facts))
         facts = decision.facts
         if facts.admission is Admission.BEYOND_RESERVE:
             log.warning(
@@ -454,6 +467,7 @@ class CallRouter:
                         facts,
                         routed_by=RoutedBy.REGISTERED_BINDING,
                         registered_contact=registered.facts.registered_contact,
+                        flow_relay=registered.facts.flow_relay,
                     ),
                 )
         return await self._route(event.request, decision, facts, announcement)
@@ -499,6 +513,8 @@ class CallRouter:
                         facts,
                         routed_by=RoutedBy.INBOUND_TO_REGISTERED,
                         registered_contact=registered.facts.registered_contact,
+                        # relayed here (FROM_SIBLING), or relayed on to the owner
+                        flow_relay=facts.flow_relay or registered.facts.flow_relay,
                     ),
                 )
         log.info("call %s: inbound reject 404 (no registered binding, %s)", call_id, known)
@@ -557,6 +573,8 @@ class CallRouter:
         )
         if self.callback_flow is not None:
             through_flow = await self.callback_flow(entry, event.request, relayed)
+            if through_flow is not None and relayed:
+                return replace(through_flow, facts=relayed_here(through_flow.facts))
             if through_flow is not None:
                 return through_flow
         return Route(

@@ -23,12 +23,14 @@ from gateway.registrar.routing import (
     holds_flow,
     is_relayed_callback,
     owner_unreachable,
+    relayed_here,
+    route_to_binding,
     route_via_owner,
     routed_to_owner,
     same_instance,
 )
 from gateway.sip.events import Endpoint
-from routing.decision import RoutedBy
+from routing.decision import FlowRelay, RoutedBy
 
 A = "sip:127.0.0.1:5070"
 B = "sip:127.0.0.1:5071"
@@ -123,6 +125,10 @@ def test_route_via_owner_keeps_the_request_uri_and_names_the_owner() -> None:
     assert route.failover_timeout == OWNER_RESPONSE_TIMEOUT
     assert route.unreachable == owner_unreachable(there)
     assert route.facts.registered_contact == there.contact
+    # Both processes write a record of the call: this one's is marked as the relay's.
+    assert route.facts.flow_relay is FlowRelay.TO_OWNER
+    assert route_to_binding(there).facts.flow_relay is None
+    assert relayed_here(route.facts).flow_relay is FlowRelay.FROM_SIBLING
 
 
 def test_owner_gone_is_480_with_retry_after_bounded() -> None:
@@ -268,6 +274,8 @@ def test_callback_routes_carry_the_marker_and_callback_facts() -> None:
     assert relayed.failover_timeout == OWNER_RESPONSE_TIMEOUT
     assert relayed.unreachable == owner_unreachable(phone)
     assert relayed.facts.routed_by is RoutedBy.EMERGENCY_CALLBACK
+    assert relayed.facts.flow_relay is FlowRelay.TO_OWNER
+    assert direct.facts.flow_relay is None
 
 
 def test_only_a_trusted_sibling_relaying_to_the_owner_can_claim_a_callback() -> None:
