@@ -11,6 +11,12 @@ tel URI (RFC 3966) when it is one. For an emergency call it shows where the loca
 sent to the centre came from (``location_source``) and whether the call had a callback
 identity (``callback_identity``, issue 14). Subject access returns the records as held.
 
+A call relayed to the worker or instance holding its callee's flow has two rows, the
+relaying process's and the flow owner's (``flow_relay``, ``routing.decision.FlowRelay``):
+itemization and the in-progress count take the relaying one alone
+(:data:`cdr.record.CALL_RECORD_CONDITION`), so the call is billed once with its
+caller as the caller's side saw it. Subject access returns both: both are held.
+
 A call still in progress has a row whose ``ended_by`` is NULL (``cdr.record``): its
 durations run only to its last interim update. Itemization bills finished calls only
 (the call is itemized once it ends, in the month it started); :func:`in_progress` counts
@@ -28,7 +34,7 @@ import asyncpg
 
 from cdr.numbers import number_of
 from cdr.partitions import Month
-from cdr.record import COLUMNS
+from cdr.record import CALL_RECORD_CONDITION, COLUMNS
 
 #: Columns of an invoice itemization line (no source address or Call-ID: not billing data).
 ITEMIZE_COLUMNS: tuple[str, ...] = (
@@ -80,7 +86,8 @@ async def itemize(con: asyncpg.Connection, customer: str, month: Month, out: Tex
         out: text stream for the CSV.
 
     Returns:
-        Number of calls written (finished calls only).
+        Number of calls written (finished calls only, each once: a relayed call's
+        flow owner's row is left out).
     """
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(ITEMIZE_COLUMNS)
@@ -89,7 +96,7 @@ async def itemize(con: asyncpg.Connection, customer: str, month: Month, out: Tex
     query = (
         f"SELECT {', '.join(ITEMIZE_COLUMNS)} FROM cdr "
         "WHERE customer = $1 AND started_at >= $2 AND started_at < $3 "
-        "AND ended_by IS NOT NULL "
+        f"AND ended_by IS NOT NULL AND {CALL_RECORD_CONDITION} "
         "ORDER BY started_at, call_uuid"
     )
     async with con.transaction():
@@ -108,11 +115,11 @@ async def in_progress(con: asyncpg.Connection, customer: str, month: Month) -> i
         month: billing month (UTC).
 
     Returns:
-        Number of in-progress rows.
+        Number of in-progress calls (a relayed call's flow owner's row not counted).
     """
     count: int = await con.fetchval(
         "SELECT count(*) FROM cdr WHERE customer = $1 AND started_at >= $2 "
-        "AND started_at < $3 AND ended_by IS NULL",
+        f"AND started_at < $3 AND ended_by IS NULL AND {CALL_RECORD_CONDITION}",
         customer,
         month.start,
         month.end,
@@ -125,7 +132,8 @@ async def subject_access(con: asyncpg.Connection, number: str, out: TextIO) -> i
 
     Everything still held is returned: ``cdr`` keeps only the retention window (15
     months; maintenance drops older months), and aggregates hold no numbers. A data
-    subject is entitled to all data held about them, so no narrower filter is applied.
+    subject is entitled to all data held about them, so no narrower filter is applied:
+    a relayed call's two rows (``flow_relay``) are both returned.
 
     Args:
         con: a connection.

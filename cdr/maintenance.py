@@ -17,8 +17,9 @@ without limit):
 1. ``ALTER TABLE cdr DETACH PARTITION cdr_YYYY_MM CONCURRENTLY`` (outside a transaction;
    it takes only SHARE UPDATE EXCLUSIVE on the parent, so call inserts continue). A
    detach interrupted half-way is completed with ``... FINALIZE``.
-2. One transaction: add the month's rows into ``cdr_monthly_aggregate`` and ``DROP TABLE``
-   the detached table.
+2. One transaction: add the month's calls into ``cdr_monthly_aggregate`` and ``DROP TABLE``
+   the detached table. A call relayed to its callee's flow owner counts once: the
+   owner's row is left out (``cdr.record.CALL_RECORD_CONDITION``).
 
 Detaching *before* the roll-up means no row can reach the table after it was counted
 (a late CDR for that month then fails to find a partition and the writer re-creates
@@ -44,6 +45,7 @@ from cdr.partitions import (
     months_to_create,
     months_to_retire,
 )
+from cdr.record import CALL_RECORD_CONDITION
 
 _log = logging.getLogger(__name__)
 
@@ -56,13 +58,18 @@ INSERT INTO cdr_monthly_aggregate AS a
      calls, total_seconds, billable_seconds)
 SELECT $1::date, customer, call_class, disposition, emergency,
        count(*), sum(duration_seconds), sum(billable_seconds)
-FROM {table}
+FROM {table}{calls_only}
 GROUP BY customer, call_class, disposition, emergency
 ON CONFLICT (month, customer, call_class, disposition, emergency) DO UPDATE SET
     calls = a.calls + EXCLUDED.calls,
     total_seconds = a.total_seconds + EXCLUDED.total_seconds,
     billable_seconds = a.billable_seconds + EXCLUDED.billable_seconds
 """
+
+_HAS_FLOW_RELAY_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass "
+    "AND attname = 'flow_relay' AND NOT attisdropped)"
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,7 +174,11 @@ async def retire_partition(con: asyncpg.Connection, name: str, *, pending: bool 
         # the same rows while we are between INSERT and DROP.
         await con.execute(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")
         rows: int = await con.fetchval(f"SELECT count(*) FROM {name}")
-        await con.execute(_ROLLUP_SQL.format(table=name), month.start.date())
+        # A month detached before migration 0740 has no flow_relay, nor any relayed
+        # call's second row to leave out.
+        marked = await con.fetchval(_HAS_FLOW_RELAY_SQL, name)
+        calls_only = f" WHERE {CALL_RECORD_CONDITION}" if marked else ""
+        await con.execute(_ROLLUP_SQL.format(table=name, calls_only=calls_only), month.start.date())
         await con.execute(f"DROP TABLE {name}")
     _log.info("retired CDR partition %s (%d rows rolled up)", name, rows)
     return rows

@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import dataclasses
 import datetime as dt
 import io
+import ipaddress
 
 import asyncpg
 import pytest
 
 from cdr import cli
-from cdr.export import ITEMIZE_COLUMNS, itemize, subject_access
+from cdr.export import ITEMIZE_COLUMNS, in_progress, itemize, subject_access
 from cdr.maintenance import ensure_partitions
 from cdr.partitions import Month
-from cdr.record import COLUMNS
+from cdr.record import COLUMNS, CallDetailRecord
+from routing.decision import FlowRelay
 from tests.cdr.factory import make_record
 
 UTC = dt.UTC
@@ -151,3 +154,83 @@ def test_itemize_shows_numbers_and_millisecond_durations(
     assert line["callee_dialled"] == "0401234567"
     assert line["duration_seconds"] == "6.169"
     assert line["billable_seconds"] == "7"
+
+
+ALICE, BOB, FRANK = "+358401000001", "+358401000002", "+358402000001"
+
+
+def relayed_call(
+    *, customer: str, owner_customer: str, callee: str, started_at: dt.datetime, ended: bool = True
+) -> list[CallDetailRecord]:
+    """The two rows of one call that instance A relayed to B, the holder of the
+    callee's flow: A's as the caller placed it (``to-owner``), B's as the inbound
+    call from a trusted sibling that B saw (``from-sibling``), a few ms later."""
+    placed = dataclasses.replace(
+        make_record(customer=customer, caller=ALICE, callee=callee, started_at=started_at),
+        gateway_instance="gw-a",
+        flow_relay=FlowRelay.TO_OWNER,
+    )
+    delivered = dataclasses.replace(
+        make_record(
+            customer=owner_customer,
+            caller=ALICE,
+            callee=callee,
+            started_at=started_at + dt.timedelta(milliseconds=15),
+        ),
+        gateway_instance="gw-b",
+        source_address=ipaddress.ip_address("192.0.2.20"),
+        flow_relay=FlowRelay.FROM_SIBLING,
+    )
+    if ended:
+        return [placed, delivered]
+    return [r.extended_to(r.answered_at or r.ended_at, None) for r in (placed, delivered)]
+
+
+@pytest.mark.postgres
+@pytest.mark.asyncio
+async def test_a_relayed_call_is_itemized_and_counted_once_and_both_rows_disclosed(
+    pg_pool: asyncpg.Pool,
+) -> None:
+    october = Month(year=2026, month=10)
+    start = dt.datetime(2026, 10, 7, 9, tzinfo=UTC)
+    # alice calls bob (one customer) and frank (another), both relayed; a third call
+    # to bob is still up.
+    records = [
+        *relayed_call(customer="setera", owner_customer="setera", callee=BOB, started_at=start),
+        *relayed_call(
+            customer="setera",
+            owner_customer="esimerkki",
+            callee=FRANK,
+            started_at=start + dt.timedelta(hours=1),
+        ),
+        *relayed_call(
+            customer="setera",
+            owner_customer="setera",
+            callee=BOB,
+            started_at=start + dt.timedelta(hours=2),
+            ended=False,
+        ),
+    ]
+    async with pg_pool.acquire() as con:
+        await ensure_partitions(con, [october])
+        await con.copy_records_to_table(
+            "cdr", records=[r.as_row() for r in records], columns=COLUMNS
+        )
+        setera, esimerkki = io.StringIO(), io.StringIO()
+        assert await itemize(con, "setera", october, setera) == 2
+        # frank's customer did not place the call: the owner's row is not its bill.
+        assert await itemize(con, "esimerkki", october, esimerkki) == 0
+        assert await in_progress(con, "setera", october) == 1
+        disclosed = io.StringIO()
+        assert await subject_access(con, ALICE, disclosed) == len(records)
+    lines = list(csv.DictReader(io.StringIO(setera.getvalue())))
+    assert [(line["caller"], line["callee_dialled"]) for line in lines] == [
+        (ALICE, BOB),
+        (ALICE, FRANK),
+    ]
+    assert [line["started_at"] for line in lines] == [
+        start.isoformat(),
+        (start + dt.timedelta(hours=1)).isoformat(),
+    ]
+    rows = list(csv.DictReader(io.StringIO(disclosed.getvalue())))
+    assert sorted(row["flow_relay"] for row in rows) == ["from-sibling"] * 3 + ["to-owner"] * 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 
 import asyncpg
@@ -10,6 +11,7 @@ import pytest
 
 from cdr.maintenance import existing_partitions, maintain
 from cdr.partitions import Month, create_partition_sql
+from routing.decision import FlowRelay
 from tests.cdr.factory import make_record
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio]
@@ -120,3 +122,19 @@ async def test_two_instances_maintain_at_once(pg_pool: asyncpg.Pool) -> None:
     assert sum(dict(r.retired).get("cdr_2026_11", 0) for r in reports) == 4
     async with pg_pool.acquire() as con:
         assert await con.fetchval("SELECT sum(calls) FROM cdr_monthly_aggregate") == 4
+
+
+async def test_a_relayed_call_is_rolled_up_once(pg_pool: asyncpg.Pool) -> None:
+    # One call relayed to the flow owner has two rows; the owner's is not counted.
+    await maintain(pg_pool, NOW)
+    placed = dataclasses.replace(make_record(started_at=NOW), flow_relay=FlowRelay.TO_OWNER)
+    delivered = dataclasses.replace(make_record(started_at=NOW), flow_relay=FlowRelay.FROM_SIBLING)
+    async with pg_pool.acquire() as con:
+        await insert(con, [placed, delivered, make_record(started_at=NOW)])
+    report = await maintain(pg_pool, NOW + dt.timedelta(days=16 * 31))
+    assert ("cdr_2026_11", 3) in report.retired  # rows rolled up, both legs included
+    async with pg_pool.acquire() as con:
+        assert await con.fetchval("SELECT sum(calls) FROM cdr_monthly_aggregate") == 2
+        assert await con.fetchval("SELECT sum(billable_seconds) FROM cdr_monthly_aggregate") == (
+            2 * 62
+        )
