@@ -24,6 +24,7 @@ import asyncpg
 import pytest
 
 from gateway.registrar.routing import OWNER_RESPONSE_TIMEOUT
+from routing.decision import FlowRelay
 from tests.cluster.rig import NatPhone, provision, register, start_instance
 from tests.interop.sipp import SippResult, SippUas, free_port, run_uac
 from tests.ops.harness import (
@@ -40,6 +41,7 @@ pytestmark = [pytest.mark.sipp, pytest.mark.interop, pytest.mark.postgres, pytes
 
 PASSWORD = "cluster-alice-pw-16"
 CALLER = "+358401000099"
+TO_OWNER, FROM_SIBLING = FlowRelay.TO_OWNER.value, FlowRelay.FROM_SIBLING.value
 
 
 async def pbx_call(setup: GatewaySetup, scenario: str = "uac-emergency") -> SippResult:
@@ -66,22 +68,27 @@ async def flow_owners(dsn: str) -> list[str | None]:
     return [r["flow_owner"] for r in rows]
 
 
+#: A record as these tests read it: its final status and its ``flow_relay`` mark.
+Leg = tuple[int, str | None]
+
+
 async def cdrs_by_instance(
-    dsn: str, count: int, done: Callable[[dict[str, list[int]]], bool] | None = None
-) -> dict[str, list[int]]:
-    """Final statuses by instance ("a", "b"), oldest first, once ``count`` are in
-    (and ``done`` says so, when given)."""
-    found: dict[str, list[int]] = {}
+    dsn: str, count: int, done: Callable[[dict[str, list[Leg]]], bool] | None = None
+) -> dict[str, list[Leg]]:
+    """Records by instance ("a", "b"), oldest first, once ``count`` are in (and
+    ``done`` says so, when given)."""
+    found: dict[str, list[Leg]] = {}
     con = await asyncpg.connect(dsn)
     try:
         for _ in range(80):
             rows = await con.fetch(
-                "SELECT gateway_instance, final_status FROM cdr ORDER BY started_at"
+                "SELECT gateway_instance, final_status, flow_relay::text AS flow_relay"
+                " FROM cdr ORDER BY started_at"
             )
             found = {}
             for row in rows:
                 name = row["gateway_instance"].split("-ops-")[0]
-                found.setdefault(name, []).append(row["final_status"])
+                found.setdefault(name, []).append((row["final_status"], row["flow_relay"]))
             if len(rows) >= count and (done is None or done(found)):
                 break
             await asyncio.sleep(0.25)
@@ -98,20 +105,25 @@ async def wait_for_byes(phone: NatPhone, count: int) -> None:
     raise AssertionError(f"{len(phone.byes)} BYE(s) reached the phone, expected {count}")
 
 
-def legs(found: list[int] | None, expected: list[int], delivered: int) -> bool:
-    """Whether an instance's final statuses are ``expected``. With workers, each of
-    the ``delivered`` calls it delivered over its own flow may have taken one more
-    hop inside it, from the worker the kernel gave the call to the worker holding
-    the flow (gateway/workers/plan.py), which writes one more record, answered:
-    those may come on top, and nothing else."""
-    if TEST_WORKERS == 1:
-        return found == expected
-    rest = list(found or [])
-    for status in expected:
-        if status not in rest:
-            return False
-        rest.remove(status)
-    return all(s == 200 for s in rest) and len(rest) <= (delivered if TEST_WORKERS > 1 else 0)
+def legs(found: list[Leg] | None, expected: list[int]) -> bool:
+    """Whether an instance's calls are ``expected`` (final statuses), counted as
+    ``voipgw cdr itemize`` counts them: without the flow owner's leg of a relayed
+    call (``from-sibling``, routing.decision.FlowRelay). Such a leg comes from a relay
+    from the other instance, or, with workers, from a hop inside this one: from the
+    worker the kernel gave the call to, to the worker holding the flow
+    (gateway/workers/plan.py). Each one delivered the call here, answered."""
+    rows = found or []
+    billed = [status for status, relay in rows if relay != FROM_SIBLING]
+    return billed == expected and all(
+        status == 200 for status, relay in rows if relay == FROM_SIBLING
+    )
+
+
+def relays_paired(found: dict[str, list[Leg]]) -> bool:
+    """Whether exactly the delivered relays left a flow owner's leg: as many
+    ``from-sibling`` records as answered ``to-owner`` ones, across the instances."""
+    rows = [leg for records in found.values() for leg in records]
+    return rows.count((200, FROM_SIBLING)) == rows.count((200, TO_OWNER))
 
 
 def held_by(owners: list[str | None], gateway: GatewayProcess) -> bool:
@@ -156,11 +168,16 @@ async def test_call_at_b_reaches_natted_phone_through_a_and_480_once_a_is_gone(
             direct = await pbx_call(a.setup)
             assert direct.ok, direct.describe()
             assert phone.invite_sources == [a_address, a_address]
-            # Every record of A is in PostgreSQL before it dies (B has one so far).
+            # Every record of A is in PostgreSQL before it dies (B has one so far):
+            # B's of the relayed call bills it, A's of it is the owner's leg.
             found = await cdrs_by_instance(
-                pg_dsn, 3, lambda f: legs(f.get("a"), [200, 200], delivered=2)
+                pg_dsn, 3, lambda f: legs(f.get("a"), [200]) and relays_paired(f)
             )
-            assert legs(found.get("a"), [200, 200], delivered=2), found
+            assert legs(found.get("a"), [200]), found
+            assert legs(found.get("b"), [200]), found
+            assert found["b"][0] == (200, TO_OWNER), found
+            assert (200, FROM_SIBLING) in found["a"], found
+            assert relays_paired(found), found
 
             # A hangs (SIGSTOP: its port still bound, so no ICMP error, as with a
             # host that vanished): after OWNER_RESPONSE_TIMEOUT without a response,
@@ -196,19 +213,26 @@ async def test_call_at_b_reaches_natted_phone_through_a_and_480_once_a_is_gone(
             assert phone.invite_sources == [b_address]
             assert phone.dropped == [], phone.dropped
 
-            # Each instance wrote its own leg's CDR: A two delivered calls (the
-            # relayed one and the direct one), B the relayed call, the 480 and the
-            # call after the re-registration.
+            # Each instance wrote its own leg's CDR, and each call is counted once:
+            # B the relayed call (to-owner), the two 480s (relays to A that did not
+            # get through, or refused at once) and the call after the
+            # re-registration; A the direct call, and the owner's leg of the relayed
+            # call (from-sibling) besides.
             found = await cdrs_by_instance(
                 pg_dsn,
                 6,
                 lambda f: (
-                    legs(f.get("b"), [200, 480, 480, 200], delivered=1)
-                    and legs(f.get("a"), [200, 200], delivered=2)
+                    legs(f.get("b"), [200, 480, 480, 200])
+                    and legs(f.get("a"), [200])
+                    and relays_paired(f)
                 ),
             )
-            assert legs(found.get("b"), [200, 480, 480, 200], delivered=1), found
-            assert legs(found.get("a"), [200, 200], delivered=2), found
+            assert legs(found.get("b"), [200, 480, 480, 200]), found
+            assert legs(found.get("a"), [200]), found
+            assert relays_paired(found), found
+            if TEST_WORKERS == 1:
+                assert found["a"] == [(200, FROM_SIBLING), (200, None)], found
+                assert found["b"][0] == (200, TO_OWNER) and found["b"][-1] == (200, None), found
     finally:
         if phone is not None:
             phone.close()
