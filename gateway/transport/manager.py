@@ -285,12 +285,16 @@ class TransportManager:
         #: load shedding sets it while it sheds (see _read_ahead)
         self.read_ahead = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The loop the listeners run on, kept: in Python 3.11 every
+        #: asyncio.get_running_loop() makes a getpid() system call (its fork check),
+        #: and the ingress path would make one per datagram.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ set-up
 
     async def listen(self, spec: ListenSpec) -> Endpoint:
         """Opens one listener; returns the bound endpoint (real port for port 0)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
         if spec.transport == "UDP":
             sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -365,7 +369,10 @@ class TransportManager:
         self._queue.append((data, source))
         if not self._drain_scheduled:
             self._drain_scheduled = True
-            asyncio.get_running_loop().call_soon(self._drain)
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self._drain)
 
     def _drain(self) -> None:
         if self.read_ahead:
