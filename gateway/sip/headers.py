@@ -4,11 +4,12 @@ A :class:`~gateway.sip.message.Headers` map keeps values as text; a layer that n
 structure calls one of the ``parse_*`` functions here. Each returns frozen values and
 raises :class:`~gateway.sip.errors.ParseError` on bad syntax.
 
-The module also exports the compiled whole-value grammars (``FROM_TO_RE``,
-``CONTACT_RE``, ``VIA_RE``, ``CALL_ID_RE``, ``CSEQ_RE``) that the parser uses to
-validate a message eagerly without building these objects (RFC 3261 25.1 ABNF,
-applied to values whose folding has already been replaced by a single SP, so
-``LWS`` is ``1*WSP`` and ``SWS`` is ``*WSP``).
+The module also exports the compiled whole-value grammars (``CONTACT_RE``,
+``CALL_ID_RE``, ``CSEQ_RE``) that the parser uses to validate a message eagerly
+without building these objects (RFC 3261 25.1 ABNF, applied to values whose folding
+has already been replaced by a single SP, so ``LWS`` is ``1*WSP`` and ``SWS`` is
+``*WSP``). From, To and Via are validated by parsing them (:func:`parse_name_address`,
+:func:`parse_via`), whose caches then serve the layers above.
 
 Nothing here draws random numbers: :func:`generate_branch` and :func:`generate_tag`
 take the random octets from the caller (``os.urandom`` in the adapter), so the core
@@ -73,7 +74,6 @@ DISPLAY_NAME = rf"(?:{TOKEN}(?:{LWS}{TOKEN})*+|{QUOTED_STRING})"
 NAME_ADDR = rf"(?:{DISPLAY_NAME}{SWS})?<{ADDR_SPEC}>"
 #   from-spec  =  ( name-addr / addr-spec ) *( SEMI from-param )
 NAME_ADDR_PARAMS = rf"(?:{NAME_ADDR}|{ADDR_SPEC_BARE}){HEADER_PARAMS}"
-FROM_TO_RE = re.compile(NAME_ADDR_PARAMS)
 #   Contact  =  ( STAR / (contact-param *(COMMA contact-param)))
 CONTACT_RE = re.compile(rf"\*|{NAME_ADDR_PARAMS}(?:{COMMA}{NAME_ADDR_PARAMS})*+")
 
@@ -92,11 +92,6 @@ CONTACT_RE = re.compile(rf"\*|{NAME_ADDR_PARAMS}(?:{COMMA}{NAME_ADDR_PARAMS})*+"
 IPV6_ADDRESS = r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|[0-9]{1,3}(?:\.[0-9]{1,3}){3})?"
 _VIA_RECEIVED_IPV6 = rf"(?i:received){SWS}={SWS}{IPV6_ADDRESS}(?=[ \t;,]|$)"
 VIA_PARAMS = rf"(?:{SWS};{SWS}(?:{_VIA_RECEIVED_IPV6}|{GENERIC_PARAM}))*+"
-VIA_PARM = (
-    rf"{TOKEN}{SWS}/{SWS}{TOKEN}{SWS}/{SWS}{TOKEN}{LWS}{HOST}(?:{SWS}:{SWS}{PORT})?"
-    rf"{VIA_PARAMS}"
-)
-VIA_RE = re.compile(rf"{VIA_PARM}(?:{COMMA}{VIA_PARM})*+")
 
 #   callid  =  word [ "@" word ]
 #   word    =  1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" /
@@ -289,7 +284,7 @@ def _parse_plain_via(value: str) -> Via | None:
     dots (an IPv4 address or a host name without hyphens), an optional port, and
     ``;name`` or ``;name=value`` parameters of tokens. Whatever that leaves out
     (LWS, commas, IPv6, quoted strings, hyphenated host names) gives None, and
-    :func:`_parse_via_grammar` decides. Every value accepted here matches VIA_PARM,
+    :func:`_parse_via_grammar` decides. Every value accepted here matches _VIA_PARM_RE,
     and gives the Via that the grammar's parse gives.
     """
     if not value.startswith("SIP/2.0/"):

@@ -396,8 +396,8 @@ def _check_headers(
 
 
 def _check_from_to(value: str) -> None:
-    # Parsing is the check, as for Via: parse_name_address matches the same grammar
-    # (FROM_TO_RE's, with groups), and its cache then answers the dialog and B2BUA
+    # Parsing is the check, as for Via: parse_name_address matches the from-spec
+    # grammar (RFC 3261 25.1), and its cache then answers the dialog and B2BUA
     # layers for this call's From and To without a second regex pass.
     parse_name_address(value)
 
