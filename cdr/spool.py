@@ -89,6 +89,10 @@ def _segment_numbers(directory: Path) -> list[int]:
     return sorted(found)
 
 
+def _segment_path(directory: Path, seq: int) -> Path:
+    return directory / f"{_SEGMENT_PREFIX}{seq:020d}{_SEGMENT_SUFFIX}"
+
+
 #: A worker process's spool is ``<[cdr] spool_dir>/w<N>`` (gateway.workers.plan): one
 #: writer per spool, and the workers of one gateway are N writers.
 WORKER_SPOOL_PREFIX = "w"
@@ -134,10 +138,6 @@ def retire_spool(directory: Path) -> None:
         (directory / name).unlink(missing_ok=True)
     with contextlib.suppress(OSError):  # not empty
         directory.rmdir()
-
-
-def _segment_path(directory: Path, seq: int) -> Path:
-    return directory / f"{_SEGMENT_PREFIX}{seq:020d}{_SEGMENT_SUFFIX}"
 
 
 class SpoolError(RuntimeError):

@@ -573,9 +573,9 @@ class CallRouter:
         )
         if self.callback_flow is not None:
             through_flow = await self.callback_flow(entry, event.request, relayed)
-            if through_flow is not None and relayed:
-                return replace(through_flow, facts=relayed_here(through_flow.facts))
             if through_flow is not None:
+                if relayed:
+                    return replace(through_flow, facts=relayed_here(through_flow.facts))
                 return through_flow
         return Route(
             targets=(entry.endpoint,),

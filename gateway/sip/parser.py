@@ -134,8 +134,9 @@ _RETRY_AFTER_RE = re.compile(r"([0-9]++)(.*)", re.DOTALL)
 # to canonical names, and whether the name has a validator (one lookup per line, not
 # two); bounded because names come from the network.
 _NAME_CACHE: dict[str, tuple[str, bool]] = {}
-_SHORTEST_LINE_LIMIT: Final = min(MAX_START_LINE_LENGTH, MAX_LINE_LENGTH)
 _NAME_CACHE_SIZE: Final = 2048
+# A header section no longer than this holds no line over either line limit.
+_SHORTEST_LINE_LIMIT: Final = min(MAX_START_LINE_LENGTH, MAX_LINE_LENGTH)
 
 
 def _show(text: str) -> str:
