@@ -240,7 +240,7 @@ async def test_callback_follows_the_flow_and_the_heartbeats(pg_dsn: str) -> None
             assert "as a last resort" in c.b.tail(400_000)
 
             # 3. Re-registered through B: B's callback reaches the phone from B.
-            phone.close()
+            await phone.aclose()
             await register(c.b.setup, "alice", PASSWORD, c.phone_port, host=OFFICE_IP)
             phone = NatPhone("alice", c.phone_port, allowed=c.b_address, host=OFFICE_IP)
             await phone.start()

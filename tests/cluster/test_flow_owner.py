@@ -202,7 +202,7 @@ async def test_call_at_b_reaches_natted_phone_through_a_and_480_once_a_is_gone(
             )
 
             # The phone re-registers through B (its NAT mapping is now towards B).
-            phone.close()
+            await phone.aclose()
             await register(b.setup, "alice", PASSWORD, port)
             owners = await flow_owners(pg_dsn)
             assert held_by(owners, b), owners

@@ -126,6 +126,7 @@ class PsapUas(asyncio.DatagramProtocol):
         self.invited = asyncio.Event()
         self._transport: asyncio.DatagramTransport | None = None
         self._seen: set[str] = set()
+        self._closed = asyncio.Event()
 
     @property
     def uri(self) -> str:
@@ -144,8 +145,19 @@ class PsapUas(asyncio.DatagramProtocol):
         if self._transport is not None:
             self._transport.close()
 
+    async def aclose(self) -> None:
+        """Closes and returns once the socket is closed, so that its port can be bound
+        again at once: asyncio closes a transport's socket on the loop's next turn,
+        and a SIPp started in between fails with "Address already in use"."""
+        self.close()
+        if self._transport is not None:
+            await self._closed.wait()
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed.set()
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         if not data.strip():
