@@ -42,6 +42,10 @@ def test_cdr_config_from_table() -> None:
     assert CdrConfig.from_table(Table({"insert_interval": 0}, "cdr")).insert_interval == 0.0
     with pytest.raises(ConfigError, match=r"^cdr.insert_interval: must be >= 0"):
         CdrConfig.from_table(Table({"insert_interval": -0.1}, "cdr"))
+    assert CdrConfig().fsync_interval == 0.1
+    assert CdrConfig.from_table(Table({"fsync_interval": 0}, "cdr")).fsync_interval == 0.0
+    with pytest.raises(ConfigError, match=r"^cdr.fsync_interval: must be >= 0"):
+        CdrConfig.from_table(Table({"fsync_interval": -1}, "cdr"))
 
 
 def test_migration_files_are_ordered_and_named() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from cdr.spool import (
     Position,
     Spool,
     SpoolError,
+    SpoolFlusher,
     encode_frame,
     scan_frames,
 )
@@ -202,4 +204,156 @@ def test_commit_is_monotonic(tmp_path: Path) -> None:
     assert spool.checkpoint() == b
     assert (tmp_path / "checkpoint").read_text() == f"{b.segment} {b.offset}\n"
     assert isinstance(b, Position)
+    spool.close()
+
+
+class CountingSpool(Spool):
+    """A spool that counts its fsyncs by sync() call and can be made to fail them."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.syncs = 0
+        self.fail: OSError | None = None
+
+    def sync(self) -> Position:
+        if self.fail is not None:
+            raise self.fail
+        self.syncs += 1
+        return super().sync()
+
+
+def test_write_is_readable_at_once_and_durable_only_after_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    fsynced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd))[1])
+    opened = spool.durable()
+    _, end = spool.write(payloads(3))
+    assert fsynced == []  # the event loop's part never waits for the disk
+    assert spool.durable() == opened < end
+    assert read_all(spool) == payloads(3)  # a crash of the process keeps it (page cache)
+    assert spool.sync() == end == spool.durable()
+    assert len(fsynced) == 1
+    assert spool.sync() == end and len(fsynced) == 1  # nothing new: no fsync
+    spool.close()
+
+
+def test_rotation_by_write_leaves_both_fsyncs_to_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path, segment_bytes=1 << 20)
+    spool.open()
+    fsynced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd))[1])
+    big = b"x" * 600_000
+    spool.write([big])
+    spool.write([big])  # the first segment is full now
+    _, end = spool.write([big])  # so this one starts a new segment
+    assert len(segments(tmp_path)) == 2 and end.segment == spool.durable().segment + 1
+    assert fsynced == []
+    assert spool.sync() == end
+    # The full segment, the new one and the directory holding its entry.
+    assert len(fsynced) == 3
+    spool.close()
+    reopened = Spool(tmp_path)
+    reopened.open()
+    assert read_all(reopened) == [big, big, big]
+    reopened.close()
+
+
+def flusher_of(spool: Spool, interval: float) -> tuple[SpoolFlusher, list[Position], list[OSError]]:
+    durable: list[Position] = []
+    errors: list[OSError] = []
+    flusher = SpoolFlusher(spool, interval, durable.append, errors.append, retry=0.05)
+    flusher.start()
+    return flusher, durable, errors
+
+
+def wait_until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_flusher_fsyncs_batches_written_within_its_interval_together(tmp_path: Path) -> None:
+    spool = CountingSpool(tmp_path)
+    spool.open()
+    opened = spool.syncs
+    flusher, durable, _ = flusher_of(spool, interval=0.5)
+    _, first = spool.write(payloads(1))
+    flusher.kick()  # the first batch after a pause: fsynced at once
+    wait_until(lambda: durable == [first])
+    started = time.monotonic()
+    for _ in range(5):  # five 20 ms batches within the interval
+        _, last = spool.write(payloads(1))
+        flusher.kick()
+        time.sleep(0.02)
+    wait_until(lambda: len(durable) == 2)
+    assert durable[1] == last
+    assert time.monotonic() - started >= 0.4  # it waited for the interval's end
+    assert spool.syncs - opened == 2  # six batches, two fsyncs
+    flusher.stop()
+    spool.close()
+
+
+def test_an_urgent_kick_does_not_wait_for_the_interval(tmp_path: Path) -> None:
+    spool = CountingSpool(tmp_path)
+    spool.open()
+    flusher, durable, _ = flusher_of(spool, interval=30.0)
+    spool.write(payloads(1))
+    flusher.kick()
+    wait_until(lambda: len(durable) == 1)
+    _, end = spool.write(payloads(1))
+    flusher.kick(urgent=True)  # someone waits for this record's acknowledgement
+    wait_until(lambda: len(durable) == 2, timeout=2.0)
+    assert durable[1] == end
+    flusher.stop()  # does not wait out the interval either
+    spool.close()
+
+
+def test_a_failed_fsync_is_reported_and_tried_again(tmp_path: Path) -> None:
+    spool = CountingSpool(tmp_path)
+    spool.open()
+    spool.fail = OSError(5, "Input/output error")
+    flusher, durable, errors = flusher_of(spool, interval=0.0)
+    _, end = spool.write(payloads(1))
+    flusher.kick()
+    wait_until(lambda: len(errors) >= 2)  # reported, and retried after ``retry``
+    assert durable == [] and spool.durable() < end
+    spool.fail = None
+    wait_until(lambda: durable == [end])
+    flusher.stop()
+    spool.close()
+
+
+def test_sync_does_not_hold_up_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The event loop writes while the flusher's thread is in a (slow) fsync.
+    spool = Spool(tmp_path)
+    spool.open()
+    in_fsync, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        in_fsync.set()
+        release.wait(5)
+        real_fsync(fd)
+
+    spool.write(payloads(1))
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    syncing = threading.Thread(target=spool.sync)
+    syncing.start()
+    assert in_fsync.wait(5)
+    started = time.monotonic()
+    _, end = spool.write(payloads(2))
+    assert time.monotonic() - started < 1.0
+    release.set()
+    syncing.join()
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert spool.durable() < end  # written after that sync looked
+    assert spool.sync() == end
     spool.close()

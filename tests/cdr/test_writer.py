@@ -8,6 +8,7 @@ import datetime as dt
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import asyncpg
@@ -16,7 +17,7 @@ import pytest
 from cdr.config import CdrConfig
 from cdr.db import EmbeddedPostgres, migrate
 from cdr.record import COLUMNS, CallDetailRecord
-from cdr.spool import Spool
+from cdr.spool import Position, Spool
 from cdr.writer import CdrWriter, WriterClosedError, _Signal
 from tests.cdr.factory import make_record
 from tests.cdr.test_in_progress import up_until
@@ -454,3 +455,82 @@ async def test_a_full_transaction_does_not_wait_for_the_insert_interval(
         assert commits == [1, 3]
     assert commits == [1, 3, 1]
     assert await count_rows(pg_pool) == (5, 5)
+
+
+class HeldFsync:
+    """Spool.sync held until released (or failing), to see what waits for it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.error: OSError | None = None
+        real = Spool.sync
+
+        def sync(spool: Spool) -> Position:
+            self.entered.set()
+            self.release.wait(10)
+            if self.error is not None:
+                raise self.error
+            return real(spool)
+
+        monkeypatch.setattr(Spool, "sync", sync)
+
+
+async def test_write_is_acknowledged_only_once_fsynced(
+    pg_pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with CdrWriter(pg_pool, FAST, spool_dir=tmp_path) as writer:
+        held = HeldFsync(monkeypatch)
+        acknowledged = asyncio.ensure_future(writer.write(make_record()))
+        assert await asyncio.to_thread(held.entered.wait, 5)
+        await asyncio.sleep(0.2)  # forty batch ages: written, not fsynced
+        assert not acknowledged.done()
+        assert writer.records_spooled == 1
+        held.release.set()
+        await asyncio.wait_for(acknowledged, 5)
+    assert await count_rows(pg_pool) == (1, 1)
+
+
+async def test_a_failed_fsync_fails_write_and_the_record_still_arrives(
+    pg_pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = dataclasses.replace(FAST, insert_interval=0.0)
+    async with CdrWriter(pg_pool, config, spool_dir=tmp_path) as writer:
+        held = HeldFsync(monkeypatch)
+        held.error = OSError(5, "Input/output error")
+        held.release.set()
+        with pytest.raises(OSError, match="Input/output error"):
+            await asyncio.wait_for(writer.write(make_record()), 5)
+        # Not acknowledged, but written and held in memory: PostgreSQL gets it.
+        for _ in range(100):
+            if writer.rows_committed:
+                break
+            await asyncio.sleep(0.05)
+        assert writer.rows_committed == 1
+        held.error = None
+    assert await count_rows(pg_pool) == (1, 1)
+
+
+async def test_submitted_records_between_fsyncs_are_fsynced_at_close(
+    pg_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    # fsync_interval far beyond the test: only the first batch after the start and
+    # close() fsync; the rest is written (safe from a crash of the process) and
+    # inserted meanwhile.
+    config = dataclasses.replace(FAST, fsync_interval=60.0, insert_interval=0.0)
+    writer = CdrWriter(pg_pool, config, spool_dir=tmp_path)
+    await writer.start()
+    spool = writer._spool
+    for _ in range(3):
+        writer.submit(make_record())
+        await asyncio.sleep(0.05)
+    for _ in range(100):
+        if writer.rows_committed == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert writer.rows_committed == 3
+    written = spool.end()
+    assert spool.durable() < written
+    await writer.close()
+    assert spool.durable() == written
+    assert await count_rows(pg_pool) == (3, 3)
