@@ -52,11 +52,12 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from cdr.heartbeat import FILE_NAME as HEARTBEAT_FILE
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MAGIC = b"VGWCDR1\n"
 """First bytes of every segment."""
@@ -587,12 +588,20 @@ class SpoolFlusher:
                 durable = self._spool.sync()
             except (OSError, SpoolError) as exc:
                 _log.error("cannot fsync the CDR spool: %s", exc)
-                self._on_error(exc if isinstance(exc, OSError) else OSError(str(exc)))
+                self._report(self._on_error, exc if isinstance(exc, OSError) else OSError(str(exc)))
                 self._kicked.set()
                 self._stopped.wait(self._retry)
                 continue
             last = time.monotonic()
-            self._on_durable(durable)
+            self._report(self._on_durable, durable)
+
+    @staticmethod
+    def _report(callback: Callable[[_T], None], value: _T) -> None:
+        # A failing callback must not end the thread: nothing would fsync after it.
+        try:
+            callback(value)
+        except Exception:
+            _log.exception("CDR spool flusher callback failed")
 
 
 class LockHolder(NamedTuple):

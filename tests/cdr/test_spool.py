@@ -357,3 +357,26 @@ def test_sync_does_not_hold_up_writes(tmp_path: Path, monkeypatch: pytest.Monkey
     assert spool.durable() < end  # written after that sync looked
     assert spool.sync() == end
     spool.close()
+
+
+def test_a_failing_callback_does_not_stop_the_flusher(tmp_path: Path) -> None:
+    spool = CountingSpool(tmp_path)
+    spool.open()
+    durable: list[Position] = []
+
+    def on_durable(position: Position) -> None:
+        durable.append(position)
+        if len(durable) == 1:
+            raise RuntimeError("a bug in the owner")
+
+    flusher = SpoolFlusher(spool, 0.0, on_durable, lambda exc: None)
+    flusher.start()
+    spool.write(payloads(1))
+    flusher.kick()
+    wait_until(lambda: len(durable) == 1)
+    _, end = spool.write(payloads(1))
+    flusher.kick()
+    wait_until(lambda: len(durable) == 2)  # still fsyncing after the failure
+    assert durable[1] == end
+    flusher.stop()
+    spool.close()
