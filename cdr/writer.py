@@ -58,8 +58,8 @@ call, until the batch is cut (``batch_age``, 20 ms by default): a call that ends
 then (a short call) has its in-progress record dropped, and costs one row, one COPY
 line and one CSV encoding as before. A call still up at the cut has its in-progress
 record spooled with the batch, with the durability of a finished record (the same
-write and fsync; a kill -9 loses only what the buffer held, ``batch_age``'s worth, as it always
-has). Its final record then supersedes the row: the insert is ``ON CONFLICT DO UPDATE``
+write and fsync; a kill -9 loses only what the buffer held, ``batch_age``'s worth, as
+it always has). Its final record then supersedes the row: the insert is ``ON CONFLICT DO UPDATE``
 where the new row ranks higher (a real end > a ``gateway-restart`` closure > an
 in-progress record, and among in-progress records the later one), so replays in any
 order stay one row holding the latest truth. A call up longer than
