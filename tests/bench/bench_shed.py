@@ -9,8 +9,9 @@ loop against the rest of shedding, in one process and alternating:
   once-per-transaction check and the metrics);
 * ``503 + row``: the same with the CDR sink ``voipgw run`` installs
   (``cdr.call_record.record_of``) and the writer's CSV encoding of its batch
-  (``cdr.record.encode_csv_batch``, which the writer runs in a thread but under the
-  GIL). The spool's fsync and PostgreSQL's COPY are off the loop and not counted.
+  (``cdr.record.encode_csv_batch``, which the writer runs on the loop when it writes
+  the batch to the spool). The spool's fsync and PostgreSQL's COPY are off the loop
+  and not counted.
 
 Rounds alternate (off, on, off, on ...) on one gateway so that machine load, which
 moves on this shared box, hits both alike; printed: microseconds per shed call for
