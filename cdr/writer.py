@@ -826,8 +826,9 @@ class CdrWriter:
         else:
             self._memory_rows += len(records)
         self.records_spooled += len(records)
-        # Sorted by position: the checkpoint may only cover a prefix of the spool, and
-        # an overflow append can land while the task's own append is in a thread.
+        # Sorted by position: the checkpoint may only cover a prefix of the spool.
+        # Every write now happens on the loop, in position order, so this appends;
+        # insort keeps the order whoever writes next.
         bisect.insort(self._pending, chunk, key=lambda c: c.start)
 
     async def _spool_loop(self) -> None:
