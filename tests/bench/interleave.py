@@ -35,24 +35,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from tests.bench.ab import _describe, _gateway_cpu, with_setting
-from tests.bench.bench_gateway import HOST, gateway_toml
+from tests.bench.bench_gateway import HOST, gateway_toml, ready
 from tests.interop.sipp import SippUas, free_port, run_uac
 
 WARM_UP_CALLS = 1500
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as answer:
-            return bool(answer.status == 200)
-    except OSError:
-        return False
 
 
 def _stale_core(root: Path, python: Path) -> str | None:
@@ -96,7 +87,7 @@ async def _gateway(
                     f"{root}: gateway exited:\n"
                     + (state / "gateway.log").read_text(errors="replace")[-3000:]
                 )
-            if await asyncio.to_thread(_ready, f"http://{HOST}:{metrics}/readyz"):
+            if await asyncio.to_thread(ready, f"http://{HOST}:{metrics}/readyz"):
                 break
             await asyncio.sleep(0.2)
         else:
