@@ -31,7 +31,9 @@ Rules that make it crash-safe:
   batch cost the gateway more than the write itself (issue 17).
 * Every :meth:`Spool.open` starts a *new* segment, so a torn tail left by a crash
   mid-write is only ever at the end of an old segment: readers stop at the first frame
-  whose length or CRC is wrong, and nothing is ever appended after garbage.
+  whose length or CRC is wrong, and nothing is ever appended after garbage. A write
+  that fails part-way (a full disk) leaves such a tail too, so the next write starts
+  a new segment as well.
 * :meth:`Spool.commit` moves the checkpoint forward (write temp file, rename: atomic,
   deliberately not fsynced) only after the rows are committed in PostgreSQL; segments
   wholly before the checkpoint are then deleted. A crash between the database commit
@@ -227,6 +229,9 @@ class Spool:
         # not yet fsynced. ``_durable`` is the end of what the last sync made durable.
         self._unsynced_fds: list[int] = []
         self._directory_unsynced = False
+        # A write failed part-way: the active segment may end in a torn frame, after
+        # which nothing may be appended (readers stop there).
+        self._torn = False
         self._durable = Position(0, len(MAGIC))
         # One sync at a time (the flusher's and a synchronous append's); a writer
         # never waits for it unless it asks for durability itself.
@@ -312,26 +317,39 @@ class Spool:
             ``(start, end)`` positions of the appended frames.
 
         Raises:
-            OSError: the write failed.
+            OSError: the write failed; nothing of it counts as written. Part of it may
+                be in the file, as a torn tail: the next write starts a new segment
+                (as :meth:`open` does after a crash mid-write).
         """
         data = b"".join(encode_frame(p) for p in payloads)
         with self._lock:
             if self._fd is None:
                 raise SpoolError("spool is not open")
-            if self._ends[self._active] >= self.segment_bytes:
-                # The full segment's fd stays open until a sync has fsynced it.
-                self._unsynced_fds.append(self._fd)
-                self._fd = None
-                self._active += 1
-                self._fd = self._start_segment(self._active)
+            if self._torn or self._ends[self._active] >= self.segment_bytes:
+                self._rotate()
             fd = self._fd
             start = Position(self._active, self._ends[self._active])
             view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            try:
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+            except OSError:
+                self._torn = True
+                raise
             self._ends[self._active] += len(data)
             return start, Position(self._active, self._ends[self._active])
+
+    def _rotate(self) -> None:
+        """Starts the next segment (lock held). If that fails nothing changes, and the
+        next write tries again."""
+        assert self._fd is not None
+        fd = self._start_segment(self._active + 1)
+        # The old segment's fd stays open until a sync has fsynced it.
+        self._unsynced_fds.append(self._fd)
+        self._fd = fd
+        self._active += 1
+        self._torn = False
 
     def sync(self) -> Position:
         """Makes everything written so far durable (fsync of the segments written since
@@ -482,8 +500,17 @@ class Spool:
         return _segment_path(self.directory, seq)
 
     def _start_segment(self, seq: int) -> int:
-        fd = os.open(self._path(seq), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        os.write(fd, MAGIC)
+        path = self._path(seq)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            if os.write(fd, MAGIC) != len(MAGIC):
+                raise OSError(f"short write of the magic of {path.name}")
+        except OSError:
+            # Gone again, so that the next attempt can create it (O_EXCL).
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
         self._directory_unsynced = True
         self._ends[seq] = len(MAGIC)
         return fd

@@ -380,3 +380,61 @@ def test_a_failing_callback_does_not_stop_the_flusher(tmp_path: Path) -> None:
     assert durable[1] == end
     flusher.stop()
     spool.close()
+
+
+def test_a_write_failing_part_way_is_never_appended_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ENOSPC after half a batch: the half is a torn tail, and the next batch must not
+    # follow it (a reader stops at the torn frame and would never see the next one).
+    spool = Spool(tmp_path)
+    spool.open()
+    spool.write(payloads(2, "before"))
+    real_write = os.write
+    failures = [OSError(28, "No space left on device")]
+
+    def half_then_fail(fd: int, data: bytes | memoryview) -> int:
+        if failures:
+            real_write(fd, bytes(data[: len(data) // 2]))
+            raise failures.pop()
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        spool.write(payloads(3, "lost"))
+    start, _ = spool.write(payloads(2, "after"))
+    assert len(segments(tmp_path)) == 2 and start.offset == len(MAGIC)
+    assert read_all(spool) == payloads(2, "before") + payloads(2, "after")
+    spool.close()
+    reopened = Spool(tmp_path)
+    reopened.open()  # the replay after a crash
+    # Both batches, and of the failed one its whole first frame (the writer retries a
+    # failed batch anyway: replays are idempotent), not the torn one.
+    assert read_all(reopened) == (
+        payloads(2, "before") + payloads(3, "lost")[:1] + payloads(2, "after")
+    )
+    reopened.close()
+
+
+def test_a_segment_that_cannot_be_started_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path, segment_bytes=1 << 20)
+    spool.open()
+    spool.write([b"x" * (1 << 20)])  # full: the next write starts a segment
+    real_write = os.write
+    failures = [OSError(28, "No space left on device")]
+
+    def magic_fails(fd: int, data: bytes | memoryview) -> int:
+        if failures and bytes(data) == MAGIC:
+            raise failures.pop()
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", magic_fails)
+    with pytest.raises(OSError, match="No space left"):
+        spool.write(payloads(1))
+    assert len(segments(tmp_path)) == 1  # the half-made file is gone again
+    _, end = spool.write(payloads(1))
+    assert len(segments(tmp_path)) == 2
+    assert spool.sync() == end
+    spool.close()
