@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from gateway.ops.native import core_build
-from tests.bench.ab import _gateway_cpu
+from tests.bench.ab import _gateway_cpu, with_setting
 from tests.bench.sipp_rate import (
     RateResult,
     direct_uas,
@@ -111,12 +111,18 @@ async def gateway_process(
     ready_within: float = 90,
     overload: str = "",
     environ: dict[str, str] | None = None,
+    settings: str = "",
+    checkout: Path = ROOT,
+    python: str = sys.executable,
 ) -> AsyncIterator[tuple[str, int]]:
     """Starts ``voipgw run``; yields (host:port, pid) once its /readyz answers 200.
 
     ``extra_toml`` returns text appended to the bench config (``bench_workers`` adds
     its ``[server] workers`` table); it is called once the config's own ports are
-    taken, so ports it picks do not collide with them.
+    taken, so ports it picks do not collide with them. ``settings`` then sets
+    ``table.key=value`` entries (';'-separated, ``tests.bench.ab.with_setting``).
+    ``checkout`` and ``python`` run another checkout's gateway with its own
+    interpreter (``tests/bench/interleave.py``).
 
     Readiness is polled, not read from the "voipgw ready" log line: that line is logged
     at info and the bench runs at ``level = "warning"`` (an earlier version waited for
@@ -127,7 +133,7 @@ async def gateway_process(
         state = Path(tmp)
         port, metrics_port = free_port(HOST), free_port(HOST)
         config = state / "voipgw.toml"
-        config.write_text(
+        text = (
             gateway_toml(
                 state,
                 port,
@@ -138,11 +144,14 @@ async def gateway_process(
             )
             + extra_toml()
         )
+        for setting in filter(None, settings.split(";")):
+            text = with_setting(text, setting)
+        config.write_text(text)
         log_path = state / "gateway.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(  # noqa: ASYNC220 (a plain child; nothing to stream)
-                [sys.executable, "-m", "gateway", "run", "--config", str(config)],
-                cwd=ROOT,
+                [python, "-m", "gateway", "run", "--config", str(config)],
+                cwd=checkout,
                 env={**os.environ, **(environ or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -34,14 +34,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-from tests.bench.ab import _describe, _gateway_cpu, with_setting
-from tests.bench.bench_gateway import HOST, gateway_toml, ready
-from tests.interop.sipp import SippUas, free_port, run_uac
+from tests.bench.ab import _describe, _gateway_cpu
+from tests.bench.bench_gateway import HOST, gateway_process
+from tests.interop.sipp import SippUas, run_uac
 
 WARM_UP_CALLS = 1500
 
@@ -60,45 +58,13 @@ def _stale_core(root: Path, python: Path) -> str | None:
     return None if verdict == "ok" else verdict
 
 
-@asynccontextmanager
-async def _gateway(
-    root: Path, upstream: str, state: Path, settings: str
-) -> AsyncIterator[tuple[int, str]]:
-    """``voipgw run`` from ``root``; yields (pid, host:port) once /readyz answers."""
-    state.mkdir()  # noqa: ASYNC240 (set-up, before any load)
-    port, metrics = free_port(HOST), free_port(HOST)
-    text = gateway_toml(state, port, upstream, metrics)
-    for setting in filter(None, settings.split(";")):
-        text = with_setting(text, setting)
-    config = state / "voipgw.toml"
-    config.write_text(text)
-    python = root / ".venv" / "bin" / "python"
-    with (state / "gateway.log").open("wb") as log:
-        proc = subprocess.Popen(  # noqa: ASYNC220 (started once, waited for below)
-            [str(python), "-m", "gateway", "run", "--config", str(config)],
-            cwd=root,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        for _ in range(450):
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"{root}: gateway exited:\n"
-                    + (state / "gateway.log").read_text(errors="replace")[-3000:]
-                )
-            if await asyncio.to_thread(ready, f"http://{HOST}:{metrics}/readyz"):
-                break
-            await asyncio.sleep(0.2)
-        else:
-            raise RuntimeError(f"{root}: gateway not ready after 90 s")
-        yield proc.pid, f"{HOST}:{port}"
-    finally:
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def _gateway(
+    root: Path, upstream: str, settings: str
+) -> AbstractAsyncContextManager[tuple[str, int]]:
+    """``voipgw run`` from the checkout ``root`` with its own ``.venv``; (host:port, pid)."""
+    return gateway_process(
+        upstream, settings=settings, checkout=root, python=str(root / ".venv" / "bin" / "python")
+    )
 
 
 async def _window(pid: int, address: str, rate: float, seconds: float) -> float:
@@ -137,32 +103,31 @@ async def run(args: argparse.Namespace) -> int:
     print(f"{args.pairs} pairs of {args.window:g} s windows at {args.rate:g} calls/s", flush=True)
     cost: dict[str, list[float]] = {"BASE": [], "HEAD": []}
     ratios: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="voipgw-interleave-") as tmp:
-        async with (
-            SippUas("uas-answer", host=HOST, timeout=36000) as base_uas,
-            SippUas("uas-answer", host=HOST, timeout=36000) as head_uas,
-            _gateway(sides["BASE"], base_uas.uri, Path(tmp) / "base", settings["BASE"]) as base,
-            _gateway(sides["HEAD"], head_uas.uri, Path(tmp) / "head", settings["HEAD"]) as head,
-        ):
-            gateways = {"BASE": base, "HEAD": head}
-            for _pid, address in gateways.values():
-                warm = await run_uac(
-                    "uac-basic-call", address, calls=WARM_UP_CALLS, rate=args.rate, timeout=60
-                )
-                if warm.failed_calls:
-                    raise RuntimeError(f"{address}: {warm.failed_calls} failed warm-up calls")
-            for i in range(args.pairs):
-                pair: dict[str, float] = {}
-                for name in ("BASE", "HEAD") if i % 2 == 0 else ("HEAD", "BASE"):
-                    pid, address = gateways[name]
-                    pair[name] = await _window(pid, address, args.rate, args.window)
-                    cost[name].append(pair[name])
-                ratios.append(pair["HEAD"] / pair["BASE"])
-                print(
-                    f"pair {i + 1:2}: BASE {pair['BASE']:.3f}  HEAD {pair['HEAD']:.3f} ms/call"
-                    f"  HEAD/BASE {ratios[-1]:.3f}",
-                    flush=True,
-                )
+    async with (
+        SippUas("uas-answer", host=HOST, timeout=36000) as base_uas,
+        SippUas("uas-answer", host=HOST, timeout=36000) as head_uas,
+        _gateway(sides["BASE"], base_uas.uri, settings["BASE"]) as base,
+        _gateway(sides["HEAD"], head_uas.uri, settings["HEAD"]) as head,
+    ):
+        gateways = {"BASE": base, "HEAD": head}
+        for address, _pid in gateways.values():
+            warm = await run_uac(
+                "uac-basic-call", address, calls=WARM_UP_CALLS, rate=args.rate, timeout=60
+            )
+            if warm.failed_calls:
+                raise RuntimeError(f"{address}: {warm.failed_calls} failed warm-up calls")
+        for i in range(args.pairs):
+            pair: dict[str, float] = {}
+            for name in ("BASE", "HEAD") if i % 2 == 0 else ("HEAD", "BASE"):
+                address, pid = gateways[name]
+                pair[name] = await _window(pid, address, args.rate, args.window)
+                cost[name].append(pair[name])
+            ratios.append(pair["HEAD"] / pair["BASE"])
+            print(
+                f"pair {i + 1:2}: BASE {pair['BASE']:.3f}  HEAD {pair['HEAD']:.3f} ms/call"
+                f"  HEAD/BASE {ratios[-1]:.3f}",
+                flush=True,
+            )
     quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
     print(
         f"\nCPU ms/call at {args.rate:g} calls/s: BASE median {statistics.median(cost['BASE']):.3f}"
