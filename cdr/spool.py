@@ -563,7 +563,7 @@ class SpoolFlusher:
         spool: Spool,
         interval: float,
         on_durable: Callable[[Position], None],
-        on_error: Callable[[OSError], None],
+        on_error: Callable[[OSError | SpoolError], None],
         retry: float = 1.0,
     ) -> None:
         self._spool = spool
@@ -574,7 +574,6 @@ class SpoolFlusher:
         self._kicked = threading.Event()
         self._hurry = threading.Event()
         self._stopped = threading.Event()
-        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="cdr-spool-fsync", daemon=True)
 
     def start(self) -> None:
@@ -590,7 +589,6 @@ class SpoolFlusher:
     def stop(self) -> None:
         """Stops the thread after the fsync it is doing (the owner syncs what is left:
         :meth:`Spool.sync`)."""
-        self._stopping = True
         self._stopped.set()
         self._hurry.set()
         self._kicked.set()
@@ -601,12 +599,12 @@ class SpoolFlusher:
         last = -self._interval
         while True:
             self._kicked.wait()
-            if self._stopping:
+            if self._stopped.is_set():
                 return
             wait = last + self._interval - time.monotonic()
             if wait > 0:
                 self._hurry.wait(wait)
-                if self._stopping:
+                if self._stopped.is_set():
                     return
             # Cleared before the fsync: what is written from now on kicks again.
             self._kicked.clear()
@@ -615,7 +613,7 @@ class SpoolFlusher:
                 durable = self._spool.sync()
             except (OSError, SpoolError) as exc:
                 _log.error("cannot fsync the CDR spool: %s", exc)
-                self._report(self._on_error, exc if isinstance(exc, OSError) else OSError(str(exc)))
+                self._report(self._on_error, exc)
                 self._kicked.set()
                 self._stopped.wait(self._retry)
                 continue

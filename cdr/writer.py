@@ -654,6 +654,7 @@ class CdrWriter:
         Raises:
             WriterClosedError: the writer is closed.
             OSError: the spool disk failed.
+            SpoolError: the spool was closed before the record was fsynced.
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._enqueue((record, future))
@@ -738,7 +739,7 @@ class CdrWriter:
             if not future.done():
                 future.set_result(None)
 
-    def _fail_unacked(self, exc: OSError) -> None:
+    def _fail_unacked(self, exc: OSError | SpoolError) -> None:
         """An fsync failed: the records written since the last one may not be on disk,
         so nobody waiting for them is told they are (write() raises). They stay in the
         spool file and in memory, and are inserted into PostgreSQL all the same."""
@@ -754,7 +755,7 @@ class CdrWriter:
             with contextlib.suppress(RuntimeError):  # the loop is closed
                 self._loop.call_soon_threadsafe(self._acknowledge, durable)
 
-    def _fsync_failed_in_thread(self, exc: OSError) -> None:
+    def _fsync_failed_in_thread(self, exc: OSError | SpoolError) -> None:
         if self._unacked and self._loop is not None:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._fail_unacked, exc)
@@ -768,7 +769,7 @@ class CdrWriter:
             self._acknowledge(self._spool.sync())
         except (OSError, SpoolError) as exc:
             _log.error("cannot fsync the CDR spool at close: %s", exc)
-            self._fail_unacked(exc if isinstance(exc, OSError) else OSError(str(exc)))
+            self._fail_unacked(exc)
 
     # -- stats -------------------------------------------------------------------
 

@@ -222,14 +222,25 @@ class CountingSpool(Spool):
         return super().sync()
 
 
+def record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, every fsync's fd is appended to the list returned (and fsynced)."""
+    fsynced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        fsynced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return fsynced
+
+
 def test_write_is_readable_at_once_and_durable_only_after_sync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spool = Spool(tmp_path)
     spool.open()
-    fsynced: list[int] = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd))[1])
+    fsynced = record_fsyncs(monkeypatch)
     opened = spool.durable()
     _, end = spool.write(payloads(3))
     assert fsynced == []  # the event loop's part never waits for the disk
@@ -246,9 +257,7 @@ def test_rotation_by_write_leaves_both_fsyncs_to_sync(
 ) -> None:
     spool = Spool(tmp_path, segment_bytes=1 << 20)
     spool.open()
-    fsynced: list[int] = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd))[1])
+    fsynced = record_fsyncs(monkeypatch)
     big = b"x" * 600_000
     spool.write([big])
     spool.write([big])  # the first segment is full now
