@@ -41,6 +41,7 @@ import dataclasses
 import datetime as dt
 import statistics
 import time
+import tomllib
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -195,13 +196,16 @@ async def _measure(
 
 
 def config_with(base: CdrConfig, settings: str) -> CdrConfig:
-    """``base`` with ``settings`` ("field=value,field=value"), each value of the
-    field's own type."""
+    """``base`` with ``settings`` ("field=value,field=value"), each value written as
+    in the config file (TOML, as ``tests/bench/ab.py --base-set`` takes them) and of
+    the field's own type: ``in_progress_records=false`` is False (``bool("false")``
+    would be True), ``fsync_interval=0`` is 0.0."""
     changes: dict[str, object] = {}
     for setting in filter(None, settings.split(",")):
         name, _, text = setting.partition("=")
         current = getattr(base, name.strip())
-        changes[name.strip()] = type(current)(text.strip())
+        value = tomllib.loads(f"value = {text.strip()}")["value"]
+        changes[name.strip()] = type(current)(value)
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
