@@ -39,6 +39,7 @@ from pathlib import Path
 
 from tests.bench.ab import _describe, _gateway_cpu
 from tests.bench.bench_gateway import HOST, gateway_process
+from tests.bench.sipp_rate import CALL_RECV_TIMEOUT
 from tests.interop.sipp import SippUas, run_uac
 
 WARM_UP_CALLS = 1500
@@ -76,7 +77,7 @@ async def _window(pid: int, address: str, rate: float, seconds: float) -> float:
         calls=round(rate * seconds),
         rate=rate,
         timeout=seconds + 30,
-        extra_args=["-recv_timeout", "5000ms"],
+        extra_args=["-recv_timeout", f"{round(CALL_RECV_TIMEOUT * 1000)}ms"],
     )
     cpu = _gateway_cpu(pid) - before
     if result.failed_calls or not result.successful_calls:

@@ -23,6 +23,7 @@ from tests.cdr.factory import make_record
 from tests.cdr.test_in_progress import up_until
 from tests.cdr.test_record import tricky_record
 from tests.cdr.writer_child import record_uuid
+from tests.ops.harness import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio]
 
@@ -457,6 +458,10 @@ async def test_a_full_transaction_does_not_wait_for_the_insert_interval(
     assert await count_rows(pg_pool) == (5, 5)
 
 
+async def committed(writer: CdrWriter) -> int:
+    return writer.rows_committed
+
+
 class HeldFsync:
     """Spool.sync held until released (or failing), to see what waits for it."""
 
@@ -502,11 +507,7 @@ async def test_a_failed_fsync_fails_write_and_the_record_still_arrives(
         with pytest.raises(OSError, match="Input/output error"):
             await asyncio.wait_for(writer.write(make_record()), 5)
         # Not acknowledged, but written and held in memory: PostgreSQL gets it.
-        for _ in range(100):
-            if writer.rows_committed:
-                break
-            await asyncio.sleep(0.05)
-        assert writer.rows_committed == 1
+        await wait_until("the row", lambda: committed(writer), lambda rows: rows == 1, 5)
         held.error = None
     assert await count_rows(pg_pool) == (1, 1)
 
@@ -524,11 +525,7 @@ async def test_submitted_records_between_fsyncs_are_fsynced_at_close(
     for _ in range(3):
         writer.submit(make_record())
         await asyncio.sleep(0.05)
-    for _ in range(100):
-        if writer.rows_committed == 3:
-            break
-        await asyncio.sleep(0.05)
-    assert writer.rows_committed == 3
+    await wait_until("the rows", lambda: committed(writer), lambda rows: rows == 3, 5)
     written = spool.end()
     assert spool.durable() < written
     await writer.close()
