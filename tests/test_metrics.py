@@ -48,6 +48,7 @@ REQUIRED_FAMILIES = {
     "voipgw_registrations": ("counter", {"outcome"}),
     "voipgw_registered_bindings": ("gauge", set()),
     "voipgw_call_auth_challenges": ("counter", set()),
+    "voipgw_relayed_calls": ("counter", {"side"}),
     "voipgw_announcements": ("counter", {"kind", "result"}),
     "voipgw_rtp_send_lateness_seconds": ("histogram", set()),
     "voipgw_cdr_queue_depth": ("gauge", set()),

@@ -76,6 +76,8 @@ CALL_OUTCOMES = frozenset(
     {"answered", "busy", "no_answer", "cancelled", "failed", "rejected", "shed"}
 )
 DIRECTIONS = frozenset({"in", "out"})
+#: ``voipgw_relayed_calls_total`` sides: ``routing.decision.FlowRelay`` values, "_" for "-".
+RELAY_SIDES = frozenset({"to_owner", "from_sibling"})
 TRANSPORTS = frozenset({"udp", "tcp", "tls", "ws", "wss"})
 FAMILIES = frozenset({"ipv4", "ipv6"})
 ANNOUNCEMENT_RESULTS = frozenset({"played", "skipped", "not_played"})
@@ -349,6 +351,16 @@ class Metrics:
             "instance shares: the same count on each instance).",
             registry=r,
         )
+        self.relayed_calls = Counter(
+            "voipgw_relayed_calls",
+            "Calls that went between two of the gateway's processes (workers or "
+            "instances) because another one holds the callee's flow, by side: to_owner "
+            "(relayed from here: counted in voipgw_calls_total here) or from_sibling "
+            "(delivered here for a sibling: not counted in voipgw_calls_total, so that "
+            "a sum over processes counts the call once).",
+            ["side"],
+            registry=r,
+        )
         self.call_auth_challenges = Counter(
             "voipgw_call_auth_challenges",
             "INVITEs answered with a digest challenge (401/407); the call is the "
@@ -490,6 +502,8 @@ class Metrics:
             for call_class in CALL_CLASSES
             for emergency in (False, True)
         }
+        for side in RELAY_SIDES:
+            self.relayed_calls.labels(side=side)
         for unverified in UnverifiedLocation:
             self.emergency_unverified_location.labels(reason=unverified.value)
         for ignored in DeviceLocationProblem:
@@ -536,6 +550,14 @@ class Metrics:
     def call_refused(self, call_class: str, outcome: str) -> None:
         """A call was answered with a final error before it was routed."""
         self._count_call(call_class, outcome)
+
+    def call_relayed(self, side: str) -> None:
+        """A call went between two of the gateway's processes (``FlowRelay``).
+
+        Args:
+            side: ``to_owner`` or ``from_sibling``.
+        """
+        self.relayed_calls.labels(side=_closed(side, RELAY_SIDES, "to_owner")).inc()
 
     def call_challenged(self) -> None:
         """A call was answered with a digest challenge.

@@ -52,7 +52,7 @@ from gateway.sip.headers import parse_name_address
 from gateway.sip.message import Request, Response
 from gateway.sip.transaction_layer import TransactionLayer
 from gateway.transport.manager import ListenSpec, TransportManager
-from routing.decision import Admission, CallFacts, RecordingNotice, Shed
+from routing.decision import Admission, CallFacts, FlowRelay, RecordingNotice, Shed
 
 log = logging.getLogger("voipgw.server")
 
@@ -727,11 +727,19 @@ def is_auth_challenge(event: CallEnded) -> bool:
 
 def observe_call(metrics: Metrics, event: CallEnded) -> None:
     """Counts a finished call: outcome, setup delay and, for emergency calls, the
-    emergency outcome by class, policy and centre."""
+    emergency outcome by class, policy and centre. A call a sibling relayed here as
+    its callee's flow owner counts only as relayed (the sibling counts the call)."""
     if is_auth_challenge(event):
         metrics.call_challenged()
         return
     facts = event.facts
+    relay = facts.flow_relay
+    if relay is not None:
+        metrics.call_relayed(relay.value.replace("-", "_"))
+        if relay is FlowRelay.FROM_SIBLING:
+            # The sibling that relayed the call here counts it, as its CDR is the one
+            # that bills it (FlowRelay): summed over processes, each call counts once.
+            return
     call_class = facts.call_class.value
     outcome = event.disposition.replace("-", "_")
     if facts.shed is not None:

@@ -10,7 +10,7 @@ from cdr.call_record import record_of
 from gateway.b2bua.events import CallEnded, EndedBy
 from gateway.ops.metrics import Metrics
 from gateway.service.server import is_auth_challenge, observe_call
-from routing.decision import CallFacts, Direction
+from routing.decision import CallFacts, Direction, FlowRelay
 from routing.model import CallClass
 from tests.call_events import call_ended, replaced
 
@@ -95,3 +95,44 @@ def test_an_answered_emergency_call_is_counted_with_its_centre() -> None:
         {"call_class": "office", "policy": "office", "centre": "turku", "outcome": "answered"},
     )
     assert sample == 1
+
+
+def setups_observed(metrics: Metrics) -> float:
+    return sum(
+        s.value
+        for f in metrics.call_setup.collect()
+        for s in f.samples
+        if s.name.endswith("_count")
+    )
+
+
+def test_a_relayed_call_counts_once_summed_over_both_processes() -> None:
+    # Both processes of a relayed call run a B2BUA leg of it, and each counted it:
+    # summed over workers or instances (the supervisor's /metrics, the dashboards'
+    # sum()), voipgw_calls_total held it twice. The relaying process counts the call,
+    # as its CDR is the one that bills it; the owner counts only its delivery.
+    relaying, owner = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    for metrics, relay in ((relaying, FlowRelay.TO_OWNER), (owner, FlowRelay.FROM_SIBLING)):
+        event = replaced(
+            ended(200, CallFacts(call_class=CallClass.OFFICE, flow_relay=relay)),
+            ringing_at=100.005,
+        )
+        observe_call(metrics, event)
+    assert calls_total(relaying) == 1
+    assert calls_total(owner) == 0
+    assert setups_observed(relaying) == 1
+    assert setups_observed(owner) == 0
+    for metrics, side in ((relaying, "to_owner"), (owner, "from_sibling")):
+        for counted in ("to_owner", "from_sibling"):
+            value = metrics.registry.get_sample_value(
+                "voipgw_relayed_calls_total", {"side": counted}
+            )
+            assert value == (1 if counted == side else 0), (side, counted)
+
+
+def test_a_call_through_one_process_is_not_counted_as_relayed() -> None:
+    metrics = Metrics(CollectorRegistry())
+    observe_call(metrics, ended(200, CallFacts(call_class=CallClass.OFFICE)))
+    assert calls_total(metrics) == 1
+    for side in ("to_owner", "from_sibling"):
+        assert metrics.registry.get_sample_value("voipgw_relayed_calls_total", {"side": side}) == 0

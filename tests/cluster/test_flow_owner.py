@@ -178,6 +178,20 @@ async def test_call_at_b_reaches_natted_phone_through_a_and_480_once_a_is_gone(
             assert found["b"][0] == (200, TO_OWNER), found
             assert (200, FROM_SIBLING) in found["a"], found
             assert relays_paired(found), found
+            # The metrics count each call once too: summed over the instances (and
+            # their workers), voipgw_calls_total holds the two calls placed, not the
+            # owner's leg of the relayed one; the relay shows on both of its sides.
+            calls = [await gateway.metric("voipgw_calls_total") for gateway in (a, b)]
+            assert sum(calls) == 2, calls
+            sides = {
+                side: [
+                    await gateway.metric("voipgw_relayed_calls_total", side=side)
+                    for gateway in (a, b)
+                ]
+                for side in ("to_owner", "from_sibling")
+            }
+            assert sides["to_owner"][1] == 1, sides
+            assert sum(sides["to_owner"]) == sum(sides["from_sibling"]), sides
 
             # A hangs (SIGSTOP: its port still bound, so no ICMP error, as with a
             # host that vanished): after OWNER_RESPONSE_TIMEOUT without a response,
