@@ -311,6 +311,7 @@ class Gateway:
         now = self._now()
         shedder = self.shedder
         if shedder is not None and shedder.engaged(now):
+            core.handle_due(now)  # as CorePump.receive does
             self._receive_shedding(batch, shedder, layer, now)
             self._pump(now)
         else:
@@ -477,8 +478,8 @@ class Gateway:
         if self.layer is None or self.b2bua is None:
             return
         now = self._now()
-        self.layer.handle_timer(now)
-        self.b2bua.handle_timer(now)
+        assert self._core is not None
+        self._core.handle_due(now)
         self._pump(now)
 
     def _route_done(self, call_uuid: str, decision: RouteResult) -> None:
