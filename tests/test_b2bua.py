@@ -268,6 +268,12 @@ def test_late_offer_answer_travels_in_ack():
     net.transfer()
     (b_ack,) = bob.requests("ACK")
     assert b_ack.request.body == SDP_OFFER
+    # Confirmed and ACKed on both legs: the call keeps only what its dialogs and CDR
+    # need, as an early-offer call does (it kept both INVITEs whole before).
+    (call,) = gateway.b2bua.calls.values()
+    assert call.b_request is None
+    assert [name for name, _ in call.a_request.headers] == ["From"]
+    assert call.a_request.body == b""
 
 
 def test_caller_never_acks_ends_call():

@@ -476,24 +476,26 @@ class B2bua(
         return None
 
     def _on_ack(self, call: Call, side: Side, ack: Request, now: float) -> None:
-        if side is Side.A and call.state is CallState.ANSWERED:
+        confirmed = side is Side.A and call.state is CallState.ANSWERED
+        if confirmed:
             call.state = CallState.CONFIRMED
-            if not call.acks_owed:
-                self._slim(call)
         other = side.other
         cseq = call.take_ack_owed(other)
         dialog = call.dialog(other)
-        if cseq is None or dialog is None:
-            return
-        # Late offer: the answer is in this ACK, and the other leg waits for it.
-        content_type = ack.headers.get("Content-Type") or ""
-        self.layer.send_ack(
-            ack_request(dialog, cseq, content_type, ack.body), self._leg_endpoint(call, other)
-        )
-        if ack.body:
-            call.set_local_sdp(other, content_type, ack.body)
-        if other is Side.B:
-            call.b_ack = sent_ack(cseq, content_type, ack.body)
+        if cseq is not None and dialog is not None:
+            # Late offer: the answer is in this ACK, and the other leg waits for it.
+            content_type = ack.headers.get("Content-Type") or ""
+            self.layer.send_ack(
+                ack_request(dialog, cseq, content_type, ack.body), self._leg_endpoint(call, other)
+            )
+            if ack.body:
+                call.set_local_sdp(other, content_type, ack.body)
+            if other is Side.B:
+                call.b_ack = sent_ack(cseq, content_type, ack.body)
+        # After the relay: a late-offer call owed the B leg this very ACK, and was
+        # never slimmed when the check came first.
+        if confirmed and not call.acks_owed:
+            self._slim(call)
 
     def _on_cancel(self, event: CancelReceived, now: float) -> None:
         call = self._by_a_invite.get(event.invite_transaction)
