@@ -475,11 +475,11 @@ class Gateway:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        if self.layer is None or self.b2bua is None:
+        core = self._core
+        if core is None:  # set in start() with the layer and the B2BUA
             return
         now = self._now()
-        assert self._core is not None
-        self._core.handle_due(now)
+        core.handle_due(now)
         self._pump(now)
 
     def _route_done(self, call_uuid: str, decision: RouteResult) -> None:
