@@ -17,6 +17,14 @@ calls each, every window offers ``--rate`` calls/s for ``--window`` seconds to o
 side; its CPU per call is the gateway process's user+system time (all threads) over
 the window divided by the calls completed. Every call must succeed.
 
+``--kamailio`` adds a yardstick that no commit changes: Kamailio as a stateful proxy in
+front of a SIPp UAS (``bench_capacity``'s configuration), up for the whole run and
+taking its own window in every pair (BASE, HEAD, KAM, then KAM, HEAD, BASE); its CPU
+is that of all its processes. Each side's ratio to it, pair by pair, lets figures of
+different days be compared. Only roughly with issue 17's own table (Kamailio 0.23-0.29
+ms per call, voipgw 1.37-1.52): that Kamailio was set up before this configuration
+existed, and this one reads 0.45-0.6 here at 500 calls/s.
+
 Run it inside one loopback-only network namespace (both gateways and SIPps), from the
 checkout under test, with both checkouts set up (``make setup-test``)::
 
@@ -30,14 +38,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import statistics
 import subprocess
 import sys
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 
-from tests.bench.ab import _describe, _gateway_cpu
+from tests.bench.ab import _describe, _gateway_cpu, _tree_cpu
 from tests.bench.bench_gateway import HOST, gateway_process
 from tests.bench.sipp_rate import CALL_RECV_TIMEOUT
 from tests.interop.sipp import SippUas, run_uac
@@ -68,9 +78,17 @@ def _gateway(
     )
 
 
-async def _window(pid: int, address: str, rate: float, seconds: float) -> float:
-    """CPU ms per call of the gateway ``pid`` over one window of load."""
-    before = _gateway_cpu(pid)
+async def _window(
+    cpu: Callable[[], float], address: str, rate: float, seconds: float, *, strict: bool = True
+) -> float:
+    """CPU ms per call of one side (``cpu``: its CPU seconds so far) over one window.
+
+    ``strict``: every call must succeed (voipgw). The Kamailio yardstick fails a call
+    now and then at these rates, as in ``bench_capacity``'s ladder (SIPp's view of a
+    retransmission race), so there a few failed calls in a window are only counted:
+    its figure is per call completed.
+    """
+    before = cpu()
     result = await run_uac(
         "uac-basic-call",
         address,
@@ -79,16 +97,25 @@ async def _window(pid: int, address: str, rate: float, seconds: float) -> float:
         timeout=seconds + 30,
         extra_args=["-recv_timeout", f"{round(CALL_RECV_TIMEOUT * 1000)}ms"],
     )
-    cpu = _gateway_cpu(pid) - before
-    if result.failed_calls or not result.successful_calls:
+    used = cpu() - before
+    if not result.successful_calls or (strict and result.failed_calls):
         raise RuntimeError(f"{address}: {result.failed_calls} failed calls in a window")
-    return 1000 * cpu / result.successful_calls
+    return 1000 * used / result.successful_calls
 
 
 async def run(args: argparse.Namespace) -> int:
-    sides = {"BASE": args.base.resolve(), "HEAD": args.head.resolve()}
+    roots = {"BASE": args.base.resolve(), "HEAD": args.head.resolve()}
     settings = {"BASE": args.base_set, "HEAD": args.head_set}
-    for name, root in sides.items():
+    if args.kamailio:
+        from tests.bench.bench_capacity import KAMAILIO
+
+        if not KAMAILIO.exists():
+            print(
+                f"--kamailio: {KAMAILIO} is not installed (apt-get install kamailio)",
+                file=sys.stderr,
+            )
+            return 2
+    for name, root in roots.items():
         problem = _stale_core(root, root / ".venv" / "bin" / "python")
         if problem is not None:
             print(
@@ -102,45 +129,66 @@ async def run(args: argparse.Namespace) -> int:
             + (f" [{settings[name]}]" if settings[name] else "")
         )
     print(f"{args.pairs} pairs of {args.window:g} s windows at {args.rate:g} calls/s", flush=True)
-    cost: dict[str, list[float]] = {"BASE": [], "HEAD": []}
-    ratios: list[float] = []
-    async with (
-        SippUas("uas-answer", host=HOST, timeout=36000) as base_uas,
-        SippUas("uas-answer", host=HOST, timeout=36000) as head_uas,
-        _gateway(sides["BASE"], base_uas.uri, settings["BASE"]) as base,
-        _gateway(sides["HEAD"], head_uas.uri, settings["HEAD"]) as head,
-    ):
-        gateways = {"BASE": base, "HEAD": head}
-        for address, _pid in gateways.values():
+    names = ("BASE", "HEAD", "KAM") if args.kamailio else ("BASE", "HEAD")
+    cost: dict[str, list[float]] = {name: [] for name in names}
+    async with AsyncExitStack() as stack:
+        sides: dict[str, tuple[str, Callable[[], float]]] = {}
+        for name in ("BASE", "HEAD"):
+            uas = await stack.enter_async_context(SippUas("uas-answer", host=HOST, timeout=36000))
+            address, pid = await stack.enter_async_context(
+                _gateway(roots[name], uas.uri, settings[name])
+            )
+            sides[name] = (address, functools.partial(_gateway_cpu, pid))
+        if args.kamailio:
+            # Imported here: bench_capacity is a sibling benchmark, needed only now.
+            from tests.bench.bench_capacity import kamailio_target
+
+            address, pids = await stack.enter_async_context(kamailio_target())
+            sides["KAM"] = (address, functools.partial(_tree_cpu, pids))
+        for name, (address, _cpu) in sides.items():
             warm = await run_uac(
                 "uac-basic-call", address, calls=WARM_UP_CALLS, rate=args.rate, timeout=60
             )
-            if warm.failed_calls:
+            if warm.failed_calls and name != "KAM":
                 raise RuntimeError(f"{address}: {warm.failed_calls} failed warm-up calls")
         for i in range(args.pairs):
             pair: dict[str, float] = {}
-            for name in ("BASE", "HEAD") if i % 2 == 0 else ("HEAD", "BASE"):
-                address, pid = gateways[name]
-                pair[name] = await _window(pid, address, args.rate, args.window)
+            for name in names if i % 2 == 0 else reversed(names):
+                address, cpu = sides[name]
+                pair[name] = await _window(
+                    cpu, address, args.rate, args.window, strict=name != "KAM"
+                )
                 cost[name].append(pair[name])
-            ratios.append(pair["HEAD"] / pair["BASE"])
             print(
-                f"pair {i + 1:2}: BASE {pair['BASE']:.3f}  HEAD {pair['HEAD']:.3f} ms/call"
-                f"  HEAD/BASE {ratios[-1]:.3f}",
+                f"pair {i + 1:2}: "
+                + "  ".join(f"{name} {pair[name]:.3f}" for name in names)
+                + f" ms/call  HEAD/BASE {pair['HEAD'] / pair['BASE']:.3f}",
                 flush=True,
             )
+    print(
+        f"\nCPU ms/call at {args.rate:g} calls/s: "
+        + ", ".join(
+            f"{name} median {statistics.median(cost[name]):.3f}"
+            f" ({min(cost[name]):.3f}-{max(cost[name]):.3f})"
+            for name in names
+        )
+    )
+    _print_ratio("HEAD", "BASE", cost)
+    if args.kamailio:
+        _print_ratio("HEAD", "KAM", cost)
+        _print_ratio("BASE", "KAM", cost)
+    return 0
+
+
+def _print_ratio(top: str, bottom: str, cost: dict[str, list[float]]) -> None:
+    """The pair-by-pair ratio of two sides' CPU per call: median, quartiles, range."""
+    ratios = [a / b for a, b in zip(cost[top], cost[bottom], strict=True)]
     quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
     print(
-        f"\nCPU ms/call at {args.rate:g} calls/s: BASE median {statistics.median(cost['BASE']):.3f}"
-        f" ({min(cost['BASE']):.3f}-{max(cost['BASE']):.3f}), HEAD median"
-        f" {statistics.median(cost['HEAD']):.3f} ({min(cost['HEAD']):.3f}-{max(cost['HEAD']):.3f})"
-    )
-    print(
-        f"HEAD/BASE ratio: median {statistics.median(ratios):.3f}, interquartile"
+        f"{top}/{bottom} ratio: median {statistics.median(ratios):.3f}, interquartile"
         f" {quartiles[0]:.3f}-{quartiles[2]:.3f}, min {min(ratios):.3f}, max {max(ratios):.3f}"
         f" ({len(ratios)} pairs; lower is better)"
     )
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=500.0, help="calls/s in a window")
     parser.add_argument("--base-set", default="", help="BASE config settings, table.key=value;...")
     parser.add_argument("--head-set", default="", help="HEAD config settings")
+    parser.add_argument(
+        "--kamailio", action="store_true", help="a third side: Kamailio, as a yardstick"
+    )
     args = parser.parse_args(argv)
     if args.pairs < 1 or args.window <= 0 or args.rate <= 0:
         parser.error("pairs, window and rate must be positive")
