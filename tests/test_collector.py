@@ -11,6 +11,8 @@ import pytest
 
 from gateway.ops.collector import (
     NO_AUTOMATIC,
+    QUIET_HEAP,
+    QUIET_POSTPONE_LIMIT,
     YOUNG_THRESHOLD,
     FullCollectionPacer,
     run_full_collections,
@@ -71,6 +73,37 @@ def test_shedding_postpones_it_but_never_past_the_limit() -> None:
     assert not pacer.due(359.0, busy=True, heap=1_000_000)
     assert pacer.due(360.0, busy=True, heap=1_000_000)  # memory stays bounded
     assert pacer.due(100.0, busy=False, heap=1_000_000)  # the moment the shedding stops
+
+
+def test_under_load_the_clock_waits_for_a_quiet_heap() -> None:
+    # At 1,250 calls/s the calls of the last 32 s keep ~1.9 million blocks above what
+    # start-up left; a full collection walks them all (~0.5 s), and failed 575 calls.
+    pacer = FullCollectionPacer(
+        0.0, 300_000, interval=600.0, postpone_limit=300.0, min_growth=4_000_000
+    )
+    loaded = 2_200_000
+    assert not pacer.due(600.0, busy=False, heap=loaded)
+    assert not pacer.due(900.0, busy=False, heap=loaded)  # past the shedding limit too
+    assert not pacer.due(40_000.0, busy=True, heap=loaded)
+    # The load falls (the night): the heap is back within QUIET_HEAP of the floor.
+    assert not pacer.due(40_000.0, busy=False, heap=300_001 + QUIET_HEAP)
+    assert pacer.due(40_000.0, busy=False, heap=300_000 + QUIET_HEAP)
+
+
+def test_a_heap_never_quiet_is_still_collected_once_a_day() -> None:
+    pacer = FullCollectionPacer(0.0, 300_000, interval=600.0, min_growth=4_000_000)
+    assert not pacer.due(600.0 + QUIET_POSTPONE_LIMIT - 1, busy=True, heap=2_200_000)
+    assert pacer.due(600.0 + QUIET_POSTPONE_LIMIT, busy=True, heap=2_200_000)
+
+
+def test_the_floor_is_the_least_heap_a_collection_left() -> None:
+    pacer = FullCollectionPacer(0.0, 1_000_000, interval=600.0, quiet_heap=100_000)
+    pacer.collected(10.0, 700_000)
+    assert pacer.floor == 700_000
+    pacer.collected(20.0, 900_000)  # collected under load: the floor stays
+    assert pacer.floor == 700_000
+    assert not pacer.due(620.0, busy=False, heap=800_001)
+    assert pacer.due(620.0, busy=False, heap=800_000)
 
 
 def test_a_heap_that_doubled_is_collected_at_once_even_while_shedding() -> None:

@@ -44,9 +44,17 @@ that held it (``bench_capacity --sustain``), once a minute while it ran on a
   the memory bound. Under a steady load the heap stays level and this never fires;
   up to ~2,500 calls/s the floor keeps it from firing while a load climbs;
 * and every :data:`FULL_INTERVAL` seconds, for cycles that hold little memory but
-  something else (a socket), postponed while the gateway sheds load (a full pause
-  then is a few hundred ms in which emergency INVITEs wait), but never more than
-  :data:`FULL_POSTPONE_LIMIT` seconds.
+  something else (a socket), when the heap is **quiet**: at most :data:`QUIET_HEAP`
+  blocks above the least a full collection left (start-up's, on a fresh start). The
+  pause is as long as that excess, which is the state of the calls of the last 32 s:
+  ~1.9 million blocks at 1,250 calls/s, where each 10-minute collection failed 575
+  calls of the 12,500 of its 10 s step (p99 set-up 444 ms; the other steps 25-285,
+  p99 56-148 ms; ``bench_capacity --sustain 68 --rates 1250``). Under a steady load
+  it therefore waits for the load to fall (a business line's night), but never more
+  than :data:`QUIET_POSTPONE_LIMIT` (a day), and a heap that doubled is collected by
+  the first rule whatever the clock. A quiet heap's collection is also postponed
+  while the gateway sheds load (a full pause then is time in which emergency INVITEs
+  wait), but never more than :data:`FULL_POSTPONE_LIMIT` seconds.
 
 Start-up's objects (configuration, sites, modules) are frozen (``gc.freeze``) and
 never walked again.
@@ -75,6 +83,8 @@ __all__ = [
     "MIN_HEAP_GROWTH",
     "NO_AUTOMATIC",
     "PREVIOUS_YOUNG_THRESHOLD",
+    "QUIET_HEAP",
+    "QUIET_POSTPONE_LIMIT",
     "YOUNG_THRESHOLD",
     "FullCollectionPacer",
     "run_full_collections",
@@ -99,6 +109,11 @@ MIN_HEAP_GROWTH = 4_000_000
 FULL_INTERVAL = 600.0
 #: Seconds a due full collection may be postponed while the gateway sheds load.
 FULL_POSTPONE_LIMIT = 300.0
+#: Blocks above the least heap a full collection left under which the heap is quiet
+#: (Rule 2): about a tenth of what 1,250 calls/s keeps, so a tenth of that pause.
+QUIET_HEAP = 200_000
+#: Seconds a clock-due full collection may wait for a quiet heap (Rule 2).
+QUIET_POSTPONE_LIMIT = 86_400.0
 #: Seconds between two looks at whether a postponed collection may run.
 CALM_CHECK = 1.0
 #: The young threshold before Rules 1 and 2 (``VOIPGW_GC=previous``).
@@ -131,6 +146,9 @@ class FullCollectionPacer:
         postpone_limit: seconds one may be postponed while the gateway is busy.
         growth: heap growth (a fraction) that makes one due at once.
         min_growth: the least such growth, in blocks.
+        quiet_heap: blocks above the floor (the least heap a full collection left)
+            under which a clock-due collection runs.
+        quiet_postpone_limit: seconds one may wait for that.
     """
 
     def __init__(
@@ -142,13 +160,20 @@ class FullCollectionPacer:
         postpone_limit: float = FULL_POSTPONE_LIMIT,
         growth: float = HEAP_GROWTH,
         min_growth: int = MIN_HEAP_GROWTH,
+        quiet_heap: int = QUIET_HEAP,
+        quiet_postpone_limit: float = QUIET_POSTPONE_LIMIT,
     ) -> None:
         self.interval = interval
         self.postpone_limit = postpone_limit
         self.growth = growth
         self.min_growth = min_growth
+        self.quiet_heap = quiet_heap
+        self.quiet_postpone_limit = quiet_postpone_limit
         self.last = now
         self.heap = heap
+        #: the least heap a full collection left: what a full collection does not
+        #: walk, or little more (start-up's objects are frozen)
+        self.floor = heap
 
     def due(self, now: float, *, busy: bool, heap: int) -> bool:
         """True when a full collection should run now.
@@ -164,12 +189,15 @@ class FullCollectionPacer:
         since = now - self.last
         if since < self.interval:
             return False
+        if heap - self.floor > self.quiet_heap:
+            return since >= self.interval + max(self.quiet_postpone_limit, self.postpone_limit)
         return not busy or since >= self.interval + self.postpone_limit
 
     def collected(self, now: float, heap: int) -> None:
         """Notes a full collection that ran at ``now`` and left ``heap`` blocks."""
         self.last = now
         self.heap = heap
+        self.floor = min(self.floor, heap)
 
 
 async def run_full_collections(
