@@ -220,7 +220,7 @@ def log_core_build() -> None:
 
 
 async def _serve(app: Any, config: GatewayConfig, metrics: Any, drain_seconds: float) -> int:
-    from gateway.ops.collector import run_full_collections
+    from gateway.ops.collector import run_collections
     from gateway.ops.http_status import ReadinessChecks, StatusServer
     from gateway.ops.logs import configure_logging
     from gateway.ops.metrics import run_event_loop_lag_monitor
@@ -251,9 +251,9 @@ async def _serve(app: Any, config: GatewayConfig, metrics: Any, drain_seconds: f
             run_event_loop_lag_monitor(metrics, interval=metrics_config.lag_interval)
         )
     shedder = gateway.shedder
-    # Full garbage collections on a clock, postponed while shedding (gateway.ops.collector).
+    # Young garbage collections on a clock, full ones when quiet (gateway.ops.collector).
     gc_task = asyncio.create_task(
-        run_full_collections(lambda: shedder is not None and shedder.monitor.shedding)
+        run_collections(lambda: shedder is not None and shedder.monitor.shedding)
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
