@@ -54,15 +54,17 @@ import re
 import subprocess
 import urllib.parse
 import warnings
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from routing.configfields import ConfigError, Table
 
 _log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Directory of the versioned SQL migrations.
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -470,6 +472,84 @@ async def ensure_database(admin_dsn: str, name: str) -> None:
             await con.execute(f'CREATE DATABASE "{_ident(name)}"')
     finally:
         await con.close()
+
+
+async def bounded_by_connection(
+    con: asyncpg.Connection, work: Coroutine[Any, Any, _T], within: float
+) -> _T:
+    """Runs ``work``, which uses ``con``, until it ends, ``con`` is lost or time is up.
+
+    asyncpg (0.32) does not end a COPY that waits for the socket to drain when the
+    connection is lost, and its ``timeout`` does not bound that wait either: a
+    PostgreSQL stopped or failed over in the middle of a large COPY left the COPY
+    waiting for ever (its flow-control event is set by nothing once the transport is
+    gone). We cannot mend that from outside without its private state, so the work runs
+    in a task of its own that this ends: on loss at once, and after ``within`` seconds
+    (a server that stopped reading keeps the connection up) by terminating the
+    connection, which fails every other wait the work may be in, rollback included.
+
+    Args:
+        con: the connection ``work`` uses (a pool's proxy will do).
+        work: a coroutine; its whole transaction belongs in it.
+        within: seconds it may take.
+
+    Returns:
+        What ``work`` returned.
+
+    Raises:
+        asyncpg.ConnectionDoesNotExistError: ``con`` was lost before ``work`` ended.
+        TimeoutError: ``work`` did not end in time; ``con`` is terminated.
+        Exception: whatever ``work`` raised.
+    """
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_retrieve)  # the error raised below stands for it
+    lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_lost(_con: object) -> None:
+        if not lost.done():
+            lost.set_result(None)
+
+    def end() -> None:
+        if not lost.done():
+            # Once lost (or terminated here), asyncpg has detached a pool's proxy from
+            # the connection, which then refuses every call, and dropped the listener.
+            lost.set_result(None)
+            con.remove_termination_listener(on_lost)
+            if not task.done():
+                # After the cancellation has reached the work, whose rollback then
+                # fails at once; its cancel request still reaches a server that stopped
+                # reading. (asyncpg may log "Future exception was never retrieved" for
+                # that request's own outcome: its future is awaited only by the next
+                # query on the connection, and there is none.)
+                asyncio.get_running_loop().call_soon(con.terminate)
+        task.cancel()
+
+    con.add_termination_listener(on_lost)
+    try:
+        await asyncio.wait((task, lost), timeout=within, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        if lost.done():
+            error: Exception = asyncpg.ConnectionDoesNotExistError(
+                "connection to PostgreSQL lost in the middle of a transaction"
+            )
+        else:
+            error = TimeoutError(f"PostgreSQL did not finish within {within:g} s")
+        end()
+        # Ends at once: the COPY's wait by the cancellation, the rest (the rollback
+        # too) fail on the terminated connection.
+        await asyncio.wait((task,))
+        raise error
+    finally:
+        # Cancelled (shutdown): the work must not go on unowned. Else a no-op, or
+        # the listener's removal.
+        end()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    # Marks an outcome seen that nobody may ask for, which asyncio would log.
+    if not task.cancelled():
+        task.exception()
 
 
 def _ident(name: str) -> str:

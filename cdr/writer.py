@@ -99,6 +99,7 @@ from typing import NamedTuple
 import asyncpg
 
 from cdr.config import CdrConfig
+from cdr.db import bounded_by_connection
 from cdr.heartbeat import Heartbeat
 from cdr.maintenance import ensure_partitions
 from cdr.partitions import Month
@@ -1161,28 +1162,36 @@ class CdrWriter:
         # deduplicates at once instead of failing with 21000 first (see _insert_sql).
         distinct = len({record.call_uuid for record in records}) < len(records)
         partition_attempts = 0
-        while True:
+
+        async def transaction(con: asyncpg.Connection, distinct: bool) -> tuple[int, str]:
             rows = 0
+            async with con.transaction():
+                await con.execute(_STAGING_SQL, timeout=timeout)
+                for columns, bodies in sources:
+                    copied = await con.copy_to_table(
+                        _STAGING,
+                        source=_chunks(bodies),
+                        columns=columns,
+                        format="csv",
+                        null=CSV_NULL,
+                        timeout=timeout,
+                    )
+                    rows += int(copied.rsplit(" ", 1)[-1])
+                    if "ended_by" not in columns:
+                        await con.execute(_DERIVE_ENDED_BY_SQL, timeout=timeout)
+                status = await con.execute(
+                    _INSERT_DISTINCT_SQL if distinct else _INSERT_SQL, timeout=timeout
+                )
+            return rows, status
+
+        while True:
             try:
                 async with self._pool.acquire(timeout=timeout) as con:
                     started = time.perf_counter()
-                    async with con.transaction():
-                        await con.execute(_STAGING_SQL)
-                        for columns, bodies in sources:
-                            copied = await con.copy_to_table(
-                                _STAGING,
-                                source=_chunks(bodies),
-                                columns=columns,
-                                format="csv",
-                                null=CSV_NULL,
-                                timeout=timeout,
-                            )
-                            rows += int(copied.rsplit(" ", 1)[-1])
-                            if "ended_by" not in columns:
-                                await con.execute(_DERIVE_ENDED_BY_SQL, timeout=timeout)
-                        status = await con.execute(
-                            _INSERT_DISTINCT_SQL if distinct else _INSERT_SQL, timeout=timeout
-                        )
+                    # Bounded from outside: a COPY on a lost connection never ends.
+                    rows, status = await bounded_by_connection(
+                        con, transaction(con, distinct), within=timeout
+                    )
                     self.last_copy_seconds = time.perf_counter() - started
             except asyncpg.CardinalityViolationError:
                 # Two records of one call in this batch (see _insert_sql).

@@ -18,7 +18,7 @@ from cdr.config import CdrConfig
 from cdr.db import EmbeddedPostgres, migrate
 from cdr.record import COLUMNS, CallDetailRecord
 from cdr.spool import Position, Spool
-from cdr.writer import CdrWriter, WriterClosedError, _Signal
+from cdr.writer import _STAGING, _STAGING_SQL, CdrWriter, WriterClosedError, _Signal
 from tests.cdr.factory import make_record
 from tests.cdr.test_in_progress import up_until
 from tests.cdr.test_record import tricky_record
@@ -230,6 +230,85 @@ async def test_postgres_stopped_mid_stream_loses_and_duplicates_nothing(
             assert await con.fetchval("SELECT count(*) FROM cdr") == total  # 0 duplicated
         assert set(acked) - rows == set()  # 0 lost
         assert writer.spool_bytes() == 0
+
+
+HELD = 4475  # the advisory lock a held COPY waits on
+
+
+async def _replay_behind_a_held_copy(
+    pg_dsn: str, tmp_path: Path, config: CdrConfig, cut: bool
+) -> CdrWriter:
+    """Replays 10,000 spooled records whose first COPY stops reading half-way.
+
+    The replay's one connection gets the writer's staging table early, with a trigger
+    that waits on a lock the test holds: the backend stops reading at the first row,
+    so the rest of the COPY (~3 MB) fills the socket and pauses asyncpg's writing.
+    ``cut`` then terminates that backend; otherwise the writer must give up on its own
+    after ``command_timeout``. Returns the writer once its spool is empty (closed).
+    """
+    spool = tmp_path / "spool"
+    dead = f"postgresql://postgres@/voipgw?host={tmp_path}/nowhere"
+    down = CdrConfig(batch_age=0.005, retry_initial=0.05, retry_max=0.1, shutdown_timeout=0.3)
+    async with (
+        asyncpg.create_pool(dead, min_size=0) as dead_pool,
+        CdrWriter(dead_pool, down, spool_dir=spool) as writer,
+    ):
+        await asyncio.gather(*(writer.write(make_record()) for _ in range(10_000)))
+    holder = await asyncpg.connect(pg_dsn)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", HELD)
+        async with asyncpg.create_pool(pg_dsn, min_size=1, max_size=1) as pool:
+            async with pool.acquire() as con:
+                backend = await con.fetchval("SELECT pg_backend_pid()")
+                await con.execute(_STAGING_SQL)
+                await con.execute(
+                    "CREATE FUNCTION pg_temp.held() RETURNS trigger LANGUAGE plpgsql AS "
+                    f"$$ BEGIN PERFORM pg_advisory_xact_lock_shared({HELD}); RETURN NEW; END $$"
+                )
+                await con.execute(
+                    f"CREATE TRIGGER held BEFORE INSERT ON pg_temp.{_STAGING} "
+                    "FOR EACH ROW EXECUTE FUNCTION pg_temp.held()"
+                )
+            async with CdrWriter(pool, config, spool_dir=spool) as writer:
+                await wait_until(
+                    "the replay's COPY to wait on the lock",
+                    lambda: holder.fetchval(
+                        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", backend
+                    ),
+                    lambda event: event == "Lock",
+                    10,
+                )
+                await asyncio.sleep(0.5)  # the rest of the COPY fills the buffers
+                if cut:
+                    await holder.execute("SELECT pg_terminate_backend($1)", backend)
+                await wait_until(
+                    "the spool to be committed",
+                    lambda: asyncio.sleep(0, writer.spool_bytes()),
+                    lambda n: n == 0,
+                    10,
+                )
+    finally:
+        await holder.close()  # releases the lock: a backend left waiting on it ends
+    return writer
+
+
+async def test_a_copy_whose_connection_is_lost_is_retried_at_once(
+    pg_dsn: str, pg_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    # asyncpg alone left this COPY waiting for ever (cdr.db.bounded_by_connection).
+    writer = await _replay_behind_a_held_copy(pg_dsn, tmp_path, FAST, cut=True)
+    assert "ConnectionDoesNotExistError" in str(writer.last_error)
+    assert await count_rows(pg_pool) == (10_000, 10_000)
+
+
+async def test_a_copy_the_server_stops_reading_fails_at_the_command_timeout(
+    pg_dsn: str, pg_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    # asyncpg's own timeout does not bound a COPY waiting for the socket to drain.
+    config = dataclasses.replace(FAST, command_timeout=1.0)
+    writer = await _replay_behind_a_held_copy(pg_dsn, tmp_path, config, cut=False)
+    assert writer.last_error == "TimeoutError: PostgreSQL did not finish within 1 s"
+    assert await count_rows(pg_pool) == (10_000, 10_000)
 
 
 @pytest.mark.parametrize("database_up", [True, False], ids=["db-up", "db-down"])
