@@ -475,7 +475,7 @@ async def ensure_database(admin_dsn: str, name: str) -> None:
 
 
 async def bounded_by_connection(
-    con: asyncpg.Connection, work: Coroutine[Any, Any, _T], within: float
+    con: asyncpg.Connection, work: Coroutine[Any, Any, _T], within: float | None
 ) -> _T:
     """Runs ``work``, which uses ``con``, until it ends, ``con`` is lost or time is up.
 
@@ -491,7 +491,7 @@ async def bounded_by_connection(
     Args:
         con: the connection ``work`` uses (a pool's proxy will do).
         work: a coroutine; its whole transaction belongs in it.
-        within: seconds it may take.
+        within: seconds it may take (None: as long as it takes).
 
     Returns:
         What ``work`` returned.

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from cdr.db import bounded_by_connection
 from routing.config import DevicePatterns
 from routing.directory import Directory
 from routing.model import (
@@ -85,8 +86,16 @@ async def import_sites(conn: asyncpg.Connection, data: SitesData) -> ImportSumma
 
     Raises:
         asyncpg.PostgresError: a constraint failed; nothing was changed.
+        asyncpg.ConnectionDoesNotExistError: the connection was lost; nothing was
+            changed.
     """
-    data = data.sorted()
+    # A large import is COPYs that asyncpg would leave waiting for ever if PostgreSQL
+    # went in the middle (cdr.db.bounded_by_connection); no time bound: an import
+    # takes what it takes.
+    return await bounded_by_connection(conn, _replace_all(conn, data.sorted()), within=None)
+
+
+async def _replace_all(conn: asyncpg.Connection, data: SitesData) -> ImportSummary:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", IMPORT_LOCK_KEY)
         for table in _TABLES:

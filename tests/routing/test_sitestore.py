@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 
@@ -13,6 +14,7 @@ from routing.classify import classify_call
 from routing.model import CallClass, CallContext, Customer, Subscriber
 from routing.sites_export import dump_sites
 from routing.sites_file import SitesData
+from tests.ops.harness import wait_until
 from tests.routing.data import demo_data
 
 pytestmark = pytest.mark.postgres
@@ -106,3 +108,47 @@ async def test_security_desk_column(pg_pool: asyncpg.Pool) -> None:
             await con.execute(
                 "UPDATE routing_customers SET security_desk = 'https://x' WHERE id = 'setera'"
             )
+
+
+@pytest.mark.asyncio
+async def test_an_import_whose_connection_is_lost_mid_copy_fails_at_once(
+    pg_dsn: str, pg_pool: asyncpg.Pool
+) -> None:
+    # asyncpg alone leaves a COPY waiting for ever once the socket is full and the
+    # connection is lost (cdr.db.bounded_by_connection). Each subscriber row waits on
+    # a lock this test holds, so the backend stops reading at the first of 30,000.
+    data = demo_data()
+    model = data.subscribers[0]
+    many = tuple(
+        dataclasses.replace(model, e164=f"+35890{i:07d}", sip_user=f"user{i}")
+        for i in range(30_000)
+    )
+    async with pg_pool.acquire() as con:
+        await import_sites(con, data)
+        await con.execute(
+            "CREATE FUNCTION held() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_advisory_xact_lock_shared(4475); RETURN NEW; END $$;"
+            "CREATE TRIGGER held BEFORE INSERT ON routing_subscribers "
+            "FOR EACH ROW EXECUTE FUNCTION held()"
+        )
+        await con.execute("SELECT pg_advisory_lock(4475)")
+        importer = await asyncpg.connect(pg_dsn)
+        backend = await importer.fetchval("SELECT pg_backend_pid()")
+        task = asyncio.create_task(
+            import_sites(importer, dataclasses.replace(data, subscribers=many))
+        )
+        await wait_until(
+            "the import's COPY to wait on the lock",
+            lambda: con.fetchval(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", backend
+            ),
+            lambda event: event == "Lock",
+            10,
+        )
+        await asyncio.sleep(0.5)  # the rest of the COPY fills the buffers
+        await con.execute("SELECT pg_terminate_backend($1)", backend)
+        async with asyncio.timeout(5):
+            with pytest.raises(asyncpg.ConnectionDoesNotExistError):
+                await task
+        await con.execute("SELECT pg_advisory_unlock(4475)")
+        assert await export_sites(con) == data.sorted()
