@@ -516,12 +516,12 @@ async def bounded_by_connection(
             lost.set_result(None)
             con.remove_termination_listener(on_lost)
             if not task.done():
-                # After the cancellation has reached the work, whose rollback then
-                # fails at once; its cancel request still reaches a server that stopped
-                # reading. (asyncpg may log "Future exception was never retrieved" for
-                # that request's own outcome: its future is awaited only by the next
-                # query on the connection, and there is none.)
-                asyncio.get_running_loop().call_soon(con.terminate)
+                # Before anything else may use it (the pool, on our way out). The
+                # work's COPY then sends a cancel request of its own, which reaches a
+                # server that stopped reading; asyncpg may log "Future exception was
+                # never retrieved" for that request's outcome (only a next query on
+                # the connection would await it).
+                con.terminate()
         task.cancel()
 
     con.add_termination_listener(on_lost)
