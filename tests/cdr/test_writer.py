@@ -23,6 +23,7 @@ from tests.cdr.factory import make_record
 from tests.cdr.test_in_progress import up_until
 from tests.cdr.test_record import tricky_record
 from tests.cdr.writer_child import record_uuid
+from tests.held_copy import HELD_LOCK, copy_held, hold_inserts
 from tests.ops.harness import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio]
@@ -232,19 +233,15 @@ async def test_postgres_stopped_mid_stream_loses_and_duplicates_nothing(
         assert writer.spool_bytes() == 0
 
 
-HELD = 4475  # the advisory lock a held COPY waits on
-
-
 async def _replay_behind_a_held_copy(
     pg_dsn: str, tmp_path: Path, config: CdrConfig, cut: bool
 ) -> CdrWriter:
-    """Replays 10,000 spooled records whose first COPY stops reading half-way.
+    """Replays 10,000 spooled records whose first COPY (~3 MB) stops reading half-way.
 
-    The replay's one connection gets the writer's staging table early, with a trigger
-    that waits on a lock the test holds: the backend stops reading at the first row,
-    so the rest of the COPY (~3 MB) fills the socket and pauses asyncpg's writing.
-    ``cut`` then terminates that backend; otherwise the writer must give up on its own
-    after ``command_timeout``. Returns the writer once its spool is empty (closed).
+    The replay's one connection gets the writer's staging table early, its rows held
+    (tests/held_copy.py). ``cut`` then terminates that backend; otherwise the writer
+    must give up on its own after ``command_timeout``. Returns the writer once its
+    spool is empty (closed).
     """
     spool = tmp_path / "spool"
     dead = f"postgresql://postgres@/voipgw?host={tmp_path}/nowhere"
@@ -256,29 +253,14 @@ async def _replay_behind_a_held_copy(
         await asyncio.gather(*(writer.write(make_record()) for _ in range(10_000)))
     holder = await asyncpg.connect(pg_dsn)
     try:
-        await holder.execute("SELECT pg_advisory_lock($1)", HELD)
+        await holder.execute("SELECT pg_advisory_lock($1)", HELD_LOCK)
         async with asyncpg.create_pool(pg_dsn, min_size=1, max_size=1) as pool:
             async with pool.acquire() as con:
                 backend = await con.fetchval("SELECT pg_backend_pid()")
                 await con.execute(_STAGING_SQL)
-                await con.execute(
-                    "CREATE FUNCTION pg_temp.held() RETURNS trigger LANGUAGE plpgsql AS "
-                    f"$$ BEGIN PERFORM pg_advisory_xact_lock_shared({HELD}); RETURN NEW; END $$"
-                )
-                await con.execute(
-                    f"CREATE TRIGGER held BEFORE INSERT ON pg_temp.{_STAGING} "
-                    "FOR EACH ROW EXECUTE FUNCTION pg_temp.held()"
-                )
+                await hold_inserts(con, _STAGING, temporary=True)
             async with CdrWriter(pool, config, spool_dir=spool) as writer:
-                await wait_until(
-                    "the replay's COPY to wait on the lock",
-                    lambda: holder.fetchval(
-                        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", backend
-                    ),
-                    lambda event: event == "Lock",
-                    10,
-                )
-                await asyncio.sleep(0.5)  # the rest of the COPY fills the buffers
+                await copy_held(holder, backend)
                 if cut:
                     await holder.execute("SELECT pg_terminate_backend($1)", backend)
                 await wait_until(

@@ -14,7 +14,7 @@ from routing.classify import classify_call
 from routing.model import CallClass, CallContext, Customer, Subscriber
 from routing.sites_export import dump_sites
 from routing.sites_file import SitesData
-from tests.ops.harness import wait_until
+from tests.held_copy import HELD_LOCK, copy_held, hold_inserts
 from tests.routing.data import demo_data
 
 pytestmark = pytest.mark.postgres
@@ -114,9 +114,9 @@ async def test_security_desk_column(pg_pool: asyncpg.Pool) -> None:
 async def test_an_import_whose_connection_is_lost_mid_copy_fails_at_once(
     pg_dsn: str, pg_pool: asyncpg.Pool
 ) -> None:
-    # asyncpg alone leaves a COPY waiting for ever once the socket is full and the
-    # connection is lost (cdr.db.bounded_by_connection). Each subscriber row waits on
-    # a lock this test holds, so the backend stops reading at the first of 30,000.
+    # asyncpg alone left this COPY waiting for ever (cdr.db.bounded_by_connection).
+    # Subscriber rows are held (tests/held_copy.py): the backend stops reading at the
+    # first of 30,000.
     data = demo_data()
     model = data.subscribers[0]
     many = tuple(
@@ -125,30 +125,17 @@ async def test_an_import_whose_connection_is_lost_mid_copy_fails_at_once(
     )
     async with pg_pool.acquire() as con:
         await import_sites(con, data)
-        await con.execute(
-            "CREATE FUNCTION held() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN PERFORM pg_advisory_xact_lock_shared(4475); RETURN NEW; END $$;"
-            "CREATE TRIGGER held BEFORE INSERT ON routing_subscribers "
-            "FOR EACH ROW EXECUTE FUNCTION held()"
-        )
-        await con.execute("SELECT pg_advisory_lock(4475)")
+        await hold_inserts(con, "routing_subscribers")
+        await con.execute("SELECT pg_advisory_lock($1)", HELD_LOCK)
         importer = await asyncpg.connect(pg_dsn)
         backend = await importer.fetchval("SELECT pg_backend_pid()")
         task = asyncio.create_task(
             import_sites(importer, dataclasses.replace(data, subscribers=many))
         )
-        await wait_until(
-            "the import's COPY to wait on the lock",
-            lambda: con.fetchval(
-                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", backend
-            ),
-            lambda event: event == "Lock",
-            10,
-        )
-        await asyncio.sleep(0.5)  # the rest of the COPY fills the buffers
+        await copy_held(con, backend)
         await con.execute("SELECT pg_terminate_backend($1)", backend)
         async with asyncio.timeout(5):
             with pytest.raises(asyncpg.ConnectionDoesNotExistError):
                 await task
-        await con.execute("SELECT pg_advisory_unlock(4475)")
+        await con.execute("SELECT pg_advisory_unlock($1)", HELD_LOCK)
         assert await export_sites(con) == data.sorted()
